@@ -1,0 +1,27 @@
+# Two commands matter: `make demo` (the main job) and `make test` (the whole suite).
+# Both build the virtualenv in .venv from pyproject.toml first; nothing is installed by hand.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test test-slow bench install
+
+$(VENV)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q -e '.[test,bench]'
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(BIN)/rsbroker demo
+
+test: $(VENV)/.installed
+	bash scripts/browser-deps.sh
+	$(BIN)/pytest -q
+
+test-slow: $(VENV)/.installed
+	$(BIN)/pytest -q -m slow
+
+bench: $(VENV)/.installed
+	$(BIN)/python -m benchmarks run
