@@ -1,0 +1,78 @@
+/**
+ * The browser / IoT example: connect to any broker node over WebSocket, then call one service
+ * with request-response, request-stream (paced by request-n) and fire-and-forget, and show
+ * what a request to a service nobody provides gets back. The page holds no state beyond one
+ * run; reload it to run again.
+ */
+import { RSocketConnector } from "rsocket-core";
+import type { RSocket } from "rsocket-core";
+import { WebsocketClientTransport } from "rsocket-websocket-client";
+import { describeError, fireAndForget, requestResponse, requestStream } from "./calls";
+import { readConfig } from "./config";
+import type { DemoConfig } from "./config";
+import { COMPOSITE_METADATA_MIME, DATA_MIME, setupMetadata } from "./metadata";
+import { newReport, render } from "./report";
+import type { DemoReport } from "./report";
+
+/** A route whose service no provider registers: shows the broker's immediate REJECTED. */
+export const UNSERVED_ROUTE = "com.acme.unserved.ping";
+
+/** Keepalive every 20 s, give up on a broker silent for 90 s (values in milliseconds). */
+const KEEPALIVE_MS = 20_000;
+const LIFETIME_MS = 90_000;
+
+function connect(config: DemoConfig): Promise<RSocket> {
+  const connector = new RSocketConnector({
+    setup: {
+      dataMimeType: DATA_MIME,
+      metadataMimeType: COMPOSITE_METADATA_MIME,
+      keepAlive: KEEPALIVE_MS,
+      lifetime: LIFETIME_MS,
+      payload: { data: null, metadata: setupMetadata(config.token) },
+    },
+    transport: new WebsocketClientTransport({ url: config.url }),
+  });
+  return connector.connect();
+}
+
+async function runCalls(rsocket: RSocket, config: DemoConfig, report: DemoReport, since: number): Promise<void> {
+  report.response = await requestResponse(rsocket, `${config.service}.hello`, config.name);
+  report.firstReplyMs = performance.now() - since;
+  render(report);
+  report.stream = await requestStream(rsocket, `${config.service}.count`, String(config.count), config.batch);
+  render(report);
+  await fireAndForget(rsocket, `${config.service}.note`, `hello from ${config.name}`);
+  report.noteSent = true;
+  render(report);
+  try {
+    await requestResponse(rsocket, UNSERVED_ROUTE, config.name);
+    report.unserved = { code: null, message: "unexpected reply: the route should have no provider" };
+  } catch (error) {
+    report.unserved = describeError(error);
+  }
+}
+
+async function run(): Promise<void> {
+  const since = performance.now();
+  const config = readConfig(window.location.search);
+  const report = newReport(config.url);
+  render(report);
+  let rsocket: RSocket | null = null;
+  try {
+    rsocket = await connect(config);
+    report.connectMs = performance.now() - since;
+    report.state = "running";
+    render(report);
+    await runCalls(rsocket, config, report, since);
+    report.totalMs = performance.now() - since;
+    report.state = "done";
+  } catch (error) {
+    report.error = describeError(error);
+    report.state = "failed";
+  } finally {
+    rsocket?.close();
+  }
+  render(report);
+}
+
+void run();
