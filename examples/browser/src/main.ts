@@ -32,7 +32,11 @@ function connect(config: DemoConfig): Promise<RSocket> {
     },
     transport: new WebsocketClientTransport({ url: config.url }),
   });
-  return connector.connect();
+  // A browser WebSocket "error" event carries no error object, so rsocket-js rejects with
+  // `undefined`: name the URL instead, it is the only thing a user can act on.
+  return connector.connect().catch((error: unknown) => {
+    throw error ?? new Error(`cannot open WebSocket ${config.url}`);
+  });
 }
 
 async function runCalls(rsocket: RSocket, config: DemoConfig, report: DemoReport, since: number): Promise<void> {

@@ -1,0 +1,117 @@
+"""Fixtures for driving the browser example (examples/browser) in a real headless Chromium.
+
+Everything is real: an ``rsbroker serve`` subprocess, an rsocket-py provider over TCP, the
+page served over HTTP by aiohttp, Debian's chromium driven by Playwright. Tests skip (with the
+fix in the reason) only when chromium or the bundle is absent; ``make test`` installs both
+through scripts/browser-deps.sh first.
+"""
+
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import urlencode
+
+import pytest
+from aiohttp import web
+from playwright.async_api import Browser, Page, async_playwright
+
+from .brokerproc import BrokerNode, running_broker
+from .greeter import SERVICE, GreeterState, greeter_router
+from .provider import connected_provider, wait_until_routed
+
+EXAMPLE_DIR = Path(__file__).resolve().parents[2] / "examples" / "browser"
+BUNDLE = EXAMPLE_DIR / "dist" / "app.js"
+#: Flags that keep Chromium headless, sandbox-free (we run as root in CI) and off the network.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+#: How long a page may take to finish its run (ms). Far above the ~0.1 s it needs when idle.
+PAGE_TIMEOUT_MS = 30_000
+_FINISHED = "() => window.rsbroker !== undefined && ['done', 'failed'].includes(window.rsbroker.state)"
+
+
+def page_url(site: str, ws_url: str, **params: str | int) -> str:
+    """URL of the example page pointed at ``ws_url``; ``params`` are its other query settings."""
+    return f"{site}/index.html?" + urlencode({"url": ws_url, **params})
+
+
+async def run_page(page: Page, url: str) -> dict[str, object]:
+    """Opens ``url``, waits until the page's run ends and returns its ``window.rsbroker`` report."""
+    await page.goto(url)
+    await page.wait_for_function(_FINISHED, timeout=PAGE_TIMEOUT_MS)
+    report: dict[str, object] = await page.evaluate("window.rsbroker")
+    return report
+
+
+@pytest.fixture(scope="session")
+def chromium_executable() -> str:
+    path = shutil.which("chromium")
+    if path is None:
+        pytest.skip("chromium not installed: run scripts/browser-deps.sh (as root) or apt-get install chromium")
+    return path
+
+
+@pytest.fixture(scope="session")
+def example_bundle() -> Path:
+    if not BUNDLE.exists():
+        pytest.skip(f"{BUNDLE} missing: run scripts/browser-deps.sh (npm ci && npm run build)")
+    return BUNDLE
+
+
+@pytest.fixture
+async def example_site(example_bundle: Path) -> AsyncIterator[str]:
+    """examples/browser served over HTTP on a free loopback port; yields ``http://host:port``."""
+    app = web.Application()
+    app.router.add_static("/", example_bundle.parents[1])
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        host, port = runner.addresses[0][:2]
+        yield f"http://{host}:{port}"
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def browser(chromium_executable: str) -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        instance = await playwright.chromium.launch(executable_path=chromium_executable, args=CHROMIUM_ARGS)
+        try:
+            yield instance
+        finally:
+            await instance.close()
+
+
+@pytest.fixture
+async def page(browser: Browser) -> AsyncIterator[Page]:
+    context = await browser.new_context()
+    try:
+        yield await context.new_page()
+    finally:
+        await context.close()
+
+
+@pytest.fixture
+async def broker() -> AsyncIterator[BrokerNode]:
+    """One ``rsbroker serve`` node (TCP, WebSocket and admin listeners on free ports)."""
+    async with running_broker("b1") as node:
+        yield node
+
+
+@pytest.fixture
+async def greeter(broker: BrokerNode) -> AsyncIterator[GreeterState]:
+    """The greeter service connected to ``broker`` over TCP, already routable when yielded."""
+    assert broker.tcp is not None
+    state = GreeterState()
+    async with connected_provider(broker.tcp, greeter_router(state), [SERVICE], "greeter-1"):
+        await wait_until_routed(broker.admin_url, SERVICE)
+        yield state

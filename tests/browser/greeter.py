@@ -1,0 +1,82 @@
+"""The provider the browser page talks to: a plain rsocket-py ``RequestRouter`` service.
+
+It records what reaches it (fire-and-forget notes, every request-n credit grant) so that a
+test can check the broker relayed the browser's frames, not only that the page saw replies.
+The stream emits strictly on demand: an item goes out only against a credit, which makes a
+lost or rewritten REQUEST_N visible as a stalled stream instead of passing unnoticed.
+"""
+
+import asyncio
+from dataclasses import dataclass, field
+
+from reactivestreams.subscriber import Subscriber
+from reactivestreams.subscription import Subscription
+from rsocket.payload import Payload
+from rsocket.routing.request_router import RequestRouter
+
+#: The service the example page calls by default (``examples/browser``: ``?service=``).
+SERVICE = "com.acme.greeter"
+
+
+def greeting(name: str) -> str:
+    """The reply of ``<service>.hello``: what the page must show for a given name."""
+    return f"Hello, {name}!"
+
+
+class CountingStream(Subscription):
+    """Publishes "1".."count", one item per credit, completing with the last item.
+
+    Records each ``request(n)`` in ``grants`` (shared with :class:`GreeterState`) so that the
+    credits the requester sent can be compared with the credits the provider received.
+    """
+
+    def __init__(self, count: int, grants: list[int]) -> None:
+        self._count = count
+        self._next = 1
+        self._grants = grants
+        self._subscriber: Subscriber | None = None
+
+    def subscribe(self, subscriber: Subscriber) -> None:
+        """Publisher side (rsocket-py duck-types publishers): hand ourselves to the subscriber."""
+        self._subscriber = subscriber
+        subscriber.on_subscribe(self)
+
+    def request(self, n: int) -> None:
+        self._grants.append(n)
+        if self._subscriber is None:
+            return
+        while n > 0 and self._next <= self._count:
+            value = self._next
+            self._next += 1
+            n -= 1
+            self._subscriber.on_next(Payload(str(value).encode()), is_complete=value == self._count)
+
+    def cancel(self) -> None:
+        self._next = self._count + 1
+
+
+@dataclass
+class GreeterState:
+    """What the provider observed, for assertions."""
+
+    notes: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
+    grants: list[int] = field(default_factory=list)
+
+
+def greeter_router(state: GreeterState, service: str = SERVICE) -> RequestRouter:
+    """Routes ``<service>.hello`` (request-response), ``.count`` (request-stream) and ``.note`` (fnf)."""
+    router = RequestRouter()
+
+    @router.response(f"{service}.hello")
+    async def hello(payload: Payload) -> Payload:
+        return Payload(greeting(payload.data.decode()).encode())
+
+    @router.stream(f"{service}.count")
+    async def count(payload: Payload) -> CountingStream:
+        return CountingStream(int(payload.data.decode()), state.grants)
+
+    @router.fire_and_forget(f"{service}.note")
+    async def note(payload: Payload) -> None:
+        state.notes.put_nowait(payload.data.decode())
+
+    return router
