@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the browser tests need: Debian's chromium (Playwright's own browser
 # download cannot work on this network) and the pinned rsocket-js bundle for the
-# browser example. Idempotent: does nothing when both are already there.
+# browser example. Idempotent and quiet: installs only what is missing or stale
+# (node_modules older than package-lock.json), then rebuilds the bundle (~2 s).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v chromium >/dev/null 2>&1; then
@@ -13,5 +14,11 @@ if ! command -v chromium >/dev/null 2>&1; then
     fi
 fi
 if [ -f examples/browser/package.json ]; then
-    (cd examples/browser && { [ -d node_modules ] || npm ci --no-audit --no-fund --loglevel=error; } && npm run --silent build)
+    cd examples/browser
+    # npm records what it installed in node_modules/.package-lock.json; a newer lock file
+    # means the pinned versions changed since.
+    if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+        npm ci --no-audit --no-fund --loglevel=error >/dev/null
+    fi
+    npm run --silent build
 fi

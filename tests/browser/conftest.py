@@ -9,7 +9,6 @@ through scripts/browser-deps.sh first.
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
-from urllib.parse import urlencode
 
 import pytest
 from aiohttp import web
@@ -17,37 +16,8 @@ from playwright.async_api import Browser, Page, async_playwright
 
 from .brokerproc import BrokerNode, running_broker
 from .greeter import SERVICE, GreeterState, greeter_router
+from .pages import BUNDLE, CHROMIUM_ARGS, EXAMPLE_DIR
 from .provider import connected_provider, wait_until_routed
-
-EXAMPLE_DIR = Path(__file__).resolve().parents[2] / "examples" / "browser"
-BUNDLE = EXAMPLE_DIR / "dist" / "app.js"
-#: Flags that keep Chromium headless, sandbox-free (we run as root in CI) and off the network.
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-#: How long a page may take to finish its run (ms). Far above the ~0.1 s it needs when idle.
-PAGE_TIMEOUT_MS = 30_000
-_FINISHED = "() => window.rsbroker !== undefined && ['done', 'failed'].includes(window.rsbroker.state)"
-
-
-def page_url(site: str, ws_url: str, **params: str | int) -> str:
-    """URL of the example page pointed at ``ws_url``; ``params`` are its other query settings."""
-    return f"{site}/index.html?" + urlencode({"url": ws_url, **params})
-
-
-async def run_page(page: Page, url: str) -> dict[str, object]:
-    """Opens ``url``, waits until the page's run ends and returns its ``window.rsbroker`` report."""
-    await page.goto(url)
-    await page.wait_for_function(_FINISHED, timeout=PAGE_TIMEOUT_MS)
-    report: dict[str, object] = await page.evaluate("window.rsbroker")
-    return report
 
 
 @pytest.fixture(scope="session")
@@ -67,9 +37,10 @@ def example_bundle() -> Path:
 
 @pytest.fixture
 async def example_site(example_bundle: Path) -> AsyncIterator[str]:
-    """examples/browser served over HTTP on a free loopback port; yields ``http://host:port``."""
+    """examples/browser (with its built bundle) served over HTTP on a free loopback port;
+    yields ``http://host:port``."""
     app = web.Application()
-    app.router.add_static("/", example_bundle.parents[1])
+    app.router.add_static("/", EXAMPLE_DIR)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -12,8 +12,8 @@ import pytest
 from playwright.async_api import Browser, Page
 
 from .brokerproc import BrokerNode
-from .conftest import page_url, run_page
 from .greeter import GreeterState, greeting
+from .pages import page_url, run_page
 
 pytestmark = pytest.mark.browser
 
