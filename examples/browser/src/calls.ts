@@ -69,14 +69,14 @@ export function requestStream(
   return new Promise((resolve, reject) => {
     const outcome: StreamOutcome = { items: [], requests: [batch] };
     let credits = batch;
-    let subscription: Requestable | null = null;
-    subscription = rsocket.requestStream(textPayload(route, text), batch, {
+    // Callbacks run only once response frames arrive, after `subscription` is assigned.
+    const subscription: Requestable = rsocket.requestStream(textPayload(route, text), batch, {
       onNext: (payload, isComplete) => {
         outcome.items.push(payloadText(payload));
         credits -= 1;
         if (isComplete) {
           resolve(outcome);
-        } else if (credits === 0 && subscription !== null) {
+        } else if (credits === 0) {
           credits = batch;
           outcome.requests.push(batch);
           subscription.request(batch);
