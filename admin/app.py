@@ -1,0 +1,84 @@
+"""The admin API: what an operator asks a node, over HTTP and JSON.
+
+Read-only views of the node's relay state, health probes for orchestrators, and
+Prometheus metrics. Versioned under ``/api/v1``; every response is JSON except
+``/metrics`` (Prometheus text format).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from admin.metrics import metrics_handler
+
+if TYPE_CHECKING:
+    from broker.server import Node
+
+NODE_KEY: web.AppKey["Node"] = web.AppKey("node")
+
+
+def _node(request: web.Request) -> "Node":
+    return request.app[NODE_KEY]
+
+
+async def live(request: web.Request) -> web.Response:
+    """The process answers: it is alive."""
+    return web.json_response({"status": "live"})
+
+
+async def ready(request: web.Request) -> web.Response:
+    """Ready to take clients: listeners bound and not draining."""
+    node = _node(request)
+    broker = node.broker
+    if broker is None or broker.draining:
+        return web.json_response({"status": "not ready", "reason": "draining" if broker else "starting"}, status=503)
+    return web.json_response({"status": "ready"})
+
+
+async def node_info(request: web.Request) -> web.Response:
+    node = _node(request)
+    broker = node.broker
+    body: dict[str, Any] = {
+        "node_id": node.settings.node_id,
+        "addresses": node.addresses,
+        "started_at": node.started_at,
+        "uptime_s": round(time.time() - node.started_at, 3),
+        "draining": bool(broker and broker.draining),
+        "auth": "jwt" if node.settings.auth_enabled else ("anonymous" if node.settings.allow_anonymous else "loopback-only"),
+        "connections": len(broker.sessions) if broker else 0,
+        "limits": {
+            "max_frame_size": node.settings.max_frame_size,
+            "max_streams": node.settings.max_streams,
+            "max_connections_per_source": node.settings.max_connections_per_source,
+            "setup_timeout_s": node.settings.setup_timeout_s,
+            "max_pending_bytes": node.settings.max_pending_bytes,
+        },
+    }
+    body.update(node.addresses)
+    return web.json_response(body)
+
+
+async def connections(request: web.Request) -> web.Response:
+    broker = _node(request).broker
+    sessions = sorted(broker.sessions, key=lambda s: s.id) if broker else []
+    return web.json_response({"connections": [s.describe() for s in sessions]})
+
+
+async def services(request: web.Request) -> web.Response:
+    broker = _node(request).broker
+    return web.json_response({"services": broker.services_view() if broker else {}})
+
+
+def admin_app(node: "Node") -> web.Application:
+    app = web.Application()
+    app[NODE_KEY] = node
+    app.router.add_get("/health/live", live)
+    app.router.add_get("/health/ready", ready)
+    app.router.add_get("/api/v1/node", node_info)
+    app.router.add_get("/api/v1/connections", connections)
+    app.router.add_get("/api/v1/services", services)
+    app.router.add_get("/metrics", metrics_handler(node))
+    return app

@@ -1,0 +1,226 @@
+"""Composite metadata, routing tags and the registration entry.
+
+Readers take bytes from the network and raise :class:`~broker.frames.FrameError`
+(code INVALID for a request's metadata, INVALID_SETUP when called for a SETUP) with a
+specific message; builders produce what rsocket clients and the broker itself send.
+
+Wire formats (RSocket extensions):
+* composite metadata: entries of ``mime | u24 length | bytes`` where ``mime`` is one byte
+  ``0x80 | id`` for a well-known type or ``len-1`` followed by that many ASCII bytes;
+* routing (``message/x.rsocket.routing.v0``): tags of ``u8 length | UTF-8 bytes``;
+* registration (``message/x.rsbroker.register.v0``): UTF-8 JSON, see :class:`Registration`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from broker.frames import ErrorCode, FrameError
+
+COMPOSITE_MIME = "message/x.rsocket.composite-metadata.v0"
+ROUTING_MIME = "message/x.rsocket.routing.v0"
+AUTH_MIME = "message/x.rsocket.authentication.v0"
+REGISTER_MIME = "message/x.rsbroker.register.v0"
+TOPOLOGY_MIME = "message/x.rsbroker.topology.v0"
+
+#: Well-known MIME ids used by the composite metadata extension (subset the broker needs).
+WELL_KNOWN: dict[int, str] = {
+    0x00: "application/avro",
+    0x01: "application/cbor",
+    0x02: "application/graphql",
+    0x03: "application/gzip",
+    0x04: "application/javascript",
+    0x05: "application/json",
+    0x06: "application/octet-stream",
+    0x07: "application/pdf",
+    0x08: "application/vnd.apache.thrift.binary",
+    0x09: "application/vnd.google.protobuf",
+    0x0A: "application/xml",
+    0x0B: "application/zip",
+    0x0C: "audio/aac",
+    0x0D: "audio/mp3",
+    0x0E: "audio/mp4",
+    0x0F: "audio/mpeg3",
+    0x10: "audio/mpeg",
+    0x11: "audio/ogg",
+    0x12: "audio/opus",
+    0x13: "audio/vorbis",
+    0x14: "image/bmp",
+    0x15: "image/gif",
+    0x16: "image/heic-sequence",
+    0x17: "image/heic",
+    0x18: "image/heif-sequence",
+    0x19: "image/heif",
+    0x1A: "image/jpeg",
+    0x1B: "image/png",
+    0x1C: "image/tiff",
+    0x1D: "multipart/mixed",
+    0x1E: "text/css",
+    0x1F: "text/csv",
+    0x20: "text/html",
+    0x21: "text/plain",
+    0x22: "text/xml",
+    0x23: "video/H264",
+    0x24: "video/H265",
+    0x25: "video/VP8",
+    0x26: "application/x-hessian",
+    0x27: "application/x-java-object",
+    0x28: "application/cloudevents+json",
+    0x29: "application/x-capnp",
+    0x2A: "application/x-flatbuffers",
+    0x7A: "message/x.rsocket.mime-type.v0",
+    0x7B: "message/x.rsocket.accept-mime-types.v0",
+    0x7C: AUTH_MIME,
+    0x7D: "message/x.rsocket.tracing-zipkin.v0",
+    0x7E: ROUTING_MIME,
+    0x7F: COMPOSITE_MIME,
+}
+_WELL_KNOWN_IDS = {mime: ident for ident, mime in WELL_KNOWN.items()}
+
+
+def iter_composite(metadata: bytes, code: ErrorCode = ErrorCode.INVALID) -> Iterator[tuple[str, bytes]]:
+    """Yield ``(mime, content)`` for each entry of composite metadata."""
+    pos, end = 0, len(metadata)
+    while pos < end:
+        first = metadata[pos]
+        pos += 1
+        if first & 0x80:
+            ident = first & 0x7F
+            mime = WELL_KNOWN.get(ident, f"well-known/0x{ident:02x}")
+        else:
+            mlen = first + 1
+            if pos + mlen > end:
+                raise FrameError(f"composite metadata MIME type of {mlen} bytes runs past the metadata", code)
+            try:
+                mime = metadata[pos : pos + mlen].decode("ascii")
+            except UnicodeDecodeError:
+                raise FrameError("composite metadata MIME type is not ASCII", code) from None
+            pos += mlen
+        if end - pos < 3:
+            raise FrameError(f"composite metadata entry '{mime}' has no length", code)
+        length = (metadata[pos] << 16) | (metadata[pos + 1] << 8) | metadata[pos + 2]
+        pos += 3
+        if pos + length > end:
+            raise FrameError(f"composite metadata entry '{mime}' of {length} bytes runs past the metadata", code)
+        yield mime, metadata[pos : pos + length]
+        pos += length
+
+
+def parse_routing(tags: bytes, code: ErrorCode = ErrorCode.INVALID) -> list[str]:
+    """Decode routing tags."""
+    out: list[str] = []
+    pos, end = 0, len(tags)
+    while pos < end:
+        length = tags[pos]
+        pos += 1
+        if pos + length > end:
+            raise FrameError(f"routing tag of {length} bytes runs past the metadata", code)
+        try:
+            out.append(tags[pos : pos + length].decode("utf-8"))
+        except UnicodeDecodeError:
+            raise FrameError("routing tag is not UTF-8", code) from None
+        pos += length
+    return out
+
+
+def route_of(metadata: bytes, metadata_mime: str) -> str | None:
+    """The route (first routing tag) of a request's metadata, or None when it has none."""
+    if metadata_mime == ROUTING_MIME:
+        tags = parse_routing(metadata)
+        return tags[0] if tags else None
+    for mime, content in iter_composite(metadata):
+        if mime == ROUTING_MIME:
+            tags = parse_routing(content)
+            return tags[0] if tags else None
+    return None
+
+
+def service_of(route: str) -> str:
+    """``com.acme.greeter.hello`` → ``com.acme.greeter``; a route without a dot is its own service."""
+    dot = route.rfind(".")
+    return route[:dot] if dot > 0 else route
+
+
+def find_entry(metadata: bytes, mime: str, code: ErrorCode = ErrorCode.INVALID) -> bytes | None:
+    """Content of the first composite entry of type ``mime``, or None."""
+    for entry_mime, content in iter_composite(metadata, code):
+        if entry_mime == mime:
+            return content
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """What a provider announces: the services it serves and how to weigh it."""
+
+    services: tuple[str, ...]
+    instance: str
+    weight: int = 1
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, raw: bytes, default_instance: str, code: ErrorCode = ErrorCode.INVALID_SETUP) -> "Registration":
+        """Validate a registration entry; every problem gets its own message."""
+        try:
+            obj = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise FrameError(f"registration entry is not UTF-8 JSON: {exc}", code) from None
+        if not isinstance(obj, dict):
+            raise FrameError("registration entry must be a JSON object", code)
+        services = obj.get("services", [])
+        if not isinstance(services, list) or not all(isinstance(s, str) and s.strip() for s in services):
+            raise FrameError("registration 'services' must be a list of non-empty strings", code)
+        instance = obj.get("instance", default_instance)
+        if not isinstance(instance, str) or not instance:
+            raise FrameError("registration 'instance' must be a non-empty string", code)
+        weight = obj.get("weight", 1)
+        if not isinstance(weight, int) or isinstance(weight, bool) or not 0 < weight <= 1_000_000:
+            raise FrameError("registration 'weight' must be an integer from 1 to 1000000", code)
+        tags = obj.get("tags", {})
+        if not isinstance(tags, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in tags.items()):
+            raise FrameError("registration 'tags' must be an object of string values", code)
+        return cls(services=tuple(dict.fromkeys(services)), instance=instance, weight=weight, tags=dict(tags))
+
+    def to_json(self) -> bytes:
+        return json.dumps(
+            {"services": list(self.services), "instance": self.instance, "weight": self.weight, "tags": self.tags}
+        ).encode()
+
+
+# ---------------------------------------------------------------------------------------
+# Builders
+
+
+def composite_entry(mime: str, content: bytes) -> bytes:
+    """One composite metadata entry, using the well-known id where there is one."""
+    ident = _WELL_KNOWN_IDS.get(mime)
+    if ident is not None:
+        head = bytes((0x80 | ident,))
+    else:
+        raw = mime.encode("ascii")
+        if not 1 <= len(raw) <= 128:
+            raise ValueError("a custom MIME type must be 1 to 128 ASCII bytes")
+        head = bytes((len(raw) - 1,)) + raw
+    return head + len(content).to_bytes(3, "big") + content
+
+
+def routing(*tags: str) -> bytes:
+    out = bytearray()
+    for tag in tags:
+        raw = tag.encode("utf-8")
+        if len(raw) > 255:
+            raise ValueError("a routing tag is at most 255 bytes")
+        out += bytes((len(raw),)) + raw
+    return bytes(out)
+
+
+def route_metadata(route: str) -> bytes:
+    """Composite metadata holding just a route, what a requester puts on each request."""
+    return composite_entry(ROUTING_MIME, routing(route))
+
+
+def bearer_auth(token: str) -> bytes:
+    """Content of an authentication entry carrying a bearer token (well-known type 0x01)."""
+    return bytes((0x80 | 0x01,)) + token.encode("utf-8")

@@ -1,0 +1,176 @@
+"""Which connections serve which service, and how the next request picks one.
+
+The registry maps a service name to the sessions that provide it (local providers now,
+broker links to other nodes later) and applies the service's load-balancing policy:
+
+* ``round_robin`` — each provider in turn;
+* ``least_outstanding`` — the provider with the fewest open streams through this node
+  (ties broken round-robin, so equal providers still share);
+* ``weighted`` — smooth weighted round robin (nginx's algorithm): deterministic, spreads
+  picks evenly in proportion to the weights, no randomness to make tests flaky.
+
+Providers that negotiated leases are only picked while they hold an unexpired lease with
+requests left; picking spends one request of the lease.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+POLICIES = ("round_robin", "least_outstanding", "weighted")
+
+
+class Provider(Protocol):
+    """What the registry needs to know about a providing session."""
+
+    outstanding: int
+    lease_enabled: bool
+    lease_remaining: int
+    lease_expires: float
+
+    @property
+    def instance(self) -> str: ...
+
+    @property
+    def weight(self) -> int: ...
+
+
+@dataclass(slots=True)
+class ServicePolicy:
+    """Per-service settings; from the config file now, from the Raft store later."""
+
+    policy: str = "round_robin"
+    weights: dict[str, int] = field(default_factory=dict)
+    prefer_local: bool = True
+
+    def __post_init__(self) -> None:
+        if self.policy not in POLICIES:
+            raise ValueError(f"unknown load-balancing policy '{self.policy}' (choose from {', '.join(POLICIES)})")
+        for instance, weight in self.weights.items():
+            if not isinstance(weight, int) or weight < 0:
+                raise ValueError(f"weight of instance '{instance}' must be a non-negative integer")
+
+    @classmethod
+    def from_obj(cls, obj: dict) -> "ServicePolicy":
+        if not isinstance(obj, dict):
+            raise ValueError("a service policy must be an object")
+        unknown = set(obj) - {"policy", "weights", "prefer_local"}
+        if unknown:
+            raise ValueError(f"unknown service policy keys: {', '.join(sorted(unknown))}")
+        return cls(
+            policy=obj.get("policy", "round_robin"),
+            weights=dict(obj.get("weights", {})),
+            prefer_local=bool(obj.get("prefer_local", True)),
+        )
+
+
+class _Service:
+    __slots__ = ("providers", "cursor", "current")
+
+    def __init__(self) -> None:
+        self.providers: list[Provider] = []
+        self.cursor = 0
+        #: smooth-weighted-round-robin running weights, by provider identity
+        self.current: dict[int, int] = {}
+
+
+class Registry:
+    """Service name → providers, with the pick policy of each service."""
+
+    def __init__(self, default_policy: str = "round_robin") -> None:
+        self._services: dict[str, _Service] = {}
+        self._policies: dict[str, ServicePolicy] = {}
+        self.default_policy = ServicePolicy(policy=default_policy)
+
+    # -- membership -------------------------------------------------------------------
+
+    def add(self, service: str, provider: Provider) -> None:
+        entry = self._services.get(service)
+        if entry is None:
+            entry = self._services[service] = _Service()
+        if provider not in entry.providers:
+            entry.providers.append(provider)
+
+    def remove(self, service: str, provider: Provider) -> None:
+        entry = self._services.get(service)
+        if entry is None or provider not in entry.providers:
+            return
+        entry.providers.remove(provider)
+        entry.current.pop(id(provider), None)
+        if not entry.providers:
+            del self._services[service]
+
+    def services(self) -> dict[str, list[Provider]]:
+        return {name: list(entry.providers) for name, entry in self._services.items()}
+
+    def providers(self, service: str) -> list[Provider]:
+        entry = self._services.get(service)
+        return list(entry.providers) if entry else []
+
+    # -- policies ---------------------------------------------------------------------
+
+    def set_policy(self, service: str, policy: ServicePolicy | None) -> None:
+        if policy is None:
+            self._policies.pop(service, None)
+        else:
+            self._policies[service] = policy
+
+    def policy(self, service: str) -> ServicePolicy:
+        return self._policies.get(service, self.default_policy)
+
+    # -- picking ----------------------------------------------------------------------
+
+    def pick(self, service: str, now: float) -> tuple[Provider | None, str]:
+        """Choose a provider for one request. Returns ``(provider, reason_if_none)``."""
+        entry = self._services.get(service)
+        if entry is None:
+            return None, f"no provider for service '{service}'"
+        providers = entry.providers
+        if any(p.lease_enabled for p in providers):
+            providers = [p for p in providers if _has_lease(p, now)]
+            if not providers:
+                return None, f"no provider for service '{service}' holds a lease with requests left"
+        policy = self._policies.get(service, self.default_policy)
+        if len(providers) == 1:
+            chosen = providers[0]
+        elif policy.policy == "least_outstanding":
+            chosen = self._least_outstanding(entry, providers)
+        elif policy.policy == "weighted":
+            chosen = self._weighted(entry, providers, policy)
+        else:
+            entry.cursor += 1
+            chosen = providers[entry.cursor % len(providers)]
+        if chosen.lease_enabled:
+            chosen.lease_remaining -= 1
+        return chosen, ""
+
+    @staticmethod
+    def _least_outstanding(entry: _Service, providers: list[Provider]) -> Provider:
+        low = min(p.outstanding for p in providers)
+        tied = [p for p in providers if p.outstanding == low]
+        entry.cursor += 1
+        return tied[entry.cursor % len(tied)]
+
+    @staticmethod
+    def _weighted(entry: _Service, providers: list[Provider], policy: ServicePolicy) -> Provider:
+        total = 0
+        best: Provider | None = None
+        best_current = 0
+        current = entry.current
+        for p in providers:
+            weight = policy.weights.get(p.instance, p.weight)
+            total += weight
+            value = current.get(id(p), 0) + weight
+            current[id(p)] = value
+            if best is None or value > best_current:
+                best, best_current = p, value
+        assert best is not None
+        current[id(best)] = best_current - total
+        return best
+
+
+def _has_lease(provider: Provider, now: float) -> bool:
+    if not provider.lease_enabled:
+        return True
+    return provider.lease_remaining > 0 and now < provider.lease_expires

@@ -1,0 +1,115 @@
+"""A broker node: listeners, admin API, and an orderly life from start to drain.
+
+``Node`` wires the pieces together and nothing more: the relay (``broker.relay``), the
+transport shells (``broker.transports``) and the admin API (``admin.app``). Its lifecycle:
+
+    start()  → listeners bound, ``rsbroker ready {json}`` printed
+    drain()  → listeners closed, new streams refused, open streams given time to end
+    stop()   → remaining connections closed with ERROR(CONNECTION_CLOSE)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import ssl
+import time
+from typing import Any
+
+from aiohttp import web
+
+from broker.relay import Broker
+from broker.settings import Settings, parse_hostport
+from broker.transports import TcpSession, websocket_app
+
+log = logging.getLogger("rsbroker.node")
+
+
+def _format(addr: tuple[Any, ...] | None) -> str | None:
+    if addr is None:
+        return None
+    host = addr[0]
+    return f"[{host}]:{addr[1]}" if ":" in host else f"{host}:{addr[1]}"
+
+
+class Node:
+    """One broker node with its listeners."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.broker: Broker | None = None
+        self.started_at = time.time()
+        self.addresses: dict[str, str | None] = {"tcp": None, "ws": None, "admin": None, "cluster": None}
+        self._tcp_server: asyncio.AbstractServer | None = None
+        self._runners: list[web.AppRunner] = []
+        self._ws_sites: list[web.BaseSite] = []
+        self._stopped = asyncio.Event()
+        self.server_ssl: ssl.SSLContext | None = None
+
+    async def start(self) -> None:
+        settings = self.settings
+        loop = asyncio.get_running_loop()
+        broker = self.broker = Broker(settings, loop)
+        broker.start()
+        if settings.tcp:
+            host, port = parse_hostport(settings.tcp, "--tcp")
+            self._tcp_server = await loop.create_server(
+                lambda: TcpSession(broker), host, port, ssl=self.server_ssl, reuse_address=True, backlog=4096
+            )
+            self.addresses["tcp"] = _format(self._tcp_server.sockets[0].getsockname())
+        if settings.ws:
+            self.addresses["ws"] = await self._serve_app(websocket_app(broker), settings.ws, "--ws", self.server_ssl, True)
+        if settings.admin:
+            from admin.app import admin_app
+
+            self.addresses["admin"] = await self._serve_app(admin_app(self), settings.admin, "--admin", None, False)
+
+    async def _serve_app(
+        self, app: web.Application, where: str, flag: str, ssl_context: ssl.SSLContext | None, is_ws: bool
+    ) -> str | None:
+        host, port = parse_hostport(where, flag)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_context, reuse_address=True, backlog=4096)
+        await site.start()
+        self._runners.append(runner)
+        if is_ws:
+            self._ws_sites.append(site)
+        return _format(runner.addresses[-1])
+
+    def ready_line(self) -> str:
+        info = {"node_id": self.settings.node_id, **self.addresses}
+        return "rsbroker ready " + json.dumps(info)
+
+    async def drain(self) -> None:
+        """Stop accepting, refuse new streams, give open streams ``drain_timeout_s`` to end."""
+        log.info("draining: no new connections, open streams get %.1f s", self.settings.drain_timeout_s)
+        if self._tcp_server is not None:
+            self._tcp_server.close()
+        for site in self._ws_sites:
+            await site.stop()
+        if self.broker is not None:
+            await self.broker.drain(self.settings.drain_timeout_s)
+
+    async def stop(self) -> None:
+        if self.broker is not None:
+            await self.broker.stop()
+        if self._tcp_server is not None:
+            self._tcp_server.close()
+        # give the close frames a moment to leave before tearing the runners down
+        await asyncio.sleep(0.05)
+        for runner in reversed(self._runners):
+            await runner.cleanup()
+        self._stopped.set()
+
+    async def run_until_signalled(self) -> None:
+        """Serve until SIGTERM/SIGINT, then drain and stop."""
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await self.drain()
+        await self.stop()

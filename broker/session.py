@@ -1,0 +1,617 @@
+"""One RSocket connection as the relay sees it: its state, its streams, its frames.
+
+A session never runs an RSocket endpoint. It reads the 6-byte header of each frame,
+looks the stream up, rewrites the stream id and appends the frame's bytes to the
+destination session's output. Payload data is never decoded; metadata is read only
+when a stream opens (to find the route) and on SETUP / METADATA_PUSH.
+
+Rules this module keeps:
+* Every stream the broker accepts ends, for both sides, in a terminal frame: a response,
+  a completion, an ERROR, or a CANCEL — including when either side's connection is lost.
+* Streams opened by the peer have odd ids (it is the client); streams the broker opens
+  towards the peer (as requester on behalf of someone else) have even ids. So a provider
+  may also be a requester on the same connection and the two never collide.
+* Connection states and their transitions live in ``_TRANSITIONS``, nowhere else.
+
+Transport subclasses (TCP, WebSocket) provide ``_write_out``, ``_close_transport``,
+``pause_reading`` / ``resume_reading`` and call :meth:`Session.handle_frame` per frame.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import logging
+import struct
+from typing import TYPE_CHECKING, Any
+
+from broker import metadata as md
+from broker.frames import (
+    FLAG_COMPLETE,
+    FLAG_FOLLOWS,
+    FLAG_IGNORE,
+    FLAG_METADATA,
+    FLAG_NEXT,
+    FLAG_RESPOND,
+    HEADER_LENGTH,
+    ErrorCode,
+    FrameError,
+    FrameType,
+    cancel_frame,
+    error_frame,
+    keepalive_frame,
+    parse_error,
+    parse_lease,
+    parse_setup,
+    request_metadata,
+)
+
+if TYPE_CHECKING:
+    from broker.relay import Broker
+
+log = logging.getLogger("rsbroker.session")
+
+_HEADER = struct.Struct(">IH")
+_SID = struct.Struct(">I")
+
+_PAYLOAD = FrameType.PAYLOAD
+_REQUEST_N = FrameType.REQUEST_N
+_CANCEL = FrameType.CANCEL
+_ERROR = FrameType.ERROR
+_RR = FrameType.REQUEST_RESPONSE
+_FNF = FrameType.REQUEST_FNF
+_STREAM = FrameType.REQUEST_STREAM
+_CHANNEL = FrameType.REQUEST_CHANNEL
+_REQUESTS = frozenset((_RR, _FNF, _STREAM, _CHANNEL))
+_KNOWN_TYPES = frozenset(int(t) for t in FrameType) - {FrameType.RESERVED, FrameType.EXT}
+
+#: Largest metadata the broker buffers while a fragmented request's route is unknown.
+MAX_PENDING_METADATA = 1 << 20
+
+
+class State(enum.Enum):
+    AWAIT_SETUP = "await_setup"
+    SERVING = "serving"
+    CLOSED = "closed"
+
+
+#: (state, event) -> next state. Anything missing is a bug, not a peer error.
+_TRANSITIONS: dict[tuple[State, str], State] = {
+    (State.AWAIT_SETUP, "setup_ok"): State.SERVING,
+    (State.AWAIT_SETUP, "close"): State.CLOSED,
+    (State.SERVING, "close"): State.CLOSED,
+    (State.CLOSED, "close"): State.CLOSED,
+}
+
+_session_ids = itertools.count(1)
+
+
+class Stream:
+    """One relayed stream: the requester's side and the provider's side."""
+
+    __slots__ = (
+        "kind",
+        "req",
+        "req_id",
+        "req_sid",
+        "prov",
+        "prov_id",
+        "prov_sid",
+        "in_done",
+        "out_done",
+        "pending",
+        "pending_meta",
+        "route",
+    )
+
+    def __init__(self, kind: int, req: "Session", req_id: int) -> None:
+        self.kind = kind
+        self.req = req
+        self.req_id = req_id
+        self.req_sid = _SID.pack(req_id)
+        self.prov: Session | None = None
+        self.prov_id = 0
+        self.prov_sid = b""
+        #: requester→provider direction finished (request fully sent / channel completed)
+        self.in_done = False
+        #: provider→requester direction finished (response, completion or error)
+        self.out_done = False
+        #: frames of a fragmented request held until its metadata (and so its route) is complete
+        self.pending: list[bytes] | None = None
+        self.pending_meta = b""
+        self.route = ""
+
+
+class Session:
+    """Transport-independent relay state of one connection."""
+
+    transport_name = "?"
+
+    def __init__(self, broker: "Broker", peer: tuple[Any, ...] | None) -> None:
+        self.broker = broker
+        self.id = next(_session_ids)
+        self.peer = peer
+        self.state = State.AWAIT_SETUP
+        self.streams: dict[int, Stream] = {}
+        self.next_local_id = 2
+        self.metadata_mime = md.COMPOSITE_MIME
+        self.data_mime = ""
+        self.registration: md.Registration | None = None
+        self.principal: Any = None
+        self.tls_principal: Any = None
+        self.keepalive_ms = 0
+        self.max_lifetime_ms = 0
+        self.lease_enabled = False
+        self.lease_remaining = 0
+        self.lease_expires = 0.0
+        #: when the LEASE this broker granted to the peer (if it negotiated leases) runs out
+        self.lease_granted_until = 0.0
+        #: streams on which this session is the provider, for least-outstanding picking
+        self.outstanding = 0
+        now = broker.clock()
+        self.connected_at = now
+        self.last_recv = now
+        self.frames_in = 0
+        self.frames_out = 0
+        self.close_reason = ""
+        #: sessions that paused reading because this one could not take more output
+        self._blocked_sources: set[Session] = set()
+        self.write_paused = False
+        self.read_paused = False
+        #: set once the broker decided to close; inbound frames after it are not processed
+        self.closing = False
+
+    # -- identity used by the registry ----------------------------------------------------
+
+    @property
+    def instance(self) -> str:
+        return self.registration.instance if self.registration else f"conn-{self.id}"
+
+    @property
+    def weight(self) -> int:
+        return self.registration.weight if self.registration else 1
+
+    @property
+    def peer_text(self) -> str:
+        if not self.peer:
+            return "?"
+        return f"{self.peer[0]}:{self.peer[1]}"
+
+    # -- transport hooks (overridden) -----------------------------------------------------
+
+    def forward(self, sid: bytes, buf: Any, off: int, end: int) -> None:
+        """Queue the frame ``buf[off:end]`` with its stream id replaced by ``sid``."""
+        raise NotImplementedError
+
+    def send_frame(self, frame: bytes) -> None:
+        """Queue a frame the broker made itself."""
+        raise NotImplementedError
+
+    def flush(self) -> None:
+        raise NotImplementedError
+
+    def _close_transport(self) -> None:
+        raise NotImplementedError
+
+    def pause_reading(self) -> None:
+        raise NotImplementedError
+
+    def resume_reading(self) -> None:
+        raise NotImplementedError
+
+    # -- flow control between sessions ----------------------------------------------------
+
+    def _blocked_by(self, dest: "Session") -> None:
+        """``dest`` cannot take more output: stop reading from this session until it can."""
+        if self is dest:
+            return
+        dest._blocked_sources.add(self)
+        if not self.read_paused:
+            self.read_paused = True
+            self.pause_reading()
+
+    def on_write_resumed(self) -> None:
+        self.write_paused = False
+        blocked, self._blocked_sources = self._blocked_sources, set()
+        for source in blocked:
+            if source.read_paused and source.state is not State.CLOSED:
+                source.read_paused = False
+                source.resume_reading()
+
+    # -- state ------------------------------------------------------------------------------
+
+    def _transition(self, event: str) -> None:
+        self.state = _TRANSITIONS[(self.state, event)]
+
+    def fail(self, code: int, message: str) -> None:
+        """Protocol error: tell the peer why, then close the connection."""
+        if self.state is State.CLOSED or self.closing:
+            return
+        log.warning("closing connection %s from %s: %s (0x%x)", self.id, self.peer_text, message, code)
+        self.broker.stats["protocol_errors"] += 1
+        self.close_reason = message
+        self.send_frame(error_frame(0, code, message))
+        self.flush()
+        self.close()
+
+    def close(self) -> None:
+        """Close the transport; :meth:`connection_closed` runs when it is gone."""
+        if self.state is State.CLOSED or self.closing:
+            return
+        self.closing = True
+        self._close_transport()
+
+    # -- inbound frames ---------------------------------------------------------------------
+
+    def handle_frame(self, buf: Any, off: int, end: int) -> None:
+        """Relay or act on the frame at ``buf[off:end]`` (header included, no length prefix)."""
+        self.frames_in += 1
+        sid, type_flags = _HEADER.unpack_from(buf, off)
+        ftype = type_flags >> 10
+        if sid:
+            st = self.streams.get(sid & 0x7FFFFFFF)
+            if st is not None and (ftype == _PAYLOAD or ftype == _REQUEST_N or ftype == _CANCEL or ftype == _ERROR):
+                if st.prov is None:
+                    self._pending_frame(st, buf, off, end, ftype, type_flags)
+                    return
+                if st.req is self:
+                    dest = st.prov
+                    dest.forward(st.prov_sid, buf, off, end)
+                    self._requester_sent(st, ftype, type_flags)
+                else:
+                    dest = st.req
+                    dest.forward(st.req_sid, buf, off, end)
+                    self._provider_sent(st, ftype, type_flags)
+                if dest.write_paused:
+                    self._blocked_by(dest)
+                return
+        if self.state is State.AWAIT_SETUP:
+            self._before_setup(buf, off, end, ftype)
+            return
+        if ftype in _REQUESTS:
+            self._open_stream(buf, off, end, sid & 0x7FFFFFFF, ftype, type_flags)
+        elif sid and (ftype == _PAYLOAD or ftype == _REQUEST_N or ftype == _CANCEL or ftype == _ERROR):
+            # A late frame for a stream that already ended (e.g. crossed a CANCEL): ignore.
+            self.broker.stats["frames_for_unknown_streams"] += 1
+        else:
+            self._connection_frame(buf, off, end, sid, ftype, type_flags)
+
+    def _connection_frame(self, buf: Any, off: int, end: int, sid: int, ftype: int, type_flags: int) -> None:
+        if ftype == FrameType.KEEPALIVE:
+            if end - off < HEADER_LENGTH + 8:
+                self.fail(ErrorCode.CONNECTION_ERROR, "KEEPALIVE frame is shorter than its 8-byte position field")
+            elif type_flags & FLAG_RESPOND:
+                self.send_frame(keepalive_frame(False, bytes(buf[off + HEADER_LENGTH + 8 : end])))
+        elif ftype == FrameType.LEASE:
+            self._on_lease(buf, off, end)
+        elif ftype == FrameType.METADATA_PUSH:
+            self._on_metadata_push(buf, off, end, type_flags)
+        elif ftype == FrameType.ERROR and sid == 0:
+            try:
+                code, message = parse_error(buf, off, end)
+            except FrameError as exc:
+                code, message = ErrorCode.CONNECTION_ERROR, str(exc)
+            log.info("connection %s closed by peer with error 0x%x: %s", self.id, code, message)
+            self.close_reason = f"peer error 0x{code:x}: {message}"
+            self.close()
+        elif ftype == FrameType.SETUP:
+            self.fail(ErrorCode.CONNECTION_ERROR, "SETUP received twice on one connection")
+        elif ftype == FrameType.RESUME:
+            self.fail(ErrorCode.REJECTED_RESUME, "resumption is not supported by this broker")
+        elif ftype in _KNOWN_TYPES:
+            self.fail(ErrorCode.CONNECTION_ERROR, f"frame type {FrameType(ftype).name} is not valid on stream {sid}")
+        elif type_flags & FLAG_IGNORE:
+            self.broker.stats["ignored_frames"] += 1
+        else:
+            self.fail(ErrorCode.CONNECTION_ERROR, f"unknown frame type 0x{ftype:02x} without the ignore flag")
+
+    # -- SETUP --------------------------------------------------------------------------
+
+    def _before_setup(self, buf: Any, off: int, end: int, ftype: int) -> None:
+        if ftype == FrameType.RESUME:
+            self.fail(ErrorCode.REJECTED_RESUME, "resumption is not supported by this broker")
+            return
+        if ftype != FrameType.SETUP:
+            name = FrameType(ftype).name if ftype in _KNOWN_TYPES or ftype == FrameType.EXT else f"0x{ftype:02x}"
+            self.fail(ErrorCode.INVALID_SETUP, f"the first frame must be SETUP, got {name}")
+            return
+        try:
+            setup = parse_setup(bytes(buf[off:end]), 0, end - off)
+            self._accept_setup(setup)
+        except FrameError as exc:
+            self.fail(exc.code, str(exc))
+
+    def _accept_setup(self, setup: Any) -> None:
+        if setup.major != 1:
+            raise FrameError(
+                f"protocol version {setup.major}.{setup.minor} is not supported (this broker speaks 1.x)",
+                ErrorCode.UNSUPPORTED_SETUP,
+            )
+        if setup.keepalive_ms <= 0 or setup.max_lifetime_ms <= 0:
+            raise FrameError("keepalive interval and max lifetime must be positive", ErrorCode.INVALID_SETUP)
+        if setup.metadata_mime not in (md.COMPOSITE_MIME, md.ROUTING_MIME):
+            raise FrameError(
+                f"metadata MIME type '{setup.metadata_mime}' is not supported; use "
+                f"'{md.COMPOSITE_MIME}' (or '{md.ROUTING_MIME}' for routing only)",
+                ErrorCode.UNSUPPORTED_SETUP,
+            )
+        self.metadata_mime = setup.metadata_mime
+        self.data_mime = setup.data_mime
+        self.keepalive_ms = setup.keepalive_ms
+        self.max_lifetime_ms = setup.max_lifetime_ms
+        registration = None
+        token = None
+        if setup.metadata and setup.metadata_mime == md.COMPOSITE_MIME:
+            for mime, content in md.iter_composite(setup.metadata, ErrorCode.INVALID_SETUP):
+                if mime == md.REGISTER_MIME and registration is None:
+                    registration = md.Registration.from_json(content, f"conn-{self.id}")
+                elif mime == md.AUTH_MIME and token is None:
+                    token = content
+        self.principal = self.broker.authenticate(self, token)
+        if registration is not None:
+            self.broker.check_registration(self, registration)
+        self._transition("setup_ok")
+        self.lease_enabled = setup.lease
+        if registration is not None:
+            self.broker.register(self, registration)
+        self.broker.on_setup(self)
+
+    # -- streams ------------------------------------------------------------------------
+
+    def _open_stream(self, buf: Any, off: int, end: int, sid: int, ftype: int, type_flags: int) -> None:
+        if not sid & 1:
+            self.fail(
+                ErrorCode.CONNECTION_ERROR,
+                f"stream id {sid} has server parity (even); requests from a client use odd stream ids",
+            )
+            return
+        if sid in self.streams:
+            self.fail(ErrorCode.CONNECTION_ERROR, f"stream id {sid} is already in use")
+            return
+        limit = self.broker.settings.max_streams
+        if len(self.streams) >= limit:
+            self._reject(sid, ftype, ErrorCode.REJECTED, f"too many concurrent streams on this connection (limit {limit})")
+            return
+        try:
+            metadata, has_data = request_metadata(buf, off, end)
+        except FrameError as exc:
+            self.fail(exc.code, str(exc))
+            return
+        st = Stream(ftype, self, sid)
+        if type_flags & FLAG_FOLLOWS and not has_data:
+            # The metadata may continue in the next fragment: hold the frames until it ends.
+            st.pending = [bytes(buf[off:end])]
+            st.pending_meta = metadata
+            self.streams[sid] = st
+            return
+        self._route_stream(st, metadata, type_flags, [(buf, off, end)])
+
+    def _pending_frame(self, st: Stream, buf: Any, off: int, end: int, ftype: int, type_flags: int) -> None:
+        """A frame for a fragmented request whose route is not known yet."""
+        assert st.pending is not None
+        if ftype != _PAYLOAD:
+            # CANCEL or ERROR before the request was complete: the provider never saw it.
+            del self.streams[st.req_id]
+            return
+        try:
+            metadata, has_data = request_metadata(buf, off, end)
+        except FrameError as exc:
+            self.fail(exc.code, str(exc))
+            return
+        st.pending.append(bytes(buf[off:end]))
+        st.pending_meta += metadata
+        if len(st.pending_meta) > MAX_PENDING_METADATA:
+            del self.streams[st.req_id]
+            self._reject(st.req_id, st.kind, ErrorCode.INVALID, "request metadata exceeds 1 MiB")
+            return
+        if has_data or not type_flags & FLAG_FOLLOWS:
+            frames = [(f, 0, len(f)) for f in st.pending]
+            st.pending = None
+            del self.streams[st.req_id]
+            # The last fragment decides whether the request is complete.
+            self._route_stream(st, st.pending_meta, type_flags, frames)
+
+    def _route_stream(self, st: Stream, metadata: bytes, last_flags: int, frames: list[tuple[Any, int, int]]) -> None:
+        broker = self.broker
+        sid, ftype = st.req_id, st.kind
+        try:
+            route = broker.route_of(metadata, self.metadata_mime)
+        except FrameError as exc:
+            self._reject(sid, ftype, ErrorCode.INVALID, f"unreadable request metadata: {exc}")
+            return
+        if route is None:
+            self._reject(
+                sid, ftype, ErrorCode.INVALID, f"request has no route: add '{md.ROUTING_MIME}' metadata naming 'service.method'"
+            )
+            return
+        refusal = broker.refuse_request(self, route)
+        if refusal:
+            self._reject(sid, ftype, ErrorCode.REJECTED, refusal)
+            return
+        dest, why = broker.pick_provider(route)
+        if dest is None:
+            self._reject(sid, ftype, ErrorCode.REJECTED, why)
+            return
+        pid = dest.next_local_id
+        dest.next_local_id = pid + 2
+        st.route = route
+        st.prov = dest
+        st.prov_id = pid
+        st.prov_sid = _SID.pack(pid)
+        self.streams[sid] = st
+        dest.streams[pid] = st
+        dest.outstanding += 1
+        broker.stats["requests"] += 1
+        for fbuf, foff, fend in frames:
+            dest.forward(st.prov_sid, fbuf, foff, fend)
+        if last_flags & FLAG_FOLLOWS:
+            pass  # more fragments of the request follow; they arrive as PAYLOAD frames
+        elif ftype == _FNF:
+            st.in_done = st.out_done = True
+            self._finish(st)
+        elif ftype != _CHANNEL or last_flags & FLAG_COMPLETE:
+            st.in_done = True
+        if dest.write_paused:
+            self._blocked_by(dest)
+
+    def _reject(self, sid: int, ftype: int, code: int, message: str) -> None:
+        """Refuse a stream at once. A fire-and-forget has nobody to tell: count it and log it."""
+        self.broker.stats["rejected"] += 1
+        if ftype == _FNF:
+            self.broker.stats["fnf_dropped"] += 1
+            log.info("dropped fire-and-forget on connection %s: %s", self.id, message)
+            return
+        self.send_frame(error_frame(sid, code, message))
+
+    def _requester_sent(self, st: Stream, ftype: int, type_flags: int) -> None:
+        """Book-keeping after relaying a frame from the requester to the provider."""
+        if ftype == _PAYLOAD:
+            if type_flags & FLAG_FOLLOWS:
+                return
+            if st.kind != _CHANNEL:
+                st.in_done = True  # last fragment of the request
+                if st.kind == _FNF:
+                    st.out_done = True
+            elif type_flags & FLAG_COMPLETE:
+                st.in_done = True
+        elif ftype == _CANCEL:
+            st.out_done = True
+            if st.kind != _CHANNEL:
+                st.in_done = True
+        elif ftype == _ERROR:
+            st.in_done = st.out_done = True
+        else:
+            return
+        if st.in_done and st.out_done:
+            self._finish(st)
+
+    def _provider_sent(self, st: Stream, ftype: int, type_flags: int) -> None:
+        """Book-keeping after relaying a frame from the provider to the requester."""
+        if ftype == _PAYLOAD:
+            if type_flags & FLAG_FOLLOWS:
+                return
+            if type_flags & FLAG_COMPLETE or (st.kind == _RR and type_flags & FLAG_NEXT):
+                st.out_done = True
+        elif ftype == _ERROR:
+            st.in_done = st.out_done = True
+        elif ftype == _CANCEL:
+            st.in_done = True
+        else:
+            return
+        if st.in_done and st.out_done:
+            self._finish(st)
+
+    @staticmethod
+    def _finish(st: Stream) -> None:
+        st.req.streams.pop(st.req_id, None)
+        prov = st.prov
+        if prov is not None and prov.streams.pop(st.prov_id, None) is not None:
+            prov.outstanding -= 1
+
+    # -- connection-level frames ------------------------------------------------------------
+
+    def _on_lease(self, buf: Any, off: int, end: int) -> None:
+        if not self.lease_enabled:
+            self.fail(ErrorCode.CONNECTION_ERROR, "LEASE received but the SETUP did not negotiate leases")
+            return
+        try:
+            ttl_ms, count = parse_lease(buf, off, end)
+        except FrameError as exc:
+            self.fail(exc.code, str(exc))
+            return
+        self.lease_remaining = count
+        self.lease_expires = self.broker.clock() + ttl_ms / 1000.0
+
+    def _on_metadata_push(self, buf: Any, off: int, end: int, type_flags: int) -> None:
+        if not type_flags & FLAG_METADATA:
+            self.fail(ErrorCode.CONNECTION_ERROR, "METADATA_PUSH without the metadata flag")
+            return
+        metadata = bytes(buf[off + HEADER_LENGTH : end])
+        if self.metadata_mime != md.COMPOSITE_MIME:
+            self.broker.stats["ignored_frames"] += 1
+            return
+        try:
+            entry = md.find_entry(metadata, md.REGISTER_MIME)
+            if entry is not None:
+                registration = md.Registration.from_json(entry, self.instance, ErrorCode.INVALID)
+                self.broker.check_registration(self, registration)
+                self.broker.register(self, registration)
+                return
+            route = md.route_of(metadata, self.metadata_mime)
+        except FrameError as exc:
+            # METADATA_PUSH has no stream to answer on; a bad one is a connection error.
+            self.fail(ErrorCode.CONNECTION_ERROR, f"bad METADATA_PUSH: {exc}")
+            return
+        if route is None:
+            self.broker.stats["ignored_frames"] += 1
+            return
+        refusal = self.broker.refuse_request(self, route)
+        if refusal:
+            log.info("dropped METADATA_PUSH from connection %s: %s", self.id, refusal)
+            self.broker.stats["rejected"] += 1
+            return
+        self.broker.push_metadata(self, route, bytes(buf[off:end]))
+
+    # -- teardown -------------------------------------------------------------------------
+
+    def connection_closed(self) -> None:
+        """The transport is gone: end every stream it took part in, leave the registry."""
+        if self.state is State.CLOSED:
+            return
+        self._transition("close")
+        self.broker.unregister(self)
+        for st in list(self.streams.values()):
+            if st.prov is None:
+                continue
+            if st.req is self:
+                peer, peer_id = st.prov, st.prov_id
+                if not (st.in_done and st.out_done):
+                    peer.send_frame(cancel_frame(peer_id))
+            else:
+                peer, peer_id = st.req, st.req_id
+                if not st.out_done or not st.in_done:
+                    reason = self.close_reason or "connection lost"
+                    peer.send_frame(
+                        error_frame(
+                            peer_id, ErrorCode.APPLICATION_ERROR, f"provider '{self.instance}' went away ({reason})"
+                        )
+                    )
+            st.in_done = st.out_done = True
+            self._finish(st)
+        self.streams.clear()
+        for source in list(self._blocked_sources):
+            source.on_write_resumed_source()
+        self._blocked_sources.clear()
+        self.broker.remove_session(self)
+
+    def on_write_resumed_source(self) -> None:
+        """A destination this session was waiting for has gone: read again."""
+        if self.read_paused and self.state is not State.CLOSED:
+            self.read_paused = False
+            self.resume_reading()
+
+    def describe(self) -> dict[str, Any]:
+        """What the admin API shows for this connection."""
+        now = self.broker.clock()
+        principal = self.principal
+        return {
+            "id": self.id,
+            "transport": self.transport_name,
+            "peer": self.peer_text,
+            "state": self.state.value,
+            "principal": getattr(principal, "name", None),
+            "instance": self.registration.instance if self.registration else None,
+            "services": list(self.registration.services) if self.registration else [],
+            "streams": len(self.streams),
+            "outstanding_as_provider": self.outstanding,
+            "frames_in": self.frames_in,
+            "frames_out": self.frames_out,
+            "lease": (
+                {"remaining": self.lease_remaining, "expires_in_s": round(max(0.0, self.lease_expires - now), 3)}
+                if self.lease_enabled
+                else None
+            ),
+            "connected_s": round(now - self.connected_at, 3),
+            "data_mime": self.data_mime,
+        }
+

@@ -1,0 +1,274 @@
+"""Transport shells: TCP (length-prefixed frames) and WebSocket (one frame per message).
+
+Each shell turns bytes from its socket into ``Session.handle_frame`` calls and turns the
+session's queued output into socket writes. All relay logic stays in ``broker.session``.
+
+TCP reads are processed in place: complete frames are handed over as offsets into the
+received ``bytes`` object; only a frame split across reads is buffered, and the buffer is
+not re-scanned until enough bytes for that frame have arrived (so a 16 MiB frame arriving
+in 64 KiB pieces costs one copy, not hundreds).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import ssl
+from typing import Any, Callable
+
+from aiohttp import WSMsgType, web
+
+from broker.frames import HEADER_LENGTH, ErrorCode
+from broker.relay import Broker
+from broker.session import Session, State
+
+log = logging.getLogger("rsbroker.transport")
+
+
+class TcpSession(Session, asyncio.Protocol):
+    """A client connected over TCP (optionally TLS)."""
+
+    transport_name = "tcp"
+
+    def __init__(self, broker: Broker, principal_of_cert: Callable[[ssl.SSLObject], Any] | None = None) -> None:
+        super().__init__(broker, None)
+        self._principal_of_cert = principal_of_cert
+        self.transport: asyncio.Transport | None = None
+        self._buf = bytearray()
+        self._need = 0
+        self._out = bytearray()
+        self._queued = False
+        self._max_frame = broker.settings.max_frame_size
+
+    # -- asyncio.Protocol --------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's are not asyncio.Transport subclasses
+        self.peer = transport.get_extra_info("peername")
+        if transport.get_extra_info("sslcontext") is not None:
+            self.transport_name = "tls"
+            ssl_object = transport.get_extra_info("ssl_object")
+            if ssl_object is not None and self._principal_of_cert is not None and ssl_object.getpeercert():
+                self.tls_principal = self._principal_of_cert(ssl_object)
+        high = self.broker.settings.max_pending_bytes
+        transport.set_write_buffer_limits(high=high, low=high // 4)
+        refusal = self.broker.admit(self.peer)
+        self.broker.add_session(self)
+        if refusal:
+            self.fail(ErrorCode.REJECTED_SETUP, refusal)
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        self.last_recv = self.broker.clock()
+        if self._buf:
+            self._buf += data
+            if len(self._buf) < self._need:
+                return
+            data = bytes(self._buf)
+            self._buf = bytearray()
+        n = len(data)
+        pos = 0
+        max_frame = self._max_frame
+        handle = self.handle_frame
+        while n - pos >= 3:
+            length = (data[pos] << 16) | (data[pos + 1] << 8) | data[pos + 2]
+            if length > max_frame:
+                self.broker.stats["oversized_frames"] += 1
+                self.fail(
+                    ErrorCode.CONNECTION_ERROR,
+                    f"frame of {length} bytes exceeds the maximum frame size of {max_frame} bytes",
+                )
+                return
+            if length < HEADER_LENGTH:
+                self.fail(ErrorCode.CONNECTION_ERROR, f"frame of {length} bytes is shorter than the 6-byte header")
+                return
+            end = pos + 3 + length
+            if end > n:
+                self._need = end - pos
+                break
+            handle(data, pos + 3, end)
+            if self.closing:
+                return
+            pos = end
+        else:
+            self._need = 3
+        if pos < n:
+            self._buf = bytearray(memoryview(data)[pos:])
+
+    def eof_received(self) -> bool:
+        return False  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if exc is not None and not self.close_reason:
+            self.close_reason = str(exc) or type(exc).__name__
+        self.connection_closed()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.on_write_resumed()
+
+    # -- Session hooks ----------------------------------------------------------------------
+
+    def forward(self, sid: bytes, buf: Any, off: int, end: int) -> None:
+        out = self._out
+        out += (end - off).to_bytes(3, "big")
+        out += sid
+        out += memoryview(buf)[off + 4 : end]
+        self.frames_out += 1
+        if not self._queued:
+            self._queued = True
+            self.broker.mark_dirty(self)
+
+    def send_frame(self, frame: bytes) -> None:
+        if self.state is State.CLOSED:
+            return
+        self._out += len(frame).to_bytes(3, "big")
+        self._out += frame
+        self.frames_out += 1
+        if not self._queued:
+            self._queued = True
+            self.broker.mark_dirty(self)
+
+    def flush(self) -> None:
+        self._queued = False
+        if self._out and self.transport is not None and not self.transport.is_closing():
+            data, self._out = self._out, bytearray()
+            self.transport.write(data)
+
+    def _close_transport(self) -> None:
+        if self.transport is not None:
+            self.flush()
+            self.transport.close()
+
+    def pause_reading(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+
+class WsSession(Session):
+    """A client connected over WebSocket: one RSocket frame per binary message."""
+
+    transport_name = "ws"
+
+    def __init__(self, broker: Broker, peer: Any, ws: web.WebSocketResponse) -> None:
+        super().__init__(broker, peer)
+        self.ws = ws
+        self._out: collections.deque[bytes] = collections.deque()
+        self._pending_bytes = 0
+        self._queued = False
+        self._wake = asyncio.Event()
+        self._readable = asyncio.Event()
+        self._readable.set()
+        self._high = broker.settings.max_pending_bytes
+        self.writer = asyncio.get_running_loop().create_task(self._write_loop())
+
+    def forward(self, sid: bytes, buf: Any, off: int, end: int) -> None:
+        self._enqueue(sid + memoryview(buf)[off + 4 : end])
+
+    def send_frame(self, frame: bytes) -> None:
+        if self.state is not State.CLOSED:
+            self._enqueue(frame)
+
+    def _enqueue(self, frame: bytes) -> None:
+        self._out.append(frame)
+        self._pending_bytes += len(frame)
+        self.frames_out += 1
+        if self._pending_bytes > self._high:
+            self.write_paused = True
+        if not self._queued:
+            self._queued = True
+            self.broker.mark_dirty(self)
+
+    def flush(self) -> None:
+        self._queued = False
+        self._wake.set()
+
+    async def _write_loop(self) -> None:
+        """Send queued frames in order; close the socket once asked to and drained."""
+        ws = self.ws
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                while self._out:
+                    frame = self._out.popleft()
+                    self._pending_bytes -= len(frame)
+                    await ws.send_bytes(frame)
+                    if self.write_paused and self._pending_bytes <= self._high // 4:
+                        self.on_write_resumed()
+                if self.closing or self.state is State.CLOSED:
+                    await ws.close()
+                    return
+        except (ConnectionError, RuntimeError) as exc:
+            log.debug("websocket %s write failed: %s", self.id, exc)
+        except asyncio.CancelledError:
+            pass
+
+    def _close_transport(self) -> None:
+        self._wake.set()
+        self._readable.set()
+
+    def pause_reading(self) -> None:
+        self._readable.clear()
+
+    def resume_reading(self) -> None:
+        self._readable.set()
+
+    async def serve(self) -> None:
+        """Read messages until the socket or the session closes."""
+        ws = self.ws
+        try:
+            async for msg in ws:
+                if msg.type == WSMsgType.BINARY:
+                    data = msg.data
+                    self.last_recv = self.broker.clock()
+                    if len(data) < HEADER_LENGTH:
+                        self.fail(ErrorCode.CONNECTION_ERROR, f"frame of {len(data)} bytes is shorter than the 6-byte header")
+                    else:
+                        self.handle_frame(data, 0, len(data))
+                elif msg.type == WSMsgType.TEXT:
+                    self.fail(ErrorCode.CONNECTION_ERROR, "text messages are not RSocket frames: send binary messages")
+                elif msg.type == WSMsgType.ERROR:
+                    self.close_reason = f"websocket error: {ws.exception()}"
+                    break
+                if self.closing:
+                    break
+                if not self._readable.is_set():
+                    await self._readable.wait()
+        finally:
+            if self.closing:
+                # let the writer send the ERROR frame (if any) and close the socket
+                try:
+                    await asyncio.wait_for(asyncio.shield(self.writer), timeout=5)
+                except (asyncio.TimeoutError, asyncio.CancelledError):
+                    pass
+            self.connection_closed()
+            self.writer.cancel()
+
+
+def websocket_app(broker: Broker) -> web.Application:
+    """The aiohttp application serving ``/rsocket``."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        ws = web.WebSocketResponse(max_msg_size=broker.settings.max_frame_size + 1, compress=False)
+        await ws.prepare(request)
+        refusal = broker.admit(peer)
+        session = WsSession(broker, peer, ws)
+        broker.add_session(session)
+        if refusal:
+            session.fail(ErrorCode.REJECTED_SETUP, refusal)
+        await session.serve()
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/rsocket", handler)
+    return app
