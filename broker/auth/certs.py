@@ -19,9 +19,9 @@ import datetime
 import ipaddress
 import os
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -76,7 +76,9 @@ def _check_name(name: str) -> str:
 
 
 def _private_pem(key: PrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def _write(path: Path, data: bytes, *, secret: bool, overwrite: bool) -> Path:
@@ -97,12 +99,14 @@ def _load_ca(ca_dir: Path) -> tuple[x509.Certificate, PrivateKey]:
         cert = x509.load_pem_x509_certificate((ca_dir / CA_CERT).read_bytes())
         key = serialization.load_pem_private_key((ca_dir / CA_KEY).read_bytes(), password=None)
     except FileNotFoundError as exc:
-        raise FileNotFoundError(f"{exc.filename}: not found; run `rsbroker certs init --out {ca_dir}` first") from None
+        raise FileNotFoundError(
+            f"{exc.filename}: not found; run `rsbroker certs init --out {ca_dir}` first"
+        ) from None
     return cert, key  # type: ignore[return-value]
 
 
 def _builder(subject: x509.Name, issuer: x509.Name, public_key: object, days: int) -> x509.CertificateBuilder:
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     return (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -119,7 +123,9 @@ def _signature_hash(key: PrivateKey) -> hashes.HashAlgorithm | None:
     return None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
 
 
-def create_ca(out_dir: str | os.PathLike[str], *, common_name: str = "rsbroker CA", days: int = 3650) -> IssuedFiles:
+def create_ca(
+    out_dir: str | os.PathLike[str], *, common_name: str = "rsbroker CA", days: int = 3650
+) -> IssuedFiles:
     """A self-signed CA that may sign end-entity certificates only (path length 0)."""
     out = Path(out_dir)
     key = ec.generate_private_key(ec.SECP256R1())
@@ -129,16 +135,24 @@ def create_ca(out_dir: str | os.PathLike[str], *, common_name: str = "rsbroker C
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
-                key_encipherment=False, data_encipherment=False, key_agreement=False,
-                encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
         .sign(key, hashes.SHA256())
     )
     key_path = _write(out / CA_KEY, _private_pem(key), secret=True, overwrite=False)
-    cert_path = _write(out / CA_CERT, cert.public_bytes(serialization.Encoding.PEM), secret=False, overwrite=False)
+    cert_path = _write(
+        out / CA_CERT, cert.public_bytes(serialization.Encoding.PEM), secret=False, overwrite=False
+    )
     return IssuedFiles(cert_path, key_path)
 
 
@@ -158,15 +172,21 @@ def _issue(
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, key_cert_sign=False, crl_sign=False, content_commitment=False,
-                key_encipherment=False, data_encipherment=False, key_agreement=False,
-                encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                key_cert_sign=False,
+                crl_sign=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
         .add_extension(x509.ExtendedKeyUsage(list(usages)), critical=False)
         .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),  # type: ignore[arg-type]
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
             critical=False,
         )
     )
@@ -174,7 +194,9 @@ def _issue(
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
     cert = builder.sign(ca_key, _signature_hash(ca_key))  # type: ignore[arg-type]
     key_path = _write(out_dir / f"{name}-key.pem", _private_pem(key), secret=True, overwrite=True)
-    cert_path = _write(out_dir / f"{name}.pem", cert.public_bytes(serialization.Encoding.PEM), secret=False, overwrite=True)
+    cert_path = _write(
+        out_dir / f"{name}.pem", cert.public_bytes(serialization.Encoding.PEM), secret=False, overwrite=True
+    )
     return IssuedFiles(cert_path, key_path)
 
 
@@ -200,9 +222,13 @@ def issue_node_cert(
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, _check_name(name))])
     ca = Path(ca_dir)
     return _issue(
-        ca, Path(out_dir) if out_dir else ca, name, subject,
+        ca,
+        Path(out_dir) if out_dir else ca,
+        name,
+        subject,
         [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
-        [_general_name(h) for h in host_list], days,
+        [_general_name(h) for h in host_list],
+        days,
     )
 
 
@@ -219,8 +245,13 @@ def issue_client_cert(
     attributes += [x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, role) for role in roles if role]
     ca = Path(ca_dir)
     return _issue(
-        ca, Path(out_dir) if out_dir else ca, name, x509.Name(attributes),
-        [ExtendedKeyUsageOID.CLIENT_AUTH], [], days,
+        ca,
+        Path(out_dir) if out_dir else ca,
+        name,
+        x509.Name(attributes),
+        [ExtendedKeyUsageOID.CLIENT_AUTH],
+        [],
+        days,
     )
 
 
@@ -231,7 +262,11 @@ def write_keypair(kind: str, out_dir: str | os.PathLike[str], *, name: str = "jw
     """
     key = generate_private_key(kind)
     out = Path(out_dir)
-    public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    key_path = _write(out / f"{_check_name(name)}-private.pem", _private_pem(key), secret=True, overwrite=False)
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    key_path = _write(
+        out / f"{_check_name(name)}-private.pem", _private_pem(key), secret=True, overwrite=False
+    )
     public_path = _write(out / f"{name}-public.pem", public, secret=False, overwrite=False)
     return IssuedFiles(public_path, key_path)

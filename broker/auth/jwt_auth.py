@@ -25,8 +25,9 @@ import logging
 import os
 import re
 import time
-from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 import jwt
 
@@ -35,7 +36,7 @@ from .keys import KeyFile, VerificationKey, key_from_config
 from .metadata import NO_TOKEN, bearer_token
 from .principal import Principal
 
-__all__ = ["ALLOWED_ALGORITHMS", "JwtVerifier", "MAX_TOKEN_BYTES"]
+__all__ = ["ALLOWED_ALGORITHMS", "MAX_TOKEN_BYTES", "JwtVerifier"]
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ _SHOWN_ALG = 32
 def _iso(ts: float) -> str:
     """Epoch seconds as an ISO-8601 UTC instant, e.g. ``2026-11-26T14:00:00Z``."""
     try:
-        return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     except (OverflowError, OSError, ValueError):
         return f"{ts:.0f} (epoch seconds)"
 
@@ -196,7 +197,7 @@ class JwtVerifier:
         if not keys:
             raise AuthError("no JWT verification keys are configured")
         candidates = [k for k in keys if kid is None or k.kid is None or k.kid == kid]
-        if not candidates:
+        if kid is not None and not candidates:
             raise AuthError(f"no configured key has id {kid[:64]!r}")
         fitting = [k for k in candidates if alg in k.algorithms]
         if not fitting:
@@ -261,4 +262,3 @@ class JwtVerifier:
             )
         if self.audience not in audiences:
             raise AuthError(f"wrong audience {audiences[:8]!r} (expected {self.audience!r})")
-

@@ -18,9 +18,10 @@ import json
 import logging
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Union
+from typing import Any, TypeAlias
 
 import jwt
 from cryptography import x509
@@ -42,8 +43,12 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-PublicKey = Union[rsa.RSAPublicKey, ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey, ed448.Ed448PublicKey]
-PrivateKey = Union[rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey, ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey]
+PublicKey: TypeAlias = (
+    rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | ed448.Ed448PublicKey
+)
+PrivateKey: TypeAlias = (
+    rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey
+)
 
 #: Below this an RSA signature is forgeable with public effort (NIST SP 800-131A).
 MIN_RSA_BITS = 2048
@@ -72,9 +77,14 @@ def algorithms_for_key(key: object) -> frozenset[str]:
         if alg is None:
             raise ValueError(f"unsupported elliptic curve {key.curve.name!r} (use P-256, P-384 or P-521)")
         return frozenset({alg})
-    if isinstance(key, (ed25519.Ed25519PublicKey, ed25519.Ed25519PrivateKey, ed448.Ed448PublicKey, ed448.Ed448PrivateKey)):
+    if isinstance(
+        key,
+        (ed25519.Ed25519PublicKey, ed25519.Ed25519PrivateKey, ed448.Ed448PublicKey, ed448.Ed448PrivateKey),
+    ):
         return frozenset({"EdDSA"})
-    raise ValueError(f"unsupported key type {type(key).__name__}; use RSA, EC (P-256/384/521) or Ed25519/Ed448")
+    raise ValueError(
+        f"unsupported key type {type(key).__name__}; use RSA, EC (P-256/384/521) or Ed25519/Ed448"
+    )
 
 
 def signing_algorithm(private_key: PrivateKey) -> str:
@@ -88,7 +98,9 @@ def signing_algorithm(private_key: PrivateKey) -> str:
 def _checked(kid: str | None, key: object, origin: str, only: str | None = None) -> VerificationKey:
     """Wrap ``key`` after refusing anything too weak or not a public key."""
     where = f"{origin} key {kid!r}" if kid else origin
-    if not isinstance(key, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey, ed448.Ed448PublicKey)):
+    if not isinstance(
+        key, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey, ed448.Ed448PublicKey)
+    ):
         raise ValueError(f"{where}: not an RSA, EC or EdDSA public key ({type(key).__name__})")
     if isinstance(key, rsa.RSAPublicKey) and key.key_size < MIN_RSA_BITS:
         raise ValueError(f"{where}: RSA key has {key.key_size} bits, at least {MIN_RSA_BITS} are required")
@@ -131,7 +143,9 @@ def _key_from_jwk(jwk: Mapping[str, Any], origin: str, kid: str | None) -> Verif
     kty = jwk.get("kty")
     name = f"{origin} key {kid!r}" if kid else origin
     if kty == "oct":
-        raise ValueError(f"{name}: symmetric (kty 'oct') keys are not accepted; use RSA, EC or OKP public keys")
+        raise ValueError(
+            f"{name}: symmetric (kty 'oct') keys are not accepted; use RSA, EC or OKP public keys"
+        )
     if "d" in jwk:
         raise ValueError(f"{name}: is a private JWK; publish only the public part")
     try:
@@ -188,7 +202,7 @@ def key_from_config(kid: str, value: object) -> VerificationKey:
         return _key_from_jwk(value, "config", kid)
     pem = value.get("pem") if isinstance(value, dict) else value
     if not isinstance(pem, str):
-        raise ValueError(f"{origin}: expected a public JWK, {{\"pem\": \"...\"}} or PEM text")
+        raise ValueError(f'{origin}: expected a public JWK, {{"pem": "..."}} or PEM text')
     keys = load_public_pem(pem.encode("utf-8"), origin)
     if len(keys) != 1:
         raise ValueError(f"{origin}: holds {len(keys)} keys; store one key per id")
@@ -227,12 +241,16 @@ class KeyFile:
             return False
         self._stamp = stamp
         if stamp is None:
-            log.warning("JWT key file %s is gone; keeping the %d keys loaded before", self.path, len(self._keys))
+            log.warning(
+                "JWT key file %s is gone; keeping the %d keys loaded before", self.path, len(self._keys)
+            )
             return False
         try:
             keys = tuple(load_key_file(self.path))
         except (OSError, ValueError) as exc:
-            log.warning("JWT key file %s changed but is unusable (%s); keeping the previous keys", self.path, exc)
+            log.warning(
+                "JWT key file %s changed but is unusable (%s); keeping the previous keys", self.path, exc
+            )
             return False
         self._keys = keys
         log.info("JWT key file %s reloaded: %d keys", self.path, len(keys))

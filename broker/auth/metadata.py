@@ -56,7 +56,9 @@ def parse_auth_metadata(data: bytes) -> AuthMetadata:
         ident = first & 0x7F
         auth_type = WELL_KNOWN_AUTH_TYPES.get(ident)
         if auth_type is None:
-            raise AuthError(f"malformed authentication metadata: unknown well-known auth type id 0x{ident:02x}")
+            raise AuthError(
+                f"malformed authentication metadata: unknown well-known auth type id 0x{ident:02x}"
+            )
         return AuthMetadata(auth_type, bytes(data[1:]))
     length = (first & 0x7F) + 1
     if len(data) < 1 + length:

@@ -14,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import os
 import ssl
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from .principal import Principal
 

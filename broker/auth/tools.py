@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from . import certs
 from .tokens import load_private_key, mint_token
@@ -65,7 +65,9 @@ def token_main(argv: list[str]) -> int:
         epilog=_TOKEN_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--key", required=True, type=Path, help="PEM private key (RSA, EC or Ed25519), unencrypted")
+    parser.add_argument(
+        "--key", required=True, type=Path, help="PEM private key (RSA, EC or Ed25519), unencrypted"
+    )
     parser.add_argument("--sub", required=True, help="subject: the principal name access rules match")
     parser.add_argument("--roles", type=_csv, default=[], help="comma-separated roles (the 'roles' claim)")
     parser.add_argument("--ttl", type=float, default=3600.0, help="seconds until expiry (default 3600)")
@@ -83,8 +85,18 @@ def token_main(argv: list[str]) -> int:
 
     def job() -> None:
         key = load_private_key(args.key)
-        print(mint_token(key, sub=args.sub, roles=args.roles, ttl=args.ttl,
-                         issuer=args.iss, audience=args.aud, kid=args.kid, jti=args.jti))
+        print(
+            mint_token(
+                key,
+                sub=args.sub,
+                roles=args.roles,
+                ttl=args.ttl,
+                issuer=args.iss,
+                audience=args.aud,
+                kid=args.kid,
+                jti=args.jti,
+            )
+        )
 
     return _run(job)
 
@@ -104,27 +116,39 @@ def certs_main(argv: list[str]) -> int:
     sub = parser.add_subparsers(dest="command", required=True, metavar="{init,node,client,keypair}")
 
     init = sub.add_parser("init", help="create a CA (ca.pem, ca-key.pem) in a new directory")
-    init.add_argument("--out", required=True, type=Path, help="directory for the CA files (refuses to overwrite)")
+    init.add_argument(
+        "--out", required=True, type=Path, help="directory for the CA files (refuses to overwrite)"
+    )
     init.add_argument("--name", default="rsbroker CA", help="CA common name")
     init.add_argument("--days", type=int, default=3650, help="validity in days (default 3650)")
 
     node = sub.add_parser("node", help="issue a broker node certificate (server + client use)")
     node.add_argument("--ca-dir", required=True, type=Path, help="directory made by `certs init`")
     node.add_argument("--name", required=True, help="node name; files <name>.pem and <name>-key.pem")
-    node.add_argument("--host", required=True, type=_csv, help="comma-separated IPs and DNS names clients dial")
+    node.add_argument(
+        "--host", required=True, type=_csv, help="comma-separated IPs and DNS names clients dial"
+    )
     node.add_argument("--out", type=Path, help="output directory (default: the CA directory)")
     node.add_argument("--days", type=int, default=825, help="validity in days (default 825)")
 
     client = sub.add_parser("client", help="issue a client certificate for mTLS (CN = principal name)")
     client.add_argument("--ca-dir", required=True, type=Path, help="directory made by `certs init`")
     client.add_argument("--name", required=True, help="principal name; files <name>.pem and <name>-key.pem")
-    client.add_argument("--roles", type=_csv, default=[], help="comma-separated roles, stored as OU attributes")
+    client.add_argument(
+        "--roles", type=_csv, default=[], help="comma-separated roles, stored as OU attributes"
+    )
     client.add_argument("--out", type=Path, help="output directory (default: the CA directory)")
     client.add_argument("--days", type=int, default=365, help="validity in days (default 365)")
 
-    keypair = sub.add_parser("keypair", help="make a JWT signing key pair (<name>-private.pem, <name>-public.pem)")
-    keypair.add_argument("--type", required=True, choices=certs.KEYPAIR_TYPES,
-                         help="rsa (RS256), ec (P-256, ES256) or ed25519 (EdDSA)")
+    keypair = sub.add_parser(
+        "keypair", help="make a JWT signing key pair (<name>-private.pem, <name>-public.pem)"
+    )
+    keypair.add_argument(
+        "--type",
+        required=True,
+        choices=certs.KEYPAIR_TYPES,
+        help="rsa (RS256), ec (P-256, ES256) or ed25519 (EdDSA)",
+    )
     keypair.add_argument("--out", required=True, type=Path, help="output directory (refuses to overwrite)")
     keypair.add_argument("--name", default="jwt", help="file name prefix (default jwt)")
 
@@ -139,12 +163,22 @@ def certs_main(argv: list[str]) -> int:
         if args.command == "init":
             _report("CA", certs.create_ca(args.out, common_name=args.name, days=args.days))
         elif args.command == "node":
-            _report(f"node {args.name}", certs.issue_node_cert(args.ca_dir, args.name, args.host,
-                                                             out_dir=args.out, days=args.days))
+            _report(
+                f"node {args.name}",
+                certs.issue_node_cert(args.ca_dir, args.name, args.host, out_dir=args.out, days=args.days),
+            )
         elif args.command == "client":
-            _report(f"client {args.name}", certs.issue_client_cert(args.ca_dir, args.name, roles=args.roles,
-                                                                 out_dir=args.out, days=args.days))
+            _report(
+                f"client {args.name}",
+                certs.issue_client_cert(
+                    args.ca_dir, args.name, roles=args.roles, out_dir=args.out, days=args.days
+                ),
+            )
         else:
-            _report(f"{args.type} key pair", certs.write_keypair(args.type, args.out, name=args.name), "public key")
+            _report(
+                f"{args.type} key pair",
+                certs.write_keypair(args.type, args.out, name=args.name),
+                "public key",
+            )
 
     return _run(job)

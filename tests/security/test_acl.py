@@ -14,8 +14,12 @@ from hypothesis import strategies as st
 from broker.auth import ANONYMOUS, AccessPolicy, Principal, denied_message, parse_rule, rules_from_config
 from broker.auth.acl import AccessRule, rules_from_store
 
-CONTRACT_RULE = {"principals": ["alice", "svc-*"], "roles": ["greeter"],
-                 "register": ["com.acme.*"], "call": ["com.acme.greeter.*"]}
+CONTRACT_RULE = {
+    "principals": ["alice", "svc-*"],
+    "roles": ["greeter"],
+    "register": ["com.acme.*"],
+    "call": ["com.acme.greeter.*"],
+}
 
 alice = Principal("alice", source="jwt")
 bob = Principal("bob", source="jwt")
@@ -69,8 +73,12 @@ def test_auth_off_allows_everyone() -> None:
 
 
 def test_register_and_call_grants_are_separate() -> None:
-    policy = AccessPolicy({"callers": parse_rule({"roles": ["caller"], "call": ["*"]}),
-                           "providers": parse_rule({"principals": ["svc-*"], "register": ["*"]})})
+    policy = AccessPolicy(
+        {
+            "callers": parse_rule({"roles": ["caller"], "call": ["*"]}),
+            "providers": parse_rule({"principals": ["svc-*"], "register": ["*"]}),
+        }
+    )
     caller = Principal("u", roles=frozenset({"caller"}))
     assert policy.can_call(caller, "a.b") and not policy.can_register(caller, "a")
     assert policy.can_register(svc, "a") and not policy.can_call(svc, "a.b")
@@ -116,7 +124,9 @@ def test_denied_message() -> None:
     ],
 )
 def test_glob_edge_cases(pattern: str, route: str, allowed: bool) -> None:
-    policy = AccessPolicy({"r": parse_rule({"principals": ["alice"], "call": [pattern], "register": [pattern]})})
+    policy = AccessPolicy(
+        {"r": parse_rule({"principals": ["alice"], "call": [pattern], "register": [pattern]})}
+    )
     assert policy.can_call(alice, route) is allowed
     assert policy.can_register(alice, route) is allowed
 
@@ -163,7 +173,9 @@ def test_a_tiny_cache_still_answers_correctly() -> None:
 
 def test_contract_rule_round_trips() -> None:
     rule = parse_rule(CONTRACT_RULE)
-    assert rule == AccessRule(("alice", "svc-*"), frozenset({"greeter"}), ("com.acme.*",), ("com.acme.greeter.*",))
+    assert rule == AccessRule(
+        ("alice", "svc-*"), frozenset({"greeter"}), ("com.acme.*",), ("com.acme.greeter.*",)
+    )
     assert parse_rule(json.loads(json.dumps(rule.to_json()))) == rule
 
 
@@ -177,7 +189,10 @@ def test_missing_lists_mean_empty() -> None:
     [
         ([], "an access rule must be a JSON object, got list"),
         ("alice", "an access rule must be a JSON object, got str"),
-        ({"principal": ["alice"]}, "unknown field 'principal' in access rule (known: principals, roles, register, call)"),
+        (
+            {"principal": ["alice"]},
+            "unknown field 'principal' in access rule (known: principals, roles, register, call)",
+        ),
         ({"principals": "alice"}, "'principals' must be a list of strings, got str"),
         ({"call": [1]}, "call[0] must be a string, got int"),
         ({"register": ["ok", ""]}, "register[1] is an empty string"),
@@ -222,7 +237,9 @@ def test_rules_from_toml_named_tables() -> None:
         call = ["com.acme.greeter.*"]
         """
     )
-    assert rules_from_config(config) == {"greeters": parse_rule({"principals": ["alice"], "call": ["com.acme.greeter.*"]})}
+    assert rules_from_config(config) == {
+        "greeters": parse_rule({"principals": ["alice"], "call": ["com.acme.greeter.*"]})
+    }
     assert rules_from_config({}) == {}
 
 
@@ -232,7 +249,10 @@ def test_rules_from_toml_named_tables() -> None:
         ('[[acl]]\nprincipals = ["a"]', "acl[0]: every [[acl]] table needs a 'name' (a non-empty string)"),
         ('[[acl]]\nname = "x"\n[[acl]]\nname = "x"', "acl[1]: duplicate rule name 'x'"),
         ('[[acl]]\nname = "x"\ncall = "a.*"', "acl[0] (x): 'call' must be a list of strings, got str"),
-        ('[acl.x]\ncalls = ["a"]', "acl.x: unknown field 'calls' in access rule (known: principals, roles, register, call)"),
+        (
+            '[acl.x]\ncalls = ["a"]',
+            "acl.x: unknown field 'calls' in access rule (known: principals, roles, register, call)",
+        ),
         ('acl = "everything"', "'acl' must be an array of tables or a table of rules, got str"),
         ("acl = [1]", "acl[0]: must be a table, got int"),
     ],
@@ -263,7 +283,11 @@ glob_text = st.text(alphabet="ab.*?-", min_size=1, max_size=8)
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.one_of(json_values, st.dictionaries(field_names, st.one_of(json_values, st.lists(glob_text)), max_size=5)))
+@given(
+    st.one_of(
+        json_values, st.dictionaries(field_names, st.one_of(json_values, st.lists(glob_text)), max_size=5)
+    )
+)
 def test_parser_accepts_or_raises_value_error_only(obj: Any) -> None:
     try:
         rule = parse_rule(obj)

@@ -51,8 +51,10 @@ def test_custom_type_names_round_trip() -> None:
         (None, "no bearer token in SETUP"),
         (b"", "no bearer token in SETUP"),
         (b"\x81", "no bearer token in SETUP"),
-        (bytes(AuthenticationContent(AuthenticationSimple("alice", "pw")).serialize()),
-         "authentication type 'simple' is not accepted; send a bearer JWT"),
+        (
+            bytes(AuthenticationContent(AuthenticationSimple("alice", "pw")).serialize()),
+            "authentication type 'simple' is not accepted; send a bearer JWT",
+        ),
         (b"\x05apikeyXYZ", "authentication type 'apikey' is not accepted; send a bearer JWT"),
         (b"\x82token", "malformed authentication metadata: unknown well-known auth type id 0x02"),
         (b"\x10short", "malformed authentication metadata: auth type name needs 17 bytes, 5 present"),
@@ -67,7 +69,7 @@ def test_refusals_name_the_problem(data: bytes | None, message: str) -> None:
 
 
 def test_type_names_longer_than_128_bytes_cannot_be_encoded() -> None:
-    with pytest.raises(ValueError, match="1..128"):
+    with pytest.raises(ValueError, match=r"1..128"):
         encode_auth_metadata("x" * 129, b"")
 
 
@@ -88,7 +90,9 @@ def test_any_bytes_parse_or_raise_auth_error(data: bytes) -> None:
 
 @settings(max_examples=200, deadline=None)
 @given(
-    auth_type=st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=128),
+    auth_type=st.text(
+        alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=128
+    ),
     payload=st.binary(max_size=200),
 )
 def test_encode_then_parse_is_identity(auth_type: str, payload: bytes) -> None:

@@ -107,7 +107,9 @@ def test_roles_claim_is_optional(verifier: JwtVerifier, ed: KeyPair) -> None:
 
 
 def test_issuer_and_audience_match(ed: KeyPair) -> None:
-    verifier = JwtVerifier(ed.public_path, issuer="https://id.example", audience="rsbroker", clock=lambda: NOW)
+    verifier = JwtVerifier(
+        ed.public_path, issuer="https://id.example", audience="rsbroker", clock=lambda: NOW
+    )
     for aud in ("rsbroker", ["other", "rsbroker"]):
         token = sign(ed, claims(iss="https://id.example", aud=aud))
         assert verifier.verify(token).name == "alice"
@@ -140,7 +142,10 @@ def test_wrong_issuer(ed: KeyPair) -> None:
 
 def test_missing_issuer(ed: KeyPair) -> None:
     verifier = JwtVerifier(ed.public_path, issuer="https://id.example", clock=lambda: NOW)
-    assert rejected(verifier, sign(ed, claims())) == "token has no 'iss' claim (expected issuer 'https://id.example')"
+    assert (
+        rejected(verifier, sign(ed, claims()))
+        == "token has no 'iss' claim (expected issuer 'https://id.example')"
+    )
 
 
 def test_wrong_audience(ed: KeyPair) -> None:
@@ -157,7 +162,10 @@ def test_missing_audience(ed: KeyPair) -> None:
 def test_audience_present_but_none_configured(verifier: JwtVerifier, ed: KeyPair) -> None:
     # RFC 7519 4.1.3: a recipient that cannot identify itself with 'aud' must reject.
     message = rejected(verifier, sign(ed, claims(aud="billing")))
-    assert message == "token is for audience ['billing'] but this broker has no audience configured (--jwt-audience)"
+    assert (
+        message
+        == "token is for audience ['billing'] but this broker has no audience configured (--jwt-audience)"
+    )
 
 
 def test_wrong_key(verifier: JwtVerifier, stranger: KeyPair) -> None:
@@ -200,7 +208,10 @@ def test_hmac_signed_with_the_public_key_as_secret(keypairs: dict[str, KeyPair],
         (f"{b64(b'not json!')}.e30.sig", "malformed token: the header is not JSON"),
         (f"{b64json([1, 2])}.e30.sig", "malformed token: the header is not a JSON object"),
         (f"{b64json({'typ': 'JWT'})}.e30.sig", "malformed token: the header has no 'alg'"),
-        (f"{b64json({'alg': 'EdDSA', 'kid': 7})}.e30.sig", "malformed token: the header's 'kid' is not a string"),
+        (
+            f"{b64json({'alg': 'EdDSA', 'kid': 7})}.e30.sig",
+            "malformed token: the header's 'kid' is not a string",
+        ),
     ],
 )
 def test_garbage_token(verifier: JwtVerifier, token: str, message: str) -> None:
@@ -215,7 +226,7 @@ def test_oversized_token_is_refused_unparsed(verifier: JwtVerifier) -> None:
 @pytest.mark.parametrize("token", [None, ""])
 def test_no_token(verifier: JwtVerifier, token: str | None) -> None:
     assert rejected(verifier, token) == "no bearer token in SETUP"
-    with pytest.raises(AuthError, match="^no bearer token in SETUP$"):
+    with pytest.raises(AuthError, match=r"^no bearer token in SETUP$"):
         verifier.verify_setup(None)
 
 
@@ -329,7 +340,10 @@ def test_pem_keys_without_kid_accept_tokens_with_any_kid(verifier: JwtVerifier, 
     [
         (b"", "no PEM public key or certificate found"),
         (b'{"keys": []}', "the JWKS holds no signature keys"),
-        (b'{"keys": [{"kty": "oct", "k": "c2VjcmV0", "kid": "h"}]}', "symmetric (kty 'oct') keys are not accepted"),
+        (
+            b'{"keys": [{"kty": "oct", "k": "c2VjcmV0", "kid": "h"}]}',
+            "symmetric (kty 'oct') keys are not accepted",
+        ),
         (b'{"nope": 1}', "a JWKS must be a JSON object with a 'keys' list"),
         (b"{broken", "not valid JSON"),
     ],
@@ -368,9 +382,15 @@ def test_keys_from_the_config_store_apply_live(keypairs: dict[str, KeyPair]) -> 
     token_a, token_b = sign(rsa_pair, claims(), kid="a"), sign(ec_pair, claims(sub="bob"), kid="b")
     assert rejected(verifier, token_a) == "no JWT verification keys are configured"
     problems = verifier.set_extra_keys(
-        {"a": jwk(rsa_pair, "ignored-own-kid"), "b": {"pem": ec_pair.public_pem.decode()}, "bad": {"kty": "oct"}}
+        {
+            "a": jwk(rsa_pair, "ignored-own-kid"),
+            "b": {"pem": ec_pair.public_pem.decode()},
+            "bad": {"kty": "oct"},
+        }
     )
-    assert problems == ["config key 'bad': symmetric (kty 'oct') keys are not accepted; use RSA, EC or OKP public keys"]
+    assert problems == [
+        "config key 'bad': symmetric (kty 'oct') keys are not accepted; use RSA, EC or OKP public keys"
+    ]
     assert verifier.verify(token_a).name == "alice"
     assert verifier.verify(token_b).name == "bob"
     verifier.set_extra_keys({"b": ec_pair.public_pem.decode()})
@@ -392,8 +412,16 @@ def test_revoked_token_ids_apply_live(verifier: JwtVerifier, ed: KeyPair) -> Non
 def test_minted_tokens_verify_and_carry_what_was_asked(keypairs: dict[str, KeyPair]) -> None:
     for pair in keypairs.values():
         verifier = JwtVerifier(pair.public_path, issuer="iss", audience="aud", clock=lambda: NOW)
-        token = mint_token(pair.private, sub="svc-1", roles=["a", "b"], ttl=60, issuer="iss", audience="aud",
-                           kid="k", now=NOW)
+        token = mint_token(
+            pair.private,
+            sub="svc-1",
+            roles=["a", "b"],
+            ttl=60,
+            issuer="iss",
+            audience="aud",
+            kid="k",
+            now=NOW,
+        )
         principal = verifier.verify(token)
         assert (principal.name, principal.roles, principal.expires_at) == ("svc-1", {"a", "b"}, NOW + 60)
         assert jwt.get_unverified_header(token) == {"alg": EXPECTED_ALG[pair.kind], "kid": "k", "typ": "JWT"}
@@ -403,7 +431,11 @@ def test_minted_tokens_verify_and_carry_what_was_asked(keypairs: dict[str, KeyPa
 
 
 @settings(max_examples=150, deadline=None)
-@given(token=st.one_of(st.text(max_size=300), st.from_regex(r"[A-Za-z0-9_-]{0,40}\.[A-Za-z0-9_-]{0,40}\.[A-Za-z0-9_-]{0,40}")))
+@given(
+    token=st.one_of(
+        st.text(max_size=300), st.from_regex(r"[A-Za-z0-9_-]{0,40}\.[A-Za-z0-9_-]{0,40}\.[A-Za-z0-9_-]{0,40}")
+    )
+)
 def test_any_string_is_refused_with_an_auth_error(keypairs: dict[str, KeyPair], token: str) -> None:
     ed = keypairs["ed25519"]
     verifier = JwtVerifier(ed.public_path, clock=lambda: NOW)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import AsyncIterator, Awaitable, Callable
 
 import pytest
 
@@ -121,17 +121,25 @@ async def test_client_refuses_a_server_it_does_not_trust(pki: Path, rogue_pki: P
 
 async def test_client_refuses_a_certificate_for_another_host(pki: Path, serve: Serve) -> None:
     echo = await serve(server_context(pki / "n1.pem", pki / "n1-key.pem"))
-    with pytest.raises(ssl.SSLCertVerificationError, match="match|mismatch"):
-        await exchange(echo.port, client_context(ca_file=pki / "ca.pem"), server_hostname="broker.example.com")
+    with pytest.raises(ssl.SSLCertVerificationError, match=r"match|mismatch"):
+        await exchange(
+            echo.port, client_context(ca_file=pki / "ca.pem"), server_hostname="broker.example.com"
+        )
 
 
 async def test_mtls_gives_the_certificate_subject_as_principal(pki: Path, serve: Serve) -> None:
     echo = await serve(server_context(pki / "n1.pem", pki / "n1-key.pem", client_ca_file=pki / "ca.pem"))
-    context = client_context(ca_file=pki / "ca.pem", cert_file=pki / "alice.pem", key_file=pki / "alice-key.pem")
+    context = client_context(
+        ca_file=pki / "ca.pem", cert_file=pki / "alice.pem", key_file=pki / "alice-key.pem"
+    )
     assert await exchange(echo.port, context) == b"alice:hello\n"
     (principal,) = echo.principals
     assert principal is not None
-    assert (principal.name, principal.roles, principal.source) == ("alice", frozenset({"greeter", "ops"}), "mtls")
+    assert (principal.name, principal.roles, principal.source) == (
+        "alice",
+        frozenset({"greeter", "ops"}),
+        "mtls",
+    )
     assert principal.expires_at is not None
     assert 360 * 86400 < principal.expires_at - time.time() < 366 * 86400
 
@@ -144,30 +152,38 @@ async def test_mtls_refuses_a_client_without_a_certificate(pki: Path, serve: Ser
 
 async def test_mtls_refuses_an_untrusted_client_certificate(pki: Path, rogue_pki: Path, serve: Serve) -> None:
     echo = await serve(server_context(pki / "n1.pem", pki / "n1-key.pem", client_ca_file=pki / "ca.pem"))
-    rogue = client_context(ca_file=pki / "ca.pem", cert_file=rogue_pki / "alice.pem", key_file=rogue_pki / "alice-key.pem")
+    rogue = client_context(
+        ca_file=pki / "ca.pem", cert_file=rogue_pki / "alice.pem", key_file=rogue_pki / "alice-key.pem"
+    )
     await refused(echo.port, rogue)
     assert echo.principals == []
 
 
 async def test_optional_client_certificates(pki: Path, rogue_pki: Path, serve: Serve) -> None:
     echo = await serve(
-        server_context(pki / "n1.pem", pki / "n1-key.pem", client_ca_file=pki / "ca.pem", require_client_cert=False)
+        server_context(
+            pki / "n1.pem", pki / "n1-key.pem", client_ca_file=pki / "ca.pem", require_client_cert=False
+        )
     )
     anonymous = client_context(ca_file=pki / "ca.pem")
-    alice = client_context(ca_file=pki / "ca.pem", cert_file=pki / "alice.pem", key_file=pki / "alice-key.pem")
+    alice = client_context(
+        ca_file=pki / "ca.pem", cert_file=pki / "alice.pem", key_file=pki / "alice-key.pem"
+    )
     assert await exchange(echo.port, anonymous) == b"-:hello\n"
     assert await exchange(echo.port, alice) == b"alice:hello\n"
-    rogue = client_context(ca_file=pki / "ca.pem", cert_file=rogue_pki / "alice.pem", key_file=rogue_pki / "alice-key.pem")
+    rogue = client_context(
+        ca_file=pki / "ca.pem", cert_file=rogue_pki / "alice.pem", key_file=rogue_pki / "alice-key.pem"
+    )
     await refused(echo.port, rogue)  # an offered certificate is still verified
     assert [p.name if p else None for p in echo.principals] == [None, "alice"]
 
 
 def test_bad_files_are_reported_with_their_paths(pki: Path, tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="cannot load TLS certificate .*missing.pem"):
+    with pytest.raises(ValueError, match=r"cannot load TLS certificate .*missing.pem"):
         server_context(tmp_path / "missing.pem", pki / "n1-key.pem")
-    with pytest.raises(ValueError, match="cannot load TLS certificate .*alice.pem"):
+    with pytest.raises(ValueError, match=r"cannot load TLS certificate .*alice.pem"):
         server_context(pki / "alice.pem", pki / "n1-key.pem")  # key does not match the certificate
-    with pytest.raises(ValueError, match="cannot load CA certificates from .*nope.pem"):
+    with pytest.raises(ValueError, match=r"cannot load CA certificates from .*nope.pem"):
         client_context(ca_file=tmp_path / "nope.pem")
     with pytest.raises(ValueError, match="needs both cert_file and key_file"):
         client_context(ca_file=pki / "ca.pem", cert_file=pki / "alice.pem")
@@ -177,6 +193,8 @@ def test_peercert_without_common_name_gives_no_principal() -> None:
     assert principal_from_peercert(None) is None
     assert principal_from_peercert({}) is None
     assert principal_from_peercert({"subject": ((("organizationName", "acme"),),)}) is None
-    principal = principal_from_peercert({"subject": ((("commonName", "n2"),),), "notAfter": "Jan  1 00:00:00 2030 GMT"})
+    principal = principal_from_peercert(
+        {"subject": ((("commonName", "n2"),),), "notAfter": "Jan  1 00:00:00 2030 GMT"}
+    )
     assert principal is not None
     assert (principal.name, principal.roles, principal.expires_at) == ("n2", frozenset(), 1893456000.0)

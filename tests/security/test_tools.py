@@ -31,8 +31,24 @@ def test_keypair_then_token_verifies(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert str(public) in out and str(private) in out
     assert stat.S_IMODE(private.stat().st_mode) == 0o600
 
-    code, out, _ = run(capsys, "token", "--key", str(private), "--sub", "alice", "--roles", "a, b",
-                       "--ttl", "600", "--iss", "https://id.example", "--aud", "rsbroker", "--kid", "k1")
+    code, out, _ = run(
+        capsys,
+        "token",
+        "--key",
+        str(private),
+        "--sub",
+        "alice",
+        "--roles",
+        "a, b",
+        "--ttl",
+        "600",
+        "--iss",
+        "https://id.example",
+        "--aud",
+        "rsbroker",
+        "--kid",
+        "k1",
+    )
     assert code == 0
     token = out.strip()
     assert jwt.get_unverified_header(token) == {"alg": EXPECTED_ALG[kind], "kid": "k1", "typ": "JWT"}
@@ -43,7 +59,9 @@ def test_keypair_then_token_verifies(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 def test_token_jti_is_settable_for_revocation(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run(capsys, "certs", "keypair", "--type", "ec", "--out", str(tmp_path))
-    code, out, _ = run(capsys, "token", "--key", str(tmp_path / "jwt-private.pem"), "--sub", "a", "--jti", "j-9")
+    code, out, _ = run(
+        capsys, "token", "--key", str(tmp_path / "jwt-private.pem"), "--sub", "a", "--jti", "j-9"
+    )
     assert code == 0
     assert jwt.decode(out.strip(), options={"verify_signature": False})["jti"] == "j-9"
 
@@ -60,7 +78,9 @@ def test_token_failures_are_one_line_errors(tmp_path: Path, capsys: pytest.Captu
     run(capsys, "certs", "keypair", "--type", "ed25519", "--out", str(tmp_path))
     code, _, err = run(capsys, "token", "--key", str(tmp_path / "jwt-public.pem"), "--sub", "a")
     assert code == 1 and "not an unencrypted PEM private key" in err
-    code, _, err = run(capsys, "token", "--key", str(tmp_path / "jwt-private.pem"), "--sub", "a", "--ttl", "0")
+    code, _, err = run(
+        capsys, "token", "--key", str(tmp_path / "jwt-private.pem"), "--sub", "a", "--ttl", "0"
+    )
     assert code == 2 and "--ttl must be positive" in err
     code, _, _ = run(capsys, "token", "--sub", "a")
     assert code == 2
@@ -79,8 +99,16 @@ def test_certs_help_documents_every_subcommand(capsys: pytest.CaptureFixture[str
 def test_certs_make_a_consistent_pki(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pki = tmp_path / "pki"
     assert run(capsys, "certs", "init", "--out", str(pki))[0] == 0
-    assert run(capsys, "certs", "node", "--ca-dir", str(pki), "--name", "n1", "--host", "127.0.0.1,localhost,::1")[0] == 0
-    assert run(capsys, "certs", "client", "--ca-dir", str(pki), "--name", "alice", "--roles", "greeter,ops")[0] == 0
+    assert (
+        run(
+            capsys, "certs", "node", "--ca-dir", str(pki), "--name", "n1", "--host", "127.0.0.1,localhost,::1"
+        )[0]
+        == 0
+    )
+    assert (
+        run(capsys, "certs", "client", "--ca-dir", str(pki), "--name", "alice", "--roles", "greeter,ops")[0]
+        == 0
+    )
     assert stat.S_IMODE((pki / "ca-key.pem").stat().st_mode) == 0o600
     assert stat.S_IMODE((pki / "n1-key.pem").stat().st_mode) == 0o600
 
@@ -93,7 +121,10 @@ def test_certs_make_a_consistent_pki(tmp_path: Path, capsys: pytest.CaptureFixtu
         assert not cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
     sans = node.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert sans.get_values_for_type(x509.DNSName) == ["localhost"]
-    assert sans.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1")]
+    assert sans.get_values_for_type(x509.IPAddress) == [
+        ipaddress.ip_address("127.0.0.1"),
+        ipaddress.ip_address("::1"),
+    ]
     node_usage = node.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     assert set(node_usage) == {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH}
     assert list(client.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value) == [
@@ -101,11 +132,14 @@ def test_certs_make_a_consistent_pki(tmp_path: Path, capsys: pytest.CaptureFixtu
     ]
     assert client.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "alice"
     assert [a.value for a in client.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)] == [
-        "greeter", "ops"
+        "greeter",
+        "ops",
     ]
 
 
-def test_certs_refuse_to_clobber_the_ca_and_signing_keys(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_certs_refuse_to_clobber_the_ca_and_signing_keys(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert run(capsys, "certs", "init", "--out", str(tmp_path))[0] == 0
     ca_before = (tmp_path / "ca.pem").read_bytes()
     code, _, err = run(capsys, "certs", "init", "--out", str(tmp_path))
