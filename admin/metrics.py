@@ -30,6 +30,8 @@ COUNTERS = {
     "oversized_frames": "Frames refused for exceeding the maximum frame size",
     "frames_for_unknown_streams": "Frames for streams that had already ended (ignored)",
     "ignored_frames": "Frames ignored as the spec allows (ignore flag, unrouted metadata push)",
+    "auth_failures": "SETUPs refused because authentication failed",
+    "credential_closes": "Connections closed because their token expired or was revoked",
 }
 
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import ipaddress
 import logging
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from broker import metadata as md
+from broker.auth.acl import CALL, REGISTER, denied_message
 from broker.frames import ErrorCode, FrameError, error_frame, lease_frame
 from broker.registry import Registry, ServicePolicy
+from broker.security import Security
 from broker.session import Session, State
 from broker.settings import Settings
 
@@ -27,24 +27,6 @@ log = logging.getLogger("rsbroker.relay")
 #: How often the housekeeping pass runs (keepalive, SETUP timeouts, lease renewal), seconds.
 HOUSEKEEPING_INTERVAL_S = 0.25
 _ROUTE_CACHE_SIZE = 4096
-
-
-@dataclass(frozen=True)
-class Anonymous:
-    """The principal of a connection when authentication is off."""
-
-    name: str = "anonymous"
-    roles: frozenset[str] = field(default_factory=frozenset)
-    expires_at: float | None = None
-
-
-def is_loopback(peer: tuple[Any, ...] | None) -> bool:
-    if not peer:
-        return False
-    try:
-        return ipaddress.ip_address(str(peer[0]).split("%")[0]).is_loopback
-    except ValueError:
-        return False
 
 
 class Broker:
@@ -65,9 +47,7 @@ class Broker:
         self._flush_scheduled = False
         self._route_cache: dict[bytes, str | None] = {}
         self._housekeeping: asyncio.Task[None] | None = None
-        #: auth hooks; replaced by broker.security when authentication is configured
-        self.authenticator: Any = None
-        self.access: Any = None
+        self.security = Security(settings)
         #: called with the session after a successful SETUP (topology push, metrics)
         self.setup_listeners: list[Callable[[Session], None]] = []
         #: called when the set of local services changes (routing-table gossip)
@@ -141,28 +121,16 @@ class Broker:
 
     # -- authentication and access ----------------------------------------------------------
 
-    def authenticate(self, session: Session, token: bytes | None) -> Any:
+    def authenticate(self, session: Session, auth_entry: bytes | None) -> Any:
         """Principal for a SETUP, or raise FrameError(REJECTED_SETUP) with the reason."""
-        if self.authenticator is not None:
-            return self.authenticator.authenticate(session, token)
-        if session.tls_principal is not None:
-            return session.tls_principal
-        if not self.settings.allow_anonymous and not is_loopback(session.peer):
-            raise FrameError(
-                "anonymous clients are accepted only on loopback addresses: configure --jwt-keys for "
-                "authentication or start the broker with --allow-anonymous",
-                ErrorCode.REJECTED_SETUP,
-            )
-        return Anonymous()
+        return self.security.authenticate(session, auth_entry)
 
     def check_registration(self, session: Session, registration: md.Registration) -> None:
-        if self.access is None:
-            return
+        access = self.security.access
         for service in registration.services:
-            if not self.access.can_register(session.principal, service):
+            if not access.can_register(session.principal, service):
                 raise FrameError(
-                    f"access denied: principal '{getattr(session.principal, 'name', '?')}' may not register "
-                    f"service '{service}'",
+                    denied_message(session.principal, REGISTER, service),
                     ErrorCode.REJECTED_SETUP if session.state is State.AWAIT_SETUP else ErrorCode.REJECTED,
                 )
 
@@ -170,8 +138,8 @@ class Broker:
         """Why a request for ``route`` from ``session`` may not proceed, or ''."""
         if self.draining:
             return f"node '{self.settings.node_id}' is draining; reconnect to another node"
-        if self.access is not None and not self.access.can_call(session.principal, route):
-            return f"access denied: principal '{getattr(session.principal, 'name', '?')}' may not call '{route}'"
+        if not self.security.access.can_call(session.principal, route):
+            return denied_message(session.principal, CALL, route)
         return ""
 
     # -- registry ---------------------------------------------------------------------------
@@ -245,6 +213,7 @@ class Broker:
             await asyncio.sleep(HOUSEKEEPING_INTERVAL_S)
             try:
                 self.housekeeping(self.clock())
+                self.security.enforce(self)
             except Exception:  # a bug here must not stop keepalive enforcement for good
                 log.exception("housekeeping pass failed")
 

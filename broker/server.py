@@ -21,6 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from broker.relay import Broker
+from broker.security import listener_ssl
 from broker.settings import Settings, parse_hostport
 from broker.transports import TcpSession, websocket_app
 
@@ -52,6 +53,7 @@ class Node:
         settings = self.settings
         loop = asyncio.get_running_loop()
         broker = self.broker = Broker(settings, loop)
+        self.server_ssl = listener_ssl(settings)
         broker.start()
         if settings.tcp:
             host, port = parse_hostport(settings.tcp, "--tcp")
@@ -64,7 +66,8 @@ class Node:
         if settings.admin:
             from admin.app import admin_app
 
-            self.addresses["admin"] = await self._serve_app(admin_app(self), settings.admin, "--admin", None, False)
+            admin_ssl = self.server_ssl if settings.admin_tls else None
+            self.addresses["admin"] = await self._serve_app(admin_app(self), settings.admin, "--admin", admin_ssl, False)
 
     async def _serve_app(
         self, app: web.Application, where: str, flag: str, ssl_context: ssl.SSLContext | None, is_ws: bool

@@ -83,6 +83,9 @@ class Settings:
     services: dict[str, dict[str, Any]] = field(default_factory=dict)
     acl: Any = None
     log_level: str = "info"
+    #: the admin API on TLS (with the listeners' certificate) and/or behind a bearer JWT with role admin
+    admin_tls: bool = False
+    admin_require_token: bool = False
 
     def validate(self) -> None:
         if not self.node_id or any(c.isspace() for c in self.node_id):
@@ -115,6 +118,10 @@ class Settings:
         for name in ("setup_timeout_s", "drain_timeout_s"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be positive")
+        if self.admin_tls and not self.tls_cert:
+            raise SettingsError("--admin-tls needs --tls-cert and --tls-key")
+        if self.admin_require_token and not self.jwt_keys:
+            raise SettingsError("--admin-require-token needs --jwt-keys to verify admin tokens")
         if self.default_policy not in POLICIES:
             raise SettingsError(f"default_policy must be one of {', '.join(POLICIES)}")
         for service, obj in self.services.items():
@@ -125,7 +132,8 @@ class Settings:
 
     @property
     def auth_enabled(self) -> bool:
-        return bool(self.jwt_keys)
+        """Clients must prove who they are: by bearer JWT, by client certificate, or either."""
+        return bool(self.jwt_keys or self.tls_client_ca)
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}

@@ -14,11 +14,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import ssl
-from typing import Any, Callable
+from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from broker.auth.tls import peer_principal
 from broker.frames import HEADER_LENGTH, ErrorCode
 from broker.relay import Broker
 from broker.session import Session, State
@@ -31,9 +31,8 @@ class TcpSession(Session, asyncio.Protocol):
 
     transport_name = "tcp"
 
-    def __init__(self, broker: Broker, principal_of_cert: Callable[[ssl.SSLObject], Any] | None = None) -> None:
+    def __init__(self, broker: Broker) -> None:
         super().__init__(broker, None)
-        self._principal_of_cert = principal_of_cert
         self.transport: asyncio.Transport | None = None
         self._buf = bytearray()
         self._need = 0
@@ -48,9 +47,7 @@ class TcpSession(Session, asyncio.Protocol):
         self.peer = transport.get_extra_info("peername")
         if transport.get_extra_info("sslcontext") is not None:
             self.transport_name = "tls"
-            ssl_object = transport.get_extra_info("ssl_object")
-            if ssl_object is not None and self._principal_of_cert is not None and ssl_object.getpeercert():
-                self.tls_principal = self._principal_of_cert(ssl_object)
+            self.tls_principal = peer_principal(transport)
         high = self.broker.settings.max_pending_bytes
         transport.set_write_buffer_limits(high=high, low=high // 4)
         refusal = self.broker.admit(self.peer)
@@ -263,6 +260,9 @@ def websocket_app(broker: Broker) -> web.Application:
         await ws.prepare(request)
         refusal = broker.admit(peer)
         session = WsSession(broker, peer, ws)
+        if request.transport is not None and request.transport.get_extra_info("sslcontext") is not None:
+            session.transport_name = "wss"
+            session.tls_principal = peer_principal(request.transport)
         broker.add_session(session)
         if refusal:
             session.fail(ErrorCode.REJECTED_SETUP, refusal)

@@ -1,0 +1,153 @@
+"""The relay's security policy: who a connection is and what it may do, from the settings.
+
+``Security`` joins the pieces of ``broker.auth`` to the relay's hooks
+(``Broker.authenticator`` and ``Broker.access``) and enforces what must keep holding
+after SETUP: a connection whose token expires or is revoked is closed. Rules and keys
+can be replaced at run time (from the Raft config store) through ``set_rules``,
+``set_keys`` and ``set_revoked``; each takes effect for the next decision.
+
+Authentication is on when ``--jwt-keys`` or ``--tls-client-ca`` is given. Then a SETUP
+must carry a valid bearer token or come over TLS with a verified client certificate
+(whose subject CN is the principal); access rules default to deny, and role ``admin``
+may do everything.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import ssl
+import time
+from typing import TYPE_CHECKING, Any, Mapping
+
+from broker.auth import (
+    ANONYMOUS,
+    AccessPolicy,
+    AccessRule,
+    AuthError,
+    JwtVerifier,
+    Principal,
+    rules_from_config,
+    server_context,
+)
+from broker.frames import ErrorCode, FrameError
+from broker.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    from broker.relay import Broker
+    from broker.session import Session
+
+log = logging.getLogger("rsbroker.security")
+
+
+def is_loopback(peer: tuple[Any, ...] | None) -> bool:
+    if not peer:
+        return False
+    try:
+        return ipaddress.ip_address(str(peer[0]).split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+class Security:
+    """Authentication and access decisions for one node."""
+
+    def __init__(self, settings: Settings, clock: Any = time.time) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.verifier: JwtVerifier | None = None
+        if settings.jwt_keys:
+            self.verifier = JwtVerifier(
+                settings.jwt_keys,
+                issuer=settings.jwt_issuer,
+                audience=settings.jwt_audience,
+                leeway=settings.jwt_leeway_s,
+                clock=clock,
+            )
+        try:
+            rules = rules_from_config({"acl": settings.acl} if settings.acl is not None else {})
+        except ValueError as exc:
+            raise SettingsError(f"--config acl: {exc}") from None
+        self.enabled = settings.auth_enabled
+        self.access = AccessPolicy(rules, enabled=self.enabled)
+
+    # -- hooks the relay calls ----------------------------------------------------------------
+
+    def authenticate(self, session: "Session", auth_entry: bytes | None) -> Principal:
+        """Principal for a SETUP; raise FrameError(REJECTED_SETUP) with an actionable reason."""
+        if not self.enabled:
+            if not self.settings.allow_anonymous and not is_loopback(session.peer):
+                raise FrameError(
+                    "anonymous clients are accepted only on loopback addresses: configure --jwt-keys for "
+                    "authentication or start the broker with --allow-anonymous",
+                    ErrorCode.REJECTED_SETUP,
+                )
+            return ANONYMOUS
+        if auth_entry is None and session.tls_principal is not None:
+            return session.tls_principal
+        if self.verifier is None:
+            raise self._reject(session, "no verified client certificate (this broker requires mTLS)")
+        try:
+            principal = self.verifier.verify_setup(auth_entry)
+        except AuthError as exc:
+            raise self._reject(session, str(exc)) from None
+        if self.verifier.is_revoked(principal):
+            raise self._reject(session, f"token of '{principal.name}' has been revoked")
+        return principal
+
+    def _reject(self, session: "Session", reason: str) -> FrameError:
+        # The reason never contains the token (broker.auth guarantees it), so it is safe to log.
+        log.info("refused SETUP from %s: %s", session.peer_text, reason)
+        session.broker.stats["auth_failures"] += 1
+        return FrameError(f"authentication failed: {reason}", ErrorCode.REJECTED_SETUP)
+
+    def expired_or_revoked(self, principal: Any, now: float) -> str:
+        """Why a connection authenticated as ``principal`` must now be closed, or ''."""
+        if not isinstance(principal, Principal) or principal.source == "anonymous":
+            return ""
+        if self.settings.close_on_token_expiry and principal.expired(now):
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(principal.expires_at or 0))
+            return f"token of '{principal.name}' expired at {stamp}; reconnect with a fresh token"
+        if self.verifier is not None and self.verifier.is_revoked(principal):
+            return f"token of '{principal.name}' has been revoked"
+        return ""
+
+    # -- live configuration ---------------------------------------------------------------
+
+    def set_rules(self, rules: Mapping[str, AccessRule]) -> None:
+        self.access.set_rules(rules)
+
+    def set_keys(self, entries: Mapping[str, object]) -> list[str]:
+        return self.verifier.set_extra_keys(entries) if self.verifier else []
+
+    def set_revoked(self, token_ids: Any) -> None:
+        if self.verifier is not None:
+            self.verifier.set_revoked(token_ids)
+
+    def enforce(self, broker: "Broker") -> None:
+        """Close connections whose credentials ran out or were revoked (called by housekeeping)."""
+        if not self.enabled:
+            return
+        now = self.clock()
+        for session in list(broker.sessions):
+            reason = self.expired_or_revoked(session.principal, now)
+            if reason:
+                broker.stats["credential_closes"] += 1
+                session.fail(ErrorCode.CONNECTION_CLOSE, reason)
+
+
+def listener_ssl(settings: Settings) -> ssl.SSLContext | None:
+    """The server TLS context for the client listeners, or None for plain TCP/WS."""
+    if not settings.tls_cert:
+        return None
+    assert settings.tls_key is not None
+    try:
+        return server_context(
+            settings.tls_cert,
+            settings.tls_key,
+            client_ca_file=settings.tls_client_ca,
+            # With JWT available, a client certificate is one way in, not the only one.
+            require_client_cert=not settings.jwt_keys,
+        )
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
