@@ -32,6 +32,8 @@ from typing import Any
 from .principal import Principal
 
 __all__ = [
+    "CALL",
+    "REGISTER",
     "AccessPolicy",
     "AccessRule",
     "denied_message",
@@ -42,6 +44,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: The two actions a rule grants; ``denied_message`` and the policy take them by these names.
 REGISTER = "register"
 CALL = "call"
 _FIELDS = ("principals", "roles", "register", "call")

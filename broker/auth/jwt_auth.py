@@ -11,6 +11,9 @@ Order of checks, and why:
    here rather than by pyjwt so that the clock is injectable (tests never depend on the
    wall clock) and every failure has its own message a person can act on.
 
+Header fields other than ``alg`` and ``kid`` (``jwk``, ``jku``, ``x5c``, ``x5u``) are
+ignored: a token never brings its own key; keys come only from configuration.
+
 Messages never contain the token (see ``errors.py``). Keys come from a file that is
 re-read when it changes and from the cluster config store (``set_extra_keys``); revoked
 token ids (``jti``) from the config store (``set_revoked``). Both apply to the next SETUP.
