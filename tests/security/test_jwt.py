@@ -182,7 +182,9 @@ def test_tampered_payload(verifier: JwtVerifier, ed: KeyPair) -> None:
 
 def test_a_key_embedded_in_the_header_is_not_trusted(verifier: JwtVerifier, stranger: KeyPair) -> None:
     embedded = json.loads(jwt.get_algorithm_by_name("EdDSA").to_jwk(stranger.private.public_key()))
-    token = jwt.encode(claims(roles=["admin"]), stranger.private, algorithm="EdDSA", headers={"jwk": embedded})
+    token = jwt.encode(
+        claims(roles=["admin"]), stranger.private, algorithm="EdDSA", headers={"jwk": embedded}
+    )
     assert rejected(verifier, token) == "signature does not match any configured key"
 
 
