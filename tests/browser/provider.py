@@ -34,7 +34,7 @@ def registration_metadata(
 ) -> bytes:
     """SETUP metadata announcing ``services`` (composite metadata, one registration entry)."""
     body = {"services": list(services), "instance": instance, "weight": weight, "tags": dict(tags or {})}
-    return composite(metadata_item(json.dumps(body).encode(), REGISTER_MIME))
+    return bytes(composite(metadata_item(json.dumps(body).encode(), REGISTER_MIME)))
 
 
 @contextlib.asynccontextmanager
