@@ -33,6 +33,7 @@ from rsocket.rsocket_client import RSocketClient
 from rsocket.transports.tcp import TransportTCP
 
 from broker import metadata as md
+from broker.auth.metadata import encode_bearer
 
 __all__ = ["connect", "route", "setup_metadata", "registration"]
 
@@ -41,7 +42,7 @@ def route(path: str, token: str | None = None) -> bytes:
     """Composite metadata for one request to ``path`` (``service.method``)."""
     out = md.route_metadata(path)
     if token:
-        out += md.composite_entry(md.AUTH_MIME, md.bearer_auth(token))
+        out += md.composite_entry(md.AUTH_MIME, encode_bearer(token))
     return out
 
 
@@ -57,7 +58,7 @@ def setup_metadata(reg: md.Registration | None = None, token: str | None = None)
     if reg is not None:
         out += md.composite_entry(md.REGISTER_MIME, reg.to_json())
     if token:
-        out += md.composite_entry(md.AUTH_MIME, md.bearer_auth(token))
+        out += md.composite_entry(md.AUTH_MIME, encode_bearer(token))
     return out
 
 

@@ -24,6 +24,8 @@ ROUTING_MIME = "message/x.rsocket.routing.v0"
 AUTH_MIME = "message/x.rsocket.authentication.v0"
 REGISTER_MIME = "message/x.rsbroker.register.v0"
 TOPOLOGY_MIME = "message/x.rsbroker.topology.v0"
+#: SETUP entry that marks a connection as a broker-to-broker link (JSON: node id and proof)
+LINK_MIME = "message/x.rsbroker.link.v0"
 
 #: Well-known MIME ids used by the composite metadata extension (subset the broker needs).
 WELL_KNOWN: dict[int, str] = {
@@ -220,7 +222,3 @@ def route_metadata(route: str) -> bytes:
     """Composite metadata holding just a route, what a requester puts on each request."""
     return composite_entry(ROUTING_MIME, routing(route))
 
-
-def bearer_auth(token: str) -> bytes:
-    """Content of an authentication entry carrying a bearer token (well-known type 0x01)."""
-    return bytes((0x80 | 0x01,)) + token.encode("utf-8")

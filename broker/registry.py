@@ -11,6 +11,12 @@ broker links to other nodes later) and applies the service's load-balancing poli
 
 Providers that negotiated leases are only picked while they hold an unexpired lease with
 requests left; picking spends one request of the lease.
+
+Providers on other nodes (``is_remote``) share the service's list with local ones. With the
+service's ``prefer_local`` (the default) a local provider wins whenever there is one; a
+request that arrived over a broker link is only ever given to a local provider, so a
+request crosses at most one hop. A remote provider whose link is down is not
+``available`` and is skipped.
 """
 
 from __future__ import annotations
@@ -28,12 +34,17 @@ class Provider(Protocol):
     lease_enabled: bool
     lease_remaining: int
     lease_expires: float
+    #: served by another node, reached over a broker link
+    is_remote: bool
 
     @property
     def instance(self) -> str: ...
 
     @property
     def weight(self) -> int: ...
+
+    @property
+    def available(self) -> bool: ...
 
 
 @dataclass(slots=True)
@@ -66,11 +77,13 @@ class ServicePolicy:
 
 
 class _Service:
-    __slots__ = ("providers", "cursor", "current")
+    __slots__ = ("providers", "cursor", "current", "remote")
 
     def __init__(self) -> None:
         self.providers: list[Provider] = []
         self.cursor = 0
+        #: how many of ``providers`` are remote; 0 keeps the single-node pick on its fast path
+        self.remote = 0
         #: smooth-weighted-round-robin running weights, by provider identity
         self.current: dict[int, int] = {}
 
@@ -91,12 +104,14 @@ class Registry:
             entry = self._services[service] = _Service()
         if provider not in entry.providers:
             entry.providers.append(provider)
+            entry.remote += provider.is_remote
 
     def remove(self, service: str, provider: Provider) -> None:
         entry = self._services.get(service)
         if entry is None or provider not in entry.providers:
             return
         entry.providers.remove(provider)
+        entry.remote -= provider.is_remote
         entry.current.pop(id(provider), None)
         if not entry.providers:
             del self._services[service]
@@ -121,17 +136,26 @@ class Registry:
 
     # -- picking ----------------------------------------------------------------------
 
-    def pick(self, service: str, now: float) -> tuple[Provider | None, str]:
+    def pick(self, service: str, now: float, local_only: bool = False) -> tuple[Provider | None, str]:
         """Choose a provider for one request. Returns ``(provider, reason_if_none)``."""
         entry = self._services.get(service)
         if entry is None:
             return None, f"no provider for service '{service}'"
         providers = entry.providers
+        policy = self._policies.get(service, self.default_policy)
+        if entry.remote:
+            local = [p for p in providers if not p.is_remote]
+            if local_only or (local and policy.prefer_local):
+                providers = local
+            else:
+                providers = [p for p in providers if not p.is_remote or p.available]
+            if not providers:
+                where = "on this node" if local_only else "reachable (links to its nodes are down)"
+                return None, f"no provider for service '{service}' {where}"
         if any(p.lease_enabled for p in providers):
             providers = [p for p in providers if _has_lease(p, now)]
             if not providers:
                 return None, f"no provider for service '{service}' holds a lease with requests left"
-        policy = self._policies.get(service, self.default_policy)
         if len(providers) == 1:
             chosen = providers[0]
         elif policy.policy == "least_outstanding":

@@ -48,6 +48,8 @@ class Broker:
         self._route_cache: dict[bytes, str | None] = {}
         self._housekeeping: asyncio.Task[None] | None = None
         self.security = Security(settings)
+        #: the cluster's broker links (cluster.links.Links) when this node is in a cluster
+        self.links: Any = None
         #: called with the session after a successful SETUP (topology push, metrics)
         self.setup_listeners: list[Callable[[Session], None]] = []
         #: called when the set of local services changes (routing-table gossip)
@@ -184,9 +186,18 @@ class Broker:
         self._route_cache[key] = route
         return route
 
-    def pick_provider(self, route: str) -> tuple[Session | None, str]:
-        provider, why = self.registry.pick(md.service_of(route), self.clock())
-        return provider, why  # type: ignore[return-value]
+    def pick_provider(self, route: str, local_only: bool = False) -> tuple[Session | None, str]:
+        """The session to send a new stream for ``route`` to (a provider or a broker link)."""
+        provider, why = self.registry.pick(md.service_of(route), self.clock(), local_only)
+        if provider is None:
+            return None, why
+        return provider.target, ""  # type: ignore[attr-defined]
+
+    def authenticate_link(self, session: Session, link_entry: bytes) -> Any:
+        """Principal of an inbound broker link; refused unless a cluster is configured."""
+        if self.links is None:
+            raise FrameError("this node is not part of a cluster: broker links are refused", ErrorCode.REJECTED_SETUP)
+        return self.links.authenticate(session, link_entry)
 
     def push_metadata(self, source: Session, route: str, frame: bytes) -> None:
         """Deliver a routed METADATA_PUSH to every provider of the route's service."""

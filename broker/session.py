@@ -126,6 +126,9 @@ class Session:
     """Transport-independent relay state of one connection."""
 
     transport_name = "?"
+    #: a local connection is never a remote provider and is always reachable (registry.Provider)
+    is_remote = False
+    available = True
 
     def __init__(self, broker: "Broker", peer: tuple[Any, ...] | None) -> None:
         self.broker = broker
@@ -160,6 +163,10 @@ class Session:
         self.read_paused = False
         #: set once the broker decided to close; inbound frames after it are not processed
         self.closing = False
+        #: an inbound broker link from another node: its requests go to local providers only
+        self.is_link = False
+        #: the client asked for topology pushes (cluster-aware clients)
+        self.wants_topology = False
 
     # -- identity used by the registry ----------------------------------------------------
 
@@ -170,6 +177,11 @@ class Session:
     @property
     def weight(self) -> int:
         return self.registration.weight if self.registration else 1
+
+    @property
+    def target(self) -> "Session":
+        """Where requests picked for this provider go: the connection itself."""
+        return self
 
     @property
     def peer_text(self) -> str:
@@ -341,13 +353,24 @@ class Session:
         self.max_lifetime_ms = setup.max_lifetime_ms
         registration = None
         token = None
+        link = None
         if setup.metadata and setup.metadata_mime == md.COMPOSITE_MIME:
             for mime, content in md.iter_composite(setup.metadata, ErrorCode.INVALID_SETUP):
                 if mime == md.REGISTER_MIME and registration is None:
                     registration = md.Registration.from_json(content, f"conn-{self.id}")
                 elif mime == md.AUTH_MIME and token is None:
                     token = content
-        self.principal = self.broker.authenticate(self, token)
+                elif mime == md.LINK_MIME and link is None:
+                    link = content
+                elif mime == md.TOPOLOGY_MIME:
+                    self.wants_topology = True
+        if link is not None:
+            if registration is not None:
+                raise FrameError("a broker link cannot register services", ErrorCode.INVALID_SETUP)
+            self.principal = self.broker.authenticate_link(self, link)
+            self.is_link = True
+        else:
+            self.principal = self.broker.authenticate(self, token)
         if registration is not None:
             self.broker.check_registration(self, registration)
         self._transition("setup_ok")
@@ -428,7 +451,7 @@ class Session:
         if refusal:
             self._reject(sid, ftype, ErrorCode.REJECTED, refusal)
             return
-        dest, why = broker.pick_provider(route)
+        dest, why = broker.pick_provider(route, self.is_link)
         if dest is None:
             self._reject(sid, ftype, ErrorCode.REJECTED, why)
             return
