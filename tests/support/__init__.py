@@ -5,6 +5,8 @@
   and always stop them by PID (SIGTERM, then SIGKILL after a timeout).
 * :mod:`tests.support.rawclient` — a raw RSocket frame client over TCP or WebSocket, built
   on ``broker.frames`` builders: sends arbitrary bytes, reads frames back.
+* :mod:`tests.support.peers` — raw providers (registered), raw requesters, a responder
+  task, and ``assert_serves`` (a node still relays after some abuse).
 * :mod:`tests.support.admin` — JSON calls to a node's admin API and a ``wait_for`` that
   polls a condition (tests wait on conditions, never on timing).
 
