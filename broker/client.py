@@ -21,12 +21,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import random
 import ssl
 from datetime import timedelta
 from typing import Any, AsyncIterator, Iterable
 
 from rsocket.helpers import single_transport_provider
 from rsocket.payload import Payload
+from rsocket.request_handler import BaseRequestHandler
 from rsocket.routing.request_router import RequestRouter
 from rsocket.routing.routing_request_handler import RoutingRequestHandler
 from rsocket.rsocket_client import RSocketClient
@@ -35,7 +38,7 @@ from rsocket.transports.tcp import TransportTCP
 from broker import metadata as md
 from broker.auth.metadata import encode_bearer
 
-__all__ = ["connect", "route", "setup_metadata", "registration"]
+__all__ = ["Topology", "connect", "connect_cluster", "registration", "route", "setup_metadata"]
 
 
 def route(path: str, token: str | None = None) -> bytes:
@@ -110,3 +113,127 @@ async def connect(
     options.update(client_options)
     async with RSocketClient(single_transport_provider(transport), **options) as client:
         yield client
+
+
+class Topology:
+    """The node list a cluster-aware client fails over across, kept fresh by topology pushes."""
+
+    def __init__(self, addresses: Iterable[str]) -> None:
+        self.addresses: list[str] = list(dict.fromkeys(addresses))
+        if not self.addresses:
+            raise ValueError("at least one broker address (HOST:PORT) is needed")
+        self.cursor = 0
+        self.current: str | None = None
+        self.pushes = 0
+
+    def next_address(self) -> tuple[str, int]:
+        text = self.addresses[self.cursor % len(self.addresses)]
+        self.cursor += 1
+        self.current = text
+        host, _, port = text.rpartition(":")
+        return host.strip("[]"), int(port)
+
+    def update(self, body: bytes, websocket: bool) -> None:
+        """Take the node list of a ``message/x.rsbroker.topology.v0`` push (JSON)."""
+        try:
+            nodes = json.loads(body)["nodes"]
+            key = "ws" if websocket else "tcp"
+            fresh = [n[key] for n in nodes if n.get(key) and n.get("state", "alive") == "alive"]
+        except (ValueError, KeyError, TypeError):
+            return
+        if fresh:
+            # keep the node we are on first so a push does not move a healthy connection
+            self.addresses = sorted(fresh, key=lambda a: a != self.current)
+            self.cursor = 1 if self.current in fresh else 0
+            self.pushes += 1
+
+
+def _cluster_handler(router: RequestRouter | None, topology: Topology, websocket: bool, on_close: Any) -> Any:
+    base = RoutingRequestHandler if router is not None else BaseRequestHandler
+
+    class ClusterHandler(base):  # type: ignore[misc, valid-type]
+        def __init__(self) -> None:
+            if router is not None:
+                super().__init__(router)
+            else:
+                super().__init__()
+
+        async def on_metadata_push(self, payload: Payload) -> None:
+            body = md.find_entry(bytes(payload.metadata or b""), md.TOPOLOGY_MIME)
+            if body is not None:
+                topology.update(body, websocket)
+            elif router is not None:
+                await super().on_metadata_push(payload)
+
+        async def on_close(self, rsocket: Any, exception: Exception | None = None) -> None:
+            on_close(rsocket)
+
+    return ClusterHandler
+
+
+@contextlib.asynccontextmanager
+async def connect_cluster(
+    addresses: Iterable[str],
+    *,
+    services: Iterable[str] = (),
+    router: RequestRouter | None = None,
+    instance: str | None = None,
+    weight: int = 1,
+    tags: dict[str, str] | None = None,
+    token: str | None = None,
+    websocket: bool = False,
+    ssl_context: ssl.SSLContext | None = None,
+    data_mime: str = "application/octet-stream",
+    keepalive: timedelta = timedelta(seconds=1),
+    max_lifetime: timedelta = timedelta(seconds=5),
+    backoff_max_s: float = 2.0,
+) -> AsyncIterator[RSocketClient]:
+    """A client that moves to another node when its node goes away, and registers again there.
+
+    It asks the broker for topology pushes, so it learns nodes that joined after it started.
+    Requests in flight when a node dies fail with an error the caller can retry; requests
+    made after the client reconnected go through the new node.
+    """
+    topology = Topology(addresses)
+    service_list = list(services)
+    reg = registration(service_list, instance or f"py-{id(topology):x}", weight, tags) if service_list else None
+    setup = setup_metadata(reg, token) + md.composite_entry(md.TOPOLOGY_MIME, b"{}")
+    state = {"closing": False, "reconnects": 0}
+
+    async def transports() -> AsyncIterator[Any]:
+        attempt = 0
+        while True:
+            host, port = topology.next_address()
+            try:
+                transport = await _transport(host, port, websocket, ssl_context)
+                if websocket:
+                    await transport.connect()
+            except OSError:
+                attempt += 1
+                await asyncio.sleep(random.uniform(0, min(backoff_max_s, 0.05 * 2**attempt)))
+                continue
+            attempt = 0
+            yield transport
+
+    def closed(client: Any) -> None:
+        if not state["closing"]:
+            state["reconnects"] += 1
+            asyncio.get_running_loop().create_task(client.reconnect())
+
+    handler = _cluster_handler(router, topology, websocket, closed)
+    client = RSocketClient(
+        transports(),
+        handler_factory=handler,
+        metadata_encoding=md.COMPOSITE_MIME.encode(),
+        data_encoding=data_mime.encode(),
+        keep_alive_period=keepalive,
+        max_lifetime_period=max_lifetime,
+        setup_payload=Payload(metadata=setup),
+    )
+    client.topology = topology  # type: ignore[attr-defined]
+    client.reconnects = state  # type: ignore[attr-defined]
+    async with client:
+        try:
+            yield client
+        finally:
+            state["closing"] = True
