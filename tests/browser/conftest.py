@@ -6,6 +6,7 @@ fix in the reason) only when chromium or the bundle is absent; ``make test`` ins
 through scripts/browser-deps.sh first.
 """
 
+import asyncio
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,10 +15,12 @@ import pytest
 from aiohttp import web
 from playwright.async_api import Browser, Page, async_playwright
 
-from .brokerproc import BrokerNode, running_broker
+from broker.client import connect
+from tests.support.admin import service_instances, wait_for
+from tests.support.brokerproc import BrokerFactory, BrokerProcess
+
 from .greeter import SERVICE, GreeterState, greeter_router
 from .pages import BUNDLE, CHROMIUM_ARGS, EXAMPLE_DIR
-from .provider import connected_provider, wait_until_routed
 
 
 @pytest.fixture(scope="session")
@@ -72,17 +75,20 @@ async def page(browser: Browser) -> AsyncIterator[Page]:
 
 
 @pytest.fixture
-async def broker() -> AsyncIterator[BrokerNode]:
+async def broker(broker_factory: BrokerFactory) -> BrokerProcess:
     """One ``rsbroker serve`` node (TCP, WebSocket and admin listeners on free ports)."""
-    async with running_broker("b1") as node:
-        yield node
+    return await asyncio.to_thread(broker_factory.start, node_id="b1")
 
 
 @pytest.fixture
-async def greeter(broker: BrokerNode) -> AsyncIterator[GreeterState]:
-    """The greeter service connected to ``broker`` over TCP, already routable when yielded."""
-    assert broker.tcp is not None
+async def greeter(broker: BrokerProcess) -> AsyncIterator[GreeterState]:
+    """The greeter service connected to ``broker`` over TCP, already routable when yielded
+    (a page opened before the broker routes to it would get REJECTED)."""
+    host, port = broker.tcp_address
+    admin = broker.admin
+    assert admin is not None
     state = GreeterState()
-    async with connected_provider(broker.tcp, greeter_router(state), [SERVICE], "greeter-1"):
-        await wait_until_routed(broker.admin_url, SERVICE)
+    router = greeter_router(state)
+    async with connect(host, port, services=[SERVICE], router=router, instance="greeter-1", data_mime="text/plain"):
+        await wait_for(lambda: service_instances(admin, SERVICE), message=f"{SERVICE} routed")
         yield state

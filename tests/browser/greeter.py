@@ -1,6 +1,6 @@
 """The provider the browser page talks to: a plain rsocket-py ``RequestRouter`` service.
 
-It records what reaches it (fire-and-forget notes, every request-n credit grant) so that a
+It records what reaches it (fire-and-forget messages, every request-n credit grant) so that a
 test can check the broker relayed the browser's frames, not only that the page saw replies.
 The stream emits strictly on demand: an item goes out only against a credit, which makes a
 lost or rewritten REQUEST_N visible as a stalled stream instead of passing unnoticed.
@@ -14,7 +14,8 @@ from reactivestreams.subscription import Subscription
 from rsocket.payload import Payload
 from rsocket.routing.request_router import RequestRouter
 
-#: The service the example page calls by default (``examples/browser``: ``?service=``).
+#: The service the tests point the page at (``?service=``); its default, ``demo.greeter``, is
+#: the provider of ``rsbroker demo``.
 SERVICE = "com.acme.greeter"
 
 
@@ -59,12 +60,13 @@ class CountingStream(Subscription):
 class GreeterState:
     """What the provider observed, for assertions."""
 
-    notes: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
+    logged: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
     grants: list[int] = field(default_factory=list)
 
 
 def greeter_router(state: GreeterState, service: str = SERVICE) -> RequestRouter:
-    """Routes ``<service>.hello`` (request-response), ``.count`` (request-stream) and ``.note`` (fnf)."""
+    """Routes ``<service>.hello`` (request-response), ``.count`` (request-stream) and ``.log`` (fnf),
+    the three the example page calls."""
     router = RequestRouter()
 
     @router.response(f"{service}.hello")
@@ -75,8 +77,8 @@ def greeter_router(state: GreeterState, service: str = SERVICE) -> RequestRouter
     async def count(payload: Payload) -> CountingStream:
         return CountingStream(int(payload.data.decode()), state.grants)
 
-    @router.fire_and_forget(f"{service}.note")
-    async def note(payload: Payload) -> None:
-        state.notes.put_nowait(payload.data.decode())
+    @router.fire_and_forget(f"{service}.log")
+    async def log(payload: Payload) -> None:
+        state.logged.put_nowait(payload.data.decode())
 
     return router

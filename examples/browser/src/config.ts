@@ -11,9 +11,9 @@ export interface DemoConfig {
   readonly url: string;
   /** Bearer JWT sent in SETUP as `message/x.rsocket.authentication.v0`; null for anonymous. */
   readonly token: string | null;
-  /** Service whose `hello`, `count` and `note` methods the page calls. */
+  /** Service whose `hello`, `count` and `log` methods the page calls (default: the `rsbroker demo` provider). */
   readonly service: string;
-  /** Name sent to `hello` and echoed in the `note`. */
+  /** Name sent to `hello` and in the `log` message. */
   readonly name: string;
   /** How many items the page asks `count` to stream. */
   readonly count: number;
@@ -36,7 +36,7 @@ export function readConfig(search: string): DemoConfig {
   return {
     url: query.get("url") || DEFAULT_BROKER_URL,
     token: token ? token : null,
-    service: query.get("service") || "com.acme.greeter",
+    service: query.get("service") || "demo.greeter",
     name: query.get("name") || "browser",
     count: positiveInt(query.get("count"), 5, 10_000),
     batch: positiveInt(query.get("batch"), 2, 1_000),

@@ -45,8 +45,8 @@ async function runCalls(rsocket: RSocket, config: DemoConfig, report: DemoReport
   render(report);
   report.stream = await requestStream(rsocket, `${config.service}.count`, String(config.count), config.batch);
   render(report);
-  await fireAndForget(rsocket, `${config.service}.note`, `hello from ${config.name}`);
-  report.noteSent = true;
+  await fireAndForget(rsocket, `${config.service}.log`, `hello from ${config.name}`);
+  report.logSent = true;
   render(report);
   try {
     await requestResponse(rsocket, UNSERVED_ROUTE, config.name);

@@ -14,8 +14,8 @@ export interface DemoReport {
   response: string | null;
   /** Items and credit grants of request-stream `<service>.count`. */
   stream: StreamOutcome | null;
-  /** True once fire-and-forget `<service>.note` was sent. */
-  noteSent: boolean;
+  /** True once fire-and-forget `<service>.log` was sent. */
+  logSent: boolean;
   /** The error for a route that no provider serves (the broker answers REJECTED at once). */
   unserved: CallError | null;
   /** Milliseconds from page start: WebSocket open and SETUP sent. */
@@ -40,7 +40,7 @@ export function newReport(url: string): DemoReport {
     url,
     response: null,
     stream: null,
-    noteSent: false,
+    logSent: false,
     unserved: null,
     connectMs: null,
     firstReplyMs: null,
@@ -80,7 +80,7 @@ export function render(report: DemoReport): void {
       ? "-"
       : `${report.stream.items.join(", ")}  (credits granted: ${report.stream.requests.join(" + ")})`,
   );
-  show("note", report.noteSent ? "sent" : "-");
+  show("log", report.logSent ? "sent" : "-");
   show("unserved", formatError(report.unserved));
   show(
     "timing",
