@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import enum
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .config import RaftConfig
@@ -394,8 +394,7 @@ class Raft:
         t = m.type
         if t is MsgType.PROP:
             if self.lead is not None:
-                m.to = self.lead
-                self._send(m)
+                self._send(replace(m, to=self.lead))  # a copy: the network may hold the original
         elif t is MsgType.APP:
             self.election_elapsed = 0
             self.lead = m.frm
@@ -411,8 +410,7 @@ class Raft:
             self._handle_snapshot(m)
         elif t in (MsgType.TRANSFER_LEADER, MsgType.READ_INDEX):
             if self.lead is not None:
-                m.to = self.lead
-                self._send(m)
+                self._send(replace(m, to=self.lead))
         elif t is MsgType.TIMEOUT_NOW:
             self._hup(transfer=True)
         elif t is MsgType.READ_INDEX_RESP:

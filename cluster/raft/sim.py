@@ -15,7 +15,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .checker import INF, KVOp, SafetyMonitor, check_linearizable, check_log_matching
@@ -48,6 +48,9 @@ class SimOptions:
     #: Applied entries beyond the last snapshot before a node compacts its log.
     snapshot_every: int = 12
     membership_changes: bool = True
+    #: Draw batch size and in-flight limit per run, so that small batches (which expose
+    #: commit-rule bugs, Figure 8) and deep pipelines both get exercised.
+    vary_flow_control: bool = True
     raft: RaftConfig = field(default_factory=lambda: RaftConfig(election_tick=10, heartbeat_tick=2, max_inflight_msgs=8))
 
 
@@ -90,6 +93,13 @@ class _Sim:
         self.client_busy: dict[int, int] = {}  # client -> history slot in flight
         self.rid = itertools.count(1)
         self.leader_seen: set[tuple[int, str]] = set()
+        self.raft_config = opts.raft
+        if opts.vary_flow_control:
+            self.raft_config = replace(
+                opts.raft,
+                max_entries_per_msg=self.rng.choice((1, 2, 4, 64)),
+                max_inflight_msgs=self.rng.choice((1, 2, 8)),
+            )
         for n in self.ids:
             node = self.nodes[n]
             node.raft = self._new_core(n, node)
@@ -104,7 +114,7 @@ class _Sim:
     def _new_core(self, node_id: str, node: _Node) -> Raft:
         rec = node.disk.load()
         core = Raft(
-            node_id, self.opts.raft, random.Random(self.rng.getrandbits(32)),
+            node_id, self.raft_config, random.Random(self.rng.getrandbits(32)),
             hard_state=rec.hard_state, snapshot=rec.snapshot, entries=rec.entries,
         )
         node.sm = ConfigStateMachine()

@@ -1,0 +1,254 @@
+"""How Raft messages travel: an interface, an in-memory network for tests, and TCP.
+
+TCP framing (the cluster-port contract): a connection opens with the channel byte 0x02
+(written by the connecting side; when the gossip listener owns the port it consumes that
+byte and hands the stream to ``TcpTransport.handle_connection``). After it, every message
+is ``4-byte big-endian length | Keyring.seal(msgpack(message), aad=b"raft")``, or the bare
+msgpack bytes when no cluster key is configured.
+
+Each peer gets one outbound connection, made on demand, fed from a bounded queue by one
+writer task; inbound connections only read. Sending never blocks the Raft loop: when a
+queue is full or a peer is unreachable, messages are dropped - Raft retransmits.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+import logging
+import struct
+from typing import Callable
+
+from ..crypto import DecryptError, Keyring
+from .messages import Message, WireError, decode_message, encode_message
+
+__all__ = ["CHANNEL_RAFT", "InMemoryNetwork", "InMemoryTransport", "Resolver", "TcpTransport", "Transport"]
+
+log = logging.getLogger(__name__)
+
+#: Channel byte of Raft streams on the multiplexed cluster port (0x01 is SWIM).
+CHANNEL_RAFT = 0x02
+AAD = b"raft"
+#: A frame longer than this closes the connection (a snapshot of the config store fits easily).
+MAX_FRAME = 64 << 20
+_LEN = struct.Struct(">I")
+
+#: node id -> (host, port), or None while the address is unknown.
+Resolver = Callable[[str], "tuple[str, int] | None"]
+Deliver = Callable[[Message], None]
+
+
+class Transport(abc.ABC):
+    """Carries messages between nodes, best effort, addressed by ``msg.to``."""
+
+    @abc.abstractmethod
+    async def start(self, deliver: Deliver) -> None:
+        """Begin delivering inbound messages to ``deliver`` (called on the event loop)."""
+
+    @abc.abstractmethod
+    def send(self, msg: Message) -> None:
+        """Queue ``msg`` for ``msg.to``; never blocks, may drop."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Stop sending and receiving; release sockets."""
+
+
+class InMemoryNetwork:
+    """A switchboard for InMemoryTransports in one event loop, with partitions for tests.
+
+    Messages go through the real msgpack codec, so tests exercise the wire form.
+    """
+
+    def __init__(self) -> None:
+        self._nodes: dict[str, Deliver] = {}
+        self.blocked: set[tuple[str, str]] = set()
+
+    def isolate(self, node: str) -> None:
+        """Cut every link to and from ``node``."""
+        for other in self._nodes:
+            if other != node:
+                self.blocked |= {(node, other), (other, node)}
+
+    def heal(self) -> None:
+        self.blocked.clear()
+
+    def _attach(self, node: str, deliver: Deliver) -> None:
+        self._nodes[node] = deliver
+
+    def _detach(self, node: str) -> None:
+        self._nodes.pop(node, None)
+
+    def _route(self, msg: Message) -> None:
+        deliver = self._nodes.get(msg.to)
+        if deliver is None or (msg.frm, msg.to) in self.blocked:
+            return
+        copy = decode_message(encode_message(msg))
+        asyncio.get_running_loop().call_soon(deliver, copy)
+
+
+class InMemoryTransport(Transport):
+    def __init__(self, network: InMemoryNetwork, node_id: str) -> None:
+        self.network = network
+        self.node_id = node_id
+
+    async def start(self, deliver: Deliver) -> None:
+        self.network._attach(self.node_id, deliver)
+
+    def send(self, msg: Message) -> None:
+        self.network._route(msg)
+
+    async def close(self) -> None:
+        self.network._detach(self.node_id)
+
+
+class _Peer:
+    """The outbound side towards one node: a queue and the task that writes it."""
+
+    def __init__(self, transport: TcpTransport, node_id: str) -> None:
+        self.transport = transport
+        self.node_id = node_id
+        self.queue: asyncio.Queue[Message] = asyncio.Queue(maxsize=transport.queue_size)
+        self.task = asyncio.get_running_loop().create_task(self._run(), name=f"raft-send-{node_id}")
+
+    async def _run(self) -> None:
+        backoff = 0.02
+        while True:
+            first = await self.queue.get()
+            try:
+                writer = await self._connect()
+            except (OSError, asyncio.TimeoutError) as exc:
+                log.debug("raft: cannot reach %s: %s", self.node_id, exc)
+                self._drain()  # stale by the time we reconnect; Raft will resend what matters
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 1.0)
+                continue
+            backoff = 0.02
+            try:
+                batch = [first]
+                while True:
+                    for msg in batch:
+                        writer.write(self.transport._frame(msg))
+                    await writer.drain()
+                    batch = [await self.queue.get()]
+                    while not self.queue.empty() and len(batch) < 256:
+                        batch.append(self.queue.get_nowait())
+            except (OSError, ConnectionError) as exc:
+                log.debug("raft: link to %s broke: %s", self.node_id, exc)
+            finally:
+                writer.close()
+
+    async def _connect(self) -> asyncio.StreamWriter:
+        addr = self.transport.resolver(self.node_id)
+        if addr is None:
+            raise OSError(f"no address known for {self.node_id}")
+        _, writer = await asyncio.wait_for(asyncio.open_connection(*addr), self.transport.connect_timeout)
+        writer.write(bytes((CHANNEL_RAFT,)))
+        return writer
+
+    def _drain(self) -> None:
+        while not self.queue.empty():
+            self.queue.get_nowait()
+
+
+class TcpTransport(Transport):
+    """Raft over TCP, sealed with the cluster keyring when one is configured."""
+
+    def __init__(
+        self,
+        node_id: str,
+        resolver: Resolver,
+        keyring: Keyring | None = None,
+        *,
+        queue_size: int = 4096,
+        connect_timeout: float = 1.0,
+    ) -> None:
+        self.node_id = node_id
+        self.resolver = resolver
+        self.keyring = keyring
+        self.queue_size = queue_size
+        self.connect_timeout = connect_timeout
+        self._deliver: Deliver | None = None
+        self._peers: dict[str, _Peer] = {}
+        self._server: asyncio.base_events.Server | None = None
+        self._inbound: set[asyncio.Task[None]] = set()
+
+    async def start(self, deliver: Deliver) -> None:
+        self._deliver = deliver
+
+    def _frame(self, msg: Message) -> bytes:
+        body = encode_message(msg)
+        if self.keyring is not None:
+            body = self.keyring.seal(body, aad=AAD)
+        return _LEN.pack(len(body)) + body
+
+    def send(self, msg: Message) -> None:
+        peer = self._peers.get(msg.to)
+        if peer is None:
+            peer = self._peers[msg.to] = _Peer(self, msg.to)
+        try:
+            peer.queue.put_nowait(msg)
+        except asyncio.QueueFull:
+            log.debug("raft: queue to %s full, dropping %s", msg.to, msg.type.name)
+
+    async def handle_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Serve one inbound Raft stream whose channel byte was already read."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._inbound.add(task)
+        try:
+            while True:
+                header = await reader.readexactly(_LEN.size)
+                (length,) = _LEN.unpack(header)
+                if length > MAX_FRAME:
+                    log.warning("raft: %d-byte frame exceeds the %d limit; closing", length, MAX_FRAME)
+                    return
+                body = await reader.readexactly(length)
+                if self.keyring is not None:
+                    body = self.keyring.open(body, aad=AAD)
+                msg = decode_message(body)
+                if self._deliver is not None:
+                    self._deliver(msg)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return
+        except (DecryptError, WireError) as exc:
+            peer = writer.get_extra_info("peername")
+            log.warning("raft: closing stream from %s: %s", peer, exc)
+        finally:
+            if task is not None:
+                self._inbound.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def listen(self, host: str = "127.0.0.1", port: int = 0) -> tuple[str, int]:
+        """A standalone listener (when Raft does not share the gossip port); returns the bound address."""
+        self._server = await asyncio.start_server(self._accept, host, port)
+        sock = self._server.sockets[0].getsockname()
+        return sock[0], sock[1]
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            tag = await reader.readexactly(1)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+            return
+        if tag[0] != CHANNEL_RAFT:
+            log.warning("raft: unexpected channel byte %#x; closing", tag[0])
+            writer.close()
+            return
+        await self.handle_connection(reader, writer)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        tasks: list[asyncio.Task[None]] = [p.task for p in self._peers.values()] + list(self._inbound)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._peers.clear()
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+
