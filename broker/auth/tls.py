@@ -105,9 +105,12 @@ def principal_from_peercert(cert: Mapping[str, Any] | None) -> Principal | None:
     return Principal(name=names[0], roles=roles, expires_at=expires_at, claims=claims, source="mtls")
 
 
-def peer_principal(transport: asyncio.BaseTransport) -> Principal | None:
+def peer_principal(transport: asyncio.BaseTransport | None) -> Principal | None:
     """Principal for the verified client certificate of an accepted TLS connection, if any.
 
-    Works for asyncio stream transports and aiohttp's ``request.transport`` alike.
+    Works for asyncio stream transports and aiohttp's ``request.transport`` alike (None,
+    as aiohttp gives for a closed request, yields None).
     """
+    if transport is None:
+        return None
     return principal_from_peercert(transport.get_extra_info("peercert"))

@@ -190,6 +190,7 @@ def test_bad_files_are_reported_with_their_paths(pki: Path, tmp_path: Path) -> N
 
 
 def test_peercert_without_common_name_gives_no_principal() -> None:
+    assert peer_principal(None) is None
     assert principal_from_peercert(None) is None
     assert principal_from_peercert({}) is None
     assert principal_from_peercert({"subject": ((("organizationName", "acme"),),)}) is None
