@@ -8,17 +8,21 @@ Prometheus metrics. Versioned under ``/api/v1``; every response is JSON except
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from admin.cluster_api import cluster_routes
 from admin.metrics import metrics_handler
+from admin.openapi import document
 from broker.auth import AuthError
 
 if TYPE_CHECKING:
     from broker.server import Node
 
 NODE_KEY: web.AppKey["Node"] = web.AppKey("node")
+DASHBOARD = Path(__file__).with_name("static") / "dashboard.html"
 
 
 def _node(request: web.Request) -> "Node":
@@ -73,6 +77,14 @@ async def services(request: web.Request) -> web.Response:
     return web.json_response({"services": broker.services_view() if broker else {}})
 
 
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(document())
+
+
+async def dashboard(request: web.Request) -> web.Response:
+    return web.Response(text=DASHBOARD.read_text(), content_type="text/html")
+
+
 def _token_middleware(node: "Node") -> Any:
     """Require ``Authorization: Bearer <JWT>`` with role admin on everything but health probes."""
 
@@ -112,4 +124,7 @@ def admin_app(node: "Node") -> web.Application:
     app.router.add_get("/api/v1/connections", connections)
     app.router.add_get("/api/v1/services", services)
     app.router.add_get("/metrics", metrics_handler(node))
+    app.router.add_get("/api/v1/openapi.json", openapi)
+    app.router.add_get("/", dashboard)
+    cluster_routes(app, node)
     return app

@@ -22,6 +22,9 @@ _DELEGATED = {
     ("sim", "raft"): "cluster.raft.simcli:main",
     ("token",): "broker.auth.tools:token_main",
     ("certs",): "broker.auth.tools:certs_main",
+    ("cluster",): "cluster.local:main",
+    ("status",): "admin.status:main",
+    ("demo-provider",): "broker.demo:provider_main",
 }
 
 
@@ -42,8 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rsbroker", description="A clustered RSocket broker.")
     parser.add_argument(
         "command",
-        choices=["serve", "demo", "sim", "token", "certs"],
-        help="serve: run a node; demo: a node with a demo provider; sim gossip|raft: simulators; "
+        choices=["serve", "demo", "cluster", "status", "demo-provider", "sim", "token", "certs"],
+        help="serve: run a node; demo: a node with a demo provider; cluster up|down: a local cluster; "
+        "status: a node's view of the cluster; demo-provider: the demo service; sim gossip|raft: simulators; "
         "token: mint a development JWT; certs: make a CA and certificates",
     )
     parser.parse_args(args[:1] or ["--help"])

@@ -83,3 +83,29 @@ def demo_router() -> RequestRouter:
         return create_future(Payload(b"\n".join(logged)))
 
     return router
+
+
+def provider_main(argv: list[str]) -> int:
+    """``rsbroker demo-provider --nodes HOST:PORT,...``: serve the demo service, failing over between nodes."""
+    import argparse
+    import signal
+
+    from broker.client import connect_cluster
+
+    parser = argparse.ArgumentParser(prog="rsbroker demo-provider", description=provider_main.__doc__)
+    parser.add_argument("--nodes", required=True, help="comma-separated broker TCP addresses")
+    parser.add_argument("--instance", default="demo-1")
+    args = parser.parse_args(argv)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        nodes = [n.strip() for n in args.nodes.split(",") if n.strip()]
+        async with connect_cluster(nodes, services=[SERVICE], router=demo_router(), instance=args.instance):
+            print(f"demo provider '{args.instance}' serving {SERVICE} via {nodes[0]}", flush=True)
+            await stop.wait()
+
+    asyncio.run(run())
+    return 0

@@ -48,6 +48,8 @@ class Node:
         self._ws_sites: list[web.BaseSite] = []
         self._stopped = asyncio.Event()
         self.server_ssl: ssl.SSLContext | None = None
+        #: the cluster side (gossip, links, Raft config store); set by start()
+        self.runtime: Any = None
 
     async def start(self) -> None:
         settings = self.settings

@@ -1,0 +1,124 @@
+"""Admin endpoints for the cluster: members, topology, Raft status and the config store.
+
+Writes go through the Raft leader (``RaftNode.put`` forwards them when this node is a
+follower); reads are linearizable unless ``?stale=true`` asks for this node's local copy.
+Raft's errors map to HTTP statuses here and nowhere else:
+
+=====================  ======  ===============================================
+``ValidationError``    400     the value (or key) was refused; nothing applied
+``NotLeader``          503     no leader right now (election in progress)
+``Timeout``            503     no answer in time; a write's outcome is unknown
+``MembershipError``    409     a membership change was refused
+=====================  ======  ===============================================
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from cluster.raft.errors import MembershipError, NotLeader, RaftError, Timeout
+from cluster.raft.validation import ValidationError
+
+if TYPE_CHECKING:
+    from broker.server import Node
+
+#: the part of the URL after /api/v1/config/ may contain slashes (``acl/ops``)
+CONFIG_PATH = "/api/v1/config/{key:.+}"
+
+
+def _error(status: int, message: str, **extra: Any) -> web.Response:
+    return web.json_response({"error": message, **extra}, status=status)
+
+
+def _raft_error(exc: RaftError) -> web.Response:
+    if isinstance(exc, ValidationError):
+        return _error(400, str(exc))
+    if isinstance(exc, MembershipError):
+        return _error(409, str(exc))
+    if isinstance(exc, NotLeader):
+        return _error(503, str(exc), leader=exc.leader)
+    if isinstance(exc, Timeout):
+        return _error(503, f"timed out: {exc}")
+    return _error(503, str(exc))
+
+
+def cluster_routes(app: web.Application, node: "Node") -> None:
+    """Add the cluster endpoints to the admin application."""
+
+    def runtime() -> Any:
+        if node.runtime is None:
+            raise web.HTTPServiceUnavailable(text=json.dumps({"error": "node is starting"}), content_type="application/json")
+        return node.runtime
+
+    async def members(request: web.Request) -> web.Response:
+        return web.json_response({"members": runtime().members_view()})
+
+    async def topology(request: web.Request) -> web.Response:
+        return web.json_response(runtime().topology_view())
+
+    async def raft_status(request: web.Request) -> web.Response:
+        return web.json_response(runtime().raft.status())
+
+    async def config_list(request: web.Request) -> web.Response:
+        rt = runtime()
+        prefix = request.query.get("prefix", "")
+        if request.query.get("stale", "false").lower() not in ("1", "true", "yes"):
+            try:
+                await rt.raft.read_barrier()
+            except (ValidationError, RaftError) as exc:
+                return _raft_error(exc)
+        return web.json_response({"prefix": prefix, "items": rt.raft.list(prefix)})
+
+    async def config_get(request: web.Request) -> web.Response:
+        key = request.match_info["key"]
+        linearizable = request.query.get("stale", "false").lower() not in ("1", "true", "yes")
+        rt = runtime()
+        try:
+            value = await rt.raft.get(key, linearizable=linearizable)
+        except (ValidationError, RaftError) as exc:
+            return _raft_error(exc)
+        if value is None and key not in rt.raft.list(key):
+            return _error(404, f"no config key '{key}'")
+        return web.json_response({"key": key, "value": value})
+
+    async def config_put(request: web.Request) -> web.Response:
+        key = request.match_info["key"]
+        try:
+            value = await request.json()
+        except (ValueError, UnicodeDecodeError) as exc:
+            return _error(400, f"the body must be JSON: {exc}")
+        try:
+            index = await runtime().raft.put(key, value)
+        except (ValidationError, RaftError) as exc:
+            return _raft_error(exc)
+        return web.json_response({"key": key, "value": value, "index": index})
+
+    async def config_delete(request: web.Request) -> web.Response:
+        key = request.match_info["key"]
+        try:
+            existed = await runtime().raft.delete(key)
+        except (ValidationError, RaftError) as exc:
+            return _raft_error(exc)
+        if not existed:
+            return _error(404, f"no config key '{key}'")
+        return web.json_response({"key": key, "deleted": True})
+
+    async def remove_member(request: web.Request) -> web.Response:
+        member = request.match_info["member"]
+        try:
+            await runtime().remove_member(member)
+        except (ValidationError, RaftError) as exc:
+            return _raft_error(exc)
+        return web.json_response({"removed": member})
+
+    app.router.add_get("/api/v1/members", members)
+    app.router.add_get("/api/v1/topology", topology)
+    app.router.add_get("/api/v1/raft", raft_status)
+    app.router.add_delete("/api/v1/raft/members/{member}", remove_member)
+    app.router.add_get("/api/v1/config", config_list)
+    app.router.add_get(CONFIG_PATH, config_get)
+    app.router.add_put(CONFIG_PATH, config_put)
+    app.router.add_delete(CONFIG_PATH, config_delete)
