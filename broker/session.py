@@ -266,7 +266,11 @@ class Session:
                 if st.prov is None:
                     self._pending_frame(st, buf, off, end, ftype, type_flags)
                     return
-                if st.req is self:
+                # The id's parity says which end this session is: odd ids are streams the peer
+                # opened (it is the requester), even ids are streams the broker opened towards
+                # it (it is the provider). ``st.req is self`` would not do: a provider calling
+                # its own service is both ends of one stream.
+                if sid & 1:
                     dest = st.prov
                     dest.forward(st.prov_sid, buf, off, end)
                     self._requester_sent(st, ftype, type_flags)
