@@ -15,11 +15,9 @@ import pytest
 from aiohttp import web
 from playwright.async_api import Browser, Page, async_playwright
 
-from broker.client import connect
-from tests.support.admin import service_instances, wait_for
 from tests.support.brokerproc import BrokerFactory, BrokerProcess
 
-from .greeter import SERVICE, GreeterState, greeter_router
+from .greeter import GreeterState, serving_greeter
 from .pages import BUNDLE, CHROMIUM_ARGS, EXAMPLE_DIR
 
 
@@ -82,13 +80,6 @@ async def broker(broker_factory: BrokerFactory) -> BrokerProcess:
 
 @pytest.fixture
 async def greeter(broker: BrokerProcess) -> AsyncIterator[GreeterState]:
-    """The greeter service connected to ``broker`` over TCP, already routable when yielded
-    (a page opened before the broker routes to it would get REJECTED)."""
-    host, port = broker.tcp_address
-    admin = broker.admin
-    assert admin is not None
-    state = GreeterState()
-    router = greeter_router(state)
-    async with connect(host, port, services=[SERVICE], router=router, instance="greeter-1", data_mime="text/plain"):
-        await wait_for(lambda: service_instances(admin, SERVICE), message=f"{SERVICE} routed")
+    """The greeter service connected to ``broker``, already routable when yielded."""
+    async with serving_greeter(broker) as state:
         yield state

@@ -1,12 +1,14 @@
 """The provider the browser page talks to: a plain rsocket-py ``RequestRouter`` service.
 
-It records what reaches it (fire-and-forget messages, every request-n credit grant) so that a
+It records what reaches it (names greeted, fire-and-forget messages, every request-n credit grant) so that a
 test can check the broker relayed the browser's frames, not only that the page saw replies.
 The stream emits strictly on demand: an item goes out only against a credit, which makes a
 lost or rewritten REQUEST_N visible as a stalled stream instead of passing unnoticed.
 """
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from reactivestreams.subscriber import Subscriber
@@ -14,9 +16,15 @@ from reactivestreams.subscription import Subscription
 from rsocket.payload import Payload
 from rsocket.routing.request_router import RequestRouter
 
+from broker.client import connect
+from tests.support.admin import service_instances, wait_for
+from tests.support.brokerproc import BrokerProcess
+
 #: The service the tests point the page at (``?service=``); its default, ``demo.greeter``, is
 #: the provider of ``rsbroker demo``.
 SERVICE = "com.acme.greeter"
+#: Bound on waiting for a fire-and-forget message, which has no reply to wait on instead.
+LOGGED_TIMEOUT_S = 10.0
 
 
 def greeting(name: str) -> str:
@@ -60,8 +68,13 @@ class CountingStream(Subscription):
 class GreeterState:
     """What the provider observed, for assertions."""
 
+    greeted: list[str] = field(default_factory=list)
     logged: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
     grants: list[int] = field(default_factory=list)
+
+    async def next_logged(self) -> str:
+        """The next fire-and-forget message received, waiting for it if need be."""
+        return await asyncio.wait_for(self.logged.get(), LOGGED_TIMEOUT_S)
 
 
 def greeter_router(state: GreeterState, service: str = SERVICE) -> RequestRouter:
@@ -71,7 +84,9 @@ def greeter_router(state: GreeterState, service: str = SERVICE) -> RequestRouter
 
     @router.response(f"{service}.hello")
     async def hello(payload: Payload) -> Payload:
-        return Payload(greeting(payload.data.decode()).encode())
+        name = payload.data.decode()
+        state.greeted.append(name)
+        return Payload(greeting(name).encode())
 
     @router.stream(f"{service}.count")
     async def count(payload: Payload) -> CountingStream:
@@ -82,3 +97,20 @@ def greeter_router(state: GreeterState, service: str = SERVICE) -> RequestRouter
         state.logged.put_nowait(payload.data.decode())
 
     return router
+
+
+@contextlib.asynccontextmanager
+async def serving_greeter(broker: BrokerProcess, token: str | None = None) -> AsyncIterator[GreeterState]:
+    """The greeter connected to ``broker`` over TCP as instance ``greeter-1`` (with a bearer
+    token when the broker authenticates), yielded once the broker routes to it: a page opened
+    before that would get REJECTED."""
+    host, port = broker.tcp_address
+    admin = broker.admin
+    assert admin is not None
+    state = GreeterState()
+    router = greeter_router(state)
+    async with connect(
+        host, port, services=[SERVICE], router=router, instance="greeter-1", token=token, data_mime="text/plain"
+    ):
+        await wait_for(lambda: service_instances(admin, SERVICE), message=f"{SERVICE} routed")
+        yield state

@@ -10,6 +10,8 @@ from urllib.parse import urlencode
 
 from playwright.async_api import Page
 
+from .greeter import SERVICE
+
 EXAMPLE_DIR = Path(__file__).resolve().parents[2] / "examples" / "browser"
 BUNDLE = EXAMPLE_DIR / "dist" / "app.js"
 #: Flags that keep Chromium headless, sandbox-free (CI runs as root) and off the network.
@@ -23,6 +25,11 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+#: The route the page calls to show how a refused request looks (examples/browser/src/main.ts).
+UNSERVED_ROUTE = "com.acme.unserved.ping"
+#: RSocket error codes the page reports in ``error.code`` / ``unserved.code``.
+REJECTED_SETUP = 0x003
+REJECTED = 0x202
 #: How long a page may take to finish its run (ms): far above the ~0.1 s it needs when idle.
 PAGE_TIMEOUT_MS = 30_000
 _FINISHED = "() => window.rsbroker !== undefined && ['done', 'failed'].includes(window.rsbroker.state)"
@@ -32,6 +39,11 @@ def page_url(site: str, ws_url: str, **params: str | int) -> str:
     """URL of the example page pointed at ``ws_url``; ``params`` are its other query settings
     (``token``, ``service``, ``name``, ``count``, ``batch``)."""
     return f"{site}/index.html?" + urlencode({"url": ws_url, **params})
+
+
+def greeter_page(site: str, ws_url: str, **params: str | int) -> str:
+    """The page pointed at ``ws_url`` and calling the tests' greeter service."""
+    return page_url(site, ws_url, service=SERVICE, **params)
 
 
 async def run_page(page: Page, url: str) -> dict[str, object]:

@@ -13,42 +13,28 @@ from playwright.async_api import Browser, Page
 
 from tests.support.brokerproc import BrokerProcess
 
-from .greeter import SERVICE, GreeterState, greeting
-from .pages import page_url, run_page
+from .greeter import GreeterState, greeting
+from .pages import REJECTED, UNSERVED_ROUTE, greeter_page, page_url, run_page
 
 pytestmark = pytest.mark.browser
-
-REJECTED = 0x202
-#: The route the page calls to show the no-provider error (examples/browser/src/main.ts).
-UNSERVED_SERVICE = "com.acme.unserved"
-LOGGED_TIMEOUT_S = 10.0
-
-
-def greeter_page(site: str, broker: BrokerProcess, **params: str | int) -> str:
-    """The example page pointed at ``broker`` and the test's greeter service."""
-    return page_url(site, broker.ws_url, service=SERVICE, **params)
-
-
-async def next_logged(greeter: GreeterState) -> str:
-    """The next fire-and-forget message the provider received (they have no reply to wait on)."""
-    return await asyncio.wait_for(greeter.logged.get(), LOGGED_TIMEOUT_S)
 
 
 async def test_page_calls_every_interaction_model_through_the_broker(
     page: Page, example_site: str, broker: BrokerProcess, greeter: GreeterState
 ) -> None:
-    report = await run_page(page, greeter_page(example_site, broker, name="Ada", count=5, batch=2))
+    report = await run_page(page, greeter_page(example_site, broker.ws_url, name="Ada", count=5, batch=2))
 
     assert report["state"] == "done", report["error"]
     assert report["response"] == greeting("Ada")
+    assert greeter.greeted == ["Ada"]
     assert report["stream"] == {"items": ["1", "2", "3", "4", "5"], "requests": [2, 2, 2]}
     assert greeter.grants == [2, 2, 2], "REQUEST_N credits reaching the provider differ from those sent"
-    assert await next_logged(greeter) == "hello from Ada"
+    assert await greeter.next_logged() == "hello from Ada"
     assert report["logSent"] is True
     unserved = report["unserved"]
     assert isinstance(unserved, dict)
     assert unserved["code"] == REJECTED
-    assert str(unserved["message"]).startswith(f"no provider for service '{UNSERVED_SERVICE}'")
+    assert str(unserved["message"]).startswith(f"no provider for service '{UNSERVED_ROUTE.rpartition('.')[0]}'")
     assert await page.text_content("#response") == greeting("Ada")
     assert await page.text_content("#state") == "done"
     print(
@@ -64,8 +50,8 @@ async def test_two_pages_keep_their_streams_apart_on_one_provider(
     left, right = await browser.new_context(), await browser.new_context()
     try:
         left_report, right_report = await asyncio.gather(
-            run_page(await left.new_page(), greeter_page(example_site, broker, name="left", count=3, batch=1)),
-            run_page(await right.new_page(), greeter_page(example_site, broker, name="right", count=4, batch=3)),
+            run_page(await left.new_page(), greeter_page(example_site, broker.ws_url, name="left", count=3, batch=1)),
+            run_page(await right.new_page(), greeter_page(example_site, broker.ws_url, name="right", count=4, batch=3)),
         )
     finally:
         await left.close()
@@ -75,10 +61,11 @@ async def test_two_pages_keep_their_streams_apart_on_one_provider(
     assert right_report["state"] == "done", right_report["error"]
     assert left_report["response"] == greeting("left")
     assert right_report["response"] == greeting("right")
+    assert sorted(greeter.greeted) == ["left", "right"]
     assert left_report["stream"] == {"items": ["1", "2", "3"], "requests": [1, 1, 1]}
     assert right_report["stream"] == {"items": ["1", "2", "3", "4"], "requests": [3, 3]}
     assert sorted(greeter.grants) == [1, 1, 1, 3, 3]
-    assert {await next_logged(greeter), await next_logged(greeter)} == {"hello from left", "hello from right"}
+    assert {await greeter.next_logged(), await greeter.next_logged()} == {"hello from left", "hello from right"}
 
 
 def unused_tcp_port() -> int:

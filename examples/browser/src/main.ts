@@ -62,8 +62,14 @@ async function run(): Promise<void> {
   const report = newReport(config.url);
   render(report);
   let rsocket: RSocket | null = null;
+  // When the broker closes the connection (a refused SETUP, a drain), rsocket-js fails each
+  // open request with a generic "Closed" error; the connection's own error keeps the code.
+  let closedBy: Error | undefined;
   try {
     rsocket = await connect(config);
+    rsocket.onClose((error) => {
+      closedBy = error;
+    });
     report.connectMs = performance.now() - since;
     report.state = "running";
     render(report);
@@ -71,7 +77,7 @@ async function run(): Promise<void> {
     report.totalMs = performance.now() - since;
     report.state = "done";
   } catch (error) {
-    report.error = describeError(error);
+    report.error = describeError(closedBy ?? error);
     report.state = "failed";
   } finally {
     rsocket?.close();
