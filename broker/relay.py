@@ -259,7 +259,8 @@ class Broker:
                     {
                         "instance": p.instance,
                         "connection": getattr(p, "id", None),
-                        "node": self.settings.node_id,
+                        "node": getattr(p, "node", self.settings.node_id),
+                        "remote": p.is_remote,
                         "weight": policy.weights.get(p.instance, p.weight),
                         "outstanding": p.outstanding,
                     }

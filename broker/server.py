@@ -65,6 +65,10 @@ class Node:
             self.addresses["tcp"] = _format(self._tcp_server.sockets[0].getsockname())
         if settings.ws:
             self.addresses["ws"] = await self._serve_app(websocket_app(broker), settings.ws, "--ws", self.server_ssl, True)
+        from cluster.runtime import ClusterRuntime
+
+        self.runtime = ClusterRuntime(self)
+        await self.runtime.start()
         if settings.admin:
             from admin.app import admin_app
 
@@ -91,6 +95,8 @@ class Node:
     async def drain(self) -> None:
         """Stop accepting, refuse new streams, give open streams ``drain_timeout_s`` to end."""
         log.info("draining: no new connections, open streams get %.1f s", self.settings.drain_timeout_s)
+        if self.runtime is not None:
+            await self.runtime.leave()
         if self._tcp_server is not None:
             self._tcp_server.close()
         for site in self._ws_sites:
@@ -101,6 +107,8 @@ class Node:
     async def stop(self) -> None:
         if self.broker is not None:
             await self.broker.stop()
+        if self.runtime is not None:
+            await self.runtime.stop()
         if self._tcp_server is not None:
             self._tcp_server.close()
         # give the close frames a moment to leave before tearing the runners down

@@ -1,0 +1,318 @@
+"""The cluster side of a node: gossip, broker links and the Raft config store, wired to the relay.
+
+``ClusterRuntime`` is glue, deliberately thin. It owns no protocol logic; it connects:
+
+* gossip membership → links (a link to every live node that serves something) and the
+  topology pushed to cluster-aware clients;
+* the gossiped routing table → remote providers in the relay's registry, and the relay's
+  local registrations → this node's entries in the routing table;
+* the Raft config store → the relay's live settings (access rules, JWT keys, revoked
+  tokens, per-service policies), applied on every node as entries commit;
+* Raft membership ← gossip: the leader adds live members it does not know yet (as
+  learners, promoted once caught up); removing a dead node is an explicit command.
+
+Without ``--cluster`` the node is a cluster of one: no gossip, no links, but the config
+store still runs (a single-voter Raft group), so the admin config API works the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from broker import metadata as md
+from broker.auth import rules_from_store
+from broker.frames import metadata_push_frame
+from broker.registry import ServicePolicy
+from broker.settings import parse_hostport
+from cluster.crypto import Keyring, load_keyring
+from cluster.links import Links
+from cluster.raft.node import RaftNode
+from cluster.raft.transport import InMemoryNetwork, InMemoryTransport, TcpTransport
+from cluster.routing_table import ServiceEntry
+
+if TYPE_CHECKING:
+    from broker.server import Node
+    from broker.session import Session
+
+log = logging.getLogger("rsbroker.cluster")
+
+#: Channel byte of Raft streams on the gossip TCP port (see the design's port multiplexing).
+RAFT_CHANNEL = 0x02
+#: How often the Raft leader reconciles the voter set with gossip membership (seconds).
+MEMBERSHIP_SYNC_S = 1.0
+
+
+class ClusterRuntime:
+    """Joins one broker node to its cluster."""
+
+    def __init__(self, node: "Node") -> None:
+        self.node = node
+        self.settings = node.settings
+        self.broker = node.broker
+        assert self.broker is not None, "start the broker before the cluster runtime"
+        self.keyring: Keyring | None = load_keyring(self.settings.cluster_key) if self.settings.cluster_key else None
+        self.gossip: Any = None  # cluster.swim.node.GossipNode when --cluster is given
+        self.links: Links | None = None
+        self.raft: RaftNode
+        self._tasks: list[asyncio.Task[None]] = []
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self.leaving = False
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        settings = self.settings
+        data_dir = self._data_dir()
+        if settings.cluster:
+            await self._start_gossip()
+            assert self.gossip is not None
+            transport: Any = TcpTransport(settings.node_id, self._raft_address, self.keyring)
+            self.gossip.add_tcp_channel(RAFT_CHANNEL, transport.handle_connection)
+        else:
+            transport = InMemoryTransport(InMemoryNetwork(), settings.node_id)
+        self.raft = RaftNode(settings.node_id, data_dir / "raft", transport)
+        await self.raft.start(bootstrap=not settings.join)
+        self._watch_config()
+        loop = asyncio.get_running_loop()
+        if self.gossip is not None:
+            self._tasks.append(loop.create_task(self._membership_sync()))
+            if settings.join:
+                seeds = [parse_hostport(s, "--join") for s in settings.join]
+                joined = await self.gossip.join(seeds)
+                log.info("joined the cluster through %d of %d seeds", joined, len(seeds))
+
+    def _data_dir(self) -> Path:
+        if self.settings.data_dir:
+            path = Path(self.settings.data_dir)
+            path.mkdir(parents=True, exist_ok=True)
+            return path
+        self._tmp = tempfile.TemporaryDirectory(prefix=f"rsbroker-{self.settings.node_id}-")
+        log.warning("no --data-dir: the config store lives in %s and is lost when the node stops", self._tmp.name)
+        return Path(self._tmp.name)
+
+    async def _start_gossip(self) -> None:
+        from cluster.swim.node import GossipNode
+
+        settings = self.settings
+        host, port = parse_hostport(settings.cluster or "", "--cluster")
+        meta = {
+            "tcp": settings.advertise or self.node.addresses["tcp"] or "",
+            "ws": self.node.addresses["ws"] or "",
+            "admin": self.node.addresses["admin"] or "",
+        }
+        self.gossip = GossipNode(
+            settings.node_id,
+            (host, port),
+            keyring=self.keyring,
+            meta=meta,
+            allow_insecure=settings.allow_anonymous,
+        )
+        self.gossip.on_member_change(self._member_changed)
+        self.gossip.on_routes_change(self._routes_changed)
+        await self.gossip.start()
+        bound = self.gossip.address
+        self.node.addresses["cluster"] = f"{bound[0]}:{bound[1]}"
+        self.links = Links(self.broker, settings.node_id, self.keyring, self._link_ssl())
+        self.links.start()
+        self.broker.registry_listeners.append(self._publish_local)
+        self.broker.setup_listeners.append(self._greet)
+
+    def _link_ssl(self) -> Any:
+        if not self.settings.tls_cert:
+            return None
+        from broker.auth import client_context
+
+        context = client_context(
+            ca_file=self.settings.tls_client_ca,
+            cert_file=self.settings.tls_cert,
+            key_file=self.settings.tls_key,
+            check_hostname=False,
+        )
+        if not self.settings.tls_client_ca:
+            import ssl
+
+            context.verify_mode = ssl.CERT_NONE  # the link proof authenticates the node
+        return context
+
+    async def leave(self) -> None:
+        """Graceful departure: tell the cluster and our clients before draining."""
+        self.leaving = True
+        self._push_topology()
+        if self.gossip is not None:
+            await self.gossip.leave(timeout=2.0)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.links is not None:
+            await self.links.stop()
+        await self.raft.stop()
+        if self.gossip is not None:
+            await self.gossip.stop()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    # -- gossip → relay ---------------------------------------------------------------------
+
+    def _raft_address(self, node_id: str) -> tuple[str, int] | None:
+        if self.gossip is None:
+            return None
+        for member in self.gossip.members():
+            if member.node == node_id:
+                return member.addr
+        return None
+
+    def _member_changed(self, node_id: str, state: str, meta: dict[str, str]) -> None:
+        if self.links is None or node_id == self.settings.node_id:
+            return
+        if state in ("alive", "suspect") and meta.get("tcp"):
+            self.links.want(node_id, parse_hostport(meta["tcp"], f"member {node_id} tcp"))
+        elif state in ("dead", "left"):
+            self.links.want(node_id, None)
+            self.links.set_remote_services(node_id, [])
+        self._push_topology()
+
+    def _routes_changed(self, node_id: str) -> None:
+        if self.links is None or self.gossip is None or node_id == self.settings.node_id:
+            return
+        self.links.set_remote_services(node_id, self.gossip.services_of(node_id))
+
+    def _publish_local(self) -> None:
+        if self.gossip is None:
+            return
+        entries = []
+        for service, providers in self.broker.registry.services().items():
+            for provider in providers:
+                if not provider.is_remote:
+                    entries.append(
+                        ServiceEntry(service=service, instance=provider.instance, weight=provider.weight, load=provider.outstanding)
+                    )
+        self.gossip.set_local_services(entries)
+
+    # -- topology -------------------------------------------------------------------------
+
+    def topology_push(self) -> bytes:
+        body = json.dumps(self.topology_view()).encode()
+        return metadata_push_frame(md.composite_entry(md.TOPOLOGY_MIME, body))
+
+    def _greet(self, session: "Session") -> None:
+        if session.wants_topology:
+            session.send_frame(self.topology_push())
+
+    def _push_topology(self) -> None:
+        frame = self.topology_push()
+        for session in list(self.broker.sessions):
+            if session.wants_topology and not session.is_link:
+                session.send_frame(frame)
+
+    def members_view(self) -> list[dict[str, Any]]:
+        if self.gossip is None:
+            return [self._self_view()]
+        out = []
+        for member in sorted(self.gossip.members(), key=lambda m: m.node):
+            out.append(
+                {
+                    "node_id": member.node,
+                    "state": member.state.name.lower(),
+                    "incarnation": member.incarnation,
+                    "address": f"{member.addr[0]}:{member.addr[1]}",
+                    "meta": dict(member.meta),
+                    "services": sorted({e.service for e in self.gossip.services_of(member.node)}),
+                }
+            )
+        return out
+
+    def _self_view(self) -> dict[str, Any]:
+        return {
+            "node_id": self.settings.node_id,
+            "state": "leaving" if self.leaving else "alive",
+            "incarnation": 0,
+            "address": self.node.addresses["cluster"],
+            "meta": {k: v for k, v in self.node.addresses.items() if k in ("tcp", "ws", "admin") and v},
+            "services": sorted(self.broker.registry.services()),
+        }
+
+    def topology_view(self) -> dict[str, Any]:
+        nodes = []
+        own = self.settings.node_id
+        for member in self.members_view():
+            node_id = member["node_id"]
+            is_self = node_id == own
+            nodes.append(
+                {
+                    "node_id": node_id,
+                    "state": ("leaving" if self.leaving else member["state"]) if is_self else member["state"],
+                    "tcp": member["meta"].get("tcp"),
+                    "ws": member["meta"].get("ws"),
+                    "admin": member["meta"].get("admin"),
+                    "services": member["services"],
+                    "connections": len(self.broker.sessions) if is_self else None,
+                    "link": "self" if is_self else self._link_state(node_id),
+                }
+            )
+        return {"self": own, "leader": self.raft.leader_id if hasattr(self, "raft") else None, "nodes": nodes}
+
+    def _link_state(self, node_id: str) -> str:
+        if self.links is None:
+            return "none"
+        return "up" if node_id in self.links.up else "down"
+
+    # -- Raft ↔ membership and config ---------------------------------------------------------
+
+    async def _membership_sync(self) -> None:
+        """As leader, add live gossip members that are not yet in the Raft group."""
+        while True:
+            await asyncio.sleep(MEMBERSHIP_SYNC_S)
+            if self.gossip is None or not self.raft.is_leader:
+                continue
+            known = set(self.raft.status()["members"])
+            for member in self.gossip.members():
+                if member.node not in known and member.state.name.lower() == "alive":
+                    try:
+                        await self.raft.add_member(member.node)
+                        log.info("added node %s to the config store's Raft group", member.node)
+                    except Exception as exc:  # retried next round; a change may be in progress
+                        log.info("could not add node %s to Raft yet: %s", member.node, exc)
+
+    async def remove_member(self, node_id: str) -> None:
+        """Remove a (dead) node from the Raft group; runs on the leader."""
+        await self.raft.remove_member(node_id)
+
+    def _watch_config(self) -> None:
+        raft = self.raft
+        security = self.broker.security
+
+        def acl(_: Any) -> None:
+            rules, problems = rules_from_store(raft.list("acl/"))
+            security.set_rules(rules)
+            for problem in problems:
+                log.warning("config store: %s", problem)
+
+        def keys(_: Any) -> None:
+            security.set_keys({k[len("keys/") :]: v for k, v in raft.list("keys/").items()})
+
+        def revoked(_: Any) -> None:
+            security.set_revoked(k[len("revoked/") :] for k in raft.list("revoked/"))
+
+        def services(_: Any) -> None:
+            registry = self.broker.registry
+            stored = {k[len("services/") :]: v for k, v in raft.list("services/").items()}
+            for service in set(self._policies_applied) - set(stored):
+                registry.set_policy(service, None)
+            for service, value in stored.items():
+                try:
+                    registry.set_policy(service, ServicePolicy.from_obj(value))
+                except ValueError as exc:
+                    log.warning("config store: services/%s: %s", service, exc)
+            self._policies_applied = set(stored)
+
+        self._policies_applied: set[str] = set()
+        for prefix, apply in (("acl/", acl), ("keys/", keys), ("revoked/", revoked), ("services/", services)):
+            raft.watch(prefix, apply)
+            apply(None)
