@@ -136,6 +136,10 @@ class RaftNode:
             loop.create_task(self._loop(), name=f"raft-loop-{self.node_id}"),
         ]
         self._wakeup.set()
+        # Re-apply what the log says was committed before returning, so that reads right
+        # after a restart see at least what this node had applied before it stopped.
+        recovered = core.log.committed
+        await self._wait_until(lambda: self.core.log.applied >= recovered, self._deadline(None), "replaying the log")
 
     async def stop(self) -> None:
         """Stop ticking and sending; pending calls fail with RaftError."""
@@ -263,10 +267,21 @@ class RaftNode:
             to = max(others)[1]
         if to not in core.voters:
             raise MembershipError(f"{to} is not a voter")
-        core.transfer_leadership(to)
-        self._wakeup.set()
-        await self._wait_until(lambda: self.core.lead == to, deadline, f"leadership moving to {to}")
-        return to
+        # The transferee may ignore the first TIMEOUT_NOW (e.g. it has not applied its own
+        # promotion yet) and the core abandons a transfer after an election timeout: retry.
+        attempt = self.raft_config.election_tick * self.options.tick_interval * 2
+        while True:
+            if self.core.role is Role.LEADER and self.core.lead_transferee is None:
+                self.core.transfer_leadership(to)
+                self._wakeup.set()
+            try:
+                await self._wait_until(
+                    lambda: self.core.lead == to, min(deadline, time.monotonic() + attempt), f"leadership moving to {to}"
+                )
+                return to
+            except Timeout:
+                if self._remaining(deadline) <= 0:
+                    raise
 
     async def _conf_change(self, change: ConfChange, deadline: float) -> None:
         def applied() -> bool:

@@ -172,7 +172,7 @@ class TcpTransport(Transport):
         self._deliver: Deliver | None = None
         self._peers: dict[str, _Peer] = {}
         self._server: asyncio.base_events.Server | None = None
-        self._inbound: set[asyncio.Task[None]] = set()
+        self._inbound: dict[asyncio.StreamWriter, asyncio.Task[None]] = {}
 
     async def start(self, deliver: Deliver) -> None:
         self._deliver = deliver
@@ -196,7 +196,7 @@ class TcpTransport(Transport):
         """Serve one inbound Raft stream whose channel byte was already read."""
         task = asyncio.current_task()
         if task is not None:
-            self._inbound.add(task)
+            self._inbound[writer] = task
         try:
             while True:
                 header = await reader.readexactly(_LEN.size)
@@ -216,8 +216,7 @@ class TcpTransport(Transport):
             peer = writer.get_extra_info("peername")
             log.warning("raft: closing stream from %s: %s", peer, exc)
         finally:
-            if task is not None:
-                self._inbound.discard(task)
+            self._inbound.pop(writer, None)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
@@ -243,10 +242,15 @@ class TcpTransport(Transport):
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
-        tasks: list[asyncio.Task[None]] = [p.task for p in self._peers.values()] + list(self._inbound)
-        for t in tasks:
+        senders = [p.task for p in self._peers.values()]
+        for t in senders:
             t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        # Inbound readers end by themselves once their socket is closed (cancelling the
+        # tasks asyncio's server created makes it log spurious errors).
+        readers = list(self._inbound.values())
+        for w in list(self._inbound):
+            w.close()
+        await asyncio.gather(*senders, *readers, return_exceptions=True)
         self._peers.clear()
         if self._server is not None:
             await self._server.wait_closed()
