@@ -1,9 +1,11 @@
-"""The provider the browser page talks to: a plain rsocket-py ``RequestRouter`` service.
+"""The provider the browser page talks to: a plain rsocket-py ``RequestRouter`` service,
+connected with the project's ``broker.client.connect``.
 
-It records what reaches it (names greeted, fire-and-forget messages, every request-n credit grant) so that a
-test can check the broker relayed the browser's frames, not only that the page saw replies.
-The stream emits strictly on demand: an item goes out only against a credit, which makes a
-lost or rewritten REQUEST_N visible as a stalled stream instead of passing unnoticed.
+It records what reaches it (names greeted, fire-and-forget messages, every request-n credit
+grant) so that a test can check the broker relayed the browser's frames, not only that the
+page saw replies. The stream emits strictly on demand: an item goes out only against a
+credit, which makes a lost or rewritten REQUEST_N visible as a stalled stream instead of
+passing unnoticed.
 """
 
 import asyncio
