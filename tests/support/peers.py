@@ -42,11 +42,23 @@ def address_of(node: Node, transport: str) -> str:
 
 
 async def raw_provider(
-    node: Node, services: Iterable[str], instance: str, transport: str = "tcp", **setup_options: Any
+    node: Node,
+    services: Iterable[str],
+    instance: str,
+    transport: str = "tcp",
+    *,
+    sndbuf: int | None = None,
+    **setup_options: Any,
 ) -> RawClient:
-    """A raw client that sent a provider SETUP and whose services the node lists."""
+    """A raw client that sent a provider SETUP and whose services the node lists.
+
+    ``sndbuf`` (TCP only) shrinks the kernel send buffer, for back-pressure tests.
+    """
     service_list = list(services)
-    client = await RawClient.connect(address_of(node, transport), transport)
+    if transport == "tcp":
+        client = await RawClient.tcp(address_of(node, transport), sndbuf=sndbuf)
+    else:
+        client = await RawClient.ws(address_of(node, transport))
     await client.setup(service_list, instance, **setup_options)
     assert node.admin is not None
     for service in service_list:

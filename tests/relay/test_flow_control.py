@@ -1,0 +1,98 @@
+"""A slow requester does not make the broker buffer without bound.
+
+A raw provider floods PAYLOAD frames, ignoring request-n, while the requester reads
+nothing. With ``--max-pending-bytes`` small, the broker must stop reading from the
+provider once the requester's queue is full, so the provider's writes stall after a
+bounded amount (kernel socket buffers plus the broker's queue), far below the flood.
+When the requester reads again, the flow resumes.
+
+"Stalled" is a condition, not a timing: the provider's writer is blocked on a full
+socket and its byte count stays the same over consecutive polls. The assertion is on the
+byte count, never on how long anything took.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import pytest
+
+from broker import frames as fr
+from broker.frames import FrameType
+from tests.support.brokerproc import BrokerFactory, BrokerProcess
+from tests.support.peers import raw_provider
+from tests.support.rawclient import RawClient
+
+MAX_PENDING = 64 * 1024
+FLOOD = 256 * 1024 * 1024
+#: kernel buffers on both hops (Linux autotunes a receive buffer up to tcp_rmem's maximum,
+#: 32 MiB here, but only while the application keeps reading) plus the broker's own queue
+STALL_BOUND = 48 * 1024 * 1024
+CHUNK = fr.payload_frame(0, b"x" * 60_000)
+
+
+@pytest.fixture(scope="module")
+def node(module_broker_factory: BrokerFactory) -> BrokerProcess:
+    return module_broker_factory.start("--max-pending-bytes", str(MAX_PENDING))
+
+
+class Flood:
+    """Writes PAYLOAD frames on one stream as fast as the socket takes them."""
+
+    def __init__(self, client: RawClient, stream_id: int) -> None:
+        self.writer = client.writer
+        assert self.writer is not None
+        self.frame = fr.with_length_prefix(fr.payload_frame(stream_id, CHUNK[6:]))
+        self.written = 0
+        self.task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        assert self.writer is not None
+        while self.written < FLOOD:
+            self.writer.write(self.frame)
+            await self.writer.drain()
+            self.written += len(self.frame)
+
+    async def stop(self) -> None:
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+
+
+async def _stalled(flood: Flood, polls: int = 20) -> int:
+    """Bytes written once the flood has made no progress for ``polls`` polls in a row."""
+    last, same = -1, 0
+    while same < polls:
+        assert not flood.task.done(), f"the provider wrote all {FLOOD} bytes: the broker buffered without bound"
+        same = same + 1 if flood.written == last else 0
+        last = flood.written
+        await asyncio.sleep(0.05)
+    return last
+
+
+async def test_slow_requester_pauses_the_provider(node: BrokerProcess, service: str, transport: str) -> None:
+    provider = await raw_provider(node, [service], "flooder", sndbuf=MAX_PENDING)
+    if transport == "tcp":
+        requester = await RawClient.tcp(node.tcp, rcvbuf=MAX_PENDING)  # type: ignore[arg-type]
+    else:
+        requester = await RawClient.ws(node.ws)  # type: ignore[arg-type]
+    await requester.setup()
+    flood: Flood | None = None
+    try:
+        sid = await requester.request(FrameType.REQUEST_STREAM, f"{service}.flood", initial_n=1)
+        request = await provider.expect(FrameType.REQUEST_STREAM)
+        assert request.request_n == 1
+        flood = Flood(provider, request.stream_id)
+        stalled_at = await _stalled(flood)
+        assert stalled_at < STALL_BOUND
+        # the requester reads again: the frames arrive intact and the provider moves on
+        while flood.written <= stalled_at + 4 * MAX_PENDING:
+            frame = await requester.expect(FrameType.PAYLOAD, stream_id=sid)
+            assert frame.data == CHUNK[6:]
+        await requester.send(fr.cancel_frame(sid))
+    finally:
+        if flood is not None:
+            await flood.stop()
+        await requester.close()
+        await provider.close()
