@@ -214,6 +214,10 @@ class Swim:
         self._order: list[str] = []
         self._order_index = 0
         self._live: list[str] | None = None
+        #: Members in state SUSPECT (each has a suspicion timer), and dead/left members
+        #: with the time they became so; both kept by _transition to avoid scans.
+        self._suspects: dict[str, _Member] = {}
+        self._recently_dead: dict[str, float] = {}
         #: Suspects we have not probed ourselves since their suspicion began (ordered set).
         self._unprobed_suspects: dict[str, None] = {}
         self._queue = BroadcastQueue(config.retransmit_limit)
@@ -248,6 +252,10 @@ class Swim:
         m = self._members.get(node)
         return m.view() if m else None
 
+    def names_in(self, state: MemberState) -> set[str]:
+        """Names of the members in ``state`` (self included), without building views."""
+        return {n for n, m in self._members.items() if m.state == state}
+
     def num_live(self) -> int:
         """Members alive or suspect, self included: the N of every log(N) formula."""
         return len(self._live_names()) + 1
@@ -264,7 +272,7 @@ class Swim:
         if self._probe:
             deadlines.append(self._probe.end if self._probe.indirect_sent else self._probe.direct_deadline)
         deadlines.extend(r.deadline for r in self._relays.values())
-        deadlines.extend(m.suspicion.deadline for m in self._members.values() if m.suspicion)
+        deadlines.extend(m.suspicion.deadline for m in self._suspects.values() if m.suspicion)
         return min(deadlines)
 
     def local_state(self, join: bool = False) -> PushPull:
@@ -289,7 +297,7 @@ class Swim:
             relay = self._relays.pop(seq)
             if relay.nack:
                 self._send(relay.origin, [Nack(relay.origin_seq)], out)
-        for m in [m for m in self._members.values() if m.suspicion and now >= m.suspicion.deadline]:
+        for m in [m for m in self._suspects.values() if m.suspicion and now >= m.suspicion.deadline]:
             self._declare_dead(m, now, out)
         if not self._leaving and now >= self._next_probe:
             self._start_probe(now, out)
@@ -464,9 +472,9 @@ class Swim:
                 if not self._leaving:
                     self._refute(a.inc, now, out)
             return
-        if len(a.meta) and not self._meta_fits(a.meta):
-            return
         m = self._members.get(a.node)
+        if a.meta and (m is None or a.meta != m.meta) and not self._meta_fits(a.meta):
+            return
         if m is None:
             m = _Member(a.node, a.host, a.port, a.inc, dict(a.meta), MemberState.ALIVE, now)
             self._members[a.node] = m
@@ -567,6 +575,14 @@ class Swim:
         m.state = state
         m.since = now
         self._live = None
+        if state == MemberState.SUSPECT:
+            self._suspects[m.node] = m
+        else:
+            self._suspects.pop(m.node, None)
+        if state in (MemberState.DEAD, MemberState.LEFT):
+            self._recently_dead[m.node] = now
+        else:
+            self._recently_dead.pop(m.node, None)
         self._emit(m, previous, now, out, declared)
 
     def _emit(self, m: _Member, previous: MemberState | None, now: float, out: _Out, declared: bool = False) -> None:
@@ -581,8 +597,9 @@ class Swim:
         """Send queued broadcasts to a few random members (recently dead ones included, so
         that a wrongly declared member hears of it and refutes)."""
         window = self.config.gossip_to_the_dead_s
-        candidates = [n for n, m in self._members.items() if n != self.name and (
-            m.state in (MemberState.ALIVE, MemberState.SUSPECT) or now - m.since < window)]
+        for node in [n for n, t in self._recently_dead.items() if now - t >= window or n == self.name]:
+            del self._recently_dead[node]
+        candidates = self._live_names() + list(self._recently_dead)
         n_live = self.num_live()
         for node in self._rng.sample(candidates, min(self.config.gossip_nodes, len(candidates))):
             m = self._members[node]

@@ -199,8 +199,7 @@ class Simulator:
         """Every running node sees exactly the running nodes alive and every crashed node gone."""
         running = {n.name for n in self.up()}
         for node in self.up():
-            alive = {m.node for m in node.swim.members() if m.state == MemberState.ALIVE}
-            if alive != running:
+            if node.swim.names_in(MemberState.ALIVE) != running:
                 return False
         return True
 
