@@ -15,7 +15,7 @@ from tests.support.admin import service_instances, wait_for
 from tests.support.brokerproc import BrokerProcess
 from tests.support.peers import raw_provider, raw_requester
 
-PROVIDER_SCRIPT = Path(__file__).with_name("stream_provider.py")
+PROVIDER_SCRIPT = Path(__file__).with_name("rsocket_provider.py")
 
 
 async def test_colliding_stream_ids(node: BrokerProcess, service: str, transport: str) -> None:
