@@ -73,10 +73,23 @@ class Broker:
             session.close()
 
     async def drain(self, timeout: float) -> None:
-        """Refuse new streams, wait up to ``timeout`` for open ones to end."""
+        """Refuse new streams, wait up to ``timeout`` for open ones to end.
+
+        A connection is closed (ERROR CONNECTION_CLOSE) as soon as it has no open stream,
+        so clients move to another node at once instead of meeting REJECTED here.
+        """
         self.draining = True
         deadline = self.clock() + timeout
-        while self.clock() < deadline and any(s.streams for s in self.sessions):
+        while True:
+            for session in list(self.sessions):
+                if not session.streams and not session.closing:
+                    session.send_frame(
+                        error_frame(0, ErrorCode.CONNECTION_CLOSE, f"node '{self.settings.node_id}' is draining; reconnect to another node")
+                    )
+                    session.flush()
+                    session.close()
+            if not self.sessions or self.clock() >= deadline:
+                break
             await asyncio.sleep(0.05)
         left = sum(len(s.streams) for s in self.sessions)
         if left:
