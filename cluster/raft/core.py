@@ -218,11 +218,11 @@ class Raft:
             me.match = last
             me.become_replicate()
             me.recent_active = True
-        # Conf changes wait until the no-op below is applied: a new leader must commit an
-        # entry of its term first (fix for single-server changes, raft-dev 2015).
-        self.pending_conf_index = last
         # A no-op of the new term lets the leader commit older entries (Figure 8, 5.4.2).
         self._append([Entry(self.term, last + 1)])
+        # Conf changes wait until that no-op is applied: a new leader must commit an entry
+        # of its term before changing membership (fix for single-server changes, raft-dev 2015).
+        self.pending_conf_index = last + 1
 
     # ------------------------------------------------------------------ tick
 
@@ -291,8 +291,9 @@ class Raft:
             else:
                 self.become_follower(m.term, None)
         elif m.term < self.term:
-            if (self.cfg.check_quorum or self.cfg.pre_vote) and m.type in (MsgType.HEARTBEAT, MsgType.APP):
-                # A stale leader (e.g. after a partition healed) learns our term and steps down.
+            if m.type in (MsgType.HEARTBEAT, MsgType.APP):
+                # Reply false with our term (AppendEntries rule 1): a stale leader, e.g. after a
+                # partition healed, learns it and steps down.
                 self._send(Message(MsgType.APP_RESP, m.frm, self.id, term=self.term))
             elif m.type is MsgType.PRE_VOTE:
                 self._send(Message(MsgType.PRE_VOTE_RESP, m.frm, self.id, term=self.term, reject=True))
