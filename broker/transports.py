@@ -150,6 +150,13 @@ class TcpSession(Session, asyncio.Protocol):
             self.transport.resume_reading()
 
 
+#: aiohttp refuses a message of ``max_msg_size`` bytes or more before buffering it, closing the
+#: socket with code 1009 and no RSocket ERROR. Accepting a little more than the frame limit
+#: lets a slightly oversized frame arrive whole, so it gets ERROR(CONNECTION_ERROR) naming its
+#: size as it would on TCP; memory stays bounded by the limit plus this margin.
+WS_OVERSIZE_MARGIN = 64 * 1024
+
+
 class WsSession(Session):
     """A client connected over WebSocket: one RSocket frame per binary message."""
 
@@ -222,6 +229,7 @@ class WsSession(Session):
     async def serve(self) -> None:
         """Read messages until the socket or the session closes."""
         ws = self.ws
+        max_frame = self.broker.settings.max_frame_size
         try:
             async for msg in ws:
                 if msg.type == WSMsgType.BINARY:
@@ -229,6 +237,12 @@ class WsSession(Session):
                     self.last_recv = self.broker.clock()
                     if len(data) < HEADER_LENGTH:
                         self.fail(ErrorCode.CONNECTION_ERROR, f"frame of {len(data)} bytes is shorter than the 6-byte header")
+                    elif len(data) > max_frame:
+                        self.broker.stats["oversized_frames"] += 1
+                        self.fail(
+                            ErrorCode.CONNECTION_ERROR,
+                            f"frame of {len(data)} bytes exceeds the maximum frame size of {max_frame} bytes",
+                        )
                     else:
                         self.handle_frame(data, 0, len(data))
                 elif msg.type == WSMsgType.TEXT:
@@ -256,7 +270,7 @@ def websocket_app(broker: Broker) -> web.Application:
 
     async def handler(request: web.Request) -> web.StreamResponse:
         peer = request.transport.get_extra_info("peername") if request.transport else None
-        ws = web.WebSocketResponse(max_msg_size=broker.settings.max_frame_size + 1, compress=False)
+        ws = web.WebSocketResponse(max_msg_size=broker.settings.max_frame_size + WS_OVERSIZE_MARGIN, compress=False)
         await ws.prepare(request)
         refusal = broker.admit(peer)
         session = WsSession(broker, peer, ws)
