@@ -315,7 +315,9 @@ class Swim:
     def receive(self, src: Addr, messages: Sequence[Message], now: float) -> list[object]:
         """Handle the messages of one packet that came from ``src``."""
         out = _Out()
-        for msg in messages:
+        # Membership news first, requests last: a refutation or an update carried in this
+        # packet then rides on our answer (e.g. the buddy system's suspect + ping).
+        for msg in sorted(messages, key=lambda m: isinstance(m, (Ping, IndirectPing))):
             if isinstance(msg, Ping):
                 if msg.target in ("", self.name):
                     self._send(src, [Ack(msg.seq)], out)
