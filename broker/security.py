@@ -4,7 +4,9 @@
 (``Broker.authenticator`` and ``Broker.access``) and enforces what must keep holding
 after SETUP: a connection whose token expires or is revoked is closed. Rules and keys
 can be replaced at run time (from the Raft config store) through ``set_rules``,
-``set_keys`` and ``set_revoked``; each takes effect for the next decision.
+``set_keys`` and ``set_revoked``; each takes effect for the next decision. Rules from the
+store are laid over the config file's rules, never instead of them: a node whose store
+holds no rules keeps enforcing its file's.
 
 Authentication is on when ``--jwt-keys`` or ``--tls-client-ca`` is given. Then a SETUP
 must carry a valid bearer token or come over TLS with a verified client certificate
@@ -69,6 +71,8 @@ class Security:
         except ValueError as exc:
             raise SettingsError(f"--config acl: {exc}") from None
         self.enabled = settings.auth_enabled
+        #: the config file's rules: the base that rules from the config store are laid over
+        self.file_rules: Mapping[str, AccessRule] = rules
         self.access = AccessPolicy(rules, enabled=self.enabled)
 
     # -- hooks the relay calls ----------------------------------------------------------------
@@ -112,7 +116,12 @@ class Security:
     # -- live configuration ---------------------------------------------------------------
 
     def set_rules(self, rules: Mapping[str, AccessRule]) -> None:
-        self.access.set_rules(rules)
+        """Replace the config store's rules; the config file's rules stay in force beneath them.
+
+        A store rule with the same name as a file rule replaces it, so an operator can
+        tighten a file rule at run time; an empty store leaves exactly the file's rules.
+        """
+        self.access.set_rules({**self.file_rules, **rules})
 
     def set_keys(self, entries: Mapping[str, object]) -> list[str]:
         return self.verifier.set_extra_keys(entries) if self.verifier else []
