@@ -367,7 +367,10 @@ class RaftNode:
     def _on_message(self, msg: Message) -> None:
         if not self._running or msg.to != self.node_id:
             return
-        self.core.step(msg)
+        try:
+            self.core.step(msg)
+        except Exception:  # an invariant broke: keep serving the others, leave a trace
+            log.exception("raft %s: stepping %s from %s failed", self.node_id, msg.type.name, msg.frm)
         self._wakeup.set()
 
     async def _ticker(self) -> None:
