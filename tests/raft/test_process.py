@@ -1,0 +1,116 @@
+"""Real processes: SIGKILL the leader while writing; every acknowledged write survives everywhere."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+SCRIPT = Path(__file__).with_name("raft_process.py")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Proc:
+    def __init__(self, node_id: str, proc: asyncio.subprocess.Process, port: int) -> None:
+        self.id = node_id
+        self.proc = proc
+        self.port = port
+
+    @classmethod
+    async def spawn(cls, node_id: str, data: Path, bootstrap: bool = False) -> Proc:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, str(SCRIPT), node_id, str(data / node_id), "bootstrap" if bootstrap else "join",
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), 30)
+        return cls(node_id, proc, json.loads(line)["port"])
+
+    async def call(self, timeout: float = 10.0, **req: Any) -> dict[str, Any]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps(req).encode() + b"\n")
+        await self.proc.stdin.drain()
+        line = await asyncio.wait_for(self.proc.stdout.readline(), timeout)
+        if not line:
+            raise ConnectionError(f"{self.id} exited")
+        return json.loads(line)
+
+    async def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        await self.proc.wait()
+
+    async def close(self) -> None:
+        if self.proc.returncode is None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+            try:
+                await asyncio.wait_for(self.proc.wait(), 10)
+            except asyncio.TimeoutError:
+                await self.kill()
+
+
+async def wait_for_leader(procs: dict[str, Proc], timeout: float = 30.0) -> Proc:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for p in procs.values():
+            status = (await p.call(op="status"))["ok"]
+            if status["role"] == "leader":
+                return p
+        await asyncio.sleep(0.05)
+    raise AssertionError("no leader")
+
+
+async def share_addresses(procs: dict[str, Proc]) -> None:
+    addrs = {p.id: ["127.0.0.1", p.port] for p in procs.values()}
+    for p in procs.values():
+        await p.call(op="peers", addrs=addrs)
+
+
+async def test_acknowledged_writes_survive_leader_sigkill(tmp_path: Path) -> None:
+    procs: dict[str, Proc] = {}
+    try:
+        procs["n1"] = await Proc.spawn("n1", tmp_path, bootstrap=True)
+        for n in ("n2", "n3"):
+            procs[n] = await Proc.spawn(n, tmp_path)
+        await share_addresses(procs)
+        for n in ("n2", "n3"):
+            assert (await procs["n1"].call(op="add", node=n, timeout=30))["ok"]
+
+        acked: dict[str, int] = {}
+        leader = await wait_for_leader(procs)
+        killed = None
+        for i in range(60):
+            if i == 20:
+                killed = leader.id
+                await leader.kill()
+                del procs[leader.id]
+                leader = await wait_for_leader(procs)
+            try:
+                reply = await leader.call(op="put", key=f"app/w{i}", value=i)
+            except (asyncio.TimeoutError, ConnectionError):
+                continue
+            if "ok" in reply:
+                acked[f"app/w{i}"] = i
+            else:
+                leader = await wait_for_leader(procs)
+        assert len(acked) >= 40 and killed is not None
+
+        procs[killed] = await Proc.spawn(killed, tmp_path)  # restart from its data dir
+        await share_addresses(procs)
+        deadline = time.monotonic() + 30
+        while True:
+            views = {n: (await p.call(op="list"))["ok"] for n, p in procs.items()}
+            missing = {n: sorted(set(acked) - set(v)) for n, v in views.items() if not acked.items() <= v.items()}
+            if not missing:
+                break
+            assert time.monotonic() < deadline, f"acknowledged writes missing: {missing}"
+            await asyncio.sleep(0.1)
+    finally:
+        for p in procs.values():
+            await p.close()
