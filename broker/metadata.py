@@ -169,6 +169,9 @@ class Registration:
             obj = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as exc:
             raise FrameError(f"registration entry is not UTF-8 JSON: {exc}", code) from None
+        except RecursionError:
+            # json.loads recurses per nesting level; a peer must not reach past the stack
+            raise FrameError("registration entry is not UTF-8 JSON: nested too deeply", code) from None
         if not isinstance(obj, dict):
             raise FrameError("registration entry must be a JSON object", code)
         services = obj.get("services", [])
