@@ -166,6 +166,12 @@ def header(buf: bytes | bytearray | memoryview, off: int = 0) -> tuple[int, int,
     return stream_id & 0x7FFFFFFF, type_flags >> 10, type_flags & 0x3FF
 
 
+def _need_header(off: int, end: int, what: str, code: ErrorCode = ErrorCode.CONNECTION_ERROR) -> None:
+    """Refuse a view too short for the 6-byte header before anything unpacks it."""
+    if end - off < HEADER_LENGTH:
+        raise FrameError(f"{what} of {max(0, end - off)} bytes is shorter than the 6-byte frame header", code)
+
+
 def _u24(buf: bytes | bytearray | memoryview, off: int) -> int:
     return (buf[off] << 16) | (buf[off + 1] << 8) | buf[off + 2]
 
@@ -208,6 +214,7 @@ def parse_setup(buf: bytes, off: int, end: int) -> Setup:
     Raises FrameError with code INVALID_SETUP for lengths that run past the frame, and
     UNSUPPORTED_SETUP for a resume token (the broker does not offer resumption).
     """
+    _need_header(off, end, "SETUP", ErrorCode.INVALID_SETUP)
     _, ftype, flags = header(buf, off)
     if ftype != FrameType.SETUP:
         raise FrameError(f"expected SETUP, got frame type {ftype}", ErrorCode.INVALID_SETUP)
@@ -262,6 +269,7 @@ def request_metadata(buf: bytes | memoryview, off: int, end: int) -> tuple[bytes
     Returns ``(metadata, has_data)``; ``has_data`` tells whether payload data follows the
     metadata in this frame, which for a fragmented request means the metadata is complete.
     """
+    _need_header(off, end, "frame")
     _, ftype, flags = header(buf, off)
     if ftype == FrameType.METADATA_PUSH:
         return bytes(buf[off + HEADER_LENGTH : end]), False
@@ -281,9 +289,12 @@ def request_metadata(buf: bytes | memoryview, off: int, end: int) -> tuple[bytes
 
 def request_data(buf: bytes | memoryview, off: int, end: int) -> bytes:
     """Payload data of a request or PAYLOAD frame (used by tools and tests, not the relay)."""
+    _need_header(off, end, "frame")
     _, ftype, flags = header(buf, off)
     pos = _payload_start(ftype, off)
     if flags & FLAG_METADATA:
+        if end - pos < 3:
+            raise FrameError("frame has the metadata flag but no metadata length")
         pos += 3 + _u24(buf, pos)
     if pos > end:
         raise FrameError("metadata length runs past the end of the frame")
