@@ -232,3 +232,15 @@ async def test_second_setup_is_a_connection_error(node: BrokerProcess) -> None:
         await c.setup()
         await _refused(c, ErrorCode.CONNECTION_ERROR, "SETUP received twice")
     await assert_serves(node)
+
+
+async def test_deeply_nested_registration_json(node: BrokerProcess, transport: str) -> None:
+    """JSON nested deeper than Python's recursion limit is refused like any bad registration."""
+    deep = b"[" * 20_000 + b"]" * 20_000
+    async with await RawClient.connect(address_of(node, transport), transport) as c:
+        await c.send(fr.setup_frame(metadata=md.composite_entry(md.REGISTER_MIME, deep)))
+        await _refused(c, ErrorCode.INVALID_SETUP, "registration entry is not UTF-8 JSON")
+    async with await raw_requester(node, transport) as c:
+        await c.send(fr.metadata_push_frame(md.composite_entry(md.REGISTER_MIME, deep)))
+        await _refused(c, ErrorCode.CONNECTION_ERROR, "bad METADATA_PUSH: registration entry is not UTF-8 JSON")
+    await assert_serves(node, transport)
