@@ -141,7 +141,7 @@ async def _open_loop(load: FrameLoad) -> None:
     sent = 0
     while not load.transport.is_closing():
         now = time.perf_counter()
-        due = int((now - started) * rate)
+        due = int((now - started) * rate) + 1  # request k is due at started + k / rate
         while sent < due:
             load.send_request(started + sent / rate)
             sent += 1

@@ -1,0 +1,40 @@
+"""Ratios and the table are computed from rows of one run; a missing row is said, not guessed."""
+
+from __future__ import annotations
+
+from benchmarks import report
+from benchmarks.suite import Outcome
+
+
+def row(system: str, client: str, inflight: int, ops: float, **extra: object) -> dict:
+    return {"system": system, "client": client, "scenario": "request-response", "inflight": inflight,
+            "payload_bytes": 100, "ops_per_s": ops, "p50_ms": 1.0, "p99_ms": 2.0, **extra}  # fmt: skip
+
+
+def test_ratio_uses_the_best_denominator_and_judges_the_goal() -> None:
+    rows = [row("broker-1", "frames", 64, 90_000.0), row("nats", "nats-py", 64, 30_000.0),
+            row("nats", "nats-py-callback", 64, 50_000.0)]  # fmt: skip
+    vs_nats = report.ratios(rows)["vs_nats"]
+    assert vs_nats["value"] == 1.8
+    assert vs_nats["met"] is False
+    assert "nats-py-callback" in vs_nats["denominator"]
+
+
+def test_ratio_without_its_rows_is_marked_missing() -> None:
+    capacity = report.ratios([row("broker-1", "frames", 256, 1.0)])["issue3_capacity"]
+    assert capacity["value"] is None and capacity["met"] is None and "not measured" in capacity["missing"]
+
+
+def test_cpu_per_million_comes_from_the_broker_pid_over_the_window() -> None:
+    rows = [row("broker-1", "frames", 64, 50_000.0, window_s=2.0, cpu_s={"broker": 1.5, "loadgen": 0.4})]
+    (figure,) = report.cpu_per_million(rows)
+    assert figure["broker_cpu_s_per_million"] == 15.0  # 1.5 s for 100,000 requests
+    assert figure["broker_cores_busy"] == 0.75
+
+
+def test_markdown_lists_unavailable_lineups_with_their_reason() -> None:
+    outcome = Outcome(results=[row("raw-asyncio", "frames", 64, 1000.0)],
+                      unavailable={"broker-3-cross[frames]": "not available: no forwarding"})  # fmt: skip
+    text = report.markdown(report.document(outcome, "python -m benchmarks run", "tiny"))
+    assert "| raw-asyncio | frames | request-response | 100 B | 64 | 1,000 |" in text
+    assert "broker-3-cross[frames] | | | | | not available: no forwarding" in text
