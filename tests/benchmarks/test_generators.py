@@ -7,6 +7,7 @@ only that answers arrived, were counted, and that a wrong address or route is re
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -51,10 +52,12 @@ async def test_fire_and_forget_window_ends_when_the_far_end_has_everything(respo
     assert measured.window_s >= 0.1
 
 
-async def test_open_loop_sends_at_the_offered_rate(responder: str) -> None:
+async def test_open_loop_never_sends_ahead_of_the_offered_rate(responder: str) -> None:
+    started = time.perf_counter()
     measured = await frames_client.run_cell(responder, cell("request-response", rate=500.0), {})
-    # 0.1 s at 500/s is 50 requests due; answers still in flight at the end are not counted.
-    assert 0 < measured.ops <= 51
+    elapsed = time.perf_counter() - started
+    # However slow the machine, no more requests leave than were due by the time it returned.
+    assert 0 < measured.ops <= int(elapsed * 500.0) + 1
 
 
 async def test_route_probe_succeeds_against_a_responder(responder: str) -> None:
