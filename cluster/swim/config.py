@@ -54,15 +54,21 @@ class Config:
     #: Full state exchange over TCP with one random member, scaled up beyond 32 members;
     #: memberlist LAN: 30 s. Repairs anything the gossip missed.
     push_pull_interval_s: float = 30.0
+    #: Try a push-pull with one random dead member this often (Serf's reconnect, 30 s): a
+    #: member declared dead across a partition is still running, and once the partition
+    #: heals this is how the two sides find each other again (gossip alone never would:
+    #: nobody gossips about members they believe dead once the news has been spread).
+    reconnect_interval_s: float = 30.0
     #: Deadline of one TCP exchange (connect, push, pull); memberlist LAN: 10 s.
     tcp_timeout_s: float = 10.0
     #: A dead member's name may be taken by another address after this long; None means
     #: never (memberlist's default of 0 means the same). A restarted node on the same
     #: address always rejoins, with a higher incarnation.
     dead_node_reclaim_s: float | None = None
-    #: Dead and departed members stay listed (state dead/left, for the admin API) this
-    #: long, then are forgotten.
-    dead_retention_s: float = 120.0
+    #: Dead and departed members stay listed (state dead/left, for the admin API, and
+    #: dead ones as reconnect candidates) this long, then are forgotten. A partition that
+    #: lasts longer needs a new join. Serf keeps them 24 h; an hour keeps the list short.
+    dead_retention_s: float = 3600.0
     #: Largest UDP datagram we send, sealed; memberlist: 1400 bytes, under a 1500-byte MTU
     #: with room for IP/UDP headers, so nothing is fragmented.
     packet_size: int = 1400
@@ -81,7 +87,7 @@ class Config:
     def validate(self) -> "Config":
         """Refuse contradictory or meaningless settings at start; return self."""
         positive = [
-            "probe_interval_s", "probe_timeout_s", "gossip_interval_s", "push_pull_interval_s",
+            "probe_interval_s", "probe_timeout_s", "gossip_interval_s", "push_pull_interval_s", "reconnect_interval_s",
             "tcp_timeout_s", "leave_propagate_s", "max_clock_skew_s",
         ]
         for name in positive:
@@ -148,12 +154,13 @@ PROFILES: dict[str, Config] = {
     "wan": Config(
         probe_interval_s=5.0, probe_timeout_s=3.0, suspicion_mult=6, push_pull_interval_s=60.0,
         gossip_interval_s=0.5, gossip_nodes=4, gossip_to_the_dead_s=60.0, tcp_timeout_s=30.0,
+        reconnect_interval_s=60.0,
     ),
     # memberlist DefaultLocalConfig: one host or a very fast network; short timeouts.
     "local": Config(
         probe_interval_s=1.0, probe_timeout_s=0.2, indirect_checks=1, retransmit_mult=2,
         suspicion_mult=3, push_pull_interval_s=15.0, gossip_interval_s=0.1,
-        gossip_to_the_dead_s=15.0, tcp_timeout_s=1.0,
+        gossip_to_the_dead_s=15.0, tcp_timeout_s=1.0, reconnect_interval_s=10.0,
     ),
     # Ours: a LAN broker cluster that must drop a crashed node's providers in ~3 s at 50
     # nodes. Probe three times as often, gossip faster and wider, one confirmation shrinks
@@ -163,6 +170,7 @@ PROFILES: dict[str, Config] = {
     "failover": Config(
         probe_interval_s=0.3, probe_timeout_s=0.15, suspicion_mult=3, suspicion_max_timeout_mult=4,
         gossip_interval_s=0.1, gossip_nodes=4, push_pull_interval_s=15.0, tcp_timeout_s=5.0,
+        reconnect_interval_s=10.0,
     ),
 }
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence, Union
+from typing import Protocol, Sequence
 
 from cluster.crypto import OVERHEAD as SEAL_OVERHEAD
 
@@ -42,7 +42,7 @@ from .suspicion import Suspicion
 from .wire import ENVELOPE_OVERHEAD
 
 __all__ = [
-    "Addr", "Delegate", "MemberChanged", "MemberView", "NameConflict", "Output", "PushPullTo", "Send",
+    "Addr", "Delegate", "MemberChanged", "MemberView", "NameConflict", "PushPullTo", "Send",
     "Swim", "TRANSITIONS",
 ]
 
@@ -117,9 +117,6 @@ class NameConflict:
     node: str
     known: Addr
     other: Addr
-
-
-Output = Union[Send, PushPullTo, MemberChanged, NameConflict, object]
 
 
 class Delegate(Protocol):
@@ -228,6 +225,7 @@ class Swim:
         self._next_probe = now + rng.uniform(0, config.probe_interval_s)
         self._next_gossip = now + rng.uniform(0, config.gossip_interval_s)
         self._next_push_pull = now + rng.uniform(0.5, 1.0) * config.push_pull_interval_s
+        self._next_reconnect = now + rng.uniform(0.5, 1.0) * config.reconnect_interval_s
         self._queue_alive()
 
     # ---- read side ----------------------------------------------------------------------
@@ -266,7 +264,7 @@ class Swim:
 
     def next_deadline(self) -> float:
         """The earliest ``now`` at which :meth:`tick` has something to do."""
-        deadlines = [self._next_gossip, self._next_push_pull]
+        deadlines = [self._next_gossip, self._next_push_pull, self._next_reconnect]
         if not self._leaving:
             deadlines.append(self._next_probe)
         if self._probe:
@@ -309,6 +307,12 @@ class Swim:
             live = self._live_names()
             if live and not self._leaving:
                 target = self._members[self._rng.choice(live)]
+                out.items.append(PushPullTo((target.host, target.port)))
+        if now >= self._next_reconnect:
+            self._next_reconnect = now + self.config.reconnect_interval_s
+            dead = [m for m in self._members.values() if m.state == MemberState.DEAD]
+            if dead and not self._leaving:
+                target = self._rng.choice(dead)
                 out.items.append(PushPullTo((target.host, target.port)))
         return out.items
 
