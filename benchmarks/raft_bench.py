@@ -79,7 +79,7 @@ def _pysyncobj(tmp: Path, writes: int, concurrent_writes: int, writers: int) -> 
             super().__init__(me, others, SyncObjConf(journalFile=journal, dynamicMembershipChange=False))
             self.data: dict[str, int] = {}
 
-        @replicated  # type: ignore[misc]
+        @replicated  # type: ignore[misc,untyped-decorator]
         def put(self, key: str, value: int) -> None:
             self.data[key] = value
 

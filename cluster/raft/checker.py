@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from .messages import Entry
 
@@ -39,7 +40,7 @@ class KVOp:
 
 
 class _Event:
-    __slots__ = ("op", "is_call", "match", "prev", "next")
+    __slots__ = ("is_call", "match", "next", "op", "prev")
 
     def __init__(self, op: int, is_call: bool) -> None:
         self.op = op

@@ -148,7 +148,9 @@ class Raft:
         return HardState(self.term, self.vote, self.log.committed)
 
     def status(self) -> dict[str, Any]:
-        members = {n: {"voter": n in self.voters, "match": None} for n in sorted(self.voters | self.learners)}
+        members: dict[str, dict[str, Any]] = {
+            n: {"voter": n in self.voters, "match": None} for n in sorted(self.voters | self.learners)
+        }
         if self.role is Role.LEADER:
             for n, pr in self.prs.items():
                 if n in members:
@@ -353,7 +355,15 @@ class Raft:
         for v in sorted(self.voters):
             if v != self.id:
                 self._send(
-                    Message(kind, v, self.id, term=term, index=self.log.last_index(), log_term=self.log.last_term(), context=ctx)
+                    Message(
+                        kind,
+                        v,
+                        self.id,
+                        term=term,
+                        index=self.log.last_index(),
+                        log_term=self.log.last_term(),
+                        context=ctx,
+                    )
                 )
 
     def _poll(self, voter: str, granted: bool) -> bool | None:
@@ -427,7 +437,12 @@ class Raft:
         else:
             self._send(
                 Message(
-                    MsgType.APP_RESP, m.frm, self.id, term=self.term, index=m.index, reject=True,
+                    MsgType.APP_RESP,
+                    m.frm,
+                    self.id,
+                    term=self.term,
+                    index=m.index,
+                    reject=True,
                     reject_hint=min(m.index, self.log.last_index()),
                 )
             )
@@ -509,9 +524,10 @@ class Raft:
         if t is MsgType.TRANSFER_LEADER:
             self._leader_transfer(m.frm)
             return
-        pr = self.prs.get(m.frm)
-        if pr is None:
+        peer = self.prs.get(m.frm)
+        if peer is None:
             return  # a node that is not (or no longer) a member
+        pr = peer
         if t is MsgType.APP_RESP:
             pr.recent_active = True
             self._handle_append_response(m, pr)
@@ -545,7 +561,9 @@ class Raft:
                 self._bcast_append()
             elif was_paused:
                 self._send_append(m.frm)
-            while pr.match < self.log.last_index() and not pr.is_paused() and self._send_append(m.frm, allow_empty=False):
+            while (
+                pr.match < self.log.last_index() and not pr.is_paused() and self._send_append(m.frm, allow_empty=False)
+            ):
                 pass
             if m.frm == self.lead_transferee and pr.match == self.log.last_index():
                 self._send(Message(MsgType.TIMEOUT_NOW, m.frm, self.id, term=self.term))
@@ -596,8 +614,14 @@ class Raft:
             return False
         self._send(
             Message(
-                MsgType.APP, to, self.id, term=self.term, index=prev, log_term=prev_term,
-                entries=ents, commit=self.log.committed,
+                MsgType.APP,
+                to,
+                self.id,
+                term=self.term,
+                index=prev,
+                log_term=prev_term,
+                entries=ents,
+                commit=self.log.committed,
             )
         )
         pr.sent(prev + len(ents), len(ents))
@@ -643,7 +667,9 @@ class Raft:
         if req.frm == self.id:
             self.read_states.append(ReadState(req.index, req.context))
         else:
-            self._send(Message(MsgType.READ_INDEX_RESP, req.frm, self.id, term=self.term, index=req.index, context=req.context))
+            self._send(
+                Message(MsgType.READ_INDEX_RESP, req.frm, self.id, term=self.term, index=req.index, context=req.context)
+            )
 
     def _leader_transfer(self, transferee: str) -> None:
         pr = self.prs.get(transferee)

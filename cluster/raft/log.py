@@ -23,9 +23,11 @@ class LogInvariantError(RuntimeError):
 class RaftLog:
     """Entries after the last snapshot, the commit and apply cursors, and the stable mark."""
 
-    __slots__ = ("snapshot", "snap_index", "snap_term", "entries", "committed", "applied", "stable", "pending_snapshot")
+    __slots__ = ("applied", "committed", "entries", "pending_snapshot", "snap_index", "snap_term", "snapshot", "stable")
 
-    def __init__(self, snapshot: Snapshot | None = None, entries: list[Entry] | None = None, committed: int = 0) -> None:
+    def __init__(
+        self, snapshot: Snapshot | None = None, entries: list[Entry] | None = None, committed: int = 0
+    ) -> None:
         self.snapshot = snapshot
         self.snap_index = snapshot.index if snapshot else 0
         self.snap_term = snapshot.term if snapshot else 0

@@ -89,7 +89,7 @@ class ConfChange:
     node_id: str
 
     def encode(self) -> bytes:
-        return msgpack.packb([int(self.op), self.node_id])
+        return bytes(msgpack.packb([int(self.op), self.node_id]))
 
     @classmethod
     def decode(cls, data: bytes) -> ConfChange:
@@ -98,7 +98,7 @@ class ConfChange:
             if not isinstance(node_id, str):
                 raise TypeError("node id must be a string")
             return cls(ConfChangeOp(op), node_id)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - untrusted input: any failure means "invalid"
             raise WireError(f"bad conf change: {exc}") from None
 
 
@@ -222,7 +222,7 @@ class Message:
             )
         except WireError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - untrusted input: any failure means "invalid"
             raise WireError(f"malformed raft message: {exc!r}") from None
         if msg.type in LOCAL_TYPES:
             raise WireError(f"local message type {msg.type.name} must not travel")
@@ -241,13 +241,13 @@ def _is_uint(value: Any) -> bool:
 
 def encode_message(msg: Message) -> bytes:
     """Message -> msgpack bytes (the plaintext that the transport seals)."""
-    return msgpack.packb(msg.to_wire(), use_bin_type=True)
+    return bytes(msgpack.packb(msg.to_wire(), use_bin_type=True))
 
 
 def decode_message(data: bytes) -> Message:
     """msgpack bytes -> Message; any malformed input raises WireError and nothing else."""
     try:
         obj = msgpack.unpackb(data, raw=False, strict_map_key=True, max_bin_len=1 << 30)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - untrusted input: any failure means "invalid"
         raise WireError(f"not msgpack: {exc!r}") from None
     return Message.from_wire(obj)

@@ -35,9 +35,10 @@ import logging
 import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .config import RaftConfig
 from .core import ProposalDropped, Raft, Ready, Role
@@ -121,8 +122,12 @@ class RaftNode:
         loop = asyncio.get_running_loop()
         rec = await loop.run_in_executor(self._io, self.storage.load)
         core = Raft(
-            self.node_id, self.raft_config, self._rng,
-            hard_state=rec.hard_state, snapshot=rec.snapshot, entries=rec.entries,
+            self.node_id,
+            self.raft_config,
+            self._rng,
+            hard_state=rec.hard_state,
+            snapshot=rec.snapshot,
+            entries=rec.entries,
         )
         if rec.snapshot is not None:
             self.state_machine.restore(rec.snapshot.data, rec.snapshot.index)
@@ -219,7 +224,7 @@ class RaftNode:
             try:
                 index = await asyncio.wait_for(fut, min(self.options.read_retry, self._remaining(deadline)))
                 break
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 if self._remaining(deadline) <= 0:
                     raise Timeout("no read index from the leader in time") from None
             finally:
@@ -276,7 +281,9 @@ class RaftNode:
                 self._wakeup.set()
             try:
                 await self._wait_until(
-                    lambda: self.core.lead == to, min(deadline, time.monotonic() + attempt), f"leadership moving to {to}"
+                    lambda: self.core.lead == to,
+                    min(deadline, time.monotonic() + attempt),
+                    f"leadership moving to {to}",
                 )
                 return to
             except Timeout:
@@ -302,8 +309,11 @@ class RaftNode:
             except ProposalDropped as exc:
                 if "pending" not in str(exc):
                     raise MembershipError(str(exc)) from None
-                await self._wait_until(lambda: self.core.pending_conf_index <= self.core.log.applied, deadline,
-                                       "the previous membership change")
+                await self._wait_until(
+                    lambda: self.core.pending_conf_index <= self.core.log.applied,
+                    deadline,
+                    "the previous membership change",
+                )
         self._wakeup.set()
         await self._wait_until(applied, deadline, f"{change.op.name.lower()} {change.node_id}")
 
@@ -329,7 +339,7 @@ class RaftNode:
             self._observers.append(fut)
             try:
                 await asyncio.wait_for(fut, remaining)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def _wait_for_leader(self, deadline: float) -> None:
@@ -354,7 +364,7 @@ class RaftNode:
             self._wakeup.set()
             try:
                 result = await asyncio.wait_for(fut, self._remaining(deadline))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise Timeout(f"write of {command.key!r} not applied in time; it may still commit") from None
         finally:
             self._writes.pop(rid, None)
@@ -419,9 +429,9 @@ class RaftNode:
                 if fut is not None and not fut.done():
                     fut.set_result(result)
         for rs in rd.read_states:
-            fut = self._reads.get(rs.context)
-            if fut is not None and not fut.done():
-                fut.set_result(rs.index)
+            waiting = self._reads.get(rs.context)
+            if waiting is not None and not waiting.done():
+                waiting.set_result(rs.index)
         if rd.leader != self._last_leader:
             log.info("raft %s: leader is now %s (term %d)", self.node_id, rd.leader, self.core.term)
             self._last_leader = rd.leader
@@ -441,7 +451,8 @@ class RaftNode:
                 fut.set_result(None)
 
     def _fail_pending(self, exc: RaftError) -> None:
-        for pending in (*self._writes.values(), *self._reads.values()):
-            if not pending.done():
-                pending.set_exception(exc)
+        pending: list[asyncio.Future[Any]] = [*self._writes.values(), *self._reads.values()]
+        for fut in pending:
+            if not fut.done():
+                fut.set_exception(exc)
         self._notify_observers()

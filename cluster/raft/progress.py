@@ -22,7 +22,17 @@ class ProgressState(enum.Enum):
 
 
 class Progress:
-    __slots__ = ("match", "next", "state", "probe_sent", "inflight", "max_inflight", "recent_active", "pending_snapshot", "learner")
+    __slots__ = (
+        "inflight",
+        "learner",
+        "match",
+        "max_inflight",
+        "next",
+        "pending_snapshot",
+        "probe_sent",
+        "recent_active",
+        "state",
+    )
 
     def __init__(self, next_index: int, max_inflight: int, learner: bool = False) -> None:
         self.match = 0

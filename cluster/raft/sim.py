@@ -21,7 +21,7 @@ from typing import Any
 from .checker import INF, KVOp, SafetyMonitor, check_linearizable, check_log_matching
 from .config import RaftConfig
 from .core import ProposalDropped, Raft, Role
-from .messages import ConfChange, ConfChangeOp, EntryType, Message, MsgType
+from .messages import ConfChange, ConfChangeOp, EntryType, Message
 from .statemachine import Command, ConfigStateMachine
 from .storage import MemoryStorage
 
@@ -51,7 +51,9 @@ class SimOptions:
     #: Draw batch size and in-flight limit per run, so that small batches (which expose
     #: commit-rule bugs, Figure 8) and deep pipelines both get exercised.
     vary_flow_control: bool = True
-    raft: RaftConfig = field(default_factory=lambda: RaftConfig(election_tick=10, heartbeat_tick=2, max_inflight_msgs=8))
+    raft: RaftConfig = field(
+        default_factory=lambda: RaftConfig(election_tick=10, heartbeat_tick=2, max_inflight_msgs=8)
+    )
 
 
 @dataclass
@@ -64,7 +66,7 @@ class SimResult:
 
 
 class _Node:
-    __slots__ = ("id", "raft", "sm", "disk", "alive", "waiting_writes", "waiting_reads", "ready_reads")
+    __slots__ = ("alive", "disk", "id", "raft", "ready_reads", "sm", "waiting_reads", "waiting_writes")
 
     def __init__(self, node_id: str) -> None:
         self.id = node_id
@@ -114,8 +116,12 @@ class _Sim:
     def _new_core(self, node_id: str, node: _Node) -> Raft:
         rec = node.disk.load()
         core = Raft(
-            node_id, self.raft_config, random.Random(self.rng.getrandbits(32)),
-            hard_state=rec.hard_state, snapshot=rec.snapshot, entries=rec.entries,
+            node_id,
+            self.raft_config,
+            random.Random(self.rng.getrandbits(32)),
+            hard_state=rec.hard_state,
+            snapshot=rec.snapshot,
+            entries=rec.entries,
         )
         node.sm = ConfigStateMachine()
         if rec.snapshot is not None:

@@ -43,15 +43,22 @@ def main(argv: list[str]) -> int:
     if args.nodes < 1 or args.runs < 1 or args.jobs < 1:
         parser.error("--nodes, --runs and --jobs must be >= 1")
     opts = replace(
-        SimOptions(), nodes=args.nodes, duration=args.duration, loss=args.loss, duplicate=args.duplicate,
-        clients=args.clients, membership_changes=not args.no_membership,
+        SimOptions(),
+        nodes=args.nodes,
+        duration=args.duration,
+        loss=args.loss,
+        duplicate=args.duplicate,
+        clients=args.clients,
+        membership_changes=not args.no_membership,
     )
     started = time.perf_counter()
     if args.jobs == 1:
         results = run_batch(args.seed, args.runs, opts)
     else:
         chunk = max(1, args.runs // (args.jobs * 4))
-        work = [(s, min(chunk, args.seed + args.runs - s), opts) for s in range(args.seed, args.seed + args.runs, chunk)]
+        work = [
+            (s, min(chunk, args.seed + args.runs - s), opts) for s in range(args.seed, args.seed + args.runs, chunk)
+        ]
         with ProcessPoolExecutor(args.jobs) as pool:
             results = [r for batch in pool.map(_run_batch_args, work) for r in batch]
     elapsed = time.perf_counter() - started

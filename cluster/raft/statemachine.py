@@ -14,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
 import msgpack
 
@@ -37,7 +38,9 @@ class Command:
     rid: int = 0
 
     def encode(self) -> bytes:
-        return msgpack.packb({"op": self.op, "key": self.key, "value": self.value, "origin": self.origin, "rid": self.rid})
+        return bytes(
+            msgpack.packb({"op": self.op, "key": self.key, "value": self.value, "origin": self.origin, "rid": self.rid})
+        )
 
     @classmethod
     def decode(cls, data: bytes) -> Command:
@@ -126,7 +129,7 @@ class ConfigStateMachine:
         self.applied_index = index
         try:
             command = Command.decode(data)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a log entry that does not decode is refused, not fatal
             return None, ApplyResult(index, f"undecodable command: {exc}")
         try:
             self.validate(command)
@@ -144,7 +147,7 @@ class ConfigStateMachine:
     # -------------------------------------------------------------- snapshots
 
     def snapshot(self) -> bytes:
-        return msgpack.packb({"index": self.applied_index, "data": self._data})
+        return bytes(msgpack.packb({"index": self.applied_index, "data": self._data}))
 
     def restore(self, blob: bytes, index: int) -> None:
         """Replace the whole state; watchers hear about every key that differs."""

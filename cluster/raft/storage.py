@@ -26,7 +26,7 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 import msgpack
 
@@ -141,7 +141,7 @@ def _valid_record_at(buf: bytes, offset: int) -> int | None:
     if offset + _REC_HEADER.size > len(buf):
         return None
     length, crc = _REC_HEADER.unpack_from(buf, offset)
-    end = offset + _REC_HEADER.size + length
+    end: int = offset + _REC_HEADER.size + length
     if length == 0 or length > MAX_RECORD or end > len(buf):
         return None
     if zlib.crc32(buf[offset + _REC_HEADER.size : end]) != crc:
@@ -157,8 +157,7 @@ class FileStorage:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.fsync = fsync
         self._seq = 0
-        self._log: "os.PathLike[str] | None" = None
-        self._file = None
+        self._file: BinaryIO | None = None
         self._hs = HardState()
         self._snap_index = 0
 
@@ -258,7 +257,7 @@ class FileStorage:
         return self.dir / f"log-{seq:016d}.wal"
 
     def _open_log(self) -> None:
-        self._file = open(self._log_path(self._seq), "ab")
+        self._file = open(self._log_path(self._seq), "ab")  # noqa: SIM115 - held open for appends until close()
 
     def save(self, hard_state: HardState | None, entries: list[Entry], snapshot: Snapshot | None) -> None:
         if snapshot is not None:

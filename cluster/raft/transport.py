@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import struct
-from typing import Callable
+from collections.abc import Callable
 
 from ..crypto import DecryptError, Keyring
 from .messages import Message, WireError, decode_message, encode_message
@@ -118,7 +118,7 @@ class _Peer:
             first = await self.queue.get()
             try:
                 writer = await self._connect()
-            except (OSError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, OSError) as exc:
                 log.debug("raft: cannot reach %s: %s", self.node_id, exc)
                 self._drain()  # stale by the time we reconnect; Raft will resend what matters
                 await asyncio.sleep(backoff)
@@ -255,4 +255,3 @@ class TcpTransport(Transport):
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
-

@@ -21,7 +21,8 @@ is applied, on every node, so they must be deterministic (no clock, no network).
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 __all__ = ["KeyValidator", "ValidationError", "Validators", "validate_acl_rule"]
 
@@ -81,7 +82,7 @@ def validate_public_key(name: str, value: Any) -> None:
 
         try:
             load_pem_public_key(value.encode())
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - untrusted input: any failure means "invalid"
             raise ValidationError(f"{what}: not a PEM public key ({exc})") from None
     elif isinstance(value, dict):
         import jwt
@@ -90,7 +91,7 @@ def validate_public_key(name: str, value: Any) -> None:
             raise ValidationError(f"{what}: a private JWK must not be stored in the cluster config")
         try:
             jwt.PyJWK(value)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - untrusted input: any failure means "invalid"
             raise ValidationError(f"{what}: not a usable JWK ({exc})") from None
     else:
         raise ValidationError(f"{what}: must be a PEM string or a JWK object")
@@ -158,7 +159,9 @@ class Validators:
         if not sep or not name:
             raise ValidationError(f"config key '{key}' must look like <prefix>/<name>")
         if prefix not in self._by_prefix:
-            raise ValidationError(f"unknown config prefix '{prefix}/'; known: {', '.join(p + '/' for p in self._by_prefix)}")
+            raise ValidationError(
+                f"unknown config prefix '{prefix}/'; known: {', '.join(p + '/' for p in self._by_prefix)}"
+            )
         return prefix, name
 
     def check(self, key: str, value: Any) -> None:

@@ -41,7 +41,7 @@ async def serve(node_id: str, data_dir: str, bootstrap: bool) -> None:
             else:
                 await node.add_member(req["node"])
                 reply = {"ok": True}
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - every failure is reported to the test
             reply = {"error": f"{type(exc).__name__}: {exc}"}
         print(json.dumps(reply), flush=True)
     await node.stop()

@@ -6,7 +6,16 @@ import msgpack
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cluster.raft.messages import Entry, EntryType, Message, MsgType, Snapshot, WireError, decode_message, encode_message
+from cluster.raft.messages import (
+    Entry,
+    EntryType,
+    Message,
+    MsgType,
+    Snapshot,
+    WireError,
+    decode_message,
+    encode_message,
+)
 
 WIRE_TYPES = [t for t in MsgType if t not in (MsgType.HUP, MsgType.BEAT, MsgType.CHECK_QUORUM)]
 u64 = st.integers(min_value=0, max_value=2**63)
@@ -14,7 +23,12 @@ names = st.text(min_size=1, max_size=8)
 
 entries = st.builds(Entry, u64, u64, st.sampled_from(list(EntryType)), st.binary(max_size=32))
 snapshots = st.builds(
-    Snapshot, u64, u64, st.lists(names, max_size=3).map(tuple), st.lists(names, max_size=2).map(tuple), st.binary(max_size=32)
+    Snapshot,
+    u64,
+    u64,
+    st.lists(names, max_size=3).map(tuple),
+    st.lists(names, max_size=2).map(tuple),
+    st.binary(max_size=32),
 )
 messages = st.builds(
     Message,

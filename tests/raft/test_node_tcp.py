@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -82,7 +82,9 @@ async def test_bootstrap_and_join_make_three_voters(cluster: Cluster) -> None:
     members = leader.status()["members"]
     assert sorted(members) == ["n1", "n2", "n3"]
     assert all(m["voter"] for m in members.values())
-    await eventually(lambda: all(n.core.voters == {"n1", "n2", "n3"} for n in cluster.nodes.values()), "voters everywhere")
+    await eventually(
+        lambda: all(n.core.voters == {"n1", "n2", "n3"} for n in cluster.nodes.values()), "voters everywhere"
+    )
 
 
 async def test_write_on_follower_is_forwarded_and_read_linearizably(cluster: Cluster) -> None:

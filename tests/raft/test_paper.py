@@ -6,12 +6,11 @@ Each test names the rule it checks; the cores run with pre-vote and check-quorum
 
 from __future__ import annotations
 
-from cluster.raft.core import Role
-from cluster.raft.messages import Entry, HardState, Message, MsgType
-from cluster.raft.core import Raft
-from cluster.raft.config import RaftConfig
-
 import random
+
+from cluster.raft.config import RaftConfig
+from cluster.raft.core import Raft, Role
+from cluster.raft.messages import HardState, Message, MsgType
 
 from .helpers import PAPER, Network, drain, entries, new_raft, take_messages
 
@@ -50,7 +49,7 @@ def test_all_servers_apply_committed_entries_in_order() -> None:
 
 def test_all_servers_step_down_on_higher_term() -> None:
     """Rules for all servers: an RPC with term T > currentTerm sets currentTerm = T, becomes follower."""
-    net, leader = elected()
+    _, leader = elected()
     leader.step(Message(MsgType.APP_RESP, "a", "b", term=leader.term + 5))
     assert leader.role is Role.FOLLOWER
     assert leader.term == 7  # elected in term 2
@@ -138,7 +137,7 @@ def test_candidate_starts_new_election_after_timeout() -> None:
 
 def test_leader_sends_heartbeats_when_idle() -> None:
     """Leaders: upon election send empty AppendEntries (heartbeat) and repeat during idle periods."""
-    net, leader = elected()
+    _, leader = elected()
     drain(leader)
     leader.tick()  # heartbeat_tick = 1
     beats = sorted(m.to for m in take_messages(leader) if m.type is MsgType.HEARTBEAT)
@@ -147,7 +146,7 @@ def test_leader_sends_heartbeats_when_idle() -> None:
 
 def test_leader_appends_client_command_and_replicates_it() -> None:
     """Leaders: a command from a client is appended to the local log and replicated."""
-    net, leader = elected()
+    _, leader = elected()
     last = leader.log.last_index()
     leader.propose(b"cmd")
     rd = leader.ready()
@@ -158,7 +157,7 @@ def test_leader_appends_client_command_and_replicates_it() -> None:
 
 def test_leader_decrements_next_index_on_inconsistency_and_retries() -> None:
     """Leaders: if AppendEntries fails because of log inconsistency, decrement nextIndex and retry."""
-    net, leader = elected()
+    _, leader = elected()
     for i in range(3):
         leader.propose(b"%d" % i)
     drain(leader)

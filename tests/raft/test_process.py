@@ -24,8 +24,14 @@ class Proc:
     @classmethod
     async def spawn(cls, node_id: str, data: Path, bootstrap: bool = False) -> Proc:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, str(SCRIPT), node_id, str(data / node_id), "bootstrap" if bootstrap else "join",
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, cwd=ROOT,
+            sys.executable,
+            str(SCRIPT),
+            node_id,
+            str(data / node_id),
+            "bootstrap" if bootstrap else "join",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            cwd=ROOT,
             env={**os.environ, "PYTHONPATH": str(ROOT)},
         )
         assert proc.stdout is not None
@@ -51,7 +57,7 @@ class Proc:
             self.proc.stdin.close()
             try:
                 await asyncio.wait_for(self.proc.wait(), 10)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 await self.kill()
 
 
@@ -93,7 +99,7 @@ async def test_acknowledged_writes_survive_leader_sigkill(tmp_path: Path) -> Non
                 leader = await wait_for_leader(procs)
             try:
                 reply = await leader.call(op="put", key=f"app/w{i}", value=i)
-            except (asyncio.TimeoutError, ConnectionError):
+            except (TimeoutError, ConnectionError):
                 continue
             if "ok" in reply:
                 acked[f"app/w{i}"] = i

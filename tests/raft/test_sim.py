@@ -8,7 +8,8 @@ from dataclasses import replace
 
 import pytest
 
-from cluster.raft import core, log as raft_log, simcli
+from cluster.raft import core, simcli
+from cluster.raft import log as raft_log
 from cluster.raft.messages import ReadState
 from cluster.raft.sim import SimOptions, simulate
 

@@ -27,10 +27,19 @@ GOOD = {
     "app/anything": {"nested": [1, 2.5, "x", None, True]},
     "services/com.acme.greeter": {"policy": "weighted", "weights": {"g-1": 3, "g-2": 1}, "prefer_local": True},
     "revoked/abc123": {"expires_at": 1893456000},
-    "acl/greeters": {"principals": ["alice", "svc-*"], "roles": ["greeter"], "register": ["com.acme.*"], "call": ["com.acme.greeter.*"]},
+    "acl/greeters": {
+        "principals": ["alice", "svc-*"],
+        "roles": ["greeter"],
+        "register": ["com.acme.*"],
+        "call": ["com.acme.greeter.*"],
+    },
     "acl/empty-lists-are-fine": {},
-    "keys/ec-jwk": {"kty": "EC", "crv": "P-256", "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
-                    "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"},
+    "keys/ec-jwk": {
+        "kty": "EC",
+        "crv": "P-256",
+        "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+        "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0",
+    },
 }
 
 BAD = [

@@ -39,7 +39,12 @@ def test_round_trip_of_entries_hard_state_and_overwrites(tmp_path: Path) -> None
     st2 = FileStorage(tmp_path)
     rec = st2.load()
     assert rec.hard_state == HardState(2, "b", 3)
-    assert [(e.index, e.term, e.data) for e in rec.entries] == [(1, 1, b"v1"), (2, 1, b"v2"), (3, 1, b"v3"), (4, 2, b"new4")]
+    assert [(e.index, e.term, e.data) for e in rec.entries] == [
+        (1, 1, b"v1"),
+        (2, 1, b"v2"),
+        (3, 1, b"v3"),
+        (4, 2, b"new4"),
+    ]
     st2.save(None, [Entry(2, 5)], None)  # appending after recovery works
     st2.close()
     assert reopen(tmp_path)[1][-1] == Entry(2, 5)
@@ -177,7 +182,9 @@ def test_corrupt_snapshot_and_hard_state_are_refused(tmp_path: Path) -> None:
         FileStorage(tmp_path).load()
 
 
-def test_fsync_before_save_returns_but_not_for_commit_only_updates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fsync_before_save_returns_but_not_for_commit_only_updates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     calls: list[int] = []
     real = os.fsync
     monkeypatch.setattr(os, "fsync", lambda fd: (calls.append(fd), real(fd))[1])
