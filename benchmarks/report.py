@@ -84,6 +84,49 @@ def ratios(results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _cpu_per_request(row: dict[str, Any]) -> dict[str, float] | None:
+    ops = (row.get("ops_per_s") or 0) * (row.get("window_s") or 0)
+    cpu = row.get("cpu_s") or {}
+    return {name: seconds / ops for name, seconds in cpu.items()} if ops > 0 and cpu else None
+
+
+def _cpu_bound_rate(per_request: list[float], cores: int) -> float:
+    """Requests/s that processes with these CPU costs per request could reach on ``cores`` cores.
+
+    Each process is one thread, so no process goes faster than one core allows, and all of
+    them together cannot use more than ``cores``.
+    """
+    return min(1.0 / max(per_request), cores / sum(per_request))
+
+
+def capacity_cpu_model(results: list[dict[str, Any]], cores: int = 2) -> dict[str, Any]:
+    """The issue-3 capacity ratio predicted from CPU seconds per request instead of from throughput.
+
+    On a machine shared with other work the throughput ratio moves with the neighbours' load;
+    CPU time per request hardly does. With per-request costs g (generator), b (broker), r
+    (responder) measured in the two 256-in-flight rows, the ratio two idle cores would give is
+    rate(g, b, r) / rate(g, r). The 0.5 line is where the broker spends as much per frame as
+    the generator (b = 2g, since it handles four frames per request to the generator's two).
+    """
+    direct = _find(results, "raw-asyncio", "frames", CAPACITY_INFLIGHT)
+    relayed = _find(results, "broker-1", "frames", CAPACITY_INFLIGHT)
+    costs_direct = _cpu_per_request(direct) if direct else None
+    costs_relayed = _cpu_per_request(relayed) if relayed else None
+    if not costs_direct or not costs_relayed or "broker" not in costs_relayed:
+        return {"value": None, "missing": "needs the 256-in-flight rows of raw-asyncio and broker-1 with CPU figures"}
+    g, r = costs_direct["loadgen"], costs_direct["server"]
+    g2, b, r2 = costs_relayed["loadgen"], costs_relayed["broker"], costs_relayed["provider"]
+    value = _cpu_bound_rate([g2, b, r2], cores) / _cpu_bound_rate([g, r], cores)
+    return {
+        "value": round(value, 3),
+        "goal": 0.65,
+        "met": value >= 0.65,
+        "cores": cores,
+        "us_per_request": {"generator": round(g2 * 1e6, 2), "broker": round(b * 1e6, 2), "provider": round(r2 * 1e6, 2),
+                           "generator_direct": round(g * 1e6, 2), "responder_direct": round(r * 1e6, 2)},
+    }  # fmt: skip
+
+
 def cpu_per_million(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Broker CPU seconds per million requests, from the request-response rows through one broker."""
     figures = []
@@ -128,6 +171,7 @@ def document(outcome: Outcome, command: str, plan_name: str) -> dict[str, Any]:
         "ratios": ratios(outcome.results),
         "resources": {
             "broker_cpu_per_million_requests": cpu_per_million(outcome.results),
+            "capacity_cpu_model": capacity_cpu_model(outcome.results),
             "idle_connection_memory": outcome.idle_memory,
             "latency_fixed_rate": outcome.fixed_rate,
         },
@@ -171,6 +215,13 @@ def markdown(doc: dict[str, Any]) -> str:
         met = "–" if r["met"] is None else ("yes" if r["met"] else "**no**")
         lines.append(f"| {name} | {r['inflight']} | {_fmt(r['value'])} | {_fmt(r['goal'])} | {met} | {parts} |")
     res = doc["resources"]
+    model = res["capacity_cpu_model"]
+    if model.get("value") is not None:
+        us = model["us_per_request"]
+        lines += ["", f"issue-3 capacity ratio predicted from CPU per request on {model['cores']} idle cores: "
+                  f"**{model['value']}** (goal {model['goal']}; CPU µs per request: generator {us['generator']}, "
+                  f"broker {us['broker']}, provider {us['provider']}; direct: generator {us['generator_direct']}, "
+                  f"responder {us['responder_direct']})."]  # fmt: skip
     if res["broker_cpu_per_million_requests"]:
         lines += ["", "| broker CPU, request-response | payload | in flight | CPU s per million requests | broker cores busy | generator cores busy |",
                   "|---|---:|---:|---:|---:|---:|"]  # fmt: skip

@@ -38,3 +38,16 @@ def test_markdown_lists_unavailable_lineups_with_their_reason() -> None:
     text = report.markdown(report.document(outcome, "python -m benchmarks run", "tiny"))
     assert "| raw-asyncio | frames | request-response | 100 B | 64 | 1,000 |" in text
     assert "broker-3-cross[frames] | | | | | not available: no forwarding" in text
+
+
+def test_cpu_model_ratio_follows_the_costs_per_request() -> None:
+    # Direct: generator and responder 1 µs each -> 1 M/s on two cores (each on its own core).
+    # Relayed: broker 3 µs -> at most 333 k/s on its own core; ratio 1/3.
+    rows = [
+        row("raw-asyncio", "frames", 256, 100_000.0, window_s=1.0, cpu_s={"loadgen": 0.1, "server": 0.1}),
+        row("broker-1", "frames", 256, 100_000.0, window_s=1.0, cpu_s={"loadgen": 0.1, "broker": 0.3, "provider": 0.1}),
+    ]
+    model = report.capacity_cpu_model(rows)
+    assert model["value"] == 0.333
+    assert model["met"] is False
+    assert model["us_per_request"]["broker"] == 3.0
