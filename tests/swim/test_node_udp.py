@@ -117,3 +117,25 @@ def test_refuses_public_bind_without_key() -> None:
     with pytest.raises(ValueError, match="without a cluster key"):
         GossipNode("x", ("10.1.2.3", 7946))
     GossipNode("x", ("10.1.2.3", 7946), allow_insecure=True)  # explicitly told: accepted
+
+
+async def test_replayed_datagram_and_garbage_tcp_frame_are_counted(cluster: list[GossipNode], keyring: Keyring) -> None:
+    import struct
+    import time
+
+    from cluster.swim.messages import Ping
+    from cluster.swim.wire import PacketCodec
+
+    n0 = cluster[0]
+    before = n0.stats()
+    packet = PacketCodec(keyring, max_clock_skew_s=60, rand64=lambda: 424242).seal([Ping(1, "n0", "x")], time.time())
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.sendto(packet, n0.address)
+        s.sendto(packet, n0.address)  # captured and replayed
+    await until(lambda: n0.stats().get("dropped_replay", 0) == before.get("dropped_replay", 0) + 1)
+    reader, writer = await asyncio.open_connection(*n0.address)
+    writer.write(b"\x01" + struct.pack(">I", 40) + b"\x00" * 40)
+    await writer.drain()
+    await reader.read()  # the node closes the connection
+    writer.close()
+    assert n0.stats().get("dropped_decrypt", 0) >= before.get("dropped_decrypt", 0) + 1
