@@ -99,6 +99,20 @@ async def test_request_before_setup(node: BrokerProcess, transport: str) -> None
     await assert_serves(node, transport)
 
 
+async def test_resume_is_rejected(node: BrokerProcess, transport: str) -> None:
+    async with await RawClient.connect(address_of(node, transport), transport) as c:
+        await c.send(_head(0, FrameType.RESUME, 0) + struct.pack(">HH", 1, 0) + b"\x00\x01t" + b"\x00" * 16)
+        await _refused(c, ErrorCode.REJECTED_RESUME, "resumption is not supported")
+    await assert_serves(node, transport)
+
+
+async def test_short_keepalive(node: BrokerProcess) -> None:
+    async with await raw_requester(node) as c:
+        await c.send(_head(0, FrameType.KEEPALIVE, fr.FLAG_RESPOND) + b"\x00\x01")
+        await _refused(c, ErrorCode.CONNECTION_ERROR, "KEEPALIVE frame is shorter than its 8-byte position field")
+    await assert_serves(node)
+
+
 async def test_request_with_server_parity_stream_id(node: BrokerProcess, transport: str) -> None:
     async with await raw_requester(node, transport) as c:
         await c.send(fr.request_frame(FrameType.REQUEST_RESPONSE, 2, md.route_metadata("a.b"), b""))

@@ -10,8 +10,9 @@ import sys
 from pathlib import Path
 
 from broker import frames as fr
+from broker import metadata as md
 from broker.frames import FLAG_COMPLETE, FLAG_NEXT, ErrorCode, FrameType, payload_frame
-from tests.support.admin import service_instances, wait_for
+from tests.support.admin import service_instances, services, wait_for
 from tests.support.brokerproc import BrokerProcess
 from tests.support.peers import raw_provider, raw_requester
 
@@ -178,3 +179,65 @@ async def test_provider_process_killed_mid_stream(node: BrokerProcess, service: 
             process.kill()
             await process.wait()
         await requester.close()
+
+
+def _fragment(ftype: int, sid: int, metadata: bytes | None, data: bytes, *, follows: bool, initial_n: int = 0) -> bytes:
+    if ftype == FrameType.PAYLOAD:
+        return fr.payload_frame(sid, data, metadata, follows=follows, complete=False)
+    return fr.request_frame(ftype, sid, metadata, data, follows=follows, initial_n=initial_n)
+
+
+async def test_request_with_metadata_split_across_fragments(node: BrokerProcess, service: str, transport: str) -> None:
+    """The route is only known once the metadata is complete: the broker holds the first
+    fragments, then forwards all of them in order, unchanged but for the stream id."""
+    provider = await raw_provider(node, [service], "p", transport)
+    requester = await raw_requester(node, transport)
+    try:
+        meta = md.route_metadata(f"{service}.m") + md.composite_entry("text/plain", b"x" * 300)
+        parts = [
+            _fragment(FrameType.REQUEST_STREAM, 1, meta[:5], b"", follows=True, initial_n=9),
+            _fragment(FrameType.PAYLOAD, 1, meta[5:100], b"", follows=True),
+            _fragment(FrameType.PAYLOAD, 1, meta[100:], b"data-1", follows=True),
+            _fragment(FrameType.PAYLOAD, 1, None, b"data-2", follows=False),
+        ]
+        await requester.send(*parts)
+        got = [await provider.recv() for _ in parts]
+        assert [f.type for f in got] == [FrameType.REQUEST_STREAM] + [FrameType.PAYLOAD] * 3
+        assert len({f.stream_id for f in got}) == 1 and got[0].stream_id % 2 == 0
+        assert [f.raw[4:] for f in got] == [p[4:] for p in parts]
+        assert got[0].request_n == 9
+        await provider.send(payload_frame(got[0].stream_id, b"ok", complete=True))
+        assert (await requester.expect(FrameType.PAYLOAD, stream_id=1)).data == b"ok"
+    finally:
+        await requester.close()
+        await provider.close()
+
+
+async def test_fragmented_request_metadata_over_1_mib_is_refused(node: BrokerProcess) -> None:
+    async with await raw_requester(node) as requester:
+        chunk = b"m" * (256 * 1024)
+        frames_ = [_fragment(FrameType.REQUEST_RESPONSE, 1, chunk, b"", follows=True)]
+        frames_ += [_fragment(FrameType.PAYLOAD, 1, chunk, b"", follows=True) for _ in range(4)]
+        await requester.send(*frames_)
+        await requester.expect_error(ErrorCode.INVALID, stream_id=1, contains="request metadata exceeds 1 MiB")
+        # the rest of that request is dropped; the connection goes on
+        await requester.send(_fragment(FrameType.PAYLOAD, 1, None, b"end", follows=False))
+        sid = await requester.request(FrameType.REQUEST_RESPONSE, "nobody.big.m")
+        await requester.expect_error(ErrorCode.REJECTED, stream_id=sid, contains="no provider for service 'nobody.big'")
+
+
+async def test_error_passes_through_unchanged(node: BrokerProcess, service: str, transport: str) -> None:
+    provider = await raw_provider(node, [service], "p", transport)
+    requester = await raw_requester(node, transport)
+    try:
+        sid = await requester.request(FrameType.REQUEST_RESPONSE, f"{service}.m")
+        request = await provider.expect(FrameType.REQUEST_RESPONSE)
+        await provider.send(fr.error_frame(request.stream_id, 0x00000301, "custom application code, ünïcode"))
+        frame = await requester.expect(FrameType.ERROR, stream_id=sid)
+        assert frame.error == (0x00000301, "custom application code, ünïcode")
+        # the stream is over on both sides: nothing outstanding at the provider
+        [entry] = (await services(node.admin))[service]["providers"]  # type: ignore[arg-type]
+        assert entry["outstanding"] == 0
+    finally:
+        await requester.close()
+        await provider.close()
