@@ -1,13 +1,15 @@
 """Committed writes per second: our RaftNode against pysyncobj, same machine, same run.
 
-    python benchmarks/raft_bench.py [--writes 400] [--concurrent-writes 3200] [--writers 32]
+    python benchmarks/raft_bench.py [--writes 400] [--concurrent-writes 3200] [--writers 32] [--failover-trials 30]
 
 Both run three nodes in one process on 127.0.0.1 (ours: one asyncio loop, TCP transport,
 FileStorage; pysyncobj: its own threads and sockets, journal file). A write counts once
 the leader reports it applied. Ours runs with fsync on (every Ready is fsynced before
 messages leave) and, for reference, with fsync off. pysyncobj 0.3 has no fsync per write:
 its journal is an mmap flushed on close, so "fsync on" is not available to it and its
-figures are its most durable mode. Prints one table and the ratios ours / pysyncobj.
+figures are its most durable mode. Prints one table and the ratios ours / pysyncobj, then
+the fail-over time of our cluster: the leader is stopped without handing over (its sockets
+close, as on SIGKILL) and the clock runs until a new leader has committed a write.
 """
 
 from __future__ import annotations
@@ -15,31 +17,55 @@ from __future__ import annotations
 import argparse
 import asyncio
 import socket
+import statistics
 import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from cluster.raft.errors import RaftError
 from cluster.raft.node import NodeOptions, RaftNode
 from cluster.raft.transport import TcpTransport
 
 
-async def _ours(tmp: Path, fsync: bool, writes: int, concurrent_writes: int, writers: int) -> tuple[float, float]:
-    addrs: dict[str, tuple[str, int]] = {}
-    opts = NodeOptions(tick_interval=0.03, request_timeout=30.0, fsync=fsync)
-    nodes: list[RaftNode] = []
-    for n in ("n1", "n2", "n3"):
-        transport = TcpTransport(n, addrs.get)
-        addrs[n] = await transport.listen("127.0.0.1", 0)
-        nodes.append(RaftNode(n, tmp / n, transport, options=opts))
-    await nodes[0].start(bootstrap=True)
-    while not nodes[0].is_leader:
-        await asyncio.sleep(0.01)
-    for node in nodes[1:]:
-        await node.start()
-        await nodes[0].add_member(node.node_id)
-    leader = nodes[0]
+class _Cluster:
+    """Three RaftNodes over TCP on 127.0.0.1 in this process, each with its own data dir."""
+
+    def __init__(self, tmp: Path, fsync: bool) -> None:
+        self.tmp = tmp
+        self.opts = NodeOptions(tick_interval=0.03, request_timeout=30.0, fsync=fsync)
+        self.addrs: dict[str, tuple[str, int]] = {}
+        self.nodes: dict[str, RaftNode] = {}
+
+    async def start_node(self, node_id: str, bootstrap: bool = False) -> RaftNode:
+        transport = TcpTransport(node_id, self.addrs.get)
+        self.addrs[node_id] = await transport.listen("127.0.0.1", 0)
+        node = RaftNode(node_id, self.tmp / node_id, transport, options=self.opts)
+        await node.start(bootstrap=bootstrap)
+        self.nodes[node_id] = node
+        return node
+
+    async def start(self) -> RaftNode:
+        first = await self.start_node("n1", bootstrap=True)
+        while not first.is_leader:
+            await asyncio.sleep(0.01)
+        for n in ("n2", "n3"):
+            await self.start_node(n)
+            await first.add_member(n)
+        return first
+
+    def leader(self) -> RaftNode | None:
+        return next((n for n in self.nodes.values() if n.is_leader), None)
+
+    async def stop(self) -> None:
+        for node in self.nodes.values():
+            await node.stop()
+
+
+async def _throughput(tmp: Path, fsync: bool, writes: int, concurrent_writes: int, writers: int) -> tuple[float, float]:
+    cluster = _Cluster(tmp, fsync)
+    leader = await cluster.start()
     try:
         started = time.perf_counter()
         for i in range(writes):
@@ -56,9 +82,41 @@ async def _ours(tmp: Path, fsync: bool, writes: int, concurrent_writes: int, wri
         await asyncio.gather(*(writer(w) for w in range(writers)))
         concurrent = per_writer * writers / (time.perf_counter() - started)
     finally:
-        for node in nodes:
-            await node.stop()
+        await cluster.stop()
     return sequential, concurrent
+
+
+async def _failover(tmp: Path, trials: int) -> list[float]:
+    """Seconds from stopping the leader (sockets closed, no hand-over) to a write committed by a new one."""
+    cluster = _Cluster(tmp, fsync=True)
+    await cluster.start()
+    samples: list[float] = []
+    try:
+        for trial in range(trials):
+            old = cluster.leader()
+            while old is None:
+                await asyncio.sleep(0.01)
+                old = cluster.leader()
+            await old.put("app/trial", trial)
+            started = time.perf_counter()
+            await old.stop()
+            del cluster.nodes[old.node_id]
+            while True:
+                new = cluster.leader()
+                if new is not None:
+                    try:
+                        await new.put("app/after", trial, timeout=1.0)
+                        break
+                    except RaftError:
+                        pass
+                await asyncio.sleep(0.005)
+            samples.append(time.perf_counter() - started)
+            restarted = await cluster.start_node(old.node_id)  # back from its data dir
+            while restarted.core.log.applied < new.core.log.committed:
+                await asyncio.sleep(0.01)
+    finally:
+        await cluster.stop()
+    return samples
 
 
 def _free_ports(n: int) -> list[int]:
@@ -79,7 +137,7 @@ def _pysyncobj(tmp: Path, writes: int, concurrent_writes: int, writers: int) -> 
             super().__init__(me, others, SyncObjConf(journalFile=journal, dynamicMembershipChange=False))
             self.data: dict[str, int] = {}
 
-        @replicated  # type: ignore[misc,untyped-decorator]
+        @replicated  # type: ignore[untyped-decorator]
         def put(self, key: str, value: int) -> None:
             self.data[key] = value
 
@@ -120,17 +178,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--writes", type=int, default=400, help="sequential writes per system")
     parser.add_argument("--concurrent-writes", type=int, default=3200, help="writes spread over the writers")
     parser.add_argument("--writers", type=int, default=32)
+    parser.add_argument("--failover-trials", type=int, default=30, help="0 skips the fail-over measurement")
     args = parser.parse_args(argv)
     results: dict[str, tuple[float, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
         results["rsbroker raft, fsync on"] = asyncio.run(
-            _ours(base / "fsync", True, args.writes, args.concurrent_writes, args.writers)
+            _throughput(base / "fsync", True, args.writes, args.concurrent_writes, args.writers)
         )
         results["rsbroker raft, fsync off"] = asyncio.run(
-            _ours(base / "nofsync", False, args.writes, args.concurrent_writes, args.writers)
+            _throughput(base / "nofsync", False, args.writes, args.concurrent_writes, args.writers)
         )
         results["pysyncobj, journal"] = _pysyncobj(base, args.writes, args.concurrent_writes, args.writers)
+        failover = asyncio.run(_failover(base / "failover", args.failover_trials)) if args.failover_trials else []
     print(f"{'system (3 nodes, 127.0.0.1)':32} {'sequential w/s':>15} {f'{args.writers} writers w/s':>15}")
     for name, (seq, conc) in results.items():
         print(f"{name:32} {seq:15.0f} {conc:15.0f}")
@@ -138,6 +198,13 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("rsbroker raft, fsync on", "rsbroker raft, fsync off"):
         seq, conc = results[name]
         print(f"ratio {name} / pysyncobj: sequential {seq / ref_seq:.2f}x, concurrent {conc / ref_conc:.2f}x")
+    if failover:
+        ordered = sorted(failover)
+        p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
+        print(
+            f"fail-over (leader stopped -> write committed by a new leader), {len(failover)} trials: "
+            f"median {statistics.median(failover):.3f} s, p99 {p99:.3f} s, max {ordered[-1]:.3f} s"
+        )
     return 0
 
 
