@@ -112,7 +112,7 @@ class GossipNode:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._wake = asyncio.Event()
         self._udp: asyncio.DatagramTransport | None = None
-        self._tcp: asyncio.base_events.Server | None = None
+        self._tcp: asyncio.Server | None = None
         self._runner: asyncio.Task[None] | None = None
         self._swim: Swim | None = None
         self._table: RoutingTable | None = None

@@ -29,7 +29,7 @@ from cluster.crypto import OVERHEAD as SEAL_OVERHEAD
 from cluster.routing_table import RoutingTable, ServiceEntry
 
 from .config import Config
-from .core import Addr, MemberChanged, PushPullTo, Send, Swim
+from .core import Addr, PushPullTo, Send, Swim
 from .messages import MemberState
 from .wire import Dropped, PacketCodec
 
