@@ -241,3 +241,15 @@ async def test_error_passes_through_unchanged(node: BrokerProcess, service: str,
     finally:
         await requester.close()
         await provider.close()
+
+
+async def test_no_provider_is_rejected_at_once_for_every_model(node: BrokerProcess, transport: str) -> None:
+    async with await raw_requester(node, transport) as requester:
+        for kind in (FrameType.REQUEST_RESPONSE, FrameType.REQUEST_STREAM, FrameType.REQUEST_CHANNEL):
+            sid = await requester.request(kind, "com.acme.absent.call", b"x", initial_n=1)
+            await requester.expect_error(ErrorCode.REJECTED, stream_id=sid, contains="no provider for service 'com.acme.absent'")
+        # fire-and-forget has nobody to tell: dropped without a frame, the connection goes on
+        await requester.request(FrameType.REQUEST_FNF, "com.acme.absent.call")
+        await requester.send(fr.keepalive_frame(True, b"after-fnf"))
+        answer = await requester.recv()
+        assert answer.type == FrameType.KEEPALIVE and answer.raw[14:] == b"after-fnf"
