@@ -207,6 +207,12 @@ class GossipNode:
         """Entries of other live nodes for ``service``."""
         return self._table.lookup(service) if self._table else []
 
+    def set_keyring(self, keyring: Keyring) -> None:
+        """Key rotation without restart: add the new key as secondary everywhere, then make
+        it primary everywhere, then drop the old one (each step a new Keyring here)."""
+        self._codec.set_keyring(keyring)
+        self._keyring = keyring
+
     def set_meta(self, meta: dict[str, str]) -> None:
         self._require().set_meta(meta)
         self._wake.set()

@@ -86,6 +86,12 @@ class PacketCodec:
         self._guard = ReplayGuard(max_clock_skew_s)
         self.stats: collections.Counter[str] = collections.Counter()
 
+    def set_keyring(self, keyring: Keyring) -> None:
+        """Rotate keys live: seal with the new primary, open with any key of the new ring."""
+        if self._keyring is None:
+            raise ValueError("an unsealed codec cannot start sealing: restart the node with a key")
+        self._keyring = keyring
+
     @property
     def overhead(self) -> int:
         """Bytes a packet adds around its messages (envelope, plus the seal when keyed)."""

@@ -120,6 +120,11 @@ def test_key_rotation_accepts_old_and_new_sends_with_new() -> None:
     assert codec(during).open(codec(before).seal([Ack(1)], WALL), WALL) == [Ack(1)]
     with pytest.raises(Dropped):
         codec(before).open(codec(during).seal([Ack(2)], WALL), WALL)
+    live = codec(before)
+    live.set_keyring(during)  # rotated in place: now seals with the new key
+    assert codec(Keyring([new])).open(live.seal([Ack(3)], WALL), WALL) == [Ack(3)]
+    with pytest.raises(ValueError):
+        codec(None).set_keyring(during)
 
 
 msgpack_values = st.recursive(
