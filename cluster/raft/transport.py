@@ -128,6 +128,8 @@ class _Peer:
             try:
                 batch = [first]
                 while True:
+                    if writer.is_closing():  # the peer went away; asyncio would only log writes
+                        raise ConnectionResetError("connection closed by peer")
                     for msg in batch:
                         writer.write(self.transport._frame(msg))
                     await writer.drain()
