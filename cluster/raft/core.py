@@ -396,8 +396,6 @@ class Raft:
                     self._bcast_append()
             elif result is False:
                 self.become_follower(self.term, None)
-        elif m.type is MsgType.READ_INDEX_RESP:
-            return
 
     # ------------------------------------------------------------------ follower
 

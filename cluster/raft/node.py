@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import RaftConfig
+from .config import ConfigError, RaftConfig
 from .core import ProposalDropped, Raft, Ready, Role
 from .errors import MembershipError, NotLeader, RaftError, Timeout
 from .messages import ConfChange, ConfChangeOp, EntryType, Message
@@ -69,6 +69,15 @@ class NodeOptions:
     #: Turn fsync off only for tests and benchmarks that say so.
     fsync: bool = True
 
+    def validate(self) -> NodeOptions:
+        """Return self if usable, else raise ConfigError naming the setting."""
+        for name in ("tick_interval", "request_timeout", "read_retry"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be > 0 seconds")
+        if self.snapshot_every < 1:
+            raise ConfigError("snapshot_every must be >= 1 applied entries")
+        return self
+
 
 class RaftNode:
     """One member of the Raft group that holds the cluster configuration."""
@@ -93,7 +102,7 @@ class RaftNode:
         self.transport = transport
         self.storage = storage
         self.raft_config = (raft_config or RaftConfig()).validate()
-        self.options = options or NodeOptions()
+        self.options = (options or NodeOptions()).validate()
         self.state_machine = ConfigStateMachine(validators)
         self._rng = random.Random(seed if seed is not None else int.from_bytes(os.urandom(8), "big"))
         self._core: Raft | None = None
