@@ -253,17 +253,19 @@ class _Sim:
                     self._restart(n)
             return
         choice = rng.random()
-        if choice < 0.3:
+        if choice < 0.25:
             self._crash(rng.choice(self.ids))
-        elif choice < 0.55:
+        elif choice < 0.45:
             down = [n for n in self.ids if not self.nodes[n].alive]
             if down:
                 self._restart(rng.choice(down))
-        elif choice < 0.75:
+        elif choice < 0.65:
             side = set(rng.sample(self.ids, rng.randrange(1, len(self.ids) // 2 + 1)))
             self.cut = {(a, b) for a in self.ids for b in self.ids if (a in side) != (b in side)}
-        elif choice < 0.9:
+        elif choice < 0.78:
             self.cut.clear()
+        elif choice < 0.88:
+            self._transfer_leadership()
         elif self.opts.membership_changes:
             self._membership_change()
         self._push(self.now + rng.expovariate(1 / self.opts.fault_every), _FAULT, None)
@@ -285,11 +287,23 @@ class _Sim:
         node.raft = self._new_core(n, node)
         self._process(node)
 
-    def _membership_change(self) -> None:
-        leaders = [self.nodes[n] for n in self.ids if self.nodes[n].alive and self.nodes[n].raft.role is Role.LEADER]
-        if not leaders:
+    def _leader(self) -> _Node | None:
+        return next(
+            (self.nodes[n] for n in self.ids if self.nodes[n].alive and self.nodes[n].raft.role is Role.LEADER), None
+        )
+
+    def _transfer_leadership(self) -> None:
+        leader = self._leader()
+        if leader is None:
             return
-        raft = leaders[0].raft
+        leader.raft.transfer_leadership(self.rng.choice(sorted(leader.raft.voters)))
+        self._process(leader)
+
+    def _membership_change(self) -> None:
+        leader = self._leader()
+        if leader is None:
+            return
+        raft = leader.raft
         target = self.rng.choice(self.ids)
         if target in raft.voters:
             if len(raft.voters) <= 3 or target == raft.id:
@@ -303,7 +317,7 @@ class _Sim:
             raft.propose_conf_change(change)
         except ProposalDropped:
             return
-        self._process(leaders[0])
+        self._process(leader)
 
     # ------------------------------------------------------------------ main loop
 
