@@ -226,9 +226,21 @@ class Session:
         self.write_paused = False
         blocked, self._blocked_sources = self._blocked_sources, set()
         for source in blocked:
-            if source.read_paused and source.state is not State.CLOSED:
-                source.read_paused = False
-                source.resume_reading()
+            source.on_write_resumed_source()
+
+    @property
+    def last_recv(self) -> float:
+        """When the peer was last heard from, for keepalive enforcement.
+
+        While the broker is not reading from the peer (back-pressure) the peer's keepalives
+        sit unread in socket buffers: that silence is the broker's doing, so a paused
+        session counts as heard from now, and resuming gives it a fresh lifetime.
+        """
+        return self.broker.clock() if self.read_paused else self._last_recv
+
+    @last_recv.setter
+    def last_recv(self, when: float) -> None:
+        self._last_recv = when
 
     # -- state ------------------------------------------------------------------------------
 
@@ -612,9 +624,10 @@ class Session:
         self.broker.remove_session(self)
 
     def on_write_resumed_source(self) -> None:
-        """A destination this session was waiting for has gone: read again."""
+        """A destination this session was waiting for can take output again (or has gone): read again."""
         if self.read_paused and self.state is not State.CLOSED:
             self.read_paused = False
+            self._last_recv = self.broker.clock()
             self.resume_reading()
 
     def describe(self) -> dict[str, Any]:
