@@ -64,7 +64,10 @@ async def _stalled(flood: Flood, polls: int = 20) -> int:
     """Bytes written once the flood has made no progress for ``polls`` polls in a row."""
     last, same = -1, 0
     while same < polls:
-        assert not flood.task.done(), f"the provider wrote all {FLOOD} bytes: the broker buffered without bound"
+        if flood.task.done():
+            failure = flood.task.exception()
+            assert failure is None, f"the provider's connection failed during the flood: {failure!r}"
+            raise AssertionError(f"the provider wrote all {FLOOD} bytes: the broker buffered without bound")
         same = same + 1 if flood.written == last else 0
         last = flood.written
         await asyncio.sleep(0.05)
@@ -91,6 +94,38 @@ async def test_slow_requester_pauses_the_provider(node: BrokerProcess, service: 
             frame = await requester.expect(FrameType.PAYLOAD, stream_id=sid)
             assert frame.data == CHUNK[6:]
         await requester.send(fr.cancel_frame(sid))
+    finally:
+        if flood is not None:
+            await flood.stop()
+        await requester.close()
+        await provider.close()
+
+
+async def test_provider_paused_longer_than_its_lifetime_is_not_dropped(node: BrokerProcess, service: str) -> None:
+    """While the broker is not reading from a provider (back-pressure), the provider's
+    keepalives cannot be seen; that silence is the broker's doing, not the provider's."""
+    lifetime_ms = 600
+    provider = await raw_provider(node, [service], "patient", sndbuf=MAX_PENDING, keepalive_ms=100, max_lifetime_ms=lifetime_ms)
+    requester = await RawClient.tcp(node.tcp, rcvbuf=MAX_PENDING)  # type: ignore[arg-type]
+    await requester.setup()
+    flood: Flood | None = None
+    try:
+        sid = await requester.request(FrameType.REQUEST_STREAM, f"{service}.flood", initial_n=1)
+        request = await provider.expect(FrameType.REQUEST_STREAM)
+        flood = Flood(provider, request.stream_id)
+        # stalled for several of its lifetimes (20 polls of 50 ms at least)
+        stalled_at = await _stalled(flood, polls=3 * lifetime_ms // 50)
+        while flood.written <= stalled_at + 4 * MAX_PENDING:
+            frame = await requester.expect(FrameType.PAYLOAD, stream_id=sid)
+            assert frame.data == CHUNK[6:]
+        await flood.stop()
+        # the provider is still connected and served: its stream is still relayed
+        await provider.writer.drain()  # type: ignore[union-attr]
+        await provider.send(fr.payload_frame(request.stream_id, b"", next_=False, complete=True))
+        while True:
+            frame = await requester.expect(FrameType.PAYLOAD, stream_id=sid)
+            if frame.flags & fr.FLAG_COMPLETE:
+                break
     finally:
         if flood is not None:
             await flood.stop()
