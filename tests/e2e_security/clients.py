@@ -23,12 +23,13 @@ import asyncio
 import contextlib
 import ssl
 from datetime import timedelta
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 import aiohttp
 from rsocket.frame_helpers import ensure_bytes
 from rsocket.helpers import create_future, single_transport_provider
 from rsocket.payload import Payload
+from rsocket.request_handler import BaseRequestHandler
 from rsocket.routing.request_router import RequestRouter
 from rsocket.routing.routing_request_handler import RoutingRequestHandler
 from rsocket.rsocket_client import RSocketClient
@@ -55,7 +56,7 @@ async def rsocket_client(
     services: tuple[str, ...] = (),
     instance: str | None = None,
     token: str | None = None,
-    router: RequestRouter | None = None,
+    handler_factory: Callable[[], BaseRequestHandler] | None = None,
     ssl_context: ssl.SSLContext | None = None,
 ) -> AsyncIterator[RSocketClient]:
     """An rsocket-py client on ``node``'s ``transport`` listener (TLS when ``ssl_context``).
@@ -64,16 +65,17 @@ async def rsocket_client(
     built here because ``connect`` cannot pass an SSL context to rsocket-py's aiohttp transport.
     """
     host, _, port = address_of(node, transport).rpartition(":")
+    options: dict[str, Any] = {"handler_factory": handler_factory} if handler_factory is not None else {}
     if transport != "ws" or ssl_context is None:
         async with connect(
             host,
             int(port),
             services=services,
-            router=router,
             instance=instance,
             token=token,
             websocket=transport == "ws",
             ssl_context=ssl_context,
+            **options,
         ) as client:
             yield client
         return
@@ -82,9 +84,6 @@ async def rsocket_client(
         websocket = await asyncio.wait_for(
             http.ws_connect(f"wss://{host}:{port}/rsocket", ssl=ssl_context, max_msg_size=0), STEP_S
         )
-        options: dict[str, Any] = {}
-        if router is not None:
-            options["handler_factory"] = lambda: RoutingRequestHandler(router)
         client = RSocketClient(
             single_transport_provider(TransportAioHttpClient(websocket=websocket)),
             metadata_encoding=md.COMPOSITE_MIME.encode(),
@@ -111,11 +110,40 @@ async def echo(client: RSocketClient, path: str, data: bytes) -> bytes:
     return bytes(response.data)
 
 
-class Provider:
-    """A registered rsocket-py provider of one service that records every request it gets.
+class _CountingHandler(RoutingRequestHandler):
+    """Routes like rsocket-py's handler, after counting every request of any type that arrives."""
 
-    ``received`` lists the routes of requests that reached it, in order; ``held`` counts the
-    ``.hold`` requests still waiting. Entering waits until the node lists the instance.
+    def __init__(self, router: RequestRouter, provider: "Provider") -> None:
+        super().__init__(router)
+        self._provider = provider
+
+    async def request_response(self, payload: Payload) -> Any:
+        self._provider.requests += 1
+        return await super().request_response(payload)
+
+    async def request_stream(self, payload: Payload) -> Any:
+        self._provider.requests += 1
+        return await super().request_stream(payload)
+
+    async def request_channel(self, payload: Payload) -> Any:
+        self._provider.requests += 1
+        return await super().request_channel(payload)
+
+    async def request_fire_and_forget(self, payload: Payload) -> None:
+        self._provider.requests += 1
+        await super().request_fire_and_forget(payload)
+
+    async def on_metadata_push(self, payload: Payload) -> None:
+        self._provider.requests += 1
+        await super().on_metadata_push(payload)
+
+
+class Provider:
+    """A registered rsocket-py provider of one service that records what reaches it.
+
+    ``received`` lists the routes of request-responses it answered or holds, in order;
+    ``requests`` counts every request of any type (and metadata pushes) that arrived,
+    routable or not. Entering waits until the node lists the instance.
     """
 
     def __init__(self, node: Node, service: str, transport: str = "tcp", **options: Any) -> None:
@@ -125,6 +153,7 @@ class Provider:
         self.instance = f"{service}-provider"
         self.options = options
         self.received: list[str] = []
+        self.requests = 0
         self._stack = contextlib.AsyncExitStack()
         self.client: RSocketClient | None = None
 
@@ -144,13 +173,14 @@ class Provider:
         return router
 
     async def __aenter__(self) -> "Provider":
+        router = self._router()
         self.client = await self._stack.enter_async_context(
             rsocket_client(
                 self.node,
                 self.transport,
                 services=(self.service,),
                 instance=self.instance,
-                router=self._router(),
+                handler_factory=lambda: _CountingHandler(router, self),
                 **self.options,
             )
         )
