@@ -213,7 +213,7 @@ class Raft:
         self.role = Role.LEADER
         self.lead = self.id
         last = self.log.last_index()
-        for n in self.voters | self.learners:
+        for n in sorted(self.voters | self.learners):  # sorted: a seed must replay in any process
             self.prs[n] = Progress(last + 1, self.cfg.max_inflight_msgs, learner=n in self.learners)
         me = self.prs.get(self.id)
         if me is not None:

@@ -4,6 +4,9 @@ plus proof that it catches bugs (mutants) and replays exactly."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from dataclasses import replace
 
 import pytest
@@ -35,6 +38,21 @@ def test_three_node_runs_without_membership_changes() -> None:
 
 def test_a_seed_replays_exactly() -> None:
     assert simulate(1234) == simulate(1234)
+
+
+def test_a_seed_replays_in_another_process_with_other_hash_seeds() -> None:
+    code = "from cluster.raft.sim import simulate; print(simulate(77))"
+    outputs = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, "PYTHONHASHSEED": hs},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for hs in ("1", "2")
+    }
+    assert len(outputs) == 1
 
 
 def test_catches_a_node_that_votes_for_stale_logs(monkeypatch: pytest.MonkeyPatch) -> None:
