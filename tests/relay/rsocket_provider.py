@@ -10,6 +10,7 @@ Routes of ``SERVICE``:
 * ``.count``  request-stream: ``1`` .. ``N`` (N = data), then complete
 * ``.ticks``  request-stream: ``0``, ``1``, ... forever, honouring request-n
 * ``.upper``  request-channel: each inbound message upper-cased, complete when the input is
+* ``.sizes``  request-channel: the length of each inbound message, complete when the input is
 * ``.log``    fire-and-forget, ``.notify`` metadata push: recorded in the ``Recorder``
 """
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from typing import Any, AsyncIterator, Iterator
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
 
 from reactivestreams.subscriber import DefaultSubscriber
 from rsocket.helpers import create_response
@@ -37,19 +38,20 @@ class Recorder:
         self.metadata_push: list[bytes] = []
 
 
-class _Upper(DefaultSubscriber):
-    """Inbound side of the channel: feeds upper-cased messages to the outbound queue."""
+class _Inbound(DefaultSubscriber):
+    """Inbound side of a channel: feeds ``transform(message)`` to the outbound queue."""
 
-    def __init__(self, queue: asyncio.Queue[bytes | None]) -> None:
+    def __init__(self, queue: asyncio.Queue[bytes | None], transform: Callable[[bytes], bytes]) -> None:
         super().__init__()
         self.queue = queue
+        self.transform = transform
 
     def on_subscribe(self, subscription: Any) -> None:
         super().on_subscribe(subscription)
         subscription.request(0x7FFFFFFF)
 
     def on_next(self, value: Payload, is_complete: bool = False) -> None:
-        self.queue.put_nowait((value.data or b"").upper())
+        self.queue.put_nowait(self.transform(value.data or b""))
         if is_complete:
             self.queue.put_nowait(None)
 
@@ -97,17 +99,22 @@ def router_for(service: str, recorder: Recorder | None = None) -> RequestRouter:
 
         return StreamFromAsyncGenerator(generate)
 
-    @router.channel(f"{service}.upper")
-    async def upper(payload: Payload, composite_metadata: Any) -> Any:
-        queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+    def channel(transform: Callable[[bytes], bytes]) -> Callable[[Payload, Any], Awaitable[Any]]:
+        async def handler(payload: Payload, composite_metadata: Any) -> Any:
+            queue: asyncio.Queue[bytes | None] = asyncio.Queue()
 
-        async def outbound() -> AsyncIterator[tuple[Payload, bool]]:
-            yield Payload((payload.data or b"").upper()), False
-            while (item := await queue.get()) is not None:
-                yield Payload(item), False
-            yield Payload(b"<end>"), True
+            async def outbound() -> AsyncIterator[tuple[Payload, bool]]:
+                yield Payload(transform(payload.data or b"")), False
+                while (item := await queue.get()) is not None:
+                    yield Payload(item), False
+                yield Payload(b"<end>"), True
 
-        return StreamFromAsyncGenerator(outbound), _Upper(queue)
+            return StreamFromAsyncGenerator(outbound), _Inbound(queue, transform)
+
+        return handler
+
+    router.channel(f"{service}.upper")(channel(lambda data: bytes(data).upper()))
+    router.channel(f"{service}.sizes")(channel(lambda data: str(len(data)).encode()))
 
     @router.fire_and_forget(f"{service}.log")
     async def log(payload: Payload, composite_metadata: Any) -> None:
