@@ -134,7 +134,7 @@ def setup_frame(token: str | None = None, services: tuple[str, ...] = ()) -> byt
 class FrameConnection(asyncio.Protocol):
     """One TCP or TLS connection carrying length-prefixed frames; ``on_frames`` gets each batch."""
 
-    def __init__(self, on_frames: Callable[["FrameConnection", list[bytes]], None]) -> None:
+    def __init__(self, on_frames: Callable[[FrameConnection, list[bytes]], None]) -> None:
         self.on_frames = on_frames
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
@@ -269,7 +269,9 @@ class Throughput:
     broker_cpu_s: float
 
 
-async def measure_throughput(node: BrokerProcess, context: ssl.SSLContext | None, inflight: int, duration: float) -> Throughput:
+async def measure_throughput(
+    node: BrokerProcess, context: ssl.SSLContext | None, inflight: int, duration: float
+) -> Throughput:
     """Request-responses answered with ``inflight`` outstanding on one connection for ``duration`` s."""
     request_meta = md.route_metadata(ROUTE)
     state = {"next": 1, "done": 0, "counting": False}
@@ -324,9 +326,7 @@ def brokers(material: Material) -> Iterator[dict[str, BrokerProcess]]:
             "plain": factory.start(*common),
             "jwt": factory.start(*common, *jwt, config=ACL),
             "tls": factory.start(*common, *tls),
-            "tls+auth": factory.start(
-                *common, *tls, *jwt, "--tls-client-ca", str(material.path("ca.pem")), config=ACL
-            ),
+            "tls+auth": factory.start(*common, *tls, *jwt, "--tls-client-ca", str(material.path("ca.pem")), config=ACL),
         }
     finally:
         factory.close()
@@ -346,10 +346,15 @@ async def run(handshakes: int, duration: float, inflight: int) -> dict[str, Any]
             ]
             rows = [
                 HandshakeRow("plain", nodes["plain"], None, None),
-                *(HandshakeRow(f"jwt {alg}", nodes["jwt"], None, material.token(kind)) for kind, alg in KEY_TYPES.items()),
+                *(
+                    HandshakeRow(f"jwt {alg}", nodes["jwt"], None, material.token(kind))
+                    for kind, alg in KEY_TYPES.items()
+                ),
                 HandshakeRow("tls", nodes["tls"], tls, None),
                 HandshakeRow("tls + jwt EdDSA", nodes["tls+auth"], tls, material.token("ed25519")),
-                HandshakeRow("mtls (client certificate)", nodes["tls+auth"], material.client_context(certificate=True), None),
+                HandshakeRow(
+                    "mtls (client certificate)", nodes["tls+auth"], material.client_context(certificate=True), None
+                ),
             ]
             handshake = {
                 name: {
@@ -391,7 +396,9 @@ def render(result: dict[str, Any]) -> str:
     for name in ("plain", "tls"):
         rate, cpu = t[f"{name}_rps"], t[f"{name}_broker_cpu_us_per_request"]
         lines.append(f"  {name:<6}{rate:>10.0f} req/s {cpu:>8.1f} broker CPU us/request")
-    lines.append(f"  tls/plain: throughput x{t['tls_to_plain']:.2f}, broker CPU per request x{t['cpu_tls_to_plain']:.2f}")
+    lines.append(
+        f"  tls/plain: throughput x{t['tls_to_plain']:.2f}, broker CPU per request x{t['cpu_tls_to_plain']:.2f}"
+    )
     return "\n".join(lines)
 
 

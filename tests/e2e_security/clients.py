@@ -22,8 +22,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
 import aiohttp
 from rsocket.frame_helpers import ensure_bytes
@@ -39,7 +40,8 @@ from broker import metadata as md
 from broker.auth import encode_bearer
 from broker.client import connect, registration, route, setup_metadata
 from tests.support.admin import service_instances, wait_for
-from tests.support.peers import Node, address_of
+from tests.support.brokerproc import BrokerProcess
+from tests.support.peers import address_of
 from tests.support.rawclient import RawClient, provider_setup
 
 __all__ = ["STEP_S", "Provider", "auth_setup", "echo", "raw_with_token", "requester", "rsocket_client"]
@@ -50,7 +52,7 @@ STEP_S = 20.0
 
 @contextlib.asynccontextmanager
 async def rsocket_client(
-    node: Node,
+    node: BrokerProcess,
     transport: str = "tcp",
     *,
     services: tuple[str, ...] = (),
@@ -98,7 +100,7 @@ async def rsocket_client(
 
 
 @contextlib.asynccontextmanager
-async def requester(node: Node, transport: str = "tcp", **options: Any) -> AsyncIterator[RSocketClient]:
+async def requester(node: BrokerProcess, transport: str = "tcp", **options: Any) -> AsyncIterator[RSocketClient]:
     """A requester (no registration); ``options`` as for :func:`rsocket_client`."""
     async with rsocket_client(node, transport, **options) as client:
         yield client
@@ -113,7 +115,7 @@ async def echo(client: RSocketClient, path: str, data: bytes) -> bytes:
 class _CountingHandler(RoutingRequestHandler):
     """Routes like rsocket-py's handler, after counting every request of any type that arrives."""
 
-    def __init__(self, router: RequestRouter, provider: "Provider") -> None:
+    def __init__(self, router: RequestRouter, provider: Provider) -> None:
         super().__init__(router)
         self._provider = provider
 
@@ -146,7 +148,7 @@ class Provider:
     routable or not. Entering waits until the node lists the instance.
     """
 
-    def __init__(self, node: Node, service: str, transport: str = "tcp", **options: Any) -> None:
+    def __init__(self, node: BrokerProcess, service: str, transport: str = "tcp", **options: Any) -> None:
         self.node = node
         self.service = service
         self.transport = transport
@@ -172,7 +174,7 @@ class Provider:
 
         return router
 
-    async def __aenter__(self) -> "Provider":
+    async def __aenter__(self) -> Provider:
         router = self._router()
         self.client = await self._stack.enter_async_context(
             rsocket_client(
@@ -205,7 +207,11 @@ def auth_setup(token: str | None, services: tuple[str, ...] = (), instance: str 
 
 
 async def raw_with_token(
-    node: Node, token: str | None, transport: str = "tcp", services: tuple[str, ...] = (), instance: str = "raw"
+    node: BrokerProcess,
+    token: str | None,
+    transport: str = "tcp",
+    services: tuple[str, ...] = (),
+    instance: str = "raw",
 ) -> RawClient:
     """A raw frame client that sent :func:`auth_setup` (whose outcome the test reads)."""
     client = await RawClient.connect(address_of(node, transport), transport)

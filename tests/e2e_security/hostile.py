@@ -112,7 +112,9 @@ _others = st.one_of(
     ),
     st.builds(lambda sid, n: fr.request_n_frame(sid, n & 0x7FFFFFFF), _sid, _n),
     st.builds(fr.cancel_frame, _sid),
-    st.builds(lambda sid, code: fr.error_frame(sid, code, "hostile"), _sid, st.sampled_from([int(c) for c in fr.ErrorCode])),
+    st.builds(
+        lambda sid, code: fr.error_frame(sid, code, "hostile"), _sid, st.sampled_from([int(c) for c in fr.ErrorCode])
+    ),
     st.builds(fr.keepalive_frame, st.booleans(), _data),
     st.builds(lambda route: fr.metadata_push_frame(md.route_metadata(route or "x.y")), st.sampled_from(ROUTES)),
     st.builds(fr.lease_frame, st.integers(0, 60_000), st.integers(0, 100)),

@@ -27,9 +27,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from rsocket.rsocket_client import RSocketClient
 
-from tests.e2e_security.clients import Provider, echo, requester
 from broker.frames import FrameType, request_frame, with_length_prefix
 from broker.metadata import route_metadata
+from tests.e2e_security.clients import Provider, echo, requester
 from tests.e2e_security.hostile import (
     TARGET,
     Credentials,
@@ -98,9 +98,7 @@ def harness(module_broker_factory: BrokerFactory, pki: Pki) -> Iterator[Harness]
     with asyncio.Runner() as runner:
         stack = contextlib.AsyncExitStack()
         try:
-            provider = runner.run(
-                stack.enter_async_context(Provider(node, TARGET, token=pki.token("target-provider")))
-            )
+            provider = runner.run(stack.enter_async_context(Provider(node, TARGET, token=pki.token("target-provider"))))
             checker = runner.run(stack.enter_async_context(requester(node, token=pki.token("checker"))))
             baseline = frozenset(c["id"] for c in runner.run(connections(node.admin)))  # type: ignore[arg-type]
             assert len(baseline) == 2, baseline
@@ -170,7 +168,7 @@ def test_streams_held_by_the_provider_are_released_when_the_requester_goes(harne
         await wait_for(lambda: _settled(harness), message="the held streams released")
 
     harness.runner.run(scenario())
-    assert harness.provider.received[before:before + 2] == [f"{TARGET}.hold"] * 2
+    assert harness.provider.received[before : before + 2] == [f"{TARGET}.hold"] * 2
 
 
 @pytest.mark.parametrize("transport", ["tcp", "ws"])

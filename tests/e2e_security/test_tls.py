@@ -82,7 +82,9 @@ async def test_mtls_certificate_names_the_principal(mtls_node: BrokerProcess, pk
 async def test_mtls_refuses_untrusted_or_missing_certificate(
     mtls_node: BrokerProcess, pki: Pki, transport: str, certificate: str
 ) -> None:
-    context = device_context(pki, "intruder", trusted=False) if certificate == "untrusted" else client_context(ca_file=pki.ca)
+    context = (
+        device_context(pki, "intruder", trusted=False) if certificate == "untrusted" else client_context(ca_file=pki.ca)
+    )
     with pytest.raises(HANDSHAKE_FAILURES):
         async with requester(mtls_node, transport, ssl_context=context) as client:
             await echo(client, "tls.any.echo", b"let me in")
