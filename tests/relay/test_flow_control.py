@@ -110,7 +110,10 @@ async def test_provider_paused_longer_than_its_lifetime_is_not_dropped(node: Bro
     """While the broker is not reading from a provider (back-pressure), the provider's
     keepalives cannot be seen; that silence is the broker's doing, not the provider's."""
     lifetime_ms = 600
-    provider = await raw_provider(node, [service], "patient", sndbuf=MAX_PENDING, keepalive_ms=100, max_lifetime_ms=lifetime_ms)
+    # it keeps alive all along; during the pause its KEEPALIVEs wait in socket buffers
+    provider = await raw_provider(
+        node, [service], "patient", sndbuf=MAX_PENDING, keepalive_ms=100, max_lifetime_ms=lifetime_ms, keepalive_every_s=0.1
+    )
     requester = await RawClient.tcp(node.tcp, rcvbuf=MAX_PENDING)  # type: ignore[arg-type]
     await requester.setup()
     flood: Flood | None = None

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 from broker import frames as fr
 from broker.frames import ErrorCode, FrameType, payload_frame
 from tests.support.admin import service_instances
 from tests.support.brokerproc import BrokerProcess
-from tests.support.peers import address_of, raw_provider, raw_requester
+from tests.support.peers import raw_provider, raw_requester
 from tests.support.rawclient import RawClient
 
 
@@ -26,39 +25,31 @@ async def test_keepalive_with_respond_flag_is_answered(node: BrokerProcess, tran
         assert frame.type == FrameType.ERROR and frame.stream_id == sid, frame
 
 
-async def _keep_alive(client: RawClient, every_s: float) -> None:
-    while True:
-        await client.send(fr.keepalive_frame(False))
-        await asyncio.sleep(every_s)
-
-
 async def test_silent_client_is_dropped_and_its_streams_get_errors(node: BrokerProcess, service: str, transport: str) -> None:
     # a provider promising a frame at least every 800 ms: it keeps that promise until the
     # stream is open, then falls silent
-    provider = await raw_provider(node, [service], "silent", transport, keepalive_ms=100, max_lifetime_ms=800)
-    pump = asyncio.create_task(_keep_alive(provider, 0.1))
+    provider = await raw_provider(
+        node, [service], "silent", transport, keepalive_ms=100, max_lifetime_ms=800, keepalive_every_s=0.1
+    )
     requester = await raw_requester(node)
     try:
         sid = await requester.request(FrameType.REQUEST_STREAM, f"{service}.numbers", initial_n=5)
         request = await provider.expect(FrameType.REQUEST_STREAM)
         await provider.send(payload_frame(request.stream_id, b"1"))
         assert (await requester.expect(FrameType.PAYLOAD, stream_id=sid)).data == b"1"
-        pump.cancel()
+        await provider.stop_keepalive()
         await provider.expect_error(ErrorCode.CONNECTION_ERROR, contains="within its max lifetime of 800 ms")
         await provider.wait_closed()
         message = await requester.expect_error(ErrorCode.APPLICATION_ERROR, stream_id=sid, contains="provider 'silent' went away")
         assert "max lifetime" in message
         assert not await service_instances(node.admin, service)  # type: ignore[arg-type]
     finally:
-        pump.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await pump
         await requester.close()
         await provider.close()
 
 
-async def test_client_that_keeps_alive_is_not_dropped(node: BrokerProcess, transport: str) -> None:
-    async with await RawClient.connect(address_of(node, transport), transport) as c:
+async def test_client_that_keeps_alive_is_not_dropped(node: BrokerProcess) -> None:
+    async with await RawClient.tcp(node.tcp) as c:  # type: ignore[arg-type]
         await c.setup(keepalive_ms=100, max_lifetime_ms=1000)
         # keep talking for longer than the lifetime: every KEEPALIVE answered, no ERROR
         for i in range(15):

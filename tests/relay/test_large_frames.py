@@ -23,7 +23,7 @@ from broker.frames import ErrorCode, FrameType
 from tests.relay.rsocket_provider import Recorder, router_for
 from tests.support.admin import service_instances, wait_for
 from tests.support.brokerproc import BrokerFactory, BrokerProcess
-from tests.support.peers import address_of, assert_serves, raw_provider, raw_requester
+from tests.support.peers import assert_serves, raw_provider, raw_requester
 
 MAX_FRAME = 65_536
 BIG = 17 * 1024 * 1024 + 123

@@ -14,8 +14,7 @@ from broker import metadata as md
 from broker.client import connect, route
 from tests.relay.rsocket_provider import Recorder, router_for
 from tests.support.admin import service_instances, wait_for
-from tests.support.brokerproc import BrokerProcess
-from tests.support.brokerproc import split_hostport
+from tests.support.brokerproc import BrokerProcess, split_hostport
 
 
 @pytest.fixture(params=[("tcp", "tcp"), ("ws", "ws"), ("tcp", "ws")], ids=["tcp", "ws", "tcp-to-ws"])

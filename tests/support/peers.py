@@ -48,11 +48,14 @@ async def raw_provider(
     transport: str = "tcp",
     *,
     sndbuf: int | None = None,
+    keepalive_every_s: float | None = None,
     **setup_options: Any,
 ) -> RawClient:
     """A raw client that sent a provider SETUP and whose services the node lists.
 
     ``sndbuf`` (TCP only) shrinks the kernel send buffer, for back-pressure tests.
+    ``keepalive_every_s`` starts :meth:`RawClient.start_keepalive` right after SETUP, for a
+    SETUP with a max lifetime shorter than registering may take on a busy machine.
     """
     service_list = list(services)
     if transport == "tcp":
@@ -60,6 +63,8 @@ async def raw_provider(
     else:
         client = await RawClient.ws(address_of(node, transport))
     await client.setup(service_list, instance, **setup_options)
+    if keepalive_every_s is not None:
+        client.start_keepalive(keepalive_every_s)
     assert node.admin is not None
     for service in service_list:
         await wait_for(

@@ -21,6 +21,7 @@ long a test waits for a condition; nothing asserts on speed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from dataclasses import dataclass
 from typing import Any, Iterable
@@ -123,6 +124,7 @@ class RawClient:
         self._session: aiohttp.ClientSession | None = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._next_id = 1
+        self._keepalive: asyncio.Task[None] | None = None
         #: frames ``expect`` skipped (KEEPALIVE, LEASE), oldest first, for tests that look back
         self.skipped: list[Frame] = []
 
@@ -172,6 +174,7 @@ class RawClient:
         await self.close()
 
     async def close(self) -> None:
+        await self.stop_keepalive()
         if self.writer is not None:
             self.writer.close()
             try:
@@ -209,6 +212,27 @@ class RawClient:
         assert self.writer is not None
         self.writer.write(data)
         await self.writer.drain()
+
+    def start_keepalive(self, every_s: float) -> None:
+        """Send KEEPALIVE (no respond flag) every ``every_s`` seconds until stopped or closed,
+        for clients whose SETUP promised a short max lifetime."""
+
+        async def pump() -> None:
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                while True:
+                    await self.send(fr.keepalive_frame(False))
+                    await asyncio.sleep(every_s)
+
+        if self._keepalive is None:
+            self._keepalive = asyncio.create_task(pump())
+
+    async def stop_keepalive(self) -> None:
+        """Stop the KEEPALIVE task: from now on the client is silent unless the test speaks."""
+        task, self._keepalive = self._keepalive, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     async def setup(self, services: Iterable[str] = (), instance: str | None = None, **options: Any) -> None:
         """Send SETUP (see :func:`provider_setup` for the options)."""
