@@ -106,7 +106,10 @@ class Security:
         """Why a connection authenticated as ``principal`` must now be closed, or ''."""
         if not isinstance(principal, Principal) or principal.source == "anonymous":
             return ""
-        if self.settings.close_on_token_expiry and principal.expired(now):
+        # A JWT admitted within the clock-skew leeway must not be cut off by the very next
+        # housekeeping pass: the same leeway applies to closing as to admitting.
+        grace = self.settings.jwt_leeway_s if principal.source == "jwt" else 0.0
+        if self.settings.close_on_token_expiry and principal.expired(now - grace):
             stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(principal.expires_at or 0))
             return f"token of '{principal.name}' expired at {stamp}; reconnect with a fresh token"
         if self.verifier is not None and self.verifier.is_revoked(principal):
