@@ -9,9 +9,11 @@ the reason but never contains the token.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 
+import jwt
 import pytest
 
 from broker import metadata as md
@@ -131,15 +133,32 @@ async def test_requests_before_an_accepted_setup_never_reach_a_provider(node: Br
         assert provider.received == []
 
 
-async def test_connection_is_closed_when_its_token_expires(node: BrokerProcess, pki: Pki) -> None:
-    """With ``--jwt-leeway-s 0`` the broker closes the connection once ``exp`` passes."""
-    token = pki.token("short-lived", ("admin",), ttl=3)
-    expires_at = int(time.time()) + 3
+def _exp(token: str) -> int:
+    return int(jwt.decode(token, options={"verify_signature": False})["exp"])
+
+
+async def _closed_at_expiry(node: BrokerProcess, token: str, principal: str) -> float:
+    """Open a connection with ``token``, show it serves, and return when the broker closed it."""
     async with await raw_with_token(node, token) as raw:
         sid = await raw.request(FrameType.REQUEST_RESPONSE, "jwt.nobody.ping")
         # accepted: the request is routed (and refused only because nobody provides it)
         await raw.expect_error(ErrorCode.REJECTED, stream_id=sid, contains="no provider for service 'jwt.nobody'")
-        message = await raw.expect_error(ErrorCode.CONNECTION_CLOSE, contains="token of 'short-lived' expired at ")
-        assert time.time() >= expires_at - 1  # closed at expiry, not before
+        message = await raw.expect_error(ErrorCode.CONNECTION_CLOSE, contains=f"token of '{principal}' expired at ")
+        closed_at = time.time()
         assert token not in message
         await raw.wait_closed()
+    return closed_at
+
+
+async def test_connection_is_closed_when_its_token_expires(node: BrokerProcess, pki: Pki) -> None:
+    """With ``--jwt-leeway-s 0`` the broker closes the connection once ``exp`` passes."""
+    token = pki.token("short-lived", ("admin",), ttl=3)
+    assert await _closed_at_expiry(node, token, "short-lived") >= _exp(token)
+
+
+async def test_expiry_close_honours_the_leeway(broker_factory: BrokerFactory, pki: Pki) -> None:
+    """The leeway that admitted a token also delays closing its connection: never admit then cut at once."""
+    leeway = 3
+    lenient = await asyncio.to_thread(broker_factory.start, *pki.jwt_args(leeway_s=leeway))
+    token = pki.token("lenient", ("admin",), ttl=1)
+    assert await _closed_at_expiry(lenient, token, "lenient") >= _exp(token) + leeway
