@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import aiohttp
 import pytest
 
@@ -31,8 +34,37 @@ async def test_protected_paths_by_credential(node: BrokerProcess, pki: Pki, path
     assert status == 401 and "signature does not match any configured key" in body
     status, body = await get(node, path, pki.token("viewer", ("greeter",)))
     assert status == 403 and "principal 'viewer' lacks the admin role" in body
-    status, body = await get(node, path, pki.token("operator", ("admin",)))
+    expired = pki.token("operator", ("admin",), now=time.time() - 7200)
+    status, body = await get(node, path, expired)
+    assert status == 401 and "token expired at " in body
+    admin = pki.token("operator", ("admin",))
+    status, body = await get(node, path, admin)
     assert status == 200, body
+    assert admin.split(".")[2] not in node.output() and expired.split(".")[2] not in node.output()
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/health/../api/v1/node",
+        "/health/%2e%2e/api/v1/connections",
+        "/health/..%2fapi/v1/services",
+        "/health/live/../../metrics",
+        "/HEALTH/../api/v1/node",
+        "//api/v1/node",
+    ],
+)
+async def test_path_tricks_do_not_pass_as_health_probes(node: BrokerProcess, path: str) -> None:
+    """Raw HTTP, because aiohttp's client would normalise these paths before sending them."""
+    host, port = node.admin.rsplit(":", 1)  # type: ignore[union-attr]
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        status_line = (await reader.readline()).decode()
+    finally:
+        writer.close()
+    status = int(status_line.split()[1])
+    assert status in (401, 404), status_line
 
 
 @pytest.mark.parametrize("path", ["/health/live", "/health/ready"])

@@ -141,6 +141,14 @@ async def _attack(h: Harness, session: HostileSession, transport: str) -> None:
         assert hostile == 0, f"{hostile} request(s) from an unauthorised connection reached the provider"
 
 
+def assert_no_credential_logged(h: Harness) -> None:
+    """The broker's log (the tail the factory keeps) names refusals by reason, never with a token's signature."""
+    output = h.node.output()
+    for token in h.credentials.tokens.values():
+        signature = (token or "").rpartition(".")[2]
+        assert len(signature) < 8 or signature not in output
+
+
 @pytest.mark.parametrize("transport", ["tcp", "ws"])
 def test_streams_held_by_the_provider_are_released_when_the_requester_goes(harness: Harness, transport: str) -> None:
     """The leak check is not vacuous: an admitted hostile connection does leave streams open."""
@@ -180,6 +188,7 @@ def test_random_bytes(harness: Harness, transport: str) -> None:
 
     attack()
     assert harness.node.running
+    assert_no_credential_logged(harness)
 
 
 @pytest.mark.parametrize("transport", ["tcp", "ws"])
@@ -191,3 +200,4 @@ def test_mutated_frame_streams(harness: Harness, transport: str) -> None:
 
     attack()
     assert harness.node.running
+    assert_no_credential_logged(harness)
