@@ -1,22 +1,29 @@
 """Fixtures of the single-node relay suite.
 
-``node`` is one broker per test module with default settings; modules that need other
-limits define their own ``node`` fixture. Tests sharing a node use their own service
+``node`` is one broker with default settings shared by the whole package; modules that
+need other limits define their own (module-scoped) ``node`` fixture. Tests sharing a node use their own service
 names (the ``service`` fixture), so they cannot see each other's providers.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
 import pytest
 
 from tests.support.brokerproc import BrokerFactory, BrokerProcess
 
 
-@pytest.fixture(scope="module")
-def node(module_broker_factory: BrokerFactory) -> BrokerProcess:
-    return module_broker_factory.start()
+@pytest.fixture(scope="package")
+def node() -> Iterator[BrokerProcess]:
+    """One default broker for every module of this package that does not define its own:
+    starting a process costs about a second, and tests keep apart by service name."""
+    factory = BrokerFactory()
+    try:
+        yield factory.start()
+    finally:
+        factory.close()
 
 
 @pytest.fixture(params=["tcp", "ws"])
