@@ -1,130 +1,15 @@
-"""Turning an :class:`~benchmarks.suite.Outcome` into ratios, a README-ready table, JSON and a plot.
-
-Ratios are computed only from rows of the same run: absolute figures on a shared 2-core
-machine drift between runs, figures measured side by side do not.
-"""
+"""Turning an :class:`~benchmarks.suite.Outcome` into a README-ready table, JSON and a plot."""
 
 from __future__ import annotations
 
 import datetime
 import os
 import platform
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.suite import CAPACITY_INFLIGHT, SMALL_PAYLOAD, Outcome
-
-
-@dataclass(frozen=True)
-class Ratio:
-    """``numerator / best of denominators`` for request-response at one in-flight count, 100 B."""
-
-    name: str
-    numerator: tuple[str, str]  # (system, client)
-    denominators: tuple[tuple[str, str], ...]
-    inflight: int
-    goal: float | None
-    meaning: str
-
-
-RATIOS = (
-    Ratio("issue3_rsocketpy_hop", ("broker-1", "rsocket-py"), (("rsocket-direct", "rsocket-py"),), 64, 0.95,
-          "rsocket-py requester -> broker -> rsocket-py provider vs the same requester direct to an rsocket-py server"),
-    Ratio("issue3_capacity", ("broker-1", "frames"), (("raw-asyncio", "frames"),), CAPACITY_INFLIGHT, 0.65,
-          "frame generator -> broker -> frame responder vs the same generator against the responder itself"),
-    Ratio("vs_raw_asyncio", ("broker-1", "frames"), (("raw-asyncio", "frames"),), 64, 0.65,
-          "broker, one node, vs the raw asyncio ceiling, same generator"),
-    Ratio("vs_aiohttp_http", ("broker-1", "frames"), (("aiohttp-http", "raw-http"),), 64, 10.0,
-          "broker vs aiohttp HTTP/1.1, each loaded by its fastest generator"),
-    Ratio("vs_aiohttp_http_rsocketpy", ("broker-1", "rsocket-py"), (("aiohttp-http", "raw-http"),), 64, None,
-          "broker with rsocket-py at both ends vs aiohttp HTTP/1.1"),
-    Ratio("vs_nats", ("broker-1", "frames"), (("nats", "nats-py"), ("nats", "nats-py-callback")), 64, 2.0,
-          "broker vs NATS request-reply, each with its fastest Python client configuration"),
-    Ratio("vs_nats_rsocketpy", ("broker-1", "rsocket-py"), (("nats", "nats-py"), ("nats", "nats-py-callback")), 64, None,
-          "broker with rsocket-py at both ends vs NATS with its fastest nats-py configuration"),
-    Ratio("cross_node_vs_one_node", ("broker-3-cross", "frames"), (("broker-1", "frames"),), 64, None,
-          "a request crossing two brokers vs through one"),
-)  # fmt: skip
-
-
-def _find(results: list[dict[str, Any]], system: str, client: str, inflight: int) -> dict[str, Any] | None:
-    for row in results:
-        if (
-            row["system"] == system
-            and row["client"] == client
-            and row["scenario"] == "request-response"
-            and row["inflight"] == inflight
-            and row["payload_bytes"] == SMALL_PAYLOAD
-            and row.get("ops_per_s")
-        ):
-            return row
-    return None
-
-
-def ratios(results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    for ratio in RATIOS:
-        top = _find(results, *ratio.numerator, ratio.inflight)
-        bottoms = [r for r in (_find(results, s, c, ratio.inflight) for s, c in ratio.denominators) if r]
-        entry: dict[str, Any] = {"meaning": ratio.meaning, "goal": ratio.goal, "inflight": ratio.inflight,
-                                 "payload_bytes": SMALL_PAYLOAD, "scenario": "request-response"}  # fmt: skip
-        if top is None or not bottoms:
-            entry.update(value=None, met=None, missing="a row it needs was not measured in this run")
-        else:
-            bottom = max(bottoms, key=lambda r: r["ops_per_s"])
-            value = top["ops_per_s"] / bottom["ops_per_s"]
-            entry.update(
-                value=round(value, 3),
-                met=None if ratio.goal is None else value >= ratio.goal,
-                numerator=f"{top['system']}[{top['client']}] {top['ops_per_s']:.0f} ops/s",
-                denominator=f"{bottom['system']}[{bottom['client']}] {bottom['ops_per_s']:.0f} ops/s",
-            )
-        out[ratio.name] = entry
-    return out
-
-
-def _cpu_per_request(row: dict[str, Any]) -> dict[str, float] | None:
-    ops = (row.get("ops_per_s") or 0) * (row.get("window_s") or 0)
-    cpu = row.get("cpu_s") or {}
-    return {name: seconds / ops for name, seconds in cpu.items()} if ops > 0 and cpu else None
-
-
-def _cpu_bound_rate(per_request: list[float], cores: int) -> float:
-    """Requests/s that processes with these CPU costs per request could reach on ``cores`` cores.
-
-    Each process is one thread, so no process goes faster than one core allows, and all of
-    them together cannot use more than ``cores``.
-    """
-    return min(1.0 / max(per_request), cores / sum(per_request))
-
-
-def capacity_cpu_model(results: list[dict[str, Any]], cores: int = 2) -> dict[str, Any]:
-    """The issue-3 capacity ratio predicted from CPU seconds per request instead of from throughput.
-
-    On a machine shared with other work the throughput ratio moves with the neighbours' load;
-    CPU time per request hardly does. With per-request costs g (generator), b (broker), r
-    (responder) measured in the two 256-in-flight rows, the ratio two idle cores would give is
-    rate(g, b, r) / rate(g, r). The 0.5 line is where the broker spends as much per frame as
-    the generator (b = 2g, since it handles four frames per request to the generator's two).
-    """
-    direct = _find(results, "raw-asyncio", "frames", CAPACITY_INFLIGHT)
-    relayed = _find(results, "broker-1", "frames", CAPACITY_INFLIGHT)
-    costs_direct = _cpu_per_request(direct) if direct else None
-    costs_relayed = _cpu_per_request(relayed) if relayed else None
-    if not costs_direct or not costs_relayed or "broker" not in costs_relayed:
-        return {"value": None, "missing": "needs the 256-in-flight rows of raw-asyncio and broker-1 with CPU figures"}
-    g, r = costs_direct["loadgen"], costs_direct["server"]
-    g2, b, r2 = costs_relayed["loadgen"], costs_relayed["broker"], costs_relayed["provider"]
-    value = _cpu_bound_rate([g2, b, r2], cores) / _cpu_bound_rate([g, r], cores)
-    return {
-        "value": round(value, 3),
-        "goal": 0.65,
-        "met": value >= 0.65,
-        "cores": cores,
-        "us_per_request": {"generator": round(g2 * 1e6, 2), "broker": round(b * 1e6, 2), "provider": round(r2 * 1e6, 2),
-                           "generator_direct": round(g * 1e6, 2), "responder_direct": round(r * 1e6, 2)},
-    }  # fmt: skip
+from benchmarks.ratios import SMALL_PAYLOAD, capacity_cpu_model, ratios
+from benchmarks.suite import Outcome
 
 
 def cpu_per_million(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -168,7 +53,7 @@ def document(outcome: Outcome, command: str, plan_name: str) -> dict[str, Any]:
         "plan": plan_name,
         "machine": machine(),
         "results": outcome.results,
-        "ratios": ratios(outcome.results),
+        "ratios": ratios(outcome.results, outcome.paired),
         "resources": {
             "broker_cpu_per_million_requests": cpu_per_million(outcome.results),
             "capacity_cpu_model": capacity_cpu_model(outcome.results),
@@ -208,12 +93,14 @@ def markdown(doc: dict[str, Any]) -> str:
         )
     for key, reason in doc["unavailable"].items():
         lines.append(f"| {key} | | | | | {reason} | | |")
-    lines += ["", "| ratio (request-response, 100 B) | in flight | value | goal | met | numerator / denominator |",
-              "|---|---:|---:|---:|---|---|"]  # fmt: skip
+    lines += ["", "| ratio (request-response, 100 B) | in flight | paired median | paired rounds | matrix | goal | met "
+              "| matrix numerator / denominator |", "|---|---:|---:|---|---:|---:|---|---|"]  # fmt: skip
     for name, r in doc["ratios"].items():
         parts = f"{r['numerator']} / {r['denominator']}" if r.get("numerator") else r.get("missing", "")
         met = "–" if r["met"] is None else ("yes" if r["met"] else "**no**")
-        lines.append(f"| {name} | {r['inflight']} | {_fmt(r['value'])} | {_fmt(r['goal'])} | {met} | {parts} |")
+        rounds = ", ".join(f"{v:.3g}" for v in r.get("paired_rounds", [])) or "–"
+        lines.append(f"| {name} | {r['inflight']} | {_fmt(r.get('paired_value'))} | {rounds} | {_fmt(r['value'])} "
+                     f"| {_fmt(r['goal'])} | {met} | {parts} |")  # fmt: skip
     res = doc["resources"]
     model = res["capacity_cpu_model"]
     if model.get("value") is not None:

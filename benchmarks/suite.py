@@ -10,19 +10,16 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 from benchmarks.procs import Processes, StartError
+from benchmarks.ratios import CAPACITY_INFLIGHT, RATIOS, SMALL_PAYLOAD, Ratio, round_ratio
 from benchmarks.resources import idle_memory
 from benchmarks.stats import SCENARIOS, Cell
 from benchmarks.systems import LINEUPS, Lineup, Target, Unavailable
-
-#: the issue-3 capacity ratio is taken at this many requests in flight.
-CAPACITY_INFLIGHT = 256
-SMALL_PAYLOAD = 100
 
 
 @dataclass(frozen=True)
@@ -39,6 +36,11 @@ class Plan:
     fixed_rate: float
     fixed_rate_s: float
     idle: tuple[tuple[str, int], ...]
+    #: paired phase: rounds of alternating cells per ratio, and each cell's window (seconds)
+    pair_rounds: int
+    pair_window_s: float
+    #: names of the ratios to pair; None pairs every ratio
+    pair_ratios: tuple[str, ...] | None = None
 
 
 FULL = Plan(
@@ -50,6 +52,8 @@ FULL = Plan(
     fixed_rate=5000.0,
     fixed_rate_s=4.0,
     idle=(("tcp", 1000), ("ws", 1000), ("tcp", 10_000), ("ws", 10_000)),
+    pair_rounds=5,
+    pair_window_s=1.0,
 )
 QUICK = Plan(
     inflights=(1, 64),
@@ -60,6 +64,8 @@ QUICK = Plan(
     fixed_rate=2000.0,
     fixed_rate_s=0.5,
     idle=(("tcp", 1000),),
+    pair_rounds=2,
+    pair_window_s=0.3,
 )
 #: the smallest configuration that still exercises every code path (the harness's smoke test)
 TINY = Plan(
@@ -71,6 +77,9 @@ TINY = Plan(
     fixed_rate=200.0,
     fixed_rate_s=0.2,
     idle=(("tcp", 20), ("ws", 20)),
+    pair_rounds=1,
+    pair_window_s=0.1,
+    pair_ratios=("issue3_capacity",),
 )
 
 
@@ -98,6 +107,8 @@ class Outcome:
     fixed_rate: list[dict[str, Any]] = field(default_factory=list)
     unavailable: dict[str, str] = field(default_factory=dict)
     idle_memory: list[dict[str, Any]] = field(default_factory=list)
+    #: ratio name -> per-round ratios of the paired phase
+    paired: dict[str, list[float]] = field(default_factory=dict)
 
 
 class Progress:
@@ -147,13 +158,23 @@ def _describe(lineup: Lineup, cell: dict[str, Any], result: dict[str, Any]) -> s
     return f"{what}: {result['ops_per_s']:,.0f} ops/s{latency}"
 
 
-def _run_lineup(lineup: Lineup, target: Target, cells: list[Cell], procs: Processes, progress: Progress, outcome: Outcome) -> None:
+def _loadgen(lineup: Lineup, target: Target, cells: list[Cell], procs: Processes, tag: str = "") -> Iterator[dict[str, Any]]:
+    """Run ``cells`` in one generator process; yield each cell's result as it arrives.
+
+    A generator that dies early yields fewer results; the caller compares counts.
+    """
+    name = f"loadgen-{lineup.system}-{lineup.client}{tag}"
     spec = {"client": lineup.client, "target": target.address, "watch": target.watch, "cells": [asdict(c) for c in cells]}
-    process = procs.spawn_reader(f"loadgen-{lineup.system}-{lineup.client}", [sys.executable, "-m", "benchmarks.loadgen", json.dumps(spec)])
+    process = procs.spawn_reader(name, [sys.executable, "-m", "benchmarks.loadgen", json.dumps(spec)])
     assert process.stdout is not None
-    received = 0
     for line in process.stdout:
-        result = json.loads(line)
+        yield json.loads(line)
+    process.wait()
+
+
+def _run_lineup(lineup: Lineup, target: Target, cells: list[Cell], procs: Processes, progress: Progress, outcome: Outcome) -> None:
+    received = 0
+    for result in _loadgen(lineup, target, cells, procs):
         received += 1
         cell = result["cell"]
         progress.step(_describe(lineup, cell, result))
@@ -165,20 +186,67 @@ def _run_lineup(lineup: Lineup, target: Target, cells: list[Cell], procs: Proces
             })  # fmt: skip
         else:
             outcome.results.append(_row(lineup, result))
-    if process.wait() != 0 or received < len(cells):
+    if received < len(cells):
         outcome.unavailable[f"{lineup.key} (partial)"] = (
-            f"load generator exited with {process.returncode} after {received}/{len(cells)} cells; "
+            f"load generator stopped after {received}/{len(cells)} cells; "
             f"see {procs.log_dir}/loadgen-{lineup.system}-{lineup.client}.log"
         )
         progress.done += len(cells) - received
 
 
+def _pair_lineups(ratio: Ratio, selected: list[Lineup]) -> list[Lineup] | None:
+    by_key = {(l.system, l.client): l for l in selected}
+    wanted = [ratio.numerator, *ratio.denominators]
+    lineups = [by_key[k] for k in wanted if k in by_key]
+    has_denominator = any(k in by_key for k in ratio.denominators)
+    return lineups if ratio.numerator in by_key and has_denominator else None
+
+
+def _paired_ratios(plan: Plan) -> list[Ratio]:
+    return [r for r in RATIOS if plan.pair_ratios is None or r.name in plan.pair_ratios]
+
+
+def run_pairs(plan: Plan, selected: list[Lineup], log_dir: Path, progress: Progress, outcome: Outcome) -> None:
+    """The paired phase: for each ratio, all its systems up at once, cells alternating round by round.
+
+    Neighbours' load on a shared machine changes over minutes; cells seconds apart, in an
+    order reversed every round, see nearly the same machine, so their ratio holds.
+    """
+    for ratio in _paired_ratios(plan):
+        lineups = _pair_lineups(ratio, selected)
+        if lineups is None or any(l.key in outcome.unavailable for l in lineups):
+            continue
+        cell = Cell("request-response", ratio.inflight, SMALL_PAYLOAD, plan.warmup_s, plan.pair_window_s)
+        with Processes(log_dir / f"pair-{ratio.name}") as procs:
+            try:
+                targets = {l.key: l.start(procs) for l in lineups}
+            except (Unavailable, StartError) as exc:
+                outcome.unavailable[f"pair {ratio.name}"] = f"not available: {exc}"
+                progress.done += plan.pair_rounds * len(lineups)
+                continue
+            rounds: list[float] = []
+            for index in range(plan.pair_rounds):
+                order = lineups if index % 2 == 0 else lineups[::-1]
+                ops: dict[tuple[str, str], float] = {}
+                for lineup in order:
+                    results = list(_loadgen(lineup, targets[lineup.key], [cell], procs, tag=f"-pair-{ratio.name}"))
+                    ops[(lineup.system, lineup.client)] = results[0].get("ops_per_s", 0.0) if results else 0.0
+                    progress.step(f"pair {ratio.name} round {index + 1}: {lineup.key} {ops[(lineup.system, lineup.client)]:,.0f} ops/s")
+                value = round_ratio(ratio, ops)
+                if value is not None:
+                    rounds.append(value)
+            if rounds:
+                outcome.paired[ratio.name] = rounds
+
+
 def run(plan: Plan, only: set[str] | None, scenarios: set[str], log_dir: Path, resources: bool = True) -> Outcome:
-    """Measure every selected line-up, then the idle-connection memory of the broker."""
+    """Measure every selected line-up, then the paired ratios, then the broker's idle-connection memory."""
     lineups = [l for l in LINEUPS if only is None or l.system in only]
     planned = {l.key: cells_for(l, plan, scenarios) for l in lineups}
     idle = plan.idle if resources and (only is None or "broker-1" in only) else ()
-    progress = Progress(sum(len(c) for c in planned.values()) + len(idle))
+    pairs = [p for p in (_pair_lineups(r, lineups) for r in _paired_ratios(plan)) if p] if "request-response" in scenarios else []
+    pair_cells = plan.pair_rounds * sum(len(p) for p in pairs)
+    progress = Progress(sum(len(c) for c in planned.values()) + pair_cells + len(idle))
     outcome = Outcome()
     for lineup in lineups:
         cells = planned[lineup.key]
@@ -194,6 +262,8 @@ def run(plan: Plan, only: set[str] | None, scenarios: set[str], log_dir: Path, r
                 progress.note(f"{lineup.key}: not available: {exc}")
                 continue
             _run_lineup(lineup, target, cells, procs, progress, outcome)
+    if pairs:
+        run_pairs(plan, lineups, log_dir, progress, outcome)
     for transport, connections in idle:
         with Processes(log_dir / f"idle-{transport}-{connections}") as procs:
             try:

@@ -9,6 +9,9 @@ from collections.abc import Awaitable, Callable
 from benchmarks.procstat import cpu_snapshot
 from benchmarks.stats import Cell, Measurement
 
+#: the longest a fire-and-forget drain may take before the cell is reported as failed, seconds
+DRAIN_TIMEOUT_S = 60.0
+
 
 class Recorder:
     """Completions and latencies, counted only while ``recording``.
@@ -52,7 +55,8 @@ async def measure(
     await asyncio.sleep(cell.duration_s)
     if drain is not None:
         recorder.sending = False
-        await drain()
+        # A far end that lost a frame would never answer the drain; fail the cell instead of hanging.
+        await asyncio.wait_for(drain(), DRAIN_TIMEOUT_S)
     recorder.recording = False
     window = time.perf_counter() - started
     cpu = {name: value - cpu_before[name] for name, value in cpu_snapshot(watch).items()}

@@ -33,6 +33,8 @@ class Responder(frames.FrameProtocol):
         self._setup = setup
         #: stream id -> [pre-built PAYLOAD(next) frame, outstanding credit]
         self._streams: dict[int, list] = {}
+        #: streams whose credit exceeds what one burst sent
+        self._backlog: set[int] = set()
         self._pumping = False
         self.fire_and_forget = 0
 
@@ -57,12 +59,12 @@ class Responder(frames.FrameProtocol):
             initial = int.from_bytes(buf[start + 6 : start + 10], "big")
             body = frames.header(stream_id, frames.PAYLOAD, frames.FLAG_NEXT) + bytes(buf[data:end])
             self._streams[stream_id] = [frames.tcp(body), initial]
-            self._emit()
+            self._emit(stream_id)
         elif frame_type == frames.REQUEST_N:
             stream = self._streams.get(stream_id)
             if stream is not None:
                 stream[1] += int.from_bytes(buf[start + 6 : start + 10], "big")
-                self._emit()
+                self._emit(stream_id)
         elif frame_type == frames.CANCEL:
             self._streams.pop(stream_id, None)
         elif frame_type == frames.REQUEST_CHANNEL:
@@ -70,28 +72,31 @@ class Responder(frames.FrameProtocol):
         elif stream_id == 0:
             self.connection_frame(frame_type, type_flags & 0x3FF, buf, start, end)
 
-    def _emit(self) -> None:
-        """Send what the credit allows, at most a burst per stream; come back next turn for more."""
-        backlog = False
-        for stream in self._streams.values():
-            count = min(stream[1], _STREAM_BURST)
-            if count:
-                self.out += stream[0] * count
-                stream[1] -= count
-                backlog = backlog or stream[1] > 0
-        if backlog and not self._pumping:
-            self._pumping = True
-            asyncio.get_running_loop().create_task(self._pump())
+    def _emit(self, stream_id: int) -> None:
+        """Send what the stream's credit allows, a burst at most; the pump sends the rest later."""
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            return
+        count = min(stream[1], _STREAM_BURST)
+        if count:
+            self.out += stream[0] * count
+            stream[1] -= count
+        if stream[1]:
+            self._backlog.add(stream_id)
+            if not self._pumping:
+                self._pumping = True
+                asyncio.get_running_loop().create_task(self._pump())
 
     async def _pump(self) -> None:
+        """Emit bursts for streams with credit left, one round per event-loop turn, while writable."""
         try:
-            while self.transport is not None and not self.transport.is_closing():
+            while self._backlog and self.transport is not None and not self.transport.is_closing():
                 await self.writable()
                 await asyncio.sleep(0)
-                self._emit()
+                waiting, self._backlog = self._backlog, set()
+                for stream_id in waiting:
+                    self._emit(stream_id)
                 self.flush()
-                if not any(stream[1] for stream in self._streams.values()):
-                    return
         finally:
             self._pumping = False
 

@@ -88,3 +88,18 @@ def test_percentiles_are_nearest_rank() -> None:
     assert percentile([], 50) is None
     summary = Measurement(ops=4, window_s=2.0, latencies_s=[0.001, 0.002, 0.003, 0.004]).summary()
     assert summary["ops_per_s"] == 2.0 and summary["p50_ms"] == 2.0 and summary["p99_ms"] == 4.0
+
+
+async def test_unbounded_credit_is_served_in_bursts_until_cancelled(responder: str) -> None:
+    """A REQUEST_STREAM asking for 2^31-1 items must not make the responder build them all at once."""
+    host, port = responder.split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(frames.tcp(frames.setup(20_000, 120_000)))
+    request = frames.request_body(frames.REQUEST_STREAM, b"x", frames.routing_metadata(), initial_n=2**31 - 1)
+    writer.write(frames.tcp((1).to_bytes(4, "big") + request))
+    item = frames.tcp(frames.header(1, frames.PAYLOAD, frames.FLAG_NEXT) + b"x")
+    received = await reader.readexactly(len(item) * 3000)  # more than one burst of 1024
+    assert received == item * 3000
+    writer.write(frames.tcp(frames.cancel(1)))
+    writer.close()
+    await writer.wait_closed()

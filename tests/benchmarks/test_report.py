@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from benchmarks import report
+from benchmarks import ratios, report
 from benchmarks.suite import Outcome
 
 
@@ -14,14 +14,14 @@ def row(system: str, client: str, inflight: int, ops: float, **extra: object) ->
 def test_ratio_uses_the_best_denominator_and_judges_the_goal() -> None:
     rows = [row("broker-1", "frames", 64, 90_000.0), row("nats", "nats-py", 64, 30_000.0),
             row("nats", "nats-py-callback", 64, 50_000.0)]  # fmt: skip
-    vs_nats = report.ratios(rows)["vs_nats"]
+    vs_nats = ratios.ratios(rows)["vs_nats"]
     assert vs_nats["value"] == 1.8
     assert vs_nats["met"] is False
     assert "nats-py-callback" in vs_nats["denominator"]
 
 
 def test_ratio_without_its_rows_is_marked_missing() -> None:
-    capacity = report.ratios([row("broker-1", "frames", 256, 1.0)])["issue3_capacity"]
+    capacity = ratios.ratios([row("broker-1", "frames", 256, 1.0)])["issue3_capacity"]
     assert capacity["value"] is None and capacity["met"] is None and "not measured" in capacity["missing"]
 
 
@@ -47,7 +47,21 @@ def test_cpu_model_ratio_follows_the_costs_per_request() -> None:
         row("raw-asyncio", "frames", 256, 100_000.0, window_s=1.0, cpu_s={"loadgen": 0.1, "server": 0.1}),
         row("broker-1", "frames", 256, 100_000.0, window_s=1.0, cpu_s={"loadgen": 0.1, "broker": 0.3, "provider": 0.1}),
     ]
-    model = report.capacity_cpu_model(rows)
+    model = ratios.capacity_cpu_model(rows)
     assert model["value"] == 0.333
     assert model["met"] is False
     assert model["us_per_request"]["broker"] == 3.0
+
+
+def test_paired_rounds_decide_the_goal_by_their_median() -> None:
+    rows = [row("broker-1", "frames", 64, 90_000.0), row("nats", "nats-py", 64, 100_000.0)]
+    vs_nats = ratios.ratios(rows, {"vs_nats": [1.0, 3.0, 2.5]})["vs_nats"]
+    assert vs_nats["value"] == 0.9  # the matrix rows alone miss the goal ...
+    assert vs_nats["paired_value"] == 2.5 and vs_nats["met"] is True  # ... the paired median meets it
+
+
+def test_a_round_ratio_takes_the_best_denominator_of_that_round() -> None:
+    (vs_nats,) = [r for r in ratios.RATIOS if r.name == "vs_nats"]
+    ops = {("broker-1", "frames"): 60.0, ("nats", "nats-py"): 20.0, ("nats", "nats-py-callback"): 30.0}
+    assert ratios.round_ratio(vs_nats, ops) == 2.0
+    assert ratios.round_ratio(vs_nats, {("broker-1", "frames"): 60.0}) is None

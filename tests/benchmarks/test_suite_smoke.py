@@ -15,11 +15,14 @@ from pathlib import Path
 import pytest
 
 from benchmarks.procs import Processes, StartError
-from benchmarks.report import RATIOS
+from benchmarks.ratios import RATIOS
 from benchmarks.systems import LINEUPS, SYSTEMS
 
 REPO = Path(__file__).resolve().parents[2]
 ROW_KEYS = {"system", "scenario", "inflight", "payload_bytes", "ops_per_s", "p50_ms", "p99_ms"}
+#: broker-3-cross is left out: waiting for a 3-node cluster to converge (or to give up on it)
+#: costs up to half a minute, and that is the cluster's test suite's business, not the harness's.
+SMOKE_SYSTEMS = tuple(s for s in SYSTEMS if s != "broker-3-cross")
 #: line-ups built only from this suite's servers and installed packages (not from the broker under test)
 SELF_CONTAINED = {"raw-asyncio", "rsocket-direct", "aiohttp-http", "nats"}
 
@@ -28,7 +31,7 @@ SELF_CONTAINED = {"raw-asyncio", "rsocket-direct", "aiohttp-http", "nats"}
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str, Path]:
     out = tmp_path_factory.mktemp("bench")
     completed = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "run", "--plan", "tiny",
+        [sys.executable, "-m", "benchmarks", "run", "--plan", "tiny", "--only", ",".join(SMOKE_SYSTEMS),
          "--json", str(out / "r.json"), "--plot", str(out / "r.png"), "--logs", str(out / "logs")],
         cwd=REPO, capture_output=True, text=True, timeout=110,
     )  # fmt: skip
@@ -38,7 +41,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str, Path]
 
 def test_every_lineup_has_rows_or_a_reason(tiny_run: tuple[dict, str, Path]) -> None:
     doc, _, _ = tiny_run
-    for lineup in LINEUPS:
+    for lineup in (l for l in LINEUPS if l.system in SMOKE_SYSTEMS):
         rows = [r for r in doc["results"] if r["system"] == lineup.system and r["client"] == lineup.client]
         assert rows or doc["unavailable"].get(lineup.key, "").startswith("not available: "), lineup.key
 
@@ -52,6 +55,9 @@ def test_rows_have_the_documented_shape(tiny_run: tuple[dict, str, Path]) -> Non
         assert row["scenario"] in {"request-response", "request-stream", "fire-and-forget"}
     assert {"cpu", "cores", "python"} <= set(doc["machine"])
     assert set(doc["ratios"]) == {r.name for r in RATIOS}
+    capacity = doc["ratios"]["issue3_capacity"]
+    if "broker-1[frames]" not in doc["unavailable"]:
+        assert capacity["value"] > 0 and len(capacity["paired_rounds"]) == 1
 
 
 def test_self_contained_systems_answered(tiny_run: tuple[dict, str, Path]) -> None:
