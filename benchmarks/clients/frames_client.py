@@ -201,7 +201,7 @@ async def wait_for_route(target: str, timeout_s: float, retry_s: float = 0.1) ->
         lambda: FrameLoad(cell, Recorder()), host, port
     )
     deadline = time.monotonic() + timeout_s
-    last = "no answer"
+    last = "no answer: neither PAYLOAD nor ERROR came back"
     try:
         while time.monotonic() < deadline:
             try:
