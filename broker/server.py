@@ -65,15 +65,16 @@ class Node:
             self.addresses["tcp"] = _format(self._tcp_server.sockets[0].getsockname())
         if settings.ws:
             self.addresses["ws"] = await self._serve_app(websocket_app(broker), settings.ws, "--ws", self.server_ssl, True)
-        from cluster.runtime import ClusterRuntime
-
-        self.runtime = ClusterRuntime(self)
-        await self.runtime.start()
         if settings.admin:
             from admin.app import admin_app
 
             admin_ssl = self.server_ssl if settings.admin_tls else None
             self.addresses["admin"] = await self._serve_app(admin_app(self), settings.admin, "--admin", admin_ssl, False)
+        # The cluster side starts last: gossip announces the addresses bound above.
+        from cluster.runtime import ClusterRuntime
+
+        self.runtime = ClusterRuntime(self)
+        await self.runtime.start()
 
     async def _serve_app(
         self, app: web.Application, where: str, flag: str, ssl_context: ssl.SSLContext | None, is_ws: bool

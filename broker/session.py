@@ -129,6 +129,9 @@ class Session:
     #: a local connection is never a remote provider and is always reachable (registry.Provider)
     is_remote = False
     available = True
+    #: parity of the stream ids the *peer* opens: 1 (odd) when the peer is the client, which
+    #: every accepted connection is; an outbound broker link, where we are the client, has 0
+    peer_parity = 1
 
     def __init__(self, broker: "Broker", peer: tuple[Any, ...] | None) -> None:
         self.broker = broker
@@ -278,11 +281,11 @@ class Session:
                 if st.prov is None:
                     self._pending_frame(st, buf, off, end, ftype, type_flags)
                     return
-                # The id's parity says which end this session is: odd ids are streams the peer
-                # opened (it is the requester), even ids are streams the broker opened towards
-                # it (it is the provider). ``st.req is self`` would not do: a provider calling
-                # its own service is both ends of one stream.
-                if sid & 1:
+                # The id's parity says which end this session is: ids of the peer's parity are
+                # streams the peer opened (it is the requester), the others are streams the
+                # broker opened towards it (it is the provider). ``st.req is self`` would not
+                # do: a provider calling its own service is both ends of one stream.
+                if (sid & 1) == self.peer_parity:
                     dest = st.prov
                     dest.forward(st.prov_sid, buf, off, end)
                     self._requester_sent(st, ftype, type_flags)

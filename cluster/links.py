@@ -59,6 +59,7 @@ class LinkSession(TcpSession):
     """Our outbound connection to another node; we are the client on it."""
 
     transport_name = "link-out"
+    peer_parity = 0  # the other node only answers our (odd) streams
 
     def __init__(self, broker: "Broker", links: "Links", node: str) -> None:
         super().__init__(broker)

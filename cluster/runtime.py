@@ -33,7 +33,9 @@ from cluster.crypto import Keyring, load_keyring
 from cluster.links import Links
 from cluster.raft.node import RaftNode
 from cluster.raft.transport import InMemoryNetwork, InMemoryTransport, TcpTransport
-from cluster.routing_table import ServiceEntry
+from cluster.raft.errors import RaftError
+from cluster.routing_table import RoutesChanged, ServiceEntry
+from cluster.swim.core import MemberChanged
 
 if TYPE_CHECKING:
     from broker.server import Node
@@ -112,10 +114,9 @@ class ClusterRuntime:
             meta=meta,
             allow_insecure=settings.allow_anonymous,
         )
-        self.gossip.on_member_change(self._member_changed)
-        self.gossip.on_routes_change(self._routes_changed)
-        await self.gossip.start()
-        bound = self.gossip.address
+        self.gossip.on_member_changed(self._member_changed)
+        self.gossip.on_routes_changed(self._routes_changed)
+        bound = await self.gossip.start()
         self.node.addresses["cluster"] = f"{bound[0]}:{bound[1]}"
         self.links = Links(self.broker, settings.node_id, self.keyring, self._link_ssl())
         self.links.start()
@@ -144,7 +145,7 @@ class ClusterRuntime:
         self.leaving = True
         self._push_topology()
         if self.gossip is not None:
-            await self.gossip.leave(timeout=2.0)
+            await self.gossip.leave()  # announces, lets it spread, then stops gossiping
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -160,32 +161,44 @@ class ClusterRuntime:
 
     # -- gossip → relay ---------------------------------------------------------------------
 
-    def _raft_address(self, node_id: str) -> tuple[str, int] | None:
+    def _member(self, node_id: str) -> dict[str, Any] | None:
         if self.gossip is None:
             return None
         for member in self.gossip.members():
-            if member.node == node_id:
-                return member.addr
+            if member["node_id"] == node_id:
+                return member
         return None
 
-    def _member_changed(self, node_id: str, state: str, meta: dict[str, str]) -> None:
-        if self.links is None or node_id == self.settings.node_id:
+    def _raft_address(self, node_id: str) -> tuple[str, int] | None:
+        member = self._member(node_id)
+        return parse_hostport(member["address"], f"member {node_id}") if member else None
+
+    def _member_changed(self, change: MemberChanged) -> None:
+        member = change.member
+        if self.links is None or member.node == self.settings.node_id:
             return
-        if state in ("alive", "suspect") and meta.get("tcp"):
-            self.links.want(node_id, parse_hostport(meta["tcp"], f"member {node_id} tcp"))
+        state = member.state.name.lower()
+        tcp = member.meta.get("tcp")
+        if state in ("alive", "suspect") and tcp:
+            self.links.want(member.node, parse_hostport(tcp, f"member {member.node} tcp"))
+            self._routes_changed(RoutesChanged(member.node, frozenset()))
         elif state in ("dead", "left"):
-            self.links.want(node_id, None)
-            self.links.set_remote_services(node_id, [])
+            self.links.want(member.node, None)
+            self.links.set_remote_services(member.node, [])
         self._push_topology()
 
-    def _routes_changed(self, node_id: str) -> None:
-        if self.links is None or self.gossip is None or node_id == self.settings.node_id:
+    def _routes_changed(self, change: RoutesChanged) -> None:
+        if self.links is None or change.node == self.settings.node_id:
             return
-        self.links.set_remote_services(node_id, self.gossip.services_of(node_id))
+        member = self._member(change.node)
+        if member is None or member["state"] not in ("alive", "suspect"):
+            self.links.set_remote_services(change.node, [])
+            return
+        entries = [ServiceEntry(s["service"], s["instance"], s["weight"], s["tags"], s["load"]) for s in member["services"]]
+        self.links.set_remote_services(change.node, entries)
+        self._push_topology()
 
-    def _publish_local(self) -> None:
-        if self.gossip is None:
-            return
+    def _local_entries(self) -> list[ServiceEntry]:
         entries = []
         for service, providers in self.broker.registry.services().items():
             for provider in providers:
@@ -193,7 +206,11 @@ class ClusterRuntime:
                     entries.append(
                         ServiceEntry(service=service, instance=provider.instance, weight=provider.weight, load=provider.outstanding)
                     )
-        self.gossip.set_local_services(entries)
+        return entries
+
+    def _publish_local(self) -> None:
+        if self.gossip is not None:
+            self.gossip.set_local_services(self._local_entries())
 
     # -- topology -------------------------------------------------------------------------
 
@@ -215,15 +232,23 @@ class ClusterRuntime:
         if self.gossip is None:
             return [self._self_view()]
         out = []
-        for member in sorted(self.gossip.members(), key=lambda m: m.node):
+        for member in sorted(self.gossip.members(), key=lambda m: m["node_id"]):
+            is_self = member["node_id"] == self.settings.node_id
+            providers = member["services"]
+            if is_self:
+                providers = [
+                    {"service": e.service, "instance": e.instance, "weight": e.weight, "load": e.load}
+                    for e in self._local_entries()
+                ]
             out.append(
                 {
-                    "node_id": member.node,
-                    "state": member.state.name.lower(),
-                    "incarnation": member.incarnation,
-                    "address": f"{member.addr[0]}:{member.addr[1]}",
-                    "meta": dict(member.meta),
-                    "services": sorted({e.service for e in self.gossip.services_of(member.node)}),
+                    "node_id": member["node_id"],
+                    "state": member["state"],
+                    "incarnation": member["incarnation"],
+                    "address": member["address"],
+                    "meta": dict(member["metadata"]),
+                    "services": sorted({p["service"] for p in providers}),
+                    "providers": providers,
                 }
             )
         return out
@@ -273,12 +298,13 @@ class ClusterRuntime:
                 continue
             known = set(self.raft.status()["members"])
             for member in self.gossip.members():
-                if member.node not in known and member.state.name.lower() == "alive":
+                node_id = member["node_id"]
+                if node_id not in known and member["state"] == "alive":
                     try:
-                        await self.raft.add_member(member.node)
-                        log.info("added node %s to the config store's Raft group", member.node)
-                    except Exception as exc:  # retried next round; a change may be in progress
-                        log.info("could not add node %s to Raft yet: %s", member.node, exc)
+                        await self.raft.add_member(node_id)
+                        log.info("added node %s to the config store's Raft group", node_id)
+                    except RaftError as exc:  # retried next round; a change may be in progress
+                        log.info("could not add node %s to Raft yet: %s", node_id, exc)
 
     async def remove_member(self, node_id: str) -> None:
         """Remove a (dead) node from the Raft group; runs on the leader."""
