@@ -36,6 +36,7 @@ import contextlib
 import io
 import json
 import os
+import random
 import ssl
 import statistics
 import sys
@@ -70,6 +71,8 @@ KEY_TYPES = {"ed25519": "EdDSA", "ec": "ES256", "rsa": "RS256"}
 STEP_TIMEOUT_S = 30.0
 #: handshake turns not counted: the broker's and the client's code paths warm up
 WARMUP_TURNS = 5
+#: the handshake rows take turns in an order shuffled each turn, reproducibly
+ROW_ORDER_SEED = 4
 #: the throughput rows alternate in this many segments each, for the same reason rows interleave
 THROUGHPUT_SEGMENTS = 3
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -241,11 +244,15 @@ async def measure_handshakes(rows: list[HandshakeRow], count: int) -> dict[str, 
 
     Interleaving puts every row under the same background load, which on a shared machine
     drifts over a run; the ratios between rows are then fair even when absolutes wander.
+    The order changes every turn so that no row always pays for the previous row's close.
     """
     request = fr.request_frame(FrameType.REQUEST_RESPONSE, 1, md.route_metadata(ROUTE), PAYLOAD)
     samples: dict[str, list[float]] = {row.name: [] for row in rows}
+    order = list(rows)
+    shuffler = random.Random(ROW_ORDER_SEED)
     for turn in range(count + WARMUP_TURNS):
-        for row in rows:
+        shuffler.shuffle(order)  # no row always follows the same one (and pays for its close)
+        for row in order:
             start = time.perf_counter()
             if await _first_response(row.node, row.context, row.token, request) is None:
                 raise RuntimeError(f"handshake row {row.name} was refused:\n{row.node.output()}")
