@@ -182,6 +182,11 @@ class Session:
         return self.registration.weight if self.registration else 1
 
     @property
+    def provider_label(self) -> str:
+        """How errors name this connection when it was the provider of a stream."""
+        return f"provider '{self.instance}'"
+
+    @property
     def target(self) -> "Session":
         """Where requests picked for this provider go: the connection itself."""
         return self
@@ -615,7 +620,7 @@ class Session:
                     reason = self.close_reason or "connection lost"
                     peer.send_frame(
                         error_frame(
-                            peer_id, ErrorCode.APPLICATION_ERROR, f"provider '{self.instance}' went away ({reason})"
+                            peer_id, ErrorCode.APPLICATION_ERROR, f"{self.provider_label} went away ({reason})"
                         )
                     )
             st.in_done = st.out_done = True

@@ -67,6 +67,10 @@ class LinkSession(TcpSession):
         self.node = node
         self.next_local_id = 1  # we are the client on this connection: odd stream ids
 
+    @property
+    def provider_label(self) -> str:
+        return f"the link to node '{self.node}'"
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.peer = transport.get_extra_info("peername")
