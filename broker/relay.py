@@ -81,14 +81,16 @@ class Broker:
         self.draining = True
         deadline = self.clock() + timeout
         while True:
-            for session in list(self.sessions):
+            inbound = [s for s in self.sessions if not s.outbound]
+            for session in inbound:
                 if not session.streams and not session.closing:
                     session.send_frame(
                         error_frame(0, ErrorCode.CONNECTION_CLOSE, f"node '{self.settings.node_id}' is draining; reconnect to another node")
                     )
                     session.flush()
                     session.close()
-            if not self.sessions or self.clock() >= deadline:
+            # Our own outbound broker links stay: streams still draining may be using them.
+            if not inbound or self.clock() >= deadline:
                 break
             await asyncio.sleep(0.05)
         left = sum(len(s.streams) for s in self.sessions)

@@ -132,6 +132,8 @@ class Session:
     #: parity of the stream ids the *peer* opens: 1 (odd) when the peer is the client, which
     #: every accepted connection is; an outbound broker link, where we are the client, has 0
     peer_parity = 1
+    #: a connection this node opened (a broker link), not one a client opened to it
+    outbound = False
 
     def __init__(self, broker: "Broker", peer: tuple[Any, ...] | None) -> None:
         self.broker = broker

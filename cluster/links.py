@@ -60,6 +60,7 @@ class LinkSession(TcpSession):
 
     transport_name = "link-out"
     peer_parity = 0  # the other node only answers our (odd) streams
+    outbound = True
 
     def __init__(self, broker: "Broker", links: "Links", node: str) -> None:
         super().__init__(broker)
