@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import pytest
 
-from broker.frames import ErrorCode, FrameType
+from broker import metadata as md
+from broker.frames import ErrorCode, FrameType, metadata_push_frame
 from tests.e2e_security.clients import Provider, echo, raw_with_token, requester
 from tests.e2e_security.pki import Pki
-from tests.support.admin import service_instances
+from tests.support.admin import service_instances, wait_for
 from tests.support.brokerproc import BrokerFactory, BrokerProcess
 
 ACL = """
@@ -81,3 +82,23 @@ async def test_role_admin_may_register_and_call_anything(node: BrokerProcess, pk
                 assert await echo(client, "acl.greeter.echo", b"g") == b"g"
     assert billing.received == ["acl.billing.echo"]
     assert greeter.received == ["acl.greeter.echo"]
+
+
+async def test_registration_by_metadata_push_obeys_the_rules(node: BrokerProcess, pki: Pki, transport: str) -> None:
+    """Re-registering after SETUP (METADATA_PUSH) is checked like the SETUP's registration."""
+    allowed = md.Registration(services=("acl.greeter",), instance=f"pushed-{transport}")
+    denied = md.Registration(services=("acl.billing",), instance=f"pushed-{transport}")
+    async with await raw_with_token(node, pki.token("greeter-svc-3"), transport) as raw:
+        await raw.send(metadata_push_frame(md.composite_entry(md.REGISTER_MIME, allowed.to_json())))
+        await wait_for(
+            lambda: _provides(node, "acl.greeter", allowed.instance), message="the pushed registration in force"
+        )
+        await raw.send(metadata_push_frame(md.composite_entry(md.REGISTER_MIME, denied.to_json())))
+        message = await raw.expect_error(ErrorCode.CONNECTION_ERROR)
+        assert "access denied: principal 'greeter-svc-3' may not register service 'acl.billing'" in message
+        await raw.wait_closed()
+    assert denied.instance not in await service_instances(node.admin, "acl.billing")  # type: ignore[arg-type]
+
+
+async def _provides(node: BrokerProcess, service: str, instance: str) -> bool:
+    return instance in await service_instances(node.admin, service)  # type: ignore[arg-type]
