@@ -111,7 +111,8 @@ class RemoteProvider:
 
     @property
     def available(self) -> bool:
-        return self.node in self.links.up
+        """Reachable: its link is up and gossip does not suspect its node."""
+        return self.node in self.links.up and self.node not in self.links.suspect
 
     @property
     def target(self) -> LinkSession | None:
@@ -139,6 +140,8 @@ class Links:
         self.client_ssl = client_ssl
         #: links that are connected, by node
         self.up: dict[str, LinkSession] = {}
+        #: nodes gossip currently suspects: their providers are skipped while others exist
+        self.suspect: set[str] = set()
         #: nodes we want a link to, with their TCP address
         self._wanted: dict[str, tuple[str, int]] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}

@@ -179,6 +179,10 @@ class ClusterRuntime:
             return
         state = member.state.name.lower()
         tcp = member.meta.get("tcp")
+        if state == "suspect":
+            self.links.suspect.add(member.node)
+        else:
+            self.links.suspect.discard(member.node)
         if state in ("alive", "suspect") and tcp:
             self.links.want(member.node, parse_hostport(tcp, f"member {member.node} tcp"))
             self._routes_changed(RoutesChanged(member.node, frozenset()))
