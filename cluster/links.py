@@ -140,7 +140,7 @@ class Links:
         self.client_ssl = client_ssl
         #: links that are connected, by node
         self.up: dict[str, LinkSession] = {}
-        #: nodes gossip currently suspects: their providers are skipped while others exist
+        #: nodes gossip currently suspects: their providers are skipped until refuted or dead
         self.suspect: set[str] = set()
         #: nodes we want a link to, with their TCP address
         self._wanted: dict[str, tuple[str, int]] = {}
