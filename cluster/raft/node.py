@@ -66,12 +66,16 @@ class NodeOptions:
     #: A linearizable read re-asks for a read index this often (s) while no answer comes
     #: (the request may have been lost with a leader change); reads are idempotent.
     read_retry: float = 0.5
+    #: A write not applied after this long (s) is proposed again (besides on every leader
+    #: change); the state machine drops repeats, so retries are safe. Well above a commit
+    #: round trip, or a loaded leader gets duplicates.
+    write_retry: float = 2.0
     #: Turn fsync off only for tests and benchmarks that say so.
     fsync: bool = True
 
     def validate(self) -> NodeOptions:
         """Return self if usable, else raise ConfigError naming the setting."""
-        for name in ("tick_interval", "request_timeout", "read_retry"):
+        for name in ("tick_interval", "request_timeout", "read_retry", "write_retry"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0 seconds")
         if self.snapshot_every < 1:
@@ -110,9 +114,11 @@ class RaftNode:
         self._wakeup = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._running = False
-        # Request ids start at a random point so that entries proposed by an earlier run of
-        # this node (re-applied after a restart) never resolve a request of this run.
-        self._rids = itertools.count(self._rng.getrandbits(62))
+        # Proposals carry (origin, rid). The origin names this run of the node, so that
+        # entries an earlier run proposed (re-applied after a restart) never resolve a
+        # request of this run, and its request ids form one deduplication session.
+        self._origin = f"{node_id}/{os.urandom(6).hex()}"
+        self._rids = itertools.count(1)
         self._writes: dict[int, asyncio.Future[ApplyResult]] = {}
         self._reads: dict[bytes, asyncio.Future[int]] = {}
         self._observers: list[asyncio.Future[None]] = []
@@ -192,12 +198,12 @@ class RaftNode:
 
     async def put(self, key: str, value: Any, *, timeout: float | None = None) -> int:
         """Set ``key`` to ``value`` through the log; returns the log index it was applied at."""
-        result = await self._write(Command("put", key, value, self.node_id), timeout)
+        result = await self._write(Command("put", key, value), timeout)
         return result.index
 
     async def delete(self, key: str, *, timeout: float | None = None) -> bool:
         """Remove ``key``; returns whether it existed."""
-        result = await self._write(Command("delete", key, None, self.node_id), timeout)
+        result = await self._write(Command("delete", key), timeout)
         return result.existed
 
     async def get(self, key: str, *, linearizable: bool = True, timeout: float | None = None) -> Any:
@@ -225,7 +231,7 @@ class RaftNode:
         loop = asyncio.get_running_loop()
         while True:
             await self._wait_for_leader(deadline)
-            ctx = f"{self.node_id}:{next(self._rids)}".encode()
+            ctx = f"{self._origin}:{next(self._rids)}".encode()  # unique across restarts, too
             fut: asyncio.Future[int] = loop.create_future()
             self._reads[ctx] = fut
             self.core.read_index(ctx)
@@ -358,25 +364,39 @@ class RaftNode:
             raise NotLeader(None, "this request") from None
 
     async def _write(self, command: Command, timeout: float | None) -> ApplyResult:
+        """Propose ``command`` and wait until this node applies it.
+
+        A forwarded proposal dies silently with the leader it went to, so the same
+        (origin, rid) is proposed again whenever the leader changes, and every
+        ``write_retry`` seconds; the state machine applies repeats as no-ops.
+        """
         self.state_machine.validate(command)  # refuse bad values before they reach the log
         deadline = self._deadline(timeout)
-        await self._wait_for_leader(deadline)
         rid = next(self._rids)
-        cmd = Command(command.op, command.key, command.value, self.node_id, rid)
+        data = Command(command.op, command.key, command.value, self._origin, rid).encode()
         fut: asyncio.Future[ApplyResult] = asyncio.get_running_loop().create_future()
         self._writes[rid] = fut
+        dropped = ""
         try:
-            try:
-                self.core.propose(cmd.encode())
-            except ProposalDropped as exc:
-                raise NotLeader(self.core.lead, f"this write ({exc})") from None
-            self._wakeup.set()
-            try:
-                result = await asyncio.wait_for(fut, self._remaining(deadline))
-            except TimeoutError:
-                raise Timeout(f"write of {command.key!r} not applied in time; it may still commit") from None
+            while not fut.done():
+                await self._wait_for_leader(deadline)
+                leader = self.core.lead
+                try:
+                    self.core.propose(data)
+                    self._wakeup.set()
+                except ProposalDropped as exc:
+                    dropped = f" (last refusal: {exc})"
+                retry_at = min(deadline, time.monotonic() + self.options.write_retry)
+                try:
+                    await self._wait_until(_applied_or_leader_changed(fut, self.core, leader), retry_at, "the write")
+                except Timeout:
+                    if self._remaining(deadline) <= 0:
+                        raise Timeout(
+                            f"write of {command.key!r} not applied in time; it may still commit{dropped}"
+                        ) from None
         finally:
             self._writes.pop(rid, None)
+        result = fut.result()
         if result.error is not None:
             raise ValidationError(result.error)
         return result
@@ -433,7 +453,7 @@ class RaftNode:
             if entry.type is not EntryType.NORMAL or not entry.data:
                 continue
             cmd, result = self.state_machine.apply(entry.index, entry.data)
-            if cmd is not None and cmd.origin == self.node_id:
+            if cmd is not None and cmd.origin == self._origin:
                 fut = self._writes.get(cmd.rid)
                 if fut is not None and not fut.done():
                     fut.set_result(result)
@@ -465,3 +485,7 @@ class RaftNode:
             if not fut.done():
                 fut.set_exception(exc)
         self._notify_observers()
+
+
+def _applied_or_leader_changed(fut: asyncio.Future[ApplyResult], core: Raft, leader: str | None) -> Callable[[], bool]:
+    return lambda: fut.done() or core.lead != leader

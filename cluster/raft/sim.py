@@ -27,7 +27,7 @@ from .storage import MemoryStorage
 
 __all__ = ["SimOptions", "SimResult", "simulate"]
 
-_TICK, _DELIVER, _CLIENT, _FAULT, _TIMEOUT = range(5)
+_TICK, _DELIVER, _CLIENT, _FAULT, _TIMEOUT, _RETRY = range(6)
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,9 @@ class SimOptions:
     fault_every: float = 15.0
     #: A client gives up on an operation after this many ticks (its outcome stays unknown).
     op_timeout: float = 25.0
+    #: A pending write is proposed again this often (ticks), as RaftNode does; the state
+    #: machine must drop the repeats or linearizability breaks.
+    write_retry: float = 6.0
     #: Applied entries beyond the last snapshot before a node compacts its log.
     snapshot_every: int = 12
     membership_changes: bool = True
@@ -227,6 +230,8 @@ class _Sim:
             self._push(self.now + self.rng.uniform(0.5, 3), _CLIENT, client)
             return
         self._push(self.now + self.opts.op_timeout, _TIMEOUT, (client, slot))
+        if cmd is not None:
+            self._push(self.now + self.opts.write_retry, _RETRY, (node.id, rid, cmd.encode()))
         self._process(node)
 
     def _timeout(self, client: int, slot: int) -> None:
@@ -240,6 +245,17 @@ class _Sim:
             node.waiting_writes = {r: s for r, s in node.waiting_writes.items() if s != slot}
             node.waiting_reads = {c: s for c, s in node.waiting_reads.items() if s != slot}
         self._push(self.now + self.rng.uniform(0.1, 2), _CLIENT, client)
+
+    def _retry(self, node_id: str, rid: int, data: bytes) -> None:
+        node = self.nodes[node_id]
+        if not node.alive or rid not in node.waiting_writes:
+            return  # answered, timed out, or lost with a crash
+        try:
+            node.raft.propose(data)
+        except ProposalDropped:
+            pass
+        self._push(self.now + self.opts.write_retry, _RETRY, (node_id, rid, data))
+        self._process(node)
 
     # ------------------------------------------------------------------ faults
 
@@ -341,6 +357,8 @@ class _Sim:
                 self._push(at + 1.0, _TICK, payload)
             elif kind == _CLIENT:
                 self._client(payload)
+            elif kind == _RETRY:
+                self._retry(*payload)
             elif kind == _TIMEOUT:
                 self._timeout(*payload)
             else:

@@ -5,6 +5,11 @@ Commands are msgpack maps ``{"op": "put"|"delete", "key", "value", "origin", "ri
 applied. Applying is deterministic and all-or-nothing: a command whose value does not
 validate changes nothing and its result carries the reason, on every node alike.
 
+Proposers retry a write whose fate they cannot see (its leader died): the store remembers
+the last ``SESSION_WINDOW`` request ids of the last ``MAX_SESSIONS`` origins and applies a
+repeated (origin, rid) as a no-op, so a retry never re-applies a write after a later one.
+The table is part of the replicated state (and of snapshots), so every node agrees on it.
+
 Watchers (callbacks or async iterators, filtered by key prefix) hear about every change,
 including those a snapshot install brings, so the broker can apply config live.
 """
@@ -48,13 +53,19 @@ class Command:
         return cls(raw["op"], raw["key"], raw.get("value"), raw.get("origin", ""), raw.get("rid", 0))
 
 
+#: Request ids remembered per origin, and origins remembered, for deduplication.
+SESSION_WINDOW = 1024
+MAX_SESSIONS = 256
+
+
 @dataclass(frozen=True, slots=True)
 class ApplyResult:
-    """What applying one command did: ``error`` is None on success."""
+    """What applying one command did: ``error`` is None on success; ``duplicate`` for a retry."""
 
     index: int
     error: str | None = None
     existed: bool = False
+    duplicate: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +108,8 @@ class ConfigStateMachine:
     def __init__(self, validators: Validators | None = None) -> None:
         self.validators = validators or Validators()
         self._data: dict[str, Any] = {}
+        #: origin -> request ids seen, oldest first (dicts keep insertion order).
+        self._sessions: dict[str, dict[int, None]] = {}
         self._watchers: list[tuple[str, Callable[[Change], None]]] = []
         self.applied_index = 0
 
@@ -131,6 +144,8 @@ class ConfigStateMachine:
             command = Command.decode(data)
         except Exception as exc:  # noqa: BLE001 - a log entry that does not decode is refused, not fatal
             return None, ApplyResult(index, f"undecodable command: {exc}")
+        if command.origin and not self._remember(command.origin, command.rid):
+            return command, ApplyResult(index, None, command.key in self._data, duplicate=True)
         try:
             self.validate(command)
         except ValidationError as exc:
@@ -144,14 +159,32 @@ class ConfigStateMachine:
             self._notify(Change(command.key, None, True, index))
         return command, ApplyResult(index, None, existed)
 
+    def _remember(self, origin: str, rid: int) -> bool:
+        """Record (origin, rid); False if it was seen before (a retried proposal)."""
+        seen = self._sessions.pop(origin, None)
+        if seen is None:
+            seen = {}
+            if len(self._sessions) >= MAX_SESSIONS:
+                del self._sessions[next(iter(self._sessions))]  # the least recently active origin
+        self._sessions[origin] = seen  # most recently active last
+        if rid in seen:
+            return False
+        seen[rid] = None
+        if len(seen) > SESSION_WINDOW:
+            del seen[next(iter(seen))]
+        return True
+
     # -------------------------------------------------------------- snapshots
 
     def snapshot(self) -> bytes:
-        return bytes(msgpack.packb({"index": self.applied_index, "data": self._data}))
+        sessions = {origin: list(rids) for origin, rids in self._sessions.items()}
+        return bytes(msgpack.packb({"index": self.applied_index, "data": self._data, "sessions": sessions}))
 
     def restore(self, blob: bytes, index: int) -> None:
         """Replace the whole state; watchers hear about every key that differs."""
-        new = msgpack.unpackb(blob, raw=False)["data"] if blob else {}
+        state = msgpack.unpackb(blob, raw=False) if blob else {}
+        new = state.get("data", {})
+        self._sessions = {origin: dict.fromkeys(rids) for origin, rids in state.get("sessions", {}).items()}
         old, self._data = self._data, new
         self.applied_index = index
         for key in sorted(old.keys() - new.keys()):

@@ -117,6 +117,17 @@ async def test_killing_the_leader_elects_a_new_one_that_accepts_writes(cluster: 
     assert await survivor.get("app/after") == 2
 
 
+async def test_write_to_a_follower_during_failover_reaches_the_new_leader(cluster: Cluster) -> None:
+    old = await cluster.wait_leader()
+    follower = next(n for n in cluster.nodes.values() if n is not old)
+    await cluster.stop(old.node_id)
+    # The follower still forwards to the dead leader first; it proposes again on the
+    # leader change, and the write is applied exactly once.
+    index = await follower.put("app/during-failover", 1, timeout=15)
+    assert follower.list()["app/during-failover"] == 1
+    assert follower.core.log.applied >= index
+
+
 async def test_restarted_node_recovers_from_disk_and_catches_up(cluster: Cluster) -> None:
     leader = await cluster.wait_leader()
     victim = next(n for n in cluster.nodes.values() if n is not leader).node_id

@@ -15,6 +15,7 @@ from cluster.raft import core, simcli
 from cluster.raft import log as raft_log
 from cluster.raft.messages import ReadState
 from cluster.raft.sim import SimOptions, simulate
+from cluster.raft.statemachine import ConfigStateMachine
 
 DEFAULT_RUNS = 300
 
@@ -81,3 +82,8 @@ def test_cli_prints_the_contract_json(capsys: pytest.CaptureFixture[str]) -> Non
 def test_ten_thousand_runs() -> None:
     failing = [seed for seed in range(10_000) if simulate(seed).violations]
     assert failing == []
+
+
+def test_catches_retried_writes_applied_twice(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ConfigStateMachine, "_remember", lambda self, origin, rid: True)
+    assert any(simulate(seed).violations for seed in range(300))

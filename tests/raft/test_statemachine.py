@@ -148,3 +148,16 @@ def test_reads_return_copies() -> None:
     apply(sm, 1, "put", "app/x", {"list": [1]})
     sm.get("app/x")["list"].append(2)
     assert sm.get("app/x") == {"list": [1]}
+
+
+def test_a_retried_command_is_applied_once_even_across_snapshots() -> None:
+    sm = ConfigStateMachine()
+    first = Command("put", "app/x", 1, "n1/aa", 7).encode()
+    assert not sm.apply(1, first)[1].duplicate
+    assert sm.apply(2, Command("put", "app/x", 2, "n2/bb", 1).encode())[1].error is None
+    _, retry = sm.apply(3, first)  # the retry arrives after a later write
+    assert retry.duplicate and sm.get("app/x") == 2
+    restored = ConfigStateMachine()
+    restored.restore(sm.snapshot(), 3)
+    assert restored.apply(4, first)[1].duplicate
+    assert restored.get("app/x") == 2
