@@ -1,4 +1,6 @@
-"""``--admin-require-token``: the admin API wants a bearer JWT with role admin; health stays open."""
+"""``--admin-require-token``: the admin API wants a bearer JWT with role admin; health stays open.
+
+Also ``--admin-tls``: the admin API on HTTPS only."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import time
 import aiohttp
 import pytest
 
+from broker.auth import client_context
 from tests.e2e_security.pki import Pki
 from tests.support.brokerproc import BrokerFactory, BrokerProcess
 
@@ -71,3 +74,23 @@ async def test_path_tricks_do_not_pass_as_health_probes(node: BrokerProcess, pat
 async def test_health_probes_stay_open(node: BrokerProcess, path: str) -> None:
     status, body = await get(node, path)
     assert status == 200, body
+
+
+async def test_admin_over_tls_with_token(broker_factory: BrokerFactory, pki: Pki) -> None:
+    """``--admin-tls``: the admin API speaks only HTTPS (the listeners' certificate), token still required."""
+    node = await asyncio.to_thread(
+        broker_factory.start, *pki.tls_args(), *pki.jwt_args(), "--admin-tls", "--admin-require-token"
+    )
+    https = f"https://{node.admin}"
+    context = client_context(ca_file=pki.ca)
+    admin = {"Authorization": f"Bearer {pki.token('operator', ('admin',))}"}
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{https}/api/v1/node", ssl=context, headers=admin) as response:
+            assert response.status == 200, await response.text()
+        async with http.get(f"{https}/api/v1/node", ssl=context) as response:
+            assert response.status == 401
+        async with http.get(f"{https}/health/live", ssl=context) as response:
+            assert response.status == 200
+        with pytest.raises(aiohttp.ClientError):
+            async with http.get(f"{node.admin_url}/health/live") as response:  # plain HTTP
+                await response.read()
