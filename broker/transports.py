@@ -25,6 +25,12 @@ from broker.session import Session, State
 
 log = logging.getLogger("rsbroker.transport")
 
+#: A connection the broker closes gets this long to take its last frames (the ERROR saying
+#: why, say) before it is aborted. A graceful close waits for queued output to reach the
+#: peer, and a peer that stopped reading would otherwise hold the connection open forever,
+#: and with it every stream it took part in and every provider paused on its account.
+CLOSE_GRACE_S = 5.0
+
 
 class TcpSession(Session, asyncio.Protocol):
     """A client connected over TCP (optionally TLS)."""
@@ -140,6 +146,12 @@ class TcpSession(Session, asyncio.Protocol):
         if self.transport is not None:
             self.flush()
             self.transport.close()
+            self.broker.loop.call_later(CLOSE_GRACE_S, self._abort_if_open)
+
+    def _abort_if_open(self) -> None:
+        if self.state is not State.CLOSED and self.transport is not None:
+            log.info("connection %s did not take its last frames within %g s: aborted", self.id, CLOSE_GRACE_S)
+            self.transport.abort()
 
     def pause_reading(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -162,9 +174,13 @@ class WsSession(Session):
 
     transport_name = "ws"
 
-    def __init__(self, broker: Broker, peer: Any, ws: web.WebSocketResponse) -> None:
+    def __init__(
+        self, broker: Broker, peer: Any, ws: web.WebSocketResponse, transport: asyncio.BaseTransport | None = None
+    ) -> None:
         super().__init__(broker, peer)
         self.ws = ws
+        #: the underlying socket's transport, aborted if a graceful close cannot finish
+        self._raw_transport = transport
         self._out: collections.deque[bytes] = collections.deque()
         self._pending_bytes = 0
         self._queued = False
@@ -219,6 +235,12 @@ class WsSession(Session):
     def _close_transport(self) -> None:
         self._wake.set()
         self._readable.set()
+        self.broker.loop.call_later(CLOSE_GRACE_S, self._abort_if_open)
+
+    def _abort_if_open(self) -> None:
+        if self.state is not State.CLOSED and self._raw_transport is not None:
+            log.info("websocket %s did not take its last frames within %g s: aborted", self.id, CLOSE_GRACE_S)
+            self._raw_transport.abort()
 
     def pause_reading(self) -> None:
         self._readable.clear()
@@ -273,7 +295,7 @@ def websocket_app(broker: Broker) -> web.Application:
         ws = web.WebSocketResponse(max_msg_size=broker.settings.max_frame_size + WS_OVERSIZE_MARGIN, compress=False)
         await ws.prepare(request)
         refusal = broker.admit(peer)
-        session = WsSession(broker, peer, ws)
+        session = WsSession(broker, peer, ws, request.transport)
         if request.transport is not None and request.transport.get_extra_info("sslcontext") is not None:
             session.transport_name = "wss"
             session.tls_principal = peer_principal(request.transport)
