@@ -138,3 +138,44 @@ async def test_provider_paused_longer_than_its_lifetime_is_not_dropped(node: Bro
             await flood.stop()
         await requester.close()
         await provider.close()
+
+
+async def test_hung_requester_is_dropped_and_its_provider_released(node: BrokerProcess, service: str) -> None:
+    """A requester that stops reading and sending (a hung process) while a provider streams
+    to it: the broker's output to it cannot drain, yet after its max lifetime it must be
+    dropped, and the provider must get a CANCEL and be read from again.
+
+    TCP and WebSocket requesters run side by side: the wait is mostly the broker's grace
+    period for a closing connection, so together they cost the time of one.
+    """
+    await asyncio.gather(_hung_requester(node, f"{service}.tcp", "tcp"), _hung_requester(node, f"{service}.ws", "ws"))
+
+
+async def _hung_requester(node: BrokerProcess, service: str, transport: str) -> None:
+    provider = await raw_provider(node, [service], "streamer", sndbuf=MAX_PENDING)
+    if transport == "tcp":
+        requester = await RawClient.tcp(node.tcp, rcvbuf=MAX_PENDING)  # type: ignore[arg-type]
+    else:
+        requester = await RawClient.ws(node.ws)  # type: ignore[arg-type]
+    await requester.setup(keepalive_ms=100, max_lifetime_ms=1000)
+    requester.start_keepalive(0.1)
+    flood: Flood | None = None
+    try:
+        await requester.request(FrameType.REQUEST_STREAM, f"{service}.flood", initial_n=1)
+        request = await provider.expect(FrameType.REQUEST_STREAM)
+        flood = Flood(provider, request.stream_id)
+        await _stalled(flood)
+        await requester.stop_keepalive()  # now it neither reads nor writes
+        await provider.expect(FrameType.CANCEL, stream_id=request.stream_id)
+        # the provider is read from again: its KEEPALIVE is answered once the flood drains
+        await flood.stop()
+        await provider.send(fr.keepalive_frame(True, b"free"))
+        while True:
+            frame = await provider.expect(FrameType.KEEPALIVE, skip=(FrameType.CANCEL,))
+            if frame.raw[14:] == b"free":
+                break
+    finally:
+        if flood is not None:
+            await flood.stop()
+        await requester.close()
+        await provider.close()
