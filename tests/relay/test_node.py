@@ -98,3 +98,24 @@ async def test_sigterm_drains_in_flight_streams_then_exits_0(broker_factory: Bro
     finally:
         for c in (idle, requester, provider):
             await c.close()
+
+
+async def test_drain_timeout_cuts_off_streams_with_an_error_and_exits_0(broker_factory: BrokerFactory, service: str) -> None:
+    node = broker_factory.start("--drain-timeout-s", "1")
+    provider = await raw_provider(node, [service], "stuck")
+    requester = await raw_requester(node)
+    try:
+        sid = await requester.request(FrameType.REQUEST_STREAM, f"{service}.s", initial_n=5)
+        await provider.expect(FrameType.REQUEST_STREAM)
+        node.signal(signal.SIGTERM)
+        # the provider never finishes: after the drain timeout both sides hear why, then EOF
+        for client in (requester, provider):
+            frames = await client.wait_closed()
+            errors = [f for f in frames if f.type == FrameType.ERROR]
+            assert errors, f"connection closed without an ERROR: {frames}"
+            assert any(f.stream_id == 0 and f.error[0] == ErrorCode.CONNECTION_CLOSE for f in errors), errors
+        assert all(f.stream_id in (0, sid) for f in errors)
+        assert await asyncio.to_thread(node.wait, 60) == 0
+    finally:
+        await requester.close()
+        await provider.close()
