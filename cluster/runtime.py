@@ -47,6 +47,15 @@ log = logging.getLogger("rsbroker.cluster")
 RAFT_CHANNEL = 0x02
 #: How often the Raft leader reconciles the voter set with gossip membership (seconds).
 MEMBERSHIP_SYNC_S = 1.0
+#: How often a changed client-connection count is put into this node's gossip metadata (s).
+LOAD_ANNOUNCE_S = 2.0
+
+
+def _int(text: str | None) -> int | None:
+    try:
+        return int(text) if text is not None else None
+    except ValueError:
+        return None
 
 
 class ClusterRuntime:
@@ -63,6 +72,7 @@ class ClusterRuntime:
         self.raft: RaftNode
         self._tasks: list[asyncio.Task[None]] = []
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._meta: dict[str, str] = {}
         self.leaving = False
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -83,6 +93,7 @@ class ClusterRuntime:
         loop = asyncio.get_running_loop()
         if self.gossip is not None:
             self._tasks.append(loop.create_task(self._membership_sync()))
+            self._tasks.append(loop.create_task(self._announce_load()))
             if settings.join:
                 seeds = [parse_hostport(s, "--join") for s in settings.join]
                 joined = await self.gossip.join(seeds)
@@ -102,16 +113,17 @@ class ClusterRuntime:
 
         settings = self.settings
         host, port = parse_hostport(settings.cluster or "", "--cluster")
-        meta = {
+        self._meta = {
             "tcp": settings.advertise or self.node.addresses["tcp"] or "",
             "ws": self.node.addresses["ws"] or "",
             "admin": self.node.addresses["admin"] or "",
+            "connections": "0",
         }
         self.gossip = GossipNode(
             settings.node_id,
             (host, port),
             keyring=self.keyring,
-            meta=meta,
+            meta=dict(self._meta),
             allow_insecure=settings.allow_anonymous,
         )
         self.gossip.on_member_changed(self._member_changed)
@@ -281,11 +293,14 @@ class ClusterRuntime:
                     "ws": member["meta"].get("ws"),
                     "admin": member["meta"].get("admin"),
                     "services": member["services"],
-                    "connections": len(self.broker.sessions) if is_self else None,
+                    "connections": self._client_connections() if is_self else _int(member["meta"].get("connections")),
                     "link": "self" if is_self else self._link_state(node_id),
                 }
             )
         return {"self": own, "leader": self.raft.leader_id if hasattr(self, "raft") else None, "nodes": nodes}
+
+    def _client_connections(self) -> int:
+        return sum(1 for session in self.broker.sessions if not session.is_link and not session.outbound)
 
     def _link_state(self, node_id: str) -> str:
         if self.links is None:
@@ -309,6 +324,17 @@ class ClusterRuntime:
                         log.info("added node %s to the config store's Raft group", node_id)
                     except RaftError as exc:  # retried next round; a change may be in progress
                         log.info("could not add node %s to Raft yet: %s", node_id, exc)
+
+    async def _announce_load(self) -> None:
+        """Keep this node's client connection count in its gossip metadata (for topology views)."""
+        announced = -1
+        while True:
+            await asyncio.sleep(LOAD_ANNOUNCE_S)
+            count = self._client_connections()
+            if count != announced and self.gossip is not None:
+                self._meta["connections"] = str(count)
+                self.gossip.set_meta(dict(self._meta))
+                announced = count
 
     async def remove_member(self, node_id: str) -> None:
         """Remove a (dead) node from the Raft group; runs on the leader."""
