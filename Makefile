@@ -1,10 +1,11 @@
-# Two commands matter: `make demo` (the main job) and `make test` (the whole suite).
+# Two commands matter: `make demo` (the main job: a local 3-node cluster with a demo provider)
+# and `make test` (the whole suite). `make demo-down` stops the demo cluster.
 # Both build the virtualenv in .venv from pyproject.toml first; nothing is installed by hand.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-slow bench install
+.PHONY: demo demo-down test test-slow bench install
 
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -14,7 +15,10 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 demo: $(VENV)/.installed
-	$(BIN)/rsbroker demo
+	$(BIN)/rsbroker cluster up --nodes 3
+
+demo-down: $(VENV)/.installed
+	$(BIN)/rsbroker cluster down
 
 test: $(VENV)/.installed
 	bash scripts/browser-deps.sh
