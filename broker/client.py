@@ -77,6 +77,25 @@ async def _transport(host: str, port: int, use_ws: bool, ssl_context: ssl.SSLCon
     return TransportTCP(reader, writer, read_buffer_size=1 << 16)
 
 
+def _provider_setup(
+    services: Iterable[str], instance: str, weight: int, tags: dict[str, str] | None, token: str | None
+) -> bytes:
+    """SETUP metadata: a registration entry when there are services, a bearer token when given."""
+    service_list = list(services)
+    reg = registration(service_list, instance, weight, tags) if service_list else None
+    return setup_metadata(reg, token)
+
+
+def _client_options(setup: bytes, data_mime: str, keepalive: timedelta, max_lifetime: timedelta) -> dict[str, Any]:
+    return dict(
+        metadata_encoding=md.COMPOSITE_MIME.encode(),
+        data_encoding=data_mime.encode(),
+        keep_alive_period=keepalive,
+        max_lifetime_period=max_lifetime,
+        setup_payload=Payload(metadata=setup) if setup else None,
+    )
+
+
 @contextlib.asynccontextmanager
 async def connect(
     host: str,
@@ -96,20 +115,11 @@ async def connect(
     **client_options: Any,
 ) -> AsyncIterator[RSocketClient]:
     """An rsocket-py client connected to the broker, registered as a provider if ``services``."""
-    service_list = list(services)
-    reg = registration(service_list, instance or f"py-{id(router):x}", weight, tags) if service_list else None
-    setup = setup_metadata(reg, token)
+    setup = _provider_setup(services, instance or f"py-{id(router):x}", weight, tags, token)
     transport = await _transport(host, port, websocket, ssl_context)
-    handler_factory = (lambda: RoutingRequestHandler(router)) if router is not None else None
-    options: dict[str, Any] = dict(
-        metadata_encoding=md.COMPOSITE_MIME.encode(),
-        data_encoding=data_mime.encode(),
-        keep_alive_period=keepalive,
-        max_lifetime_period=max_lifetime,
-        setup_payload=Payload(metadata=setup) if setup else None,
-    )
-    if handler_factory is not None:
-        options["handler_factory"] = handler_factory
+    options = _client_options(setup, data_mime, keepalive, max_lifetime)
+    if router is not None:
+        options["handler_factory"] = lambda: RoutingRequestHandler(router)
     options.update(client_options)
     async with RSocketClient(single_transport_provider(transport), **options) as client:
         yield client
@@ -195,9 +205,8 @@ async def connect_cluster(
     made after the client reconnected go through the new node.
     """
     topology = Topology(addresses)
-    service_list = list(services)
-    reg = registration(service_list, instance or f"py-{id(topology):x}", weight, tags) if service_list else None
-    setup = setup_metadata(reg, token) + md.composite_entry(md.TOPOLOGY_MIME, b"{}")
+    setup = _provider_setup(services, instance or f"py-{id(topology):x}", weight, tags, token)
+    setup += md.composite_entry(md.TOPOLOGY_MIME, b"{}")
     state = {"closing": False, "reconnects": 0}
 
     async def transports() -> AsyncIterator[Any]:
@@ -221,15 +230,7 @@ async def connect_cluster(
             asyncio.get_running_loop().create_task(client.reconnect())
 
     handler = _cluster_handler(router, topology, websocket, closed)
-    client = RSocketClient(
-        transports(),
-        handler_factory=handler,
-        metadata_encoding=md.COMPOSITE_MIME.encode(),
-        data_encoding=data_mime.encode(),
-        keep_alive_period=keepalive,
-        max_lifetime_period=max_lifetime,
-        setup_payload=Payload(metadata=setup),
-    )
+    client = RSocketClient(transports(), handler_factory=handler, **_client_options(setup, data_mime, keepalive, max_lifetime))
     client.topology = topology  # type: ignore[attr-defined]
     client.reconnects = state  # type: ignore[attr-defined]
     async with client:
