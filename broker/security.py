@@ -43,12 +43,20 @@ log = logging.getLogger("rsbroker.security")
 
 
 def is_loopback(peer: tuple[Any, ...] | None) -> bool:
+    """Whether ``peer`` (a socket address) is this host, which protected mode lets in anonymously.
+
+    A dual-stack listener (``--tcp [::]:7000``) sees IPv4 clients as IPv4-mapped IPv6
+    addresses (``::ffff:127.0.0.1``), which ``ipaddress`` before Python 3.13 does not call
+    loopback; they are judged by the IPv4 address they carry.
+    """
     if not peer:
         return False
     try:
-        return ipaddress.ip_address(str(peer[0]).split("%")[0]).is_loopback
+        address = ipaddress.ip_address(str(peer[0]).split("%")[0])
     except ValueError:
         return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return bool((mapped or address).is_loopback)
 
 
 class Security:
