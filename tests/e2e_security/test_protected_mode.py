@@ -44,6 +44,8 @@ class PeerSession:
         (("127.0.0.1", 5000), True),
         (("127.8.9.10", 5000), True),
         (("::1", 5000, 0, 0), True),
+        (("::ffff:127.0.0.1", 5000, 0, 0), True),  # an IPv4 client of a dual-stack listener
+        (("::ffff:192.0.2.10", 5000, 0, 0), False),
         (("192.0.2.10", 5000), False),
         (("fe80::1%eth0", 5000, 0, 2), False),
         (("not-an-address", 5000), False),
