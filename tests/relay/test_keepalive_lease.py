@@ -6,9 +6,9 @@ import asyncio
 
 from broker import frames as fr
 from broker.frames import ErrorCode, FrameType, payload_frame
-from tests.support.admin import service_instances
+from tests.support.admin import service_instances, wait_for
 from tests.support.brokerproc import BrokerProcess
-from tests.support.peers import raw_provider, raw_requester
+from tests.support.peers import Responder, raw_provider, raw_requester
 from tests.support.rawclient import RawClient
 
 
@@ -100,3 +100,28 @@ async def test_lease_from_a_client_that_did_not_negotiate_it(node: BrokerProcess
         await c.send(fr.lease_frame(1000, 1))
         await c.expect_error(ErrorCode.CONNECTION_ERROR, contains="SETUP did not negotiate leases")
         await c.wait_closed()
+
+
+async def test_expired_provider_lease_stops_requests(node: BrokerProcess, service: str) -> None:
+    """A lease ends with its time to live even with requests left."""
+    provider = await raw_provider(node, [service], "short-lease", lease=True)
+    requester = await raw_requester(node)
+    try:
+        await _lease_in_force(provider, 300, 1_000)
+
+        async def rejected() -> bool:
+            """One request: answered by the provider while the lease holds, REJECTED after."""
+            sid = await requester.request(FrameType.REQUEST_RESPONSE, f"{service}.m")
+            frame = await requester.recv()
+            assert frame.stream_id == sid and frame.type in (FrameType.PAYLOAD, FrameType.ERROR), frame
+            if frame.type == FrameType.PAYLOAD:
+                return False
+            code, message = frame.error
+            assert code == ErrorCode.REJECTED and "holds a lease with requests left" in message, frame
+            return True
+
+        async with Responder(provider):
+            await wait_for(rejected, message="requests refused once the lease expired")
+    finally:
+        await requester.close()
+        await provider.close()

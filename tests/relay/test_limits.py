@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from broker import frames as fr
 from broker.frames import ErrorCode, FrameType, payload_frame
 from tests.support.admin import connections, wait_for
 from tests.support.brokerproc import BrokerFactory, BrokerProcess
@@ -13,11 +14,14 @@ from tests.support.rawclient import RawClient
 MAX_STREAMS = 3
 SETUP_TIMEOUT_S = 1
 MAX_PER_SOURCE = 4
+LEASE_TTL_MS = 600
 
 
 @pytest.fixture(scope="module")
 def node(module_broker_factory: BrokerFactory) -> BrokerProcess:
-    return module_broker_factory.start("--max-streams", str(MAX_STREAMS), "--setup-timeout-s", str(SETUP_TIMEOUT_S))
+    return module_broker_factory.start(
+        "--max-streams", str(MAX_STREAMS), "--setup-timeout-s", str(SETUP_TIMEOUT_S), "--lease-ttl-ms", str(LEASE_TTL_MS)
+    )
 
 
 async def test_setup_timeout(node: BrokerProcess, transport: str) -> None:
@@ -84,3 +88,13 @@ async def _wait_connections_closed(node: BrokerProcess, left: int) -> None:
         return len(await connections(node.admin)) <= left  # type: ignore[arg-type]
 
     await wait_for(few_enough, message=f"at most {left} connections left")
+
+
+async def test_lease_granted_by_the_broker_is_renewed(node: BrokerProcess) -> None:
+    """A client that negotiated leases gets one at once and a fresh one before each expires."""
+    async with await RawClient.tcp(node.tcp) as c:  # type: ignore[arg-type]
+        await c.setup(lease=True)
+        for _ in range(3):
+            lease = await c.expect(FrameType.LEASE, skip=())
+            ttl_ms, count = fr.parse_lease(lease.raw, 0, len(lease.raw))
+            assert ttl_ms == LEASE_TTL_MS and count > 0
