@@ -1,0 +1,184 @@
+"""Real N-node clusters of ``rsbroker serve`` processes for tests, always stopped by PID.
+
+::
+
+    with ClusterFactory() as factory:                   # or the cluster fixtures of tests/cluster
+        cluster = factory.start(3)                      # n1 first, n2 and n3 --join n1
+        await cluster.wait_converged()                  # everyone alive everywhere, Raft has them all
+        n2 = cluster["n2"]                              # a BrokerProcess (tcp, ws, admin, cluster)
+        n2.kill()                                       # SIGKILL
+        await cluster.wait_member_state("n2", "dead")   # on every other node
+        cluster.restart("n2")                           # same --data-dir, same gossip port
+
+* Every listener binds port 0 on 127.0.0.1 except the gossip port of a restarted node, which
+  keeps its address so that the others' view of it (and Raft's peer address) stays valid.
+* Each node has its own ``--data-dir`` under one temporary directory, kept across restarts
+  (that is what a rolling restart is about) and removed at :meth:`ClusterFactory.close`.
+* Starting is synchronous (like :class:`~tests.support.brokerproc.BrokerFactory`); waiting
+  for the cluster to agree is ``async`` because it polls every node's admin API.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from tests.support.admin import get_json, wait_for
+from tests.support.brokerproc import BrokerFactory, BrokerProcess
+
+__all__ = ["Cluster", "ClusterFactory", "CONVERGE_TIMEOUT_S", "members", "member_states"]
+
+#: Bound on a cluster agreeing after a start or a fault heals: join, gossip, Raft catch-up on
+#: a busy machine; it bounds the wait, it is no claim about speed.
+CONVERGE_TIMEOUT_S = 60.0
+
+
+async def members(admin: str) -> list[dict[str, Any]]:
+    """``GET /api/v1/members`` of one node."""
+    status, body = await get_json(admin, "/api/v1/members")
+    assert status == 200, body
+    return list(body["members"])
+
+
+async def member_states(admin: str) -> dict[str, str]:
+    """``{node_id: state}`` as one node sees the cluster."""
+    return {m["node_id"]: m["state"] for m in await members(admin)}
+
+
+class Cluster:
+    """The nodes of one cluster, by node id, and the arguments to start them again."""
+
+    def __init__(self, factory: BrokerFactory, root: Path, extra_args: Sequence[str]) -> None:
+        self._factory = factory
+        self.root = root
+        self.extra_args = list(extra_args)
+        self.nodes: dict[str, BrokerProcess] = {}
+        #: per node: arguments given only to that node (e.g. ``--advertise``)
+        self.node_args: dict[str, list[str]] = {}
+
+    # -- access -----------------------------------------------------------------------------
+
+    def __getitem__(self, node_id: str) -> BrokerProcess:
+        return self.nodes[node_id]
+
+    def __iter__(self) -> Iterator[BrokerProcess]:
+        return iter(self.nodes.values())
+
+    @property
+    def running(self) -> list[BrokerProcess]:
+        return [n for n in self.nodes.values() if n.running]
+
+    def data_dir(self, node_id: str) -> Path:
+        return self.root / node_id
+
+    def tcp_addresses(self) -> list[str]:
+        """The RSocket TCP address of every running node (for ``connect_cluster``)."""
+        return [str(n.tcp) for n in self.running]
+
+    # -- life -------------------------------------------------------------------------------
+
+    def start_node(
+        self,
+        node_id: str,
+        *node_args: str,
+        cluster_address: str = "127.0.0.1:0",
+        join: Sequence[str] | None = None,
+    ) -> BrokerProcess:
+        """Start ``node_id``, joining through ``join`` (gossip addresses; default: every running node)."""
+        seeds = list(join) if join is not None else [str(n.cluster) for n in self.running if n.node_id != node_id]
+        args = [
+            "--cluster", cluster_address,
+            "--data-dir", str(self.data_dir(node_id)),
+            *(["--join", ",".join(seeds)] if seeds else []),
+            *self.extra_args,
+            *node_args,
+        ]  # fmt: skip
+        self.node_args[node_id] = list(node_args)
+        node = self._factory.start(*args, node_id=node_id)
+        self.nodes[node_id] = node
+        return node
+
+    def restart(self, node_id: str) -> BrokerProcess:
+        """Start a stopped node again: same data directory, gossip address and own arguments."""
+        old = self.nodes[node_id]
+        assert not old.running, f"{node_id} still runs; stop or kill it first"
+        return self.start_node(node_id, *self.node_args[node_id], cluster_address=str(old.cluster))
+
+    # -- agreement --------------------------------------------------------------------------
+
+    async def converged(self) -> bool:
+        """Every running node sees every running node alive, and its Raft group has a leader
+        with every running node as a voter."""
+        expected = {n.node_id for n in self.running}
+        for node in self.running:
+            assert node.admin is not None
+            states = await member_states(node.admin)
+            if any(states.get(other) != "alive" for other in expected):
+                return False
+            status, raft = await get_json(node.admin, "/api/v1/raft")
+            if status != 200 or not raft.get("leader"):
+                return False
+            voters = {m for m, info in raft.get("members", {}).items() if info.get("voter")}
+            if not expected <= voters:
+                return False
+        return True
+
+    async def wait_converged(self, timeout: float = CONVERGE_TIMEOUT_S) -> None:
+        await wait_for(self.converged, timeout=timeout, interval=0.2, message="the cluster to converge")
+
+    async def wait_member_state(self, node_id: str, state: str, timeout: float = CONVERGE_TIMEOUT_S) -> None:
+        """Every other running node reports ``node_id`` in ``state`` (alive/suspect/dead/left)."""
+
+        async def agreed() -> bool:
+            for node in self.running:
+                if node.node_id != node_id:
+                    assert node.admin is not None
+                    if (await member_states(node.admin)).get(node_id) != state:
+                        return False
+            return True
+
+        await wait_for(agreed, timeout=timeout, interval=0.1, message=f"every node to see {node_id} {state}")
+
+    async def wait_serves(self, service: str, instances: set[str], timeout: float = CONVERGE_TIMEOUT_S) -> None:
+        """Every running node lists exactly ``instances`` as providers of ``service``."""
+
+        async def agreed() -> bool:
+            for node in self.running:
+                assert node.admin is not None
+                status, body = await get_json(node.admin, "/api/v1/services")
+                entry = body["services"].get(service) if status == 200 else None
+                found = {p["instance"] for p in entry["providers"]} if entry else set()
+                if found != instances:
+                    return False
+            return True
+
+        await wait_for(agreed, timeout=timeout, interval=0.1, message=f"every node to list {sorted(instances)} for {service}")
+
+
+class ClusterFactory:
+    """Starts clusters (and lone brokers) and stops every process it started by PID."""
+
+    def __init__(self) -> None:
+        self.brokers = BrokerFactory()
+
+    def start(self, size: int, *extra_args: str, node_args: dict[str, Sequence[str]] | None = None) -> Cluster:
+        """Start ``n1``, then ``n2`` .. ``n<size>`` with ``--join <n1's gossip address>``.
+
+        ``extra_args`` go to every node, ``node_args[node_id]`` to one node only. Call
+        :meth:`Cluster.wait_converged` before relying on the cluster.
+        """
+        cluster = Cluster(self.brokers, self.brokers.tmpdir("rsbroker-cluster-"), extra_args)
+        for i in range(1, size + 1):
+            node_id = f"n{i}"
+            seed = [] if i == 1 else [str(cluster["n1"].cluster)]
+            cluster.start_node(node_id, *(node_args or {}).get(node_id, ()), join=seed)
+        return cluster
+
+    def close(self) -> None:
+        self.brokers.close()
+
+    def __enter__(self) -> "ClusterFactory":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
