@@ -62,7 +62,7 @@ EXAMPLES = 30
 HYPOTHESIS = settings(
     max_examples=EXAMPLES,
     deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    suppress_health_check=[HealthCheck.too_slow],  # each example is a real connection to a real broker
 )
 
 
