@@ -65,6 +65,8 @@ _CHANNEL = FrameType.REQUEST_CHANNEL
 _REQUESTS = frozenset((_RR, _FNF, _STREAM, _CHANNEL))
 _KNOWN_TYPES = frozenset(int(t) for t in FrameType) - {FrameType.RESERVED, FrameType.EXT}
 
+#: Stream ids are 31 bits; the top bit of the field is reserved.
+MAX_STREAM_ID = 0x7FFFFFFF
 #: Largest metadata the broker buffers while a fragmented request's route is unknown.
 MAX_PENDING_METADATA = 1 << 20
 
@@ -481,8 +483,7 @@ class Session:
         if dest is None:
             self._reject(sid, ftype, ErrorCode.REJECTED, why)
             return
-        pid = dest.next_local_id
-        dest.next_local_id = pid + 2
+        pid = dest.allocate_local_id()
         st.route = route
         st.prov = dest
         st.prov_id = pid
@@ -502,6 +503,21 @@ class Session:
             st.in_done = True
         if dest.write_paused:
             self._blocked_by(dest)
+
+    def allocate_local_id(self) -> int:
+        """The id of a new stream the broker opens towards this peer (even, or odd on an
+        outbound link). Ids are 31 bits: a long-lived provider connection at 10k requests/s
+        runs through 2^30 of them in about 30 hours, so they wrap to the first id of their
+        parity and skip ids still in use, as rsocket-java's StreamIdSupplier does."""
+        pid = self.next_local_id
+        while True:
+            if pid > MAX_STREAM_ID:
+                pid = 2 - (pid & 1)
+            if pid not in self.streams:
+                break
+            pid += 2
+        self.next_local_id = pid + 2
+        return pid
 
     def _reject(self, sid: int, ftype: int, code: int, message: str) -> None:
         """Refuse a stream at once. A fire-and-forget has nobody to tell: count it and log it."""
