@@ -239,3 +239,29 @@ class StreamMaps(RuleBasedStateMachine):
 
 TestStreamMaps = StreamMaps.TestCase
 TestStreamMaps.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
+
+
+def test_broker_stream_ids_wrap_at_31_bits_and_skip_ids_in_use() -> None:
+    """Stream ids are 31 bits. A long-lived provider connection sees 2^30 streams in a day or
+    two at 10k requests/s: its ids must wrap back to 2, skipping ids still in use, never
+    reaching the reserved top bit."""
+    loop = asyncio.new_event_loop()
+    try:
+        broker = Broker(Settings(), loop)
+        provider, requester = MemorySession(broker, 41000), MemorySession(broker, 41001)
+        reg = md.Registration(services=("svc",), instance="p")
+        provider.feed(fr.setup_frame(metadata=md.composite_entry(md.REGISTER_MIME, reg.to_json())))
+        requester.feed(fr.setup_frame())
+
+        def open_stream(rid: int) -> int:
+            requester.feed(fr.request_frame(STREAM, rid, md.route_metadata("svc.m"), b""))
+            [frame] = provider.take()
+            return frame.stream_id
+
+        assert open_stream(1) == 2  # stays open
+        provider.next_local_id = fr.MAX_REQUEST_N - 3  # 0x7FFFFFFC
+        ids = [open_stream(rid) for rid in (3, 5, 7, 9)]
+        assert ids == [0x7FFFFFFC, 0x7FFFFFFE, 4, 6]
+        assert set(provider.streams) == {2, 4, 6, 0x7FFFFFFC, 0x7FFFFFFE}
+    finally:
+        loop.close()
