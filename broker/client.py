@@ -65,16 +65,27 @@ def setup_metadata(reg: md.Registration | None = None, token: str | None = None)
     return out
 
 
-async def _transport(host: str, port: int, use_ws: bool, ssl_context: ssl.SSLContext | None) -> Any:
+async def _transport(
+    host: str, port: int, use_ws: bool, ssl_context: ssl.SSLContext | None, stack: contextlib.AsyncExitStack
+) -> Any:
+    """An rsocket-py transport to the broker; resources it needs closing go on ``stack``."""
     if use_ws:
+        import aiohttp
         from rsocket.transports.aiohttp_websocket import TransportAioHttpClient
 
-        scheme = "wss" if ssl_context else "ws"
-        if ssl_context is not None:
-            raise ValueError("rsocket-py's aiohttp WebSocket transport takes no SSL context; use wss via a session")
-        return TransportAioHttpClient(url=f"{scheme}://{host}:{port}/rsocket")
+        url = f"{'wss' if ssl_context else 'ws'}://{host}:{port}/rsocket"
+        if ssl_context is None:
+            return TransportAioHttpClient(url=url)
+        # rsocket-py's own WebSocket client takes no SSL context: open the socket ourselves.
+        session = await stack.enter_async_context(aiohttp.ClientSession())
+        websocket = await stack.enter_async_context(session.ws_connect(url, ssl=ssl_context))
+        return TransportAioHttpClient(websocket=websocket)
     reader, writer = await asyncio.open_connection(host, port, ssl=ssl_context, limit=1 << 20)
     return TransportTCP(reader, writer, read_buffer_size=1 << 16)
+
+
+#: connect_cluster's transports never need closing resources (plain ws, or TCP)
+_NO_STACK = contextlib.AsyncExitStack()
 
 
 def _provider_setup(
@@ -116,13 +127,14 @@ async def connect(
 ) -> AsyncIterator[RSocketClient]:
     """An rsocket-py client connected to the broker, registered as a provider if ``services``."""
     setup = _provider_setup(services, instance or f"py-{id(router):x}", weight, tags, token)
-    transport = await _transport(host, port, websocket, ssl_context)
     options = _client_options(setup, data_mime, keepalive, max_lifetime)
     if router is not None:
         options["handler_factory"] = lambda: RoutingRequestHandler(router)
     options.update(client_options)
-    async with RSocketClient(single_transport_provider(transport), **options) as client:
-        yield client
+    async with contextlib.AsyncExitStack() as stack:
+        transport = await _transport(host, port, websocket, ssl_context, stack)
+        async with RSocketClient(single_transport_provider(transport), **options) as client:
+            yield client
 
 
 class Topology:
@@ -209,12 +221,15 @@ async def connect_cluster(
     setup += md.composite_entry(md.TOPOLOGY_MIME, b"{}")
     state = {"closing": False, "reconnects": 0}
 
+    if websocket and ssl_context is not None:
+        raise ValueError("connect_cluster supports wss through rsocket-py only without a custom SSL context")
+
     async def transports() -> AsyncIterator[Any]:
         attempt = 0
         while True:
             host, port = topology.next_address()
             try:
-                transport = await _transport(host, port, websocket, ssl_context)
+                transport = await _transport(host, port, websocket, None if websocket else ssl_context, _NO_STACK)
                 if websocket:
                     await transport.connect()
             except OSError:

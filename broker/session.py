@@ -604,8 +604,10 @@ class Session:
                 return
             route = md.route_of(metadata, self.metadata_mime)
         except FrameError as exc:
-            # METADATA_PUSH has no stream to answer on; a bad one is a connection error.
-            self.fail(ErrorCode.CONNECTION_ERROR, f"bad METADATA_PUSH: {exc}")
+            # METADATA_PUSH has no stream to answer on, so a refusal ends the connection.
+            # A denied re-registration is well-formed: say so, not "bad".
+            reason = str(exc) if exc.code == ErrorCode.REJECTED else f"bad METADATA_PUSH: {exc}"
+            self.fail(ErrorCode.CONNECTION_ERROR, reason)
             return
         if route is None:
             self.broker.stats["ignored_frames"] += 1
