@@ -168,6 +168,8 @@ class Session:
         self._blocked_sources: set[Session] = set()
         self.write_paused = False
         self.read_paused = False
+        #: reading is paused (also) because this peer's own output cannot drain
+        self.self_blocked = False
         #: set once the broker decided to close; inbound frames after it are not processed
         self.closing = False
         #: an inbound broker link from another node: its requests go to local providers only
@@ -226,10 +228,15 @@ class Session:
     # -- flow control between sessions ----------------------------------------------------
 
     def _blocked_by(self, dest: "Session") -> None:
-        """``dest`` cannot take more output: stop reading from this session until it can."""
-        if self is dest:
-            return
+        """``dest`` cannot take more output: stop reading from this session until it can.
+
+        ``dest`` may be this session itself: answers the broker makes (KEEPALIVE echoes,
+        ERRORs) and streams a provider opens to its own services are output too, and a peer
+        that asks for them without reading must not make the broker queue them without bound.
+        """
         dest._blocked_sources.add(self)
+        if dest is self:
+            self.self_blocked = True
         if not self.read_paused:
             self.read_paused = True
             self.pause_reading()
@@ -244,11 +251,15 @@ class Session:
     def last_recv(self) -> float:
         """When the peer was last heard from, for keepalive enforcement.
 
-        While the broker is not reading from the peer (back-pressure) the peer's keepalives
-        sit unread in socket buffers: that silence is the broker's doing, so a paused
-        session counts as heard from now, and resuming gives it a fresh lifetime.
+        While the broker is not reading from the peer because *another* connection cannot
+        take more (back-pressure), the peer's keepalives sit unread in socket buffers: that
+        silence is the broker's doing, so such a session counts as heard from now, and
+        resuming gives it a fresh lifetime. A peer that does not read its own output is not
+        excused: if it stays that way past its max lifetime, it is dropped.
         """
-        return self.broker.clock() if self.read_paused else self._last_recv
+        if self.read_paused and not self.self_blocked:
+            return self.broker.clock()
+        return self._last_recv
 
     @last_recv.setter
     def last_recv(self, when: float) -> None:
@@ -315,6 +326,8 @@ class Session:
             self.broker.stats["frames_for_unknown_streams"] += 1
         else:
             self._connection_frame(buf, off, end, sid, ftype, type_flags)
+        if self.write_paused and not self.closing:
+            self._blocked_by(self)  # our answers to this peer are piling up: read no more for now
 
     def _connection_frame(self, buf: Any, off: int, end: int, sid: int, ftype: int, type_flags: int) -> None:
         if ftype == FrameType.KEEPALIVE:
@@ -655,6 +668,7 @@ class Session:
         """A destination this session was waiting for can take output again (or has gone): read again."""
         if self.read_paused and self.state is not State.CLOSED:
             self.read_paused = False
+            self.self_blocked = False
             self._last_recv = self.broker.clock()
             self.resume_reading()
 
