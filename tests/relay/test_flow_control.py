@@ -38,12 +38,12 @@ def node(module_broker_factory: BrokerFactory) -> BrokerProcess:
 
 
 class Flood:
-    """Sends PAYLOAD frames on one stream as fast as the connection takes them
-    (``RawClient.send`` waits for the socket's write buffer to drain)."""
+    """Sends one frame over and over as fast as the connection takes it (``RawClient.send``
+    waits for the socket's write buffer to drain): by default PAYLOADs on ``stream_id``."""
 
-    def __init__(self, client: RawClient, stream_id: int) -> None:
+    def __init__(self, client: RawClient, stream_id: int, frame: bytes | None = None) -> None:
         self.client = client
-        self.frame = fr.payload_frame(stream_id, CHUNK[6:])
+        self.frame = frame or fr.payload_frame(stream_id, CHUNK[6:])
         self.written = 0
         self.task = asyncio.create_task(self._run())
 
@@ -64,8 +64,8 @@ async def _stalled(flood: Flood, polls: int = 20) -> int:
     while same < polls:
         if flood.task.done():
             failure = flood.task.exception()
-            assert failure is None, f"the provider's connection failed during the flood: {failure!r}"
-            raise AssertionError(f"the provider wrote all {FLOOD} bytes: the broker buffered without bound")
+            assert failure is None, f"the connection failed during the flood: {failure!r}"
+            raise AssertionError(f"the flood of {FLOOD} bytes went through: the broker buffered without bound")
         same = same + 1 if flood.written == last else 0
         last = flood.written
         await asyncio.sleep(0.05)
@@ -179,3 +179,21 @@ async def _hung_requester(node: BrokerProcess, service: str, transport: str) -> 
             await flood.stop()
         await requester.close()
         await provider.close()
+
+
+async def test_client_that_asks_for_keepalives_but_never_reads_is_paused(node: BrokerProcess) -> None:
+    """KEEPALIVE answers echo the request's data: a client sending big KEEPALIVEs with the
+    respond flag and reading nothing must not make the broker queue the answers without bound."""
+    client = await RawClient.tcp(node.tcp, sndbuf=MAX_PENDING, rcvbuf=MAX_PENDING)  # type: ignore[arg-type]
+    await client.setup()
+    flood = Flood(client, 0, fr.keepalive_frame(True, CHUNK[6:]))
+    try:
+        stalled_at = await _stalled(flood)
+        assert stalled_at < STALL_BOUND
+        # it reads again: the answers come, intact, and its KEEPALIVEs are read again
+        while flood.written <= stalled_at + 4 * MAX_PENDING:
+            answer = await client.expect(FrameType.KEEPALIVE, skip=())
+            assert not answer.flags & fr.FLAG_RESPOND and answer.raw[14:] == CHUNK[6:]
+    finally:
+        await flood.stop()
+        await client.close()
