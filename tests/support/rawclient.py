@@ -213,6 +213,11 @@ class RawClient:
         self.writer.write(data)
         await self.writer.drain()
 
+    async def send_text(self, text: str) -> None:
+        """A WebSocket text message (not an RSocket frame: the broker must refuse it)."""
+        assert self._ws is not None, "text messages exist on WebSocket only"
+        await self._ws.send_str(text)
+
     def start_keepalive(self, every_s: float) -> None:
         """Send KEEPALIVE (no respond flag) every ``every_s`` seconds until stopped or closed,
         for clients whose SETUP promised a short max lifetime."""
