@@ -38,7 +38,7 @@ async def _refused(client: RawClient, code: int, contains: str) -> str:
 
 
 async def test_http_request_on_the_tcp_port_is_refused_as_an_oversized_frame(node: BrokerProcess) -> None:
-    async with await RawClient.tcp(node.tcp) as c:  # type: ignore[arg-type]
+    async with await RawClient.tcp(node.tcp) as c:
         await c.send_raw(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
         # "GET" read as a 24-bit length is 4,670,804 bytes: above the limit, refused at once
         await _refused(c, ErrorCode.CONNECTION_ERROR, f"frame of 4670804 bytes exceeds the maximum frame size of {MAX_FRAME}")
@@ -60,7 +60,7 @@ async def test_frame_shorter_than_a_header(node: BrokerProcess, transport: str) 
 
 
 async def test_websocket_text_message_is_refused(node: BrokerProcess) -> None:
-    async with await RawClient.ws(node.ws) as c:  # type: ignore[arg-type]
+    async with await RawClient.ws(node.ws) as c:
         await c.send_text("hello")
         await _refused(c, ErrorCode.CONNECTION_ERROR, "text messages are not RSocket frames")
     await assert_serves(node, "ws")
@@ -69,20 +69,20 @@ async def test_websocket_text_message_is_refused(node: BrokerProcess) -> None:
 async def test_truncated_frame_then_close(node: BrokerProcess, service: str) -> None:
     """A provider whose last frame is cut short: its connection and its services go away."""
     provider = await raw_provider(node, [service], "truncated")
-    before = {c["id"] for c in await connections(node.admin)}  # type: ignore[arg-type]
+    before = {c["id"] for c in await connections(node.admin)}
     frame = fr.with_length_prefix(fr.payload_frame(1, b"x" * 100))
     await provider.send_raw(frame[:40])
     await provider.close()
     await wait_for(
-        lambda: _gone(node.admin, service),  # type: ignore[arg-type]
+        lambda: _gone(node.admin, service),
         message=f"'{service}' unregistered after the provider closed mid-frame",
     )
-    after = {c["id"] for c in await connections(node.admin)}  # type: ignore[arg-type]
+    after = {c["id"] for c in await connections(node.admin)}
     assert len(after & before) == len(before) - 1
     await assert_serves(node)
 
 
-async def _gone(admin: str, service: str) -> bool:
+async def _gone(admin: str | None, service: str) -> bool:
     return not await service_instances(admin, service)
 
 
@@ -200,14 +200,14 @@ async def test_setup_with_unsupported_metadata_mime(node: BrokerProcess, transpo
 
 
 async def test_setup_with_unsupported_version(node: BrokerProcess) -> None:
-    async with await RawClient.tcp(node.tcp) as c:  # type: ignore[arg-type]
+    async with await RawClient.tcp(node.tcp) as c:
         await c.send(fr.setup_frame(version=(2, 0)))
         await _refused(c, ErrorCode.UNSUPPORTED_SETUP, "protocol version 2.0 is not supported")
     await assert_serves(node)
 
 
 async def test_setup_with_bad_registration(node: BrokerProcess) -> None:
-    async with await RawClient.tcp(node.tcp) as c:  # type: ignore[arg-type]
+    async with await RawClient.tcp(node.tcp) as c:
         await c.send(fr.setup_frame(metadata=md.composite_entry(md.REGISTER_MIME, b'{"services": [1]}')))
         await _refused(c, ErrorCode.INVALID_SETUP, "registration 'services' must be a list of non-empty strings")
     await assert_serves(node)

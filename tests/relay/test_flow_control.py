@@ -82,9 +82,9 @@ async def test_slow_requester_pauses_the_provider(
         node, [service], "flooder", provider_transport, sndbuf=MAX_PENDING if provider_transport == "tcp" else None
     )
     if transport == "tcp":
-        requester = await RawClient.tcp(node.tcp, rcvbuf=MAX_PENDING)  # type: ignore[arg-type]
+        requester = await RawClient.tcp(node.tcp, rcvbuf=MAX_PENDING)
     else:
-        requester = await RawClient.ws(node.ws)  # type: ignore[arg-type]
+        requester = await RawClient.ws(node.ws)
     await requester.setup()
     flood: Flood | None = None
     try:
@@ -114,7 +114,7 @@ async def test_provider_paused_longer_than_its_lifetime_is_not_dropped(node: Bro
     provider = await raw_provider(
         node, [service], "patient", sndbuf=MAX_PENDING, keepalive_ms=100, max_lifetime_ms=lifetime_ms, keepalive_every_s=0.1
     )
-    requester = await RawClient.tcp(node.tcp, rcvbuf=MAX_PENDING)  # type: ignore[arg-type]
+    requester = await RawClient.tcp(node.tcp, rcvbuf=MAX_PENDING)
     await requester.setup()
     flood: Flood | None = None
     try:
@@ -154,9 +154,9 @@ async def test_hung_requester_is_dropped_and_its_provider_released(node: BrokerP
 async def _hung_requester(node: BrokerProcess, service: str, transport: str) -> None:
     provider = await raw_provider(node, [service], "streamer", sndbuf=MAX_PENDING)
     if transport == "tcp":
-        requester = await RawClient.tcp(node.tcp, rcvbuf=MAX_PENDING)  # type: ignore[arg-type]
+        requester = await RawClient.tcp(node.tcp, rcvbuf=MAX_PENDING)
     else:
-        requester = await RawClient.ws(node.ws)  # type: ignore[arg-type]
+        requester = await RawClient.ws(node.ws)
     await requester.setup(keepalive_ms=100, max_lifetime_ms=1000)
     requester.start_keepalive(0.1)
     flood: Flood | None = None
@@ -184,7 +184,7 @@ async def _hung_requester(node: BrokerProcess, service: str, transport: str) -> 
 async def test_client_that_asks_for_keepalives_but_never_reads_is_paused(node: BrokerProcess) -> None:
     """KEEPALIVE answers echo the request's data: a client sending big KEEPALIVEs with the
     respond flag and reading nothing must not make the broker queue the answers without bound."""
-    client = await RawClient.tcp(node.tcp, sndbuf=MAX_PENDING, rcvbuf=MAX_PENDING)  # type: ignore[arg-type]
+    client = await RawClient.tcp(node.tcp, sndbuf=MAX_PENDING, rcvbuf=MAX_PENDING)
     await client.setup()
     flood = Flood(client, 0, fr.keepalive_frame(True, CHUNK[6:]))
     try:

@@ -42,14 +42,14 @@ async def test_silent_client_is_dropped_and_its_streams_get_errors(node: BrokerP
         await provider.wait_closed()
         message = await requester.expect_error(ErrorCode.APPLICATION_ERROR, stream_id=sid, contains="provider 'silent' went away")
         assert "max lifetime" in message
-        assert not await service_instances(node.admin, service)  # type: ignore[arg-type]
+        assert not await service_instances(node.admin, service)
     finally:
         await requester.close()
         await provider.close()
 
 
 async def test_client_that_keeps_alive_is_not_dropped(node: BrokerProcess) -> None:
-    async with await RawClient.tcp(node.tcp) as c:  # type: ignore[arg-type]
+    async with await RawClient.tcp(node.tcp) as c:
         await c.setup(keepalive_ms=100, max_lifetime_ms=1000)
         # keep talking for longer than the lifetime: every KEEPALIVE answered, no ERROR
         for i in range(15):

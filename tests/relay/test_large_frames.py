@@ -77,7 +77,7 @@ async def test_payloads_over_16_mib_pass_both_ways_fragmented(node: BrokerProces
     async with connect(
         host, port, services=[service], router=router_for(service), instance="big", fragment_size_bytes=FRAGMENT
     ):
-        await wait_for(lambda: service_instances(node.admin, service), message="provider registered")  # type: ignore[arg-type]
+        await wait_for(lambda: service_instances(node.admin, service), message="provider registered")
         async with connect(host, port, fragment_size_bytes=FRAGMENT) as raw:
             client = AwaitableRSocket(raw)
             data = hashlib.sha256(b"seed").digest() * (BIG // 32) + b"tail"
@@ -92,7 +92,7 @@ async def test_fragmented_fire_and_forget_and_channel_over_16_mib(node: BrokerPr
     async with connect(
         host, port, services=[service], router=router_for(service, recorder), instance="big2", fragment_size_bytes=FRAGMENT
     ):
-        await wait_for(lambda: service_instances(node.admin, service), message="provider registered")  # type: ignore[arg-type]
+        await wait_for(lambda: service_instances(node.admin, service), message="provider registered")
         async with connect(host, port, fragment_size_bytes=FRAGMENT) as raw:
             client = AwaitableRSocket(raw)
             big = b"f" * BIG

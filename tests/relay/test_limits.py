@@ -85,14 +85,14 @@ async def _wait_connections_closed(node: BrokerProcess, left: int) -> None:
     """The broker notices closed connections asynchronously; wait until only ``left`` remain."""
 
     async def few_enough() -> bool:
-        return len(await connections(node.admin)) <= left  # type: ignore[arg-type]
+        return len(await connections(node.admin)) <= left
 
     await wait_for(few_enough, message=f"at most {left} connections left")
 
 
 async def test_lease_granted_by_the_broker_is_renewed(node: BrokerProcess) -> None:
     """A client that negotiated leases gets one at once and a fresh one before each expires."""
-    async with await RawClient.tcp(node.tcp) as c:  # type: ignore[arg-type]
+    async with await RawClient.tcp(node.tcp) as c:
         await c.setup(lease=True)
         for _ in range(3):
             lease = await c.expect(FrameType.LEASE, skip=())

@@ -77,7 +77,7 @@ async def test_default_policy_weighted_with_registered_weights(node: BrokerProce
 async def test_policies_are_shown_by_the_admin_api(node: BrokerProcess) -> None:
     providers = await _providers(node, "lb.rr", {"x": 1}) + await _providers(node, "lb.other", {"y": 4})
     try:
-        view = await services(node.admin)  # type: ignore[arg-type]
+        view = await services(node.admin)
         assert view["lb.rr"]["policy"] == "round_robin"
         assert view["lb.other"]["policy"] == "weighted"
         assert view["lb.other"]["providers"][0]["weight"] == 4

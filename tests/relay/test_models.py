@@ -14,7 +14,7 @@ from broker import metadata as md
 from broker.client import connect, route
 from tests.relay.rsocket_provider import Recorder, router_for
 from tests.support.admin import service_instances, wait_for
-from tests.support.brokerproc import BrokerProcess, split_hostport
+from tests.support.brokerproc import BrokerProcess
 
 
 @pytest.fixture(params=[("tcp", "tcp"), ("ws", "ws"), ("tcp", "ws")], ids=["tcp", "ws", "tcp-to-ws"])
@@ -24,7 +24,7 @@ def transports(request: pytest.FixtureRequest) -> tuple[str, str]:
 
 
 def _where(node: BrokerProcess, transport: str) -> dict[str, Any]:
-    host, port = split_hostport(node.ws if transport == "ws" else node.tcp)  # type: ignore[arg-type]
+    host, port = node.ws_address if transport == "ws" else node.tcp_address
     return {"host": host, "port": port, "websocket": transport == "ws"}
 
 
@@ -44,7 +44,7 @@ async def pair(node: BrokerProcess, service: str, transports: tuple[str, str]) -
     async with connect(
         p.pop("host"), p.pop("port"), services=[service], router=router_for(service, recorder), instance="py-provider", **p
     ) as provider:
-        await wait_for(lambda: service_instances(node.admin, service), message="provider registered")  # type: ignore[arg-type]
+        await wait_for(lambda: service_instances(node.admin, service), message="provider registered")
         async with connect(r.pop("host"), r.pop("port"), **r) as requester:
             yield Pair(provider, AwaitableRSocket(requester), recorder)
 
@@ -92,8 +92,8 @@ async def test_provider_reregisters_with_metadata_push(pair: Pair, node: BrokerP
     moved = f"{service}.v2"
     reg = md.Registration(services=(moved,), instance="py-provider")
     await pair.provider.metadata_push(md.composite_entry(md.REGISTER_MIME, reg.to_json()))
-    await wait_for(lambda: service_instances(node.admin, moved), message=f"'{moved}' registered")  # type: ignore[arg-type]
-    assert await service_instances(node.admin, service) == []  # type: ignore[arg-type]
+    await wait_for(lambda: service_instances(node.admin, moved), message=f"'{moved}' registered")
+    assert await service_instances(node.admin, service) == []
     # the router still serves the old routes; only the broker's view of the services changed
     with pytest.raises(Exception, match=f"no provider for service '{service}'"):
         await pair.requester.request_response(Payload(b"x", route(f"{service}.hello")))

@@ -16,12 +16,12 @@ from tests.support.rawclient import RawClient
 
 
 async def test_health_endpoints(node: BrokerProcess) -> None:
-    assert await get_json(node.admin, "/health/live") == (200, {"status": "live"})  # type: ignore[arg-type]
-    assert await get_json(node.admin, "/health/ready") == (200, {"status": "ready"})  # type: ignore[arg-type]
+    assert await get_json(node.admin, "/health/live") == (200, {"status": "live"})
+    assert await get_json(node.admin, "/health/ready") == (200, {"status": "ready"})
 
 
 async def test_node_endpoint_matches_the_ready_line(node: BrokerProcess) -> None:
-    status, body = await get_json(node.admin, "/api/v1/node")  # type: ignore[arg-type]
+    status, body = await get_json(node.admin, "/api/v1/node")
     assert status == 200
     assert body["node_id"] == node.node_id
     assert {k: body["addresses"][k] for k in ("tcp", "ws", "admin", "cluster")} == {
@@ -40,13 +40,13 @@ async def test_connections_and_services_endpoints(node: BrokerProcess, service: 
     try:
         sid = await requester.request(FrameType.REQUEST_STREAM, f"{service}.s", initial_n=1)
         await provider.expect(FrameType.REQUEST_STREAM)
-        view = await services(node.admin)  # type: ignore[arg-type]
+        view = await services(node.admin)
         assert view[service]["policy"] == "round_robin"
         [entry] = view[service]["providers"]
         assert entry["instance"] == "shown-instance"
         assert entry["weight"] == 7 and entry["outstanding"] == 1 and entry["node"] == node.node_id
         assert view[f"{service}.extra"]["providers"][0]["instance"] == "shown-instance"
-        conns = {c["id"]: c for c in await connections(node.admin)}  # type: ignore[arg-type]
+        conns = {c["id"]: c for c in await connections(node.admin)}
         mine = conns[entry["connection"]]
         assert mine["transport"] == "tcp" and mine["state"] == "serving"
         assert mine["instance"] == "shown-instance"
@@ -74,7 +74,7 @@ async def test_sigterm_drains_in_flight_streams_then_exits_0(broker_factory: Bro
         node.signal(signal.SIGTERM)
 
         async def not_ready() -> bool:
-            status, body = await get_json(node.admin, "/health/ready")  # type: ignore[arg-type]
+            status, body = await get_json(node.admin, "/health/ready")
             return status == 503 and body["reason"] == "draining"
 
         await wait_for(not_ready, message="/health/ready turns 503")

@@ -20,7 +20,7 @@ max_connections_per_source = 50
 """
     env = {"RSBROKER_MAX_PENDING_BYTES": "222222", "RSBROKER_MAX_STREAMS": "6", "RSBROKER_MAX_CONNECTIONS_PER_SOURCE": "60"}
     node = broker_factory.start("--max-streams", "7", config=config, env=env)
-    status, body = await get_json(node.admin, "/api/v1/node")  # type: ignore[arg-type]
+    status, body = await get_json(node.admin, "/api/v1/node")
     assert status == 200
     assert body["limits"] == {
         "max_frame_size": 0xFFFFFF,  # default
@@ -35,7 +35,7 @@ async def test_config_file_named_by_the_environment(broker_factory: BrokerFactor
     path = broker_factory.tmpdir() / "node.toml"
     path.write_text('node_id = "from-file"\nmax_frame_size = 4096\n')
     node = broker_factory.start(node_id="from-flag", env={"RSBROKER_CONFIG": str(path)})
-    status, body = await get_json(node.admin, "/api/v1/node")  # type: ignore[arg-type]
+    status, body = await get_json(node.admin, "/api/v1/node")
     assert body["node_id"] == "from-flag" and body["limits"]["max_frame_size"] == 4096
 
 

@@ -144,7 +144,7 @@ async def test_provider_connection_lost_mid_stream(node: BrokerProcess, service:
         await requester.expect(FrameType.PAYLOAD, stream_id=sid)
         await provider.close()
         await requester.expect_error(ErrorCode.APPLICATION_ERROR, stream_id=sid, contains="provider 'doomed' went away")
-        assert await service_instances(node.admin, service) == []  # type: ignore[arg-type]
+        assert await service_instances(node.admin, service) == []
         again = await requester.request(FrameType.REQUEST_RESPONSE, f"{service}.m")
         await requester.expect_error(ErrorCode.REJECTED, stream_id=again, contains=f"no provider for service '{service}'")
     finally:
@@ -154,12 +154,12 @@ async def test_provider_connection_lost_mid_stream(node: BrokerProcess, service:
 async def test_provider_process_killed_mid_stream(node: BrokerProcess, service: str) -> None:
     """An rsocket-py provider in its own process, SIGKILLed while it streams to a requester."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, str(PROVIDER_SCRIPT), node.tcp, service,  # type: ignore[arg-type]
+        sys.executable, str(PROVIDER_SCRIPT), str(node.tcp), service,
         stdin=asyncio.subprocess.DEVNULL,
     )
     requester = await raw_requester(node)
     try:
-        await wait_for(lambda: service_instances(node.admin, service), message="provider process registered")  # type: ignore[arg-type]
+        await wait_for(lambda: service_instances(node.admin, service), message="provider process registered")
         sid = await requester.request(FrameType.REQUEST_STREAM, f"{service}.ticks", initial_n=2)
         assert (await requester.expect(FrameType.PAYLOAD, stream_id=sid)).data == b"0"
         process.kill()
@@ -171,7 +171,7 @@ async def test_provider_process_killed_mid_stream(node: BrokerProcess, service: 
         assert frame.type == FrameType.ERROR and frame.stream_id == sid, frame
         code, message = frame.error
         assert code == ErrorCode.APPLICATION_ERROR and "went away" in message, frame
-        assert await service_instances(node.admin, service) == []  # type: ignore[arg-type]
+        assert await service_instances(node.admin, service) == []
         again = await requester.request(FrameType.REQUEST_RESPONSE, f"{service}.m")
         await requester.expect_error(ErrorCode.REJECTED, stream_id=again, contains=f"no provider for service '{service}'")
     finally:
@@ -236,7 +236,7 @@ async def test_error_passes_through_unchanged(node: BrokerProcess, service: str,
         frame = await requester.expect(FrameType.ERROR, stream_id=sid)
         assert frame.error == (0x00000301, "custom application code, ünïcode")
         # the stream is over on both sides: nothing outstanding at the provider
-        [entry] = (await services(node.admin))[service]["providers"]  # type: ignore[arg-type]
+        [entry] = (await services(node.admin))[service]["providers"]
         assert entry["outstanding"] == 0
     finally:
         await requester.close()

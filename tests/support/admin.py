@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import Any, Callable
 
 import aiohttp
 
@@ -22,30 +22,29 @@ __all__ = ["get_json", "services", "service_instances", "connections", "wait_for
 #: Upper bound for conditions that normally hold within milliseconds; the machine is busy.
 WAIT_TIMEOUT_S = 30.0
 
-T = TypeVar("T")
 
-
-async def get_json(admin: str, path: str) -> tuple[int, Any]:
+async def get_json(admin: str | None, path: str) -> tuple[int, Any]:
     """``(status, decoded JSON body)`` of ``GET http://{admin}{path}``."""
+    assert admin is not None, "this node has no admin listener"
     async with aiohttp.ClientSession() as session:
         async with session.get(f"http://{admin}{path}") as response:
             return response.status, await response.json(content_type=None)
 
 
-async def services(admin: str) -> dict[str, Any]:
+async def services(admin: str | None) -> dict[str, Any]:
     """``GET /api/v1/services`` → ``{service: {"policy": ..., "providers": [...]}}``."""
     status, body = await get_json(admin, "/api/v1/services")
     assert status == 200, body
     return body["services"]
 
 
-async def service_instances(admin: str, service: str) -> list[str]:
+async def service_instances(admin: str | None, service: str) -> list[str]:
     """Instances currently providing ``service`` on this node (empty when none)."""
     entry = (await services(admin)).get(service)
     return [p["instance"] for p in entry["providers"]] if entry else []
 
 
-async def connections(admin: str) -> list[dict[str, Any]]:
+async def connections(admin: str | None) -> list[dict[str, Any]]:
     """``GET /api/v1/connections`` → one dict per connection."""
     status, body = await get_json(admin, "/api/v1/connections")
     assert status == 200, body
@@ -53,12 +52,12 @@ async def connections(admin: str) -> list[dict[str, Any]]:
 
 
 async def wait_for(
-    predicate: Callable[[], T | Awaitable[T]],
+    predicate: Callable[[], Any],
     *,
     timeout: float = WAIT_TIMEOUT_S,
     interval: float = 0.05,
     message: str = "condition",
-) -> T:
+) -> Any:
     """Poll ``predicate`` until it returns a truthy value; fail with ``message`` after ``timeout``."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -67,7 +66,7 @@ async def wait_for(
         if inspect.isawaitable(value):
             value = await value
         if value:
-            return value  # type: ignore[return-value]
+            return value
         if loop.time() > deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {message} (last value {value!r})")
         await asyncio.sleep(interval)

@@ -30,9 +30,16 @@ _probe_ids = itertools.count(1)
 
 
 class Node(Protocol):
-    tcp: str | None
-    ws: str | None
-    admin: str | None
+    """What the helpers need of a node: its listener addresses (``host:port`` or None)."""
+
+    @property
+    def tcp(self) -> str | None: ...
+
+    @property
+    def ws(self) -> str | None: ...
+
+    @property
+    def admin(self) -> str | None: ...
 
 
 def address_of(node: Node, transport: str) -> str:
@@ -68,13 +75,13 @@ async def raw_provider(
     assert node.admin is not None
     for service in service_list:
         await wait_for(
-            lambda: _lists(node.admin, service, instance),  # type: ignore[arg-type]
+            lambda: _lists(node.admin, service, instance),
             message=f"'{instance}' registered for '{service}'",
         )
     return client
 
 
-async def _lists(admin: str, service: str, instance: str) -> bool:
+async def _lists(admin: str | None, service: str, instance: str) -> bool:
     return instance in await service_instances(admin, service)
 
 

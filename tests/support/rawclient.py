@@ -131,9 +131,10 @@ class RawClient:
     # -- construction ---------------------------------------------------------------------
 
     @classmethod
-    async def tcp(cls, address: str, *, sndbuf: int | None = None, rcvbuf: int | None = None) -> "RawClient":
+    async def tcp(cls, address: str | None, *, sndbuf: int | None = None, rcvbuf: int | None = None) -> "RawClient":
         """Connect to ``host:port``; ``sndbuf``/``rcvbuf`` shrink the kernel socket buffers
         (flow-control tests use them so that back-pressure shows up after little data)."""
+        assert address is not None, "this node has no TCP listener"
         host, _, port = address.rpartition(":")
         sock = socket.socket(socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET, socket.SOCK_STREAM)
         if sndbuf is not None:
@@ -151,8 +152,9 @@ class RawClient:
         return client
 
     @classmethod
-    async def ws(cls, address: str) -> "RawClient":
+    async def ws(cls, address: str | None) -> "RawClient":
         """Connect to ``ws://host:port/rsocket``."""
+        assert address is not None, "this node has no WebSocket listener"
         client = cls()
         client._session = aiohttp.ClientSession()
         try:
