@@ -92,22 +92,27 @@ class Processes:
 
     def stop(self, process: subprocess.Popen[bytes]) -> None:
         """SIGTERM by PID, SIGKILL if it has not exited after the grace period."""
-        if process.poll() is None:
-            os.kill(process.pid, signal.SIGTERM)
+        self._stop_all([process])
+
+    def close(self) -> None:
+        """Stop everything still running: SIGTERM to all at once, so their drains overlap."""
+        self._stop_all(list(self._running))
+
+    def _stop_all(self, processes: list[subprocess.Popen[bytes]]) -> None:
+        for process in processes:
+            if process.poll() is None:
+                os.kill(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + _STOP_GRACE_S
+        for process in processes:
             try:
-                process.wait(_STOP_GRACE_S)
+                process.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 os.kill(process.pid, signal.SIGKILL)
                 process.wait()
-        if process.stdout is not None:
-            process.stdout.close()
-        if process in self._running:
-            self._running.remove(process)
-
-    def close(self) -> None:
-        """Stop everything still running, newest first (providers before their broker)."""
-        for process in reversed(list(self._running)):
-            self.stop(process)
+            if process.stdout is not None:
+                process.stdout.close()
+            if process in self._running:
+                self._running.remove(process)
 
 
 def _tail(log: Path, lines: int = 5) -> str:

@@ -66,6 +66,7 @@ QUICK = Plan(
     idle=(("tcp", 1000),),
     pair_rounds=2,
     pair_window_s=0.3,
+    pair_ratios=("issue3_rsocketpy_hop", "issue3_capacity"),
 )
 #: the smallest configuration that still exercises every code path (the harness's smoke test)
 TINY = Plan(

@@ -31,8 +31,8 @@ class FrameLoad(frames.FrameProtocol):
         self.recorder = recorder
         data = bytes(cell.payload_bytes)
         routing = frames.routing_metadata()
-        small = frames.request_body(frames.REQUEST_STREAM, data, routing, cell.inflight)
-        self._stream_request = (len(small) + 4).to_bytes(3, "big"), small
+        stream_body = frames.request_body(frames.REQUEST_STREAM, data, routing, cell.inflight)
+        self._stream_request = (len(stream_body) + 4).to_bytes(3, "big"), stream_body
         body = frames.request_body(
             frames.REQUEST_FNF if cell.scenario == "fire-and-forget" else frames.REQUEST_RESPONSE, data, routing
         )
@@ -52,6 +52,7 @@ class FrameLoad(frames.FrameProtocol):
         self.out += frames.tcp(frames.setup(self.keepalive_ms, self.lifetime_ms))
 
     def _stamp(self, prefix: bytes, body: bytes) -> int:
+        """Append one request with the next client stream id (odd, increasing; never reused)."""
         stream_id = self._next_id
         self._next_id += 2
         out = self.out
