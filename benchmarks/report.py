@@ -8,7 +8,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
-from benchmarks.ratios import SMALL_PAYLOAD, capacity_cpu_model, ratios
+from benchmarks.ratios import CPU_MODELLED, SMALL_PAYLOAD, cpu_model, ratios
 from benchmarks.suite import Outcome
 
 
@@ -56,7 +56,7 @@ def document(outcome: Outcome, command: str, plan_name: str) -> dict[str, Any]:
         "ratios": ratios(outcome.results, outcome.paired),
         "resources": {
             "broker_cpu_per_million_requests": cpu_per_million(outcome.results),
-            "capacity_cpu_model": capacity_cpu_model(outcome.results),
+            "cpu_model": {name: cpu_model(outcome.results, name) for name in CPU_MODELLED},
             "idle_connection_memory": outcome.idle_memory,
             "latency_fixed_rate": outcome.fixed_rate,
         },
@@ -102,13 +102,14 @@ def markdown(doc: dict[str, Any]) -> str:
         lines.append(f"| {name} | {r['inflight']} | {_fmt(r.get('paired_value'))} | {rounds} | {_fmt(r['value'])} "
                      f"| {_fmt(r['goal'])} | {met} | {parts} |")  # fmt: skip
     res = doc["resources"]
-    model = res["capacity_cpu_model"]
-    if model.get("value") is not None:
+    for name, model in res["cpu_model"].items():
+        if model.get("value") is None:
+            continue
         us = model["us_per_request"]
-        lines += ["", f"issue-3 capacity ratio predicted from CPU per request on {model['cores']} idle cores: "
-                  f"**{model['value']}** (goal {model['goal']}; CPU µs per request: generator {us['generator']}, "
-                  f"broker {us['broker']}, provider {us['provider']}; direct: generator {us['generator_direct']}, "
-                  f"responder {us['responder_direct']})."]  # fmt: skip
+        lines += ["", f"{name} predicted from CPU per request on {model['cores']} idle cores ({model['inflight']} in flight): "
+                  f"**{model['value']}** (goal {model['goal']}). CPU µs per request through the broker: requester "
+                  f"{us['requester']}, broker {us['broker']}, provider {us['provider']}; direct: requester "
+                  f"{us['requester_direct']}, server {us['server_direct']}."]  # fmt: skip
     if res["broker_cpu_per_million_requests"]:
         lines += ["", "| broker CPU, request-response | payload | in flight | CPU s per million requests | broker cores busy | generator cores busy |",
                   "|---|---:|---:|---:|---:|---:|"]  # fmt: skip

@@ -47,10 +47,11 @@ def test_cpu_model_ratio_follows_the_costs_per_request() -> None:
         row("raw-asyncio", "frames", 256, 100_000.0, window_s=1.0, cpu_s={"loadgen": 0.1, "server": 0.1}),
         row("broker-1", "frames", 256, 100_000.0, window_s=1.0, cpu_s={"loadgen": 0.1, "broker": 0.3, "provider": 0.1}),
     ]
-    model = ratios.capacity_cpu_model(rows)
+    model = ratios.cpu_model(rows, "issue3_capacity")
     assert model["value"] == 0.333
     assert model["met"] is False
     assert model["us_per_request"]["broker"] == 3.0
+    assert ratios.cpu_model(rows, "issue3_rsocketpy_hop")["value"] is None  # its rows were not measured
 
 
 def test_paired_rounds_decide_the_goal_by_their_median() -> None:
