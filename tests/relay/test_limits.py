@@ -12,7 +12,7 @@ from tests.support.peers import address_of, assert_serves, raw_provider, raw_req
 from tests.support.rawclient import RawClient
 
 MAX_STREAMS = 3
-SETUP_TIMEOUT_S = 1
+SETUP_TIMEOUT_S = 2
 MAX_PER_SOURCE = 4
 LEASE_TTL_MS = 600
 
