@@ -163,12 +163,13 @@ PROFILES: dict[str, Config] = {
         gossip_to_the_dead_s=15.0, tcp_timeout_s=1.0, reconnect_interval_s=10.0,
     ),
     # Ours: a LAN broker cluster that must drop a crashed node's providers in ~3 s at 50
-    # nodes. Probe three times as often, gossip faster and wider, one confirmation shrinks
-    # the suspicion (Lifeguard) to 3 * log10(N) * 0.3 s; more bytes per second is the price,
-    # and a node paused (GC, SIGSTOP) for more than ~1.5 s at small N is declared dead:
-    # no detector can tell a 2 s pause from a crash it must report within 3 s.
+    # nodes. Probe four times as often (a crash waits for the next probe by anyone, then a
+    # whole interval), gossip faster and wider, one confirmation shrinks the suspicion
+    # (Lifeguard) to 3 * log10(N) * 0.25 s; more bytes per second is the price, and a node
+    # paused (GC, SIGSTOP) for more than ~1.5 s at small N is declared dead: no detector
+    # can tell a 2 s pause from a crash it must report within 3 s.
     "failover": Config(
-        probe_interval_s=0.3, probe_timeout_s=0.15, suspicion_mult=3, suspicion_max_timeout_mult=4,
+        probe_interval_s=0.25, probe_timeout_s=0.125, suspicion_mult=3, suspicion_max_timeout_mult=4,
         gossip_interval_s=0.1, gossip_nodes=4, push_pull_interval_s=15.0, tcp_timeout_s=5.0,
         reconnect_interval_s=10.0,
     ),

@@ -75,7 +75,8 @@ class Observed:
 class Simulator:
     """A cluster of simulated nodes on a simulated network."""
 
-    def __init__(self, config: Config, seed: int, *, link: Link | None = None, sealed: bool = True) -> None:
+    def __init__(self, config: Config, seed: int, *, link: Link | None = None, sealed: bool = True,
+                 record: bool = False) -> None:
         self.config = config.validate()
         self.seed = seed
         self.rng = random.Random(seed)
@@ -89,7 +90,10 @@ class Simulator:
         self._heap: list[tuple[float, int, Callable[[], None]]] = []
         self._counter = itertools.count()
         self.bytes_sent: dict[str, int] = {}
+        #: Every event of every node, when ``record`` (memory grows with the run: big
+        #: scenarios use listeners instead).
         self.events: list[Observed] = []
+        self._record = record
         self.listeners: list[Callable[[Observed], None]] = []
 
     # ---- building the cluster -------------------------------------------------------------
@@ -232,7 +236,8 @@ class Simulator:
                 self._push_pull(node, out.addr, out.join)
             else:
                 observed = Observed(self.now, node.name, out)
-                self.events.append(observed)
+                if self._record:
+                    self.events.append(observed)
                 for listener in self.listeners:
                     listener(observed)
         self._reschedule(node)

@@ -111,7 +111,7 @@ def test_only_crashed_nodes_are_declared_dead_without_loss_or_pause(seed: int) -
 
 def test_same_seed_same_run() -> None:
     def trace(seed: int) -> list[tuple[float, str, str, str]]:
-        sim = Simulator(CFG, seed, link=Link(loss=0.1))
+        sim = Simulator(CFG, seed, link=Link(loss=0.1), record=True)
         sim.start(6)
         sim.crash("n3")
         sim.run_for(20)
