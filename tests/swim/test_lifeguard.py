@@ -159,3 +159,42 @@ def test_suspect_refutes_at_once_when_buddy_tells_it() -> None:
     assert Ack(7) in reply
     alive = [m for m in reply if isinstance(m, Alive) and m.node == "n0"]
     assert alive and alive[0].inc == 1  # the refutation rides the ack
+
+
+# ---- the three together, in the simulator -------------------------------------------------
+
+def _accusations_by_slow_node(config, seed: int) -> tuple[int, int]:
+    """n0's links are slower than a probe interval both ways (an overloaded host): how
+    many times n0 suspects a healthy peer in 2 minutes, and how many false verdicts."""
+    from cluster.swim.core import MemberChanged
+    from cluster.swim.sim import Link, Simulator
+
+    sim = Simulator(config, seed)
+    sim.start(10)
+    slow = Link(delay_s=0.55, jitter_s=0.05)
+    for other in sim.nodes:
+        if other != "n0":
+            sim.set_link("n0", other, slow)
+            sim.set_link(other, "n0", slow)
+    counts = [0, 0]
+
+    def listen(o) -> None:
+        e = o.event
+        if isinstance(e, MemberChanged) and o.observer == "n0" and e.member.state == MemberState.SUSPECT:
+            counts[0] += 1
+        if isinstance(e, MemberChanged) and e.declared:
+            counts[1] += 1
+
+    sim.listeners.append(listen)
+    sim.run_for(120)
+    return counts[0], counts[1]
+
+
+def test_slow_node_stops_accusing_healthy_peers() -> None:
+    """Lifeguard's headline claim: the slow member, not its healthy peers, backs off."""
+    without = CFG.replace(awareness_max_multiplier=1, suspicion_max_timeout_mult=1)
+    for seed in (1, 2):
+        with_lifeguard, false_with = _accusations_by_slow_node(CFG, seed)
+        plain, _ = _accusations_by_slow_node(without, seed)
+        assert false_with == 0
+        assert with_lifeguard * 10 < plain, (with_lifeguard, plain)
