@@ -120,9 +120,9 @@ async def test_provider_cancel_on_a_channel_reaches_the_requester(node: BrokerPr
         await provider.close()
 
 
-async def test_requester_disconnect_cancels_its_streams(node: BrokerProcess, service: str) -> None:
+async def test_requester_disconnect_cancels_its_streams(node: BrokerProcess, service: str, transport: str) -> None:
     provider = await raw_provider(node, [service], "p")
-    requester = await raw_requester(node)
+    requester = await raw_requester(node, transport)
     try:
         for _ in range(2):
             await requester.request(FrameType.REQUEST_STREAM, f"{service}.s", initial_n=1)
