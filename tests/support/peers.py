@@ -93,9 +93,11 @@ async def raw_requester(node: Node, transport: str = "tcp") -> RawClient:
 
 
 class Responder:
-    """Answers every REQUEST_RESPONSE on ``client`` with ``reply(frame)`` and records requests.
+    """Answers every REQUEST_RESPONSE on ``client`` with ``reply(frame)``.
 
-    ``reply`` returning None leaves the request unanswered (a provider that holds it).
+    ``received`` records the requests in arrival order, ``other`` every other frame (LEASE,
+    KEEPALIVE, CANCEL ...). ``reply`` returning None leaves the request unanswered (a
+    provider that holds it).
     """
 
     def __init__(self, client: RawClient, reply: Callable[[Frame], bytes | None] = lambda f: f.data) -> None:
