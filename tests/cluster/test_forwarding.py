@@ -7,10 +7,8 @@ link (one hop). The tests share one cluster and keep apart by service name.
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
-import aiohttp
 from rsocket.payload import Payload
 from rsocket.streams.stream_from_generator import StreamFromGenerator
 
@@ -20,17 +18,8 @@ from tests.cluster.peers import ask_who, provider, requester
 from tests.relay.rsocket_provider import Recorder
 from tests.support.admin import get_json, wait_for
 from tests.support.brokerproc import run_rsbroker
-from tests.support.cluster import Cluster
+from tests.support.cluster import Cluster, put_config
 from tests.support.peers import raw_requester
-
-
-async def put_config(admin: str, key: str, value: Any) -> int:
-    """PUT one config key through ``admin``'s node; the Raft index of the acknowledged write."""
-    async with aiohttp.ClientSession() as http:
-        async with http.put(f"http://{admin}/api/v1/config/{key}", data=json.dumps(value)) as response:
-            body = await response.json(content_type=None)
-            assert response.status == 200, body
-            return int(body["index"])
 
 
 async def test_every_interaction_model_from_node3_to_a_provider_on_node1(cluster: Cluster, service: str) -> None:

@@ -20,13 +20,16 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Iterator, Sequence
+
+import aiohttp
 
 from tests.support.admin import get_json, wait_for
 from tests.support.brokerproc import BrokerFactory, BrokerProcess
 
-__all__ = ["Cluster", "ClusterFactory", "CONVERGE_TIMEOUT_S", "members", "member_states"]
+__all__ = ["Cluster", "ClusterFactory", "CONVERGE_TIMEOUT_S", "members", "member_states", "put_config"]
 
 #: Bound on a cluster agreeing after a start or a fault heals: join, gossip, Raft catch-up on
 #: a busy machine; it bounds the wait, it is no claim about speed.
@@ -43,6 +46,16 @@ async def members(admin: str) -> list[dict[str, Any]]:
 async def member_states(admin: str) -> dict[str, str]:
     """``{node_id: state}`` as one node sees the cluster."""
     return {m["node_id"]: m["state"] for m in await members(admin)}
+
+
+async def put_config(admin: str, key: str, value: Any) -> int:
+    """``PUT /api/v1/config/<key>`` on one node (it forwards to the Raft leader); returns the
+    Raft index of the acknowledged write, fails the test on any other answer."""
+    async with aiohttp.ClientSession() as http:
+        async with http.put(f"http://{admin}/api/v1/config/{key}", data=json.dumps(value)) as response:
+            body = await response.json(content_type=None)
+            assert response.status == 200, body
+            return int(body["index"])
 
 
 class Cluster:
