@@ -82,6 +82,10 @@ class RoutingTable:
         #: Owners declared dead or departed -> the epoch whose entries we dropped.
         self._gone: dict[str, int] = {}
         self._queue = BroadcastQueue(config.retransmit_limit)
+        # A boot marker (an empty tombstone) announces the new epoch even when this boot has
+        # no entries yet, so that a quick restart makes every peer drop the old life's
+        # entries at once instead of at the next push-pull with us.
+        self._announce(Route(node, epoch, self._next_seq(), "", "", 0, {}, 0, True))
 
     # ---- the owner's side ---------------------------------------------------------------
 
