@@ -360,6 +360,7 @@ class GossipNode:
             writer.write(self._frame(messages))
             await asyncio.wait_for(writer.drain(), self.config.tcp_timeout_s)
             writer.close()
+            self._counters["tcp_sent"] += 1
         except (OSError, asyncio.TimeoutError) as exc:
             self._counters["tcp_send_failed"] += 1
             log.debug("oversized gossip to %s:%d failed: %r", addr[0], addr[1], exc)

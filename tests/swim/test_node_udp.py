@@ -139,3 +139,13 @@ async def test_replayed_datagram_and_garbage_tcp_frame_are_counted(cluster: list
     await reader.read()  # the node closes the connection
     writer.close()
     assert n0.stats().get("dropped_decrypt", 0) >= before.get("dropped_decrypt", 0) + 1
+
+
+async def test_entry_too_big_for_a_datagram_travels_over_tcp(cluster: list[GossipNode]) -> None:
+    n0, n1, _ = cluster
+    tags = {f"tag{i}": "v" * 200 for i in range(20)}  # ~4 KB: far over one datagram
+    n0.set_local_services([ServiceEntry("com.acme.big", "big-1", 1, tags, 0)])
+    await until(lambda: bool(n1.lookup("com.acme.big")))
+    assert dict(n1.lookup("com.acme.big")[0].entry.tags) == tags
+    assert n1.stats().get("tcp_errors", 0) == 0
+    assert n0.stats().get("tcp_sent", 0) >= 1  # the oversized path, not only push-pull
