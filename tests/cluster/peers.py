@@ -71,9 +71,9 @@ async def provider(
 
 
 @contextlib.asynccontextmanager
-async def requester(node: BrokerProcess, **options: Any) -> AsyncIterator[AwaitableRSocket]:
-    """An rsocket-py requester on ``node``."""
-    host, port = split_hostport(str(node.tcp))
+async def requester(node: BrokerProcess | str, **options: Any) -> AsyncIterator[AwaitableRSocket]:
+    """An rsocket-py requester on ``node`` (a broker process or its ``host:port`` TCP address)."""
+    host, port = split_hostport(node if isinstance(node, str) else str(node.tcp))
     async with _tolerant(connect(host, port, **options)) as client:
         yield AwaitableRSocket(client)
 
