@@ -124,6 +124,8 @@ class ClusterRuntime:
             (host, port),
             keyring=self.keyring,
             meta=dict(self._meta),
+            # other members reach our gossip port on the advertised host (NAT, containers)
+            advertise=(parse_hostport(settings.advertise, "--advertise")[0], 0) if settings.advertise else None,
             allow_insecure=settings.allow_anonymous,
         )
         self.gossip.on_member_changed(self._member_changed)
