@@ -135,8 +135,8 @@ class RoutingTable:
 
     # ---- Delegate of the SWIM core ---------------------------------------------------------
 
-    def take_broadcasts(self, budget: int, num_nodes: int) -> list[Message]:
-        return self._queue.take(budget, 0, num_nodes)[0]
+    def take_broadcasts(self, budget: int, num_nodes: int, spill: bool = False) -> list[Message]:
+        return self._queue.take(budget, 0, num_nodes, spill)[0]
 
     def on_route(self, route: Route, now: float) -> list[object]:
         changed = self._apply(route, now)

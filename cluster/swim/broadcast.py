@@ -48,8 +48,15 @@ class BroadcastQueue:
         """Forget the broadcast with this key, if any."""
         self._items.pop(key, None)
 
-    def take(self, budget: int, per_message_overhead: int, num_nodes: int) -> tuple[list[Message], int]:
-        """Messages that fit in ``budget`` bytes, counted as sent once; and the bytes used."""
+    def take(
+        self, budget: int, per_message_overhead: int, num_nodes: int, spill: bool = False,
+    ) -> tuple[list[Message], int]:
+        """Messages that fit in ``budget`` bytes, counted as sent once; and the bytes used.
+
+        With ``spill``, messages too big for any datagram (``size > budget``) are returned
+        as well, outside the byte count: the caller sends those over TCP. Without it they
+        wait for a gossip round, as they cannot ride on a ping or an ack.
+        """
         if not self._items or budget <= 0:
             return [], 0
         limit = self._limit(num_nodes)
@@ -57,9 +64,10 @@ class BroadcastQueue:
         used = 0
         for item in sorted(self._items.values(), key=lambda i: (i.transmits, -i.order)):
             cost = item.size + per_message_overhead
-            if used + cost > budget:
+            if used + cost > budget and not (spill and item.size > budget):
                 continue
-            used += cost
+            if item.size <= budget:
+                used += cost
             chosen.append(item.message)
             item.transmits += 1
             if item.transmits >= limit:

@@ -123,7 +123,7 @@ class Delegate(Protocol):
     """What a layer above membership (the routing table) plugs in: its own broadcasts,
     its full state for push-pull, and reactions to membership changes."""
 
-    def take_broadcasts(self, budget: int, num_nodes: int) -> list[Message]: ...
+    def take_broadcasts(self, budget: int, num_nodes: int, spill: bool) -> list[Message]: ...
 
     def on_route(self, route: Route, now: float) -> list[object]: ...
 
@@ -609,14 +609,16 @@ class Swim:
         n_live = self.num_live()
         for node in self._rng.sample(candidates, min(self.config.gossip_nodes, len(candidates))):
             m = self._members[node]
-            msgs = self._piggyback(self.budget, n_live)
+            msgs = self._piggyback(self.budget, n_live, spill=True)
             if msgs:
                 self._pack_and_send((m.host, m.port), msgs, out)
 
-    def _piggyback(self, budget: int, n_live: int) -> list[Message]:
-        msgs, used = self._queue.take(budget, 0, n_live)
+    def _piggyback(self, budget: int, n_live: int, spill: bool = False) -> list[Message]:
+        """Queued broadcasts for ``budget`` bytes; with ``spill`` (gossip rounds) also those
+        too large for any datagram, which _pack_and_send then sends over TCP."""
+        msgs, used = self._queue.take(budget, 0, n_live, spill)
         if self.delegate and budget - used > 0:
-            msgs.extend(self.delegate.take_broadcasts(budget - used, n_live))
+            msgs.extend(self.delegate.take_broadcasts(budget - used, n_live, spill))
         return msgs
 
     def _send(self, addr: Addr, msgs: list[Message], out: _Out) -> None:

@@ -54,3 +54,15 @@ def test_limit_follows_cluster_size() -> None:
     while q.take(10_000, 0, 100)[0]:
         sends += 1
     assert sends == 4 * 3  # retransmit_mult * ceil(log10(101))
+
+
+def test_too_big_for_a_datagram_waits_for_a_gossip_round_then_spills() -> None:
+    q = BroadcastQueue(lambda n: 2)
+    big = Alive(0, "big", "10.0.0.1", 7946, {f"k{i}": "v" * 50 for i in range(10)})
+    q.queue("big", big)
+    q.queue("a", alive("a"))
+    assert q.take(200, 0, 5)[0] == [alive("a")]  # a ping or ack cannot carry it
+    msgs, used = q.take(200, 0, 5, spill=True)  # a gossip round sends it (over TCP)
+    assert msgs == [big, alive("a")] and used == wire_size(alive("a"))
+    assert q.take(200, 0, 5, spill=True)[0] == [big]  # its second and last transmit
+    assert len(q) == 0
