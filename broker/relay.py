@@ -27,6 +27,8 @@ log = logging.getLogger("rsbroker.relay")
 #: How often the housekeeping pass runs (keepalive, SETUP timeouts, lease renewal), seconds.
 HOUSEKEEPING_INTERVAL_S = 0.25
 _ROUTE_CACHE_SIZE = 4096
+#: metadata longer than this (bytes) is parsed every time instead of cached
+_ROUTE_CACHE_MAX_KEY = 512
 
 
 class Broker:
@@ -189,7 +191,13 @@ class Broker:
             listener()
 
     def route_of(self, metadata: bytes, metadata_mime: str) -> str | None:
-        """Route of a request's metadata; cached because clients repeat the same bytes."""
+        """Route of a request's metadata; cached because clients repeat the same bytes.
+
+        Only small metadata is cached (routing plus a little more): caching big blobs as
+        keys would let a client pin megabytes of broker memory per request.
+        """
+        if len(metadata) > _ROUTE_CACHE_MAX_KEY:
+            return md.route_of(metadata, metadata_mime)
         key = metadata if metadata_mime == md.COMPOSITE_MIME else b"R" + metadata
         try:
             return self._route_cache[key]
