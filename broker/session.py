@@ -433,7 +433,7 @@ class Session:
             self.fail(ErrorCode.CONNECTION_ERROR, f"stream id {sid} is already in use")
             return
         limit = self.broker.settings.max_streams
-        if len(self.streams) >= limit:
+        if len(self.streams) - self.outstanding >= limit:  # only streams this peer opened count
             self._reject(sid, ftype, ErrorCode.REJECTED, f"too many concurrent streams on this connection (limit {limit})")
             return
         try:
