@@ -7,7 +7,8 @@
   every suspicion timer that declares a node dead while that node is not crashed is a
   false verdict. Reported per node-hour of observed time.
 * bytes per node per second: everything sent in the steady run (sealed datagram sizes
-  and push-pull exchanges), divided by nodes and seconds.
+  and push-pull exchanges), divided by nodes and seconds; the steady run starts
+  ``WARMUP_S`` after the cluster formed, so the join wave is not counted.
 
 All times are virtual seconds of one seeded run: the same arguments give the same numbers.
 """
@@ -26,6 +27,9 @@ from .messages import MemberState
 from .sim import Link, Observed, Simulator
 
 __all__ = ["Scenario", "percentile", "run"]
+
+#: Virtual seconds between forming the cluster and the steady window.
+WARMUP_S = 30.0
 
 
 def percentile(samples: list[float], q: float) -> float | None:
@@ -92,6 +96,8 @@ def _steady(sim: Simulator, sc: Scenario) -> tuple[int, float]:
         if isinstance(e, MemberChanged) and e.declared and e.member.state == MemberState.DEAD:
             verdicts.append(e.member.node)
 
+    # Let the join wave's retransmits die out first: bytes are a steady-state figure.
+    sim.run_for(WARMUP_S)
     sim.listeners.append(listen)
     start, sent_before = sim.now, sum(sim.bytes_sent.values())
     if sc.pause_s > 0:
