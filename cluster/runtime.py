@@ -328,10 +328,17 @@ class ClusterRuntime:
                         log.info("could not add node %s to Raft yet: %s", node_id, exc)
 
     async def _announce_load(self) -> None:
-        """Keep this node's client connection count in its gossip metadata (for topology views)."""
+        """Keep this node's client connection count in its gossip metadata (for topology views).
+
+        Stops once the node leaves: a metadata change is announced as ``Alive`` with a higher
+        incarnation, which would overrule our own leave announcement on every other node
+        (they would take us for alive again, then suspect us and declare us dead).
+        """
         announced = -1
         while True:
             await asyncio.sleep(LOAD_ANNOUNCE_S)
+            if self.leaving:
+                return
             count = self._client_connections()
             if count != announced and self.gossip is not None:
                 self._meta["connections"] = str(count)
