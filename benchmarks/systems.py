@@ -97,16 +97,12 @@ def _broker_three_cross(procs: Processes) -> Target:
     seed = first_addresses.get("cluster")
     if not seed:
         raise Unavailable("rsbroker serve --cluster printed no cluster address")
-    nodes = [first]
-    third_addresses: dict[str, str | None] = {}
-    for node_id in ("n2", "n3"):
-        node, third_addresses = start_broker(procs, node_id, "--cluster", "127.0.0.1:0", "--join", str(seed))
-        nodes.append(node)
+    start_broker(procs, "n2", "--cluster", "127.0.0.1:0", "--join", str(seed))
+    third, third_addresses = start_broker(procs, "n3", "--cluster", "127.0.0.1:0", "--join", str(seed))
     provider = procs.python("provider", "benchmarks.servers.responder", "provide", "--broker", str(third_addresses["tcp"]))
     entry = str(first_addresses["tcp"])
     _route_ready("broker-3-cross", entry)
-    watch = {"broker": first.pid, "broker-n3": nodes[2].pid, "provider": provider.pid}
-    return Target(entry, watch)
+    return Target(entry, {"broker": first.pid, "broker-n3": third.pid, "provider": provider.pid})
 
 
 def _rsocket_direct(procs: Processes) -> Target:
