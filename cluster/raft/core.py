@@ -110,6 +110,7 @@ class Raft:
         self.lead_transferee: str | None = None
         self.pending_conf_index = 0
         self.uncommitted = 0
+        self._bcast_pending = False
         self._reads: dict[bytes, _ReadRequest] = {}
         self._read_queue: list[bytes] = []
         self._pending_reads: list[Message] = []  # ReadIndex before the leader committed in its term
@@ -191,6 +192,7 @@ class Raft:
         self._pending_reads.clear()
         self.pending_conf_index = 0
         self.uncommitted = 0
+        self._bcast_pending = False
 
     def become_follower(self, term: int, lead: str | None) -> None:
         self._reset(term)
@@ -485,7 +487,7 @@ class Raft:
                 self.pending_conf_index = last + i + 1
             out.append(Entry(self.term, last + i + 1, e.type, e.data))
         self._append(out)
-        self._bcast_append()
+        self._bcast_pending = True  # one AppendEntries per follower per Ready, whatever the proposals
 
     def _check_conf_change(self, e: Entry) -> None:
         if self.pending_conf_index > self.log.applied:
@@ -556,13 +558,12 @@ class Raft:
                 pr.become_probe()
                 pr.become_replicate()
             if self._maybe_commit():
-                self._bcast_append()
-            elif was_paused:
-                self._send_append(m.frm)
-            while (
-                pr.match < self.log.last_index() and not pr.is_paused() and self._send_append(m.frm, allow_empty=False)
-            ):
-                pass
+                self._bcast_pending = True  # tell everyone the new commit index, once per Ready
+            if not self._bcast_pending:  # else the broadcast in ``ready`` serves this follower too
+                if was_paused:
+                    self._send_append(m.frm)
+                while pr.match < self.log.last_index() and self._send_append(m.frm, allow_empty=False):
+                    pass
             if m.frm == self.lead_transferee and pr.match == self.log.last_index():
                 self._send(Message(MsgType.TIMEOUT_NOW, m.frm, self.id, term=self.term))
         elif pr.state is ProgressState.PROBE and pr.match < self.log.last_index():
@@ -589,9 +590,11 @@ class Raft:
             self._leader_read_index(m)
 
     def _bcast_append(self) -> None:
+        """Send every follower what it lacks: as many batches as its pipeline allows."""
         for n in self.prs:
-            if n != self.id:
-                self._send_append(n)
+            if n != self.id and self._send_append(n):
+                while self._send_append(n, allow_empty=False):
+                    pass
 
     def _send_append(self, to: str, allow_empty: bool = True) -> bool:
         """Send the next AppendEntries (or a snapshot) to ``to``; False if nothing was sent."""
@@ -721,7 +724,8 @@ class Raft:
 
     def has_ready(self) -> bool:
         return bool(
-            self.msgs
+            self._bcast_pending
+            or self.msgs
             or self.read_states
             or self.log.pending_snapshot is not None
             or self.log.stable < self.log.last_index()
@@ -731,6 +735,10 @@ class Raft:
 
     def ready(self) -> Ready:
         """Take the pending batch. Call ``advance`` with it after handling it."""
+        if self._bcast_pending:
+            self._bcast_pending = False
+            if self.role is Role.LEADER:
+                self._bcast_append()
         hs = self.hard_state()
         rd = Ready(
             hard_state=hs if hs != self._prev_hs else None,

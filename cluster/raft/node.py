@@ -123,6 +123,7 @@ class RaftNode:
         self._reads: dict[bytes, asyncio.Future[int]] = {}
         self._observers: list[asyncio.Future[None]] = []
         self._last_leader: str | None = None
+        self._leader_change: asyncio.Future[None] | None = None
         self._failure: BaseException | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -386,14 +387,11 @@ class RaftNode:
                     self._wakeup.set()
                 except ProposalDropped as exc:
                     dropped = f" (last refusal: {exc})"
-                retry_at = min(deadline, time.monotonic() + self.options.write_retry)
-                try:
-                    await self._wait_until(_applied_or_leader_changed(fut, self.core, leader), retry_at, "the write")
-                except Timeout:
-                    if self._remaining(deadline) <= 0:
-                        raise Timeout(
-                            f"write of {command.key!r} not applied in time; it may still commit{dropped}"
-                        ) from None
+                if self.core.lead == leader:
+                    wait = min(self._remaining(deadline), self.options.write_retry)
+                    await asyncio.wait((fut, self._leader_changed()), timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+                if not fut.done() and self._remaining(deadline) <= 0:
+                    raise Timeout(f"write of {command.key!r} not applied in time; it may still commit{dropped}")
         finally:
             self._writes.pop(rid, None)
         result = fut.result()
@@ -464,6 +462,15 @@ class RaftNode:
         if rd.leader != self._last_leader:
             log.info("raft %s: leader is now %s (term %d)", self.node_id, rd.leader, self.core.term)
             self._last_leader = rd.leader
+            if self._leader_change is not None and not self._leader_change.done():
+                self._leader_change.set_result(None)
+            self._leader_change = None
+
+    def _leader_changed(self) -> asyncio.Future[None]:
+        """A future that completes when the next Ready names another leader."""
+        if self._leader_change is None:
+            self._leader_change = asyncio.get_running_loop().create_future()
+        return self._leader_change
 
     async def _maybe_snapshot(self) -> None:
         core = self.core
@@ -485,7 +492,3 @@ class RaftNode:
             if not fut.done():
                 fut.set_exception(exc)
         self._notify_observers()
-
-
-def _applied_or_leader_changed(fut: asyncio.Future[ApplyResult], core: Raft, leader: str | None) -> Callable[[], bool]:
-    return lambda: fut.done() or core.lead != leader
