@@ -63,9 +63,8 @@ class Ready:
     messages: list[Message]
     committed_entries: list[Entry]
     read_states: list[ReadState]
-    #: Leader id and role at the time of the batch, for the shell's status and forwarding.
+    #: The leader at the time of the batch: the shell re-proposes pending writes when it changes.
     leader: str | None = None
-    role: Role = Role.FOLLOWER
 
 
 @dataclass
@@ -748,7 +747,6 @@ class Raft:
             committed_entries=self.log.next_committed(),
             read_states=self.read_states,
             leader=self.lead,
-            role=self.role,
         )
         self.msgs = []
         self.read_states = []
