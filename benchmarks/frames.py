@@ -206,6 +206,11 @@ class FrameProtocol(asyncio.Protocol):
         elif frame_type == ERROR and self.transport is not None:
             self.transport.close()
 
+    @property
+    def is_open(self) -> bool:
+        """Connected and not closing: writes still go somewhere."""
+        return self.transport is not None and not self.transport.is_closing()
+
     def flush(self) -> None:
         if self.out and self.transport is not None and not self.transport.is_closing():
             self.transport.write(bytes(self.out))

@@ -18,6 +18,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 _PR_SET_PDEATHSIG = 1
 _STOP_GRACE_S = 8.0
@@ -52,7 +53,7 @@ class Processes:
         self._running: list[subprocess.Popen[bytes]] = []
         log_dir.mkdir(parents=True, exist_ok=True)
 
-    def __enter__(self) -> Processes:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -66,7 +67,11 @@ class Processes:
         log = self.log_dir / f"{name}.log"
         with open(log, "wb") as out:
             process = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent,  # noqa: PLW1509 (the suite starts no threads)
             )
         self._running.append(process)
         pattern = re.compile(ready, re.MULTILINE)
@@ -85,7 +90,11 @@ class Processes:
         """Start a process whose stdout the caller reads line by line (stderr goes to a log file)."""
         with open(self.log_dir / f"{name}.log", "wb") as err:
             process = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err, preexec_fn=_die_with_parent
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                preexec_fn=_die_with_parent,  # noqa: PLW1509 (the suite starts no threads)
             )
         self._running.append(process)
         return process

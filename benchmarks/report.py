@@ -48,7 +48,7 @@ def machine() -> dict[str, Any]:
 
 def document(outcome: Outcome, command: str, plan_name: str) -> dict[str, Any]:
     return {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "command": command,
         "plan": plan_name,
         "machine": machine(),
@@ -79,9 +79,12 @@ def _size(payload: int) -> str:
 def markdown(doc: dict[str, Any]) -> str:
     """The results as README-ready Markdown: header, results table, ratios, resources."""
     m = doc["machine"]
-    lines = [
+    heading = (
         f"Measured {doc['date']} on {m['cpu']}, {m['cores']} cores, Linux {m['kernel']}, "
-        f"{m['implementation']} {m['python']}, with `{doc['command']}` ({doc['plan']} plan).",
+        f"{m['implementation']} {m['python']}, with `{doc['command']}` ({doc['plan']} plan)."
+    )
+    lines = [
+        heading,
         "",
         "| system | client | scenario | payload | in flight | ops/s | p50 ms | p99 ms |",
         "|---|---|---|---:|---:|---:|---:|---:|",
@@ -93,8 +96,11 @@ def markdown(doc: dict[str, Any]) -> str:
         )
     for key, reason in doc["unavailable"].items():
         lines.append(f"| {key} | | | | | {reason} | | |")
-    lines += ["", "| ratio (request-response, 100 B) | in flight | paired median | paired rounds | matrix | goal | met "
-              "| matrix numerator / denominator |", "|---|---:|---:|---|---:|---:|---|---|"]  # fmt: skip
+    ratio_header = (
+        "| ratio (request-response, 100 B) | in flight | paired median | paired rounds | matrix | goal | met "
+        "| matrix numerator / denominator |"
+    )
+    lines += ["", ratio_header, "|---|---:|---:|---|---:|---:|---|---|"]
     for name, r in doc["ratios"].items():
         parts = f"{r['numerator']} / {r['denominator']}" if r.get("numerator") else r.get("missing", "")
         met = "–" if r["met"] is None else ("yes" if r["met"] else "**no**")
@@ -106,10 +112,13 @@ def markdown(doc: dict[str, Any]) -> str:
         if model.get("value") is None:
             continue
         us = model["us_per_request"]
-        lines += ["", f"{name} predicted from CPU per request on {model['cores']} idle cores ({model['inflight']} in flight): "
-                  f"**{model['value']}** (goal {model['goal']}). CPU µs per request through the broker: requester "
-                  f"{us['requester']}, broker {us['broker']}, provider {us['provider']}; direct: requester "
-                  f"{us['requester_direct']}, server {us['server_direct']}."]  # fmt: skip
+        sentence = (
+            f"{name} predicted from CPU per request on {model['cores']} idle cores ({model['inflight']} in flight): "
+            f"**{model['value']}** (goal {model['goal']}). CPU µs per request through the broker: requester "
+            f"{us['requester']}, broker {us['broker']}, provider {us['provider']}; direct: requester "
+            f"{us['requester_direct']}, server {us['server_direct']}."
+        )
+        lines += ["", sentence]
     if res["broker_cpu_per_million_requests"]:
         lines += ["", "| broker CPU, request-response | payload | in flight | CPU s per million requests | broker cores busy | generator cores busy |",
                   "|---|---:|---:|---:|---:|---:|"]  # fmt: skip

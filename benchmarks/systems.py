@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.clients.frames_client import RouteUnavailable, wait_for_route
-from benchmarks.procs import Processes, StartError, Started
+from benchmarks.procs import Processes, Started, StartError
 from benchmarks.stats import SCENARIOS
 
 BROKER_READY = r"^rsbroker ready (\{.*\})$"

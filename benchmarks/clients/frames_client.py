@@ -140,7 +140,7 @@ async def _open_loop(load: FrameLoad) -> None:
     assert rate is not None
     started = time.perf_counter()
     sent = 0
-    while not load.transport.is_closing():
+    while load.is_open:
         now = time.perf_counter()
         due = int((now - started) * rate) + 1  # request k is due at started + k / rate
         while sent < due:
@@ -151,7 +151,7 @@ async def _open_loop(load: FrameLoad) -> None:
 
 
 async def _fire_and_forget(load: FrameLoad) -> None:
-    while load.recorder.sending and not load.transport.is_closing():
+    while load.recorder.sending and load.is_open:
         await load.writable()
         load.send_batch()
         await asyncio.sleep(0)
@@ -169,10 +169,10 @@ async def run_cell(target: str, cell: Cell, watch: dict[str, int]) -> Measuremen
             load.start_stream()
             return await measure(cell, recorder, watch)
         if cell.scenario == "fire-and-forget":
-            sender = asyncio.ensure_future(_fire_and_forget(load))
+            batches = sender = asyncio.ensure_future(_fire_and_forget(load))
 
             async def drain() -> None:
-                await sender
+                await batches
                 await load.probe()
 
             return await measure(cell, recorder, watch, drain)
@@ -207,7 +207,7 @@ async def wait_for_route(target: str, timeout_s: float, retry_s: float = 0.1) ->
         while time.monotonic() < deadline:
             try:
                 answer = await asyncio.wait_for(load.probe(), max(0.01, deadline - time.monotonic()))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 break
             if answer is None:
                 return

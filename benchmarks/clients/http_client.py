@@ -14,6 +14,7 @@ import asyncio
 import math
 import time
 from collections import deque
+from functools import partial
 
 from benchmarks.clients.window import Recorder, measure
 from benchmarks.servers.common import split_address
@@ -90,7 +91,7 @@ async def run_cell(target: str, cell: Cell, watch: dict[str, int]) -> Measuremen
     transports = []
     try:
         for depth in depths:
-            transport, _ = await loop.create_connection(lambda d=depth: PipelinedHttp(request, d, recorder), host, port)
+            transport, _ = await loop.create_connection(partial(PipelinedHttp, request, depth, recorder), host, port)
             transports.append(transport)
         return await measure(cell, recorder, watch)
     finally:

@@ -20,7 +20,7 @@ class Recorder:
     drain that follows measures only what was counted.
     """
 
-    __slots__ = ("recording", "sending", "count", "errors", "latencies")
+    __slots__ = ("count", "errors", "latencies", "recording", "sending")
 
     def __init__(self) -> None:
         self.recording = False

@@ -41,7 +41,8 @@ class Responder(frames.FrameProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         if self._setup is not None:
-            self.transport.write(frames.tcp(self._setup))
+            self.out += frames.tcp(self._setup)
+            self.flush()
 
     def frame_received(self, buf: bytearray, start: int, end: int) -> None:
         stream_id, type_flags = frames.HEADER.unpack_from(buf, start)
@@ -90,7 +91,7 @@ class Responder(frames.FrameProtocol):
     async def _pump(self) -> None:
         """Emit bursts for streams with credit left, one round per event-loop turn, while writable."""
         try:
-            while self._backlog and self.transport is not None and not self.transport.is_closing():
+            while self._backlog and self.is_open:
                 await self.writable()
                 await asyncio.sleep(0)
                 waiting, self._backlog = self._backlog, set()
