@@ -80,6 +80,7 @@ def _loadgen(target: str, args: argparse.Namespace, watch: dict[str, int]) -> di
         [sys.executable, "-m", "benchmarks.loadgen", json.dumps(spec)],
         capture_output=True,
         text=True,
+        check=False,  # a failure is reported with the generator's stderr below
         timeout=args.duration + args.warmup + 120,
     )
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
@@ -139,7 +140,7 @@ async def _first_answer(node: BrokerProcess, service: str, ready: asyncio.Event)
             try:
                 await ask_who(client, service)
                 return time.monotonic()
-            except Exception:  # REJECTED: this node does not know the service yet
+            except Exception:  # noqa: BLE001 — REJECTED: this node does not know the service yet
                 await asyncio.sleep(0.005)
 
 
@@ -198,16 +199,20 @@ async def measure_failover_once(round_no: int) -> dict[str, Any]:
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {"settings": {k: v for k, v in vars(args).items() if k != "json"}}
-    with tempfile.TemporaryDirectory(prefix="rsbroker-cluster-bench-") as logs, ClusterFactory() as factory:
-        with Processes(Path(logs)) as procs:
-            print("starting a lone node and a 3-node cluster", flush=True)
-            solo = await asyncio.to_thread(factory.brokers.start, node_id="solo")
-            cluster = await asyncio.to_thread(factory.start, 3)
-            await cluster.wait_converged()
-            print(f"throughput: request-response, {args.inflight} in flight, {args.payload} B", flush=True)
-            result["throughput"] = await measure_throughput(args, procs, solo, cluster)
-            fresh = await measure_new_service(cluster, args.fresh_rounds)
-            result["new_service_s"] = {"median": statistics.median(fresh), "max": max(fresh), "samples": fresh}
+    # Processes (the responders) exits first, so no responder outlives its broker's drain.
+    with (
+        tempfile.TemporaryDirectory(prefix="rsbroker-cluster-bench-") as logs,
+        ClusterFactory() as factory,
+        Processes(Path(logs)) as procs,
+    ):
+        print("starting a lone node and a 3-node cluster", flush=True)
+        solo = await asyncio.to_thread(factory.brokers.start, node_id="solo")
+        cluster = await asyncio.to_thread(factory.start, 3)
+        await cluster.wait_converged()
+        print(f"throughput: request-response, {args.inflight} in flight, {args.payload} B", flush=True)
+        result["throughput"] = await measure_throughput(args, procs, solo, cluster)
+        fresh = await measure_new_service(cluster, args.fresh_rounds)
+        result["new_service_s"] = {"median": statistics.median(fresh), "max": max(fresh), "samples": fresh}
     failover = [await measure_failover_once(i) for i in range(args.failover_rounds)]
     result["failover"] = {
         key: {"median": statistics.median(r[key] for r in failover), "max": max(r[key] for r in failover)}
@@ -217,21 +222,20 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def _ratio(value: float | None, base: float | None) -> str:
+    return "-" if value is None or not base else f"{value / base:.2f}"
+
+
 def render(result: dict[str, Any]) -> str:
     rows = result["throughput"]
     base = rows["one node"]
     lines = [f"{'route':12} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'tput ratio':>11} {'p50 ratio':>10} {'p99 ratio':>10}"]
     for name in ROWS:
         row = rows[name]
-
-        def ratio(key: str) -> str:
-            if row[key] is None or not base[key]:
-                return "-"
-            return f"{row[key] / base[key]:.2f}"
-
+        ratios = [_ratio(row[key], base[key]) for key in ("ops_per_s", "p50_ms", "p99_ms")]
         lines.append(
             f"{name:12} {row['ops_per_s'] or 0:>10.0f} {row['p50_ms'] or 0:>8.2f} {row['p99_ms'] or 0:>8.2f} "
-            f"{ratio('ops_per_s'):>11} {ratio('p50_ms'):>10} {ratio('p99_ms'):>10}"
+            f"{ratios[0]:>11} {ratios[1]:>10} {ratios[2]:>10}"
         )
     fresh = result["new_service_s"]
     lines.append(f"\nnew service callable from every node: median {fresh['median'] * 1000:.0f} ms, max {fresh['max'] * 1000:.0f} ms")

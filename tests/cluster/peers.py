@@ -17,8 +17,9 @@ import asyncio
 import contextlib
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, AsyncIterator
+from typing import Any, Self
 
 from rsocket.awaitable.awaitable_rsocket import AwaitableRSocket
 from rsocket.helpers import create_response
@@ -112,15 +113,15 @@ class SteadyLoad:
             started = time.monotonic()
             try:
                 instance = await asyncio.wait_for(ask_who(self.client, self.service), REQUEST_BOUND_S)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self.outcomes.append(Outcome(started, time.monotonic(), None, "hung"))
-            except Exception as exc:  # rsocket-py raises its own error types for ERROR frames
+            except Exception as exc:  # noqa: BLE001 — rsocket-py raises its own error types for ERROR frames
                 self.outcomes.append(Outcome(started, time.monotonic(), None, "error", f"{type(exc).__name__}: {exc}"))
             else:
                 self.outcomes.append(Outcome(started, time.monotonic(), instance, "ok"))
             await asyncio.sleep(self.pause_s)
 
-    def start(self) -> "SteadyLoad":
+    def start(self) -> Self:
         self._running = True
         self._tasks = [asyncio.create_task(self._worker()) for _ in range(self.workers)]
         return self
@@ -130,10 +131,10 @@ class SteadyLoad:
         self._running = False
         await asyncio.gather(*self._tasks)
 
-    async def __aenter__(self) -> "SteadyLoad":
+    async def __aenter__(self) -> Self:
         return self.start()
 
-    async def __aexit__(self, *exc: Any) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
     # -- reading the record -----------------------------------------------------------------

@@ -97,7 +97,7 @@ async def test_a_downstream_partition_blackholes_only_answers(proxy: ChaosProxy,
 
 async def test_a_full_partition_also_swallows_new_connections(proxy: ChaosProxy, echo: Echo) -> None:
     proxy.partition()
-    reader, writer = await _open(proxy)
+    _, writer = await _open(proxy)
     writer.write(b"nobody")
     await wait_for(lambda: proxy.stats["blackholed_bytes"] == 6, message="the bytes reached the proxy")
     assert echo.received == b"" and proxy.open_connections == 1

@@ -19,6 +19,7 @@ from rsocket.awaitable.awaitable_rsocket import AwaitableRSocket
 from broker.client import connect_cluster
 from tests.cluster.peers import SteadyLoad, ask_who, provider, requester, who_router
 from tests.support.admin import service_instances, wait_for
+from tests.support.brokerproc import BrokerProcess
 from tests.support.cluster import Cluster, ClusterFactory, member_states
 
 #: how long the paused node stays stopped: below the suspicion timeout, above several probe rounds
@@ -111,7 +112,10 @@ async def test_a_cluster_client_moves_when_its_node_dies_and_a_provider_register
 ) -> None:
     cluster = await started(cluster_factory)
     n1, n2, n3 = (cluster[n] for n in ("n1", "n2", "n3"))
-    order = lambda first, *rest: [str(first.tcp), *(str(n.tcp) for n in rest)]  # noqa: E731
+
+    def order(*nodes: BrokerProcess) -> list[str]:
+        return [str(n.tcp) for n in nodes]
+
     async with connect_cluster(order(n2, n1, n3), services=[service], router=who_router(service, "roamer"), instance="roamer"):
         await cluster.wait_serves(service, {"roamer"})
         async with connect_cluster(order(n3, n1, n2)) as raw_client:
@@ -123,7 +127,7 @@ async def test_a_cluster_client_moves_when_its_node_dies_and_a_provider_register
             async def answered() -> bool:
                 try:
                     return await ask_who(client, service) == "roamer"
-                except Exception:  # errors while it moves; retried
+                except Exception:  # noqa: BLE001 — errors while it moves; retried
                     return False
 
             await wait_for(answered, timeout=60, interval=0.2, message="the requester to move and be answered")
@@ -155,7 +159,7 @@ async def test_sigterm_drain_leaves_the_cluster_and_moves_its_clients(cluster_fa
             async def answered_elsewhere() -> bool:
                 try:
                     return await ask_who(client, service) == "steady" and topology.current != n2.tcp
-                except Exception:  # the request that meets the closing connection; retried
+                except Exception:  # noqa: BLE001 — the request that meets the closing connection; retried
                     return False
 
             await wait_for(answered_elsewhere, timeout=60, interval=0.2, message="the client to move off the drained node")

@@ -7,6 +7,7 @@ link (one hop). The tests share one cluster and keep apart by service name.
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Any
 
 from rsocket.payload import Payload
@@ -123,7 +124,7 @@ async def test_topology_lists_every_node_with_services_and_links_on_every_node(c
             return body if ready else None
 
         for node in cluster:
-            body = await wait_for(lambda: complete(str(node.admin)), message=f"a complete topology on {node.node_id}")
+            body = await wait_for(functools.partial(complete, str(node.admin)), message=f"a complete topology on {node.node_id}")
             assert body["self"] == node.node_id
             own = next(n for n in body["nodes"] if n["node_id"] == node.node_id)
             assert own["tcp"] == node.tcp and isinstance(own["connections"], int)

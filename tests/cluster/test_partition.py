@@ -10,6 +10,7 @@ healing, n1 reaches n3's provider again.
 from __future__ import annotations
 
 import asyncio
+import functools
 
 import pytest
 
@@ -23,9 +24,9 @@ async def _answer(client: object, service: str) -> str | None:
     """The answering instance, or None if the request failed (it must not hang)."""
     try:
         return await ask_who(client, service)  # type: ignore[arg-type]
-    except asyncio.TimeoutError:
+    except TimeoutError:
         pytest.fail(f"a request hung for {REQUEST_BOUND_S} s")
-    except Exception:  # the ERROR of a cut link, or REJECTED while no link is up
+    except Exception:  # noqa: BLE001 — the ERROR of a cut link, or REJECTED while no link is up
         return None
 
 
@@ -37,17 +38,23 @@ async def test_a_partition_of_the_links_to_a_node_heals(cluster_factory: Cluster
         await cluster.wait_converged()
         async with provider(cluster["n3"], service, "behind-proxy"):
             await cluster.wait_serves(service, {"behind-proxy"})
+            def links_lost() -> int:
+                return cluster["n1"].output().count("link to node n3 is down")
+
+            def lost_since(before: int) -> bool:
+                return links_lost() > before
+
             async with requester(cluster["n1"]) as client:
                 await wait_for(lambda: _answer(client, service), message="n1 reaches n3 through the proxy")
                 assert proxy.stats["forwarded_bytes"] > 0
 
                 for direction in (Direction.BOTH, Direction.UPSTREAM, Direction.DOWNSTREAM):
-                    lost_before = cluster["n1"].output().count("link to node n3 is down")
+                    lost_before = links_lost()
                     proxy.partition(direction)
                     # requests end (as errors) while the partition lasts; the link is seen lost
                     assert await _answer(client, service) is None, direction
                     await wait_for(
-                        lambda: cluster["n1"].output().count("link to node n3 is down") > lost_before,
+                        functools.partial(lost_since, lost_before),
                         message=f"n1 to notice its link to n3 is gone ({direction})",
                     )
                     proxy.heal()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import random
 
 import aiohttp
@@ -45,9 +46,12 @@ class Writer:
                             self.acknowledged[key] = n
                         else:
                             self.refused += 1  # no leader during an election: not acknowledged
-                except (aiohttp.ClientError, asyncio.TimeoutError):
+                except (TimeoutError, aiohttp.ClientError):
                     self.refused += 1  # the node went down under the request
                 await asyncio.sleep(0.05)
+
+    def more_than(self, count: int) -> bool:
+        return len(self.acknowledged) > count
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run())
@@ -81,8 +85,7 @@ async def test_rolling_restart_under_load_loses_no_acknowledged_write(cluster_fa
                         await asyncio.to_thread(cluster.restart, node_id)
                         await cluster.wait_converged()
                         await cluster.wait_serves(service, {"p0", "p1"})
-                        acknowledged_before = len(writer.acknowledged)
-                        await wait_for(lambda: len(writer.acknowledged) > acknowledged_before, message="writes go on")
+                        await wait_for(functools.partial(writer.more_than, len(writer.acknowledged)), message="writes go on")
                 finally:
                     await writer.stop()
             hung = [o for o in load.outcomes if o.result == "hung"]

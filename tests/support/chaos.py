@@ -56,7 +56,7 @@ class ChaosProxy:
         self._pairs: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
 
     @classmethod
-    async def start(cls, host: str = "127.0.0.1", upstream: str | None = None) -> "ChaosProxy":
+    async def start(cls, host: str = "127.0.0.1", upstream: str | None = None) -> ChaosProxy:
         proxy: ChaosProxy | None = None
 
         async def accepted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -22,15 +22,16 @@ from __future__ import annotations
 
 import json
 import signal
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Self
 
 import aiohttp
 
 from tests.support.admin import get_json, wait_for
 from tests.support.brokerproc import BrokerFactory, BrokerProcess
 
-__all__ = ["Cluster", "ClusterFactory", "CONVERGE_TIMEOUT_S", "members", "member_states", "put_config"]
+__all__ = ["CONVERGE_TIMEOUT_S", "Cluster", "ClusterFactory", "member_states", "members", "put_config"]
 
 #: Bound on a cluster agreeing after a start or a fault heals: join, gossip, Raft catch-up on
 #: a busy machine; it bounds the wait, it is no claim about speed.
@@ -52,11 +53,10 @@ async def member_states(admin: str) -> dict[str, str]:
 async def put_config(admin: str, key: str, value: Any) -> int:
     """``PUT /api/v1/config/<key>`` on one node (it forwards to the Raft leader); returns the
     Raft index of the acknowledged write, fails the test on any other answer."""
-    async with aiohttp.ClientSession() as http:
-        async with http.put(f"http://{admin}/api/v1/config/{key}", data=json.dumps(value)) as response:
-            body = await response.json(content_type=None)
-            assert response.status == 200, body
-            return int(body["index"])
+    async with aiohttp.ClientSession() as http, http.put(f"http://{admin}/api/v1/config/{key}", data=json.dumps(value)) as response:
+        body = await response.json(content_type=None)
+        assert response.status == 200, body
+        return int(body["index"])
 
 
 class Cluster:
@@ -195,8 +195,8 @@ class ClusterFactory:
             process.signal(signal.SIGTERM)
         self.brokers.close()
 
-    def __enter__(self) -> "ClusterFactory":
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
