@@ -156,6 +156,10 @@ class Links:
         self._keepalive = asyncio.get_running_loop().create_task(self._keepalive_loop())
 
     async def stop(self) -> None:
+        # Forget the wanted nodes first: on Python 3.11, asyncio.wait_for swallows a
+        # cancellation that arrives as its connect completes (gh-86296), and a _maintain
+        # loop that survived its cancel must still end, or this await never returns.
+        self._wanted.clear()
         tasks = list(self._tasks.values()) + ([self._keepalive] if self._keepalive else [])
         for task in tasks:
             task.cancel()
