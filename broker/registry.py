@@ -77,15 +77,25 @@ class ServicePolicy:
 
 
 class _Service:
-    __slots__ = ("providers", "cursor", "current", "remote")
+    __slots__ = ("providers", "cursor", "current", "remote", "leased", "only")
 
     def __init__(self) -> None:
         self.providers: list[Provider] = []
         self.cursor = 0
-        #: how many of ``providers`` are remote; 0 keeps the single-node pick on its fast path
-        self.remote = 0
         #: smooth-weighted-round-robin running weights, by provider identity
         self.current: dict[int, int] = {}
+        #: how many of ``providers`` are remote, and how many negotiated leases
+        self.remote = 0
+        self.leased = 0
+        #: the provider to pick without consulting any policy — the single local one, with
+        #: no lease — so the common single-node case costs one attribute read
+        self.only: Provider | None = None
+
+    def changed(self) -> None:
+        self.remote = sum(1 for p in self.providers if p.is_remote)
+        self.leased = sum(1 for p in self.providers if p.lease_enabled)
+        simple = len(self.providers) == 1 and not self.remote and not self.leased
+        self.only = self.providers[0] if simple else None
 
 
 class Registry:
@@ -104,16 +114,17 @@ class Registry:
             entry = self._services[service] = _Service()
         if provider not in entry.providers:
             entry.providers.append(provider)
-            entry.remote += provider.is_remote
+            entry.changed()
 
     def remove(self, service: str, provider: Provider) -> None:
         entry = self._services.get(service)
         if entry is None or provider not in entry.providers:
             return
         entry.providers.remove(provider)
-        entry.remote -= provider.is_remote
         entry.current.pop(id(provider), None)
-        if not entry.providers:
+        if entry.providers:
+            entry.changed()
+        else:
             del self._services[service]
 
     def services(self) -> dict[str, list[Provider]]:
@@ -141,6 +152,8 @@ class Registry:
         entry = self._services.get(service)
         if entry is None:
             return None, f"no provider for service '{service}'"
+        if entry.only is not None:
+            return entry.only, ""
         providers = entry.providers
         policy = self._policies.get(service, self.default_policy)
         if entry.remote:
@@ -152,7 +165,7 @@ class Registry:
             if not providers:
                 where = "on this node" if local_only else "reachable (links to its nodes are down)"
                 return None, f"no provider for service '{service}' {where}"
-        if any(p.lease_enabled for p in providers):
+        if entry.leased:
             providers = [p for p in providers if _has_lease(p, now)]
             if not providers:
                 return None, f"no provider for service '{service}' holds a lease with requests left"

@@ -47,7 +47,7 @@ class Broker:
         self.draining = False
         self._dirty: list[Session] = []
         self._flush_scheduled = False
-        self._route_cache: dict[bytes, str | None] = {}
+        self._route_cache: dict[bytes, tuple[str, str] | None] = {}
         self._housekeeping: asyncio.Task[None] | None = None
         self.security = Security(settings)
         #: the cluster's broker links (cluster.links.Links) when this node is in a cluster
@@ -190,31 +190,27 @@ class Broker:
         for listener in self.registry_listeners:
             listener()
 
-    def route_of(self, metadata: bytes, metadata_mime: str) -> str | None:
-        """Route of a request's metadata; cached because clients repeat the same bytes.
+    def resolve(self, metadata: bytes, metadata_mime: str) -> tuple[str, str] | None:
+        """``(route, service)`` of a request's metadata, or None when it names no route.
 
-        Only small metadata is cached (routing plus a little more): caching big blobs as
-        keys would let a client pin megabytes of broker memory per request.
+        Cached, because clients repeat the same bytes; only small metadata is cached
+        (routing plus a little more): caching big blobs as keys would let a client pin
+        megabytes of broker memory per request. Raises FrameError for unreadable metadata.
         """
         if len(metadata) > _ROUTE_CACHE_MAX_KEY:
-            return md.route_of(metadata, metadata_mime)
+            route = md.route_of(metadata, metadata_mime)
+            return (route, md.service_of(route)) if route is not None else None
         key = metadata if metadata_mime == md.COMPOSITE_MIME else b"R" + metadata
         try:
             return self._route_cache[key]
         except KeyError:
             pass
         route = md.route_of(metadata, metadata_mime)
+        resolved = (route, md.service_of(route)) if route is not None else None
         if len(self._route_cache) >= _ROUTE_CACHE_SIZE:
             self._route_cache.clear()
-        self._route_cache[key] = route
-        return route
-
-    def pick_provider(self, route: str, local_only: bool = False) -> tuple[Session | None, str]:
-        """The session to send a new stream for ``route`` to (a provider or a broker link)."""
-        provider, why = self.registry.pick(md.service_of(route), self.clock(), local_only)
-        if provider is None:
-            return None, why
-        return provider.target, ""  # type: ignore[attr-defined]
+        self._route_cache[key] = resolved
+        return resolved
 
     def authenticate_link(self, session: Session, link_entry: bytes) -> Any:
         """Principal of an inbound broker link; refused unless a cluster is configured."""

@@ -436,11 +436,23 @@ class Session:
         if len(self.streams) - self.outstanding >= limit:  # only streams this peer opened count
             self._reject(sid, ftype, ErrorCode.REJECTED, f"too many concurrent streams on this connection (limit {limit})")
             return
-        try:
-            metadata, has_data = request_metadata(buf, off, end)
-        except FrameError as exc:
-            self.fail(exc.code, str(exc))
+        # The metadata, read inline: this runs once per request (see frames.request_metadata).
+        pos = off + 10 if ftype == _STREAM or ftype == _CHANNEL else off + 6
+        if type_flags & FLAG_METADATA:
+            if end - pos < 3:
+                self.fail(ErrorCode.CONNECTION_ERROR, "frame has the metadata flag but no metadata length")
+                return
+            mend = pos + 3 + ((buf[pos] << 16) | (buf[pos + 1] << 8) | buf[pos + 2])
+            if mend > end:
+                self.fail(ErrorCode.CONNECTION_ERROR, f"metadata length {mend - pos - 3} runs past the end of the frame")
+                return
+            metadata = bytes(buf[pos + 3 : mend])
+            has_data = mend < end
+        elif pos > end:
+            self.fail(ErrorCode.CONNECTION_ERROR, f"frame type {ftype} of {end - off} bytes is too short for its fixed fields")
             return
+        else:
+            metadata, has_data = b"", pos < end
         st = Stream(ftype, self, sid)
         if type_flags & FLAG_FOLLOWS and not has_data:
             # The metadata may continue in the next fragment: hold the frames until it ends.
@@ -448,7 +460,11 @@ class Session:
             st.pending_meta = metadata
             self.streams[sid] = st
             return
-        self._route_stream(st, metadata, type_flags, [(buf, off, end)])
+        dest = self._route_stream(st, metadata, type_flags)
+        if dest is not None:
+            dest.forward(st.prov_sid, buf, off, end)
+            if dest.write_paused:
+                self._blocked_by(dest)
 
     def _pending_frame(self, st: Stream, buf: Any, off: int, end: int, ftype: int, type_flags: int) -> None:
         """A frame for a fragmented request whose route is not known yet."""
@@ -469,33 +485,46 @@ class Session:
             self._reject(st.req_id, st.kind, ErrorCode.INVALID, "request metadata exceeds 1 MiB")
             return
         if has_data or not type_flags & FLAG_FOLLOWS:
-            frames = [(f, 0, len(f)) for f in st.pending]
-            st.pending = None
+            frames, st.pending = st.pending, None
             del self.streams[st.req_id]
             # The last fragment decides whether the request is complete.
-            self._route_stream(st, st.pending_meta, type_flags, frames)
+            dest = self._route_stream(st, st.pending_meta, type_flags)
+            if dest is not None:
+                for frame in frames:
+                    dest.forward(st.prov_sid, frame, 0, len(frame))
+                if dest.write_paused:
+                    self._blocked_by(dest)
 
-    def _route_stream(self, st: Stream, metadata: bytes, last_flags: int, frames: list[tuple[Any, int, int]]) -> None:
+    def _route_stream(self, st: Stream, metadata: bytes, last_flags: int) -> "Session | None":
+        """Pick the provider of a new stream and enter it in both stream maps.
+
+        Returns the session to forward the request's frame(s) to, or None when the stream
+        was refused (the requester has its ERROR). ``last_flags`` are the flags of the
+        request's last frame so far: they say whether more fragments follow.
+        """
         broker = self.broker
         sid, ftype = st.req_id, st.kind
         try:
-            route = broker.route_of(metadata, self.metadata_mime)
+            resolved = broker.resolve(metadata, self.metadata_mime)
         except FrameError as exc:
             self._reject(sid, ftype, ErrorCode.INVALID, f"unreadable request metadata: {exc}")
-            return
-        if route is None:
+            return None
+        if resolved is None:
             self._reject(
                 sid, ftype, ErrorCode.INVALID, f"request has no route: add '{md.ROUTING_MIME}' metadata naming 'service.method'"
             )
-            return
-        refusal = broker.refuse_request(self, route)
-        if refusal:
-            self._reject(sid, ftype, ErrorCode.REJECTED, refusal)
-            return
-        dest, why = broker.pick_provider(route, self.is_link)
-        if dest is None:
+            return None
+        route, service = resolved
+        if broker.draining or broker.security.enabled:
+            refusal = broker.refuse_request(self, route)
+            if refusal:
+                self._reject(sid, ftype, ErrorCode.REJECTED, refusal)
+                return None
+        provider, why = broker.registry.pick(service, broker.clock(), self.is_link)
+        if provider is None:
             self._reject(sid, ftype, ErrorCode.REJECTED, why)
-            return
+            return None
+        dest: Session = provider.target
         pid = dest.allocate_local_id()
         st.route = route
         st.prov = dest
@@ -505,8 +534,6 @@ class Session:
         dest.streams[pid] = st
         dest.outstanding += 1
         broker.stats["requests"] += 1
-        for fbuf, foff, fend in frames:
-            dest.forward(st.prov_sid, fbuf, foff, fend)
         if last_flags & FLAG_FOLLOWS:
             pass  # more fragments of the request follow; they arrive as PAYLOAD frames
         elif ftype == _FNF:
@@ -514,8 +541,7 @@ class Session:
             self._finish(st)
         elif ftype != _CHANNEL or last_flags & FLAG_COMPLETE:
             st.in_done = True
-        if dest.write_paused:
-            self._blocked_by(dest)
+        return dest
 
     def allocate_local_id(self) -> int:
         """The id of a new stream the broker opens towards this peer (even, or odd on an
