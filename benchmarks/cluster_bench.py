@@ -42,6 +42,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import random
 import statistics
 import subprocess
@@ -261,6 +262,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fresh-rounds", type=int, default=5)
     parser.add_argument("--json", help="also write the result as JSON to this file")
     args = parser.parse_args(argv)
+    # The provider connected to the node a fail-over round kills loses its connection on
+    # purpose; rsocket-py logs that with a traceback that would bury the figures.
+    logging.getLogger("pyrsocket").setLevel(logging.CRITICAL)
     result = asyncio.run(run(args))
     print()
     print(render(result))
