@@ -393,9 +393,9 @@ class Swim:
         self._send((target.host, target.port), msgs, out)
 
     def _next_target(self, now: float) -> _Member | None:
-        """A suspect we have not probed yet comes first: our probe is an independent
-        confirmation (or not), and its buddy message lets the suspect correct us if we hold
-        a stale suspicion; then round-robin over a shuffled list, as in SWIM."""
+        """A suspect not probed since its suspicion began comes first: our probe is an
+        independent confirmation (or not), and its buddy message lets the suspect correct
+        us if we hold a stale suspicion; then round-robin over a shuffled list, as in SWIM."""
         while self._unprobed_suspects:
             node = next(iter(self._unprobed_suspects))
             del self._unprobed_suspects[node]
@@ -531,8 +531,9 @@ class Swim:
         min_s = self.config.suspicion_min_s(n)
         m.inc = s.inc
         m.suspicion = Suspicion(s.source, k, min_s, min_s * self.config.suspicion_max_timeout_mult, now)
-        if s.source != self.name:
-            self._unprobed_suspects[s.node] = None
+        # Probe it next, even when we are the accuser: a live suspect answers the buddy
+        # message with its refutation, which may have missed us in the gossip.
+        self._unprobed_suspects[s.node] = None
         self._queue.queue(("member", s.node), s)
         self._transition(m, MemberState.SUSPECT, now, out)
 
