@@ -4,7 +4,7 @@ Run it standalone (a full 3 + 5 node run takes about eight minutes on a busy 2-c
 
     python -m benchmarks.raft_failover [--nodes 3 5] [--trials 30] [--writes 300]
                                        [--concurrent-writes 1600] [--writers 32]
-                                       [--no-pysyncobj] [--json FILE]
+                                       [--no-yardstick] [--json FILE]
 
 Every node is a real ``rsbroker serve`` on 127.0.0.1 with ``--cluster`` (Raft rides the gossip
 port) and its own ``--data-dir``, so the log is fsynced before a write is acknowledged.
@@ -27,10 +27,12 @@ write at a time) and with ``--writers`` concurrent writers, each row once agains
 admin API and once against a follower's (which forwards to the leader). A write counts once
 its 200 arrived, which is after the node that took it applied it.
 
-**Yardstick** — ``benchmarks.raft_bench``'s pysyncobj measurement, in this run, after the
-brokers have stopped: three pysyncobj nodes in this process writing through its leader, with
-its default timing and with 10 ms ticks. pysyncobj 0.3 has no fsync per write (its journal is
-an mmap flushed on close) and no HTTP in front, so the ratios are conservative for us.
+**Yardsticks** — ``benchmarks.raft_bench``'s in-process measurements, in this run, after the
+brokers have stopped, three nodes each, the same write counts: pysyncobj writing through its
+leader with its default timing and with 10 ms ticks, and our ``RaftNode`` with fsync on and no
+HTTP in front (it shows how much of a gap is the admin API and the process hops rather than
+Raft). pysyncobj 0.3 has no fsync per write (its journal is an mmap flushed on close) and no
+HTTP in front, so the ratios of the ``rsbroker serve`` rows to it are conservative for us.
 """
 
 from __future__ import annotations
@@ -46,11 +48,14 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
+from benchmarks.procstat import cpu_snapshot
+from benchmarks.raft_bench import _pysyncobj, _throughput  # its in-process measurements, reused as they are
 from benchmarks.stats import percentile
 from tests.support.admin import wait_for
 from tests.support.brokerproc import BrokerProcess
@@ -85,7 +90,7 @@ class Admin:
         """``GET /api/v1/raft`` of ``node``, or None if it does not answer 200."""
         try:
             async with self.session.get(f"{node.admin_url}/api/v1/raft") as response:
-                return dict(await response.json()) if response.status == 200 else None
+                return dict(await response.json()) if response.status == HTTPStatus.OK else None
         except (aiohttp.ClientError, TimeoutError):
             return None
 
@@ -93,7 +98,7 @@ class Admin:
         """``{node_id: state}`` in ``node``'s gossip view (empty if it does not answer)."""
         try:
             async with self.session.get(f"{node.admin_url}/api/v1/members") as response:
-                body = await response.json() if response.status == 200 else {"members": []}
+                body = await response.json() if response.status == HTTPStatus.OK else {"members": []}
         except (aiohttp.ClientError, TimeoutError):
             return {}
         return {m["node_id"]: m["state"] for m in body["members"]}
@@ -147,7 +152,9 @@ async def settled_leader(cluster: Cluster, admin: Admin) -> str | None:
 
 
 async def wait_settled(cluster: Cluster, admin: Admin, timeout: float) -> str:
-    leader: str = await wait_for(lambda: settled_leader(cluster, admin), timeout=timeout, interval=0.02, message="a settled cluster")
+    leader: str = await wait_for(
+        lambda: settled_leader(cluster, admin), timeout=timeout, interval=0.02, message="a settled cluster"
+    )
     return leader
 
 
@@ -181,14 +188,16 @@ async def failover_trial(cluster: Cluster, admin: Admin, trial: int) -> Trial:
     while True:
         attempts += 1
         status = await admin.put(writer, key, trial)
-        if status == 200:
+        if status == HTTPStatus.OK:
             break
         if time.perf_counter() - started > FAILOVER_GIVE_UP_S:
-            raise RuntimeError(f"trial {trial}: no new leader accepted a write within {FAILOVER_GIVE_UP_S:g} s (last status {status})")
+            raise RuntimeError(
+                f"trial {trial}: no new leader accepted a write within {FAILOVER_GIVE_UP_S:g} s (last status {status})"
+            )
         await asyncio.sleep(RETRY_PAUSE_S)
     failover = time.perf_counter() - started
-    status = await admin.raft(writer)
-    new_leader = status["leader"] if status else None
+    view = await admin.raft(writer)
+    new_leader = view["leader"] if view else None
     restarted = time.perf_counter()
     cluster.restart(victim_id)  # same --data-dir and gossip address, --join to the live nodes
     await wait_settled(cluster, admin, REJOIN_TIMEOUT_S)
@@ -215,14 +224,27 @@ def summarize_failover(trials: list[Trial]) -> dict[str, Any]:
 # -- throughput ---------------------------------------------------------------------------------
 
 
-async def _timed(writes: int, run: Callable[[], Awaitable[int]]) -> dict[str, Any]:
+async def _timed(writes: int, run: Callable[[], Awaitable[int]], cluster: Cluster) -> dict[str, Any]:
+    """Run the writes; their rate, and the CPU share (CPU seconds / wall seconds) of this client
+    and of every node over the same window, which shows what bound the rate on a shared machine."""
+    pids = {n.node_id: n.pid for n in cluster.running}
+    cpu_before = cpu_snapshot(pids)
+    client_before = time.process_time()
     started = time.perf_counter()
     failed = await run()
     elapsed = time.perf_counter() - started
-    return {"writes": writes, "failed": failed, "seconds": elapsed, "writes_per_s": (writes - failed) / elapsed}
+    client_cpu = time.process_time() - client_before
+    cpu_after = cpu_snapshot(pids)
+    return {
+        "writes": writes,
+        "failed": failed,
+        "seconds": elapsed,
+        "writes_per_s": (writes - failed) / elapsed,
+        "cpu_share": {"client": client_cpu / elapsed, **{n: (cpu_after[n] - cpu_before[n]) / elapsed for n in pids}},
+    }
 
 
-async def sequential_writes(admin: Admin, node: BrokerProcess, tag: str, writes: int) -> dict[str, Any]:
+async def sequential_writes(admin: Admin, cluster: Cluster, node: BrokerProcess, tag: str, writes: int) -> dict[str, Any]:
     """One PUT at a time; the next leaves when the previous one was acknowledged."""
     for i in range(WARMUP_WRITES):
         await admin.put(node, f"app/warmup/{tag}{i}", i)
@@ -230,26 +252,32 @@ async def sequential_writes(admin: Admin, node: BrokerProcess, tag: str, writes:
     async def run() -> int:
         failed = 0
         for i in range(writes):
-            failed += await admin.put(node, f"app/seq/{tag}{i}", i) != 200
+            failed += await admin.put(node, f"app/seq/{tag}{i}", i) != HTTPStatus.OK
         return failed
 
-    return await _timed(writes, run)
+    return await _timed(writes, run, cluster)
 
 
-async def concurrent_writes(admin: Admin, node: BrokerProcess, tag: str, writes: int, writers: int) -> dict[str, Any]:
+async def concurrent_writes(
+    admin: Admin, cluster: Cluster, node: BrokerProcess, tag: str, writes: int, *, writers: int
+) -> dict[str, Any]:
     """``writers`` tasks, each writing its share one PUT at a time, all on one session."""
     per_writer = writes // writers
 
     async def writer(w: int) -> int:
         failed = 0
         for i in range(per_writer):
-            failed += await admin.put(node, f"app/conc/{tag}w{w}-{i}", i) != 200
+            failed += await admin.put(node, f"app/conc/{tag}w{w}-{i}", i) != HTTPStatus.OK
         return failed
 
     async def run() -> int:
         return sum(await asyncio.gather(*(writer(w) for w in range(writers))))
 
-    return await _timed(per_writer * writers, run)
+    return await _timed(per_writer * writers, run, cluster)
+
+
+def _shares(shares: dict[str, float]) -> str:
+    return ", ".join(f"{name} {share:.0%}" for name, share in shares.items())
 
 
 async def measure_throughput(cluster: Cluster, admin: Admin, args: argparse.Namespace) -> dict[str, Any]:
@@ -257,12 +285,13 @@ async def measure_throughput(cluster: Cluster, admin: Admin, args: argparse.Name
     follower = next(n for n in cluster.running if n.node_id != leader_id)
     out: dict[str, Any] = {}
     for via, node in (("leader", cluster[leader_id]), ("follower", follower)):
-        seq = await sequential_writes(admin, node, via, args.writes)
-        conc = await concurrent_writes(admin, node, via, args.concurrent_writes, args.writers)
-        out[via] = {"node": node.node_id, "sequential": seq, "concurrent": conc}
+        seq = await sequential_writes(admin, cluster, node, via, args.writes)
+        conc = await concurrent_writes(admin, cluster, node, via, args.concurrent_writes, writers=args.writers)
+        out[via] = {"node": node.node_id, "leader": leader_id, "sequential": seq, "concurrent": conc}
         print(
             f"  writes via the {via} ({node.node_id}): sequential {seq['writes_per_s']:.0f} w/s, "
-            f"{args.writers} writers {conc['writes_per_s']:.0f} w/s, failed {seq['failed'] + conc['failed']}",
+            f"{args.writers} writers {conc['writes_per_s']:.0f} w/s, failed {seq['failed'] + conc['failed']}; "
+            f"CPU share with {args.writers} writers: {_shares(conc['cpu_share'])}",
             flush=True,
         )
     return out
@@ -302,19 +331,27 @@ async def measure_cluster(size: int, args: argparse.Namespace) -> dict[str, Any]
     return result
 
 
-# -- pysyncobj ----------------------------------------------------------------------------------
+# -- in-process yardsticks ----------------------------------------------------------------------
 
 
-def measure_pysyncobj(args: argparse.Namespace) -> dict[str, Any]:
-    """``benchmarks.raft_bench``'s pysyncobj figures (three nodes, this process), default and tuned."""
-    from benchmarks.raft_bench import _pysyncobj  # its one entry point for this measurement
-
+def measure_in_process(args: argparse.Namespace) -> dict[str, Any]:
+    """``benchmarks.raft_bench``'s three-node measurements in this process, no HTTP in front:
+    pysyncobj with its default timing and with 10 ms ticks, and our RaftNode with fsync on
+    (the last tells how much of the gap to pysyncobj is the admin API and the processes)."""
     out: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(prefix="rsbroker-pysyncobj-") as tmp:
-        for name, tuned in (("default timing", False), ("10 ms ticks", True)):
-            seq, conc = _pysyncobj(Path(tmp), args.writes, args.concurrent_writes, args.writers, tuned)
+    with tempfile.TemporaryDirectory(prefix="rsbroker-raft-yardstick-") as tmp:
+        base = Path(tmp)
+        runs: dict[str, Callable[[], tuple[float, float]]] = {
+            "pysyncobj, default timing": lambda: _pysyncobj(base, args.writes, args.concurrent_writes, args.writers, False),
+            "pysyncobj, 10 ms ticks": lambda: _pysyncobj(base, args.writes, args.concurrent_writes, args.writers, True),
+            "RaftNode, fsync on": lambda: asyncio.run(
+                _throughput(base / "raftnode", True, args.writes, args.concurrent_writes, args.writers)
+            ),
+        }
+        for name, measure in runs.items():
+            seq, conc = measure()
             out[name] = {"sequential_writes_per_s": seq, "concurrent_writes_per_s": conc}
-            print(f"  pysyncobj, {name}: sequential {seq:.0f} w/s, {args.writers} writers {conc:.0f} w/s", flush=True)
+            print(f"  {name}: sequential {seq:.0f} w/s, {args.writers} writers {conc:.0f} w/s", flush=True)
     return out
 
 
@@ -332,31 +369,44 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def ratios(result: dict[str, Any]) -> dict[str, float]:
-    """Ours / pysyncobj's, per cluster size, admin API path and pysyncobj timing."""
-    out: dict[str, float] = {}
+def throughput_rows(result: dict[str, Any]) -> dict[str, tuple[float, float]]:
+    """``{row label: (sequential w/s, concurrent w/s)}`` of every system measured."""
+    rows: dict[str, tuple[float, float]] = {}
     for size, figures in result["clusters"].items():
         for via, row in figures["throughput"].items():
-            for ref_name, ref in result.get("pysyncobj", {}).items():
-                for mode, ref_key in (("sequential", "sequential_writes_per_s"), ("concurrent", "concurrent_writes_per_s")):
-                    out[f"{size} nodes via {via} / pysyncobj {ref_name}, {mode}"] = row[mode]["writes_per_s"] / ref[ref_key]
-    return out
+            rows[f"rsbroker serve x{size}, PUT via {via}"] = (
+                row["sequential"]["writes_per_s"],
+                row["concurrent"]["writes_per_s"],
+            )
+    for name, row in result.get("in_process", {}).items():
+        rows[f"{name} x3 in-process"] = (row["sequential_writes_per_s"], row["concurrent_writes_per_s"])
+    return rows
+
+
+def ratios(result: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Every rsbroker row / every pysyncobj row: ``{"<ours> / <theirs>": {"sequential", "concurrent"}}``."""
+    rows = throughput_rows(result)
+    references = {name: figures for name, figures in rows.items() if name.startswith("pysyncobj")}
+    return {
+        f"{name} / {ref_name}": {"sequential": seq / ref_seq, "concurrent": conc / ref_conc}
+        for name, (seq, conc) in rows.items()
+        if name not in references
+        for ref_name, (ref_seq, ref_conc) in references.items()
+    }
 
 
 def render(result: dict[str, Any]) -> str:
     writers = result["settings"]["writers"]
-    lines = [f"{'committed writes (fsync on)':44} {'sequential w/s':>15} {f'{writers} writers w/s':>16}"]
-    for size, figures in result["clusters"].items():
-        for via, row in figures["throughput"].items():
-            name = f"rsbroker serve x{size}, PUT via {via}"
-            lines.append(f"{name:44} {row['sequential']['writes_per_s']:>15.0f} {row['concurrent']['writes_per_s']:>16.0f}")
-    for name, row in result.get("pysyncobj", {}).items():
-        label = f"pysyncobj x3 in-process, {name}"
-        lines.append(f"{label:44} {row['sequential_writes_per_s']:>15.0f} {row['concurrent_writes_per_s']:>16.0f}")
-    for name, value in result.get("ratios", {}).items():
-        lines.append(f"ratio {name}: {value:.2f}x")
+    lines = [f"{'committed writes, fsync on (pysyncobj: none)':48} {'sequential w/s':>15} {f'{writers} writers w/s':>16}"]
+    for name, (seq, conc) in throughput_rows(result).items():
+        lines.append(f"{name:48} {seq:>15.0f} {conc:>16.0f}")
     lines.append("")
-    lines.append(f"{'fail-over: SIGKILL leader -> write acked':44} {'trials':>7} {'median s':>9} {'p99 s':>7} {'max s':>7} {'goal':>5}")
+    for name, ratio in result.get("ratios", {}).items():
+        lines.append(f"ratio {name}: sequential {ratio['sequential']:.2f}x, {writers} writers {ratio['concurrent']:.2f}x")
+    lines.append("")
+    lines.append(
+        f"{'fail-over: SIGKILL leader -> write acked':48} {'trials':>7} {'median s':>9} {'p99 s':>7} {'max s':>7} {'goal':>5}"
+    )
     for size, figures in result["clusters"].items():
         fo = figures.get("failover")
         if fo is None:
@@ -364,7 +414,7 @@ def render(result: dict[str, Any]) -> str:
             continue
         met = fo["median_s"] <= GOAL_MEDIAN_S and fo["p99_s"] <= GOAL_P99_S
         lines.append(
-            f"{f'rsbroker serve x{size}':44} {fo['trials']:>7} {fo['median_s']:>9.3f} {fo['p99_s']:>7.3f} "
+            f"{f'rsbroker serve x{size}':48} {fo['trials']:>7} {fo['median_s']:>9.3f} {fo['p99_s']:>7.3f} "
             f"{fo['max_s']:>7.3f} {'met' if met else 'MISS':>5}"
         )
         lines.append(
@@ -384,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--writes", type=int, default=300, help="sequential writes per row")
     parser.add_argument("--concurrent-writes", type=int, default=1600, help="writes spread over the writers per row")
     parser.add_argument("--writers", type=int, default=32, help="concurrent writers")
-    parser.add_argument("--no-pysyncobj", action="store_true", help="skip the pysyncobj yardstick")
+    parser.add_argument("--no-yardstick", action="store_true", help="skip the in-process pysyncobj and RaftNode figures")
     parser.add_argument("--json", help="also write the result as JSON to this file")
     args = parser.parse_args(argv)
     if args.trials < 0 or args.writes < 1 or args.writers < 1 or args.concurrent_writes < args.writers:
@@ -393,9 +443,9 @@ def main(argv: list[str] | None = None) -> int:
         result = asyncio.run(run(args))
     except asyncio.CancelledError:  # SIGTERM: the brokers are already stopped
         return 143
-    if not args.no_pysyncobj:
-        print("pysyncobj (benchmarks.raft_bench), 3 nodes in this process", flush=True)
-        result["pysyncobj"] = measure_pysyncobj(args)
+    if not args.no_yardstick:
+        print("yardsticks (benchmarks.raft_bench), 3 nodes in this process", flush=True)
+        result["in_process"] = measure_in_process(args)
     result["ratios"] = ratios(result)
     print()
     print(render(result))
