@@ -39,7 +39,8 @@ async def serve(node_id: str, data_dir: str, bootstrap: bool) -> None:
             elif req["op"] == "status":
                 reply = {"ok": node.status()}
             else:
-                await node.add_member(req["node"])
+                # generous: on a loaded machine catching a learner up can take seconds
+                await node.add_member(req["node"], timeout=20.0)
                 reply = {"ok": True}
         except Exception as exc:  # noqa: BLE001 - every failure is reported to the test
             reply = {"error": f"{type(exc).__name__}: {exc}"}

@@ -85,8 +85,10 @@ async def test_acknowledged_writes_survive_leader_sigkill(tmp_path: Path) -> Non
         for n in ("n2", "n3"):
             procs[n] = await Proc.spawn(n, tmp_path)
         await share_addresses(procs)
+        await wait_for_leader(procs)  # n1 bootstraps, but must win its first election before it can add members
         for n in ("n2", "n3"):
-            assert (await procs["n1"].call(op="add", node=n, timeout=30))["ok"]
+            reply = await procs["n1"].call(op="add", node=n, timeout=30)
+            assert reply.get("ok"), reply
 
         acked: dict[str, int] = {}
         leader = await wait_for_leader(procs)
