@@ -64,6 +64,10 @@ class Settings:
     tls_key: str | None = None
     tls_client_ca: str | None = None
     cluster_key: str | None = None
+    #: gossip timing: lan (memberlist's defaults: no false deaths through a 2 s pause, a crash
+    #: found in ~5 s at 3 nodes), failover (crash found in ~3 s, but a pause over ~1.5 s is a
+    #: death), wan, local — see cluster/swim/config.py for each value and its reason
+    gossip_profile: str = "lan"
     #: the TCP length prefix is 24 bits: 16 MiB - 1 is the protocol's own ceiling
     max_frame_size: int = MAX_FRAME_LENGTH
     #: per connection; generous for multiplexed clients, small enough to bound memory
@@ -122,6 +126,10 @@ class Settings:
             raise SettingsError("--admin-tls needs --tls-cert and --tls-key")
         if self.admin_require_token and not self.jwt_keys:
             raise SettingsError("--admin-require-token needs --jwt-keys to verify admin tokens")
+        from cluster.swim.config import PROFILES
+
+        if self.gossip_profile not in PROFILES:
+            raise SettingsError(f"gossip_profile must be one of {', '.join(sorted(PROFILES))}")
         if self.default_policy not in POLICIES:
             raise SettingsError(f"default_policy must be one of {', '.join(POLICIES)}")
         for service, obj in self.services.items():

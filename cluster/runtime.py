@@ -109,6 +109,7 @@ class ClusterRuntime:
         return Path(self._tmp.name)
 
     async def _start_gossip(self) -> None:
+        from cluster.swim.config import profile as gossip_profile
         from cluster.swim.node import GossipNode
 
         settings = self.settings
@@ -122,6 +123,7 @@ class ClusterRuntime:
         self.gossip = GossipNode(
             settings.node_id,
             (host, port),
+            config=gossip_profile(settings.gossip_profile),
             keyring=self.keyring,
             meta=dict(self._meta),
             # other members reach our gossip port on the advertised host (NAT, containers)
