@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 import statistics
 import sys
@@ -364,7 +365,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     result: dict[str, Any] = {"settings": {k: v for k, v in vars(args).items() if k != "json"}, "clusters": {}}
     for size in args.nodes:
-        result["clusters"][str(size)] = await measure_cluster(size, args)
+        load_before = os.getloadavg()[0]
+        result["clusters"][str(size)] = figures = await measure_cluster(size, args)
+        # Sequential writes hop through four processes each; on a shared machine the neighbours' load moves them most.
+        figures["load_average_1m"] = {"before": load_before, "after": os.getloadavg()[0]}
     return result
 
 
@@ -407,6 +411,8 @@ def render(result: dict[str, Any]) -> str:
         f"{'fail-over: SIGKILL leader -> write acked':48} {'trials':>7} {'median s':>9} {'p99 s':>7} {'max s':>7} {'goal':>5}"
     )
     for size, figures in result["clusters"].items():
+        load = figures["load_average_1m"]
+        lines.append(f"{size} nodes: 1-minute load average of the machine {load['before']:.1f} before, {load['after']:.1f} after")
         fo = figures.get("failover")
         if fo is None:
             if "failover_error" in figures:
