@@ -47,6 +47,8 @@ log = logging.getLogger("rsbroker.cluster")
 RAFT_CHANNEL = 0x02
 #: How often the Raft leader reconciles the voter set with gossip membership (seconds).
 MEMBERSHIP_SYNC_S = 1.0
+#: Longest wait between attempts to reach --join seeds that did not answer (seconds).
+JOIN_RETRY_MAX_S = 5.0
 #: How often a changed client-connection count is put into this node's gossip metadata (s).
 LOAD_ANNOUNCE_S = 2.0
 
@@ -96,8 +98,11 @@ class ClusterRuntime:
             self._tasks.append(loop.create_task(self._announce_load()))
             if settings.join:
                 seeds = [parse_hostport(s, "--join") for s in settings.join]
-                joined = await self.gossip.join(seeds)
-                log.info("joined the cluster through %d of %d seeds", joined, len(seeds))
+                if await self.gossip.join(seeds):
+                    log.info("joined the cluster through %s", ", ".join(settings.join))
+                else:
+                    log.warning("no seed of %s answered yet; retrying in the background", ", ".join(settings.join))
+                    self._tasks.append(loop.create_task(self._join_until_answered(seeds)))
 
     def _data_dir(self) -> Path:
         if self.settings.data_dir:
@@ -328,6 +333,14 @@ class ClusterRuntime:
                         log.info("added node %s to the config store's Raft group", node_id)
                     except RaftError as exc:  # retried next round; a change may be in progress
                         log.info("could not add node %s to Raft yet: %s", node_id, exc)
+
+    async def _join_until_answered(self, seeds: list[tuple[str, int]]) -> None:
+        """Seeds may start after us (a whole cluster booting at once): keep asking."""
+        delay = 0.25
+        while not await self.gossip.join(seeds):
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, JOIN_RETRY_MAX_S)
+        log.info("joined the cluster through %s", ", ".join(f"{h}:{p}" for h, p in seeds))
 
     async def _announce_load(self) -> None:
         """Keep this node's client connection count in its gossip metadata (for topology views).

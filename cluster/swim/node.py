@@ -249,9 +249,12 @@ class GossipNode:
             self._process(swim.tick(loop.time()))
             delay = max(0.0, swim.next_deadline() - loop.time())
             self._wake.clear()
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow the
+            # cancellation that stop() sends (gh-86296), leaving a node that never stops.
             try:
-                await asyncio.wait_for(self._wake.wait(), delay)
-            except asyncio.TimeoutError:
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
+            except TimeoutError:
                 pass
 
     def _process(self, outputs: list[object]) -> None:
