@@ -191,12 +191,18 @@ class Registry:
 
     @staticmethod
     def _weighted(entry: _Service, providers: list[Provider], policy: ServicePolicy) -> Provider:
+        """Smooth weighted round robin. Weight 0 drains an instance: it gets nothing while
+        any other provider has weight, and all share equally if every weight is 0."""
+        weights = [policy.weights.get(p.instance, p.weight) for p in providers]
+        if not any(weights):
+            weights = [1] * len(providers)
         total = 0
         best: Provider | None = None
         best_current = 0
         current = entry.current
-        for p in providers:
-            weight = policy.weights.get(p.instance, p.weight)
+        for p, weight in zip(providers, weights):
+            if not weight:
+                continue
             total += weight
             value = current.get(id(p), 0) + weight
             current[id(p)] = value

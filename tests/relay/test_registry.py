@@ -127,3 +127,16 @@ def test_remote_providers_only_when_no_local_one_under_prefer_local() -> None:
     assert _picks(registry, 2) == ["remote"] * 2
     chosen, why = registry.pick("svc", 0.0, local_only=True)
     assert chosen is None and "on this node" in why
+
+
+def test_weight_zero_drains_an_instance_while_others_have_weight() -> None:
+    providers = [P("a"), P("drained"), P("c")]
+    registry = _registry("weighted", providers, weights={"a": 3, "drained": 0, "c": 1})
+    counts = collections.Counter(_picks(registry, 40))
+    assert counts == {"a": 30, "c": 10}
+
+
+def test_all_weights_zero_share_equally_rather_than_refuse() -> None:
+    providers = [P("a"), P("b")]
+    registry = _registry("weighted", providers, weights={"a": 0, "b": 0})
+    assert collections.Counter(_picks(registry, 10)) == {"a": 5, "b": 5}
