@@ -312,7 +312,19 @@ class Session:
                 else:
                     dest = st.req
                     dest.forward(st.req_sid, buf, off, end)
-                    self._provider_sent(st, ftype, type_flags)
+                    if (
+                        ftype == _PAYLOAD
+                        and st.in_done
+                        and not type_flags & FLAG_FOLLOWS
+                        and (type_flags & FLAG_COMPLETE or (st.kind == _RR and type_flags & FLAG_NEXT))
+                    ):
+                        # The commonest end of a stream, inlined: its last response frame.
+                        st.out_done = True
+                        dest.streams.pop(st.req_id, None)
+                        if self.streams.pop(st.prov_id, None) is not None:
+                            self.outstanding -= 1
+                    else:
+                        self._provider_sent(st, ftype, type_flags)
                 if dest.write_paused:
                     self._blocked_by(dest)
                 return
@@ -525,7 +537,11 @@ class Session:
             self._reject(sid, ftype, ErrorCode.REJECTED, why)
             return None
         dest: Session = provider.target
-        pid = dest.allocate_local_id()
+        pid = dest.next_local_id
+        if pid > MAX_STREAM_ID or pid in dest.streams:
+            pid = dest.allocate_local_id()
+        else:
+            dest.next_local_id = pid + 2
         st.route = route
         st.prov = dest
         st.prov_id = pid
