@@ -33,7 +33,7 @@ def _error(status: int, message: str, **extra: Any) -> web.Response:
     return web.json_response({"error": message, **extra}, status=status)
 
 
-def _raft_error(exc: RaftError) -> web.Response:
+def _raft_error(exc: Exception) -> web.Response:
     if isinstance(exc, ValidationError):
         return _error(400, str(exc))
     if isinstance(exc, MembershipError):

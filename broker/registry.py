@@ -22,7 +22,7 @@ request crosses at most one hop. A remote provider whose link is down is not
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 POLICIES = ("round_robin", "least_outstanding", "weighted")
 
@@ -30,7 +30,6 @@ POLICIES = ("round_robin", "least_outstanding", "weighted")
 class Provider(Protocol):
     """What the registry needs to know about a providing session."""
 
-    outstanding: int
     lease_enabled: bool
     lease_remaining: int
     lease_expires: float
@@ -45,6 +44,16 @@ class Provider(Protocol):
 
     @property
     def available(self) -> bool: ...
+
+    @property
+    def outstanding(self) -> int:
+        """Streams open towards it through this node (read by least_outstanding)."""
+        ...
+
+    @property
+    def target(self) -> Any:
+        """The session a request picked for this provider is sent on (itself, or a broker link)."""
+        ...
 
 
 @dataclass(slots=True)

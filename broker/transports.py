@@ -55,7 +55,7 @@ class TcpSession(Session, asyncio.Protocol):
             self.transport_name = "tls"
             self.tls_principal = peer_principal(transport)
         high = self.broker.settings.max_pending_bytes
-        transport.set_write_buffer_limits(high=high, low=high // 4)
+        transport.set_write_buffer_limits(high=high, low=high // 4)  # type: ignore[attr-defined]
         refusal = self.broker.admit(self.peer)
         self.broker.add_session(self)
         if refusal:
@@ -175,7 +175,7 @@ class WsSession(Session):
     transport_name = "ws"
 
     def __init__(
-        self, broker: Broker, peer: Any, ws: web.WebSocketResponse, transport: asyncio.BaseTransport | None = None
+        self, broker: Broker, peer: Any, ws: web.WebSocketResponse, transport: asyncio.Transport | None = None
     ) -> None:
         super().__init__(broker, peer)
         self.ws = ws

@@ -38,6 +38,7 @@ from cluster.routing_table import RoutesChanged, ServiceEntry
 from cluster.swim.core import MemberChanged
 
 if TYPE_CHECKING:
+    from broker.relay import Broker
     from broker.server import Node
     from broker.session import Session
 
@@ -66,8 +67,8 @@ class ClusterRuntime:
     def __init__(self, node: "Node") -> None:
         self.node = node
         self.settings = node.settings
-        self.broker = node.broker
-        assert self.broker is not None, "start the broker before the cluster runtime"
+        assert node.broker is not None, "start the broker before the cluster runtime"
+        self.broker: Broker = node.broker
         self.keyring: Keyring | None = load_keyring(self.settings.cluster_key) if self.settings.cluster_key else None
         self.gossip: Any = None  # cluster.swim.node.GossipNode when --cluster is given
         self.links: Links | None = None
@@ -75,6 +76,8 @@ class ClusterRuntime:
         self._tasks: list[asyncio.Task[None]] = []
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._meta: dict[str, str] = {}
+        #: services whose policy came from the config store (so a deleted key can be undone)
+        self._policies_applied: set[str] = set()
         self.leaving = False
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -309,7 +312,7 @@ class ClusterRuntime:
         return {"self": own, "leader": self.raft.leader_id if hasattr(self, "raft") else None, "nodes": nodes}
 
     def _client_connections(self) -> int:
-        return sum(1 for session in self.broker.sessions if not session.is_link and not session.outbound)
+        return len([s for s in self.broker.sessions if not s.is_link and not s.outbound])
 
     def _link_state(self, node_id: str) -> str:
         if self.links is None:
@@ -392,7 +395,6 @@ class ClusterRuntime:
                     log.warning("config store: services/%s: %s", service, exc)
             self._policies_applied = set(stored)
 
-        self._policies_applied: set[str] = set()
         for prefix, apply in (("acl/", acl), ("keys/", keys), ("revoked/", revoked), ("services/", services)):
             raft.watch(prefix, apply)
             apply(None)
