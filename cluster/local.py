@@ -122,12 +122,13 @@ def up(args: argparse.Namespace) -> int:
     for n in state["nodes"]:
         print(f"{n['node_id']:6} {n['tcp']:18} {n['ws']:18} {n['admin']:18} {n['cluster']}")
     first = state["nodes"][0]
+    python = os.path.relpath(sys.executable) if not os.path.relpath(sys.executable).startswith("..") else sys.executable
     print(
         f"\ndemo provider 'demo-1' serves demo.greeter (log: {state['provider']['log']})\n"
-        f"try:   python examples/requester.py --tcp {state['nodes'][-1]['tcp']}\n"
-        f"       rsbroker status --admin {first['admin']}\n"
+        f"try:   {python} examples/requester.py --tcp {state['nodes'][-1]['tcp']}\n"
+        f"       {python} -m broker status --admin {first['admin']}\n"
         f"       open http://{first['admin']}/ for the dashboard\n"
-        f"stop:  rsbroker cluster down --dir {args.dir}"
+        f"stop:  {python} -m broker cluster down --dir {args.dir}"
     )
     return 0
 
