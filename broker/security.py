@@ -16,7 +16,6 @@ may do everything.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import ssl
 import time
@@ -33,6 +32,7 @@ from broker.auth import (
     server_context,
 )
 from broker.frames import ErrorCode, FrameError
+from broker.loopback import is_loopback_host
 from broker.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
@@ -43,20 +43,10 @@ log = logging.getLogger("rsbroker.security")
 
 
 def is_loopback(peer: tuple[Any, ...] | None) -> bool:
-    """Whether ``peer`` (a socket address) is this host, which protected mode lets in anonymously.
-
-    A dual-stack listener (``--tcp [::]:7000``) sees IPv4 clients as IPv4-mapped IPv6
-    addresses (``::ffff:127.0.0.1``), which ``ipaddress`` before Python 3.13 does not call
-    loopback; they are judged by the IPv4 address they carry.
-    """
+    """Whether ``peer`` (a socket address) is this host, which protected mode lets in anonymously."""
     if not peer:
         return False
-    try:
-        address = ipaddress.ip_address(str(peer[0]).split("%")[0])
-    except ValueError:
-        return False
-    mapped = getattr(address, "ipv4_mapped", None)
-    return bool((mapped or address).is_loopback)
+    return is_loopback_host(str(peer[0]))
 
 
 class Security:

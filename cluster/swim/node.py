@@ -19,7 +19,6 @@ Rules of this module:
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import os
 import random
@@ -28,6 +27,7 @@ import time
 from collections import Counter
 from typing import Any, Awaitable, Callable, Iterable
 
+from broker.loopback import is_loopback_host
 from cluster.crypto import Keyring
 from cluster.routing_table import RemoteEntry, RoutesChanged, RoutingTable, ServiceEntry
 
@@ -54,15 +54,6 @@ def parse_addr(text: str) -> Addr:
     if not sep or not port.isdigit():
         raise ValueError(f"expected host:port, got {text!r}")
     return host.strip("[]"), int(port)
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class _Udp(asyncio.DatagramProtocol):
@@ -94,7 +85,7 @@ class GossipNode:
         self.config = (config or Config()).validate()
         self._bind = parse_addr(bind) if isinstance(bind, str) else bind
         self._advertise = parse_addr(advertise) if isinstance(advertise, str) else advertise
-        if keyring is None and not allow_insecure and not _is_loopback(self._bind[0]):
+        if keyring is None and not allow_insecure and not is_loopback_host(self._bind[0]):
             raise ValueError(
                 f"refusing to gossip on {self._bind[0]} without a cluster key: anyone on the network "
                 "could join or declare members dead; give a key or allow_insecure=True"

@@ -1,0 +1,25 @@
+"""Whether an address is this host: the one test both protected modes rely on.
+
+The broker admits anonymous clients, and gossip binds without a cluster key, only on
+loopback. A dual-stack listener (``[::]:7000``) sees IPv4 clients as IPv4-mapped IPv6
+addresses (``::ffff:127.0.0.1``), which ``ipaddress`` before Python 3.13 does not call
+loopback; they are judged by the IPv4 address they carry. Zone ids (``::1%lo``) are ignored.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+__all__ = ["is_loopback_host"]
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for ``localhost``, 127.0.0.0/8, ``::1`` and IPv4-mapped loopback; False for anything else."""
+    if host == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host.strip("[]").split("%")[0])
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return bool((mapped or address).is_loopback)
