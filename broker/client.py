@@ -66,9 +66,10 @@ def setup_metadata(reg: md.Registration | None = None, token: str | None = None)
 
 
 async def _transport(
-    host: str, port: int, use_ws: bool, ssl_context: ssl.SSLContext | None, stack: contextlib.AsyncExitStack
+    host: str, port: int, use_ws: bool, ssl_context: ssl.SSLContext | None, stack: contextlib.AsyncExitStack | None
 ) -> Any:
-    """An rsocket-py transport to the broker; resources it needs closing go on ``stack``."""
+    """An rsocket-py transport to the broker; resources it needs closing go on ``stack``
+    (needed only for wss with a custom SSL context)."""
     if use_ws:
         import aiohttp
         from rsocket.transports.aiohttp_websocket import TransportAioHttpClient
@@ -77,15 +78,13 @@ async def _transport(
         if ssl_context is None:
             return TransportAioHttpClient(url=url)
         # rsocket-py's own WebSocket client takes no SSL context: open the socket ourselves.
+        if stack is None:
+            raise ValueError("wss with a custom SSL context needs a place to close its session")
         session = await stack.enter_async_context(aiohttp.ClientSession())
         websocket = await stack.enter_async_context(session.ws_connect(url, ssl=ssl_context))
         return TransportAioHttpClient(websocket=websocket)
     reader, writer = await asyncio.open_connection(host, port, ssl=ssl_context, limit=1 << 20)
     return TransportTCP(reader, writer, read_buffer_size=1 << 16)
-
-
-#: connect_cluster's transports never need closing resources (plain ws, or TCP)
-_NO_STACK = contextlib.AsyncExitStack()
 
 
 def _provider_setup(
@@ -229,7 +228,7 @@ async def connect_cluster(
         while True:
             host, port = topology.next_address()
             try:
-                transport = await _transport(host, port, websocket, None if websocket else ssl_context, _NO_STACK)
+                transport = await _transport(host, port, websocket, None if websocket else ssl_context, None)
                 if websocket:
                     await transport.connect()
             except OSError:
