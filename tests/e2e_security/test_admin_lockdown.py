@@ -39,9 +39,7 @@ BROWSER_HEADERS = {
 @pytest.fixture(scope="module")
 def secured(module_broker_factory: BrokerFactory, pki: Pki) -> BrokerProcess:
     """JWT required from RSocket clients; nothing said about the admin API (the default)."""
-    node = module_broker_factory.start(*pki.jwt_args())
-    node.admin_token = pki.token("operator", ("admin",))
-    return node
+    return module_broker_factory.start(*pki.jwt_args(), admin_token=pki.admin_token())
 
 
 @pytest.fixture(scope="module")
