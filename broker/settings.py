@@ -99,8 +99,8 @@ class Settings:
     #: always in force when authentication is on (see ``admin_token_required``)
     admin_require_token: bool = field(
         default=False,
-        metadata={"help": "require a bearer JWT with role admin on the admin API (always on when "
-                  "--jwt-keys or --tls-client-ca turn authentication on)"},
+        metadata={"help": "require a bearer JWT with role admin on the admin API; implied whenever "
+                  "--jwt-keys or --tls-client-ca turn authentication on (kept for older command lines)"},
     )
     #: Host names the admin API answers to besides its own (DNS rebinding defence)
     admin_allowed_hosts: list[str] = field(

@@ -25,7 +25,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Self
 
-
 from tests.support.admin import Admin, get_json, send_json, wait_for
 from tests.support.brokerproc import BrokerFactory, BrokerProcess
 
