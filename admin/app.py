@@ -2,7 +2,7 @@
 
 Read-only views of the node's relay state, health probes for orchestrators, and
 Prometheus metrics. Versioned under ``/api/v1``; every response is JSON except
-``/metrics`` (Prometheus text format).
+``/metrics`` (Prometheus text format). Who may ask is decided in ``admin.guard``.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from admin.cluster_api import cluster_routes
+from admin.guard import guard
 from admin.metrics import metrics_handler
 from admin.openapi import document
-from broker.auth import AuthError
 
 if TYPE_CHECKING:
     from broker.server import Node
@@ -85,38 +85,8 @@ async def dashboard(request: web.Request) -> web.Response:
     return web.Response(text=DASHBOARD.read_text(), content_type="text/html")
 
 
-def _token_middleware(node: "Node") -> Any:
-    """Require ``Authorization: Bearer <JWT>`` with role admin on everything but health probes."""
-
-    @web.middleware
-    async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-        if request.path.startswith("/health/"):
-            return await handler(request)
-        header = request.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            return web.json_response(
-                {"error": "this admin API requires 'Authorization: Bearer <token>' with role admin"},
-                status=401,
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        verifier = node.broker.security.verifier if node.broker else None
-        if verifier is None:
-            return web.json_response({"error": "no JWT keys configured"}, status=503)
-        try:
-            principal = verifier.verify(token.strip())
-        except AuthError as exc:
-            return web.json_response({"error": f"authentication failed: {exc}"}, status=401)
-        if not principal.is_admin:
-            return web.json_response({"error": f"principal '{principal.name}' lacks the admin role"}, status=403)
-        return await handler(request)
-
-    return middleware
-
-
 def admin_app(node: "Node") -> web.Application:
-    middlewares = [_token_middleware(node)] if node.settings.admin_require_token else []
-    app = web.Application(middlewares=middlewares)
+    app = web.Application(middlewares=[guard(node)])
     app[NODE_KEY] = node
     app.router.add_get("/health/live", live)
     app.router.add_get("/health/ready", ready)

@@ -32,6 +32,8 @@ COUNTERS = {
     "ignored_frames": "Frames ignored as the spec allows (ignore flag, unrouted metadata push)",
     "auth_failures": "SETUPs refused because authentication failed",
     "credential_closes": "Connections closed because their token expired or was revoked",
+    "ws_origins_refused": "WebSocket upgrades refused by the Origin policy (--ws-allowed-origins)",
+    "admin_refused": "Admin API requests refused: no or bad admin credential, foreign Host, cross-origin write",
 }
 
 

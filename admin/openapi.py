@@ -59,6 +59,13 @@ PATHS: dict[str, dict[str, Any]] = {
 def document() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
-        "info": {"title": "rsbroker admin API", "version": "1"},
+        "info": {
+            "title": "rsbroker admin API",
+            "version": "1",
+            "description": "With authentication on, every path but /health/* and / needs a bearer JWT "
+            "with role admin (401 without, 403 without the role); see admin/guard.py.",
+        },
+        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}},
+        "security": [{"bearer": []}, {}],
         "paths": PATHS,
     }

@@ -22,6 +22,14 @@ def fetch(admin: str, path: str, token: str | None, timeout: float) -> Any:
         return json.load(response)
 
 
+def _reason(exc: urllib.error.HTTPError) -> str:
+    """The admin API's JSON ``error`` text, or the HTTP reason phrase."""
+    try:
+        return str(json.load(exc)["error"])
+    except (ValueError, KeyError, TypeError, OSError):
+        return str(exc.reason)
+
+
 def render(topology: dict[str, Any], raft: dict[str, Any] | None) -> str:
     rows = [("NODE", "STATE", "TCP", "WS", "CONNS", "LINK", "SERVICES")]
     for node in topology["nodes"]:
@@ -61,6 +69,11 @@ def main(argv: list[str]) -> int:
             raft = fetch(args.admin, "/api/v1/raft", args.token, args.timeout)
         except urllib.error.HTTPError:
             raft = None
+    except urllib.error.HTTPError as exc:
+        print(f"rsbroker status: http://{args.admin}/api/v1/topology answered {exc.code}: {_reason(exc)}", file=sys.stderr)
+        if exc.code in (401, 403):
+            print("  (this node authenticates: pass --token with a JWT of role admin)", file=sys.stderr)
+        return 1
     except (urllib.error.URLError, OSError, ValueError) as exc:
         print(f"rsbroker status: cannot read http://{args.admin}/api/v1/topology: {exc}", file=sys.stderr)
         return 1

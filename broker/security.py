@@ -62,6 +62,7 @@ class Security:
                 issuer=settings.jwt_issuer,
                 audience=settings.jwt_audience,
                 leeway=settings.jwt_leeway_s,
+                max_ttl=settings.jwt_max_ttl_s,
                 clock=clock,
             )
         try:

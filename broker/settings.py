@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from broker.frames import MAX_FRAME_LENGTH
+from broker.loopback import is_loopback_host
 from broker.registry import POLICIES, ServicePolicy
 
 
@@ -59,6 +60,12 @@ class Settings:
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
     jwt_leeway_s: float = 30.0  # clock skew tolerated on exp/nbf, as most IdPs suggest
+    #: a day: a stolen token is worth at most that long, and clients refresh far more often
+    jwt_max_ttl_s: float = field(
+        default=86_400.0,
+        metadata={"help": "refuse JWTs valid for longer than this many seconds (exp - iat, or exp - now "
+                  "without iat), at SETUP and at the admin API"},
+    )
     close_on_token_expiry: bool = True
     tls_cert: str | None = None
     tls_key: str | None = None
@@ -89,7 +96,26 @@ class Settings:
     log_level: str = "info"
     #: the admin API on TLS (with the listeners' certificate) and/or behind a bearer JWT with role admin
     admin_tls: bool = False
-    admin_require_token: bool = False
+    #: always in force when authentication is on (see ``admin_token_required``)
+    admin_require_token: bool = field(
+        default=False,
+        metadata={"help": "require a bearer JWT with role admin on the admin API; implied whenever "
+                  "--jwt-keys or --tls-client-ca turn authentication on (kept for older command lines)"},
+    )
+    #: Host names the admin API answers to besides its own (DNS rebinding defence)
+    admin_allowed_hosts: list[str] = field(
+        default_factory=list,
+        metadata={"help": "comma-separated extra Host names the admin API answers to (a load balancer's "
+                  "or ingress's name); its own addresses, localhost and the host name always work; "
+                  "'*' turns the Host check off"},
+    )
+    #: browser origins whose pages may open the WebSocket listener
+    ws_allowed_origins: list[str] = field(
+        default_factory=list,
+        metadata={"help": "comma-separated origins (scheme://host[:port]) whose pages may open the WebSocket "
+                  "listener; clients sending no Origin and pages of this node's own names always may; "
+                  "'*' allows every origin"},
+    )
 
     def validate(self) -> None:
         if not self.node_id or any(c.isspace() for c in self.node_id):
@@ -126,6 +152,9 @@ class Settings:
             raise SettingsError("--admin-tls needs --tls-cert and --tls-key")
         if self.admin_require_token and not self.jwt_keys:
             raise SettingsError("--admin-require-token needs --jwt-keys to verify admin tokens")
+        if self.jwt_max_ttl_s <= 0:
+            raise SettingsError("jwt_max_ttl_s must be positive")
+        self._validate_admin_exposure()
         from cluster.swim.config import PROFILES
 
         if self.gossip_profile not in PROFILES:
@@ -138,27 +167,57 @@ class Settings:
             except ValueError as exc:
                 raise SettingsError(f"services.{service}: {exc}") from None
 
+    def _validate_admin_exposure(self) -> None:
+        """The admin API holds the keys to the cluster: anonymous only on loopback, auth off.
+
+        With authentication on, the admin API wants a credential with role admin: a bearer
+        JWT (verified with ``--jwt-keys``) or, over ``--admin-tls``, a client certificate.
+        Off loopback with authentication off there is no credential to ask for, so the node
+        refuses to start, as gossip refuses to run keyless off loopback.
+        """
+        if not self.admin:
+            return
+        if self.auth_enabled and not self.jwt_keys and not self.admin_tls:
+            raise SettingsError(
+                "--tls-client-ca turns authentication on, so the admin API needs admin credentials: give "
+                "--jwt-keys (bearer tokens with role admin) or --admin-tls (client certificates with role admin)"
+            )
+        host = parse_hostport(self.admin, "--admin")[0]
+        if not self.auth_enabled and not is_loopback_host(host):
+            raise SettingsError(
+                f"--admin {self.admin} is not a loopback address, and without authentication the admin API "
+                "would let anyone who reaches it rewrite keys and access rules: give --jwt-keys (the admin "
+                "API then requires a bearer token with role admin) or bind --admin to 127.0.0.1"
+            )
+
     @property
     def auth_enabled(self) -> bool:
         """Clients must prove who they are: by bearer JWT, by client certificate, or either."""
         return bool(self.jwt_keys or self.tls_client_ca)
 
+    @property
+    def admin_token_required(self) -> bool:
+        """Whether the admin API asks for a credential with role admin (secure by default)."""
+        return self.admin_require_token or self.auth_enabled
+
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 #: settings that only the config file can give (structured values)
 _FILE_ONLY = {"services", "acl"}
+#: list settings: a TOML array, or a comma-separated string from a flag or the environment
+_LISTS = {"join", "admin_allowed_hosts", "ws_allowed_origins"}
 
 
 def _coerce(name: str, value: Any, source: str) -> Any:
     """Turn a string (env) or TOML value into the field's type."""
     default = _FIELDS[name].default
     kind = type(default) if default is not dataclasses.MISSING and default is not None else None
-    if name == "join":
+    if name in _LISTS:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         if isinstance(value, list) and all(isinstance(v, str) for v in value):
             return value
-        raise SettingsError(f"{source}: join must be a list of HOST:PORT")
+        raise SettingsError(f"{source}: {name} must be a list of strings (or one comma-separated string)")
     if isinstance(value, str) and kind is bool:
         lowered = value.strip().lower()
         if lowered in ("1", "true", "yes", "on"):
@@ -211,13 +270,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             continue
         flag = "--" + name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else None
+        shown = f" (default: {default})" if default is not None and not isinstance(default, bool) else ""
+        text = (f.metadata.get("help", "") + shown).strip() or None
         if isinstance(default, bool):
-            parser.add_argument(flag, dest=name, action="store_const", const=True, default=None)
+            parser.add_argument(flag, dest=name, action="store_const", const=True, default=None, help=text)
             parser.add_argument(
                 "--no-" + name.replace("_", "-"), dest=name, action="store_const", const=False, default=None
             )
         else:
-            parser.add_argument(flag, dest=name, default=None, help=f"(default: {default})")
+            parser.add_argument(flag, dest=name, default=None, help=text)
 
 
 def load(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> Settings:

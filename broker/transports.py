@@ -20,6 +20,7 @@ from aiohttp import WSMsgType, web
 
 from broker.auth.tls import peer_principal
 from broker.frames import HEADER_LENGTH, ErrorCode
+from broker.origins import NodeNames, OriginPolicy
 from broker.relay import Broker
 from broker.session import Session, State
 
@@ -287,11 +288,27 @@ class WsSession(Session):
             self.writer.cancel()
 
 
+def _local_host(request: web.Request) -> str | None:
+    """The address this request arrived on (one of this node's, whatever the listener's bind)."""
+    local = request.transport.get_extra_info("sockname") if request.transport else None
+    return str(local[0]) if local else None
+
+
 def websocket_app(broker: Broker) -> web.Application:
-    """The aiohttp application serving ``/rsocket``."""
+    """The aiohttp application serving ``/rsocket``.
+
+    A browser page may open it only if the Origin policy allows its origin (see
+    ``broker.origins``): refused upgrades get HTTP 403 saying why, before any RSocket frame.
+    """
+    policy = OriginPolicy(NodeNames.of(broker.settings), broker.settings.ws_allowed_origins)
 
     async def handler(request: web.Request) -> web.StreamResponse:
         peer = request.transport.get_extra_info("peername") if request.transport else None
+        refusal = policy.refusal(request.headers.get("Origin"), _local_host(request))
+        if refusal:
+            broker.stats["ws_origins_refused"] += 1
+            log.info("refused a WebSocket upgrade from %s: %s", peer, refusal)
+            return web.Response(status=403, text=refusal)
         ws = web.WebSocketResponse(max_msg_size=broker.settings.max_frame_size + WS_OVERSIZE_MARGIN, compress=False)
         await ws.prepare(request)
         refusal = broker.admit(peer)

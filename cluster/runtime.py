@@ -43,6 +43,8 @@ if TYPE_CHECKING:
     from broker.session import Session
 
 log = logging.getLogger("rsbroker.cluster")
+#: the fields of a topology push (``message/x.rsbroker.topology.v0``) per node
+CLIENT_TOPOLOGY_FIELDS = ("node_id", "state", "tcp", "ws")
 
 #: Channel byte of Raft streams on the gossip TCP port (see the design's port multiplexing).
 RAFT_CHANNEL = 0x02
@@ -243,7 +245,11 @@ class ClusterRuntime:
     # -- topology -------------------------------------------------------------------------
 
     def topology_push(self) -> bytes:
-        body = json.dumps(self.topology_view()).encode()
+        """What a cluster-aware client needs to connect, and no more: any authenticated
+        principal may ask for it, so admin addresses and other internals stay out."""
+        view = self.topology_view()
+        nodes = [{key: node[key] for key in CLIENT_TOPOLOGY_FIELDS} for node in view["nodes"]]
+        body = json.dumps({"self": view["self"], "nodes": nodes}).encode()
         return metadata_push_frame(md.composite_entry(md.TOPOLOGY_MIME, body))
 
     def _greet(self, session: "Session") -> None:

@@ -7,7 +7,7 @@ Order of checks, and why:
    algorithm are refused before a key is even looked at (see ``keys.py``).
 3. The signature, with pyjwt, against the configured keys that fit the token's ``kid``
    and ``alg``. Nothing in the payload is trusted before this step.
-4. The claims — expiry, not-before, issuer, audience, subject, roles, revocation — checked
+4. The claims — expiry, lifetime, not-before, issuer, audience, subject, roles, revocation — checked
    here rather than by pyjwt so that the clock is injectable (tests never depend on the
    wall clock) and every failure has its own message a person can act on.
 
@@ -104,7 +104,10 @@ class JwtVerifier:
 
     ``issuer``/``audience``: when set, tokens must carry exactly this ``iss`` / include this
     ``aud``. ``leeway``: seconds of clock skew tolerated on ``exp`` and ``nbf``.
-    ``require_exp``: refuse tokens that never expire. ``clock``: epoch seconds, injectable.
+    ``require_exp``: refuse tokens that never expire. ``max_ttl``: refuse tokens valid for
+    longer than this many seconds, counted from ``iat`` or from now, whichever is earlier (a
+    token claiming a future ``iat`` cannot stretch its life); None: no bound.
+    ``clock``: epoch seconds, injectable.
     """
 
     def __init__(
@@ -115,15 +118,19 @@ class JwtVerifier:
         audience: str | None = None,
         leeway: float = 30.0,
         require_exp: bool = True,
+        max_ttl: float | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if leeway < 0:
             raise ValueError("leeway must be >= 0 seconds")
+        if max_ttl is not None and max_ttl <= 0:
+            raise ValueError("max_ttl must be a positive number of seconds")
         self._file = KeyFile(keys_file) if keys_file is not None else None
         self.issuer = issuer
         self.audience = audience
         self.leeway = float(leeway)
         self.require_exp = require_exp
+        self.max_ttl = max_ttl
         self._clock = clock
         self._extra: tuple[VerificationKey, ...] = ()
         self._revoked: frozenset[str] = frozenset()
@@ -227,7 +234,7 @@ class JwtVerifier:
         nbf = _numeric(claims, "nbf")
         if nbf is not None and now + self.leeway < nbf:
             raise AuthError(f"token not valid before {_iso(nbf)}")
-        _numeric(claims, "iat")
+        self._check_lifetime(exp, _numeric(claims, "iat"), now)
         self._check_issuer(claims.get("iss"))
         self._check_audience(claims.get("aud"))
         sub = claims.get("sub")
@@ -240,6 +247,16 @@ class JwtVerifier:
         if isinstance(jti, str) and jti in self._revoked:
             raise AuthError(f"token id {jti[:64]!r} has been revoked")
         return Principal(name=sub, roles=frozenset(roles), expires_at=exp, claims=claims, source="jwt")
+
+    def _check_lifetime(self, exp: float | None, iat: float | None, now: float) -> None:
+        """A stolen long-lived token is a long-lived break-in: bound what a token may claim."""
+        if exp is None or self.max_ttl is None:
+            return
+        lifetime = exp - (now if iat is None else min(iat, now))
+        if lifetime > self.max_ttl + self.leeway:
+            raise AuthError(
+                f"token lifetime of {lifetime:.0f} s exceeds the limit of {self.max_ttl:.0f} s (--jwt-max-ttl-s)"
+            )
 
     def _check_issuer(self, iss: object) -> None:
         if self.issuer is None:

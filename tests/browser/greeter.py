@@ -107,12 +107,10 @@ async def serving_greeter(broker: BrokerProcess, token: str | None = None) -> As
     token when the broker authenticates), yielded once the broker routes to it: a page opened
     before that would get REJECTED."""
     host, port = broker.tcp_address
-    admin = broker.admin
-    assert admin is not None
     state = GreeterState()
     router = greeter_router(state)
     async with connect(
         host, port, services=[SERVICE], router=router, instance="greeter-1", token=token, data_mime="text/plain"
     ):
-        await wait_for(lambda: service_instances(admin, SERVICE), message=f"{SERVICE} routed")
+        await wait_for(lambda: service_instances(broker, SERVICE), message=f"{SERVICE} routed")
         yield state

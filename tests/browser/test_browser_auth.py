@@ -48,7 +48,12 @@ async def secured_broker(broker_factory: BrokerFactory, signing_key: Ed25519Priv
         )
     )
     return await asyncio.to_thread(
-        broker_factory.start, "--jwt-keys", str(public_pem), node_id="b1", config=ACCESS_RULES
+        broker_factory.start,
+        "--jwt-keys",
+        str(public_pem),
+        node_id="b1",
+        config=ACCESS_RULES,
+        admin_token=mint_token(signing_key, sub="operator", roles=["admin"]),
     )
 
 

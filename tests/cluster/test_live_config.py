@@ -10,14 +10,13 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-import aiohttp
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from broker.auth.tokens import mint_token
 from tests.cluster.peers import ask_who, provider, requester
-from tests.support.admin import wait_for
+from tests.support.admin import send_json, wait_for
 from tests.support.cluster import Cluster, ClusterFactory, put_config
 
 
@@ -32,7 +31,8 @@ async def secured(cluster_factory: ClusterFactory, signing_key: Ed25519PrivateKe
     Path(keys).write_bytes(
         signing_key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
-    cluster = cluster_factory.start(3, "--jwt-keys", str(keys))
+    admin = mint_token(signing_key, sub="operator", roles=["admin"])
+    cluster = cluster_factory.start(3, "--jwt-keys", str(keys), admin_token=admin)
     await cluster.wait_converged()
     return cluster
 
@@ -58,13 +58,13 @@ async def test_an_acl_rule_put_on_one_node_grants_calls_on_every_node(
                 assert not await _allowed(client, service, carol), f"carol allowed on {node.node_id} before the rule"
 
         rule = {"principals": ["carol"], "call": [f"{service}.*"]}
-        await put_config(str(secured["n2"].admin), "acl/carol", rule)
+        await put_config(secured["n2"], "acl/carol", rule)
         for node in secured:
             async with requester(node, token=carol) as client:
                 await wait_for(functools.partial(_allowed, client, service, carol), message=f"the rule applied on {node.node_id}")
 
-        async with aiohttp.ClientSession() as http, http.delete(f"{secured['n3'].admin_url}/api/v1/config/acl/carol") as response:
-            assert response.status == 200, await response.text()
+        status, body = await send_json(secured["n3"], "DELETE", "/api/v1/config/acl/carol")
+        assert status == 200, body
         for node in secured:
             async with requester(node, token=carol) as client:
 

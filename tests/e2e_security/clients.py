@@ -186,15 +186,11 @@ class Provider:
                 **self.options,
             )
         )
-        assert self.node.admin is not None
-        admin = self.node.admin
-        await wait_for(
-            lambda: self._listed(admin), message=f"provider '{self.instance}' registered for '{self.service}'"
-        )
+        await wait_for(self._listed, message=f"provider '{self.instance}' registered for '{self.service}'")
         return self
 
-    async def _listed(self, admin: str) -> bool:
-        return self.instance in await service_instances(admin, self.service)
+    async def _listed(self) -> bool:
+        return self.instance in await service_instances(self.node, self.service)
 
     async def __aexit__(self, *exc: Any) -> None:
         await self._stack.aclose()

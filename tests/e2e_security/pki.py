@@ -84,6 +84,10 @@ class Pki:
             extra_claims=extra or None,
         )
 
+    def admin_token(self) -> str:
+        """A bearer token with role admin, for the admin API of a broker with :meth:`jwt_args`."""
+        return self.token("operator", ("admin",))
+
     def jwt_args(self, *, leeway_s: float = 0) -> list[str]:
         """``rsbroker serve`` flags that turn JWT authentication on with this suite's keys."""
         return [
@@ -104,6 +108,7 @@ def make_pki(root: Path) -> Pki:
     _certs("init", "--out", str(root / "ca"))
     _certs("node", "--ca-dir", str(root / "ca"), "--name", "n1", "--host", "127.0.0.1,localhost")
     _certs("client", "--ca-dir", str(root / "ca"), "--name", "device-7", "--roles", "iot")
+    _certs("client", "--ca-dir", str(root / "ca"), "--name", "ops", "--roles", "admin")
     _certs("init", "--out", str(root / "rogue"))
     _certs("client", "--ca-dir", str(root / "rogue"), "--name", "intruder")
     (root / "keys").mkdir()

@@ -30,7 +30,7 @@ call = ["acl.greeter.echo"]
 
 @pytest.fixture(scope="module")
 def node(module_broker_factory: BrokerFactory, pki: Pki) -> BrokerProcess:
-    return module_broker_factory.start(*pki.jwt_args(), config=ACL)
+    return module_broker_factory.start(*pki.jwt_args(), config=ACL, admin_token=pki.admin_token())
 
 
 @pytest.mark.parametrize(
@@ -48,7 +48,7 @@ async def test_registration_outside_the_rules_is_refused_at_setup(
             contains=f"access denied: principal '{principal}' may not register service '{service}'",
         )
         await raw.wait_closed()
-    assert f"{principal}-1" not in await service_instances(node.admin, service)  # type: ignore[arg-type]
+    assert f"{principal}-1" not in await service_instances(node, service)
 
 
 async def test_allowed_registration_and_call_and_denied_call(node: BrokerProcess, pki: Pki, transport: str) -> None:
@@ -97,8 +97,8 @@ async def test_registration_by_metadata_push_obeys_the_rules(node: BrokerProcess
         message = await raw.expect_error(ErrorCode.CONNECTION_ERROR)
         assert "access denied: principal 'greeter-svc-3' may not register service 'acl.billing'" in message
         await raw.wait_closed()
-    assert denied.instance not in await service_instances(node.admin, "acl.billing")  # type: ignore[arg-type]
+    assert denied.instance not in await service_instances(node, "acl.billing")
 
 
 async def _provides(node: BrokerProcess, service: str, instance: str) -> bool:
-    return instance in await service_instances(node.admin, service)  # type: ignore[arg-type]
+    return instance in await service_instances(node, service)

@@ -94,13 +94,13 @@ def _credentials(pki: Pki) -> Credentials:
 
 @pytest.fixture(scope="module")
 def harness(module_broker_factory: BrokerFactory, pki: Pki) -> Iterator[Harness]:
-    node = module_broker_factory.start(*pki.jwt_args(), config=ACL)
+    node = module_broker_factory.start(*pki.jwt_args(), config=ACL, admin_token=pki.admin_token())
     with asyncio.Runner() as runner:
         stack = contextlib.AsyncExitStack()
         try:
             provider = runner.run(stack.enter_async_context(Provider(node, TARGET, token=pki.token("target-provider"))))
             checker = runner.run(stack.enter_async_context(requester(node, token=pki.token("checker"))))
-            baseline = frozenset(c["id"] for c in runner.run(connections(node.admin)))  # type: ignore[arg-type]
+            baseline = frozenset(c["id"] for c in runner.run(connections(node)))
             assert len(baseline) == 2, baseline
             yield Harness(runner, node, provider, checker, _credentials(pki), baseline)
         finally:
@@ -118,7 +118,7 @@ async def _send(client: RawClient, session: HostileSession) -> None:
 
 async def _settled(h: Harness) -> bool:
     """Only the provider and the checker are connected, and no stream is open on the provider."""
-    current = await connections(h.node.admin)  # type: ignore[arg-type]
+    current = await connections(h.node)
     if frozenset(c["id"] for c in current) != h.baseline:
         return False
     return all(c["streams"] == 0 for c in current if c["instance"] == h.provider.instance)
@@ -132,7 +132,7 @@ async def _attack(h: Harness, session: HostileSession, transport: str) -> None:
     finally:
         await client.close()
     await wait_for(lambda: _settled(h), message="the hostile connection and its streams gone")
-    status, body = await get_json(h.node.admin, "/health/live")  # type: ignore[arg-type]
+    status, body = await get_json(h.node, "/health/live")
     assert status == 200, body
     assert await echo(h.checker, f"{TARGET}.echo", b"check") == b"check"
     # The checker's request came after every hostile one on the provider's connection.
@@ -169,7 +169,7 @@ def test_streams_held_by_the_provider_are_released_when_the_requester_goes(harne
             for chunk in chunks:
                 await client.send_raw(chunk)
             await wait_for(provider_holds_them, message="the held requests at the provider")
-            provider = [c for c in await connections(harness.node.admin) if c["instance"] == harness.provider.instance]  # type: ignore[arg-type]
+            provider = [c for c in await connections(harness.node) if c["instance"] == harness.provider.instance]
             assert provider[0]["streams"] >= 2
         finally:
             await client.close()

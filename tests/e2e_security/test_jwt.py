@@ -35,7 +35,7 @@ call = ["jwt.*"]
 
 @pytest.fixture(scope="module")
 def node(module_broker_factory: BrokerFactory, pki: Pki) -> BrokerProcess:
-    return module_broker_factory.start(*pki.jwt_args(leeway_s=0), config=ACL)
+    return module_broker_factory.start(*pki.jwt_args(leeway_s=0), config=ACL, admin_token=pki.admin_token())
 
 
 async def assert_serves_authenticated(node: BrokerProcess, pki: Pki, service: str) -> None:
@@ -57,7 +57,7 @@ async def test_each_key_type_registers_a_provider_and_serves_a_requester(
     async with Provider(node, service, transport, token=provider_token) as provider:
         async with requester(node, transport, token=requester_token) as client:
             assert await echo(client, f"{service}.echo", b"hello") == b"hello"
-            principals = {c["principal"] for c in await connections(node.admin)}  # type: ignore[arg-type]
+            principals = {c["principal"] for c in await connections(node)}
             assert {f"provider-{kind}", f"caller-{kind}"} <= principals
     assert provider.received == [f"{service}.echo"]
 

@@ -8,17 +8,15 @@ refuses it at the next SETUP.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-import aiohttp
 import jwt
 import pytest
 
 from broker.frames import ErrorCode, FrameType
 from tests.e2e_security.clients import Provider, raw_with_token
 from tests.e2e_security.pki import Pki
-from tests.support.admin import wait_for
+from tests.support.admin import send_json, wait_for
 from tests.support.brokerproc import BrokerFactory, BrokerProcess
 from tests.support.rawclient import RawClient
 
@@ -32,14 +30,12 @@ call = ["{SERVICE}.*"]
 
 @pytest.fixture(scope="module")
 def node(module_broker_factory: BrokerFactory, pki: Pki) -> BrokerProcess:
-    return module_broker_factory.start(*pki.jwt_args(), config=ACL)
+    return module_broker_factory.start(*pki.jwt_args(), config=ACL, admin_token=pki.admin_token())
 
 
 async def config(node: BrokerProcess, method: str, key: str, value: Any = None) -> None:
-    async with aiohttp.ClientSession() as http:
-        body = None if value is None else json.dumps(value)
-        async with http.request(method, f"{node.admin_url}/api/v1/config/{key}", data=body) as response:
-            assert response.status == 200, await response.text()
+    status, body = await send_json(node, method, f"/api/v1/config/{key}", value)
+    assert status == 200, body
 
 
 async def allowed(raw: RawClient) -> bool:

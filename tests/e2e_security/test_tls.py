@@ -6,7 +6,8 @@ Certificates come from ``rsbroker certs`` (see ``pki.py``). Two brokers:
   the CA connects, authenticates with its token, registers and calls.
 * ``mtls_node`` — mTLS only (``--tls-client-ca``, no JWT keys): the client certificate is the
   credential, its CN the principal the admin API shows and the access rules see (its OU
-  ``iot`` the role); a certificate from another CA, or none, never gets a connection.
+  ``iot`` the role); a certificate from another CA, or none, never gets a connection. Its
+  admin API is on HTTPS (``--admin-tls``) and wants a client certificate with role admin.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from broker.auth import client_context
 from tests.e2e_security.clients import Provider, echo, raw_with_token, requester
 from tests.e2e_security.pki import Pki
 from tests.support.admin import connections
-from tests.support.brokerproc import BrokerFactory, BrokerProcess
+from tests.support.brokerproc import BrokerFactory, BrokerProcess, run_rsbroker
 from tests.support.rawclient import ConnectionClosed
 
 ACL = """
@@ -37,12 +38,14 @@ HANDSHAKE_FAILURES = (ssl.SSLError, ConnectionError, aiohttp.ClientError, RSocke
 
 @pytest.fixture(scope="module")
 def tls_node(module_broker_factory: BrokerFactory, pki: Pki) -> BrokerProcess:
-    return module_broker_factory.start(*pki.tls_args(), *pki.jwt_args(), config=ACL)
+    return module_broker_factory.start(*pki.tls_args(), *pki.jwt_args(), config=ACL, admin_token=pki.admin_token())
 
 
 @pytest.fixture(scope="module")
 def mtls_node(module_broker_factory: BrokerFactory, pki: Pki) -> BrokerProcess:
-    return module_broker_factory.start(*pki.tls_args(client_ca=True), config=ACL)
+    return module_broker_factory.start(
+        *pki.tls_args(client_ca=True), "--admin-tls", config=ACL, admin_ssl=device_context(pki, "ops")
+    )
 
 
 def device_context(pki: Pki, name: str = "device-7", *, trusted: bool = True) -> ssl.SSLContext:
@@ -73,7 +76,7 @@ async def test_mtls_certificate_names_the_principal(mtls_node: BrokerProcess, pk
     async with Provider(mtls_node, service, transport, ssl_context=context) as provider:
         async with requester(mtls_node, transport, ssl_context=context) as client:
             assert await echo(client, f"{service}.echo", b"by certificate") == b"by certificate"
-            mine = [c for c in await connections(mtls_node.admin) if c["instance"] == provider.instance]  # type: ignore[arg-type]
+            mine = [c for c in await connections(mtls_node) if c["instance"] == provider.instance]
             assert [c["principal"] for c in mine] == ["device-7"]
     assert provider.received == [f"{service}.echo"]
 
@@ -88,10 +91,25 @@ async def test_mtls_refuses_untrusted_or_missing_certificate(
     with pytest.raises(HANDSHAKE_FAILURES):
         async with requester(mtls_node, transport, ssl_context=context) as client:
             await echo(client, "tls.any.echo", b"let me in")
-    principals = {c["principal"] for c in await connections(mtls_node.admin)}  # type: ignore[arg-type]
+    principals = {c["principal"] for c in await connections(mtls_node)}
     assert "intruder" not in principals
     # and the node still serves a trusted device
     async with requester(mtls_node, transport, ssl_context=device_context(pki)) as client:
         with pytest.raises(RSocketProtocolError) as refused:
             await echo(client, "tls.nobody.echo", b"?")
         assert refused.value.error_code.name == "REJECTED"  # routed (nobody provides it), so admitted
+
+
+async def test_mtls_only_admin_api_wants_a_client_certificate_with_role_admin(mtls_node: BrokerProcess, pki: Pki) -> None:
+    async with aiohttp.ClientSession() as http:
+        for name, expected in (("ops", 200), ("device-7", 403)):
+            async with http.get(f"{mtls_node.admin_url}/api/v1/connections", ssl=device_context(pki, name)) as response:
+                assert response.status == expected, (name, await response.text())
+        with pytest.raises(HANDSHAKE_FAILURES):  # no client certificate: no TLS session at all
+            async with http.get(f"{mtls_node.admin_url}/api/v1/connections", ssl=client_context(ca_file=pki.ca)) as response:
+                await response.read()
+
+
+def test_mtls_only_admin_api_without_admin_tls_refuses_to_start(pki: Pki) -> None:
+    done = run_rsbroker("serve", "--tcp", "127.0.0.1:0", "--admin", "127.0.0.1:0", *pki.tls_args(client_ca=True))
+    assert done.returncode != 0 and "--admin-tls (client certificates with role admin)" in done.stderr, done.stderr

@@ -29,6 +29,7 @@ import json
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -96,6 +97,11 @@ class BrokerProcess:
         self._tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
         self._ready = threading.Event()
         self.info: dict[str, object] = {}
+        #: a bearer JWT with role admin for this node's admin API (needed when authentication is on)
+        self.admin_token: str | None = None
+        #: for an ``--admin-tls`` admin API: the client context (with a certificate of role admin
+        #: when the node authenticates by mTLS alone)
+        self.admin_ssl: ssl.SSLContext | None = None
         self.process = subprocess.Popen(
             self.command,
             env=_child_env(env),
@@ -178,7 +184,8 @@ class BrokerProcess:
 
     @property
     def admin_url(self) -> str:
-        return f"http://{self._required('admin')}"
+        scheme = "https" if self.admin_ssl is not None else "http"
+        return f"{scheme}://{self._required('admin')}"
 
     def _required(self, key: str) -> str:
         value = self._address(key)
@@ -254,10 +261,15 @@ class BrokerFactory:
         config: str | None = None,
         env: Mapping[str, str] | None = None,
         listeners: bool = True,
+        admin_token: str | None = None,
+        admin_ssl: ssl.SSLContext | None = None,
     ) -> BrokerProcess:
         """Start ``rsbroker serve`` and wait for its ready line.
 
         ``config`` is TOML text, written to a temporary file passed as ``--config``.
+        ``admin_token`` is kept on the process for ``tests.support.admin`` (a JWT with role
+        admin: the admin API requires one whenever authentication is on); ``admin_ssl`` the
+        client TLS context for an ``--admin-tls`` admin API.
         ``listeners=False`` leaves out the default ``--tcp/--ws/--admin 127.0.0.1:0`` flags
         (for tests of settings precedence that give them another way).
         """
@@ -270,6 +282,8 @@ class BrokerFactory:
             path.write_text(config)
             args += ["--config", str(path)]
         process = BrokerProcess([*rsbroker_command(), *args, *extra_args], env)
+        process.admin_token = admin_token
+        process.admin_ssl = admin_ssl
         self.processes.append(process)
         return process.wait_ready()
 

@@ -20,15 +20,12 @@
 
 from __future__ import annotations
 
-import json
 import signal
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Self
 
-import aiohttp
-
-from tests.support.admin import get_json, wait_for
+from tests.support.admin import Admin, get_json, send_json, wait_for
 from tests.support.brokerproc import BrokerFactory, BrokerProcess
 
 __all__ = ["CONVERGE_TIMEOUT_S", "Cluster", "ClusterFactory", "member_states", "members", "put_config"]
@@ -38,34 +35,37 @@ __all__ = ["CONVERGE_TIMEOUT_S", "Cluster", "ClusterFactory", "member_states", "
 CONVERGE_TIMEOUT_S = 60.0
 
 
-async def members(admin: str) -> list[dict[str, Any]]:
+async def members(admin: Admin) -> list[dict[str, Any]]:
     """``GET /api/v1/members`` of one node."""
     status, body = await get_json(admin, "/api/v1/members")
     assert status == 200, body
     return list(body["members"])
 
 
-async def member_states(admin: str) -> dict[str, str]:
+async def member_states(admin: Admin) -> dict[str, str]:
     """``{node_id: state}`` as one node sees the cluster."""
     return {m["node_id"]: m["state"] for m in await members(admin)}
 
 
-async def put_config(admin: str, key: str, value: Any) -> int:
+async def put_config(admin: Admin, key: str, value: Any) -> int:
     """``PUT /api/v1/config/<key>`` on one node (it forwards to the Raft leader); returns the
     Raft index of the acknowledged write, fails the test on any other answer."""
-    async with aiohttp.ClientSession() as http, http.put(f"http://{admin}/api/v1/config/{key}", data=json.dumps(value)) as response:
-        body = await response.json(content_type=None)
-        assert response.status == 200, body
-        return int(body["index"])
+    status, body = await send_json(admin, "PUT", f"/api/v1/config/{key}", value)
+    assert status == 200, body
+    return int(body["index"])
 
 
 class Cluster:
     """The nodes of one cluster, by node id, and the arguments to start them again."""
 
-    def __init__(self, factory: BrokerFactory, root: Path, extra_args: Sequence[str]) -> None:
+    def __init__(
+        self, factory: BrokerFactory, root: Path, extra_args: Sequence[str], admin_token: str | None = None
+    ) -> None:
         self._factory = factory
         self.root = root
         self.extra_args = list(extra_args)
+        #: given to every node (see ``BrokerProcess.admin_token``): needed when authentication is on
+        self.admin_token = admin_token
         self.nodes: dict[str, BrokerProcess] = {}
         #: per node: arguments given only to that node (e.g. ``--advertise``)
         self.node_args: dict[str, list[str]] = {}
@@ -108,7 +108,7 @@ class Cluster:
             *node_args,
         ]  # fmt: skip
         self.node_args[node_id] = list(node_args)
-        node = self._factory.start(*args, node_id=node_id)
+        node = self._factory.start(*args, node_id=node_id, admin_token=self.admin_token)
         self.nodes[node_id] = node
         return node
 
@@ -125,11 +125,10 @@ class Cluster:
         with every running node as a voter."""
         expected = {n.node_id for n in self.running}
         for node in self.running:
-            assert node.admin is not None
-            states = await member_states(node.admin)
+            states = await member_states(node)
             if any(states.get(other) != "alive" for other in expected):
                 return False
-            status, raft = await get_json(node.admin, "/api/v1/raft")
+            status, raft = await get_json(node, "/api/v1/raft")
             if status != 200 or not raft.get("leader"):
                 return False
             voters = {m for m, info in raft.get("members", {}).items() if info.get("voter")}
@@ -146,8 +145,7 @@ class Cluster:
         async def agreed() -> bool:
             for node in self.running:
                 if node.node_id != node_id:
-                    assert node.admin is not None
-                    if (await member_states(node.admin)).get(node_id) != state:
+                    if (await member_states(node)).get(node_id) != state:
                         return False
             return True
 
@@ -158,8 +156,7 @@ class Cluster:
 
         async def agreed() -> bool:
             for node in self.running:
-                assert node.admin is not None
-                status, body = await get_json(node.admin, "/api/v1/services")
+                status, body = await get_json(node, "/api/v1/services")
                 entry = body["services"].get(service) if status == 200 else None
                 found = {p["instance"] for p in entry["providers"]} if entry else set()
                 if found != instances:
@@ -175,13 +172,21 @@ class ClusterFactory:
     def __init__(self) -> None:
         self.brokers = BrokerFactory()
 
-    def start(self, size: int, *extra_args: str, node_args: dict[str, Sequence[str]] | None = None) -> Cluster:
+    def start(
+        self,
+        size: int,
+        *extra_args: str,
+        node_args: dict[str, Sequence[str]] | None = None,
+        admin_token: str | None = None,
+    ) -> Cluster:
         """Start ``n1``, then ``n2`` .. ``n<size>`` with ``--join <n1's gossip address>``.
 
-        ``extra_args`` go to every node, ``node_args[node_id]`` to one node only. Call
-        :meth:`Cluster.wait_converged` before relying on the cluster.
+        ``extra_args`` go to every node, ``node_args[node_id]`` to one node only;
+        ``admin_token`` is the bearer token for their admin APIs (when authentication is
+        on). Call :meth:`Cluster.wait_converged` before relying on the cluster.
         """
-        cluster = Cluster(self.brokers, self.brokers.tmpdir("rsbroker-cluster-"), extra_args)
+        root = self.brokers.tmpdir("rsbroker-cluster-")
+        cluster = Cluster(self.brokers, root, extra_args, admin_token)
         for i in range(1, size + 1):
             node_id = f"n{i}"
             seed = [] if i == 1 else [str(cluster["n1"].cluster)]
