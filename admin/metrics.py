@@ -32,6 +32,7 @@ COUNTERS = {
     "ignored_frames": "Frames ignored as the spec allows (ignore flag, unrouted metadata push)",
     "auth_failures": "SETUPs refused because authentication failed",
     "credential_closes": "Connections closed because their token expired or was revoked",
+    "metadata_push_undelivered": "Routed METADATA_PUSH copies not sent: the link to the provider's node was down",
 }
 
 
@@ -46,6 +47,12 @@ class _RelayCollector:
             family = CounterMetricFamily(f"rsbroker_{name}", text)
             family.add_metric([], stats.get(name, 0))
             yield family
+        hits = CounterMetricFamily(
+            "rsbroker_limit_hits", "Peers refused for going past a limit, by the limit's setting name", labels=["limit"]
+        )
+        for limit, count in sorted((broker.limit_hits if broker else {}).items()):
+            hits.add_metric([limit], count)
+        yield hits
         sessions = list(broker.sessions) if broker else []
         conns = GaugeMetricFamily("rsbroker_connections", "Open client connections", labels=["transport"])
         by_transport: dict[str, int] = {}
