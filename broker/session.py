@@ -39,10 +39,12 @@ from broker.frames import (
     FrameType,
     cancel_frame,
     error_frame,
+    header,
     keepalive_frame,
     metadata_push_frame,
     parse_error,
     parse_lease,
+    parse_request_n,
     parse_setup,
     payload_frame,
     replace_metadata,
@@ -107,7 +109,6 @@ class Stream:
         "out_done",
         "pending",
         "pending_bytes",
-        "initial_n",
         "started",
         "route",
     )
@@ -124,12 +125,9 @@ class Stream:
         self.in_done = False
         #: provider→requester direction finished (response, completion or error)
         self.out_done = False
-        #: metadata pieces of a fragmented request, held until its metadata (and so its route)
-        #: is complete; the frames themselves are not kept: the request is re-encoded whole
+        #: frames of a fragmented request held until its metadata (and so its route) is complete
         self.pending: list[bytes] | None = None
         self.pending_bytes = 0
-        #: initial N of a fragmented REQUEST_STREAM/CHANNEL, for the re-encoded request
-        self.initial_n = 0
         #: when its first fragment arrived (broker clock), for reassembly_timeout_s
         self.started = 0.0
         self.route = ""
@@ -503,14 +501,12 @@ class Session:
             metadata, has_data = b"", pos < end
         st = Stream(ftype, self, sid)
         if type_flags & FLAG_FOLLOWS and not has_data:
-            # The metadata may continue in the next fragment: hold it until it ends.
+            # The metadata may continue in the next fragment: hold the frames until it ends.
             st.pending = []
             st.started = self.broker.clock()
-            if ftype == _STREAM or ftype == _CHANNEL:
-                st.initial_n = _SID.unpack_from(buf, off + 6)[0] & 0x7FFFFFFF
             self.streams[sid] = st
             self.reassembling[sid] = st
-            self._hold_fragment(st, metadata)
+            self._hold_fragment(st, bytes(buf[off:end]))
             return
         dest = self._route_stream(st, metadata, type_flags)
         if dest is None:
@@ -533,49 +529,70 @@ class Session:
             self._drop_reassembly(st)
             return
         try:
-            metadata, has_data = request_metadata(buf, off, end)
+            _, has_data = request_metadata(buf, off, end)
         except FrameError as exc:
             self.fail(exc.code, str(exc))
             return
-        if not self._hold_fragment(st, metadata):
+        if not self._hold_fragment(st, bytes(buf[off:end])):
             return
         if has_data or not type_flags & FLAG_FOLLOWS:
-            whole = b"".join(st.pending)
+            frames = st.pending
             self._drop_reassembly(st)
+            # Joined once, now that it is complete: linear however many fragments it came in.
+            whole = b"".join(request_metadata(frame, 0, len(frame))[0] for frame in frames)
             # The last fragment decides whether the request is complete.
             dest = self._route_stream(st, whole, type_flags)
             if dest is None:
                 return
-            # Re-encoded whole: the metadata in one request frame, then the rest of the last
-            # fragment (its data and its flags) as a PAYLOAD fragment when there is any.
-            meta = md.for_composite_peer(whole, self.metadata_mime)
-            data = request_data(buf, off, end)
-            rest = bool(data) or bool(type_flags & FLAG_FOLLOWS)
-            complete = st.kind == _CHANNEL and bool(type_flags & FLAG_COMPLETE) and not rest
-            frames = [request_frame(st.kind, 0, meta, b"", initial_n=st.initial_n, follows=rest, complete=complete)]
-            if rest:
-                next_, complete = bool(type_flags & FLAG_NEXT), bool(type_flags & FLAG_COMPLETE)
-                frames.append(payload_frame(0, data, next_=next_, complete=complete, follows=bool(type_flags & FLAG_FOLLOWS)))
+            if self.metadata_mime == md.ROUTING_MIME:
+                frames = self._as_composite(st, frames, whole)
             for frame in frames:
                 dest.forward(st.prov_sid, frame, 0, len(frame))
             if dest.write_paused:
                 self._blocked_by(dest)
 
-    def _hold_fragment(self, st: Stream, metadata: bytes) -> bool:
-        """Keep one more piece of a fragmented request's metadata, within the limits.
+    @staticmethod
+    def _as_composite(st: Stream, frames: list[bytes], routing: bytes) -> list[bytes]:
+        """A fragmented request of bare routing metadata, re-encoded for a composite reader:
+        the whole metadata in the request frame, then the rest of the last fragment (its data
+        and flags) as one PAYLOAD fragment when there is any. Only the last fragment carries
+        data: the metadata was incomplete until it."""
+        first, last = frames[0], frames[-1]
+        flags = header(last)[2]
+        data = request_data(last, 0, len(last))
+        rest = bool(data) or bool(flags & FLAG_FOLLOWS)
+        initial_n = parse_request_n(first, 0, len(first)) if st.kind == _STREAM or st.kind == _CHANNEL else 0
+        complete = st.kind == _CHANNEL and bool(flags & FLAG_COMPLETE) and not rest
+        meta = md.for_composite_peer(routing, md.ROUTING_MIME)
+        out = [request_frame(st.kind, st.req_id, meta, b"", initial_n=initial_n, follows=rest, complete=complete)]
+        if rest:
+            out.append(
+                payload_frame(
+                    st.req_id,
+                    data,
+                    next_=bool(flags & FLAG_NEXT),
+                    complete=bool(flags & FLAG_COMPLETE),
+                    follows=bool(flags & FLAG_FOLLOWS),
+                )
+            )
+        return out
 
-        Pieces are joined once, when the metadata is complete (linear in its length however
-        many fragments it came in). Returns False when a limit refused the request.
+    def _hold_fragment(self, st: Stream, frame: bytes) -> bool:
+        """Keep one more fragment of a request whose metadata is incomplete, within the limits.
+
+        Returns False when a limit refused the request (the requester has its ERROR).
         """
         assert st.pending is not None
         settings = self.broker.settings
-        st.pending.append(metadata)
-        st.pending_bytes += len(metadata)
-        self.reassembly_bytes += len(metadata)
+        st.pending.append(frame)
+        st.pending_bytes += len(frame)
+        self.reassembly_bytes += len(frame)
         if len(st.pending) > settings.max_fragments:
-            refusal = exceeded("max_fragments", settings.max_fragments, "", "request metadata fragment count", ErrorCode.REJECTED)
+            refusal = exceeded("max_fragments", settings.max_fragments, "", "request fragment count", ErrorCode.REJECTED)
         elif st.pending_bytes > settings.max_request_metadata:
-            refusal = exceeded("max_request_metadata", settings.max_request_metadata, "bytes", "request metadata", ErrorCode.REJECTED)
+            refusal = exceeded(
+                "max_request_metadata", settings.max_request_metadata, "bytes", "fragmented request metadata", ErrorCode.REJECTED
+            )
         elif self.reassembly_bytes > settings.max_reassembly_bytes:
             refusal = exceeded(
                 "max_reassembly_bytes",

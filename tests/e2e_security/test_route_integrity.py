@@ -3,7 +3,7 @@
 A requester that declares ``message/x.rsocket.routing.v0`` as its SETUP metadata MIME type
 sends bare routing tags; providers (and broker links) read composite metadata. Bytes can
 be built whose routing reading is an allowed route and whose composite reading is another
-one (:func:`confused_metadata`). The broker must forward metadata whose meaning at the next
+one (:func:`tests.support.route_confusion.confused_metadata`). The broker must forward metadata whose meaning at the next
 hop is exactly what it checked, on one node and across a broker link.
 
 Principals come from client certificates (mTLS): a bare-routing SETUP has no room for a
@@ -30,6 +30,7 @@ from tests.support.admin import wait_for
 from tests.support.brokerproc import BrokerFactory, BrokerProcess
 from tests.support.cluster import Cluster, ClusterFactory
 from tests.support.rawclient import RawClient
+from tests.support.route_confusion import confused_metadata
 
 SERVICE = "ri.svc"
 ALLOWED = f"{SERVICE}.echo"
@@ -40,24 +41,6 @@ roles = ["iot"]
 register = ["{SERVICE}"]
 call = ["{ALLOWED}"]
 """
-
-
-def confused_metadata(allowed: str, executed: str) -> bytes:
-    """Bytes whose routing reading names ``allowed`` and whose composite reading names ``executed``.
-
-    Routing reading: tag ``allowed``, then one tag covering the rest. Composite reading: the
-    length byte of ``allowed`` is taken for a custom MIME type's length, so the first entry's
-    type is ``allowed`` plus one byte, with empty content; the second entry is a routing entry
-    (custom MIME spelling, so every byte stays valid UTF-8 for the routing reading) naming
-    ``executed``.
-    """
-    mime = md.ROUTING_MIME.encode()
-    tags = md.routing(executed)
-    second = bytes((len(mime) - 1,)) + mime + len(tags).to_bytes(3, "big") + tags
-    rest = b"\x00\x00\x00" + second
-    raw = allowed.encode()
-    assert len(rest) < 0x80 and len(raw) < 0x80
-    return bytes((len(raw),)) + raw + bytes((len(rest),)) + rest
 
 
 def test_the_crafted_bytes_read_two_ways() -> None:
