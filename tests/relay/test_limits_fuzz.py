@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from broker import frames as fr
+from broker import limits as limits_mod
 from broker import metadata as md
 from broker.frames import ErrorCode, FrameError, FrameType
 from broker.limits import LimitExceeded, NameLimits
@@ -190,3 +191,30 @@ def test_reassembly_stays_within_its_limits(loop: asyncio.AbstractEventLoop, ste
                 if code == ErrorCode.REJECTED:
                     assert any(name in message for name in broker.limit_hits), message
         provider.take()
+
+
+def test_a_registration_at_every_ceiling_fits_one_sealed_gossip_packet() -> None:
+    """The name ceilings of broker/limits.py are chosen so that gossip can always carry a
+    routing entry: the largest one (multi-byte characters, a 64-character node id) fits the
+    default packet once the envelope and the seal are paid for."""
+    from cluster.swim.config import Config
+    from cluster.swim.messages import Route, wire_size
+    from cluster.swim.wire import ENVELOPE_OVERHEAD, SEAL_OVERHEAD
+
+    def widest(size: int, tag: str) -> str:
+        return (tag + "é" * size).encode()[:size].decode("utf-8", "ignore")
+
+    tags = {widest(limits_mod.GOSSIP_MAX_TAG_KEY_BYTES, f"{i}"): widest(limits_mod.GOSSIP_MAX_TAG_VALUE_BYTES, "v") for i in range(limits_mod.GOSSIP_MAX_TAGS)}
+    route = Route(
+        owner="n" * 64,
+        epoch=2**63 - 1,
+        seq=2**63 - 1,
+        service=widest(limits_mod.GOSSIP_MAX_SERVICE_BYTES, "s"),
+        instance=widest(limits_mod.GOSSIP_MAX_INSTANCE_BYTES, "i"),
+        weight=1_000_000,
+        tags=tags,
+        load=2**63 - 1,
+        removed=False,
+    )
+    assert len(tags) == limits_mod.GOSSIP_MAX_TAGS
+    assert wire_size(route) <= Config().packet_size - ENVELOPE_OVERHEAD - SEAL_OVERHEAD
