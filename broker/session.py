@@ -75,6 +75,10 @@ _KNOWN_TYPES = frozenset(int(t) for t in FrameType) - {FrameType.RESERVED, Frame
 
 #: Stream ids are 31 bits; the top bit of the field is reserved.
 MAX_STREAM_ID = 0x7FFFFFFF
+#: What holding one fragment costs besides its bytes (bytes object header, list slot, a share
+#: of its Stream), charged to max_request_metadata and max_reassembly_bytes so that a flood of
+#: tiny fragments is bounded like a few big ones.
+HELD_FRAGMENT_OVERHEAD = 128
 
 
 class State(enum.Enum):
@@ -125,7 +129,8 @@ class Stream:
         self.in_done = False
         #: provider→requester direction finished (response, completion or error)
         self.out_done = False
-        #: frames of a fragmented request held until its metadata (and so its route) is complete
+        #: frames of a fragmented request held until its metadata (and so its route) is complete,
+        #: and what they cost (bytes plus HELD_FRAGMENT_OVERHEAD each)
         self.pending: list[bytes] | None = None
         self.pending_bytes = 0
         #: when its first fragment arrived (broker clock), for reassembly_timeout_s
@@ -585,8 +590,9 @@ class Session:
         assert st.pending is not None
         settings = self.broker.settings
         st.pending.append(frame)
-        st.pending_bytes += len(frame)
-        self.reassembly_bytes += len(frame)
+        cost = len(frame) + HELD_FRAGMENT_OVERHEAD
+        st.pending_bytes += cost
+        self.reassembly_bytes += cost
         if len(st.pending) > settings.max_fragments:
             refusal = exceeded("max_fragments", settings.max_fragments, "", "request fragment count", ErrorCode.REJECTED)
         elif st.pending_bytes > settings.max_request_metadata:
@@ -623,7 +629,8 @@ class Session:
     def expire_reassembly(self, now: float) -> None:
         """Refuse fragmented requests whose metadata did not complete within reassembly_timeout_s."""
         timeout = self.broker.settings.reassembly_timeout_s
-        for st in list(self.reassembling.values()):  # oldest first
+        while self.reassembling:  # oldest first; only the expired ones are visited
+            st = next(iter(self.reassembling.values()))
             if now - st.started <= timeout:
                 break
             self.refuse_reassembly(
