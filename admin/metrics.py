@@ -34,6 +34,7 @@ COUNTERS = {
     "credential_closes": "Connections closed because their token expired or was revoked",
     "ws_origins_refused": "WebSocket upgrades refused by the Origin policy (--ws-allowed-origins)",
     "admin_refused": "Admin API requests refused: no or bad admin credential, foreign Host, cross-origin write",
+    "metadata_push_undelivered": "Routed METADATA_PUSH copies not sent: the link to the provider's node was down",
 }
 
 
@@ -48,6 +49,12 @@ class _RelayCollector:
             family = CounterMetricFamily(f"rsbroker_{name}", text)
             family.add_metric([], stats.get(name, 0))
             yield family
+        hits = CounterMetricFamily(
+            "rsbroker_limit_hits", "Peers refused for going past a limit, by the limit's setting name", labels=["limit"]
+        )
+        for limit, count in sorted((broker.limit_hits if broker else {}).items()):
+            hits.add_metric([limit], count)
+        yield hits
         sessions = list(broker.sessions) if broker else []
         conns = GaugeMetricFamily("rsbroker_connections", "Open client connections", labels=["transport"])
         by_transport: dict[str, int] = {}

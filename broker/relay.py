@@ -44,6 +44,9 @@ class Broker:
         self.sessions: set[Session] = set()
         self._per_source: collections.Counter[str] = collections.Counter()
         self.stats: collections.Counter[str] = collections.Counter()
+        #: hits of each client-port limit, by the limit's setting name (broker/limits.py);
+        #: the admin API exports them as rsbroker_limit_hits_total{limit=...}
+        self.limit_hits: collections.Counter[str] = collections.Counter()
         self.draining = False
         self._dirty: list[Session] = []
         self._flush_scheduled = False
@@ -126,6 +129,10 @@ class Broker:
         if session in self._dirty:
             self._dirty.remove(session)
 
+    def limit_hit(self, limit: str) -> None:
+        """A peer ran into ``limit`` (a setting name): count it for the metrics."""
+        self.limit_hits[limit] += 1
+
     def mark_dirty(self, session: Session) -> None:
         self._dirty.append(session)
         if not self._flush_scheduled:
@@ -197,15 +204,16 @@ class Broker:
         (routing plus a little more): caching big blobs as keys would let a client pin
         megabytes of broker memory per request. Raises FrameError for unreadable metadata.
         """
+        max_entries = self.settings.max_metadata_entries
         if len(metadata) > _ROUTE_CACHE_MAX_KEY:
-            route = md.route_of(metadata, metadata_mime)
+            route = md.route_of(metadata, metadata_mime, max_entries)
             return (route, md.service_of(route)) if route is not None else None
         key = metadata if metadata_mime == md.COMPOSITE_MIME else b"R" + metadata
         try:
             return self._route_cache[key]
         except KeyError:
             pass
-        route = md.route_of(metadata, metadata_mime)
+        route = md.route_of(metadata, metadata_mime, max_entries)
         resolved = (route, md.service_of(route)) if route is not None else None
         if len(self._route_cache) >= _ROUTE_CACHE_SIZE:
             self._route_cache.clear()
@@ -219,10 +227,25 @@ class Broker:
         return self.links.authenticate(session, link_entry)
 
     def push_metadata(self, source: Session, route: str, frame: bytes) -> None:
-        """Deliver a routed METADATA_PUSH to every provider of the route's service."""
+        """Deliver a routed METADATA_PUSH to every provider of the route's service.
+
+        A provider on another node gets it over the link to that node, once per node however
+        many of its instances there are; the far node delivers it to its local providers. A
+        push that came in over a link goes to local providers only (one hop, as requests).
+        A node whose link is down misses the push: METADATA_PUSH has no reply to carry an
+        error, so that is counted (``metadata_push_undelivered``), never the sender's fault.
+        """
+        targets: dict[int, Session] = {}
         for provider in self.registry.providers(md.service_of(route)):
-            if provider is not source:
-                provider.send_frame(frame)  # type: ignore[attr-defined]
+            if provider is source or (provider.is_remote and source.is_link):
+                continue
+            target = provider.target
+            if target is None or not provider.available:
+                self.stats["metadata_push_undelivered"] += 1
+                continue
+            targets[id(target)] = target
+        for target in targets.values():
+            target.send_frame(frame)
 
     # -- hooks -----------------------------------------------------------------------------
 
@@ -265,6 +288,8 @@ class Broker:
                     )
                 elif session.lease_enabled and session.lease_granted_until - now < renew_margin:
                     self._grant_lease(session)
+                if session.reassembling:
+                    session.expire_reassembly(now)
 
     # -- views ------------------------------------------------------------------------------
 

@@ -39,12 +39,20 @@ from broker.frames import (
     FrameType,
     cancel_frame,
     error_frame,
+    header,
     keepalive_frame,
+    metadata_push_frame,
     parse_error,
     parse_lease,
+    parse_request_n,
     parse_setup,
+    payload_frame,
+    replace_metadata,
+    request_data,
+    request_frame,
     request_metadata,
 )
+from broker.limits import LimitExceeded, exceeded
 
 if TYPE_CHECKING:
     from broker.relay import Broker
@@ -67,8 +75,10 @@ _KNOWN_TYPES = frozenset(int(t) for t in FrameType) - {FrameType.RESERVED, Frame
 
 #: Stream ids are 31 bits; the top bit of the field is reserved.
 MAX_STREAM_ID = 0x7FFFFFFF
-#: Largest metadata the broker buffers while a fragmented request's route is unknown.
-MAX_PENDING_METADATA = 1 << 20
+#: What holding one fragment costs besides its bytes (bytes object header, list slot, a share
+#: of its Stream), charged to max_request_metadata and max_reassembly_bytes so that a flood of
+#: tiny fragments is bounded like a few big ones.
+HELD_FRAGMENT_OVERHEAD = 128
 
 
 class State(enum.Enum):
@@ -102,7 +112,8 @@ class Stream:
         "in_done",
         "out_done",
         "pending",
-        "pending_meta",
+        "pending_bytes",
+        "started",
         "route",
     )
 
@@ -118,9 +129,12 @@ class Stream:
         self.in_done = False
         #: provider→requester direction finished (response, completion or error)
         self.out_done = False
-        #: frames of a fragmented request held until its metadata (and so its route) is complete
+        #: frames of a fragmented request held until its metadata (and so its route) is complete,
+        #: and what they cost (bytes plus HELD_FRAGMENT_OVERHEAD each)
         self.pending: list[bytes] | None = None
-        self.pending_meta = b""
+        self.pending_bytes = 0
+        #: when its first fragment arrived (broker clock), for reassembly_timeout_s
+        self.started = 0.0
         self.route = ""
 
 
@@ -176,6 +190,11 @@ class Session:
         self.is_link = False
         #: the client asked for topology pushes (cluster-aware clients)
         self.wants_topology = False
+        #: largest frame accepted now: small until SETUP is accepted (the peer is unknown)
+        self.frame_limit = min(broker.settings.max_setup_frame_size, broker.settings.max_frame_size)
+        #: fragmented requests whose metadata is incomplete, oldest first, and the bytes they hold
+        self.reassembling: dict[int, Stream] = {}
+        self.reassembly_bytes = 0
 
     # -- identity used by the registry ----------------------------------------------------
 
@@ -281,6 +300,23 @@ class Session:
         self.flush()
         self.close()
 
+    def refuse_oversized(self, length: int) -> None:
+        """A frame (or its length prefix) is past :attr:`frame_limit`: refuse it before buffering it."""
+        self.broker.stats["oversized_frames"] += 1
+        before = self.state is State.AWAIT_SETUP
+        limit = "max_setup_frame_size" if before else "max_frame_size"
+        message = (
+            f"frame of {length} bytes exceeds the maximum frame size of {self.frame_limit} bytes"
+            f"{' before SETUP' if before else ''} ({limit})"
+        )
+        self.fail_on(LimitExceeded(limit, message))
+
+    def fail_on(self, exc: FrameError) -> None:
+        """:meth:`fail` for a parser's error, counting it when it is a limit."""
+        if isinstance(exc, LimitExceeded):
+            self.broker.limit_hit(exc.limit)
+        self.fail(exc.code, str(exc))
+
     def close(self) -> None:
         """Close the transport; :meth:`connection_closed` runs when it is gone."""
         if self.state is State.CLOSED or self.closing:
@@ -384,7 +420,7 @@ class Session:
             setup = parse_setup(bytes(buf[off:end]), 0, end - off)
             self._accept_setup(setup)
         except FrameError as exc:
-            self.fail(exc.code, str(exc))
+            self.fail_on(exc)
 
     def _accept_setup(self, setup: Any) -> None:
         if setup.major != 1:
@@ -407,10 +443,11 @@ class Session:
         registration = None
         token = None
         link = None
+        settings = self.broker.settings
         if setup.metadata and setup.metadata_mime == md.COMPOSITE_MIME:
-            for mime, content in md.iter_composite(setup.metadata, ErrorCode.INVALID_SETUP):
+            for mime, content in md.iter_composite(setup.metadata, ErrorCode.INVALID_SETUP, settings.max_metadata_entries):
                 if mime == md.REGISTER_MIME and registration is None:
-                    registration = md.Registration.from_json(content, f"conn-{self.id}")
+                    registration = md.Registration.from_json(content, f"conn-{self.id}", limits=settings.name_limits)
                 elif mime == md.AUTH_MIME and token is None:
                     token = content
                 elif mime == md.LINK_MIME and link is None:
@@ -427,6 +464,7 @@ class Session:
         if registration is not None:
             self.broker.check_registration(self, registration)
         self._transition("setup_ok")
+        self.frame_limit = settings.max_frame_size
         self.lease_enabled = setup.lease
         if registration is not None:
             self.broker.register(self, registration)
@@ -446,6 +484,7 @@ class Session:
             return
         limit = self.broker.settings.max_streams
         if len(self.streams) - self.outstanding >= limit:  # only streams this peer opened count
+            self.broker.limit_hit("max_streams")
             self._reject(sid, ftype, ErrorCode.REJECTED, f"too many concurrent streams on this connection (limit {limit})")
             return
         # The metadata, read inline: this runs once per request (see frames.request_metadata).
@@ -468,44 +507,135 @@ class Session:
         st = Stream(ftype, self, sid)
         if type_flags & FLAG_FOLLOWS and not has_data:
             # The metadata may continue in the next fragment: hold the frames until it ends.
-            st.pending = [bytes(buf[off:end])]
-            st.pending_meta = metadata
+            st.pending = []
+            st.started = self.broker.clock()
             self.streams[sid] = st
+            self.reassembling[sid] = st
+            self._hold_fragment(st, bytes(buf[off:end]))
             return
         dest = self._route_stream(st, metadata, type_flags)
-        if dest is not None:
+        if dest is None:
+            return
+        if self.metadata_mime == md.ROUTING_MIME:
+            # Every provider and broker link reads composite metadata (registering needs it):
+            # bare routing tags read as composite could name another route than the one checked.
+            frame = replace_metadata(buf, off, end, md.for_composite_peer(metadata, md.ROUTING_MIME))
+            dest.forward(st.prov_sid, frame, 0, len(frame))
+        else:
             dest.forward(st.prov_sid, buf, off, end)
-            if dest.write_paused:
-                self._blocked_by(dest)
+        if dest.write_paused:
+            self._blocked_by(dest)
 
     def _pending_frame(self, st: Stream, buf: Any, off: int, end: int, ftype: int, type_flags: int) -> None:
         """A frame for a fragmented request whose route is not known yet."""
         assert st.pending is not None
         if ftype != _PAYLOAD:
             # CANCEL or ERROR before the request was complete: the provider never saw it.
-            del self.streams[st.req_id]
+            self._drop_reassembly(st)
             return
         try:
-            metadata, has_data = request_metadata(buf, off, end)
+            _, has_data = request_metadata(buf, off, end)
         except FrameError as exc:
             self.fail(exc.code, str(exc))
             return
-        st.pending.append(bytes(buf[off:end]))
-        st.pending_meta += metadata
-        if len(st.pending_meta) > MAX_PENDING_METADATA:
-            del self.streams[st.req_id]
-            self._reject(st.req_id, st.kind, ErrorCode.INVALID, "request metadata exceeds 1 MiB")
+        if not self._hold_fragment(st, bytes(buf[off:end])):
             return
         if has_data or not type_flags & FLAG_FOLLOWS:
-            frames, st.pending = st.pending, None
-            del self.streams[st.req_id]
+            frames = st.pending
+            self._drop_reassembly(st)
+            # Joined once, now that it is complete: linear however many fragments it came in.
+            whole = b"".join(request_metadata(frame, 0, len(frame))[0] for frame in frames)
             # The last fragment decides whether the request is complete.
-            dest = self._route_stream(st, st.pending_meta, type_flags)
-            if dest is not None:
-                for frame in frames:
-                    dest.forward(st.prov_sid, frame, 0, len(frame))
-                if dest.write_paused:
-                    self._blocked_by(dest)
+            dest = self._route_stream(st, whole, type_flags)
+            if dest is None:
+                return
+            if self.metadata_mime == md.ROUTING_MIME:
+                frames = self._as_composite(st, frames, whole)
+            for frame in frames:
+                dest.forward(st.prov_sid, frame, 0, len(frame))
+            if dest.write_paused:
+                self._blocked_by(dest)
+
+    @staticmethod
+    def _as_composite(st: Stream, frames: list[bytes], routing: bytes) -> list[bytes]:
+        """A fragmented request of bare routing metadata, re-encoded for a composite reader:
+        the whole metadata in the request frame, then the rest of the last fragment (its data
+        and flags) as one PAYLOAD fragment when there is any. Only the last fragment carries
+        data: the metadata was incomplete until it."""
+        first, last = frames[0], frames[-1]
+        flags = header(last)[2]
+        data = request_data(last, 0, len(last))
+        rest = bool(data) or bool(flags & FLAG_FOLLOWS)
+        initial_n = parse_request_n(first, 0, len(first)) if st.kind == _STREAM or st.kind == _CHANNEL else 0
+        complete = st.kind == _CHANNEL and bool(flags & FLAG_COMPLETE) and not rest
+        meta = md.for_composite_peer(routing, md.ROUTING_MIME)
+        out = [request_frame(st.kind, st.req_id, meta, b"", initial_n=initial_n, follows=rest, complete=complete)]
+        if rest:
+            out.append(
+                payload_frame(
+                    st.req_id,
+                    data,
+                    next_=bool(flags & FLAG_NEXT),
+                    complete=bool(flags & FLAG_COMPLETE),
+                    follows=bool(flags & FLAG_FOLLOWS),
+                )
+            )
+        return out
+
+    def _hold_fragment(self, st: Stream, frame: bytes) -> bool:
+        """Keep one more fragment of a request whose metadata is incomplete, within the limits.
+
+        Returns False when a limit refused the request (the requester has its ERROR).
+        """
+        assert st.pending is not None
+        settings = self.broker.settings
+        st.pending.append(frame)
+        cost = len(frame) + HELD_FRAGMENT_OVERHEAD
+        st.pending_bytes += cost
+        self.reassembly_bytes += cost
+        if len(st.pending) > settings.max_fragments:
+            refusal = exceeded("max_fragments", settings.max_fragments, "", "request fragment count", ErrorCode.REJECTED)
+        elif st.pending_bytes > settings.max_request_metadata:
+            refusal = exceeded(
+                "max_request_metadata", settings.max_request_metadata, "bytes", "fragmented request metadata", ErrorCode.REJECTED
+            )
+        elif self.reassembly_bytes > settings.max_reassembly_bytes:
+            refusal = exceeded(
+                "max_reassembly_bytes",
+                settings.max_reassembly_bytes,
+                "bytes",
+                "unfinished fragmented requests on this connection",
+                ErrorCode.REJECTED,
+            )
+        else:
+            return True
+        self.refuse_reassembly(st, refusal)
+        return False
+
+    def refuse_reassembly(self, st: Stream, refusal: LimitExceeded) -> None:
+        """Give up an unfinished fragmented request: the requester gets ERROR, the limit is counted.
+        Later fragments of it are counted as frames for an ended stream."""
+        self._drop_reassembly(st)
+        self.broker.limit_hit(refusal.limit)
+        self._reject(st.req_id, st.kind, refusal.code, str(refusal))
+
+    def _drop_reassembly(self, st: Stream) -> None:
+        self.streams.pop(st.req_id, None)
+        if self.reassembling.pop(st.req_id, None) is not None:
+            self.reassembly_bytes -= st.pending_bytes
+        st.pending = None
+        st.pending_bytes = 0
+
+    def expire_reassembly(self, now: float) -> None:
+        """Refuse fragmented requests whose metadata did not complete within reassembly_timeout_s."""
+        timeout = self.broker.settings.reassembly_timeout_s
+        while self.reassembling:  # oldest first; only the expired ones are visited
+            st = next(iter(self.reassembling.values()))
+            if now - st.started <= timeout:
+                break
+            self.refuse_reassembly(
+                st, exceeded("reassembly_timeout_s", timeout, "s", "time to complete a fragmented request", ErrorCode.REJECTED)
+            )
 
     def _route_stream(self, st: Stream, metadata: bytes, last_flags: int) -> "Session | None":
         """Pick the provider of a new stream and enter it in both stream maps.
@@ -519,6 +649,8 @@ class Session:
         try:
             resolved = broker.resolve(metadata, self.metadata_mime)
         except FrameError as exc:
+            if isinstance(exc, LimitExceeded):
+                broker.limit_hit(exc.limit)
             self._reject(sid, ftype, ErrorCode.INVALID, f"unreadable request metadata: {exc}")
             return None
         if resolved is None:
@@ -647,21 +779,22 @@ class Session:
             self.fail(ErrorCode.CONNECTION_ERROR, "METADATA_PUSH without the metadata flag")
             return
         metadata = bytes(buf[off + HEADER_LENGTH : end])
-        if self.metadata_mime != md.COMPOSITE_MIME:
-            self.broker.stats["ignored_frames"] += 1
-            return
+        settings = self.broker.settings
         try:
-            entry = md.find_entry(metadata, md.REGISTER_MIME)
-            if entry is not None:
-                registration = md.Registration.from_json(entry, self.instance, ErrorCode.INVALID)
-                self.broker.check_registration(self, registration)
-                self.broker.register(self, registration)
-                return
-            route = md.route_of(metadata, self.metadata_mime)
+            if self.metadata_mime == md.COMPOSITE_MIME:
+                entry = md.find_entry(metadata, md.REGISTER_MIME, ErrorCode.INVALID, settings.max_metadata_entries)
+                if entry is not None:
+                    registration = md.Registration.from_json(entry, self.instance, ErrorCode.INVALID, settings.name_limits)
+                    self.broker.check_registration(self, registration)
+                    self.broker.register(self, registration)
+                    return
+            route = md.route_of(metadata, self.metadata_mime, settings.max_metadata_entries)
         except FrameError as exc:
             # METADATA_PUSH has no stream to answer on, so a refusal ends the connection.
             # A denied re-registration is well-formed: say so, not "bad".
-            reason = str(exc) if exc.code == ErrorCode.REJECTED else f"bad METADATA_PUSH: {exc}"
+            if isinstance(exc, LimitExceeded):
+                self.broker.limit_hit(exc.limit)
+            reason = str(exc) if exc.code == ErrorCode.REJECTED or isinstance(exc, LimitExceeded) else f"bad METADATA_PUSH: {exc}"
             self.fail(ErrorCode.CONNECTION_ERROR, reason)
             return
         if route is None:
@@ -672,7 +805,11 @@ class Session:
             log.info("dropped METADATA_PUSH from connection %s: %s", self.id, refusal)
             self.broker.stats["rejected"] += 1
             return
-        self.broker.push_metadata(self, route, bytes(buf[off:end]))
+        if self.metadata_mime == md.ROUTING_MIME:
+            frame = metadata_push_frame(md.for_composite_peer(metadata, md.ROUTING_MIME))
+        else:
+            frame = bytes(buf[off:end])
+        self.broker.push_metadata(self, route, frame)
 
     # -- teardown -------------------------------------------------------------------------
 
@@ -701,6 +838,8 @@ class Session:
             st.in_done = st.out_done = True
             self._finish(st)
         self.streams.clear()
+        self.reassembling.clear()
+        self.reassembly_bytes = 0
         for source in list(self._blocked_sources):
             source.on_write_resumed_source()
         self._blocked_sources.clear()

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from broker import limits
 from broker.frames import MAX_FRAME_LENGTH
 from broker.loopback import is_loopback_host
 from broker.registry import POLICIES, ServicePolicy
@@ -85,6 +86,49 @@ class Settings:
     setup_timeout_s: float = 10.0
     #: output queued for one connection before its sources are paused (back-pressure)
     max_pending_bytes: int = 4 << 20
+    # -- client-port limits (issue 11 §5): each is named in its error and in
+    #    rsbroker_limit_hits_total{limit=...}; see broker/limits.py
+    max_setup_frame_size: int = field(
+        default=64 * 1024,
+        metadata={"help": "largest frame accepted before SETUP is accepted, bytes (room for a token and a registration)"},
+    )
+    max_metadata_entries: int = field(
+        default=64, metadata={"help": "most composite metadata entries read from one SETUP, request or METADATA_PUSH"}
+    )
+    max_request_metadata: int = field(
+        default=1 << 20, metadata={"help": "largest metadata of a fragmented request held until its route is known, bytes"}
+    )
+    max_fragments: int = field(
+        default=1024, metadata={"help": "most fragments one request's metadata may be split into before its route is known"}
+    )
+    max_reassembly_bytes: int = field(
+        default=4 << 20,
+        metadata={"help": "bytes of unfinished fragmented requests one connection may have the broker hold"},
+    )
+    reassembly_timeout_s: float = field(
+        default=10.0, metadata={"help": "a fragmented request whose metadata is not complete by then is refused, seconds"}
+    )
+    max_services: int = field(default=256, metadata={"help": "most services one registration may list"})
+    max_service_name_bytes: int = field(
+        default=limits.GOSSIP_MAX_SERVICE_BYTES,
+        metadata={"help": f"longest service name, UTF-8 bytes (at most {limits.GOSSIP_MAX_SERVICE_BYTES}: gossip must carry it)"},
+    )
+    max_instance_name_bytes: int = field(
+        default=limits.GOSSIP_MAX_INSTANCE_BYTES,
+        metadata={"help": f"longest instance name, UTF-8 bytes (at most {limits.GOSSIP_MAX_INSTANCE_BYTES})"},
+    )
+    max_tags: int = field(
+        default=limits.GOSSIP_MAX_TAGS, metadata={"help": f"most tags on one registration (at most {limits.GOSSIP_MAX_TAGS})"}
+    )
+    max_tag_key_bytes: int = field(
+        default=limits.GOSSIP_MAX_TAG_KEY_BYTES,
+        metadata={"help": f"longest tag key, UTF-8 bytes (at most {limits.GOSSIP_MAX_TAG_KEY_BYTES})"},
+    )
+    max_tag_value_bytes: int = field(
+        default=limits.GOSSIP_MAX_TAG_VALUE_BYTES,
+        metadata={"help": f"longest tag value, UTF-8 bytes (at most {limits.GOSSIP_MAX_TAG_VALUE_BYTES})"},
+    )
+    # -- end of client-port limits
     #: SIGTERM waits this long for in-flight streams before closing connections
     drain_timeout_s: float = 30.0
     #: LEASE granted to clients that negotiate leases: time to live and request count
@@ -145,6 +189,7 @@ class Settings:
         for name in ("max_streams", "max_connections_per_source", "max_pending_bytes", "lease_ttl_ms", "lease_requests"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be positive")
+        self._validate_client_limits()
         for name in ("setup_timeout_s", "drain_timeout_s"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be positive")
@@ -190,6 +235,25 @@ class Settings:
                 "API then requires a bearer token with role admin) or bind --admin to 127.0.0.1"
             )
 
+    def _validate_client_limits(self) -> None:
+        """The issue 11 §5 limits: positive, SETUP within a frame, names within what gossip carries."""
+        for name in (
+            "max_setup_frame_size", "max_metadata_entries", "max_request_metadata", "max_fragments",
+            "max_reassembly_bytes", "reassembly_timeout_s", *_NAME_CEILINGS,
+        ):  # fmt: skip
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{name} must be positive")
+        if self.max_setup_frame_size < 64:
+            raise SettingsError("max_setup_frame_size must be at least 64 (a SETUP's fixed fields); above max_frame_size it has no effect")
+        for name, ceiling in _NAME_CEILINGS.items():
+            if ceiling is not None and getattr(self, name) > ceiling:
+                raise SettingsError(f"{name} may be at most {ceiling}: gossip packets must always carry a registration")
+
+    @property
+    def name_limits(self) -> limits.NameLimits:
+        """The registration limits, as the metadata reader takes them."""
+        return limits.NameLimits(**{name: getattr(self, name) for name in _NAME_CEILINGS})
+
     @property
     def auth_enabled(self) -> bool:
         """Clients must prove who they are: by bearer JWT, by client certificate, or either."""
@@ -201,6 +265,15 @@ class Settings:
         return self.admin_require_token or self.auth_enabled
 
 
+#: registration limits and the most each may be set to (None: no gossip-imposed ceiling)
+_NAME_CEILINGS: dict[str, int | None] = {
+    "max_services": None,
+    "max_service_name_bytes": limits.GOSSIP_MAX_SERVICE_BYTES,
+    "max_instance_name_bytes": limits.GOSSIP_MAX_INSTANCE_BYTES,
+    "max_tags": limits.GOSSIP_MAX_TAGS,
+    "max_tag_key_bytes": limits.GOSSIP_MAX_TAG_KEY_BYTES,
+    "max_tag_value_bytes": limits.GOSSIP_MAX_TAG_VALUE_BYTES,
+}
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 #: settings that only the config file can give (structured values)
 _FILE_ONLY = {"services", "acl"}

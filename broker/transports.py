@@ -45,7 +45,6 @@ class TcpSession(Session, asyncio.Protocol):
         self._need = 0
         self._out = bytearray()
         self._queued = False
-        self._max_frame = broker.settings.max_frame_size
 
     # -- asyncio.Protocol --------------------------------------------------------------------
 
@@ -74,16 +73,11 @@ class TcpSession(Session, asyncio.Protocol):
             self._buf = bytearray()
         n = len(data)
         pos = 0
-        max_frame = self._max_frame
         handle = self.handle_frame
         while n - pos >= 3:
             length = (data[pos] << 16) | (data[pos + 1] << 8) | data[pos + 2]
-            if length > max_frame:
-                self.broker.stats["oversized_frames"] += 1
-                self.fail(
-                    ErrorCode.CONNECTION_ERROR,
-                    f"frame of {length} bytes exceeds the maximum frame size of {max_frame} bytes",
-                )
+            if length > self.frame_limit:  # read each time: it grows once SETUP is accepted
+                self.refuse_oversized(length)
                 return
             if length < HEADER_LENGTH:
                 self.fail(ErrorCode.CONNECTION_ERROR, f"frame of {length} bytes is shorter than the 6-byte header")
@@ -252,7 +246,6 @@ class WsSession(Session):
     async def serve(self) -> None:
         """Read messages until the socket or the session closes."""
         ws = self.ws
-        max_frame = self.broker.settings.max_frame_size
         try:
             async for msg in ws:
                 if msg.type == WSMsgType.BINARY:
@@ -260,12 +253,8 @@ class WsSession(Session):
                     self.last_recv = self.broker.clock()
                     if len(data) < HEADER_LENGTH:
                         self.fail(ErrorCode.CONNECTION_ERROR, f"frame of {len(data)} bytes is shorter than the 6-byte header")
-                    elif len(data) > max_frame:
-                        self.broker.stats["oversized_frames"] += 1
-                        self.fail(
-                            ErrorCode.CONNECTION_ERROR,
-                            f"frame of {len(data)} bytes exceeds the maximum frame size of {max_frame} bytes",
-                        )
+                    elif len(data) > self.frame_limit:
+                        self.refuse_oversized(len(data))
                     else:
                         self.handle_frame(data, 0, len(data))
                 elif msg.type == WSMsgType.TEXT:
