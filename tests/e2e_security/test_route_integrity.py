@@ -88,7 +88,10 @@ async def _ran(provider: Provider) -> bool:
 
 @pytest.fixture(scope="module")
 def node(module_broker_factory: BrokerFactory, pki: Pki) -> BrokerProcess:
-    return module_broker_factory.start(*pki.tls_args(client_ca=True), config=ACL)
+    # JWT keys as well as mTLS: an authenticating node's admin API wants a token with role admin
+    return module_broker_factory.start(
+        *pki.tls_args(client_ca=True), *pki.jwt_args(), config=ACL, admin_token=pki.admin_token()
+    )
 
 
 async def test_routing_requester_cannot_run_a_route_it_was_not_checked_for(node: BrokerProcess, pki: Pki) -> None:
@@ -106,8 +109,12 @@ def two_nodes(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cl
     key.write_text(_cluster_key())
     with ClusterFactory() as factory:
         yield factory.start(
-            2, *pki.tls_args(client_ca=True), "--config", str(config), "--cluster-key", str(key), "--gossip-profile", "local"
-        )
+            2,
+            *pki.tls_args(client_ca=True),
+            *pki.jwt_args(),
+            "--config", str(config), "--cluster-key", str(key), "--gossip-profile", "local",
+            admin_token=pki.admin_token(),
+        )  # fmt: skip
 
 
 def _cluster_key() -> str:
