@@ -527,7 +527,7 @@ class Session:
             )
             return None
         route, service = resolved
-        if broker.draining or broker.security.enabled:
+        if broker.draining or broker.security.enabled or self.is_link:
             refusal = broker.refuse_request(self, route)
             if refusal:
                 self._reject(sid, ftype, ErrorCode.REJECTED, refusal)
@@ -647,6 +647,9 @@ class Session:
             self.fail(ErrorCode.CONNECTION_ERROR, "METADATA_PUSH without the metadata flag")
             return
         metadata = bytes(buf[off + HEADER_LENGTH : end])
+        if self.is_link:  # a link's handshake, or a push another node routed; never a registration
+            self.broker.link_metadata_push(self, metadata, bytes(buf[off:end]))
+            return
         if self.metadata_mime != md.COMPOSITE_MIME:
             self.broker.stats["ignored_frames"] += 1
             return

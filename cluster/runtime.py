@@ -73,6 +73,7 @@ class ClusterRuntime:
         self.gossip: Any = None  # cluster.swim.node.GossipNode when --cluster is given
         self.links: Links | None = None
         self.raft: RaftNode
+        self.raft_transport: TcpTransport | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._meta: dict[str, str] = {}
@@ -88,7 +89,14 @@ class ClusterRuntime:
         if settings.cluster:
             await self._start_gossip()
             assert self.gossip is not None
-            transport: Any = TcpTransport(settings.node_id, self._raft_address, self.keyring)
+            transport: Any = TcpTransport(
+                settings.node_id,
+                self._raft_address,
+                self.keyring,
+                max_message=settings.cluster_max_message_bytes,
+                read_timeout=settings.cluster_read_timeout_s,
+            )
+            self.raft_transport = transport
             self.gossip.add_tcp_channel(RAFT_CHANNEL, transport.handle_connection)
         else:
             transport = InMemoryTransport(InMemoryNetwork(), settings.node_id)
@@ -182,6 +190,19 @@ class ClusterRuntime:
             await self.gossip.stop()
         if self._tmp is not None:
             self._tmp.cleanup()
+
+    def counters(self) -> dict[str, Any]:
+        """Cluster-plane counters for ``/metrics``: messages dropped before any state changed
+        (by plane and reason) and broker-link handshakes refused."""
+        dropped: dict[tuple[str, str], int] = {}
+        planes = (("gossip", self.gossip.stats() if self.gossip else {}),
+                  ("raft", self.raft_transport.stats if self.raft_transport else {}))
+        for plane, stats in planes:
+            for name, value in stats.items():
+                if name.startswith("dropped_"):
+                    dropped[(plane, name[len("dropped_"):])] = value
+        failures = self.links.stats["link_auth_failures"] if self.links else 0
+        return {"dropped": dropped, "link_auth_failures": failures}
 
     # -- gossip → relay ---------------------------------------------------------------------
 

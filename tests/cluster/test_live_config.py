@@ -32,7 +32,7 @@ async def secured(cluster_factory: ClusterFactory, signing_key: Ed25519PrivateKe
     Path(keys).write_bytes(
         signing_key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
-    cluster = cluster_factory.start(3, "--jwt-keys", str(keys))
+    cluster = cluster_factory.start(3, "--jwt-keys", str(keys), "--cluster-key", str(cluster_factory.key_file()))
     await cluster.wait_converged()
     return cluster
 

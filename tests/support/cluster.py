@@ -28,6 +28,7 @@ from typing import Any, Self
 
 import aiohttp
 
+from cluster.crypto import new_key
 from tests.support.admin import get_json, wait_for
 from tests.support.brokerproc import BrokerFactory, BrokerProcess
 
@@ -174,6 +175,13 @@ class ClusterFactory:
 
     def __init__(self) -> None:
         self.brokers = BrokerFactory()
+
+    def key_file(self) -> Path:
+        """A fresh cluster key file (``--cluster-key``), removed at :meth:`close`. Nodes with
+        authentication on refuse to run a keyless cluster."""
+        path = self.brokers.tmpdir("rsbroker-key-") / "cluster.key"
+        path.write_text(new_key() + "\n")
+        return path
 
     def start(self, size: int, *extra_args: str, node_args: dict[str, Sequence[str]] | None = None) -> Cluster:
         """Start ``n1``, then ``n2`` .. ``n<size>`` with ``--join <n1's gossip address>``.
