@@ -226,6 +226,8 @@ class GossipNode:
         """Packet, byte and drop counters (``dropped_decrypt``, ``dropped_replay``, ...)."""
         merged = Counter(self._codec.stats)
         merged.update(self._counters)
+        if self._table:
+            merged["routes_not_announced"] = self._table.not_announced
         if self._swim:
             merged["health_score"] = self._swim.awareness.score
             merged["members_live"] = self._swim.num_live()
