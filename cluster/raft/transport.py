@@ -16,7 +16,8 @@ can make us hold is bounded: a frame may declare at most ``max_message`` bytes
 (``--cluster-read-timeout-s``) once its header came, and one peer address holds at most
 ``MAX_STREAMS_PER_PEER`` inbound streams (a new one closes its oldest). A frame whose seal
 does not open closes the stream before anything is decoded; a sealed frame that does not
-decode (e.g. a message type of a newer release) is skipped and the stream goes on. Every
+decode (it came from a member: e.g. a message type of a newer release) is skipped and the
+stream goes on, while without a key an undecodable frame closes the stream. Every
 drop is counted by reason in :attr:`TcpTransport.stats` (``dropped_seal``,
 ``dropped_decode``, ``dropped_oversize``, ``dropped_timeout``, ``dropped_peer_limit``).
 """
@@ -269,8 +270,9 @@ class TcpTransport(Transport):
         try:
             msg = decode_message(body)
         except WireError as exc:
-            self._drop("decode", peer, f"RaftUndecodable: {exc}; skipping it")
-            return True
+            sealed = self.keyring is not None
+            self._drop("decode", peer, f"RaftUndecodable: {exc}; " + ("skipping it" if sealed else "closing"))
+            return sealed
         self.stats["messages_in"] += 1
         if self._deliver is not None:
             self._deliver(msg)
