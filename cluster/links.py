@@ -348,6 +348,8 @@ class Links:
                 log.debug("link to node %s at %s:%d failed: %s", node, host, port, exc)
             if link is not None and not link.handshake.done():
                 link.close_reason = f"no handshake answer within {HANDSHAKE_TIMEOUT_S:g} s"
+                log.warning("link to node %s at %s:%d: %s (does it run without a cluster key?)",
+                            node, host, port, link.close_reason)
                 link.close()
             await asyncio.sleep(random.uniform(0, backoff))
             backoff = min(BACKOFF_MAX_S, backoff * 2)
