@@ -14,7 +14,8 @@ Inbound streams are untrusted until a frame opens with the cluster key, so what 
 can make us hold is bounded: a frame may declare at most ``max_message`` bytes
 (``--cluster-max-message-bytes``), its body must arrive within ``read_timeout``
 (``--cluster-read-timeout-s``) once its header came, and one peer address holds at most
-``MAX_STREAMS_PER_PEER`` inbound streams (a new one closes its oldest). A frame whose seal
+``MAX_STREAMS_PER_PEER`` streams that have not yet delivered a frame that opens (a new one
+closes the oldest; nodes sharing a host are unaffected once their first frame is in). A frame whose seal
 does not open closes the stream before anything is decoded; a sealed frame that does not
 decode (it came from a member: e.g. a message type of a newer release) is skipped and the
 stream goes on, while without a key an undecodable frame closes the stream. Every
@@ -46,8 +47,10 @@ AAD = b"raft"
 MAX_FRAME = 16 << 20
 #: Default time a frame's body may take to arrive once its header came (``--cluster-read-timeout-s``).
 READ_TIMEOUT_S = 10.0
-#: Inbound streams one peer address may hold; a new one closes the oldest (a peer that
-#: reconnects after a partition must not be locked out by its own half-dead streams).
+#: Not-yet-authenticated inbound streams one peer address may hold; a new one closes the
+#: oldest (a peer that reconnects after a partition must not be locked out by its own
+#: half-dead streams). Streams whose first frame opened no longer count: several nodes may
+#: share one host (a local cluster, a test).
 MAX_STREAMS_PER_PEER = 4
 _LEN = struct.Struct(">I")
 
@@ -196,8 +199,8 @@ class TcpTransport(Transport):
         self._peers: dict[str, _Peer] = {}
         self._server: asyncio.base_events.Server | None = None
         self._inbound: dict[asyncio.StreamWriter, asyncio.Task[None]] = {}
-        #: inbound streams per peer host, oldest first
-        self._by_host: dict[str, list[asyncio.StreamWriter]] = collections.defaultdict(list)
+        #: inbound streams per peer host that have not delivered a frame yet, oldest first
+        self._unproven: dict[str, list[asyncio.StreamWriter]] = collections.defaultdict(list)
         #: inbound frames and drops by reason; nothing is dropped uncounted
         self.stats: collections.Counter[str] = collections.Counter()
 
@@ -226,22 +229,24 @@ class TcpTransport(Transport):
             self._inbound[writer] = task
         peer = writer.get_extra_info("peername")
         host = str(peer[0]) if peer else "?"
-        streams = self._by_host[host]
-        streams.append(writer)
-        if len(streams) > MAX_STREAMS_PER_PEER:
-            self._drop("peer_limit", peer, f"more than {MAX_STREAMS_PER_PEER} streams from one address; closing the oldest")
-            streams[0].close()
+        unproven = self._unproven[host]
+        unproven.append(writer)
+        if len(unproven) > MAX_STREAMS_PER_PEER:
+            self._drop("peer_limit", peer, f"more than {MAX_STREAMS_PER_PEER} unauthenticated streams from one "
+                                           "address; closing the oldest")
+            unproven.pop(0).close()
         try:
             while await self._serve_frame(reader, peer):
-                pass
+                if writer in unproven:
+                    unproven.remove(writer)
         except (asyncio.IncompleteReadError, ConnectionError):
             return
         finally:
             self._inbound.pop(writer, None)
-            if writer in streams:
-                streams.remove(writer)
-            if not streams:
-                self._by_host.pop(host, None)
+            if writer in unproven:
+                unproven.remove(writer)
+            if not unproven:
+                self._unproven.pop(host, None)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()

@@ -181,10 +181,16 @@ async def test_per_peer_limits_oversize_read_timeout_and_stream_count() -> None:
         assert await asyncio.wait_for(reader.read(), 10) == b""
         writer.close()
         assert receiver.stats["dropped_timeout"] == 1
+        # Streams that delivered a sealed frame are members' (several may share a host): never capped.
+        good = _frame(KEY_A.seal(encode_message(sample(5)), aad=b"raft"))
+        members = [await _raw_stream(address, good) for _ in range(MAX_STREAMS_PER_PEER + 1)]
+        await eventually(lambda: receiver.stats["messages_in"] == len(members), "every member's frame")
         streams = [await _raw_stream(address, b"") for _ in range(MAX_STREAMS_PER_PEER + 1)]
-        assert await asyncio.wait_for(streams[0][0].read(), 5) == b""  # the oldest made room
+        assert await asyncio.wait_for(streams[0][0].read(), 5) == b""  # the oldest unauthenticated one made room
         await eventually(lambda: receiver.stats["dropped_peer_limit"] == 1, "the peer-limit drop counted")
-        for _, w in streams:
+        members[0][1].write(good)  # the first member's stream outlived the eviction
+        await eventually(lambda: receiver.stats["messages_in"] == len(members) + 1, "a member's next frame")
+        for _, w in members + streams:
             w.close()
     finally:
         await receiver.close()
