@@ -197,3 +197,24 @@ async def test_a_newer_node_sending_unknown_messages_converges_with_an_older_one
     finally:
         await new.stop()
         await old.stop()
+
+
+async def test_unauthenticated_gossip_streams_per_address_are_capped(cluster: list[GossipNode]) -> None:
+    """Each stream may declare a 32 MiB frame and trickle it for tcp_timeout_s: one address
+    may hold only MAX_UNOPENED_PER_PEER of them; a new one closes the oldest."""
+    import struct
+
+    from cluster.swim.node import MAX_UNOPENED_PER_PEER
+
+    n0 = cluster[0]
+    streams = []
+    for _ in range(MAX_UNOPENED_PER_PEER + 1):
+        reader, writer = await asyncio.open_connection(*n0.address)
+        writer.write(b"\x01" + struct.pack(">I", 1 << 20) + b"x" * 100)
+        await writer.drain()
+        streams.append((reader, writer))
+    assert await asyncio.wait_for(streams[0][0].read(), 10) == b""
+    await until(lambda: n0.stats().get("dropped_peer_limit", 0) == 1)
+    for _, writer in streams:
+        writer.close()
+    assert state(cluster[1], "n0") == "alive"  # members' own exchanges go on
