@@ -13,7 +13,9 @@ Rules of this module:
   ``allow_insecure=True``: unauthenticated gossip on a network lets anyone join or kill
   members (like Redis's protected mode).
 * Every dropped packet is counted (:meth:`GossipNode.stats`); callbacks that raise are
-  logged and do not stop the node.
+  logged and do not stop the node. A gossip TCP exchange must finish within
+  ``tcp_timeout_s``, and one address holds at most ``MAX_UNOPENED_PER_PEER`` streams whose
+  first frame has not opened yet (what an unauthenticated peer can make us buffer).
 """
 
 from __future__ import annotations
