@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from broker.frames import MAX_FRAME_LENGTH
+from broker.loopback import is_loopback_host
 from broker.registry import POLICIES, ServicePolicy
 
 
@@ -127,6 +128,11 @@ class Settings:
         for name in ("setup_timeout_s", "drain_timeout_s", "cluster_max_message_bytes", "cluster_read_timeout_s"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be positive")
+        if self.cluster and not self.cluster_key and not is_loopback_host(parse_hostport(self.cluster, "--cluster")[0]):
+            raise SettingsError(
+                f"--cluster {self.cluster} is not a loopback address: give --cluster-key (a keyless cluster is a "
+                "loopback development mode; on a network anyone could join, forge Raft messages or pose as a node)"
+            )
         if self.cluster and self.auth_enabled and not self.cluster_key:
             raise SettingsError(
                 "--cluster with authentication on (--jwt-keys or --tls-client-ca) needs --cluster-key: a keyless "

@@ -144,8 +144,7 @@ class ClusterRuntime:
             meta=dict(self._meta),
             # other members reach our gossip port on the advertised host (NAT, containers)
             advertise=(parse_hostport(settings.advertise, "--advertise")[0], 0) if settings.advertise else None,
-            allow_insecure=settings.allow_anonymous,
-        )
+        )  # a keyless cluster off loopback never gets here: Settings.validate refuses it
         self.gossip.on_member_changed(self._member_changed)
         self.gossip.on_routes_changed(self._routes_changed)
         bound = await self.gossip.start()

@@ -9,7 +9,8 @@
   with a fresh nonce.
 * (c) Forged Raft and gossip messages on the cluster port of a keyed node are dropped
   and counted in ``/metrics`` before they change anything: the config store keeps its value.
-* (d) A node with authentication on refuses to run a keyless cluster, naming the setting.
+* (d) A node with authentication on, or gossiping on a non-loopback address, refuses to
+  run a keyless cluster, naming the setting.
 """
 
 from __future__ import annotations
@@ -248,12 +249,15 @@ async def _at_least(node: BrokerProcess, name: str, value: float, **labels: str)
 # -- (d) authentication on, cluster keyless ----------------------------------------------------------
 
 
-def test_authenticating_node_refuses_a_keyless_cluster(pki: Pki) -> None:
+@pytest.mark.parametrize("case", ["jwt on", "off loopback"])
+def test_keyless_cluster_is_refused_where_it_is_not_a_loopback_development_mode(pki: Pki, case: str) -> None:
+    """With authentication on, or with a gossip address other hosts can reach (refused
+    before anything binds, so the wildcard address is safe to name here)."""
+    extra = pki.jwt_args() if case == "jwt on" else ["--allow-anonymous", "--advertise", "127.0.0.1:7000"]
+    cluster = "127.0.0.1:0" if case == "jwt on" else "0.0.0.0:0"
     try:
-        done = run_rsbroker(
-            "serve", "--node-id", "n1", "--tcp", "127.0.0.1:0", "--cluster", "127.0.0.1:0", *pki.jwt_args(), timeout=30
-        )
+        done = run_rsbroker("serve", "--node-id", "n1", "--tcp", "127.0.0.1:0", "--cluster", cluster, *extra, timeout=30)
     except subprocess.TimeoutExpired:
-        pytest.fail("the node started (and kept running) with JWT on and a keyless cluster")
-    assert done.returncode != 0, f"the node started with JWT on and a keyless cluster:\n{done.stdout}{done.stderr}"
+        pytest.fail(f"the node started (and kept running) with a keyless cluster ({case})")
+    assert done.returncode != 0, f"the node started with a keyless cluster ({case}):\n{done.stdout}{done.stderr}"
     assert "--cluster-key" in done.stderr + done.stdout
