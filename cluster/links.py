@@ -56,7 +56,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 from broker import metadata as md
 from broker.auth import Principal
-from broker.frames import ErrorCode, FrameError, keepalive_frame, metadata_push_frame, setup_frame
+from broker.frames import HEADER_LENGTH, ErrorCode, FrameError, keepalive_frame, metadata_push_frame, setup_frame
 from broker.security import is_loopback, is_proven_link, link_principal
 from broker.transports import TcpSession
 from cluster.crypto import Keyring
@@ -169,7 +169,7 @@ class LinkSession(TcpSession):
         """Only the accepting node's challenge comes this way; anything else is ignored."""
         keyring = self.links.keyring
         try:
-            body = _entry(bytes(buf[off + 6 : end]), ErrorCode.CONNECTION_ERROR)
+            body = _entry(bytes(buf[off + HEADER_LENGTH : end]), ErrorCode.CONNECTION_ERROR)
             if body is None or keyring is None or self.handshake.done():
                 self.broker.stats["ignored_frames"] += 1
                 return
