@@ -41,9 +41,6 @@ from tests.support.chaos import ChaosProxy
 from tests.support.cluster import ClusterFactory, put_config
 from tests.support.rawclient import ConnectionClosed, Frame, RawClient
 
-pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-
-
 def link_setup(node: str, to: str) -> bytes:
     """A SETUP frame whose composite metadata claims to be a broker link from ``node``.
 
