@@ -69,6 +69,23 @@ class _RelayCollector:
         services = GaugeMetricFamily("rsbroker_services", "Services with at least one local provider")
         services.add_metric([], len(broker.registry.services()) if broker else 0)
         yield services
+        yield from _cluster_families(self._node)
+
+
+def _cluster_families(node: "Node") -> Iterator[Any]:
+    """The cluster plane's counters (see ``ClusterRuntime.counters``), when the cluster runs."""
+    counters = node.runtime.counters() if node.runtime is not None else {"dropped": {}, "link_auth_failures": 0}
+    dropped = CounterMetricFamily(
+        "rsbroker_cluster_dropped",
+        "Gossip and Raft messages dropped before any state changed (bad seal, undecodable, oversize, timeout, ...)",
+        labels=["plane", "reason"],
+    )
+    for (plane, reason), value in sorted(counters["dropped"].items()):
+        dropped.add_metric([plane, reason], value)
+    yield dropped
+    links = CounterMetricFamily("rsbroker_link_auth_failures", "Broker links refused (bad entry, failed or missing proof)")
+    links.add_metric([], counters["link_auth_failures"])
+    yield links
 
 
 def metrics_handler(node: "Node") -> Callable[[web.Request], Any]:

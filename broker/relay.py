@@ -18,7 +18,7 @@ from broker import metadata as md
 from broker.auth.acl import CALL, REGISTER, denied_message
 from broker.frames import ErrorCode, FrameError, error_frame, lease_frame
 from broker.registry import Registry, ServicePolicy
-from broker.security import Security
+from broker.security import Security, is_proven_link
 from broker.session import Session, State
 from broker.settings import Settings
 
@@ -152,6 +152,8 @@ class Broker:
         return self.security.authenticate(session, auth_entry)
 
     def check_registration(self, session: Session, registration: md.Registration) -> None:
+        if session.is_link:
+            raise FrameError("a broker link cannot register services", ErrorCode.REJECTED)
         access = self.security.access
         for service in registration.services:
             if not access.can_register(session.principal, service):
@@ -164,6 +166,10 @@ class Broker:
         """Why a request for ``route`` from ``session`` may not proceed, or ''."""
         if self.draining:
             return f"node '{self.settings.node_id}' is draining; reconnect to another node"
+        if session.is_link:
+            # The node a link comes from checked the request at its own edge; a link that
+            # has not answered its challenge yet may send nothing.
+            return "" if is_proven_link(session.principal) else "this broker link has not proven the cluster key yet"
         if not self.security.access.can_call(session.principal, route):
             return denied_message(session.principal, CALL, route)
         return ""
@@ -225,6 +231,10 @@ class Broker:
         if self.links is None:
             raise FrameError("this node is not part of a cluster: broker links are refused", ErrorCode.REJECTED_SETUP)
         return self.links.authenticate(session, link_entry)
+
+    def link_metadata_push(self, session: Session, metadata: bytes, frame: bytes) -> None:
+        """A METADATA_PUSH on an inbound broker link: its handshake, or a routed push (see cluster.links)."""
+        self.links.on_link_push(session, metadata, frame)
 
     def push_metadata(self, source: Session, route: str, frame: bytes) -> None:
         """Deliver a routed METADATA_PUSH to every provider of the route's service.

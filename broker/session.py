@@ -659,7 +659,7 @@ class Session:
             )
             return None
         route, service = resolved
-        if broker.draining or broker.security.enabled:
+        if broker.draining or broker.security.enabled or self.is_link:
             refusal = broker.refuse_request(self, route)
             if refusal:
                 self._reject(sid, ftype, ErrorCode.REJECTED, refusal)
@@ -780,6 +780,9 @@ class Session:
             return
         metadata = bytes(buf[off + HEADER_LENGTH : end])
         settings = self.broker.settings
+        if self.is_link:  # a link's handshake, or a push another node routed; never a registration
+            self.broker.link_metadata_push(self, metadata, bytes(buf[off:end]))
+            return
         try:
             if self.metadata_mime == md.COMPOSITE_MIME:
                 entry = md.find_entry(metadata, md.REGISTER_MIME, ErrorCode.INVALID, settings.max_metadata_entries)

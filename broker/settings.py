@@ -76,6 +76,11 @@ class Settings:
     #: found in ~5 s at 3 nodes), failover (crash found in ~3 s, but a pause over ~1.5 s is a
     #: death), wan, local — see cluster/swim/config.py for each value and its reason
     gossip_profile: str = "lan"
+    #: cluster port, Raft streams: the largest message one peer may send (a config-store
+    #: snapshot fits easily) and how long its body may take once its header came; together
+    #: they bound what an unauthenticated peer can make a node buffer, and for how long
+    cluster_max_message_bytes: int = 16 << 20
+    cluster_read_timeout_s: float = 10.0
     #: the TCP length prefix is 24 bits: 16 MiB - 1 is the protocol's own ceiling
     max_frame_size: int = MAX_FRAME_LENGTH
     #: per connection; generous for multiplexed clients, small enough to bound memory
@@ -190,9 +195,19 @@ class Settings:
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be positive")
         self._validate_client_limits()
-        for name in ("setup_timeout_s", "drain_timeout_s"):
+        for name in ("setup_timeout_s", "drain_timeout_s", "cluster_max_message_bytes", "cluster_read_timeout_s"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be positive")
+        if self.cluster and not self.cluster_key and not is_loopback_host(parse_hostport(self.cluster, "--cluster")[0]):
+            raise SettingsError(
+                f"--cluster {self.cluster} is not a loopback address: give --cluster-key (a keyless cluster is a "
+                "loopback development mode; on a network anyone could join, forge Raft messages or pose as a node)"
+            )
+        if self.cluster and self.auth_enabled and not self.cluster_key:
+            raise SettingsError(
+                "--cluster with authentication on (--jwt-keys or --tls-client-ca) needs --cluster-key: a keyless "
+                "cluster is a loopback development mode, where any local process could pose as a node"
+            )
         if self.admin_tls and not self.tls_cert:
             raise SettingsError("--admin-tls needs --tls-cert and --tls-key")
         if self.admin_require_token and not self.jwt_keys:

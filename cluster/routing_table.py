@@ -14,20 +14,26 @@ Rules of this module:
   sender's own entries are authoritative (anything of it we hold and it did not send is gone).
 * A member declared dead or departed takes its entries with it, everywhere. If it comes
   back (refutation or restart), it announces its entries again.
+* Only entries every node can decode are announced: an entry whose route the gossip
+  decoder would refuse (e.g. a service name over ``MAX_ROUTE_NAME``) is left out and
+  logged, so one bad registration can never make peers drop this node's packets.
 * Sans-IO: no sockets, no clock (``now`` is passed in), no threads.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Sequence
 
 from cluster.swim.broadcast import BroadcastQueue
 from cluster.swim.config import Config
 from cluster.swim.core import MemberChanged
-from cluster.swim.messages import MemberState, Message, Route
+from cluster.swim.messages import DecodeError, MemberState, Message, Route
 
 __all__ = ["RemoteEntry", "RoutesChanged", "RoutingTable", "ServiceEntry"]
+
+log = logging.getLogger("rsbroker.gossip")
 
 
 @dataclass(frozen=True)
@@ -82,6 +88,8 @@ class RoutingTable:
         #: Owners declared dead or departed -> the epoch whose entries we dropped.
         self._gone: dict[str, int] = {}
         self._queue = BroadcastQueue(config.retransmit_limit)
+        #: local entries left out because peers could not decode them (see _carriable)
+        self.not_announced = 0
         # A boot marker (an empty tombstone) announces the new epoch even when this boot has
         # no entries yet, so that a quick restart makes every peer drop the old life's
         # entries at once instead of at the next push-pull with us.
@@ -91,7 +99,7 @@ class RoutingTable:
 
     def set_local(self, entries: Iterable[ServiceEntry], now: float) -> None:
         """Replace this node's announced entries; only the differences are gossiped."""
-        wanted = {(e.service, e.instance): e for e in entries}
+        wanted = {(e.service, e.instance): e for e in entries if self._carriable(e)}
         current = {k: r for k, r in self._mine.routes.items() if not r.removed}
         for key, e in wanted.items():
             old = current.get(key)
@@ -106,6 +114,17 @@ class RoutingTable:
                                      0, {}, 0, True))
                 self._mine.removed_at[key] = now
         self._collect(self._mine, now)
+
+    def _carriable(self, e: ServiceEntry) -> bool:
+        """Whether every node decodes ``e``'s route; checked with the decoder itself."""
+        route = Route(self.node, self.epoch, 0, e.service, e.instance, e.weight, dict(e.tags), e.load, False)
+        try:
+            Route.from_wire(route.to_wire())
+        except DecodeError as exc:
+            self.not_announced += 1
+            log.warning("not announcing instance %.64r of service %.64r to the cluster: %s", e.instance, e.service, exc)
+            return False
+        return True
 
     def local_entries(self) -> list[ServiceEntry]:
         return sorted((_entry(r) for r in self._mine.routes.values() if not r.removed),

@@ -75,6 +75,7 @@ class ClusterRuntime:
         self.gossip: Any = None  # cluster.swim.node.GossipNode when --cluster is given
         self.links: Links | None = None
         self.raft: RaftNode
+        self.raft_transport: TcpTransport | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._meta: dict[str, str] = {}
@@ -90,7 +91,14 @@ class ClusterRuntime:
         if settings.cluster:
             await self._start_gossip()
             assert self.gossip is not None
-            transport: Any = TcpTransport(settings.node_id, self._raft_address, self.keyring)
+            transport: Any = TcpTransport(
+                settings.node_id,
+                self._raft_address,
+                self.keyring,
+                max_message=settings.cluster_max_message_bytes,
+                read_timeout=settings.cluster_read_timeout_s,
+            )
+            self.raft_transport = transport
             self.gossip.add_tcp_channel(RAFT_CHANNEL, transport.handle_connection)
         else:
             transport = InMemoryTransport(InMemoryNetwork(), settings.node_id)
@@ -138,8 +146,7 @@ class ClusterRuntime:
             meta=dict(self._meta),
             # other members reach our gossip port on the advertised host (NAT, containers)
             advertise=(parse_hostport(settings.advertise, "--advertise")[0], 0) if settings.advertise else None,
-            allow_insecure=settings.allow_anonymous,
-        )
+        )  # a keyless cluster off loopback never gets here: Settings.validate refuses it
         self.gossip.on_member_changed(self._member_changed)
         self.gossip.on_routes_changed(self._routes_changed)
         bound = await self.gossip.start()
@@ -184,6 +191,19 @@ class ClusterRuntime:
             await self.gossip.stop()
         if self._tmp is not None:
             self._tmp.cleanup()
+
+    def counters(self) -> dict[str, Any]:
+        """Cluster-plane counters for ``/metrics``: messages dropped before any state changed
+        (by plane and reason) and broker-link handshakes refused."""
+        dropped: dict[tuple[str, str], int] = {}
+        planes = (("gossip", self.gossip.stats() if self.gossip else {}),
+                  ("raft", self.raft_transport.stats if self.raft_transport else {}))
+        for plane, stats in planes:
+            for name, value in stats.items():
+                if name.startswith("dropped_"):
+                    dropped[(plane, name[len("dropped_"):])] = value
+        failures = self.links.stats["link_auth_failures"] if self.links else 0
+        return {"dropped": dropped, "link_auth_failures": failures}
 
     # -- gossip → relay ---------------------------------------------------------------------
 

@@ -3,11 +3,18 @@
 Rules of this module:
 
 * Message type numbers are APPEND-ONLY. Never renumber or reuse one: nodes of different
-  versions share a cluster during a rolling upgrade, and an old node must drop what it
-  does not know instead of misreading it.
+  versions share a cluster during a rolling upgrade, and an old node must skip what it
+  does not know instead of misreading it (:class:`UnknownMessage`; the packet codec skips
+  that one message and keeps the rest of the packet).
 * A message is ``[type, field, field, ...]``. The decoder checks every field's type and
   bound and raises :class:`DecodeError` - and only that - on anything else. Nothing
-  taken from the network is trusted before it passed here.
+  taken from the network is trusted before it passed here. Fields are append-only too:
+  a newer release may add fields at the end of a message, and decoders ignore fields
+  past the ones they know.
+* A push-pull is read item by item: a member record or route that does not decode is
+  left out (and counted in :attr:`PushPull.skipped`), never the whole state.
+* Names a node announces must be names every node decodes: :data:`MAX_ROUTE_NAME` bounds
+  the service and instance of a route, and the routing table refuses to announce more.
 * No I/O, no clock. Sealing and packet envelopes live in :mod:`cluster.swim.wire`.
 """
 
@@ -21,10 +28,14 @@ import msgpack
 
 __all__ = [
     "Ack", "Alive", "Dead", "DecodeError", "IndirectPing", "MemberRecord", "Message", "MsgType",
-    "Nack", "Ping", "PushPull", "Route", "Suspect", "decode_message", "encode", "wire_size",
+    "Nack", "Ping", "PushPull", "Route", "Suspect", "UnknownMessage", "decode_message", "encode", "wire_size",
 ]
 
 MAX_NAME = 128
+#: Longest service or instance name a route carries (characters; decoders of every
+#: release accept 256). Registration caps service names at 255 UTF-8 bytes
+#: (``broker/limits.py``, relay side) so whatever a provider may register, gossip carries.
+MAX_ROUTE_NAME = 256
 MAX_HOST = 255
 MAX_TAGS = 32
 MAX_TAG_TEXT = 256
@@ -35,6 +46,10 @@ U64 = 1 << 64
 
 class DecodeError(ValueError):
     """Bytes or structures that are not a valid gossip message."""
+
+
+class UnknownMessage(DecodeError):
+    """A well-formed message of a type this release does not know (a newer node sent it)."""
 
 
 class MsgType(enum.IntEnum):
@@ -90,6 +105,7 @@ def _text(limit: int) -> Callable[[Any], str]:
 
 _name = _text(MAX_NAME)
 _host = _text(MAX_HOST)
+_route_name = _text(MAX_ROUTE_NAME)
 
 
 def _nonempty_name(v: Any) -> str:
@@ -108,7 +124,8 @@ def _tags(v: Any) -> dict[str, str]:
 
 
 def _fields(obj: Any, count: int) -> list[Any]:
-    if type(obj) is not list or len(obj) != count:
+    """The first ``count`` fields of a message; later fields (a newer release's) are ignored."""
+    if type(obj) is not list or len(obj) < count:
         raise DecodeError(f"expected {count} fields")
     return obj
 
@@ -280,8 +297,8 @@ class Route:
         _fields(f, 10)
         if f[0] != MsgType.ROUTE:
             raise DecodeError("expected a route")
-        return cls(_nonempty_name(f[1]), _uint(f[2]), _uint(f[3]), _text(MAX_TAG_TEXT)(f[4]),
-                   _text(MAX_TAG_TEXT)(f[5]), _uint(f[6]), _tags(f[7]), _uint(f[8]), _bool(f[9]))
+        return cls(_nonempty_name(f[1]), _uint(f[2]), _uint(f[3]), _route_name(f[4]),
+                   _route_name(f[5]), _uint(f[6]), _tags(f[7]), _uint(f[8]), _bool(f[9]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,6 +333,8 @@ class PushPull:
     join: bool
     members: tuple[MemberRecord, ...]
     routes: tuple[Route, ...]
+    #: member records and routes of the received state that did not decode (not on the wire)
+    skipped: int = field(default=0, compare=False)
     TYPE = MsgType.PUSH_PULL
 
     def to_wire(self) -> list[Any]:
@@ -330,8 +349,20 @@ class PushPull:
             raise DecodeError("bad member list")
         if type(routes) is not list or len(routes) > MAX_ROUTES:
             raise DecodeError("bad route list")
-        return cls(_nonempty_name(f[1]), _bool(f[2]), tuple(MemberRecord.from_wire(m) for m in members),
-                   tuple(Route.from_wire(r) for r in routes))
+        good_members, bad_members = _each(MemberRecord.from_wire, members)
+        good_routes, bad_routes = _each(Route.from_wire, routes)
+        return cls(_nonempty_name(f[1]), _bool(f[2]), good_members, good_routes, bad_members + bad_routes)
+
+
+def _each(decode: Callable[[Any], Any], items: list[Any]) -> tuple[tuple[Any, ...], int]:
+    """Decode every item that decodes; the count of those that did not."""
+    good = []
+    for item in items:
+        try:
+            good.append(decode(item))
+        except DecodeError:
+            continue
+    return tuple(good), len(items) - len(good)
 
 
 Message = Union[Ping, IndirectPing, Ack, Nack, Suspect, Alive, Dead, Route, PushPull]
@@ -355,7 +386,7 @@ def decode_message(obj: Any) -> Message:
         raise DecodeError("a message is a non-empty array starting with its type")
     decoder = _DECODERS.get(obj[0])
     if decoder is None:
-        raise DecodeError(f"unknown message type {obj[0]}")
+        raise UnknownMessage(f"unknown message type {obj[0]}")
     return decoder(obj)
 
 

@@ -13,7 +13,9 @@ Rules of this module:
   ``allow_insecure=True``: unauthenticated gossip on a network lets anyone join or kill
   members (like Redis's protected mode).
 * Every dropped packet is counted (:meth:`GossipNode.stats`); callbacks that raise are
-  logged and do not stop the node.
+  logged and do not stop the node. A gossip TCP exchange must finish within
+  ``tcp_timeout_s``, and one address holds at most ``MAX_UNOPENED_PER_PEER`` streams whose
+  first frame has not opened yet (what an unauthenticated peer can make us buffer).
 """
 
 from __future__ import annotations
@@ -45,6 +47,9 @@ CHANNEL_GOSSIP = 0x01
 CHANNEL_RAFT = 0x02
 
 TcpHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+#: Gossip TCP streams one address may hold before a frame of theirs opened (push-pulls and
+#: oversized messages are short exchanges; nodes sharing a host rarely overlap more).
+MAX_UNOPENED_PER_PEER = 4
 _LEN = struct.Struct(">I")
 
 
@@ -98,6 +103,8 @@ class GossipNode:
                                   rand64=lambda: int.from_bytes(os.urandom(8), "big"))
         self._counters: Counter[str] = Counter()
         self._channels: dict[int, TcpHandler] = {}
+        #: per peer host, gossip streams whose first frame has not opened yet (oldest first)
+        self._unopened: dict[str, list[asyncio.StreamWriter]] = {}
         self._member_callbacks: list[Callable[[MemberChanged], None]] = []
         self._route_callbacks: list[Callable[[RoutesChanged], None]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -226,6 +233,8 @@ class GossipNode:
         """Packet, byte and drop counters (``dropped_decrypt``, ``dropped_replay``, ...)."""
         merged = Counter(self._codec.stats)
         merged.update(self._counters)
+        if self._table:
+            merged["routes_not_announced"] = self._table.not_announced
         if self._swim:
             merged["health_score"] = self._swim.awareness.score
             merged["members_live"] = self._swim.num_live()
@@ -322,15 +331,39 @@ class GossipNode:
             await asyncio.wait_for(self._serve_gossip(reader, writer), self.config.tcp_timeout_s)
         except (asyncio.IncompleteReadError, asyncio.TimeoutError, ConnectionError, Dropped) as exc:
             self._counters["tcp_errors"] += 1
+            if isinstance(exc, asyncio.TimeoutError):
+                self._counters["dropped_timeout"] += 1
             log.debug("gossip tcp connection ended: %r", exc)
         finally:
+            self._unopened_done(writer)
             writer.close()
+
+    def _unopened_add(self, writer: asyncio.StreamWriter) -> None:
+        """Bound the gossip streams one address holds before a frame of theirs opened: each may
+        buffer up to MAX_FRAME for tcp_timeout_s. A new one past the cap closes the oldest."""
+        waiting = self._unopened.setdefault(str(writer.get_extra_info("peername")[0]), [])
+        waiting.append(writer)
+        if len(waiting) > MAX_UNOPENED_PER_PEER:
+            self._counters["dropped_peer_limit"] += 1
+            log.warning("gossip: more than %d unauthenticated streams from %s; closing the oldest",
+                        MAX_UNOPENED_PER_PEER, writer.get_extra_info("peername")[0])
+            waiting.pop(0).close()
+
+    def _unopened_done(self, writer: asyncio.StreamWriter) -> None:
+        host = str((writer.get_extra_info("peername") or ("?",))[0])
+        waiting = self._unopened.get(host)
+        if waiting and writer in waiting:
+            waiting.remove(writer)
+            if not waiting:
+                del self._unopened[host]
 
     async def _serve_gossip(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         swim = self._require()
         loop = asyncio.get_running_loop()
         peer = writer.get_extra_info("peername")
+        self._unopened_add(writer)
         messages = self._codec.open(await self._read_frame(reader), time.time())
+        self._unopened_done(writer)
         pushes = [m for m in messages if isinstance(m, PushPull)]
         if pushes:
             writer.write(self._frame([swim.local_state()]))

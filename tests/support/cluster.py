@@ -25,6 +25,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Self
 
+import aiohttp
+
+from cluster.crypto import new_key
 from tests.support.admin import Admin, get_json, send_json, wait_for
 from tests.support.brokerproc import BrokerFactory, BrokerProcess
 
@@ -171,6 +174,13 @@ class ClusterFactory:
 
     def __init__(self) -> None:
         self.brokers = BrokerFactory()
+
+    def key_file(self) -> Path:
+        """A fresh cluster key file (``--cluster-key``), removed at :meth:`close`. Nodes with
+        authentication on refuse to run a keyless cluster."""
+        path = self.brokers.tmpdir("rsbroker-key-") / "cluster.key"
+        path.write_text(new_key() + "\n")
+        return path
 
     def start(
         self,
