@@ -467,9 +467,7 @@ class Links:
         if route is None:
             self.broker.stats["ignored_frames"] += 1
             return
-        for provider in self.broker.registry.providers(md.service_of(route)):
-            if not provider.is_remote:
-                provider.send_frame(frame)
+        self.broker.push_metadata(session, route, frame)
 
     def _fail(self, session: Any, reason: str) -> None:
         self.stats["link_auth_failures"] += 1
