@@ -3,7 +3,7 @@
 * :func:`who_router` — every interaction model of ``tests.relay.rsocket_provider`` plus
   ``<service>.who``, a request-response answering with the provider's instance name, so a
   test can count which provider served each request.
-* :func:`provider` / :func:`requester` — ``broker.client.connect`` on one node of a cluster,
+* :func:`provider` / :func:`requester` — ``broker.client.rsocketpy.connect`` on one node of a cluster,
   closed without complaint when their node was killed under them.
 * :class:`SteadyLoad` — a few workers sending request-response in a loop, each request bounded
   by :data:`REQUEST_BOUND_S`, every outcome recorded with its start and end time (monotonic);
@@ -26,7 +26,7 @@ from rsocket.helpers import create_response
 from rsocket.payload import Payload
 from rsocket.routing.request_router import RequestRouter
 
-from broker.client import connect, route
+from broker.client.rsocketpy import connect, route
 from tests.relay.rsocket_provider import Recorder, router_for
 from tests.support.brokerproc import BrokerProcess, split_hostport
 
