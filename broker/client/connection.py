@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from typing import Any, AsyncIterable, Callable, Iterable
 
 from broker import metadata as md
@@ -81,13 +82,28 @@ def _error_answer(exc: BaseException) -> tuple[int, str]:
 
 
 class _Channel:
-    """Both halves of a channel under one stream id; the stream ends when both have."""
+    """Both halves of a channel under one stream id; the stream ends when both have.
+    The inbound half is held weakly, like a stream's (see :func:`_inbound_of`)."""
 
     __slots__ = ("inbound", "outbound")
 
     def __init__(self, inbound: Inbound, outbound: Outbound) -> None:
-        self.inbound = inbound
+        self.inbound = weakref.ref(inbound)
         self.outbound = outbound
+
+
+def _inbound_of(stream: Any) -> Inbound | None:
+    """The receiving half of ``stream``, if its consumer still holds it.
+
+    The connection keeps inbound halves by weak reference only: a consumer that drops its
+    iterator (``break`` out of ``async for``) lets it go at once, and its ``__del__`` sends
+    CANCEL. A strong reference here would keep every abandoned stream open.
+    """
+    if type(stream) is weakref.ref:
+        return stream()  # type: ignore[no-any-return]
+    if type(stream) is _Channel:
+        return stream.inbound()
+    return None
 
 
 class Connection:
@@ -192,14 +208,12 @@ class Connection:
 
     @staticmethod
     def _end_stream(stream: Any, error: RSocketError) -> None:
-        if isinstance(stream, Inbound):
-            stream.on_error(error)
-        elif isinstance(stream, Outbound):
-            stream.cancel()
-        elif isinstance(stream, _Channel):
-            stream.inbound.on_error(error)
+        inbound = _inbound_of(stream)
+        if inbound is not None:
+            inbound.on_error(error)
+        if isinstance(stream, _Channel):
             stream.outbound.cancel()
-        else:  # a responder task
+        elif not isinstance(stream, weakref.ref):  # an Outbound, or a responder's task
             stream.cancel()
 
     def _tick(self) -> None:
@@ -279,8 +293,13 @@ class Connection:
         stream = self._streams.get(sid)
         if stream is half:
             del self._streams[sid]
-        elif isinstance(stream, _Channel) and stream.inbound._done and stream.outbound.done:  # noqa: SLF001
-            del self._streams[sid]
+        elif type(stream) is weakref.ref:
+            if stream() in (None, half):
+                del self._streams[sid]
+        elif type(stream) is _Channel and stream.outbound.done:
+            inbound = stream.inbound()
+            if inbound is None or inbound.done:
+                del self._streams[sid]
 
     # -- requester API ---------------------------------------------------------------------
 
@@ -304,7 +323,7 @@ class Connection:
         self._check_open()
         sid = self._new_sid()
         inbound = Inbound(self, sid, window)
-        self._streams[sid] = inbound
+        self._streams[sid] = weakref.ref(inbound)
         self._send(request_frame(_STREAM, sid, self._metadata(route, metadata), data, initial_n=window))
         return inbound
 
@@ -316,7 +335,8 @@ class Connection:
         metadata: bytes | None = None,
     ) -> Inbound:
         """Send ``items`` (the first one in the REQUEST_CHANNEL frame) while the peer grants
-        credit; an async iterator of what comes back, keeping ``window`` items requested."""
+        credit; an async iterator of what comes back, keeping ``window`` items requested.
+        REQUEST_CHANNEL always carries a payload, so an empty ``items`` sends one empty item."""
         self._check_open()
         sid = self._new_sid()
         inbound = Inbound(self, sid, window)
@@ -428,8 +448,8 @@ class Connection:
             raise FrameError(f"frame type 0x{ftype:02x} is not valid on stream 0")
 
     def _on_payload(self, stream: Any, buf: bytes, off: int, end: int, flags: int) -> None:
-        inbound = stream.inbound if isinstance(stream, _Channel) else stream
-        if not isinstance(inbound, Inbound):
+        inbound = _inbound_of(stream)
+        if inbound is None:
             return
         if flags & FLAG_NEXT:
             inbound.on_next(request_data(buf, off, end), bool(flags & FLAG_COMPLETE))
@@ -450,7 +470,7 @@ class Connection:
         stream = self._streams.get(sid)
         if isinstance(stream, _Channel):
             stream.outbound.cancel()
-        elif stream is not None and not isinstance(stream, Inbound):
+        elif stream is not None and type(stream) is not weakref.ref:
             del self._streams[sid]
             stream.cancel()  # an Outbound, or the task of a suspended handler
 
@@ -491,7 +511,7 @@ class Connection:
             inbound = Inbound(self, sid, 64)
             inbound.on_next(data, bool(flags & FLAG_COMPLETE))
             outbound = Outbound(self, sid, parse_request_n(buf, off, end))
-            if not inbound._done:  # noqa: SLF001
+            if not inbound.done:
                 self._send(request_n_frame(sid, 63))  # the first item came with the request
             self._streams[sid] = _Channel(inbound, outbound)
             outbound.start(self._call(handler, inbound, request))

@@ -62,6 +62,11 @@ class Inbound:
         self._batch = max(1, window // 2)
         self._taken = 0
 
+    @property
+    def done(self) -> bool:
+        """The stream ended (completed, failed or canceled); buffered items may remain."""
+        return self._done
+
     # -- from the connection --------------------------------------------------------------
 
     def on_next(self, data: bytes, complete: bool) -> None:
