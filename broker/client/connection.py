@@ -70,7 +70,8 @@ _STREAM = FrameType.REQUEST_STREAM
 _CHANNEL = FrameType.REQUEST_CHANNEL
 _FNF = FrameType.REQUEST_FNF
 _REQUESTS = (_RR, _STREAM, _CHANNEL, _FNF)
-#: routes whose routing metadata is cached; beyond this, metadata is built per request
+#: routes whose routing metadata is cached (and, on the serving side, request metadata whose
+#: route is cached); beyond this, each request is built or parsed on its own
 _ROUTE_CACHE_SIZE = 4096
 
 
@@ -136,6 +137,8 @@ class Connection:
         #: streams, channels and suspended responders, by stream id
         self._streams: dict[int, Any] = {}
         self._route_metadata: dict[str, bytes] = {}
+        #: serving side: route of each distinct request metadata seen (requesters repeat theirs)
+        self._routes: dict[bytes, str | None] = {}
         self._heard = False
         self._last_heard = self._loop.time()
         self._timer: asyncio.TimerHandle | None = None
@@ -489,20 +492,25 @@ class Connection:
     def _on_request(self, buf: bytes, off: int, end: int, sid: int, ftype: int, flags: int) -> None:
         metadata = request_metadata(buf, off, end)[0] if flags & FLAG_METADATA else b""
         data = request_data(buf, off, end)
-        try:
-            route = md.route_of(metadata, self.metadata_mime) if metadata else None
-        except FrameError as exc:
-            if ftype != _FNF:
-                self._send(error_frame(sid, ErrorCode.INVALID, str(exc)))
-            return
+        route = self._routes.get(metadata)
+        if route is None:
+            try:
+                route = md.route_of(metadata, self.metadata_mime) if metadata else None
+            except FrameError as exc:
+                if ftype != _FNF:
+                    self._send(error_frame(sid, ErrorCode.INVALID, str(exc)))
+                return
+            if len(self._routes) < _ROUTE_CACHE_SIZE:
+                self._routes[metadata] = route
         handler = self.router.find(ftype, route) if self.router is not None and route else None
         if handler is None:
             if ftype != _FNF:
                 self._send(error_frame(sid, ErrorCode.REJECTED, f"no handler for route {route!r}"))
             return
-        request = Request(route, metadata)  # type: ignore[arg-type]  # route is set when a handler is
+        # most handlers take the data only: build their Request only for those that ask for it
+        request = Request(route, metadata) if handler.wants_request else None  # type: ignore[arg-type]
         if ftype == _RR:
-            self._respond(sid, handler, data, request)
+            self._respond(sid, handler, data, request, route)  # type: ignore[arg-type]
         elif ftype == _STREAM:
             outbound = Outbound(self, sid, parse_request_n(buf, off, end))
             self._streams[sid] = outbound
@@ -516,17 +524,17 @@ class Connection:
             self._streams[sid] = _Channel(inbound, outbound)
             outbound.start(self._call(handler, inbound, request))
         else:
-            eager.start(handler.call(data, request), self._log_failure(request.route))
+            eager.start(handler.call(data, request), self._log_failure(route))  # type: ignore[arg-type]
 
     @staticmethod
-    async def _call(handler: Handler, first: Any, request: Request) -> Any:
+    async def _call(handler: Handler, first: Any, request: Request | None) -> Any:
         """A stream handler's iterable: an async generator's, or what a coroutine returns."""
         result = handler.call(first, request)
         if hasattr(result, "__await__"):
             result = await result
         return result
 
-    def _respond(self, sid: int, handler: Handler, data: bytes, request: Request) -> None:
+    def _respond(self, sid: int, handler: Handler, data: bytes, request: Request | None, route: str) -> None:
         started: list[asyncio.Task[Any]] = []  # the task, when the handler suspended
 
         def done(result: Any, exc: BaseException | None) -> None:
@@ -540,7 +548,7 @@ class Connection:
                 self._send(payload_frame(sid, b"" if result is None else result, complete=True))
             elif not isinstance(exc, asyncio.CancelledError):
                 if not isinstance(exc, RSocketError):
-                    log.info("handler for %r failed: %s", request.route, exc, exc_info=exc)
+                    log.info("handler for %r failed: %s", route, exc, exc_info=exc)
                 self.send_error(sid, exc)
 
         task = eager.start(handler.call(data, request), done)

@@ -52,7 +52,8 @@ class Handler:
     fn: Callable[..., Any]
     wants_request: bool
 
-    def call(self, first: Any, request: Request) -> Any:
+    def call(self, first: Any, request: Request | None) -> Any:
+        """Call the handler; ``request`` may be None for a handler that does not take one."""
         return self.fn(first, request) if self.wants_request else self.fn(first)
 
 
