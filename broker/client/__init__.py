@@ -37,7 +37,6 @@ from broker.client.errors import (
 )
 from broker.client.handshake import registration, route, setup_metadata
 from broker.client.router import Request, Router
-from broker.client.transport import ssl_context
 
 __all__ = [
     "ApplicationError",
@@ -58,5 +57,4 @@ __all__ = [
     "registration",
     "route",
     "setup_metadata",
-    "ssl_context",
 ]

@@ -11,7 +11,8 @@ from typing import AsyncIterator, Callable, Iterable
 from broker.client.connection import Connection
 from broker.client.handshake import client_setup_frame
 from broker.client.router import Router
-from broker.client.transport import Address, open_transport, parse_address, ssl_context
+from broker.auth.tls import client_context
+from broker.client.transport import Address, open_transport, parse_address
 
 __all__ = ["connect", "open_connection"]
 
@@ -44,14 +45,16 @@ async def open_connection(
 ) -> Connection:
     """Connect, send SETUP and wait until the peer has taken it (see :meth:`Connection.handshake`).
 
-    Raises OSError when nothing listens, :class:`~broker.client.errors.SetupError` when the
+    TLS: a ``tls://`` or ``wss://`` address, trusting ``ca_file`` (default: the system
+    store), or any ``ssl`` context (:func:`broker.auth.tls.client_context` makes one with a
+    client certificate for mTLS). Raises OSError when nothing listens, :class:`~broker.client.errors.SetupError` when the
     broker refuses the SETUP (bad token, bad registration), and
     :class:`~broker.client.errors.ConnectionLostError` when the peer does not answer within
     ``setup_timeout_s``. Close the connection with :meth:`Connection.close`.
     """
     target = parse_address(address) if isinstance(address, str) else address
     if ssl is None and ca_file is not None:
-        ssl = ssl_context(ca_file)
+        ssl = client_context(ca_file=ca_file)
     connection = Connection(
         router=router, keepalive_s=keepalive_s, max_lifetime_s=max_lifetime_s, on_metadata_push=on_metadata_push
     )

@@ -9,7 +9,8 @@ connection calls it at most once per event-loop turn, so a burst of requests cos
 Addresses::
 
     host:port  or  tcp://host:port      RSocket over TCP (length-prefixed frames)
-    tls://host:port                     the same over TLS (or ``host:port`` with an SSL context)
+    tls://host:port                     the same over TLS (or ``host:port`` with an SSL context;
+                                        :func:`broker.auth.tls.client_context` makes one)
     ws://host:port/rsocket              WebSocket, one frame per binary message
     wss://host:port/rsocket             WebSocket over TLS
 
@@ -28,7 +29,7 @@ from typing import Any, Protocol
 
 from broker.frames import MAX_FRAME_LENGTH, FrameError, split_frames
 
-__all__ = ["Address", "FrameSink", "FrameTransport", "open_transport", "parse_address", "ssl_context"]
+__all__ = ["Address", "FrameSink", "FrameTransport", "open_transport", "parse_address"]
 
 
 class FrameSink(Protocol):
@@ -82,15 +83,6 @@ def parse_address(text: str) -> Address:
         url = f"{scheme}://{hostport}/{path if slash else 'rsocket'}"
         return Address("ws", host, int(port_text), scheme == "wss", url)
     return Address("tcp", host, int(port_text), scheme == "tls", hostport)
-
-
-def ssl_context(ca_file: str | None = None, cert_file: str | None = None, key_file: str | None = None) -> ssl_module.SSLContext:
-    """A client TLS context trusting ``ca_file`` (default: the system store), presenting
-    ``cert_file``/``key_file`` when the broker asks for a client certificate (mTLS)."""
-    context = ssl_module.create_default_context(cafile=ca_file)
-    if cert_file:
-        context.load_cert_chain(cert_file, key_file)
-    return context
 
 
 class _TcpProtocol(asyncio.Protocol):
