@@ -28,7 +28,14 @@ from typing import Any, AsyncIterable, Callable, Iterable
 from broker import metadata as md
 from broker.client import eager
 from broker.client.handshake import registration
-from broker.client.errors import ConnectionLostError, InvalidError, RSocketError, error_for
+from broker.client.errors import (
+    ApplicationError,
+    ConnectionLostError,
+    InvalidError,
+    PayloadTooLarge,
+    RSocketError,
+    error_for,
+)
 from broker.client.router import Handler, Request, Router
 from broker.client.streams import Inbound, Outbound, as_async_iterator
 from broker.client.transport import FrameTransport
@@ -43,6 +50,7 @@ from broker.frames import (
     ErrorCode,
     FrameError,
     FrameType,
+    MAX_FRAME_LENGTH,
     cancel_frame,
     error_frame,
     header,
@@ -238,6 +246,11 @@ class Connection:
     # -- writing ---------------------------------------------------------------------------
 
     def _send(self, frame: bytes) -> None:
+        if len(frame) > MAX_FRAME_LENGTH:
+            raise PayloadTooLarge(
+                f"frame of {len(frame)} bytes exceeds the {MAX_FRAME_LENGTH}-byte frame limit "
+                "(broker.client does not fragment payloads)"
+            )
         self._out.append(frame)
         if not self._flush_scheduled:
             self._flush_scheduled = True
@@ -311,9 +324,9 @@ class Connection:
         if self.error is not None:
             raise self.error
         sid = self._new_sid()
-        future = self._loop.create_future()
-        self._pending[sid] = future
         self._send(request_frame(_RR, sid, self._metadata(route, metadata), data))
+        future = self._loop.create_future()
+        self._pending[sid] = future  # after _send: no answer can arrive before this turn ends
         try:
             return await future
         except asyncio.CancelledError:
@@ -325,9 +338,9 @@ class Connection:
         """An async iterator of the stream's items, keeping ``window`` items requested."""
         self._check_open()
         sid = self._new_sid()
+        self._send(request_frame(_STREAM, sid, self._metadata(route, metadata), data, initial_n=window))
         inbound = Inbound(self, sid, window)
         self._streams[sid] = weakref.ref(inbound)
-        self._send(request_frame(_STREAM, sid, self._metadata(route, metadata), data, initial_n=window))
         return inbound
 
     def request_channel(
@@ -346,16 +359,26 @@ class Connection:
         outbound = Outbound(self, sid, 0)
         self._streams[sid] = _Channel(inbound, outbound)
         source = as_async_iterator(items)
-        request_metadata = self._metadata(route, metadata)
+        route_metadata = self._metadata(route, metadata)
+        consumer = weakref.ref(inbound)  # the sending task must not keep the consumer's iterator alive
 
         async def opened() -> AsyncIterable[bytes]:
             # the first item rides in the request itself; the rest wait for REQUEST_N
             try:
-                first = await source.__anext__()
-            except StopAsyncIteration:
-                self._send(request_frame(_CHANNEL, sid, request_metadata, b"", initial_n=window, complete=True))
-                return ()
-            self._send(request_frame(_CHANNEL, sid, request_metadata, first, initial_n=window))
+                try:
+                    first = await source.__anext__()
+                except StopAsyncIteration:
+                    self._send(request_frame(_CHANNEL, sid, route_metadata, b"", initial_n=window, complete=True))
+                    return ()
+                self._send(request_frame(_CHANNEL, sid, route_metadata, first, initial_n=window))
+            except Exception as exc:
+                # the request never left: nothing to tell the peer, the consumer gets the error
+                outbound.done = True
+                self._streams.pop(sid, None)
+                held = consumer()
+                if held is not None:
+                    held.on_error(exc)
+                raise
             return source
 
         outbound.start(opened())
@@ -545,8 +568,14 @@ class Connection:
             if self.error is not None:
                 return
             if exc is None:
-                self._send(payload_frame(sid, b"" if result is None else result, complete=True))
-            elif not isinstance(exc, asyncio.CancelledError):
+                try:
+                    self._send(payload_frame(sid, b"" if result is None else result, complete=True))
+                    return
+                except PayloadTooLarge as too_large:
+                    exc = ApplicationError(str(too_large))
+                except TypeError:
+                    exc = ApplicationError(f"handler for {route!r} returned {type(result).__name__}, not bytes")
+            if not isinstance(exc, asyncio.CancelledError):
                 if not isinstance(exc, RSocketError):
                     log.info("handler for %r failed: %s", route, exc, exc_info=exc)
                 self.send_error(sid, exc)

@@ -20,6 +20,7 @@ __all__ = [
     "CanceledError",
     "ConnectionLostError",
     "InvalidError",
+    "PayloadTooLarge",
     "RSocketError",
     "RejectedError",
     "SetupError",
@@ -83,6 +84,11 @@ class ConnectionLostError(RSocketError):
     this; they may or may not have been served."""
 
     default_code = ErrorCode.CONNECTION_ERROR
+
+
+class PayloadTooLarge(ValueError):
+    """A payload that does not fit one frame (16 MiB − 1 with its header and metadata):
+    raised by the request methods before anything is sent (this client does not fragment)."""
 
 
 _BY_CODE: dict[int, type[RSocketError]] = {

@@ -78,7 +78,12 @@ class Router:
         if not route or len(route.encode()) > 255:
             raise ValueError(f"route {route!r} must be 1 to 255 UTF-8 bytes (one routing tag)")
 
+        streaming = kind in (FrameType.REQUEST_STREAM, FrameType.REQUEST_CHANNEL)
+
         def decorate(fn: F) -> F:
+            if not (inspect.iscoroutinefunction(fn) or (streaming and inspect.isasyncgenfunction(fn))):
+                kinds = "an async generator or an async def" if streaming else "an async def"
+                raise TypeError(f"handler {fn.__qualname__} for {route!r} must be {kinds}")
             if (kind, route) in self._handlers:
                 raise ValueError(f"route {route!r} already has a {FrameType(kind).name} handler")
             self._handlers[(kind, route)] = Handler(fn, _wants_request(fn))

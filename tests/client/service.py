@@ -6,7 +6,7 @@ Routes of ``SERVICE`` (the ``service`` argument):
   (through its :class:`~broker.client.Request`)
 * ``.count`` stream ``1`` .. ``N``; ``.ticks`` stream ``0, 1, ...`` forever, counting what it
   produced and noting when it was closed; ``.broken`` stream: one item, then an error
-* ``.upper`` channel: each inbound item upper-cased
+* ``.upper`` channel: each inbound item upper-cased, noting when it was closed
 * ``.log`` fire-and-forget, recorded
 * ``.fail`` (ValueError), ``.busy`` (RejectedError), ``.gives_up`` (CanceledError),
   ``.picky`` (InvalidError): errors
@@ -30,6 +30,7 @@ class Probe:
     logged: list[bytes] = field(default_factory=list)
     logged_event: asyncio.Event = field(default_factory=asyncio.Event)
     stream_closed: asyncio.Event = field(default_factory=asyncio.Event)
+    channel_closed: asyncio.Event = field(default_factory=asyncio.Event)
     held: asyncio.Event = field(default_factory=asyncio.Event)
     hold_cancelled: asyncio.Event = field(default_factory=asyncio.Event)
     release: asyncio.Event = field(default_factory=asyncio.Event)
@@ -71,8 +72,11 @@ def service_router(service: str, probe: Probe) -> Router:
 
     @router.channel(f"{service}.upper")
     async def upper(items: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-        async for item in items:
-            yield item.upper()
+        try:
+            async for item in items:
+                yield item.upper()
+        finally:
+            probe.channel_closed.set()
 
     @router.fire_and_forget(f"{service}.log")
     async def log(data: bytes) -> None:

@@ -16,6 +16,7 @@ from broker.client import (
     Connection,
     ConnectionLostError,
     InvalidError,
+    PayloadTooLarge,
     RejectedError,
     RSocketError,
     connect,
@@ -181,3 +182,47 @@ async def test_a_node_that_never_answers_the_setup_is_a_connection_error() -> No
 async def test_the_route_metadata_is_the_standard_routing_extension(requester: Connection, service: str) -> None:
     """What the broker routes on, byte for byte (so any RSocket provider understands it)."""
     assert requester._metadata(f"{service}.hello", None) == md.route_metadata(f"{service}.hello")  # noqa: SLF001
+
+
+async def test_leaving_a_channel_early_cancels_it_and_a_failing_source_ends_it(
+    provider: Connection, requester: Connection, service: str, probe: Probe
+) -> None:
+    async def endless() -> AsyncIterator[bytes]:
+        n = 0
+        while True:
+            yield str(n).encode()
+            n += 1
+
+    async for item in requester.request_channel(f"{service}.upper", endless(), window=2):
+        if item == b"3":
+            break
+    await asyncio.wait_for(probe.channel_closed.wait(), BOUND_S)
+    assert await requester.request_response(f"{service}.hello", b"on") == b"hello on"
+
+    async def failing() -> AsyncIterator[bytes]:
+        raise ValueError("no first item")
+        yield b""  # pragma: no cover — makes this an async generator
+
+    with pytest.raises(ValueError, match="no first item"):
+        async for _ in requester.request_channel(f"{service}.upper", failing()):
+            pass
+
+
+def test_handlers_must_be_async() -> None:
+    router = service_router("x", Probe())
+    with pytest.raises(TypeError, match="must be an async def"):
+        router.response("x.sync")(lambda data: data)
+    with pytest.raises(ValueError, match="already has"):
+        router.response("x.hello")(_async_echo)
+
+
+async def _async_echo(data: bytes) -> bytes:
+    return data
+
+
+async def test_a_payload_larger_than_a_frame_is_refused_and_the_connection_serves_on(
+    provider: Connection, requester: Connection, service: str
+) -> None:
+    with pytest.raises(PayloadTooLarge, match="frame limit"):
+        await requester.request_response(f"{service}.echo", bytes(1 << 24))
+    assert await requester.request_response(f"{service}.echo", b"small") == b"small"
