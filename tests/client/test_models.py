@@ -22,7 +22,6 @@ from broker.client import (
     connect,
 )
 from broker.frames import ErrorCode
-from tests.client.conftest import address
 from tests.client.service import Probe, service_router
 from tests.support.admin import service_instances, wait_for
 from tests.support.brokerproc import BrokerFactory, BrokerProcess
@@ -148,11 +147,11 @@ async def test_registering_later_by_metadata_push(node: BrokerProcess, requester
         await wait_for(lambda: service_instances(str(node.admin), service), message="the pushed registration")
         assert await requester.request_response(f"{service}.hello", b"late") == b"hello late"
         await late.register([], "late-1")
-        await wait_for(lambda: _none(service_instances(str(node.admin), service)), message="the withdrawal")
 
+        async def withdrawn() -> bool:
+            return not await service_instances(str(node.admin), service)
 
-async def _none(instances: object) -> bool:
-    return not await instances  # type: ignore[misc]
+        await wait_for(withdrawn, message="the withdrawal")
 
 
 async def test_requests_in_flight_fail_when_the_broker_dies(broker_factory: BrokerFactory, service: str, probe: Probe) -> None:
