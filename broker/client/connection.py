@@ -151,6 +151,8 @@ class Connection:
         self._last_heard = self._loop.time()
         self._timer: asyncio.TimerHandle | None = None
         self._pong: asyncio.Future[None] | None = None
+        #: KEEPALIVE answers received: the peer is alive and reading (for operators and tests)
+        self.keepalives_answered = 0
         self.error: RSocketError | None = None
         self.closed: asyncio.Future[RSocketError] = self._loop.create_future()
 
@@ -461,8 +463,10 @@ class Connection:
                 raise FrameError("KEEPALIVE frame is shorter than its 8-byte position field")
             if flags & FLAG_RESPOND:
                 self._send(keepalive_frame(False, bytes(buf[off + HEADER_LENGTH + 8 : end])))
-            elif self._pong is not None and not self._pong.done():
-                self._pong.set_result(None)
+            else:
+                self.keepalives_answered += 1
+                if self._pong is not None and not self._pong.done():
+                    self._pong.set_result(None)
         elif ftype == _ERROR:
             code, message = parse_error(buf, off, end)
             self._lose(error_for(code, message))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 from collections.abc import AsyncIterator
 
 import pytest
@@ -225,3 +226,25 @@ async def test_a_payload_larger_than_a_frame_is_refused_and_the_connection_serve
     with pytest.raises(PayloadTooLarge, match="frame limit"):
         await requester.request_response(f"{service}.echo", bytes(1 << 24))
     assert await requester.request_response(f"{service}.echo", b"small") == b"small"
+
+
+async def test_keepalives_hold_an_idle_connection_past_its_lifetime(node: BrokerProcess, service: str) -> None:
+    """The broker closes a client silent for its max lifetime: ours keeps talking."""
+    async with connect(str(node.tcp), keepalive_s=0.1, max_lifetime_s=0.5) as idle:
+        # ten answered keepalives take at least 1 s: twice the lifetime the broker enforces
+        await wait_for(lambda: idle.keepalives_answered >= 10, message="ten keepalive answers")
+        assert not idle.is_closed
+        with pytest.raises(RejectedError):
+            await idle.request_response(f"{service}.hello", b"")
+
+
+async def test_a_paused_broker_is_detected_by_the_keepalive_lifetime(broker_factory: BrokerFactory) -> None:
+    paused = await asyncio.to_thread(broker_factory.start)
+    async with connect(str(paused.tcp), keepalive_s=0.1, max_lifetime_s=1.0) as client:
+        paused.signal(signal.SIGSTOP)
+        try:
+            reason = await asyncio.wait_for(client.wait_closed(), BOUND_S)
+        finally:
+            paused.signal(signal.SIGCONT)
+        assert isinstance(reason, ConnectionLostError)
+        assert "max lifetime" in reason.message
