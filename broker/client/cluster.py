@@ -46,13 +46,15 @@ def backoff_delay(attempt: int, base_s: float, cap_s: float) -> float:
 class Topology:
     """The node list a cluster client fails over across, kept fresh by topology pushes."""
 
-    def __init__(self, addresses: Iterable[str], websocket: bool = False) -> None:
+    def __init__(self, addresses: Iterable[str]) -> None:
         self.addresses: list[str] = list(dict.fromkeys(addresses))
         if not self.addresses:
             raise ValueError("at least one broker address (HOST:PORT) is needed")
-        for address in self.addresses:
-            parse_address(address)  # refuse a typo now, not at the first fail-over
-        self.websocket = websocket
+        parsed = [parse_address(a) for a in self.addresses]  # refuse a typo now, not at the first fail-over
+        first = parsed[0]
+        #: pushed node lists carry bare host:port; they are dialled the way the first address is
+        self.websocket = first.kind == "ws"
+        self.scheme = ("wss://" if first.tls else "ws://") if self.websocket else ("tls://" if first.tls else "")
         self.cursor = 0
         self.current: str | None = None
         self.pushes = 0
@@ -72,8 +74,7 @@ class Topology:
         except (ValueError, KeyError, TypeError, AttributeError):
             log.info("ignored a topology push that is not the expected JSON")
             return
-        if self.websocket:
-            fresh = [a if "://" in a else f"ws://{a}/rsocket" for a in fresh]
+        fresh = [f"{self.scheme}{a}/rsocket" if self.websocket else f"{self.scheme}{a}" for a in fresh]
         if fresh:
             # keep the node we are on first so a push does not move a healthy connection
             self.addresses = sorted(fresh, key=lambda a: a != self.current)
@@ -97,7 +98,7 @@ class ClusterClient:
         **options: Any,
     ) -> None:
         address_list = list(addresses)
-        self.topology = Topology(address_list, websocket=any(a.startswith(("ws://", "wss://")) for a in address_list))
+        self.topology = Topology(address_list)
         self.services = list(services)
         self.router = router
         self.instance = instance or default_instance()
@@ -140,6 +141,14 @@ class ClusterClient:
             self.connection.close()
 
     async def _supervise(self) -> None:
+        try:
+            await self._connect_forever()
+        except Exception as exc:  # a bug here must not leave a client that silently never reconnects
+            log.exception("cluster client stopped reconnecting")
+            self.last_error = exc
+            raise
+
+    async def _connect_forever(self) -> None:
         attempt = 0
         while not self._closing:
             address = self.topology.next_address()
