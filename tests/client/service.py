@@ -7,7 +7,7 @@ Routes of ``SERVICE`` (the ``service`` argument):
 * ``.count`` stream ``1`` .. ``N``; ``.ticks`` stream ``0, 1, ...`` forever, counting what it
   produced and noting when it was closed; ``.broken`` stream: one item, then an error
 * ``.upper`` channel: each inbound item upper-cased, noting when it was closed
-* ``.log`` fire-and-forget, recorded
+* ``.log`` fire-and-forget, recorded; ``.notify`` metadata push, its route recorded
 * ``.fail`` (ValueError), ``.busy`` (RejectedError), ``.gives_up`` (CanceledError),
   ``.picky`` (InvalidError): errors
 * ``.hold`` request-response that waits until released, noting a cancellation
@@ -29,6 +29,8 @@ class Probe:
     produced: int = 0
     logged: list[bytes] = field(default_factory=list)
     logged_event: asyncio.Event = field(default_factory=asyncio.Event)
+    pushed: list[bytes] = field(default_factory=list)
+    pushed_event: asyncio.Event = field(default_factory=asyncio.Event)
     stream_closed: asyncio.Event = field(default_factory=asyncio.Event)
     channel_closed: asyncio.Event = field(default_factory=asyncio.Event)
     held: asyncio.Event = field(default_factory=asyncio.Event)
@@ -82,6 +84,11 @@ def service_router(service: str, probe: Probe) -> Router:
     async def log(data: bytes) -> None:
         probe.logged.append(data)
         probe.logged_event.set()
+
+    @router.metadata_push(f"{service}.notify")
+    async def notify(metadata: bytes, request: Request) -> None:
+        probe.pushed.append(request.route.encode())
+        probe.pushed_event.set()
 
     @router.response(f"{service}.fail")
     async def fail(data: bytes) -> bytes:

@@ -55,6 +55,10 @@ async def test_every_interaction_model(provider: Connection, requester: Connecti
     await asyncio.wait_for(probe.logged_event.wait(), BOUND_S)
     assert probe.logged == [b"remember me"]
 
+    await requester.metadata_push(md.route_metadata(f"{service}.notify"))
+    await asyncio.wait_for(probe.pushed_event.wait(), BOUND_S)
+    assert probe.pushed == [f"{service}.notify".encode()]
+
 
 async def test_many_concurrent_requests_each_get_their_own_answer(provider: Connection, requester: Connection, service: str) -> None:
     payloads = [f"{i:05d}".encode() * 20 for i in range(500)]
