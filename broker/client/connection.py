@@ -151,6 +151,8 @@ class Connection:
         self._last_heard = self._loop.time()
         self._timer: asyncio.TimerHandle | None = None
         self._pong: asyncio.Future[None] | None = None
+        #: set while the transport's write buffer is over its high-water mark
+        self._drained: asyncio.Future[None] | None = None
         #: KEEPALIVE answers received: the peer is alive and reading (for operators and tests)
         self.keepalives_answered = 0
         self.error: RSocketError | None = None
@@ -216,6 +218,7 @@ class Connection:
             self._end_stream(stream, error)
         if self._pong is not None and not self._pong.done():
             self._pong.set_result(None)
+        self.writing_resumed()
         if not self.closed.done():
             self.closed.set_result(error)
 
@@ -264,6 +267,26 @@ class Connection:
             out, self._out = self._out, []
             if self.transport is not None and self.error is None:
                 self.transport.write_frames(out)
+
+    # flow control from the transport (StreamOwner) ----------------------------------------
+
+    @property
+    def write_paused(self) -> bool:
+        return self._drained is not None
+
+    async def writable(self) -> None:
+        """Until the transport takes more output (or the connection ends)."""
+        if self._drained is not None:
+            await asyncio.shield(self._drained)
+
+    def writing_paused(self) -> None:
+        if self._drained is None and self.error is None:
+            self._drained = self._loop.create_future()
+
+    def writing_resumed(self) -> None:
+        drained, self._drained = self._drained, None
+        if drained is not None and not drained.done():
+            drained.set_result(None)
 
     def _check_open(self) -> None:
         if self.error is not None:

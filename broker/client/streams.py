@@ -8,8 +8,11 @@
   waits on an empty deque.
 * :class:`Outbound` — one task that takes items from an (async) iterable and sends them
   while the peer has credit; it does not ask the source for the next item before it may
-  send it. A CANCEL from the peer cancels the task, which closes the source (an async
-  generator's ``finally`` runs).
+  send it. It yields to the event loop every :data:`BURST` items (a source that never
+  waits must not starve the connection: a peer may grant 2^31-1 credits at once) and waits
+  while the transport's write buffer is full, so TCP back-pressure reaches the source too.
+  A CANCEL from the peer cancels the task, which closes the source (an async generator's
+  ``finally`` runs).
 
 Both talk to their connection through :class:`StreamOwner`, so they know nothing of frames.
 """
@@ -28,6 +31,9 @@ __all__ = ["Inbound", "Outbound", "StreamOwner", "as_async_iterator"]
 
 log = logging.getLogger("rsbroker.client")
 
+#: items an Outbound sends before it lets the event loop run (reads, flushes, other streams)
+BURST = 64
+
 
 class StreamOwner(Protocol):
     """What a stream half needs of its connection."""
@@ -43,6 +49,11 @@ class StreamOwner(Protocol):
     def send_error(self, sid: int, exc: BaseException) -> None: ...
 
     def half_closed(self, sid: int, half: object) -> None: ...
+
+    @property
+    def write_paused(self) -> bool: ...
+
+    async def writable(self) -> None: ...
 
 
 class Inbound:
@@ -198,6 +209,7 @@ class Outbound:
             if inspect.isawaitable(source):
                 source = await source
             iterator = as_async_iterator(source)
+            burst = BURST
             while True:
                 while self._credit <= 0:
                     self._waiter = asyncio.get_running_loop().create_future()
@@ -208,6 +220,13 @@ class Outbound:
                     break
                 self._credit -= 1
                 owner.send_next(sid, item)
+                burst -= 1
+                if owner.write_paused:
+                    await owner.writable()
+                    burst = BURST
+                elif not burst:
+                    await asyncio.sleep(0)
+                    burst = BURST
             if not self.done:
                 owner.send_complete(sid)
         except asyncio.CancelledError:

@@ -39,6 +39,10 @@ class FrameSink(Protocol):
 
     def transport_lost(self, reason: str) -> None: ...
 
+    def writing_paused(self) -> None: ...
+
+    def writing_resumed(self) -> None: ...
+
 
 class FrameTransport(Protocol):
     def write_frames(self, frames: list[bytes]) -> None: ...
@@ -128,6 +132,12 @@ class _TcpProtocol(asyncio.Protocol):
     def eof_received(self) -> bool:
         return False
 
+    def pause_writing(self) -> None:
+        self.sink.writing_paused()
+
+    def resume_writing(self) -> None:
+        self.sink.writing_resumed()
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.sink.transport_lost(f"connection to {self.peer} closed" + (f": {exc}" if exc else ""))
 
@@ -150,6 +160,10 @@ class _TcpProtocol(asyncio.Protocol):
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
+
+
+#: frames queued for the WebSocket writer above which the connection's streams wait
+_WS_HIGH_WATER = 1024
 
 
 class _WsTransport:
@@ -185,12 +199,17 @@ class _WsTransport:
 
     def write_frames(self, frames: list[bytes]) -> None:
         self._pending.extend(frames)
+        if len(self._pending) > _WS_HIGH_WATER:
+            self.sink.writing_paused()
         if self._writer is None or self._writer.done():
             self._writer = asyncio.get_running_loop().create_task(self._write())
 
     async def _write(self) -> None:
         while self._pending and not self.ws.closed:
             await self.ws.send_bytes(self._pending.popleft())
+            if len(self._pending) == _WS_HIGH_WATER // 4:
+                self.sink.writing_resumed()
+        self.sink.writing_resumed()
 
     def close(self) -> None:
         self._reader.cancel()

@@ -7,6 +7,8 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
+from reactivestreams.subscriber import Subscriber
+from reactivestreams.subscription import Subscription
 from rsocket.awaitable.awaitable_rsocket import AwaitableRSocket
 from rsocket.payload import Payload
 from rsocket.routing.routing_request_handler import RoutingRequestHandler
@@ -20,6 +22,7 @@ from broker.client.rsocketpy import connect as rsocketpy_connect
 from broker.client.rsocketpy import route
 from tests.client.service import Probe
 from tests.relay.rsocket_provider import Recorder, router_for
+from tests.support.admin import wait_for
 from tests.support.brokerproc import BrokerProcess, split_hostport
 
 BOUND_S = 30.0
@@ -99,3 +102,38 @@ async def test_rsocketpy_requesters_reach_a_broker_client_provider(
 
         with pytest.raises(Exception, match="boom"):
             await asyncio.wait_for(client.request_response(Payload(b"", route(f"{service}.fail"))), BOUND_S)
+
+
+async def test_an_unbounded_request_n_neither_starves_the_provider_nor_outlives_cancel(
+    node: BrokerProcess, provider: Connection, requester: Connection, service: str, probe: Probe
+) -> None:
+    """rsocket-py asks for 2^31-1 items of an endless stream: the provider sends in bursts,
+    keeps serving other requests meanwhile, and stops when the requester cancels."""
+    host, port = split_hostport(str(node.tcp))
+    received = 0
+    done = asyncio.Event()
+
+    class Taker(Subscriber):
+        def on_subscribe(self, subscription: Subscription) -> None:
+            self.subscription = subscription
+
+        def on_next(self, value: Payload, is_complete: bool = False) -> None:
+            nonlocal received
+            received += 1
+            if received == 2000:
+                self.subscription.cancel()
+                done.set()
+
+        def on_error(self, exception: Exception) -> None:
+            done.set()
+
+        def on_complete(self) -> None:
+            done.set()
+
+    async with rsocketpy_connect(host, port) as raw:
+        raw.request_stream(Payload(b"", route(f"{service}.ticks"))).initial_request_n(0x7FFFFFFF).subscribe(Taker())
+        await wait_for(lambda: probe.produced > 0, message="the stream to start")
+        # the provider's connection still answers while it streams
+        assert await asyncio.wait_for(requester.request_response(f"{service}.hello", b"x"), BOUND_S) == b"hello x"
+        await asyncio.wait_for(done.wait(), BOUND_S)
+        await asyncio.wait_for(probe.stream_closed.wait(), BOUND_S)
