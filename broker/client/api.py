@@ -8,11 +8,12 @@ import os
 import ssl as ssl_module
 from typing import AsyncIterator, Callable, Iterable
 
-from broker.client.connection import Connection
+from broker.client.connection import MAX_PAYLOAD_BYTES, Connection
 from broker.client.handshake import client_setup_frame
 from broker.client.router import Router
 from broker.auth.tls import client_context
 from broker.client.transport import Address, open_transport, parse_address
+from broker.frames import MAX_FRAME_LENGTH
 
 __all__ = ["connect", "open_connection"]
 
@@ -42,12 +43,17 @@ async def open_connection(
     topology: bool = False,
     on_metadata_push: Callable[[bytes], None] | None = None,
     headers: dict[str, str] | None = None,
+    fragment_size: int = MAX_FRAME_LENGTH,
+    max_payload_bytes: int = MAX_PAYLOAD_BYTES,
 ) -> Connection:
     """Connect, send SETUP and wait until the peer has taken it (see :meth:`Connection.handshake`).
 
     TLS: a ``tls://`` or ``wss://`` address, trusting ``ca_file`` (default: the system
     store), or any ``ssl`` context (:func:`broker.auth.tls.client_context` makes one with a
-    client certificate for mTLS). Raises OSError when nothing listens, :class:`~broker.client.errors.SetupError` when the
+    client certificate for mTLS). Payloads larger than ``fragment_size`` (a frame; lower it
+    to the broker's ``max_frame_size`` if that is set lower) are sent in fragments;
+    fragmented payloads received are bounded by ``max_payload_bytes``.
+    Raises OSError when nothing listens, :class:`~broker.client.errors.SetupError` when the
     broker refuses the SETUP (bad token, bad registration), and
     :class:`~broker.client.errors.ConnectionLostError` when the peer does not answer within
     ``setup_timeout_s``. Close the connection with :meth:`Connection.close`.
@@ -56,7 +62,12 @@ async def open_connection(
     if ssl is None and ca_file is not None:
         ssl = client_context(ca_file=ca_file)
     connection = Connection(
-        router=router, keepalive_s=keepalive_s, max_lifetime_s=max_lifetime_s, on_metadata_push=on_metadata_push
+        router=router,
+        keepalive_s=keepalive_s,
+        max_lifetime_s=max_lifetime_s,
+        on_metadata_push=on_metadata_push,
+        fragment_size=fragment_size,
+        max_payload_bytes=max_payload_bytes,
     )
     connection.attach(await open_transport(target, connection, ssl=ssl, headers=headers))
     setup = client_setup_frame(

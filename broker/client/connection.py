@@ -15,7 +15,8 @@ Rules this module keeps:
   for ``max_lifetime_s`` closes the connection with :class:`ConnectionLostError`. That is
   what finds a paused or partitioned node whose socket still looks open.
 * Stream ids are odd (this side opens the connection); the peer's requests have even ids.
-* Fragmented frames (FOLLOWS) are not reassembled: such a stream ends with INVALID.
+* Payloads larger than ``fragment_size`` go out as fragments and fragmented payloads are
+  put back together, up to ``max_payload_bytes`` (:mod:`broker.client.fragments`).
 """
 
 from __future__ import annotations
@@ -27,11 +28,11 @@ from typing import Any, AsyncIterable, Callable, Iterable
 
 from broker import metadata as md
 from broker.client import eager
+from broker.client.fragments import Reassembly, split
 from broker.client.handshake import registration
 from broker.client.errors import (
     ApplicationError,
     ConnectionLostError,
-    InvalidError,
     PayloadTooLarge,
     RSocketError,
     error_for,
@@ -51,6 +52,7 @@ from broker.frames import (
     FrameError,
     FrameType,
     MAX_FRAME_LENGTH,
+    MAX_REQUEST_N,
     cancel_frame,
     error_frame,
     header,
@@ -78,6 +80,10 @@ _STREAM = FrameType.REQUEST_STREAM
 _CHANNEL = FrameType.REQUEST_CHANNEL
 _FNF = FrameType.REQUEST_FNF
 _REQUESTS = (_RR, _STREAM, _CHANNEL, _FNF)
+#: bytes a frame adds around its metadata and data (header, request N, metadata length)
+_FRAME_OVERHEAD = HEADER_LENGTH + 4 + 3
+#: default bound on one reassembled (fragmented) payload
+MAX_PAYLOAD_BYTES = 64 * 1024 * 1024
 #: routes whose routing metadata is cached (and, on the serving side, request metadata whose
 #: route is cached); beyond this, each request is built or parsed on its own
 _ROUTE_CACHE_SIZE = 4096
@@ -129,8 +135,14 @@ class Connection:
         keepalive_s: float = 5.0,
         max_lifetime_s: float = 30.0,
         on_metadata_push: Callable[[bytes], None] | None = None,
+        fragment_size: int = MAX_FRAME_LENGTH,
+        max_payload_bytes: int = MAX_PAYLOAD_BYTES,
     ) -> None:
+        if not _FRAME_OVERHEAD + 3 < fragment_size <= MAX_FRAME_LENGTH:
+            raise ValueError(f"fragment_size must be from {_FRAME_OVERHEAD + 4} to {MAX_FRAME_LENGTH} bytes")
         self._loop = asyncio.get_running_loop()
+        self.fragment_size = fragment_size
+        self._reassembly = Reassembly(max_payload_bytes)
         self.router = router
         self.metadata_mime = metadata_mime
         self.keepalive_s = keepalive_s
@@ -251,11 +263,6 @@ class Connection:
     # -- writing ---------------------------------------------------------------------------
 
     def _send(self, frame: bytes) -> None:
-        if len(frame) > MAX_FRAME_LENGTH:
-            raise PayloadTooLarge(
-                f"frame of {len(frame)} bytes exceeds the {MAX_FRAME_LENGTH}-byte frame limit "
-                "(broker.client does not fragment payloads)"
-            )
         self._out.append(frame)
         if not self._flush_scheduled:
             self._flush_scheduled = True
@@ -287,6 +294,24 @@ class Connection:
         drained, self._drained = self._drained, None
         if drained is not None and not drained.done():
             drained.set_result(None)
+
+    def _send_request(
+        self, ftype: int, sid: int, metadata: bytes, data: bytes, initial_n: int = MAX_REQUEST_N, complete: bool = False
+    ) -> None:
+        """A request, in fragments when it is larger than ``fragment_size``."""
+        if len(metadata) + len(data) + _FRAME_OVERHEAD <= self.fragment_size:
+            self._send(request_frame(ftype, sid, metadata, data, initial_n=initial_n, complete=complete))
+        else:
+            for frame in split(ftype, sid, metadata, data, self.fragment_size, initial_n=initial_n, complete=complete):
+                self._send(frame)
+
+    def _send_payload(self, sid: int, data: bytes, complete: bool) -> None:
+        """PAYLOAD(NEXT), in fragments when it is larger than ``fragment_size``."""
+        if len(data) + _FRAME_OVERHEAD <= self.fragment_size:
+            self._send(payload_frame(sid, data, complete=complete))
+        else:
+            for frame in split(_PAYLOAD, sid, None, data, self.fragment_size, complete=complete):
+                self._send(frame)
 
     def _check_open(self) -> None:
         if self.error is not None:
@@ -321,7 +346,7 @@ class Connection:
             self._send(cancel_frame(sid))
 
     def send_next(self, sid: int, data: bytes) -> None:
-        self._send(payload_frame(sid, data))
+        self._send_payload(sid, data, False)
 
     def send_complete(self, sid: int) -> None:
         self._send(payload_frame(sid, b"", next_=False, complete=True))
@@ -349,7 +374,7 @@ class Connection:
         if self.error is not None:
             raise self.error
         sid = self._new_sid()
-        self._send(request_frame(_RR, sid, self._metadata(route, metadata), data))
+        self._send_request(_RR, sid, self._metadata(route, metadata), data)
         future = self._loop.create_future()
         self._pending[sid] = future  # after _send: no answer can arrive before this turn ends
         try:
@@ -363,7 +388,7 @@ class Connection:
         """An async iterator of the stream's items, keeping ``window`` items requested."""
         self._check_open()
         sid = self._new_sid()
-        self._send(request_frame(_STREAM, sid, self._metadata(route, metadata), data, initial_n=window))
+        self._send_request(_STREAM, sid, self._metadata(route, metadata), data, initial_n=window)
         inbound = Inbound(self, sid, window)
         self._streams[sid] = weakref.ref(inbound)
         return inbound
@@ -393,9 +418,9 @@ class Connection:
                 try:
                     first = await source.__anext__()
                 except StopAsyncIteration:
-                    self._send(request_frame(_CHANNEL, sid, route_metadata, b"", initial_n=window, complete=True))
+                    self._send_request(_CHANNEL, sid, route_metadata, b"", initial_n=window, complete=True)
                     return ()
-                self._send(request_frame(_CHANNEL, sid, route_metadata, first, initial_n=window))
+                self._send_request(_CHANNEL, sid, route_metadata, first, initial_n=window)
             except Exception as exc:
                 # the request never left: nothing to tell the peer, the consumer gets the error
                 outbound.done = True
@@ -412,7 +437,7 @@ class Connection:
     async def fire_and_forget(self, route: str, data: bytes, metadata: bytes | None = None) -> None:
         """Send a request nobody answers (it is on its way when this returns)."""
         self._check_open()
-        self._send(request_frame(_FNF, self._new_sid(), self._metadata(route, metadata), data))
+        self._send_request(_FNF, self._new_sid(), self._metadata(route, metadata), data)
 
     async def metadata_push(self, metadata: bytes) -> None:
         """Send METADATA_PUSH (composite metadata), e.g. a routed notification."""
@@ -436,8 +461,8 @@ class Connection:
             if sid == 0:
                 self._connection_frame(buf, off, end, ftype, flags)
             elif ftype == _PAYLOAD:
-                if flags & FLAG_FOLLOWS:
-                    self._unsupported_fragment(sid)
+                if flags & FLAG_FOLLOWS or (self._reassembly and sid in self._reassembly):
+                    self._fragment(buf, off, end, sid, ftype, flags)
                     return
                 future = self._pending.pop(sid, None)
                 if future is not None:
@@ -459,7 +484,7 @@ class Connection:
                 self._on_cancel(sid)
             elif ftype in _REQUESTS:
                 if flags & FLAG_FOLLOWS:
-                    self._send(error_frame(sid, ErrorCode.INVALID, "fragmented requests are not supported by broker.client"))
+                    self._fragment(buf, off, end, sid, ftype, flags)
                     return
                 self._on_request(buf, off, end, sid, ftype, flags)
             elif not flags & FLAG_IGNORE:
@@ -476,9 +501,18 @@ class Connection:
         self._flush()
         self._lose(ConnectionLostError(f"protocol error: {message}"))
 
-    def _unsupported_fragment(self, sid: int) -> None:
-        self._on_error(sid, InvalidError("fragmented payloads are not supported by broker.client"))
-        self.send_cancel(sid)
+    def _fragment(self, buf: bytes, off: int, end: int, sid: int, ftype: int, flags: int) -> None:
+        try:
+            whole = self._reassembly.add(buf, off, end, sid, ftype, flags)
+        except PayloadTooLarge as exc:
+            self._on_error(sid, exc)
+            if sid & 1:  # an answer to our request: give up on it
+                self.send_cancel(sid)
+            else:  # the peer's request (or its side of a channel): refuse it
+                self._send(error_frame(sid, exc.code, exc.message))
+            return
+        if whole is not None:
+            self.frame_received(whole, 0, len(whole))
 
     def _connection_frame(self, buf: bytes, off: int, end: int, ftype: int, flags: int) -> None:
         if ftype == FrameType.KEEPALIVE:
@@ -510,6 +544,7 @@ class Connection:
             inbound.on_complete()
 
     def _on_error(self, sid: int, error: RSocketError) -> None:
+        self._reassembly.drop(sid)
         future = self._pending.pop(sid, None)
         if future is not None:
             if not future.done():
@@ -520,6 +555,7 @@ class Connection:
             self._end_stream(stream, error)
 
     def _on_cancel(self, sid: int) -> None:
+        self._reassembly.drop(sid)
         stream = self._streams.get(sid)
         if isinstance(stream, _Channel):
             stream.outbound.cancel()
@@ -596,10 +632,8 @@ class Connection:
                 return
             if exc is None:
                 try:
-                    self._send(payload_frame(sid, b"" if result is None else result, complete=True))
+                    self._send_payload(sid, b"" if result is None else result, True)
                     return
-                except PayloadTooLarge as too_large:
-                    exc = ApplicationError(str(too_large))
                 except TypeError:
                     exc = ApplicationError(f"handler for {route!r} returned {type(result).__name__}, not bytes")
             if not isinstance(exc, asyncio.CancelledError):

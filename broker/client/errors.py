@@ -86,9 +86,11 @@ class ConnectionLostError(RSocketError):
     default_code = ErrorCode.CONNECTION_ERROR
 
 
-class PayloadTooLarge(ValueError):
-    """A payload that does not fit one frame (16 MiB − 1 with its header and metadata):
-    raised by the request methods before anything is sent (this client does not fragment)."""
+class PayloadTooLarge(RSocketError):
+    """A fragmented payload grew past this connection's ``max_payload_bytes``: the stream
+    is canceled (or, for a request this side serves, refused with REJECTED)."""
+
+    default_code = ErrorCode.REJECTED
 
 
 _BY_CODE: dict[int, type[RSocketError]] = {

@@ -75,8 +75,17 @@ async def test_a_provider_comes_back_while_its_node_is_paused_and_after_it_resum
                 finally:
                     n2.signal(signal.SIGCONT)
                 await cluster.wait_converged()
-                for _ in range(20):
-                    assert await ask_who(requester, service) == "p"
+                # the resumed node's stale routes may refuse a request or two while gossip
+                # catches up (the cluster's business); what must hold is answers for good
+                answered = answered_by(requester, service, "p")
+                streak = 0
+
+                async def twenty_in_a_row() -> bool:
+                    nonlocal streak
+                    streak = streak + 1 if await answered() else 0
+                    return streak >= 20
+
+                await wait_for(twenty_in_a_row, timeout=RECOVERY_BOUND_S, interval=0.01, message="20 answers in a row after the resume")
         # one move, not a reconnect loop: a couple of failed attempts at most (the paused node)
         assert provider.reconnects == 1, provider.reconnects
         assert provider.failed_attempts <= 3, (provider.failed_attempts, provider.last_error)

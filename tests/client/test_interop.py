@@ -20,7 +20,7 @@ from broker import metadata as md
 from broker.client import ApplicationError, Connection, connect
 from broker.client.rsocketpy import connect as rsocketpy_connect
 from broker.client.rsocketpy import route
-from tests.client.service import Probe
+from tests.client.service import Probe, service_router
 from tests.relay.rsocket_provider import Recorder, router_for
 from tests.support.admin import wait_for
 from tests.support.brokerproc import BrokerProcess, split_hostport
@@ -137,3 +137,17 @@ async def test_an_unbounded_request_n_neither_starves_the_provider_nor_outlives_
         assert await asyncio.wait_for(requester.request_response(f"{service}.hello", b"x"), BOUND_S) == b"hello x"
         await asyncio.wait_for(done.wait(), BOUND_S)
         await asyncio.wait_for(probe.stream_closed.wait(), BOUND_S)
+
+
+async def test_fragments_interoperate_with_rsocketpy_both_ways(node: BrokerProcess, service: str, probe: Probe) -> None:
+    """rsocket-py fragments its requests (1 KiB); our provider fragments its answers (4 KiB)."""
+    host, port = split_hostport(str(node.tcp))
+    payload = bytes(range(256)) * 40  # 10 KiB
+    async with connect(str(node.tcp), services=[service], router=service_router(service, probe), fragment_size=4096):
+        async with rsocketpy_connect(host, port, fragment_size_bytes=1024) as raw:
+            client = AwaitableRSocket(raw)
+            reply = await asyncio.wait_for(client.request_response(Payload(payload, route(f"{service}.echo"))), BOUND_S)
+            assert reply.data == payload
+            await client.fire_and_forget(Payload(payload, route(f"{service}.log")))
+            await asyncio.wait_for(probe.logged_event.wait(), BOUND_S)
+            assert probe.logged == [payload]

@@ -224,12 +224,25 @@ async def _async_echo(data: bytes) -> bytes:
     return data
 
 
-async def test_a_payload_larger_than_a_frame_is_refused_and_the_connection_serves_on(
+async def test_payloads_over_16_mib_travel_as_fragments_both_ways(
     provider: Connection, requester: Connection, service: str
 ) -> None:
-    with pytest.raises(PayloadTooLarge, match="frame limit"):
-        await requester.request_response(f"{service}.echo", bytes(1 << 24))
+    big = bytes(range(256)) * (17 * 4096 + 7)  # 17 MiB and a bit: more than one TCP frame holds
+    assert len(big) > 16 * 1024 * 1024
+    assert await asyncio.wait_for(requester.request_response(f"{service}.echo", big), BOUND_S) == big
     assert await requester.request_response(f"{service}.echo", b"small") == b"small"
+
+
+async def test_a_fragmented_answer_past_max_payload_bytes_is_refused_and_the_connection_serves_on(
+    node: BrokerProcess, service: str, probe: Probe
+) -> None:
+    router = service_router(service, probe)
+    async with connect(str(node.tcp), services=[service], router=router, fragment_size=64 * 1024):
+        async with connect(str(node.tcp), max_payload_bytes=1024 * 1024) as requester:
+            with pytest.raises(PayloadTooLarge, match="max_payload_bytes=1048576"):
+                await requester.request_response(f"{service}.echo", bytes(2 * 1024 * 1024))
+            assert await requester.request_response(f"{service}.echo", bytes(512 * 1024)) == bytes(512 * 1024)
+            assert await requester.request_response(f"{service}.hello", b"on") == b"hello on"
 
 
 async def test_keepalives_hold_an_idle_connection_past_its_lifetime(node: BrokerProcess, service: str) -> None:
