@@ -113,8 +113,7 @@ def demo_main(argv: list[str]) -> int:
         print(node.ready_line(), flush=True)
         tcp = node.addresses["tcp"]
         assert tcp is not None, "the demo needs a --tcp listener for its provider"
-        host, port = tcp.rsplit(":", 1)
-        async with connect(host.strip("[]"), int(port), services=[SERVICE], router=demo_router(), instance="demo-1"):
+        async with connect(tcp, services=[SERVICE], router=demo_router(), instance="demo-1"):
             print(
                 f"\nrsbroker demo: node '{settings.node_id}' with provider '{SERVICE}'\n"
                 f"  RSocket TCP   {tcp}\n"
