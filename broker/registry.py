@@ -68,7 +68,9 @@ class ServicePolicy:
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
-            raise ValueError(f"unknown load-balancing policy {self.policy!r} (choose from {', '.join(POLICIES)})")
+            raise ValueError(
+                f"unknown load-balancing policy {self.policy!r}; 'policy' must be one of {', '.join(POLICIES)}"
+            )
         for instance, weight in self.weights.items():
             if type(weight) is not int or weight < 0:  # bool is an int, but true is no weight
                 raise ValueError(f"weight of instance '{instance}' must be an integer >= 0, got {weight!r}")

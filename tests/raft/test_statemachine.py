@@ -47,7 +47,7 @@ BAD = [
     ("nope/x", 1, "unknown config prefix"),
     ("app/", 1, "<prefix>/<name>"),
     ("app/nan", float("nan"), "NaN"),
-    ("services/s", {"policy": "random"}, "unknown load-balancing policy"),
+    ("services/s", {"policy": "random"}, "'policy' must be one of"),
     ("services/s", {"policy": "weighted", "weights": {"a": -1}}, "integer >= 0"),
     ("services/s", {"policy": "weighted", "extra": 1}, "unknown service policy field"),
     ("services/s", {"policy": "round_robin", "prefer_local": "yes"}, "prefer_local"),
