@@ -215,7 +215,7 @@ class ClusterRuntime:
             self.links.want(member.node, parse_hostport(tcp, f"member {member.node} tcp"))
             self._routes_changed(RoutesChanged(member.node, frozenset()))
         elif state in ("dead", "left"):
-            self.links.want(member.node, None)
+            self.links.want(member.node, None, drain=state == "left")
             self.links.set_remote_services(member.node, [])
         self._push_topology()
 
