@@ -32,6 +32,7 @@ COUNTERS = {
     "ignored_frames": "Frames ignored as the spec allows (ignore flag, unrouted metadata push)",
     "auth_failures": "SETUPs refused because authentication failed",
     "credential_closes": "Connections closed because their token expired or was revoked",
+    "stalls": "Times this process stalled (paused) past its housekeeping interval; peers' deadlines were extended",
 }
 
 
