@@ -661,15 +661,18 @@ class Raft:
             if n != self.id:
                 # Never tell a follower to commit beyond what it is known to have; name that
                 # entry, so a follower that lost it can say so (``_handle_heartbeat``).
-                commit = min(pr.match, self.log.committed)
-                match_term = self.log.term(pr.match)  # None: compacted here; claim nothing then
+                # A match index compacted away here cannot be named: claim and commit nothing
+                # (that follower needs the snapshot anyway, and commits with it).
+                match_term = self.log.term(pr.match)
+                known = pr.match if match_term is not None else 0
+                commit = min(known, self.log.committed)
                 self._send(
                     Message(
                         MsgType.HEARTBEAT,
                         n,
                         self.id,
                         term=self.term,
-                        index=pr.match if match_term is not None else 0,
+                        index=known,
                         log_term=match_term or 0,
                         commit=commit,
                         context=ctx,
