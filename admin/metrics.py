@@ -35,6 +35,7 @@ COUNTERS = {
     "ws_origins_refused": "WebSocket upgrades refused by the Origin policy (--ws-allowed-origins)",
     "admin_refused": "Admin API requests refused: no or bad admin credential, foreign Host, cross-origin write",
     "metadata_push_undelivered": "Routed METADATA_PUSH copies not sent: the link to the provider's node was down",
+    "stalls": "Times this process stalled (paused) past its housekeeping interval; peers' deadlines were extended",
 }
 
 

@@ -26,6 +26,9 @@ log = logging.getLogger("rsbroker.relay")
 
 #: How often the housekeeping pass runs (keepalive, SETUP timeouts, lease renewal), seconds.
 HOUSEKEEPING_INTERVAL_S = 0.25
+#: A pass this much later than its interval (seconds) means this process stalled (SIGSTOP,
+#: a paused VM, swapping, a blocking call): the peers' silence over that time is ours.
+STALL_THRESHOLD_S = 1.0
 _ROUTE_CACHE_SIZE = 4096
 #: metadata longer than this (bytes) is parsed every time instead of cached
 _ROUTE_CACHE_MAX_KEY = 512
@@ -272,13 +275,34 @@ class Broker:
     # -- housekeeping ---------------------------------------------------------------------
 
     async def _housekeeping_loop(self) -> None:
+        last = self.clock()
         while True:
             await asyncio.sleep(HOUSEKEEPING_INTERVAL_S)
+            now = self.clock()
+            stalled, last = now - last - HOUSEKEEPING_INTERVAL_S, now
             try:
-                self.housekeeping(self.clock())
+                if stalled > STALL_THRESHOLD_S:
+                    self.excuse_stall(stalled)
+                    await asyncio.sleep(0)  # read what the peers sent meanwhile before judging them
+                    now = self.clock()
+                self.housekeeping(now)
                 self.security.enforce(self)
             except Exception:  # a bug here must not stop keepalive enforcement for good
                 log.exception("housekeeping pass failed")
+
+    def excuse_stall(self, stalled: float) -> None:
+        """This process did not run for ``stalled`` seconds: move every peer's deadlines by that much.
+
+        A node resumed after SIGSTOP finds every peer silent for the whole pause, though
+        their keepalives sit unread in its socket buffers; closing them would blame healthy
+        clients (and broker links) for our own pause. A peer that really went silent is
+        still dropped, one max lifetime after the stall.
+        """
+        log.warning("this node stalled for %.1f s (paused?); keepalive and SETUP deadlines are extended", stalled)
+        self.stats["stalls"] += 1
+        for session in list(self.sessions):
+            session.last_recv += stalled
+            session.connected_at += stalled
 
     def housekeeping(self, now: float) -> None:
         """Enforce SETUP timeouts and keepalive lifetimes; renew leases we granted."""

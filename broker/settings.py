@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from broker import limits
+from broker.auth.acl import rules_from_config
+from broker.auth.keys import load_key_file
 from broker.frames import MAX_FRAME_LENGTH
 from broker.loopback import is_loopback_host
 from broker.registry import POLICIES, ServicePolicy
@@ -187,6 +189,11 @@ class Settings:
             value = getattr(self, name)
             if value and not Path(value).is_file():
                 raise SettingsError(f"--{name.replace('_', '-')}: no such file '{value}'")
+        if self.jwt_keys:
+            try:  # the loader the verifier uses: a refused key stops the start with its reason
+                load_key_file(self.jwt_keys)
+            except (OSError, ValueError) as exc:
+                raise SettingsError(f"--jwt-keys: {exc}") from None
         if (self.jwt_issuer or self.jwt_audience) and not self.jwt_keys:
             raise SettingsError("--jwt-issuer/--jwt-audience need --jwt-keys (which turns authentication on)")
         if not 64 <= self.max_frame_size <= MAX_FRAME_LENGTH:
@@ -226,6 +233,10 @@ class Settings:
                 ServicePolicy.from_obj(obj)
             except ValueError as exc:
                 raise SettingsError(f"services.{service}: {exc}") from None
+        try:  # the same parser as the config store's acl/ keys (one validator per value)
+            rules_from_config({"acl": self.acl} if self.acl is not None else {})
+        except ValueError as exc:
+            raise SettingsError(f"--config acl: {exc}") from None
 
     def _validate_admin_exposure(self) -> None:
         """The admin API holds the keys to the cluster: anonymous only on loopback, auth off.

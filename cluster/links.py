@@ -78,6 +78,8 @@ LINK_LABEL = b"rsbroker link v1"
 #: Link keepalive: sent this often; the link is dropped after LINK_LIFETIME_MS of silence.
 LINK_KEEPALIVE_MS = 500
 LINK_LIFETIME_MS = 5_000
+#: How often a link to a draining node is checked for its last stream (seconds).
+RETIRE_POLL_S = 0.1
 #: Reconnect backoff bounds (seconds), with full jitter.
 BACKOFF_MIN_S = 0.05
 BACKOFF_MAX_S = 2.0
@@ -254,6 +256,9 @@ class Links:
         self._keepalive: asyncio.Task[None] | None = None
         #: inbound links between SETUP and proof (a closed session drops out by itself)
         self._challenges: weakref.WeakKeyDictionary[Any, _Challenge] = weakref.WeakKeyDictionary()
+        #: links to nodes that left, kept open while their streams finish (``want(drain=True)``)
+        self._retiring: set[LinkSession] = set()
+        self._retire_tasks: set[asyncio.Task[None]] = set()
         self.stats = {"links_opened": 0, "links_lost": 0, "link_auth_failures": 0}
         broker.links = self
         broker.setup_listeners.append(self._challenge)
@@ -268,7 +273,7 @@ class Links:
         # cancellation that arrives as its connect completes (gh-86296), and a _maintain
         # loop that survived its cancel must still end, or this await never returns.
         self._wanted.clear()
-        tasks = list(self._tasks.values()) + ([self._keepalive] if self._keepalive else [])
+        tasks = [*self._tasks.values(), *self._retire_tasks, *([self._keepalive] if self._keepalive else [])]
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -281,8 +286,14 @@ class Links:
 
     # -- membership input -------------------------------------------------------------------
 
-    def want(self, node: str, address: tuple[str, int] | None) -> None:
-        """Keep a link to ``node`` at ``address``; None drops it (the node died or left)."""
+    def want(self, node: str, address: tuple[str, int] | None, *, drain: bool = False) -> None:
+        """Keep a link to ``node`` at ``address``; None drops it (the node died or left).
+
+        ``drain`` (the node left gracefully and is draining): no new request goes to it,
+        but a link with streams in flight stays open until they end, the node closes it,
+        or our own ``drain_timeout_s`` passes — cutting it would break the drain's promise
+        to the streams crossing it.
+        """
         if node == self.node_id:
             return
         if address is None:
@@ -292,9 +303,13 @@ class Links:
                 task.cancel()
             link = self.up.pop(node, None)
             if link is not None:
-                log.info("dropping link to node %s: it is no longer a live member", node)
                 link.close_reason = f"node {node} left the cluster or was declared dead"
-                link.close()
+                if drain and link.streams:
+                    log.info("node %s is draining: its link stays for %d streams in flight", node, len(link.streams))
+                    self._retire(link)
+                else:
+                    log.info("dropping link to node %s: it is no longer a live member", node)
+                    link.close()
             return
         previous = self._wanted.get(node)
         self._wanted[node] = address
@@ -354,6 +369,30 @@ class Links:
             await asyncio.sleep(random.uniform(0, backoff))
             backoff = min(BACKOFF_MAX_S, backoff * 2)
 
+    def _retire(self, link: LinkSession) -> None:
+        """Close ``link`` once its streams ended (or at our drain timeout); keepalives go on."""
+        self._retiring.add(link)
+
+        async def close_when_idle() -> None:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.broker.settings.drain_timeout_s
+            try:
+                while link.streams and not link.closing and loop.time() < deadline:
+                    await asyncio.sleep(RETIRE_POLL_S)
+                if link.streams and not link.closing:
+                    log.warning(
+                        "link to draining node %s: %d streams still open at the drain timeout; closing it",
+                        link.node,
+                        len(link.streams),
+                    )
+            finally:
+                self._retiring.discard(link)
+                link.close()
+
+        task = asyncio.get_running_loop().create_task(close_when_idle())
+        self._retire_tasks.add(task)
+        task.add_done_callback(self._retire_tasks.discard)
+
     def link_up(self, link: LinkSession) -> None:
         if link.node not in self._wanted:
             link.close()
@@ -366,6 +405,7 @@ class Links:
         log.info("link to node %s is up (%s)", link.node, link.peer_text)
 
     def link_down(self, link: LinkSession) -> None:
+        self._retiring.discard(link)
         if self.up.get(link.node) is link:
             del self.up[link.node]
             self.stats["links_lost"] += 1
@@ -374,7 +414,7 @@ class Links:
     async def _keepalive_loop(self) -> None:
         while True:
             await asyncio.sleep(LINK_KEEPALIVE_MS / 1000.0)
-            for link in list(self.up.values()):
+            for link in [*self.up.values(), *self._retiring]:
                 link.send_frame(keepalive_frame(True))
 
     # -- the accepting side of the handshake -------------------------------------------------

@@ -8,8 +8,9 @@
   local registrations → this node's entries in the routing table;
 * the Raft config store → the relay's live settings (access rules, JWT keys, revoked
   tokens, per-service policies), applied on every node as entries commit;
-* Raft membership ← gossip: the leader adds live members it does not know yet (as
-  learners, promoted once caught up); removing a dead node is an explicit command.
+* Raft membership ← gossip: the leader adds live members that are not voters (as
+  learners, promoted once caught up); removing a dead node is an explicit command, and
+  a removed node is added again only once it comes back (``cluster.raft_membership``).
 
 Without ``--cluster`` the node is a cluster of one: no gossip, no links, but the config
 store still runs (a single-voter Raft group), so the admin config API works the same.
@@ -34,6 +35,7 @@ from cluster.links import Links
 from cluster.raft.node import RaftNode
 from cluster.raft.transport import InMemoryNetwork, InMemoryTransport, TcpTransport
 from cluster.raft.errors import RaftError
+from cluster.raft_membership import RaftMembership
 from cluster.routing_table import RoutesChanged, ServiceEntry
 from cluster.swim.core import MemberChanged
 
@@ -82,6 +84,8 @@ class ClusterRuntime:
         #: services whose policy came from the config store (so a deleted key can be undone)
         self._policies_applied: set[str] = set()
         self.leaving = False
+        #: removals from the Raft group, so that membership sync does not undo them
+        self._raft_membership = RaftMembership(self.settings.node_id)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -233,7 +237,7 @@ class ClusterRuntime:
             self.links.want(member.node, parse_hostport(tcp, f"member {member.node} tcp"))
             self._routes_changed(RoutesChanged(member.node, frozenset()))
         elif state in ("dead", "left"):
-            self.links.want(member.node, None)
+            self.links.want(member.node, None, drain=state == "left")
             self.links.set_remote_services(member.node, [])
         self._push_topology()
 
@@ -348,20 +352,28 @@ class ClusterRuntime:
     # -- Raft ↔ membership and config ---------------------------------------------------------
 
     async def _membership_sync(self) -> None:
-        """As leader, add live gossip members that are not yet in the Raft group."""
+        """As leader, add (or promote) live gossip members that are not Raft voters.
+
+        Every node records removals (``RaftMembership``), so that no leader re-adds a node
+        removed right after it died while gossip still reports it alive.
+        """
+        membership = self._raft_membership
         while True:
             await asyncio.sleep(MEMBERSHIP_SYNC_S)
-            if self.gossip is None or not self.raft.is_leader:
+            if self.gossip is None:
                 continue
-            known = set(self.raft.status()["members"])
-            for member in self.gossip.members():
-                node_id = member["node_id"]
-                if node_id not in known and member["state"] == "alive":
-                    try:
-                        await self.raft.add_member(node_id)
-                        log.info("added node %s to the config store's Raft group", node_id)
-                    except RaftError as exc:  # retried next round; a change may be in progress
-                        log.info("could not add node %s to Raft yet: %s", node_id, exc)
+            members = self.raft.status()["members"]
+            gossip = self.gossip.members()
+            membership.observe(members, gossip)
+            if not self.raft.is_leader:
+                continue
+            voters = [n for n, info in members.items() if info["voter"]]
+            for node_id in membership.to_add(voters, gossip):
+                try:
+                    await self.raft.add_member(node_id)
+                    log.info("added node %s to the config store's Raft group", node_id)
+                except RaftError as exc:  # retried next round; a change may be in progress
+                    log.info("could not add node %s to Raft yet: %s", node_id, exc)
 
     async def _join_until_answered(self, seeds: list[tuple[str, int]]) -> None:
         """Seeds may start after us (a whole cluster booting at once): keep asking."""
@@ -392,6 +404,7 @@ class ClusterRuntime:
     async def remove_member(self, node_id: str) -> None:
         """Remove a (dead) node from the Raft group; runs on the leader."""
         await self.raft.remove_member(node_id)
+        self._raft_membership.removed(node_id, self.gossip.members() if self.gossip is not None else [])
 
     def _watch_config(self) -> None:
         raft = self.raft
