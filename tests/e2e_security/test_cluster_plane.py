@@ -25,7 +25,6 @@ import subprocess
 import time
 from collections.abc import Iterator
 
-import aiohttp
 import msgpack
 import pytest
 
@@ -35,7 +34,7 @@ from broker.frames import ErrorCode, FrameType
 from cluster.crypto import Keyring
 from cluster.raft.messages import Message, MsgType, Snapshot, encode_message
 from tests.e2e_security.pki import Pki
-from tests.support.admin import get_json, services, wait_for
+from tests.support.admin import Admin, get_json, get_text, services, wait_for
 from tests.support.brokerproc import BrokerFactory, BrokerProcess, run_rsbroker, split_hostport
 from tests.support.chaos import ChaosProxy
 from tests.support.cluster import ClusterFactory, put_config
@@ -82,10 +81,10 @@ async def frames_until_answer_or_close(raw: RawClient, sid: int) -> list[Frame]:
         return frames
 
 
-async def metric(admin: str | None, name: str, **labels: str) -> float:
+async def metric(admin: Admin, name: str, **labels: str) -> float:
     """The value of one sample of ``GET /metrics`` (0 when the sample is absent)."""
-    async with aiohttp.ClientSession() as http, http.get(f"http://{admin}/metrics") as response:
-        text = await response.text()
+    status, text = await get_text(admin, "/metrics")
+    assert status == 200, text
     wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
     for line in text.splitlines():
         match = re.fullmatch(rf"{re.escape(name)}(?:\{{(.*)\}})? (\S+)", line)
@@ -149,12 +148,12 @@ async def test_replayed_link_handshake_is_refused(cluster_factory: ClusterFactor
         # n1's links to n2 go through the proxy, which records what n1 sends on the wire.
         cluster = await asyncio.to_thread(
             cluster_factory.start, 2, "--cluster-key", str(key), *pki.jwt_args(),
-            node_args={"n2": ["--advertise", proxy.address]},
+            node_args={"n2": ["--advertise", proxy.address]}, admin_token=pki.admin_token(),
         )  # fmt: skip
         proxy.upstream = cluster["n2"].tcp
         await cluster.wait_converged()
         await wait_for(
-            lambda: any(_has_link_entry(c) for c in proxy.captured) and _link_up(cluster["n1"].admin),
+            lambda: any(_has_link_entry(c) for c in proxy.captured) and _link_up(cluster["n1"]),
             message="n1's link to n2 through the recording proxy",
         )
         recording = next(bytes(c) for c in proxy.captured if _has_link_entry(c))
@@ -167,9 +166,9 @@ async def test_replayed_link_handshake_is_refused(cluster_factory: ClusterFactor
         assert not answered, f"the replayed link was accepted and routed a request: {answered}"
         refusals = [f for f in frames if f.type == FrameType.ERROR and f.stream_id == 0]
         assert refusals and refusals[0].error[0] == ErrorCode.REJECTED_SETUP, frames
-        assert await metric(cluster["n2"].admin, "rsbroker_link_auth_failures_total") >= 1
+        assert await metric(cluster["n2"], "rsbroker_link_auth_failures_total") >= 1
         # The genuine link is unaffected.
-        assert await _link_up(cluster["n1"].admin)
+        assert await _link_up(cluster["n1"])
     finally:
         await proxy.close()
 
@@ -178,7 +177,7 @@ def _has_link_entry(captured: bytearray) -> bool:
     return md.LINK_MIME.encode() in captured
 
 
-async def _link_up(admin: str | None) -> bool:
+async def _link_up(admin: Admin) -> bool:
     status, body = await get_json(admin, "/api/v1/topology")
     return status == 200 and any(n["node_id"] == "n2" and n["link"] == "up" for n in body["nodes"])
 
@@ -218,7 +217,7 @@ async def test_forged_raft_and_gossip_messages_are_dropped_and_counted(keyed: Br
         lambda: _at_least(keyed, "rsbroker_cluster_dropped_total", 2, plane="raft", reason="seal"),
         message="two dropped Raft messages counted",
     )
-    status, body = await get_json(keyed.admin, "/api/v1/config/app/canary")
+    status, body = await get_json(keyed, "/api/v1/config/app/canary")
     assert status == 200 and body["value"] == "genuine", body
 
     # Gossip: an unsealed Alive for a member that does not exist.
@@ -230,17 +229,17 @@ async def test_forged_raft_and_gossip_messages_are_dropped_and_counted(keyed: Br
         lambda: _at_least(keyed, "rsbroker_cluster_dropped_total", 1, plane="gossip", reason="decrypt"),
         message="the unsealed gossip packet counted",
     )
-    status, body = await get_json(keyed.admin, "/api/v1/members")
+    status, body = await get_json(keyed, "/api/v1/members")
     assert "evil" not in {m["node_id"] for m in body["members"]}
 
 
 async def _leader(node: BrokerProcess) -> bool:
-    status, body = await get_json(node.admin, "/api/v1/raft")
+    status, body = await get_json(node, "/api/v1/raft")
     return status == 200 and bool(body.get("leader"))
 
 
 async def _at_least(node: BrokerProcess, name: str, value: float, **labels: str) -> bool:
-    return await metric(node.admin, name, **labels) >= value
+    return await metric(node, name, **labels) >= value
 
 
 # -- (d) authentication on, cluster keyless ----------------------------------------------------------
