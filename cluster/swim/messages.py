@@ -21,7 +21,8 @@ import msgpack
 
 __all__ = [
     "Ack", "Alive", "Dead", "DecodeError", "IndirectPing", "MemberRecord", "Message", "MsgType",
-    "Nack", "Ping", "PushPull", "Route", "Suspect", "decode_message", "encode", "wire_size",
+    "Nack", "Ping", "PushPull", "Route", "RouteBatch", "RouteDigest", "RouteGroup", "Suspect", "decode_message",
+    "encode", "wire_size",
 ]
 
 MAX_NAME = 128
@@ -49,6 +50,8 @@ class MsgType(enum.IntEnum):
     DEAD = 7
     PUSH_PULL = 8
     ROUTE = 9
+    #: Many routing entries in one message, grouped by owner (issue 13: fleet-size tables).
+    ROUTE_BATCH = 10
 
 
 class MemberState(enum.IntEnum):
@@ -308,33 +311,115 @@ class MemberRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class RouteDigest:
+    """What the sender holds of one owner's routing entries: the owner's boot ``epoch``,
+    how many live entries, and the XOR of a mix of their sequence numbers. Equal digests
+    mean equal entry sets, so push-pull sends the entries of an owner only when they differ."""
+
+    owner: str
+    epoch: int
+    count: int
+    mix: int
+
+    def to_wire(self) -> list[Any]:
+        return [self.owner, self.epoch, self.count, self.mix]
+
+    @classmethod
+    def from_wire(cls, f: Any) -> "RouteDigest":
+        _fields(f, 4)
+        return cls(_nonempty_name(f[0]), _uint(f[1]), _uint(f[2]), _uint(f[3]))
+
+
+@dataclass(frozen=True, slots=True)
 class PushPull:
     """Full state of the sender (anti-entropy), sent over TCP. Routes whose owner is the
-    sender are its complete set: anything of that owner missing from them is gone."""
+    sender are its complete set: anything of that owner missing from them is gone.
+
+    Nodes of issue 13 send ``digests`` instead of ``routes`` (an optional sixth field; a
+    five-field push-pull is the older full dump) and answer the peer's digests with a
+    :class:`RouteBatch` of the owners whose entries differ."""
 
     source: str
     join: bool
     members: tuple[MemberRecord, ...]
     routes: tuple[Route, ...]
+    digests: tuple[RouteDigest, ...] = ()
     TYPE = MsgType.PUSH_PULL
 
     def to_wire(self) -> list[Any]:
         return [self.TYPE, self.source, self.join, [m.to_wire() for m in self.members],
-                [r.to_wire() for r in self.routes]]
+                [r.to_wire() for r in self.routes], [d.to_wire() for d in self.digests]]
 
     @classmethod
     def from_wire(cls, f: list[Any]) -> "PushPull":
-        _fields(f, 5)
+        if type(f) is not list or len(f) not in (5, 6):
+            raise DecodeError("expected 5 or 6 fields")
         members, routes = f[3], f[4]
+        digests = f[5] if len(f) == 6 else []
         if type(members) is not list or len(members) > MAX_MEMBERS:
             raise DecodeError("bad member list")
         if type(routes) is not list or len(routes) > MAX_ROUTES:
             raise DecodeError("bad route list")
+        if type(digests) is not list or len(digests) > MAX_MEMBERS:
+            raise DecodeError("bad digest list")
         return cls(_nonempty_name(f[1]), _bool(f[2]), tuple(MemberRecord.from_wire(m) for m in members),
-                   tuple(Route.from_wire(r) for r in routes))
+                   tuple(Route.from_wire(r) for r in routes), tuple(RouteDigest.from_wire(d) for d in digests))
 
 
-Message = Union[Ping, IndirectPing, Ack, Nack, Suspect, Alive, Dead, Route, PushPull]
+#: One entry of a :class:`RouteGroup`: ``(seq, service, instance, weight, load, tags, removed)``.
+RouteItem = tuple[int, str, str, int, int, dict, bool]
+
+
+@dataclass(frozen=True, slots=True)
+class RouteGroup:
+    """Entries of one owner at one boot ``epoch`` (owner and epoch said once, not per entry)."""
+
+    owner: str
+    epoch: int
+    items: tuple[RouteItem, ...]
+
+    def to_wire(self) -> list[Any]:
+        return [self.owner, self.epoch, [list(i) for i in self.items]]
+
+    @classmethod
+    def from_wire(cls, f: Any) -> "RouteGroup":
+        _fields(f, 3)
+        items = f[2]
+        if type(items) is not list or len(items) > MAX_ROUTES:
+            raise DecodeError("bad route items")
+        return cls(_nonempty_name(f[0]), _uint(f[1]), tuple(_route_item(i) for i in items))
+
+
+def _route_item(f: Any) -> RouteItem:
+    _fields(f, 7)
+    return (_uint(f[0]), _text(MAX_TAG_TEXT)(f[1]), _text(MAX_TAG_TEXT)(f[2]), _uint(f[3]), _uint(f[4]),
+            _tags(f[5]), _bool(f[6]))
+
+
+@dataclass(frozen=True, slots=True)
+class RouteBatch:
+    """Many routing entries from ``source``, grouped by owner: an owner's batched deltas
+    (sent straight to every member), or a push-pull answer. With ``complete``, the group
+    of owner ``source`` is that owner's complete set: anything of it missing is gone."""
+
+    source: str
+    complete: bool
+    groups: tuple[RouteGroup, ...]
+    TYPE = MsgType.ROUTE_BATCH
+
+    def to_wire(self) -> list[Any]:
+        return [self.TYPE, self.source, self.complete, [g.to_wire() for g in self.groups]]
+
+    @classmethod
+    def from_wire(cls, f: list[Any]) -> "RouteBatch":
+        _fields(f, 4)
+        groups = f[3]
+        if type(groups) is not list or len(groups) > MAX_MEMBERS:
+            raise DecodeError("bad route groups")
+        return cls(_nonempty_name(f[1]), _bool(f[2]), tuple(RouteGroup.from_wire(g) for g in groups))
+
+
+Message = Union[Ping, IndirectPing, Ack, Nack, Suspect, Alive, Dead, Route, PushPull, RouteBatch]
 
 _DECODERS: dict[int, Callable[[list[Any]], Message]] = {
     MsgType.PING: Ping.from_wire,
@@ -346,6 +431,7 @@ _DECODERS: dict[int, Callable[[list[Any]], Message]] = {
     MsgType.DEAD: Dead.from_wire,
     MsgType.PUSH_PULL: PushPull.from_wire,
     MsgType.ROUTE: Route.from_wire,
+    MsgType.ROUTE_BATCH: RouteBatch.from_wire,
 }
 
 

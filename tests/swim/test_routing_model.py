@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from cluster.routing_table import RoutingTable, ServiceEntry
 from cluster.swim.config import profile
-from cluster.swim.messages import Route
+from cluster.swim.messages import RouteBatch
 
 CFG = profile("lan")
 UNIVERSE = [("svc.a", "1"), ("svc.a", "2"), ("svc.b", "1"), ("svc.c", "9")]
@@ -19,11 +19,11 @@ entry_sets = st.lists(
 ).map(lambda items: [ServiceEntry(s, i, 1, {}, load) for (s, i), load in items])
 
 
-def drain(table: RoutingTable) -> list[Route]:
-    """Everything the owner would ever gossip for its changes so far."""
-    out: list[Route] = []
-    while batch := table.take_broadcasts(100_000, 3):
-        out.extend(batch)
+def drain(table: RoutingTable) -> list[RouteBatch]:
+    """Everything the owner would ever send for its changes so far."""
+    out: list[RouteBatch] = []
+    while batch := table.take_direct(0.0):
+        out.extend(batch)  # type: ignore[arg-type]
     return out
 
 
@@ -32,7 +32,7 @@ def drain(table: RoutingTable) -> list[Route]:
        st.integers(0, 3))
 def test_receiver_converges_to_the_owners_last_set(changes, restart_at, rnd, duplicates) -> None:
     owner = RoutingTable("a", 1000, CFG)
-    produced: list[Route] = []
+    produced: list[RouteBatch] = []
     for step, entries in enumerate(changes):
         if step == restart_at:  # the owner restarts: new boot epoch, starts empty
             owner = RoutingTable("a", 2000, CFG)
@@ -41,13 +41,14 @@ def test_receiver_converges_to_the_owners_last_set(changes, restart_at, rnd, dup
     deliveries = produced + [rnd.choice(produced) for _ in range(duplicates)] if produced else []
     rnd.shuffle(deliveries)
     receiver = RoutingTable("r", 5000, CFG)
-    for route in deliveries:
-        receiver.on_route(route, 10.0)
+    for batch in deliveries:
+        receiver.on_batch(batch, 10.0)
     assert receiver.services_of("a") == owner.local_entries()
     expected_services = {e.service for e in owner.local_entries()}
     for service in ("svc.a", "svc.b", "svc.c"):
         assert bool(receiver.lookup(service)) == (service in expected_services)
     # A full push-pull from the owner gives the same answer from scratch.
     fresh = RoutingTable("q", 5000, CFG)
-    fresh.merge_state("a", owner.full_state(), 10.0)
+    for batch in owner.answer_digests("q", fresh.digests()):
+        fresh.on_batch(batch, 10.0)
     assert fresh.services_of("a") == owner.local_entries()
