@@ -77,9 +77,10 @@ class RoutesChanged:
     services: frozenset[str]
 
 
-#: A live entry: ``(instance, seq, weight, tags, load)``. Several instances of one service
-#: at one owner are a tuple of these (the rare case: one device, one instance).
-_Rec = tuple[str, int, int, dict, int]
+#: A live entry: ``(instance, seq, weight, tags, load)``, or just ``(instance, seq)`` for
+#: weight 1, no tags, load 0 (a device: 56 bytes instead of 80). Several instances of one
+#: service at one owner are a tuple of these (the rare case: one device, one instance).
+_Rec = tuple
 _Slot = Union[_Rec, tuple[_Rec, ...]]
 
 
@@ -89,6 +90,15 @@ def _mix(seq: int) -> int:
     z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
     z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
     return z ^ (z >> 31)
+
+
+def _rec(instance: str, seq: int, weight: int, tags: dict, load: int) -> _Rec:
+    return (instance, seq) if weight == 1 and not tags and not load else (instance, seq, weight, tags, load)
+
+
+def _fields(rec: _Rec) -> tuple[str, int, int, dict, int]:
+    """``(instance, seq, weight, tags, load)`` of a short or full record."""
+    return (rec[0], rec[1], 1, _NO_TAGS, 0) if len(rec) == 2 else rec  # type: ignore[return-value]
 
 
 def _recs(slot: _Slot) -> tuple[_Rec, ...]:
@@ -163,7 +173,7 @@ class _Owner:
         """Every entry and tombstone, as they travel."""
         out: list[RouteItem] = [
             (seq, service, instance, weight, load, tags, False)
-            for service, slot in self.routes.items() for instance, seq, weight, tags, load in _recs(slot)
+            for service, slot in self.routes.items() for instance, seq, weight, tags, load in map(_fields, _recs(slot))
         ]
         out.extend((seq, service, instance, 0, 0, _NO_TAGS, True) for (service, instance), (seq, _) in self.tombs.items())
         return out
@@ -217,10 +227,10 @@ class RoutingTable:
         for instance, e in wanted.items():
             old = current.get(instance)
             tags = _tags(e.tags)
-            if old is not None and (old[2], old[3], old[4]) == (e.weight, tags, e.load):
+            if old is not None and _fields(old)[2:] == (e.weight, tags, e.load):
                 continue
             seq = self._next_seq()
-            mine.put(service, (instance, seq, e.weight, tags, e.load))
+            mine.put(service, _rec(instance, seq, e.weight, tags, e.load))
             mine.tombs.pop((service, instance), None)
             self._pending[(service, instance)] = (seq, service, instance, e.weight, e.load, tags, False)
         for instance in current.keys() - wanted.keys():
@@ -414,7 +424,7 @@ class RoutingTable:
                 self._tombstone(owner, o, service, instance, seq, now)
             else:
                 service = sys.intern(service)
-                o.put(service, (sys.intern(instance), seq, weight, _tags(tags), load))
+                o.put(service, _rec(sys.intern(instance), seq, weight, _tags(tags), load))
                 if tomb is not None:
                     del o.tombs[(service, instance)]
                 changed.add(service)
@@ -446,5 +456,5 @@ class RoutingTable:
 
 
 def _entry(service: str, rec: _Rec) -> ServiceEntry:
-    instance, _, weight, tags, load = rec
+    instance, _, weight, tags, load = _fields(rec)
     return ServiceEntry(service, instance, weight, tags, load)
