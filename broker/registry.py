@@ -139,6 +139,10 @@ class Registry:
     def services(self) -> dict[str, list[Provider]]:
         return {name: list(entry.providers) for name, entry in self._services.items()}
 
+    def names(self) -> list[str]:
+        """Every service with a provider (no copies of the provider lists)."""
+        return list(self._services)
+
     def providers(self, service: str) -> list[Provider]:
         entry = self._services.get(service)
         return list(entry.providers) if entry else []

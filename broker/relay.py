@@ -269,9 +269,11 @@ class Broker:
 
     # -- views ------------------------------------------------------------------------------
 
-    def services_view(self) -> dict[str, Any]:
+    def services_view(self, names: list[str] | None = None) -> dict[str, Any]:
+        """Services (all, sorted, or just ``names`` in their order) with their providers."""
         out: dict[str, Any] = {}
-        for service, providers in sorted(self.registry.services().items()):
+        for service in sorted(self.registry.services()) if names is None else names:
+            providers = self.registry.providers(service)
             policy = self.registry.policy(service)
             out[service] = {
                 "policy": policy.policy,
