@@ -267,18 +267,20 @@ class ClusterRuntime:
         out = []
         for member in sorted(self.gossip.members(), key=lambda m: m["node_id"]):
             total, names = table.service_names(member["node_id"], prefix, limit)
-            out.append(
-                {
-                    "node_id": member["node_id"],
-                    "state": member["state"],
-                    "incarnation": member["incarnation"],
-                    "address": member["address"],
-                    "meta": dict(member["metadata"]),
-                    "routes": member["routes"],
-                    "services_total": total,
-                    "services": names,
-                }
-            )
+            view = {
+                "node_id": member["node_id"],
+                "state": member["state"],
+                "incarnation": member["incarnation"],
+                "address": member["address"],
+                "meta": dict(member["metadata"]),
+                "routes": member["routes"],
+                "services_total": total,
+                "services": names,
+            }
+            if member["node_id"] == self.settings.node_id:
+                # this node's gossip counters (bytes and packets in/out, drops by reason)
+                view["gossip"] = self.gossip.stats()
+            out.append(view)
         return out
 
     def _self_view(self, prefix: str, limit: int) -> dict[str, Any]:

@@ -49,22 +49,31 @@ class Device:
         return service_of(self.number)
 
 
-async def connect_devices(nodes: Sequence[BrokerProcess], numbers: Iterable[int], transport: str = "tcp") -> list[Device]:
-    """Device ``n`` connects to ``nodes[n % len(nodes)]`` and registers ``device.<n>``."""
+async def connect_devices(
+    nodes: Sequence[BrokerProcess], numbers: Iterable[int], transport: str = "tcp", per_connection: int = 1,
+) -> list[Device]:
+    """Device ``n`` registers ``device.<n>`` on ``nodes[i % len(nodes)]``, ``i`` the index of
+    its connection; ``per_connection`` devices share one connection (a gateway), so that a
+    fleet larger than this process's file limit fits."""
     gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
+    ordered = list(numbers)
+    groups = [ordered[i:i + per_connection] for i in range(0, len(ordered), per_connection)]
 
-    async def one(n: int) -> Device:
-        node = nodes[n % len(nodes)]
+    async def one(index: int, group: list[int]) -> list[Device]:
+        node = nodes[index % len(nodes)]
         async with gate:
             client = await RawClient.connect(str(node.ws if transport == "ws" else node.tcp), transport)
-            await client.setup([service_of(n)], f"dev-{n}", keepalive_ms=LIFETIME_MS // 2, max_lifetime_ms=LIFETIME_MS)
-        return Device(n, node, client)
+            await client.setup([service_of(n) for n in group], f"dev-{group[0]}",
+                               keepalive_ms=LIFETIME_MS // 2, max_lifetime_ms=LIFETIME_MS)
+        return [Device(n, node, client) for n in group]
 
-    return list(await asyncio.gather(*(one(n) for n in numbers)))
+    connected = await asyncio.gather(*(one(i, g) for i, g in enumerate(groups)))
+    return [device for group in connected for device in group]
 
 
 async def close_devices(devices: Iterable[Device]) -> None:
-    await asyncio.gather(*(d.client.close() for d in devices), return_exceptions=True)
+    clients = {id(d.client): d.client for d in devices}
+    await asyncio.gather(*(c.close() for c in clients.values()), return_exceptions=True)
 
 
 async def routes_known(node: BrokerProcess, prefix: str = PREFIX) -> int:
