@@ -112,10 +112,15 @@ def _tags(tags: Mapping[str, str]) -> dict[str, str]:
 class _Owner:
     """What we hold of one owner's entries at one epoch, with its running digest."""
 
-    __slots__ = ("epoch", "routes", "tombs", "count", "mix")
+    __slots__ = ("epoch", "top", "forgot", "routes", "tombs", "count", "mix")
 
     def __init__(self, epoch: int) -> None:
         self.epoch = epoch
+        #: the highest change (seq) of the owner we applied
+        self.top = 0
+        #: the highest change whose tombstone we forgot: changes since an older one cannot
+        #: be told as a delta any more (a removal would be missing), only as a whole copy
+        self.forgot = 0
         self.routes: dict[str, _Slot] = {}
         #: removed entries: (service, instance) -> (seq, removed at)
         self.tombs: dict[tuple[str, str], tuple[int, float]] = {}
@@ -167,16 +172,22 @@ class _Owner:
         return old
 
     def digest(self, owner: str) -> RouteDigest:
-        return RouteDigest(owner, self.epoch, self.count, self.mix)
+        return RouteDigest(owner, self.epoch, self.top, self.count, self.mix)
 
-    def items(self) -> list[RouteItem]:
-        """Every entry and tombstone, as they travel."""
+    def items(self, since: int = 0) -> list[RouteItem]:
+        """Every entry and tombstone newer than change ``since``, as they travel."""
         out: list[RouteItem] = [
             (seq, service, instance, weight, load, tags, False)
             for service, slot in self.routes.items() for instance, seq, weight, tags, load in map(_fields, _recs(slot))
+            if seq > since
         ]
-        out.extend((seq, service, instance, 0, 0, _NO_TAGS, True) for (service, instance), (seq, _) in self.tombs.items())
+        out.extend((seq, service, instance, 0, 0, _NO_TAGS, True)
+                   for (service, instance), (seq, _) in self.tombs.items() if seq > since)
         return out
+
+    def group(self, owner: str, since: int = 0) -> RouteGroup:
+        """Our copy of the owner's entries newer than ``since`` (all of them: complete)."""
+        return RouteGroup(owner, self.epoch, since == 0, self.top, tuple(self.items(since)))
 
     def services(self) -> Iterator[str]:
         return iter(self.routes)
@@ -303,25 +314,27 @@ class RoutingTable:
             key = next(iter(pending))
             items.append(pending.pop(key))
         self.stats["entries_serialized"] += len(items)
-        return [RouteBatch(self.node, False, (RouteGroup(self.node, self.epoch, tuple(items)),))]
+        upto = max((item[0] for item in items), default=0)
+        return [RouteBatch(self.node, (RouteGroup(self.node, self.epoch, False, upto, tuple(items)),))]
 
     def greeting(self) -> list[Message]:
         """Our complete set, for a member that just appeared (or everyone, after we were
         declared dead): O(our table), once per member life, as NATS on a new route."""
-        items = self._mine.items()
-        self.stats["entries_serialized"] += len(items)
-        return [RouteBatch(self.node, True, (RouteGroup(self.node, self.epoch, tuple(items)),))]
+        group = self._mine.group(self.node)
+        self.stats["entries_serialized"] += len(group.items)
+        return [RouteBatch(self.node, (group,))]
 
     def on_route(self, route: Route, now: float) -> list[object]:
         """A single entry (the message of nodes before batches)."""
-        group = RouteGroup(route.owner, route.epoch, ((route.seq, route.service, route.instance, route.weight,
-                                                       route.load, route.tags, route.removed),))
+        group = RouteGroup(route.owner, route.epoch, False, route.seq, ((route.seq, route.service, route.instance,
+                                                                         route.weight, route.load, route.tags,
+                                                                         route.removed),))
         return self._events({route.owner: self._apply_group(group, False, now)})
 
     def on_batch(self, batch: RouteBatch, now: float) -> list[object]:
         changed: dict[str, set[str]] = {}
         for group in batch.groups:
-            services = self._apply_group(group, batch.complete and group.owner == batch.source, now)
+            services = self._apply_group(group, group.complete and group.owner == batch.source, now)
             if services:
                 changed.setdefault(group.owner, set()).update(services)
         return self._events(changed)
@@ -331,20 +344,26 @@ class RoutingTable:
         return (self._mine.digest(self.node),) + tuple(o.digest(n) for n, o in self._remote.items())
 
     def answer_digests(self, source: str, digests: Sequence[RouteDigest]) -> list[Message]:
-        """The entries of every owner whose digest at ``source`` differs from ours (ours
-        as a complete set); ``source``'s own entries are its to send. Nothing when equal."""
+        """What ``source`` lacks, by its digests (Scuttlebutt): nothing for an owner whose
+        entry set equals ours or that it knows a newer state of; the changes newer than its
+        watermark when it is behind; our whole copy when the sets differ at the same
+        watermark (ours complete). ``source``'s own entries are its to send."""
         theirs = {d.owner: d for d in digests}
         groups = []
         for owner, o in ((self.node, self._mine), *self._remote.items()):
             if owner == source:
                 continue
             t = theirs.get(owner)
-            if t is not None and ((t.epoch, t.count, t.mix) == (o.epoch, o.count, o.mix) or t.epoch > o.epoch):
-                continue
-            items = o.items()
-            self.stats["entries_serialized"] += len(items)
-            groups.append(RouteGroup(owner, o.epoch, tuple(items)))
-        return [RouteBatch(self.node, True, tuple(groups))] if groups else []
+            since = 0
+            if t is not None and t.epoch >= o.epoch:
+                if t.epoch > o.epoch or (t.count, t.mix) == (o.count, o.mix) or t.seq > o.top:
+                    continue
+                if o.forgot <= t.seq < o.top:
+                    since = t.seq
+            group = o.group(owner, since)
+            self.stats["entries_serialized"] += len(group.items)
+            groups.append(group)
+        return [RouteBatch(self.node, tuple(groups))] if groups else []
 
     def merge_state(self, source: str, routes: Sequence[Route], now: float) -> list[object]:
         """A full dump in the older push-pull form: entries one by one, the source's own
@@ -353,10 +372,9 @@ class RoutingTable:
         for r in routes:
             by_owner.setdefault((r.owner, r.epoch), []).append(
                 (r.seq, r.service, r.instance, r.weight, r.load, r.tags, r.removed))
-        groups = tuple(RouteGroup(owner, epoch, tuple(items)) for (owner, epoch), items in by_owner.items())
-        if not any(g.owner == source for g in groups) and source in self._remote:
-            groups += (RouteGroup(source, self._remote[source].epoch, ()),)
-        return self.on_batch(RouteBatch(source, True, groups), now)
+        groups = tuple(RouteGroup(owner, epoch, owner == source, max(i[0] for i in items), tuple(items))
+                       for (owner, epoch), items in by_owner.items())
+        return self.on_batch(RouteBatch(source, groups), now)
 
     def on_member(self, change: MemberChanged, now: float) -> list[object]:
         node = change.member.node
@@ -380,6 +398,7 @@ class RoutingTable:
 
     def _next_seq(self) -> int:
         self._seq += 1
+        self._mine.top = self._seq
         return self._seq
 
     def _owner(self, node: str) -> _Owner | None:
@@ -412,6 +431,7 @@ class RoutingTable:
         elif group.epoch < o.epoch:
             return changed
         self.stats["entries_applied"] += len(group.items)
+        o.top = max(o.top, group.upto, max((item[0] for item in group.items), default=0))
         for seq, service, instance, weight, load, tags, removed in group.items:
             rec = o.get(service, instance)
             tomb = o.tombs.get((service, instance))
@@ -432,7 +452,7 @@ class RoutingTable:
             sent = {(item[1], item[2]) for item in group.items}
             for service in list(o.routes):
                 for rec in _recs(o.routes[service]):
-                    if (service, rec[0]) not in sent:
+                    if rec[1] <= group.upto and (service, rec[0]) not in sent:
                         o.delete(service, rec[0])
                         changed.add(service)
         return changed
@@ -453,6 +473,7 @@ class RoutingTable:
             tomb = o.tombs.get((service, instance))
             if tomb is not None and tomb[1] == at:
                 del o.tombs[(service, instance)]
+                o.forgot = max(o.forgot, tomb[0])
 
 
 def _entry(service: str, rec: _Rec) -> ServiceEntry:

@@ -313,21 +313,24 @@ class MemberRecord:
 @dataclass(frozen=True, slots=True)
 class RouteDigest:
     """What the sender holds of one owner's routing entries: the owner's boot ``epoch``,
-    how many live entries, and the XOR of a mix of their sequence numbers. Equal digests
-    mean equal entry sets, so push-pull sends the entries of an owner only when they differ."""
+    the highest change ``seq`` applied, how many live entries, and the XOR of a mix of their
+    sequence numbers. Equal (count, mix) mean equal entry sets, so push-pull sends an
+    owner's entries only when they differ, and only those newer than ``seq`` when the peer
+    is merely behind (Scuttlebutt reconciliation)."""
 
     owner: str
     epoch: int
+    seq: int
     count: int
     mix: int
 
     def to_wire(self) -> list[Any]:
-        return [self.owner, self.epoch, self.count, self.mix]
+        return [self.owner, self.epoch, self.seq, self.count, self.mix]
 
     @classmethod
     def from_wire(cls, f: Any) -> "RouteDigest":
-        _fields(f, 4)
-        return cls(_nonempty_name(f[0]), _uint(f[1]), _uint(f[2]), _uint(f[3]))
+        _fields(f, 5)
+        return cls(_nonempty_name(f[0]), _uint(f[1]), _uint(f[2]), _uint(f[3]), _uint(f[4]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -372,22 +375,27 @@ RouteItem = tuple[int, str, str, int, int, dict, bool]
 
 @dataclass(frozen=True, slots=True)
 class RouteGroup:
-    """Entries of one owner at one boot ``epoch`` (owner and epoch said once, not per entry)."""
+    """Entries of one owner at one boot ``epoch`` (owner and epoch said once, not per entry).
+    ``complete``: the owner's complete set as of its change ``upto``, honoured only from the
+    owner itself (the batch's source): an entry of it missing here, at or below ``upto``, is
+    gone; a newer one (a delta that overtook this group) stays."""
 
     owner: str
     epoch: int
+    complete: bool
+    upto: int
     items: tuple[RouteItem, ...]
 
     def to_wire(self) -> list[Any]:
-        return [self.owner, self.epoch, [list(i) for i in self.items]]
+        return [self.owner, self.epoch, self.complete, self.upto, [list(i) for i in self.items]]
 
     @classmethod
     def from_wire(cls, f: Any) -> "RouteGroup":
-        _fields(f, 3)
-        items = f[2]
+        _fields(f, 5)
+        items = f[4]
         if type(items) is not list or len(items) > MAX_ROUTES:
             raise DecodeError("bad route items")
-        return cls(_nonempty_name(f[0]), _uint(f[1]), tuple(_route_item(i) for i in items))
+        return cls(_nonempty_name(f[0]), _uint(f[1]), _bool(f[2]), _uint(f[3]), tuple(_route_item(i) for i in items))
 
 
 def _route_item(f: Any) -> RouteItem:
@@ -399,24 +407,22 @@ def _route_item(f: Any) -> RouteItem:
 @dataclass(frozen=True, slots=True)
 class RouteBatch:
     """Many routing entries from ``source``, grouped by owner: an owner's batched deltas
-    (sent straight to every member), or a push-pull answer. With ``complete``, the group
-    of owner ``source`` is that owner's complete set: anything of it missing is gone."""
+    (sent straight to every member), its complete set, or a push-pull answer."""
 
     source: str
-    complete: bool
     groups: tuple[RouteGroup, ...]
     TYPE = MsgType.ROUTE_BATCH
 
     def to_wire(self) -> list[Any]:
-        return [self.TYPE, self.source, self.complete, [g.to_wire() for g in self.groups]]
+        return [self.TYPE, self.source, [g.to_wire() for g in self.groups]]
 
     @classmethod
     def from_wire(cls, f: list[Any]) -> "RouteBatch":
-        _fields(f, 4)
-        groups = f[3]
+        _fields(f, 3)
+        groups = f[2]
         if type(groups) is not list or len(groups) > MAX_MEMBERS:
             raise DecodeError("bad route groups")
-        return cls(_nonempty_name(f[1]), _bool(f[2]), tuple(RouteGroup.from_wire(g) for g in groups))
+        return cls(_nonempty_name(f[1]), tuple(RouteGroup.from_wire(g) for g in groups))
 
 
 Message = Union[Ping, IndirectPing, Ack, Nack, Suspect, Alive, Dead, Route, PushPull, RouteBatch]

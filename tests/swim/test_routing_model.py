@@ -52,3 +52,42 @@ def test_receiver_converges_to_the_owners_last_set(changes, restart_at, rnd, dup
     for batch in owner.answer_digests("q", fresh.digests()):
         fresh.on_batch(batch, 10.0)
     assert fresh.services_of("a") == owner.local_entries()
+
+
+def pull(receiver: RoutingTable, peer: RoutingTable, now: float) -> None:
+    """One push-pull as the core runs it: each side answers the other's digests."""
+    for batch in peer.answer_digests(receiver.node, receiver.digests()):
+        receiver.on_batch(batch, now)
+    for batch in receiver.answer_digests(peer.node, peer.digests()):
+        peer.on_batch(batch, now)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(entry_sets, min_size=1, max_size=6), st.randoms(use_true_random=False), st.booleans(),
+       st.booleans())
+def test_digest_push_pull_repairs_any_lost_batches(changes, rnd, forget, via_third_party) -> None:
+    """Whatever batches were lost, at most two push-pulls (with the owner, or with a peer
+    that holds the owner's set) leave the receiver with exactly the owner's set. Once the
+    tombstones are forgotten, only the owner can say that an entry is gone (a third party's
+    copy is never authoritative), so then the second push-pull is with the owner."""
+    owner = RoutingTable("a", 1000, CFG)
+    receiver = RoutingTable("r", 5000, CFG)
+    relay = RoutingTable("p", 6000, CFG)
+    now = 0.0
+    for entries in changes:
+        owner.set_local(entries, now)
+        for batch in drain(owner):
+            relay.on_batch(batch, now)
+            if rnd.random() < 0.5:  # lost on the way to the receiver
+                receiver.on_batch(batch, now)
+        now += 1.0
+    if forget:
+        now += CFG.route_tombstone_s + 1
+        owner.take_direct(now)
+        relay.take_direct(now)
+    first = relay if via_third_party else owner
+    second = owner if forget else first
+    pull(receiver, first, now)
+    pull(receiver, second, now)
+    assert receiver.services_of("a") == owner.local_entries()
+    assert owner.answer_digests("r", receiver.digests()) == []  # digests now agree
