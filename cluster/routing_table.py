@@ -33,7 +33,7 @@ import collections
 import heapq
 import sys
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, Mapping, Sequence, Union
+from typing import Iterable, Mapping, Sequence, Union
 
 from cluster.swim.config import Config
 from cluster.swim.core import MemberChanged
@@ -188,9 +188,6 @@ class _Owner:
     def group(self, owner: str, since: int = 0) -> RouteGroup:
         """Our copy of the owner's entries newer than ``since`` (all of them: complete)."""
         return RouteGroup(owner, self.epoch, since == 0, self.top, tuple(self.items(since)))
-
-    def services(self) -> Iterator[str]:
-        return iter(self.routes)
 
 
 class RoutingTable:
