@@ -91,8 +91,9 @@ class _Service:
     def __init__(self) -> None:
         self.providers: list[Provider] = []
         self.cursor = 0
-        #: smooth-weighted-round-robin running weights, by provider identity
-        self.current: dict[int, int] = {}
+        #: smooth-weighted-round-robin running weights, by provider identity; made on the
+        #: first weighted pick (a fleet has one service per device: no empty dict for each)
+        self.current: dict[int, int] | None = None
         #: how many of ``providers`` are remote, and how many negotiated leases
         self.remote = 0
         self.leased = 0
@@ -130,7 +131,8 @@ class Registry:
         if entry is None or provider not in entry.providers:
             return
         entry.providers.remove(provider)
-        entry.current.pop(id(provider), None)
+        if entry.current is not None:
+            entry.current.pop(id(provider), None)
         if entry.providers:
             entry.changed()
         else:
@@ -213,6 +215,8 @@ class Registry:
         best: Provider | None = None
         best_current = 0
         current = entry.current
+        if current is None:
+            current = entry.current = {}
         for p, weight in zip(providers, weights):
             if not weight:
                 continue

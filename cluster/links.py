@@ -95,7 +95,7 @@ class LinkSession(TcpSession):
         self.links.link_down(self)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class RemoteProvider:
     """A provider instance on another node, as the registry sees it."""
 

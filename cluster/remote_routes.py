@@ -6,7 +6,7 @@ Rules of this module:
   just the services named in it: O(instances of those services), never a pass over the
   whole table (a fleet of devices is one service per device, so a table has tens of
   thousands of services while a change touches one).
-* Entries are indexed by node, then by ``(service, instance)``: a node that dies drops
+* Entries are indexed by node, then by service: a node that dies drops
   its providers in O(its entries) without looking at anyone else's.
 * No I/O; it only calls the registry and reads the links' state through the providers.
 """
@@ -26,17 +26,18 @@ __all__ = ["RemoteRoutes"]
 
 
 class RemoteRoutes:
-    """Node -> service -> instance -> :class:`~cluster.links.RemoteProvider` in the registry."""
+    """Node -> service -> its providers there (a tuple: one instance per device is the rule,
+    and a tuple of one costs less than a dict)."""
 
     def __init__(self, registry: "Registry", links: "Links") -> None:
         self._registry = registry
         self._links = links
-        self._by_node: dict[str, dict[str, dict[str, RemoteProvider]]] = {}
+        self._by_node: dict[str, dict[str, tuple[RemoteProvider, ...]]] = {}
 
     def update(self, node: str, service: str, entries: Iterable["ServiceEntry"]) -> None:
         """Make the registry hold exactly ``entries`` for ``service`` at ``node``."""
         services = self._by_node.setdefault(node, {})
-        held = services.get(service, {})
+        held = {p.instance: p for p in services.get(service, ())}
         fresh = {e.instance: e for e in entries}
         for instance in [i for i in held if i not in fresh]:
             self._registry.remove(service, held.pop(instance))
@@ -48,7 +49,7 @@ class RemoteRoutes:
             else:
                 provider.weight, provider.load = entry.weight, entry.load
         if held:
-            services[service] = held
+            services[service] = tuple(held.values())
         else:
             services.pop(service, None)
             if not services:
@@ -56,8 +57,8 @@ class RemoteRoutes:
 
     def drop(self, node: str) -> None:
         """``node`` is gone: remove all its providers (O(its entries))."""
-        for service, held in self._by_node.pop(node, {}).items():
-            for provider in held.values():
+        for service, providers in self._by_node.pop(node, {}).items():
+            for provider in providers:
                 self._registry.remove(service, provider)
 
     def count(self, node: str) -> int:

@@ -22,8 +22,10 @@ Rules of this module:
   replaces what we hold of it.
 * A member declared dead or departed takes its entries with it, everywhere. If it comes
   back (refutation or restart), it announces its entries again.
-* Memory: an entry is one small tuple under its interned service name, tags of entries
-  without tags share one empty dict.
+* Memory: an entry is one small tuple ``(instance, seq)`` under its service name, tags of
+  entries without tags share one empty dict; the name and instance strings are the decoded
+  ones, shared (not copied) by the registry's providers. No ``sys.intern``: its table
+  would cost more per entry than sharing saves.
 * Sans-IO: no sockets, no clock (``now`` is passed in), no threads.
 """
 
@@ -31,7 +33,6 @@ from __future__ import annotations
 
 import collections
 import heapq
-import sys
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Sequence, Union
 
@@ -228,7 +229,6 @@ class RoutingTable:
     def set_local_service(self, service: str, entries: Iterable[ServiceEntry], now: float) -> None:
         """Replace this node's entries of one ``service``: O(instances of it), the path a
         registration takes."""
-        service = sys.intern(service)
         mine = self._mine
         wanted = {e.instance: e for e in entries if e.service == service}
         current = {rec[0]: rec for rec in _recs(mine.routes[service])} if service in mine.routes else {}
@@ -440,8 +440,7 @@ class RoutingTable:
                     changed.add(service)
                 self._tombstone(owner, o, service, instance, seq, now)
             else:
-                service = sys.intern(service)
-                o.put(service, _rec(sys.intern(instance), seq, weight, _tags(tags), load))
+                o.put(service, _rec(instance, seq, weight, _tags(tags), load))
                 if tomb is not None:
                     del o.tombs[(service, instance)]
                 changed.add(service)

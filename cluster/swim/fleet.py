@@ -118,12 +118,10 @@ def move_one(sim: Simulator, old: str, new: str, per_node: dict[str, list[Servic
 
 def memory_per_route(sim: Simulator, name: str) -> dict[str, float]:
     """Bytes one table takes per remote route: the other nodes' complete sets are encoded,
-    then decoded and applied to a fresh table under tracemalloc. Service and instance
-    strings are interned, and the simulated nodes already hold them, so the traced figure
-    is the table's own structure; the strings are counted apart (a real node holds each
-    once, shared by its table and its registry)."""
+    then decoded and applied to a fresh table under tracemalloc. ``table`` is its own
+    structure, ``strings`` the service and instance strings it keeps (a real node shares
+    them with its registry's providers instead of copying them)."""
     wires = [msgpack.packb(m.to_wire()) for n in sim.nodes.values() if n.name != name for m in n.table.greeting()]
-    count = sum(n.table.count(n.name) for n in sim.nodes.values() if n.name != name)
     table = RoutingTable(name, 1, sim.config)
     tracemalloc.start()
     try:
@@ -135,6 +133,6 @@ def memory_per_route(sim: Simulator, name: str) -> dict[str, float]:
         total, _ = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    strings = sum(sys.getsizeof(e.service) + sys.getsizeof(e.instance)
-                  for n in sim.nodes.values() if n.name != name for e in n.table.local_entries())
-    return {"table": round(total / count, 1), "strings": round(strings / count, 1)}
+    entries = [e for n in sim.nodes.values() if n.name != name for e in table.services_of(n.name)]
+    strings = sum(sys.getsizeof(e.service) + sys.getsizeof(e.instance) for e in entries)
+    return {"table": round((total - strings) / len(entries), 1), "strings": round(strings / len(entries), 1)}
