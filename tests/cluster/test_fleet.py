@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from broker.frames import FrameType
 from tests.support.admin import get_json, wait_for
 from tests.support.cluster import ClusterFactory
@@ -21,11 +23,12 @@ DEVICES = 3_000
 SPREAD_TIMEOUT_S = 120.0
 
 
-async def test_thousands_of_devices_are_routable_from_every_node(cluster_factory: ClusterFactory) -> None:
+@pytest.mark.parametrize("transport", ["tcp", "ws"])
+async def test_thousands_of_devices_are_routable_from_every_node(cluster_factory: ClusterFactory, transport: str) -> None:
     cluster = cluster_factory.start(3)
     await cluster.wait_converged()
     nodes = cluster.running
-    devices = await connect_devices(nodes, range(DEVICES))
+    devices = await connect_devices(nodes, range(DEVICES), transport)
     requesters = {}
     try:
         for node in nodes:
@@ -57,7 +60,7 @@ async def test_thousands_of_devices_are_routable_from_every_node(cluster_factory
         moved = devices[0]
         await moved.client.close()
         target = next(n for n in nodes if n is not moved.node)
-        [moved] = await connect_devices([target], [moved.number])
+        [moved] = await connect_devices([target], [moved.number], transport)
         devices[0] = moved
 
         async def routed_to_target_everywhere() -> bool:
