@@ -284,7 +284,7 @@ class ClusterRuntime:
         return out
 
     def _self_view(self, prefix: str, limit: int) -> dict[str, Any]:
-        names = [s for s in self.broker.registry.services() if s.startswith(prefix)]
+        names = [s for s in self.broker.registry.names() if s.startswith(prefix)]
         return {
             "node_id": self.settings.node_id,
             "state": "leaving" if self.leaving else "alive",
