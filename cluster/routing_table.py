@@ -21,7 +21,8 @@ Rules of this module:
   resent. An owner's own entries are authoritative: a ``complete`` batch from the owner
   replaces what we hold of it.
 * A member declared dead or departed takes its entries with it, everywhere. If it comes
-  back (refutation or restart), it announces its entries again.
+  back (refutation), whoever had declared it dead push-pulls with it and gets its entries
+  back by digest; a restart is a new epoch, announced to everyone.
 * Memory: an entry is one small tuple ``(instance, seq)`` under its service name, tags of
   entries without tags share one empty dict; the name and instance strings are the decoded
   ones, shared (not copied) by the registry's providers. No ``sys.intern``: its table
@@ -208,8 +209,6 @@ class RoutingTable:
         #: Our epoch still has to be announced (a boot with no entries must still make
         #: peers drop the previous life's entries at once).
         self._announce_epoch = True
-        #: Send our complete set to everyone next round (after a refutation).
-        self._resend_all = False
         #: Tombstones in the order they expire: (removed at, owner, epoch, service, instance).
         self._expiry: collections.deque[tuple[float, str, int, str, str]] = collections.deque()
         #: Work counters (entries applied from the network, entries put into messages):
@@ -298,10 +297,6 @@ class RoutingTable:
         """Our queued changes, batched, for the core to send to every live member (and
         tombstones past their time forgotten). Called once per gossip round."""
         self._collect(now)
-        if self._resend_all:
-            self._resend_all = self._announce_epoch = False
-            self._pending.clear()
-            return self.greeting()
         if not self._pending and not self._announce_epoch:
             return []
         self._announce_epoch = False
@@ -383,12 +378,6 @@ class RoutingTable:
             return [RoutesChanged(node, frozenset(o.routes))] if o and o.routes else []
         if change.member.state == MemberState.ALIVE and change.previous in (MemberState.DEAD, MemberState.LEFT):
             self._gone.pop(node, None)
-        return []
-
-    def on_refute(self, now: float) -> list[object]:
-        """We were suspected or declared dead: peers may have dropped our entries, so send
-        them all again, complete, next round."""
-        self._resend_all = True
         return []
 
     # ---- internals ---------------------------------------------------------------------

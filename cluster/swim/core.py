@@ -141,7 +141,6 @@ class Delegate(Protocol):
 
     def on_member(self, change: MemberChanged, now: float) -> list[object]: ...
 
-    def on_refute(self, now: float) -> list[object]: ...
 
 
 # ---- internal records ------------------------------------------------------------------
@@ -588,8 +587,6 @@ class Swim:
         self._queue_alive()
         # Lifeguard: being accused hints that we are slow to answer; slow down accusing others.
         self.awareness.apply(1)
-        if self.delegate:
-            out.items.extend(self.delegate.on_refute(now))
 
     def _transition(self, m: _Member, state: MemberState, now: float, out: _Out, declared: bool = False) -> None:
         previous = m.state
@@ -615,12 +612,16 @@ class Swim:
         out.items.append(change)
         if self.delegate:
             out.items.extend(self.delegate.on_member(change, now))
-            if m.state == MemberState.ALIVE and previous in (None, MemberState.DEAD, MemberState.LEFT) \
-                    and m is not self._self and not self._leaving:
-                # A member appeared: it gets our complete routing set straight away.
-                greeting = self.delegate.greeting()
-                if greeting:
-                    out.items.append(Send((m.host, m.port), tuple(greeting), reliable=True))
+            if m.state == MemberState.ALIVE and m is not self._self and not self._leaving:
+                if previous is None:
+                    # A member appeared: it gets our complete routing set straight away.
+                    greeting = self.delegate.greeting()
+                    if greeting:
+                        out.items.append(Send((m.host, m.port), tuple(greeting), reliable=True))
+                elif previous in (MemberState.DEAD, MemberState.LEFT):
+                    # Back from the dead (a refutation, a healed partition): we dropped its
+                    # entries and it may have missed our changes; digests settle both ways.
+                    out.items.append(PushPullTo((m.host, m.port)))
 
     # ---- dissemination ----------------------------------------------------------------
 

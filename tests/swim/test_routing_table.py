@@ -109,10 +109,10 @@ def test_dead_member_takes_its_entries_and_stragglers_stay_out() -> None:
     for r in straggler:
         b.on_batch(r, 6.0)
     assert b.lookup("com.acme.greeter") == []
-    # A refuted verdict: the member is alive again and re-announces its entries.
+    # A refuted verdict: the member is alive again; the push-pull that follows (the core
+    # starts one with a member back from the dead) brings its entries back.
     b.on_member(member("a", MemberState.ALIVE, MemberState.DEAD), 7.0)
-    a.on_refute(7.0)
-    gossip(a, b, 7.1)
+    assert push_pull(b, a, 7.1) == [RoutesChanged("a", frozenset({"com.acme.greeter"}))]
     assert b.lookup("com.acme.greeter") == [RemoteEntry("a", GREETER)]
 
 
