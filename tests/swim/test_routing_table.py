@@ -146,3 +146,14 @@ def test_equal_digests_send_nothing_and_a_difference_sends_only_that_owner() -> 
     assert [g.owner for g in answer.groups] == ["c"]  # a's 500 entries are not resent
     a.on_batch(answer, 2.0)
     assert a.lookup("com.acme.greeter") == []
+
+
+def test_an_older_nodes_single_routes_and_full_dump_are_understood() -> None:
+    b = RoutingTable("b", 200, CFG)
+    old = Route("a", 100, 1, "com.acme.greeter", "g-1", 2, {"zone": "a"}, 3, False)
+    assert b.on_route(old, 1.0) == [RoutesChanged("a", frozenset({"com.acme.greeter"}))]
+    assert b.lookup("com.acme.greeter") == [RemoteEntry("a", GREETER)]
+    # Its five-field push-pull carries its complete set: what it no longer lists is gone.
+    dump = (Route("a", 100, 5, "com.acme.x", "x-1", 1, {}, 0, False),)
+    assert b.merge_state("a", dump, 2.0) == [RoutesChanged("a", frozenset({"com.acme.greeter", "com.acme.x"}))]
+    assert b.lookup("com.acme.greeter") == [] and len(b.lookup("com.acme.x")) == 1
