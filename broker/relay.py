@@ -272,7 +272,7 @@ class Broker:
     def services_view(self, names: list[str] | None = None) -> dict[str, Any]:
         """Services (all, sorted, or just ``names`` in their order) with their providers."""
         out: dict[str, Any] = {}
-        for service in sorted(self.registry.services()) if names is None else names:
+        for service in sorted(self.registry.names()) if names is None else names:
             providers = self.registry.providers(service)
             policy = self.registry.policy(service)
             out[service] = {
