@@ -184,6 +184,8 @@ class _Out:
     """Accumulates the outputs of one entry point."""
 
     items: list[object] = field(default_factory=list)
+    #: routing greetings sent to members that appeared, by member name
+    greetings: dict[str, Send] = field(default_factory=dict)
 
 
 # ---- the state machine -----------------------------------------------------------------
@@ -375,6 +377,9 @@ class Swim:
             if peer is not None and peer is not self._self:
                 answer = self.delegate.answer_digests(remote.source, remote.digests)
                 if answer:
+                    greeting = out.greetings.get(remote.source)
+                    if greeting is not None:
+                        out.items.remove(greeting)  # the answer holds our complete set too
                     out.items.append(Send((peer.host, peer.port), tuple(answer), reliable=True))
         return out.items
 
@@ -617,7 +622,8 @@ class Swim:
                     # A member appeared: it gets our complete routing set straight away.
                     greeting = self.delegate.greeting()
                     if greeting:
-                        out.items.append(Send((m.host, m.port), tuple(greeting), reliable=True))
+                        out.greetings[m.node] = Send((m.host, m.port), tuple(greeting), reliable=True)
+                        out.items.append(out.greetings[m.node])
                 elif previous in (MemberState.DEAD, MemberState.LEFT):
                     # Back from the dead (a refutation, a healed partition): we dropped its
                     # entries and it may have missed our changes; digests settle both ways.
