@@ -17,6 +17,7 @@ from admin.cluster_api import cluster_routes
 from admin.guard import guard
 from admin.metrics import metrics_handler
 from admin.openapi import document
+from admin.paging import page_of, page_params
 
 if TYPE_CHECKING:
     from broker.server import Node
@@ -67,14 +68,41 @@ async def node_info(request: web.Request) -> web.Response:
 
 
 async def connections(request: web.Request) -> web.Response:
+    """Connections by id; ``?prefix=`` keeps those registering a service with that prefix."""
+    page = page_params(request)
     broker = _node(request).broker
-    sessions = sorted(broker.sessions, key=lambda s: s.id) if broker else []
-    return web.json_response({"connections": [s.describe() for s in sessions]})
+    sessions = {s.id: s for s in broker.sessions} if broker else {}
+    if page.prefix:
+        sessions = {i: s for i, s in sessions.items()
+                    if s.registration and any(n.startswith(page.prefix) for n in s.registration.services)}
+    ids, next_cursor = page_of(sorted(sessions), page, _int_cursor)
+    return web.json_response({"total": len(sessions), "next_cursor": next_cursor,
+                              "connections": [sessions[i].describe() for i in ids]})
 
 
 async def services(request: web.Request) -> web.Response:
-    broker = _node(request).broker
-    return web.json_response({"services": broker.services_view() if broker else {}})
+    """Services by name; ``?prefix=`` on the name, ``?node=`` keeps those with a provider there."""
+    page = page_params(request)
+    node = _node(request)
+    broker = node.broker
+    if broker is None:
+        return web.json_response({"total": 0, "next_cursor": None, "services": {}})
+    registry = broker.registry
+    names = [n for n in registry.names() if n.startswith(page.prefix)] if page.prefix else registry.names()
+    if page.node is not None:
+        own = node.settings.node_id
+        names = [n for n in names if any(getattr(p, "node", own) == page.node for p in registry.providers(n))]
+    names.sort()
+    chosen, next_cursor = page_of(names, page, str)
+    return web.json_response({"total": len(names), "next_cursor": next_cursor, "services": broker.services_view(chosen)})
+
+
+def _int_cursor(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise web.HTTPBadRequest(text='{"error": "cursor must be a connection id", "parameter": "cursor"}',
+                                 content_type="application/json") from None
 
 
 async def openapi(request: web.Request) -> web.Response:

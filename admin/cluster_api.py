@@ -19,8 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from admin.paging import page_params
 from cluster.raft.errors import MembershipError, NotLeader, RaftError, Timeout
 from cluster.raft.validation import ValidationError
+from cluster.runtime import TOPOLOGY_SERVICES
 
 if TYPE_CHECKING:
     from broker.server import Node
@@ -53,11 +55,23 @@ def cluster_routes(app: web.Application, node: "Node") -> None:
             raise web.HTTPServiceUnavailable(text=json.dumps({"error": "node is starting"}), content_type="application/json")
         return node.runtime
 
+    def names_per_node(request: web.Request) -> tuple[str, int, str | None]:
+        """Members are few, their service lists long: ``?limit=`` caps the names listed
+        per node (default ``TOPOLOGY_SERVICES``), ``?prefix=`` filters them; the count
+        ``services_total`` is always whole. ``?node=`` keeps one node."""
+        page = page_params(request)
+        return page.prefix, page.limit if "limit" in request.query else TOPOLOGY_SERVICES, page.node
+
     async def members(request: web.Request) -> web.Response:
-        return web.json_response({"members": runtime().members_view()})
+        prefix, limit, only = names_per_node(request)
+        view = [m for m in runtime().members_view(prefix, limit) if only in (None, m["node_id"])]
+        return web.json_response({"total": len(view), "members": view})
 
     async def topology(request: web.Request) -> web.Response:
-        return web.json_response(runtime().topology_view())
+        prefix, limit, only = names_per_node(request)
+        view = runtime().topology_view(prefix, limit)
+        view["nodes"] = [n for n in view["nodes"] if only in (None, n["node_id"])]
+        return web.json_response({"total": len(view["nodes"]), **view})
 
     async def raft_status(request: web.Request) -> web.Response:
         return web.json_response(runtime().raft.status())

@@ -104,8 +104,9 @@ class _Service:
     def __init__(self) -> None:
         self.providers: list[Provider] = []
         self.cursor = 0
-        #: smooth-weighted-round-robin running weights, by provider identity
-        self.current: dict[int, int] = {}
+        #: smooth-weighted-round-robin running weights, by provider identity; made on the
+        #: first weighted pick (a fleet has one service per device: no empty dict for each)
+        self.current: dict[int, int] | None = None
         #: how many of ``providers`` are remote, and how many negotiated leases
         self.remote = 0
         self.leased = 0
@@ -143,7 +144,8 @@ class Registry:
         if entry is None or provider not in entry.providers:
             return
         entry.providers.remove(provider)
-        entry.current.pop(id(provider), None)
+        if entry.current is not None:
+            entry.current.pop(id(provider), None)
         if entry.providers:
             entry.changed()
         else:
@@ -151,6 +153,10 @@ class Registry:
 
     def services(self) -> dict[str, list[Provider]]:
         return {name: list(entry.providers) for name, entry in self._services.items()}
+
+    def names(self) -> list[str]:
+        """Every service with a provider (no copies of the provider lists)."""
+        return list(self._services)
 
     def providers(self, service: str) -> list[Provider]:
         entry = self._services.get(service)
@@ -222,6 +228,8 @@ class Registry:
         best: Provider | None = None
         best_current = 0
         current = entry.current
+        if current is None:
+            current = entry.current = {}
         for p, weight in zip(providers, weights):
             if not weight:
                 continue

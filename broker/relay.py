@@ -60,8 +60,9 @@ class Broker:
         self.links: Any = None
         #: called with the session after a successful SETUP (topology push, metrics)
         self.setup_listeners: list[Callable[[Session], None]] = []
-        #: called when the set of local services changes (routing-table gossip)
-        self.registry_listeners: list[Callable[[], None]] = []
+        #: called with the services whose local providers changed (routing-table gossip;
+        #: naming them keeps a registration O(its services) however many services exist)
+        self.registry_listeners: list[Callable[[frozenset[str]], None]] = []
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -193,18 +194,18 @@ class Broker:
             registration.instance,
             ", ".join(registration.services) or "no services",
         )
-        self._registry_changed()
+        self._registry_changed(frozenset(old) | frozenset(registration.services))
 
     def unregister(self, session: Session) -> None:
         if session.registration is None:
             return
         for service in session.registration.services:
             self.registry.remove(service, session)
-        self._registry_changed()
+        self._registry_changed(frozenset(session.registration.services))
 
-    def _registry_changed(self) -> None:
+    def _registry_changed(self, services: frozenset[str]) -> None:
         for listener in self.registry_listeners:
-            listener()
+            listener(services)
 
     def resolve(self, metadata: bytes, metadata_mime: str) -> tuple[str, str] | None:
         """``(route, service)`` of a request's metadata, or None when it names no route.
@@ -327,9 +328,11 @@ class Broker:
 
     # -- views ------------------------------------------------------------------------------
 
-    def services_view(self) -> dict[str, Any]:
+    def services_view(self, names: list[str] | None = None) -> dict[str, Any]:
+        """Services (all, sorted, or just ``names`` in their order) with their providers."""
         out: dict[str, Any] = {}
-        for service, providers in sorted(self.registry.services().items()):
+        for service in sorted(self.registry.names()) if names is None else names:
+            providers = self.registry.providers(service)
             policy = self.registry.policy(service)
             out[service] = {
                 "policy": policy.policy,

@@ -52,7 +52,7 @@ import random
 import ssl
 import weakref
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 from broker import metadata as md
 from broker.auth import Principal
@@ -202,7 +202,7 @@ class LinkSession(TcpSession):
         self.links.link_down(self)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class RemoteProvider:
     """A provider instance on another node, as the registry sees it."""
 
@@ -252,7 +252,6 @@ class Links:
         #: nodes we want a link to, with their TCP address
         self._wanted: dict[str, tuple[str, int]] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._remote: dict[tuple[str, str, str], RemoteProvider] = {}
         self._keepalive: asyncio.Task[None] | None = None
         #: inbound links between SETUP and proof (a closed session drops out by itself)
         self._challenges: weakref.WeakKeyDictionary[Any, _Challenge] = weakref.WeakKeyDictionary()
@@ -317,26 +316,6 @@ class Links:
             self.up[node].close()  # address changed: reconnect to the new one
         if node not in self._tasks or self._tasks[node].done():
             self._tasks[node] = asyncio.get_running_loop().create_task(self._maintain(node))
-
-    def set_remote_services(self, node: str, entries: Iterable[Any]) -> None:
-        """Make the registry hold exactly ``entries`` (service, instance, weight…) for ``node``."""
-        registry = self.broker.registry
-        fresh: dict[tuple[str, str, str], Any] = {(node, e.service, e.instance): e for e in entries}
-        for key in [k for k in self._remote if k[0] == node and k not in fresh]:
-            registry.remove(key[1], self._remote.pop(key))
-        for key, entry in fresh.items():
-            provider = self._remote.get(key)
-            if provider is None:
-                provider = self._remote[key] = RemoteProvider(self, node, entry.instance, entry.weight, entry.load)
-                registry.add(entry.service, provider)
-            else:
-                provider.weight, provider.load = entry.weight, entry.load
-
-    def remote_view(self) -> list[dict[str, Any]]:
-        return [
-            {"node": p.node, "service": key[1], "instance": p.instance, "weight": p.weight, "link_up": p.available}
-            for key, p in sorted(self._remote.items())
-        ]
 
     # -- link upkeep ------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ store still runs (a single-voter Raft group), so the admin config API works the 
 from __future__ import annotations
 
 import asyncio
+import heapq
 import json
 import logging
 import tempfile
@@ -32,6 +33,7 @@ from broker.registry import ServicePolicy
 from broker.settings import parse_hostport
 from cluster.crypto import Keyring, load_keyring
 from cluster.links import Links
+from cluster.remote_routes import RemoteRoutes
 from cluster.raft.node import RaftNode
 from cluster.raft.transport import InMemoryNetwork, InMemoryTransport, TcpTransport
 from cluster.raft.errors import RaftError
@@ -56,6 +58,9 @@ MEMBERSHIP_SYNC_S = 1.0
 JOIN_RETRY_MAX_S = 5.0
 #: How often a changed client-connection count is put into this node's gossip metadata (s).
 LOAD_ANNOUNCE_S = 2.0
+#: Service names listed per node in topology and member views (and topology pushes); the
+#: count is always complete. A fleet node serves one service per device.
+TOPOLOGY_SERVICES = 100
 
 
 def _int(text: str | None) -> int | None:
@@ -76,6 +81,7 @@ class ClusterRuntime:
         self.keyring: Keyring | None = load_keyring(self.settings.cluster_key) if self.settings.cluster_key else None
         self.gossip: Any = None  # cluster.swim.node.GossipNode when --cluster is given
         self.links: Links | None = None
+        self.remote: RemoteRoutes | None = None
         self.raft: RaftNode
         self.raft_transport: TcpTransport | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -156,6 +162,7 @@ class ClusterRuntime:
         bound = await self.gossip.start()
         self.node.addresses["cluster"] = f"{bound[0]}:{bound[1]}"
         self.links = Links(self.broker, settings.node_id, self.keyring, self._link_ssl())
+        self.remote = RemoteRoutes(self.broker.registry, self.links)
         self.links.start()
         self.broker.registry_listeners.append(self._publish_local)
         self.broker.setup_listeners.append(self._greet)
@@ -225,7 +232,7 @@ class ClusterRuntime:
 
     def _member_changed(self, change: MemberChanged) -> None:
         member = change.member
-        if self.links is None or member.node == self.settings.node_id:
+        if self.links is None or self.remote is None or member.node == self.settings.node_id:
             return
         state = member.state.name.lower()
         tcp = member.meta.get("tcp")
@@ -235,36 +242,30 @@ class ClusterRuntime:
             self.links.suspect.discard(member.node)
         if state in ("alive", "suspect") and tcp:
             self.links.want(member.node, parse_hostport(tcp, f"member {member.node} tcp"))
-            self._routes_changed(RoutesChanged(member.node, frozenset()))
         elif state in ("dead", "left"):
             self.links.want(member.node, None, drain=state == "left")
-            self.links.set_remote_services(member.node, [])
+            self.remote.drop(member.node)
         self._push_topology()
 
     def _routes_changed(self, change: RoutesChanged) -> None:
-        if self.links is None or change.node == self.settings.node_id:
+        """Registry updates for just the services named: O(change). The routing table
+        already dropped the entries of dead members, so it is the one truth here."""
+        if self.remote is None or change.node == self.settings.node_id:
             return
-        member = self._member(change.node)
-        if member is None or member["state"] not in ("alive", "suspect"):
-            self.links.set_remote_services(change.node, [])
-            return
-        entries = [ServiceEntry(s["service"], s["instance"], s["weight"], s["tags"], s["load"]) for s in member["services"]]
-        self.links.set_remote_services(change.node, entries)
-        self._push_topology()
+        for service in change.services:
+            self.remote.update(change.node, service, self.gossip.table.entries(change.node, service))
 
-    def _local_entries(self) -> list[ServiceEntry]:
-        entries = []
-        for service, providers in self.broker.registry.services().items():
-            for provider in providers:
-                if not provider.is_remote:
-                    entries.append(
-                        ServiceEntry(service=service, instance=provider.instance, weight=provider.weight, load=provider.outstanding)
-                    )
-        return entries
+    def _local_entries(self, service: str) -> list[ServiceEntry]:
+        return [
+            ServiceEntry(service=service, instance=p.instance, weight=p.weight, load=p.outstanding)
+            for p in self.broker.registry.providers(service)
+            if not p.is_remote
+        ]
 
-    def _publish_local(self) -> None:
+    def _publish_local(self, services: frozenset[str]) -> None:
         if self.gossip is not None:
-            self.gossip.set_local_services(self._local_entries())
+            for service in services:
+                self.gossip.set_local_service(service, self._local_entries(service))
 
     # -- topology -------------------------------------------------------------------------
 
@@ -286,45 +287,48 @@ class ClusterRuntime:
             if session.wants_topology and not session.is_link:
                 session.send_frame(frame)
 
-    def members_view(self) -> list[dict[str, Any]]:
+    def members_view(self, prefix: str = "", limit: int = TOPOLOGY_SERVICES) -> list[dict[str, Any]]:
+        """Every member with the count of services it announces and the first ``limit``
+        of their names (sorted, starting with ``prefix``): O(members + its services) at
+        most, so a fleet of devices does not make this a megabyte of JSON."""
         if self.gossip is None:
-            return [self._self_view()]
+            return [self._self_view(prefix, limit)]
+        table = self.gossip.table
         out = []
         for member in sorted(self.gossip.members(), key=lambda m: m["node_id"]):
-            is_self = member["node_id"] == self.settings.node_id
-            providers = member["services"]
-            if is_self:
-                providers = [
-                    {"service": e.service, "instance": e.instance, "weight": e.weight, "load": e.load}
-                    for e in self._local_entries()
-                ]
-            out.append(
-                {
-                    "node_id": member["node_id"],
-                    "state": member["state"],
-                    "incarnation": member["incarnation"],
-                    "address": member["address"],
-                    "meta": dict(member["metadata"]),
-                    "services": sorted({p["service"] for p in providers}),
-                    "providers": providers,
-                }
-            )
+            total, names = table.service_names(member["node_id"], prefix, limit)
+            view = {
+                "node_id": member["node_id"],
+                "state": member["state"],
+                "incarnation": member["incarnation"],
+                "address": member["address"],
+                "meta": dict(member["metadata"]),
+                "routes": member["routes"],
+                "services_total": total,
+                "services": names,
+            }
+            if member["node_id"] == self.settings.node_id:
+                # this node's gossip counters (bytes and packets in/out, drops by reason)
+                view["gossip"] = self.gossip.stats()
+            out.append(view)
         return out
 
-    def _self_view(self) -> dict[str, Any]:
+    def _self_view(self, prefix: str, limit: int) -> dict[str, Any]:
+        names = [s for s in self.broker.registry.names() if s.startswith(prefix)]
         return {
             "node_id": self.settings.node_id,
             "state": "leaving" if self.leaving else "alive",
             "incarnation": 0,
             "address": self.node.addresses["cluster"],
             "meta": {k: v for k, v in self.node.addresses.items() if k in ("tcp", "ws", "admin") and v},
-            "services": sorted(self.broker.registry.services()),
+            "services_total": len(names),
+            "services": heapq.nsmallest(limit, names),
         }
 
-    def topology_view(self) -> dict[str, Any]:
+    def topology_view(self, prefix: str = "", limit: int = TOPOLOGY_SERVICES) -> dict[str, Any]:
         nodes = []
         own = self.settings.node_id
-        for member in self.members_view():
+        for member in self.members_view(prefix, limit):
             node_id = member["node_id"]
             is_self = node_id == own
             nodes.append(
@@ -334,6 +338,7 @@ class ClusterRuntime:
                     "tcp": member["meta"].get("tcp"),
                     "ws": member["meta"].get("ws"),
                     "admin": member["meta"].get("admin"),
+                    "services_total": member["services_total"],
                     "services": member["services"],
                     "connections": self._client_connections() if is_self else _int(member["meta"].get("connections")),
                     "link": "self" if is_self else self._link_state(node_id),

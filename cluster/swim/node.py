@@ -195,15 +195,23 @@ class GossipNode:
 
     def set_local_services(self, entries: Iterable[ServiceEntry]) -> None:
         """Replace what this node announces; differences are gossiped at once."""
-        table = self._table
-        if table is None:
-            raise RuntimeError("gossip node not started")
-        table.set_local(entries, asyncio.get_running_loop().time())
+        self.table.set_local(entries, asyncio.get_running_loop().time())
         self._wake.set()
+
+    def set_local_service(self, service: str, entries: Iterable[ServiceEntry]) -> None:
+        """Replace what this node announces for one service (O(its instances))."""
+        self.table.set_local_service(service, entries, asyncio.get_running_loop().time())
 
     def lookup(self, service: str) -> list[RemoteEntry]:
         """Entries of other live nodes for ``service``."""
         return self._table.lookup(service) if self._table else []
+
+    @property
+    def table(self) -> RoutingTable:
+        """The routing table, for reads (``entries``, ``count``, ``service_names``)."""
+        if self._table is None:
+            raise RuntimeError("gossip node not started")
+        return self._table
 
     def set_keyring(self, keyring: Keyring) -> None:
         """Key rotation without restart: add the new key as secondary everywhere, then make
@@ -216,7 +224,8 @@ class GossipNode:
         self._wake.set()
 
     def members(self) -> list[dict[str, Any]]:
-        """Every listed member: node_id, address, state, incarnation, metadata, services."""
+        """Every listed member: node_id, address, state, incarnation, metadata, and how many
+        routing entries it announces (O(members); :meth:`services_of` lists them)."""
         swim, table = self._require(), self._table
         assert table is not None
         return [{
@@ -225,8 +234,7 @@ class GossipNode:
             "state": m.state.name.lower(),
             "incarnation": m.incarnation,
             "metadata": m.meta,
-            "services": [{"service": e.service, "instance": e.instance, "weight": e.weight,
-                          "tags": dict(e.tags), "load": e.load} for e in table.services_of(m.node)],
+            "routes": table.count(m.node),
         } for m in swim.members()]
 
     def stats(self) -> dict[str, int]:

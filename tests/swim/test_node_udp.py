@@ -69,7 +69,7 @@ async def test_join_spreads_metadata_and_routes(cluster: list[GossipNode]) -> No
         "n0", "greeter-1", 2, {"zone": "a"}, 5)
     assert any(e.node == "n0" and "com.acme.greeter" in e.services for e in seen)
     listed = {m["node_id"]: m for m in n1.members()}["n0"]
-    assert listed["services"][0]["service"] == "com.acme.greeter"
+    assert listed["routes"] == 1 and n1.table.entries("n0", "com.acme.greeter")[0].instance == "greeter-1"
     assert listed["address"] == "%s:%d" % n0.address
     n0.set_local_services([])
     await until(lambda: not n2.lookup("com.acme.greeter"))
