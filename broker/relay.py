@@ -58,6 +58,8 @@ class Broker:
         self.security = Security(settings)
         #: the cluster's broker links (cluster.links.Links) when this node is in a cluster
         self.links: Any = None
+        #: the HTTP gateway of the --ws listener (broker.gateway.Gateway), for its metrics
+        self.gateway: Any = None
         #: called with the session after a successful SETUP (topology push, metrics)
         self.setup_listeners: list[Callable[[Session], None]] = []
         #: called with the services whose local providers changed (routing-table gossip;
