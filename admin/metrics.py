@@ -56,6 +56,8 @@ class _RelayCollector:
         for limit, count in sorted((broker.limit_hits if broker else {}).items()):
             hits.add_metric([limit], count)
         yield hits
+        if broker is not None:
+            yield from _traffic_families(broker)
         sessions = list(broker.sessions) if broker else []
         conns = GaugeMetricFamily("rsbroker_connections", "Open client connections", labels=["transport"])
         by_transport: dict[str, int] = {}
@@ -71,6 +73,27 @@ class _RelayCollector:
         services.add_metric([], len(broker.registry.services()) if broker else 0)
         yield services
         yield from _cluster_families(self._node)
+
+
+def _traffic_families(broker: Any) -> Iterator[Any]:
+    """Rate limits, deadlines and the HTTP gateway (``broker.traffic``, ``broker.gateway``)."""
+    traffic = broker.traffic
+    refused = CounterMetricFamily("rsbroker_rate_limited", "Requests refused by a rate limit, by limit name", labels=["limit"])
+    for name, count in sorted(traffic.refused.items()):
+        refused.add_metric([name], count)
+    yield refused
+    share = GaugeMetricFamily("rsbroker_rate_limit_node_rate", "This node's share of each rate limit, requests per second", labels=["limit"])
+    for name, rate in sorted(traffic.shares().items()):
+        share.add_metric([name], rate)
+    yield share
+    timeouts = CounterMetricFamily("rsbroker_deadline_timeouts", "Requests ended at their deadline, by service", labels=["service"])
+    for service, count in sorted(traffic.timeouts.items()):
+        timeouts.add_metric([service], count)
+    yield timeouts
+    answers = CounterMetricFamily("rsbroker_gateway_responses", "HTTP gateway answers by status code", labels=["status"])
+    for status, count in sorted((broker.gateway.responses if broker.gateway else {}).items()):
+        answers.add_metric([str(status)], count)
+    yield answers
 
 
 def _cluster_families(node: "Node") -> Iterator[Any]:

@@ -65,6 +65,9 @@ class ServicePolicy:
     policy: str = "round_robin"
     weights: dict[str, int] = field(default_factory=dict)
     prefer_local: bool = True
+    #: a request-response unanswered this long (ms) is ended: ERROR to the requester, CANCEL
+    #: to the provider (broker.traffic); None: no deadline but the requester's own
+    deadline_ms: int | None = None
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -76,6 +79,8 @@ class ServicePolicy:
                 raise ValueError(f"weight of instance '{instance}' must be an integer >= 0, got {weight!r}")
         if not isinstance(self.prefer_local, bool):
             raise ValueError(f"'prefer_local' must be true or false, got {self.prefer_local!r}")
+        if self.deadline_ms is not None and (type(self.deadline_ms) is not int or not 1 <= self.deadline_ms <= 86_400_000):
+            raise ValueError(f"'deadline_ms' must be an integer from 1 to 86400000 (a day), got {self.deadline_ms!r}")
 
     @classmethod
     def from_obj(cls, obj: object) -> "ServicePolicy":
@@ -86,16 +91,21 @@ class ServicePolicy:
         """
         if not isinstance(obj, Mapping):
             raise ValueError(f"a service policy must be an object, got {type(obj).__name__}")
-        unknown = set(obj) - {"policy", "weights", "prefer_local"}
+        unknown = set(obj) - {"policy", "weights", "prefer_local", "deadline_ms"}
         if unknown:
             raise ValueError(
                 f"unknown service policy field(s) {', '.join(sorted(map(str, unknown)))}; "
-                "allowed: policy, weights, prefer_local"
+                "allowed: policy, weights, prefer_local, deadline_ms"
             )
         weights = obj.get("weights", {})
         if not isinstance(weights, Mapping):
             raise ValueError("'weights' must be an object of instance -> integer")
-        return cls(policy=obj.get("policy", "round_robin"), weights=dict(weights), prefer_local=obj.get("prefer_local", True))
+        return cls(
+            policy=obj.get("policy", "round_robin"),
+            weights=dict(weights),
+            prefer_local=obj.get("prefer_local", True),
+            deadline_ms=obj.get("deadline_ms"),
+        )
 
 
 class _Service:

@@ -21,6 +21,7 @@ from broker.registry import Registry, ServicePolicy
 from broker.security import Security, is_proven_link
 from broker.session import Session, State
 from broker.settings import Settings
+from broker.traffic import TrafficRules, limits_from_config
 
 log = logging.getLogger("rsbroker.relay")
 
@@ -56,6 +57,10 @@ class Broker:
         self._route_cache: dict[bytes, tuple[str, str] | None] = {}
         self._housekeeping: asyncio.Task[None] | None = None
         self.security = Security(settings)
+        #: rate limits and deadlines (broker.traffic); the cluster side sets the live node count
+        self.traffic = TrafficRules(self.loop, self.clock)
+        self.traffic.file_limits = limits_from_config(settings.limits)
+        self.traffic.set_limits({})
         #: the cluster's broker links (cluster.links.Links) when this node is in a cluster
         self.links: Any = None
         #: the HTTP gateway of the --ws listener (broker.gateway.Gateway), for its metrics

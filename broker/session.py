@@ -53,6 +53,7 @@ from broker.frames import (
     request_metadata,
 )
 from broker.limits import LimitExceeded, exceeded
+from broker.traffic import DEADLINE_TAG
 
 if TYPE_CHECKING:
     from broker.relay import Broker
@@ -664,6 +665,12 @@ class Session:
             if refusal:
                 self._reject(sid, ftype, ErrorCode.REJECTED, refusal)
                 return None
+        traffic = broker.traffic
+        if traffic.active and not self.is_link:  # a link's requests met the limits at their edge
+            refusal = traffic.admit(self.principal, service)
+            if refusal:
+                self._reject(sid, ftype, ErrorCode.REJECTED, refusal)
+                return None
         provider, why = broker.registry.pick(service, broker.clock(), self.is_link)
         if provider is None:
             self._reject(sid, ftype, ErrorCode.REJECTED, why)
@@ -682,6 +689,10 @@ class Session:
         dest.streams[pid] = st
         dest.outstanding += 1
         broker.stats["requests"] += 1
+        if ftype == _RR and not self.is_link:
+            deadline_ms = broker.registry.policy(service).deadline_ms
+            if deadline_ms or DEADLINE_TAG in metadata:
+                traffic.track(st, service, deadline_ms, metadata)
         if last_flags & FLAG_FOLLOWS:
             pass  # more fragments of the request follow; they arrive as PAYLOAD frames
         elif ftype == _FNF:

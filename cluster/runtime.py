@@ -31,6 +31,7 @@ from broker.auth import rules_from_store
 from broker.frames import metadata_push_frame
 from broker.registry import ServicePolicy
 from broker.settings import parse_hostport
+from broker.traffic import RateLimit
 from cluster.crypto import Keyring, load_keyring
 from cluster.links import Links
 from cluster.remote_routes import RemoteRoutes
@@ -231,6 +232,8 @@ class ClusterRuntime:
         return parse_hostport(member["address"], f"member {node_id}") if member else None
 
     def _member_changed(self, change: MemberChanged) -> None:
+        if self.gossip is not None:  # each node enforces 1/live of every rate limit
+            self.broker.traffic.set_live_nodes(sum(1 for m in self.gossip.members() if m["state"] in ("alive", "suspect")))
         member = change.member
         if self.links is None or self.remote is None or member.node == self.settings.node_id:
             return
@@ -439,6 +442,17 @@ class ClusterRuntime:
                     log.warning("config store: services/%s: %s", service, exc)
             self._policies_applied = set(stored)
 
-        for prefix, apply in (("acl/", acl), ("keys/", keys), ("revoked/", revoked), ("services/", services)):
+        def limits(_: Any) -> None:
+            stored: dict[str, RateLimit] = {}
+            for key, value in raft.list("limits/").items():
+                try:
+                    stored[key[len("limits/") :]] = RateLimit.from_obj(key[len("limits/") :], value)
+                except ValueError as exc:
+                    log.warning("config store: %s: %s", key, exc)
+            self.broker.traffic.set_limits(stored)
+
+        for prefix, apply in (
+            ("acl/", acl), ("keys/", keys), ("revoked/", revoked), ("services/", services), ("limits/", limits)
+        ):
             raft.watch(prefix, apply)
             apply(None)
