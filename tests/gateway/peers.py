@@ -1,7 +1,8 @@
 """The provider the gateway tests call, on ``broker.client``, and a small HTTP helper.
 
 ``gw.echo`` answers ``echo <data>``; ``gw.count`` streams ``0 .. data-1`` (``data`` empty:
-without end, until cancelled); ``gw.fail`` raises (APPLICATION_ERROR); ``gw.note`` is a
+without end, until cancelled); ``gw.fail`` raises (APPLICATION_ERROR); ``gw.slow`` never answers (it notes when it is
+cancelled); ``gw.note`` is a
 fire-and-forget. :class:`Seen` records what reached the provider so a test can tell a
 refused request (never seen) from an answered one, and when an endless stream was cancelled.
 """
@@ -29,6 +30,7 @@ class Seen:
     calls: list[tuple[str, bytes]] = field(default_factory=list)
     notes: asyncio.Queue[bytes] = field(default_factory=asyncio.Queue)
     stream_ended: asyncio.Event = field(default_factory=asyncio.Event)
+    slow_cancelled: asyncio.Event = field(default_factory=asyncio.Event)
     items_sent: int = 0
 
 
@@ -43,6 +45,16 @@ def gateway_router(seen: Seen, instance: str = "p1") -> Router:
     @router.response(f"{SERVICE}.fail")
     async def fail(data: bytes) -> bytes:
         raise RuntimeError("the provider failed on purpose")
+
+    @router.response(f"{SERVICE}.slow")
+    async def slow(data: bytes) -> bytes:
+        seen.calls.append(("slow", data))
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            seen.slow_cancelled.set()
+            raise
+        return b"too late"
 
     @router.fire_and_forget(f"{SERVICE}.note")
     async def note(data: bytes) -> None:
