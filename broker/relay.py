@@ -43,8 +43,6 @@ class Broker:
         self.loop = loop or asyncio.get_event_loop()
         self.clock: Callable[[], float] = self.loop.time
         self.registry = Registry(settings.default_policy)
-        for service, obj in settings.services.items():
-            self.registry.set_policy(service, ServicePolicy.from_obj(obj))
         self.sessions: set[Session] = set()
         self._per_source: collections.Counter[str] = collections.Counter()
         self.stats: collections.Counter[str] = collections.Counter()
@@ -61,6 +59,8 @@ class Broker:
         self.traffic = TrafficRules(self.loop, self.clock)
         self.traffic.file_limits = limits_from_config(settings.limits)
         self.traffic.set_limits({})
+        for service, obj in settings.services.items():
+            self.set_policy(service, ServicePolicy.from_obj(obj))
         #: the cluster's broker links (cluster.links.Links) when this node is in a cluster
         self.links: Any = None
         #: the HTTP gateway of the --ws listener (broker.gateway.Gateway), for its metrics
@@ -186,6 +186,14 @@ class Broker:
         return ""
 
     # -- registry ---------------------------------------------------------------------------
+
+    def set_policy(self, service: str, policy: ServicePolicy | None) -> None:
+        """Set (None: clear) a service's policy: its load balancing and its deadline."""
+        self.registry.set_policy(service, policy)
+        if policy is not None and policy.deadline_ms is not None:
+            self.traffic.deadlines[service] = policy.deadline_ms
+        else:
+            self.traffic.deadlines.pop(service, None)
 
     def register(self, session: Session, registration: md.Registration) -> None:
         """Replace the services ``session`` provides with those of ``registration``."""

@@ -665,13 +665,14 @@ class Session:
             if refusal:
                 self._reject(sid, ftype, ErrorCode.REJECTED, refusal)
                 return None
+        now = broker.clock()
         traffic = broker.traffic
         if traffic.active and not self.is_link:  # a link's requests met the limits at their edge
-            refusal = traffic.admit(self.principal, service)
+            refusal = traffic.admit(self.principal, service, now)
             if refusal:
                 self._reject(sid, ftype, ErrorCode.REJECTED, refusal)
                 return None
-        provider, why = broker.registry.pick(service, broker.clock(), self.is_link)
+        provider, why = broker.registry.pick(service, now, self.is_link)
         if provider is None:
             self._reject(sid, ftype, ErrorCode.REJECTED, why)
             return None
@@ -689,10 +690,8 @@ class Session:
         dest.streams[pid] = st
         dest.outstanding += 1
         broker.stats["requests"] += 1
-        if ftype == _RR and not self.is_link:
-            deadline_ms = broker.registry.policy(service).deadline_ms
-            if deadline_ms or DEADLINE_TAG in metadata:
-                traffic.track(st, service, deadline_ms, metadata)
+        if ftype == _RR and (traffic.deadlines or DEADLINE_TAG in metadata) and not self.is_link:
+            traffic.track(st, service, metadata, now)
         if last_flags & FLAG_FOLLOWS:
             pass  # more fragments of the request follow; they arrive as PAYLOAD frames
         elif ftype == _FNF:

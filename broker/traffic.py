@@ -24,7 +24,6 @@ import asyncio
 import collections
 import fnmatch
 import heapq
-import itertools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -85,11 +84,26 @@ def limits_from_config(obj: Mapping[str, object]) -> dict[str, RateLimit]:
 
 
 class _Bucket:
-    __slots__ = ("tokens", "stamp")
+    """Tokens left at ``stamp``; ``rate`` and ``burst`` are this node's share of its limit's."""
 
-    def __init__(self, tokens: float, stamp: float) -> None:
-        self.tokens = tokens
-        self.stamp = stamp
+    __slots__ = ("tokens", "stamp", "rate", "burst")
+
+    def __init__(self, lim: RateLimit, share: int, now: float) -> None:
+        self.rate = lim.rate / share
+        self.burst = lim.burst / share if lim.burst >= share else 1.0
+        self.tokens = self.burst
+        self.stamp = now
+
+    def take(self, now: float) -> bool:
+        tokens = self.tokens + (now - self.stamp) * self.rate
+        if tokens > self.burst:
+            tokens = self.burst
+        self.stamp = now
+        if tokens < 1.0:
+            self.tokens = tokens
+            return False
+        self.tokens = tokens - 1.0
+        return True
 
 
 class TrafficRules:
@@ -99,6 +113,9 @@ class TrafficRules:
         self.loop = loop
         self.clock = clock
         self.file_limits: dict[str, RateLimit] = {}
+        self._limits: dict[str, RateLimit] = {}
+        #: deadline_ms of the services that have one (kept by Broker.set_policy)
+        self.deadlines: dict[str, int] = {}
         self._principal_limits: list[RateLimit] = []
         self._service_limits: dict[str, list[RateLimit]] = {}
         #: any limit configured: the relay asks :meth:`admit` only then
@@ -109,8 +126,7 @@ class TrafficRules:
         #: refusals by limit name, deadline expiries by service (for /metrics)
         self.refused: collections.Counter[str] = collections.Counter()
         self.timeouts: collections.Counter[str] = collections.Counter()
-        self._heap: list[tuple[float, int, Stream, str, int]] = []
-        self._seq = itertools.count()
+        self._heap: list[tuple[float, int, Stream, int]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
         #: heap size at which answered entries are swept out (amortised O(1) per request)
@@ -121,52 +137,49 @@ class TrafficRules:
     def set_limits(self, limits: Mapping[str, RateLimit]) -> None:
         """Replace the config store's limits (laid over the config file's, as access rules are)."""
         merged = {**self.file_limits, **limits}
+        self._limits = merged
         self._principal_limits = [lim for lim in merged.values() if lim.principal is not None]
         self._service_limits = {}
         for lim in merged.values():
             if lim.service is not None:
                 self._service_limits.setdefault(lim.service, []).append(lim)
-        names = set(merged)
-        self._buckets = {key: b for key, b in self._buckets.items() if key[0] in names}
+        self._buckets = {}  # a changed limit starts full, at its new size
         self.active = bool(merged)
 
     def set_live_nodes(self, count: int) -> None:
         """The cluster has ``count`` live nodes: each enforces 1/count of every limit."""
-        self.live_nodes = max(1, count)
+        count = max(1, count)
+        if count != self.live_nodes:
+            self.live_nodes = count
+            now = self.clock()
+            for (name, _), bucket in self._buckets.items():
+                lim, full = self._limits[name], bucket.tokens >= bucket.burst
+                share = _Bucket(lim, count, now)
+                bucket.rate, bucket.burst = share.rate, share.burst
+                bucket.tokens = share.burst if full else min(bucket.tokens, share.burst)
 
-    def admit(self, principal: Any, service: str) -> str:
+    def admit(self, principal: Any, service: str, now: float) -> str:
         """'' when a request of ``principal`` for ``service`` may go on; else why not (spends a token)."""
-        now = self.clock()
-        name = getattr(principal, "name", "anonymous")
-        for lim in self._service_limits.get(service, ()):
-            if not self._take(lim, service, now):
-                return self._refusal(lim, f"service '{service}'")
-        for lim in self._principal_limits:
-            if fnmatch.fnmatchcase(name, lim.principal) and not self._take(lim, name, now):  # type: ignore[arg-type]
-                return self._refusal(lim, f"principal '{name}'")
+        limits = self._service_limits.get(service)
+        if limits is not None:
+            for lim in limits:
+                if not self._bucket(lim, service, now).take(now):
+                    return self._refusal(lim, f"service '{service}'")
+        if self._principal_limits:
+            name = getattr(principal, "name", "anonymous")
+            for lim in self._principal_limits:
+                if fnmatch.fnmatchcase(name, lim.principal) and not self._bucket(lim, name, now).take(now):  # type: ignore[arg-type]
+                    return self._refusal(lim, f"principal '{name}'")
         return ""
 
-    def _take(self, lim: RateLimit, key: str, now: float) -> bool:
-        share = self.live_nodes
-        burst = max(1.0, lim.burst / share)
+    def _bucket(self, lim: RateLimit, key: str, now: float) -> _Bucket:
         bucket = self._buckets.get((lim.name, key))
         if bucket is None:
             if len(self._buckets) >= MAX_BUCKETS:
-                self._drop_full_buckets(now)
-            bucket = self._buckets[(lim.name, key)] = _Bucket(burst, now)
-        bucket.tokens = min(burst, bucket.tokens + (now - bucket.stamp) * lim.rate / share)
-        bucket.stamp = now
-        if bucket.tokens < 1.0:
-            return False
-        bucket.tokens -= 1.0
-        return True
-
-    def _drop_full_buckets(self, now: float) -> None:
-        limits = {lim.name: lim for lim in self._principal_limits}
-        for (name, key), bucket in list(self._buckets.items()):
-            lim = limits.get(name)
-            if lim is None or bucket.tokens + (now - bucket.stamp) * lim.rate / self.live_nodes >= lim.burst / self.live_nodes:
-                del self._buckets[(name, key)]
+                # a bucket that has refilled is the same as none: drop those
+                self._buckets = {k: b for k, b in self._buckets.items() if b.tokens + (now - b.stamp) * b.rate < b.burst}
+            bucket = self._buckets[(lim.name, key)] = _Bucket(lim, self.live_nodes, now)
+        return bucket
 
     def _refusal(self, lim: RateLimit, who: str) -> str:
         self.refused[lim.name] += 1
@@ -178,27 +191,29 @@ class TrafficRules:
 
     def shares(self) -> dict[str, float]:
         """Each limit's per-node rate now, for /metrics."""
-        limits = [*self._principal_limits, *(lim for group in self._service_limits.values() for lim in group)]
-        return {lim.name: lim.rate / self.live_nodes for lim in limits}
+        return {name: lim.rate / self.live_nodes for name, lim in self._limits.items()}
 
     # -- deadlines --------------------------------------------------------------------------
 
-    def track(self, st: "Stream", service: str, deadline_ms: int | None, metadata: bytes) -> None:
-        """Watch a request-response: ``deadline_ms`` of its service, or the requester's if shorter."""
+    def track(self, st: "Stream", service: str, metadata: bytes, now: float) -> None:
+        """Watch a request-response: the deadline of its service, or the requester's if shorter."""
+        deadline_ms = self.deadlines.get(service)
         if DEADLINE_TAG in metadata:
             asked = requested_deadline(metadata)
             if asked is not None and (deadline_ms is None or asked < deadline_ms):
                 deadline_ms = asked
-        if not deadline_ms:
+        if deadline_ms is None:
             return
-        when = self.clock() + deadline_ms / 1000.0
-        heapq.heappush(self._heap, (when, next(self._seq), st, service, deadline_ms))
-        if len(self._heap) > self._compact_at:
+        when = now + deadline_ms / 1000.0
+        heap = self._heap
+        # id(st) breaks ties: two entries of one live stream never exist, so no Stream is compared
+        heapq.heappush(heap, (when, id(st), st, deadline_ms))
+        if len(heap) > self._compact_at:
             # Answered requests stay in the heap until their deadline; sweep them out once it
             # has doubled, so it holds O(open requests), not O(rate x deadline).
-            self._heap = [entry for entry in self._heap if not entry[2].out_done]
-            heapq.heapify(self._heap)
-            self._compact_at = max(COMPACT_MIN, 2 * len(self._heap))
+            heap[:] = [entry for entry in heap if not entry[2].out_done]
+            heapq.heapify(heap)
+            self._compact_at = max(COMPACT_MIN, 2 * len(heap))
         if when < self._timer_at:
             if self._timer is not None:
                 self._timer.cancel()
@@ -210,9 +225,10 @@ class TrafficRules:
         now = self.clock()
         heap = self._heap
         while heap and heap[0][0] <= now:
-            _, _, st, service, ms = heapq.heappop(heap)
+            _, _, st, ms = heapq.heappop(heap)
             if st.out_done or st.prov is None:
                 continue  # answered (or refused) in time
+            service = md.service_of(st.route)
             st.in_done = st.out_done = True
             st.req.send_frame(
                 error_frame(st.req_id, ErrorCode.CANCELED, f"deadline of {ms} ms exceeded for route '{st.route}' (service '{service}')")

@@ -431,13 +431,12 @@ class ClusterRuntime:
             security.set_revoked(k[len("revoked/") :] for k in raft.list("revoked/"))
 
         def services(_: Any) -> None:
-            registry = self.broker.registry
             stored = {k[len("services/") :]: v for k, v in raft.list("services/").items()}
             for service in set(self._policies_applied) - set(stored):
-                registry.set_policy(service, None)
+                self.broker.set_policy(service, None)
             for service, value in stored.items():
                 try:
-                    registry.set_policy(service, ServicePolicy.from_obj(value))
+                    self.broker.set_policy(service, ServicePolicy.from_obj(value))
                 except ValueError as exc:
                     log.warning("config store: services/%s: %s", service, exc)
             self._policies_applied = set(stored)
