@@ -12,8 +12,10 @@ Rules of this module:
 * **Deadlines** (``deadline_ms`` of ``services/<service>``, or the requester's
   ``message/x.rsbroker.deadline.v0`` entry, the shorter wins): request-response only. A
   request still unanswered at its deadline gets ERROR(CANCELED) to the requester and CANCEL
-  to the provider. One heap of deadlines per node and one timer armed for its earliest
-  entry, never a task or timer per request; answered requests leave the heap lazily.
+  to the provider. One structure per node — a FIFO per deadline duration, each in deadline
+  order — and one timer armed for the earliest head, never a task or timer per request;
+  answered requests leave lazily (swept when the structure doubles). A requester's deadline
+  is rounded down to two significant digits, which bounds the number of FIFOs.
 * Requests that arrive over a broker link were held to these rules at their edge node and
   are not counted again.
 """
@@ -23,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import fnmatch
-import heapq
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -35,11 +36,13 @@ from broker.frames import ErrorCode, FrameError, cancel_frame, error_frame
 if TYPE_CHECKING:
     from broker.session import Stream
 
-#: buckets kept before full ones (indistinguishable from absent ones) are dropped
+#: principals whose buckets are kept before those that refilled (same as absent) are dropped
 MAX_BUCKETS = 10_000
 #: the deadline entry's MIME type as it appears in composite metadata: a cheap pre-check
 DEADLINE_TAG = md.DEADLINE_MIME.encode("ascii")
-#: smallest heap worth sweeping for answered requests
+#: deadlines are kept to within this, s: expiries due within one tick are handled together
+DEADLINE_TICK_S = 0.01
+#: fewest watched requests worth sweeping for answered ones
 COMPACT_MIN = 4096
 #: longest deadline accepted, ms (a day): beyond it a deadline is no deadline
 MAX_DEADLINE_MS = 86_400_000
@@ -117,19 +120,23 @@ class TrafficRules:
         #: deadline_ms of the services that have one (kept by Broker.set_policy)
         self.deadlines: dict[str, int] = {}
         self._principal_limits: list[RateLimit] = []
-        self._service_limits: dict[str, list[RateLimit]] = {}
+        #: buckets by service, and by principal name (made on a principal's first request)
+        self._by_service: dict[str, list[tuple[RateLimit, _Bucket]]] = {}
+        self._by_principal: dict[str, list[tuple[RateLimit, _Bucket]]] = {}
         #: any limit configured: the relay asks :meth:`admit` only then
         self.active = False
         #: live nodes sharing each limit (1 without a cluster)
         self.live_nodes = 1
-        self._buckets: dict[tuple[str, str], _Bucket] = {}
         #: refusals by limit name, deadline expiries by service (for /metrics)
         self.refused: collections.Counter[str] = collections.Counter()
         self.timeouts: collections.Counter[str] = collections.Counter()
-        self._heap: list[tuple[float, int, Stream, int]] = []
+        #: requests watched for their deadline: one FIFO per duration (ms), so each is in
+        #: deadline order and appending is O(1); one timer armed for the earliest head
+        self._queues: dict[int, collections.deque[tuple[float, Stream]]] = {}
+        self._tracked = 0
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
-        #: heap size at which answered entries are swept out (amortised O(1) per request)
+        #: watched requests at which answered ones are swept out (amortised O(1) per request)
         self._compact_at = COMPACT_MIN
 
     # -- rate limits ------------------------------------------------------------------------
@@ -139,47 +146,60 @@ class TrafficRules:
         merged = {**self.file_limits, **limits}
         self._limits = merged
         self._principal_limits = [lim for lim in merged.values() if lim.principal is not None]
-        self._service_limits = {}
+        now = self.clock()
+        # a changed limit starts full, at its new size
+        self._by_service = {}
         for lim in merged.values():
             if lim.service is not None:
-                self._service_limits.setdefault(lim.service, []).append(lim)
-        self._buckets = {}  # a changed limit starts full, at its new size
+                self._by_service.setdefault(lim.service, []).append((lim, _Bucket(lim, self.live_nodes, now)))
+        self._by_principal = {}
         self.active = bool(merged)
 
     def set_live_nodes(self, count: int) -> None:
         """The cluster has ``count`` live nodes: each enforces 1/count of every limit."""
         count = max(1, count)
-        if count != self.live_nodes:
-            self.live_nodes = count
-            now = self.clock()
-            for (name, _), bucket in self._buckets.items():
-                lim, full = self._limits[name], bucket.tokens >= bucket.burst
+        if count == self.live_nodes:
+            return
+        self.live_nodes = count
+        now = self.clock()
+        for buckets in (*self._by_service.values(), *self._by_principal.values()):
+            for lim, bucket in buckets:
+                full = bucket.tokens >= bucket.burst
                 share = _Bucket(lim, count, now)
                 bucket.rate, bucket.burst = share.rate, share.burst
                 bucket.tokens = share.burst if full else min(bucket.tokens, share.burst)
 
     def admit(self, principal: Any, service: str, now: float) -> str:
         """'' when a request of ``principal`` for ``service`` may go on; else why not (spends a token)."""
-        limits = self._service_limits.get(service)
-        if limits is not None:
-            for lim in limits:
-                if not self._bucket(lim, service, now).take(now):
+        buckets = self._by_service.get(service)
+        if buckets is not None:
+            for lim, bucket in buckets:
+                if not bucket.take(now):
                     return self._refusal(lim, f"service '{service}'")
         if self._principal_limits:
             name = getattr(principal, "name", "anonymous")
-            for lim in self._principal_limits:
-                if fnmatch.fnmatchcase(name, lim.principal) and not self._bucket(lim, name, now).take(now):  # type: ignore[arg-type]
+            buckets = self._by_principal.get(name)
+            if buckets is None:
+                buckets = self._principal_buckets(name, now)
+            for lim, bucket in buckets:
+                if not bucket.take(now):
                     return self._refusal(lim, f"principal '{name}'")
         return ""
 
-    def _bucket(self, lim: RateLimit, key: str, now: float) -> _Bucket:
-        bucket = self._buckets.get((lim.name, key))
-        if bucket is None:
-            if len(self._buckets) >= MAX_BUCKETS:
-                # a bucket that has refilled is the same as none: drop those
-                self._buckets = {k: b for k, b in self._buckets.items() if b.tokens + (now - b.stamp) * b.rate < b.burst}
-            bucket = self._buckets[(lim.name, key)] = _Bucket(lim, self.live_nodes, now)
-        return bucket
+    def _principal_buckets(self, name: str, now: float) -> list[tuple[RateLimit, _Bucket]]:
+        """The buckets of principal ``name``: one per limit whose glob matches it, made on its first request."""
+        if len(self._by_principal) >= MAX_BUCKETS:
+            # a principal whose buckets have all refilled is the same as one never seen: forget those
+            self._by_principal = {
+                n: b for n, b in self._by_principal.items() if any(x.tokens + (now - x.stamp) * x.rate < x.burst for _, x in b)
+            }
+        buckets = [
+            (lim, _Bucket(lim, self.live_nodes, now))
+            for lim in self._principal_limits
+            if fnmatch.fnmatchcase(name, lim.principal)  # type: ignore[arg-type]
+        ]
+        self._by_principal[name] = buckets
+        return buckets
 
     def _refusal(self, lim: RateLimit, who: str) -> str:
         self.refused[lim.name] += 1
@@ -197,50 +217,64 @@ class TrafficRules:
 
     def track(self, st: "Stream", service: str, metadata: bytes, now: float) -> None:
         """Watch a request-response: the deadline of its service, or the requester's if shorter."""
-        deadline_ms = self.deadlines.get(service)
+        ms = self.deadlines.get(service)
         if DEADLINE_TAG in metadata:
             asked = requested_deadline(metadata)
-            if asked is not None and (deadline_ms is None or asked < deadline_ms):
-                deadline_ms = asked
-        if deadline_ms is None:
+            if asked is not None and (ms is None or asked < ms):
+                ms = asked
+        if ms is None:
             return
-        when = now + deadline_ms / 1000.0
-        heap = self._heap
-        # id(st) breaks ties: two entries of one live stream never exist, so no Stream is compared
-        heapq.heappush(heap, (when, id(st), st, deadline_ms))
-        if len(heap) > self._compact_at:
-            # Answered requests stay in the heap until their deadline; sweep them out once it
-            # has doubled, so it holds O(open requests), not O(rate x deadline).
-            heap[:] = [entry for entry in heap if not entry[2].out_done]
-            heapq.heapify(heap)
-            self._compact_at = max(COMPACT_MIN, 2 * len(heap))
+        queue = self._queues.get(ms)
+        if queue is None:
+            queue = self._queues[ms] = collections.deque()
+        when = now + ms / 1000.0
+        queue.append((when, st))
+        self._tracked += 1
+        if self._tracked > self._compact_at:
+            self._compact()
         if when < self._timer_at:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer_at = when
-            self._timer = self.loop.call_at(when, self.expire)
+            self._arm(when, now)
+
+    def _arm(self, when: float, now: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = max(when, now + DEADLINE_TICK_S)
+        self._timer = self.loop.call_at(self._timer_at, self.expire)
+
+    def _compact(self) -> None:
+        """Drop answered requests from the queues once they have doubled: O(open requests) held,
+        not O(rate x deadline), at an amortised O(1) per request."""
+        for ms, queue in self._queues.items():
+            self._queues[ms] = collections.deque(entry for entry in queue if not entry[1].out_done)
+        self._tracked = sum(len(queue) for queue in self._queues.values())
+        self._compact_at = max(COMPACT_MIN, 2 * self._tracked)
 
     def expire(self) -> None:
-        """End every request past its deadline; re-arm the timer for the next one."""
+        """End every request past its deadline; arm the timer for the next one."""
         now = self.clock()
-        heap = self._heap
-        while heap and heap[0][0] <= now:
-            _, _, st, ms = heapq.heappop(heap)
-            if st.out_done or st.prov is None:
-                continue  # answered (or refused) in time
-            service = md.service_of(st.route)
-            st.in_done = st.out_done = True
-            st.req.send_frame(
-                error_frame(st.req_id, ErrorCode.CANCELED, f"deadline of {ms} ms exceeded for route '{st.route}' (service '{service}')")
-            )
-            st.prov.send_frame(cancel_frame(st.prov_id))
-            st.req._finish(st)
-            self.timeouts[service] += 1
-        self._timer = None
-        self._timer_at = math.inf
-        if heap:
-            self._timer_at = heap[0][0]
-            self._timer = self.loop.call_at(self._timer_at, self.expire)
+        self._timer, self._timer_at = None, math.inf
+        earliest = math.inf
+        for ms, queue in list(self._queues.items()):
+            while queue and queue[0][0] <= now:
+                _, st = queue.popleft()
+                self._tracked -= 1
+                if not st.out_done and st.prov is not None:
+                    self._end(st, ms)
+            if queue:
+                earliest = min(earliest, queue[0][0])
+            else:
+                del self._queues[ms]
+        if earliest < math.inf:
+            self._arm(earliest, now)
+
+    def _end(self, st: "Stream", ms: int) -> None:
+        """ERROR(CANCELED) to the requester, CANCEL to the provider, the stream forgotten."""
+        service = md.service_of(st.route)
+        st.in_done = st.out_done = True
+        st.req.send_frame(error_frame(st.req_id, ErrorCode.CANCELED, f"deadline of {ms} ms exceeded for route '{st.route}' (service '{service}')"))
+        st.prov.send_frame(cancel_frame(st.prov_id))  # type: ignore[union-attr]
+        st.req._finish(st)
+        self.timeouts[service] += 1
 
 
 def requested_deadline(metadata: bytes) -> int | None:
@@ -252,4 +286,7 @@ def requested_deadline(metadata: bytes) -> int | None:
     if entry is None or not entry.isdigit() or len(entry) > 9:
         return None
     value = int(entry)
-    return value if 0 < value <= MAX_DEADLINE_MS else None
+    if not 0 < value <= MAX_DEADLINE_MS:
+        return None
+    step = 10 ** max(0, len(str(value)) - 2)  # two significant digits, rounded down: never later
+    return value - value % step
