@@ -307,8 +307,10 @@ class Gateway:
             event = await self._next_event(request, session)
             if event[0] == "error":
                 return self._answer(error_response(event[1], event[2]))
-            data = event[1] if event[0] == "next" else b""
-            return self._answer(web.Response(body=data, headers={"Content-Type": _response_type(event[2] if event[0] == "next" else b"", ctype)}))
+            data, metadata = (event[1], event[2]) if event[0] == "next" else (b"", b"")
+            return self._answer(web.Response(body=data, headers={"Content-Type": _response_type(metadata, ctype)}))
+        except ConnectionError:
+            return web.Response(status=499)  # the client is gone; nobody reads this
         finally:
             session.cancel()
 
@@ -325,7 +327,7 @@ class Gateway:
             return self._answer(session)
         try:
             data = request.query.get("data", "").encode("utf-8")
-            meta = _request_metadata(request.match_info["route"], request.query.get("type"), _deadline_entry(request))
+            meta = _request_metadata(request.match_info["route"], request.headers.get("Content-Type"), _deadline_entry(request))
             await session.send(request_frame(FrameType.REQUEST_STREAM, _SID, meta, data, initial_n=STREAM_WINDOW))
             event = await self._next_event(request, session)
             if event[0] == "error":
