@@ -89,26 +89,35 @@ def limits_from_config(obj: Mapping[str, object]) -> dict[str, RateLimit]:
 
 
 class _Bucket:
-    """Tokens left at ``stamp``; ``rate`` and ``burst`` are this node's share of its limit's."""
+    """A token bucket kept as GCRA does (one number per bucket, no refill arithmetic):
+    ``tat`` is when the bucket would be full again; a request may go while that is at most
+    ``tolerance`` ahead of now, and moves it ``interval`` on. ``interval`` and ``tolerance``
+    come from this node's share of the limit's rate and burst."""
 
-    __slots__ = ("tokens", "stamp", "rate", "burst")
+    __slots__ = ("tat", "interval", "tolerance")
 
     def __init__(self, lim: RateLimit, share: int, now: float) -> None:
-        self.rate = lim.rate / share
-        self.burst = lim.burst / share if lim.burst >= share else 1.0
-        self.tokens = self.burst
-        self.stamp = now
+        self.tat = now
+        self.interval, self.tolerance = _shape(lim, share)
 
-    def take(self, now: float) -> bool:
-        tokens = self.tokens + (now - self.stamp) * self.rate
-        if tokens > self.burst:
-            tokens = self.burst
-        self.stamp = now
-        if tokens < 1.0:
-            self.tokens = tokens
-            return False
-        self.tokens = tokens - 1.0
-        return True
+
+def _shape(lim: RateLimit, share: int) -> tuple[float, float]:
+    """(seconds per request, burst headroom in seconds) of this node's share of ``lim``."""
+    interval = share / lim.rate
+    burst = lim.burst / share if lim.burst >= share else 1.0
+    return interval, (burst - 1.0) * interval
+
+
+def _spend(buckets: list[tuple[RateLimit, _Bucket]], now: float) -> RateLimit | None:
+    """Spend one request of each bucket; the limit of the first that had none left."""
+    for lim, bucket in buckets:
+        tat = bucket.tat
+        if tat < now:
+            tat = now
+        if tat - now > bucket.tolerance:
+            return lim
+        bucket.tat = tat + bucket.interval
+    return None
 
 
 class TrafficRules:
@@ -166,26 +175,26 @@ class TrafficRules:
         now = self.clock()
         for buckets in (*self._by_service.values(), *self._by_principal.values()):
             for lim, bucket in buckets:
-                full = bucket.tokens >= bucket.burst
-                share = _Bucket(lim, count, now)
-                bucket.rate, bucket.burst = share.rate, share.burst
-                bucket.tokens = share.burst if full else min(bucket.tokens, share.burst)
+                # keep how far ahead of now the bucket is in requests, at the new pace
+                used = max(0.0, bucket.tat - now) / bucket.interval
+                bucket.interval, bucket.tolerance = _shape(lim, count)
+                bucket.tat = now + used * bucket.interval
 
     def admit(self, principal: Any, service: str, now: float) -> str:
         """'' when a request of ``principal`` for ``service`` may go on; else why not (spends a token)."""
         buckets = self._by_service.get(service)
         if buckets is not None:
-            for lim, bucket in buckets:
-                if not bucket.take(now):
-                    return self._refusal(lim, f"service '{service}'")
+            lim = _spend(buckets, now)
+            if lim is not None:
+                return self._refusal(lim, f"service '{service}'")
         if self._principal_limits:
-            name = getattr(principal, "name", "anonymous")
+            name = principal.name  # every session has one once its SETUP is accepted
             buckets = self._by_principal.get(name)
             if buckets is None:
                 buckets = self._principal_buckets(name, now)
-            for lim, bucket in buckets:
-                if not bucket.take(now):
-                    return self._refusal(lim, f"principal '{name}'")
+            lim = _spend(buckets, now)
+            if lim is not None:
+                return self._refusal(lim, f"principal '{name}'")
         return ""
 
     def _principal_buckets(self, name: str, now: float) -> list[tuple[RateLimit, _Bucket]]:
@@ -193,7 +202,7 @@ class TrafficRules:
         if len(self._by_principal) >= MAX_BUCKETS:
             # a principal whose buckets have all refilled is the same as one never seen: forget those
             self._by_principal = {
-                n: b for n, b in self._by_principal.items() if any(x.tokens + (now - x.stamp) * x.rate < x.burst for _, x in b)
+                n: b for n, b in self._by_principal.items() if any(x.tat > now for _, x in b)
             }
         buckets = [
             (lim, _Bucket(lim, self.live_nodes, now))
