@@ -90,6 +90,14 @@ def _traffic_families(broker: Any) -> Iterator[Any]:
     for service, count in sorted(traffic.timeouts.items()):
         timeouts.add_metric([service], count)
     yield timeouts
+    retried = CounterMetricFamily("rsbroker_retries", "Idempotent requests sent to another provider, by service", labels=["service"])
+    for service, count in sorted(traffic.retried.items()):
+        retried.add_metric([service], count)
+    yield retried
+    spent = CounterMetricFamily("rsbroker_retries_refused", "Retries not made because the retry budget was spent, by service", labels=["service"])
+    for service, count in sorted(traffic.retries_refused.items()):
+        spent.add_metric([service], count)
+    yield spent
     answers = CounterMetricFamily("rsbroker_gateway_responses", "HTTP gateway answers by status code", labels=["status"])
     for status, count in sorted((broker.gateway.responses if broker.gateway else {}).items()):
         answers.add_metric([str(status)], count)

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 POLICIES = ("round_robin", "least_outstanding", "weighted")
+#: most times one request may be sent again
+MAX_RETRIES = 5
 
 
 class Provider(Protocol):
@@ -68,6 +70,9 @@ class ServicePolicy:
     #: a request-response unanswered this long (ms) is ended: ERROR to the requester, CANCEL
     #: to the provider (broker.traffic); None: no deadline but the requester's own
     deadline_ms: int | None = None
+    #: its request-responses may be sent again (broker.traffic retries), and how many times
+    idempotent: bool = False
+    retries: int = 0
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -81,6 +86,12 @@ class ServicePolicy:
             raise ValueError(f"'prefer_local' must be true or false, got {self.prefer_local!r}")
         if self.deadline_ms is not None and (type(self.deadline_ms) is not int or not 1 <= self.deadline_ms <= 86_400_000):
             raise ValueError(f"'deadline_ms' must be an integer from 1 to 86400000 (a day), got {self.deadline_ms!r}")
+        if not isinstance(self.idempotent, bool):
+            raise ValueError(f"'idempotent' must be true or false, got {self.idempotent!r}")
+        if type(self.retries) is not int or not 0 <= self.retries <= MAX_RETRIES:
+            raise ValueError(f"'retries' must be an integer from 0 to {MAX_RETRIES}, got {self.retries!r}")
+        if self.retries and not self.idempotent:
+            raise ValueError("'retries' needs \"idempotent\": true: only idempotent routes may be sent twice")
 
     @classmethod
     def from_obj(cls, obj: object) -> "ServicePolicy":
@@ -91,11 +102,11 @@ class ServicePolicy:
         """
         if not isinstance(obj, Mapping):
             raise ValueError(f"a service policy must be an object, got {type(obj).__name__}")
-        unknown = set(obj) - {"policy", "weights", "prefer_local", "deadline_ms"}
+        unknown = set(obj) - {"policy", "weights", "prefer_local", "deadline_ms", "idempotent", "retries"}
         if unknown:
             raise ValueError(
                 f"unknown service policy field(s) {', '.join(sorted(map(str, unknown)))}; "
-                "allowed: policy, weights, prefer_local, deadline_ms"
+                "allowed: policy, weights, prefer_local, deadline_ms, idempotent, retries"
             )
         weights = obj.get("weights", {})
         if not isinstance(weights, Mapping):
@@ -105,6 +116,8 @@ class ServicePolicy:
             weights=dict(weights),
             prefer_local=obj.get("prefer_local", True),
             deadline_ms=obj.get("deadline_ms"),
+            idempotent=obj.get("idempotent", False),
+            retries=obj.get("retries", 1 if obj.get("idempotent") is True else 0),
         )
 
 

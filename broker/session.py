@@ -116,6 +116,7 @@ class Stream:
         "pending_bytes",
         "started",
         "route",
+        "retry",
     )
 
     def __init__(self, kind: int, req: "Session", req_id: int) -> None:
@@ -137,6 +138,8 @@ class Stream:
         #: when its first fragment arrived (broker clock), for reassembly_timeout_s
         self.started = 0.0
         self.route = ""
+        #: (request frame, sends left) of an idempotent request-response (broker.traffic retries)
+        self.retry: tuple[bytes, int] | None = None
 
 
 class Session:
@@ -347,6 +350,8 @@ class Session:
                     dest.forward(st.prov_sid, buf, off, end)
                     self._requester_sent(st, ftype, type_flags)
                 else:
+                    if ftype == _ERROR and st.retry is not None and self.broker.traffic.retry_rejected(st, buf, off, end):
+                        return  # sent to another provider (broker.traffic)
                     dest = st.req
                     dest.forward(st.req_sid, buf, off, end)
                     if (
@@ -520,10 +525,11 @@ class Session:
         if self.metadata_mime == md.ROUTING_MIME:
             # Every provider and broker link reads composite metadata (registering needs it):
             # bare routing tags read as composite could name another route than the one checked.
-            frame = replace_metadata(buf, off, end, md.for_composite_peer(metadata, md.ROUTING_MIME))
-            dest.forward(st.prov_sid, frame, 0, len(frame))
-        else:
-            dest.forward(st.prov_sid, buf, off, end)
+            buf = replace_metadata(buf, off, end, md.for_composite_peer(metadata, md.ROUTING_MIME))
+            off, end = 0, len(buf)
+        dest.forward(st.prov_sid, buf, off, end)
+        if ftype == _RR and self.broker.traffic.retries and not type_flags & FLAG_FOLLOWS:
+            self.broker.traffic.keep_for_retry(st, buf, off, end)
         if dest.write_paused:
             self._blocked_by(dest)
 
@@ -751,6 +757,7 @@ class Session:
         """Book-keeping after relaying a frame from the provider to the requester."""
         if ftype == _PAYLOAD:
             if type_flags & FLAG_FOLLOWS:
+                st.retry = None  # the provider has begun to answer: never sent again
                 return
             if type_flags & FLAG_COMPLETE or (st.kind == _RR and type_flags & FLAG_NEXT):
                 st.out_done = True
@@ -841,6 +848,8 @@ class Session:
                     peer.send_frame(cancel_frame(peer_id))
             else:
                 peer, peer_id = st.req, st.req_id
+                if st.retry is not None and not st.out_done and self.broker.traffic.retry(st):
+                    continue  # sent to another provider (broker.traffic)
                 if not st.out_done or not st.in_done:
                     reason = self.close_reason or "connection lost"
                     peer.send_frame(

@@ -16,6 +16,11 @@ Rules of this module:
   order — and one timer armed for the earliest head, never a task or timer per request;
   answered requests leave lazily (swept when the structure doubles). A requester's deadline
   is rounded down to two significant digits, which bounds the number of FIFOs.
+* **Retries** (``idempotent`` and ``retries`` of ``services/<service>``): a request-response
+  of an idempotent service is kept (one frame, not fragmented) until its provider answers; if
+  the provider refuses it (ERROR REJECTED) or its connection is lost before it began to
+  answer, it goes to another provider instead of failing, up to ``retries`` times, while the
+  node's budget allows (``RETRY_BUDGET`` of the requests kept, so at most 20 %).
 * Requests that arrive over a broker link were held to these rules at their edge node and
   are not counted again.
 """
@@ -31,9 +36,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from broker import metadata as md
-from broker.frames import ErrorCode, FrameError, cancel_frame, error_frame
+from broker.frames import HEADER_LENGTH, ErrorCode, FrameError, cancel_frame, error_frame
 
 if TYPE_CHECKING:
+    from broker.registry import Registry
     from broker.session import Stream
 
 #: principals whose buckets are kept before those that refilled (same as absent) are dropped
@@ -46,6 +52,11 @@ DEADLINE_TICK_S = 0.01
 #: die young; a backlog of thousands costs more in garbage collection (measured: +20 % relay
 #: CPU per request at 4096) than the sweeps do
 COMPACT_MIN = 256
+#: retries earned per idempotent request (at most 20 % of them are sent again) ...
+RETRY_BUDGET = 0.2
+#: ... and the budget a quiet node starts with and never holds more than, requests
+RETRY_FLOOR = 10
+RETRY_CAP = 100
 #: longest deadline accepted, ms (a day): beyond it a deadline is no deadline
 MAX_DEADLINE_MS = 86_400_000
 
@@ -123,9 +134,17 @@ def _spend(buckets: list[tuple[RateLimit, _Bucket]], now: float) -> RateLimit | 
 class TrafficRules:
     """Rate limits and deadlines of one node."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, clock: Callable[[], float]) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, clock: Callable[[], float], registry: "Registry") -> None:
         self.loop = loop
         self.clock = clock
+        self.registry = registry
+        #: retries of each idempotent service (kept by Broker.set_policy)
+        self.retries: dict[str, int] = {}
+        #: retries this node may still spend: RETRY_BUDGET per kept request, at least RETRY_FLOOR
+        self.retry_budget = float(RETRY_FLOOR)
+        #: requests sent again, and those that would have been but for the budget, by service
+        self.retried: collections.Counter[str] = collections.Counter()
+        self.retries_refused: collections.Counter[str] = collections.Counter()
         self.file_limits: dict[str, RateLimit] = {}
         self._limits: dict[str, RateLimit] = {}
         #: deadline_ms of the services that have one (kept by Broker.set_policy)
@@ -286,6 +305,50 @@ class TrafficRules:
         st.prov.send_frame(cancel_frame(st.prov_id))  # type: ignore[union-attr]
         st.req._finish(st)
         self.timeouts[service] += 1
+
+
+    # -- retries ----------------------------------------------------------------------------
+
+    def keep_for_retry(self, st: "Stream", buf: Any, off: int, end: int) -> None:
+        """Keep an idempotent service's request (the frame at ``buf[off:end]``) so that it can be sent again."""
+        retries = self.retries.get(md.service_of(st.route))
+        if retries:
+            st.retry = (bytes(buf[off:end]), retries)
+            budget = self.retry_budget + RETRY_BUDGET
+            self.retry_budget = budget if budget < RETRY_CAP else float(RETRY_CAP)
+
+    def retry_rejected(self, st: "Stream", buf: Any, off: int, end: int) -> bool:
+        """The provider answered ERROR: send the request again if that was REJECTED (True when sent)."""
+        if end - off < HEADER_LENGTH + 4 or int.from_bytes(buf[off + HEADER_LENGTH : off + HEADER_LENGTH + 4], "big") != ErrorCode.REJECTED:
+            st.retry = None
+            return False
+        return self.retry(st)
+
+    def retry(self, st: "Stream") -> bool:
+        """Send ``st``'s request to another provider; False when it may not or nobody can take it."""
+        frame, left = st.retry  # type: ignore[misc]
+        service = md.service_of(st.route)
+        if self.retry_budget < 1.0:
+            self.retries_refused[service] += 1
+            st.retry = None
+            return False
+        failed = st.prov
+        provider, _ = self.registry.pick(service, self.clock(), st.req.is_link)
+        if provider is None or provider.target is failed:
+            st.retry = None
+            return False
+        self.retry_budget -= 1.0
+        if failed is not None and failed.streams.pop(st.prov_id, None) is not None:
+            failed.outstanding -= 1
+        dest = provider.target
+        pid = dest.allocate_local_id()
+        st.prov, st.prov_id, st.prov_sid = dest, pid, pid.to_bytes(4, "big")
+        st.retry = (frame, left - 1) if left > 1 else None
+        dest.streams[pid] = st
+        dest.outstanding += 1
+        dest.forward(st.prov_sid, frame, 0, len(frame))
+        self.retried[service] += 1
+        return True
 
 
 def requested_deadline(metadata: bytes) -> int | None:
