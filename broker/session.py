@@ -138,8 +138,9 @@ class Stream:
         #: when its first fragment arrived (broker clock), for reassembly_timeout_s
         self.started = 0.0
         self.route = ""
-        #: (request frame, sends left) of an idempotent request-response (broker.traffic retries)
-        self.retry: tuple[bytes, int] | None = None
+        #: (request frame, sends left) of an idempotent request-response (broker.traffic
+        #: retries); the frame is None while it is not known whole (fragmented: never retried)
+        self.retry: tuple[bytes | None, int] | None = None
 
 
 class Session:
@@ -528,8 +529,8 @@ class Session:
             buf = replace_metadata(buf, off, end, md.for_composite_peer(metadata, md.ROUTING_MIME))
             off, end = 0, len(buf)
         dest.forward(st.prov_sid, buf, off, end)
-        if ftype == _RR and self.broker.traffic.retries and not type_flags & FLAG_FOLLOWS:
-            self.broker.traffic.keep_for_retry(st, buf, off, end)
+        if st.retry is not None and not type_flags & FLAG_FOLLOWS:
+            st.retry = (bytes(buf[off:end]), st.retry[1])  # kept whole: it may be sent again
         if dest.write_paused:
             self._blocked_by(dest)
 
@@ -696,8 +697,11 @@ class Session:
         dest.streams[pid] = st
         dest.outstanding += 1
         broker.stats["requests"] += 1
-        if ftype == _RR and (traffic.deadlines or DEADLINE_TAG in metadata) and not self.is_link:
-            traffic.track(st, service, metadata, now)
+        if ftype == _RR and not self.is_link:  # a link's requests are timed and retried at their edge
+            if traffic.deadlines or DEADLINE_TAG in metadata:
+                traffic.track(st, service, metadata, now)
+            if traffic.retries:
+                traffic.keep_for_retry(st, service)
         if last_flags & FLAG_FOLLOWS:
             pass  # more fragments of the request follow; they arrive as PAYLOAD frames
         elif ftype == _FNF:

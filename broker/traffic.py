@@ -309,11 +309,11 @@ class TrafficRules:
 
     # -- retries ----------------------------------------------------------------------------
 
-    def keep_for_retry(self, st: "Stream", buf: Any, off: int, end: int) -> None:
-        """Keep an idempotent service's request (the frame at ``buf[off:end]``) so that it can be sent again."""
-        retries = self.retries.get(md.service_of(st.route))
+    def keep_for_retry(self, st: "Stream", service: str) -> None:
+        """Mark a request of an idempotent service to be kept (the session keeps its frame)."""
+        retries = self.retries.get(service)
         if retries:
-            st.retry = (bytes(buf[off:end]), retries)
+            st.retry = (None, retries)
             budget = self.retry_budget + RETRY_BUDGET
             self.retry_budget = budget if budget < RETRY_CAP else float(RETRY_CAP)
 
@@ -328,6 +328,9 @@ class TrafficRules:
         """Send ``st``'s request to another provider; False when it may not or nobody can take it."""
         frame, left = st.retry  # type: ignore[misc]
         service = md.service_of(st.route)
+        if frame is None:  # a fragmented request: not kept
+            st.retry = None
+            return False
         if self.retry_budget < 1.0:
             self.retries_refused[service] += 1
             st.retry = None
