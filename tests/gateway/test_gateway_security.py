@@ -97,3 +97,16 @@ async def test_a_foreign_origin_is_refused_before_the_relay(secured: BrokerProce
         assert "--ws-allowed-origins" in json.loads(body)["message"]
         assert seen.calls == []
 
+
+
+async def test_a_body_over_the_frame_limit_is_refused_and_the_node_serves_on(broker_factory: BrokerFactory) -> None:
+    node = broker_factory.start("--max-frame-size", "65536")
+    seen = Seen()
+    async with connect(str(node.tcp), services=[SERVICE], router=gateway_router(seen)):
+        await wait_served(node)
+        url = f"http://{node.ws}/rpc/{SERVICE}.echo"
+        status, _, body = await http("POST", url, data=b"x" * 200_000)
+        assert status == 413 and "max_frame_size" in json.loads(body)["message"]
+        status, _, body = await http("POST", url, data=b"small")
+        assert (status, body) == (200, b"p1 echo small")
+        assert seen.calls == [("echo", b"small")]
