@@ -108,7 +108,7 @@ def error_response(code: int, message: str) -> web.Response:
 class GatewaySession(Session):
     """The relay's view of one HTTP request: a connection without a socket.
 
-    Frames the relay sends it are decoded into events on :attr:`events`:
+    Frames the relay sends it are decoded into events (:meth:`next_event`):
     ``("next", data, metadata, complete)``, ``("complete",)`` or ``("error", code, message)``.
     """
 
@@ -116,7 +116,9 @@ class GatewaySession(Session):
 
     def __init__(self, broker: Broker, peer: Any) -> None:
         super().__init__(broker, peer)
-        self.events: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
+        self.events: collections.deque[tuple[Any, ...]] = collections.deque()
+        #: set when an event arrives (or the disconnect poll is due) while the handler waits
+        self._waiter: asyncio.Future[None] | None = None
         #: fragments of a payload that is not complete yet, and their size
         self._parts: list[bytes] = []
         self._parts_bytes = 0
@@ -156,7 +158,7 @@ class GatewaySession(Session):
                 code, message = parse_error(frame, 0, len(frame))
             except FrameError as exc:
                 code, message = ErrorCode.APPLICATION_ERROR, str(exc)
-            self.events.put_nowait(("error", code, message))
+            self._event(("error", code, message))
         elif ftype == FrameType.PAYLOAD:
             self._payload(frame, flags)
         # REQUEST_N and CANCEL only flow on channels, which the gateway does not open
@@ -166,7 +168,7 @@ class GatewaySession(Session):
             metadata, _ = request_metadata(frame, 0, len(frame))
             data = request_data(frame, 0, len(frame))
         except FrameError as exc:
-            self.events.put_nowait(("error", ErrorCode.APPLICATION_ERROR, f"unreadable payload from the provider: {exc}"))
+            self._event(("error", ErrorCode.APPLICATION_ERROR, f"unreadable payload from the provider: {exc}"))
             return
         if flags & FLAG_FOLLOWS or self._parts:
             self._parts.append(data)
@@ -174,7 +176,7 @@ class GatewaySession(Session):
             limit = self.broker.settings.max_reassembly_bytes
             if self._parts_bytes > limit:
                 self.broker.limit_hit("max_reassembly_bytes")
-                self.events.put_nowait(
+                self._event(
                     ("error", ErrorCode.APPLICATION_ERROR, f"response exceeds max_reassembly_bytes ({limit} bytes)")
                 )
                 self.close()
@@ -183,9 +185,37 @@ class GatewaySession(Session):
                 return
             data, self._parts, self._parts_bytes = b"".join(self._parts), [], 0
         if flags & FLAG_NEXT:
-            self.events.put_nowait(("next", data, metadata, bool(flags & FLAG_COMPLETE)))
+            self._event(("next", data, metadata, bool(flags & FLAG_COMPLETE)))
         elif flags & FLAG_COMPLETE:
-            self.events.put_nowait(("complete",))
+            self._event(("complete",))
+
+    def _event(self, event: tuple[Any, ...]) -> None:
+        self.events.append(event)
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def next_event(self, request: web.Request) -> tuple[Any, ...]:
+        """The next event; ConnectionResetError once the HTTP client has gone.
+
+        One future and one timer per wait, no task: the timer only makes the handler look
+        at its HTTP connection every DISCONNECT_POLL_S while the provider is silent.
+        """
+        loop = self.broker.loop
+        while not self.events:
+            self._waiter = loop.create_future()
+            poll = loop.call_later(DISCONNECT_POLL_S, self._wake)
+            try:
+                await self._waiter
+            finally:
+                poll.cancel()
+                self._waiter = None
+            transport = request.transport
+            if not self.events and (transport is None or transport.is_closing()):
+                raise ConnectionResetError("the HTTP client went away")
+        return self.events.popleft()
 
     def flush(self) -> None:
         pass  # events are delivered as they come; there is no socket to write
@@ -211,7 +241,7 @@ class GatewaySession(Session):
         """As every session's, but a refused fire-and-forget is told too: HTTP has an answer for it."""
         super()._reject(sid, ftype, code, message)
         if ftype == FrameType.REQUEST_FNF:
-            self.events.put_nowait(("error", code, message))
+            self._event(("error", code, message))
 
 
 def _request_metadata(route: str, content_type: str | None, extra: bytes = b"") -> bytes:
@@ -299,12 +329,12 @@ class Gateway:
             meta = _request_metadata(route, ctype, _deadline_entry(request))
             if "respond-async" in request.headers.get("Prefer", ""):
                 await session.send(request_frame(FrameType.REQUEST_FNF, _SID, meta, body))
-                if not session.events.empty():
-                    _, code, message = session.events.get_nowait()
+                if session.events:
+                    _, code, message = session.events.popleft()
                     return self._answer(error_response(code, message))
                 return self._answer(web.Response(status=202))
             await session.send(request_frame(FrameType.REQUEST_RESPONSE, _SID, meta, body))
-            event = await self._next_event(request, session)
+            event = await session.next_event(request)
             if event[0] == "error":
                 return self._answer(error_response(event[1], event[2]))
             data, metadata = (event[1], event[2]) if event[0] == "next" else (b"", b"")
@@ -329,7 +359,7 @@ class Gateway:
             data = request.query.get("data", "").encode("utf-8")
             meta = _request_metadata(request.match_info["route"], request.headers.get("Content-Type"), _deadline_entry(request))
             await session.send(request_frame(FrameType.REQUEST_STREAM, _SID, meta, data, initial_n=STREAM_WINDOW))
-            event = await self._next_event(request, session)
+            event = await session.next_event(request)
             if event[0] == "error":
                 return self._answer(error_response(event[1], event[2]))
             response = web.StreamResponse(
@@ -352,24 +382,13 @@ class Gateway:
                     body = json.dumps({"error": _name(event[1]), "message": event[2]})
                     await response.write(f"event: error\ndata: {body}\n\n".encode() if sse else body.encode() + b"\n")
                     break
-                event = await self._next_event(request, session)
+                event = await session.next_event(request)
             await response.write_eof()
             return response
         except ConnectionError:
             return web.Response(status=499)  # the client is gone; nobody reads this
         finally:
             session.cancel()
-
-    @staticmethod
-    async def _next_event(request: web.Request, session: GatewaySession) -> tuple[Any, ...]:
-        """The session's next event; ConnectionResetError once the HTTP client has gone."""
-        while True:
-            try:
-                return await asyncio.wait_for(session.events.get(), DISCONNECT_POLL_S)
-            except asyncio.TimeoutError:
-                transport = request.transport
-                if transport is None or transport.is_closing():
-                    raise ConnectionResetError("the HTTP client went away") from None
 
 
 def _too_large(limit: int) -> web.Response:
