@@ -67,7 +67,7 @@ _SID = 1
 
 
 class Refusal(Exception):
-    """An RSocket ERROR (or a gateway-side refusal) on its way to becoming an HTTP answer."""
+    """A request the gateway refuses before the relay sees it, with the RSocket code it maps from."""
 
     def __init__(self, code: int, message: str) -> None:
         super().__init__(message)
@@ -244,11 +244,20 @@ class GatewaySession(Session):
             self._event(("error", code, message))
 
 
-def _request_metadata(route: str, content_type: str | None, extra: bytes = b"") -> bytes:
-    meta = md.composite_entry(md.ROUTING_MIME, md.routing(route))
+def _request_metadata(request: web.Request, content_type: str | None) -> bytes:
+    """Routing, data MIME type and deadline entries of ``request``; Refusal(INVALID) when unusable."""
+    try:
+        meta = md.composite_entry(md.ROUTING_MIME, md.routing(request.match_info["route"]))
+    except ValueError as exc:
+        raise Refusal(ErrorCode.INVALID, f"bad route: {exc}") from None
     if content_type:
         meta += md.composite_entry(MIME_ENTRY, content_type.encode("ascii", "replace"))
-    return meta + extra
+    deadline = request.headers.get("RSBroker-Deadline-Ms")
+    if deadline is not None:
+        if not deadline.strip().isdigit() or len(deadline.strip()) > 9:
+            raise Refusal(ErrorCode.INVALID, "RSBroker-Deadline-Ms must be a whole number of milliseconds")
+        meta += md.composite_entry(md.DEADLINE_MIME, deadline.strip().encode("ascii"))
+    return meta
 
 
 def _response_type(metadata: bytes, fallback: str) -> str:
@@ -324,9 +333,8 @@ class Gateway:
             body = await request.content.read(limit + 1)
             if len(body) > limit:
                 return self._answer(_too_large(limit))
-            route = request.match_info["route"]
             ctype = request.headers.get("Content-Type", "application/octet-stream")
-            meta = _request_metadata(route, ctype, _deadline_entry(request))
+            meta = _request_metadata(request, ctype)
             if "respond-async" in request.headers.get("Prefer", ""):
                 await session.send(request_frame(FrameType.REQUEST_FNF, _SID, meta, body))
                 if session.events:
@@ -339,6 +347,8 @@ class Gateway:
                 return self._answer(error_response(event[1], event[2]))
             data, metadata = (event[1], event[2]) if event[0] == "next" else (b"", b"")
             return self._answer(web.Response(body=data, headers={"Content-Type": _response_type(metadata, ctype)}))
+        except Refusal as exc:
+            return self._answer(error_response(exc.code, exc.message))
         except ConnectionError:
             return web.Response(status=499)  # the client is gone; nobody reads this
         finally:
@@ -357,7 +367,7 @@ class Gateway:
             return self._answer(session)
         try:
             data = request.query.get("data", "").encode("utf-8")
-            meta = _request_metadata(request.match_info["route"], request.headers.get("Content-Type"), _deadline_entry(request))
+            meta = _request_metadata(request, request.headers.get("Content-Type"))
             await session.send(request_frame(FrameType.REQUEST_STREAM, _SID, meta, data, initial_n=STREAM_WINDOW))
             event = await session.next_event(request)
             if event[0] == "error":
@@ -385,6 +395,8 @@ class Gateway:
                 event = await session.next_event(request)
             await response.write_eof()
             return response
+        except Refusal as exc:
+            return self._answer(error_response(exc.code, exc.message))
         except ConnectionError:
             return web.Response(status=499)  # the client is gone; nobody reads this
         finally:
@@ -396,14 +408,6 @@ def _too_large(limit: int) -> web.Response:
         {"error": "REJECTED", "message": f"request body exceeds max_frame_size less 1024 bytes of framing ({limit} bytes)"},
         status=413,
     )
-
-
-def _deadline_entry(request: web.Request) -> bytes:
-    """The requester's deadline (``RSBroker-Deadline-Ms`` header) as its metadata entry."""
-    value = request.headers.get("RSBroker-Deadline-Ms")
-    if value is None or not value.strip().isdigit():
-        return b""
-    return md.composite_entry(md.DEADLINE_MIME, value.strip().encode("ascii"))
 
 
 def _name(code: int) -> str:

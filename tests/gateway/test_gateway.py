@@ -64,6 +64,10 @@ async def test_provider_error_is_502_and_bad_requests_are_400(node: BrokerProces
         status, _, body = await http("GET", rpc(node, "gw.count"))  # no Accept saying how to stream
         assert status == 400
         assert "text/event-stream" in json.loads(body)["message"]
+        status, _, body = await http("POST", rpc(node, "gw." + "x" * 300), data=b"x")
+        assert status == 400 and "255 bytes" in json.loads(body)["message"]
+        status, _, body = await http("POST", rpc(node, "gw.echo"), data=b"x", headers={"RSBroker-Deadline-Ms": "soon"})
+        assert status == 400 and "RSBroker-Deadline-Ms" in json.loads(body)["message"]
 
 
 async def test_get_streams_as_ndjson_and_sse(node: BrokerProcess) -> None:
