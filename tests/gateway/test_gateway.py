@@ -120,3 +120,33 @@ async def _curl(*args: str) -> bytes:
     out, _ = await process.communicate()
     return out
 
+
+
+async def test_every_http_request_leaves_the_relay_when_it_ends(node: BrokerProcess) -> None:
+    """Answered, refused, failed, streamed and abandoned requests: none stays a connection."""
+    import aiohttp
+
+    from tests.support.admin import connections, wait_for
+
+    seen = Seen()
+    async with connect(str(node.tcp), services=[SERVICE], router=gateway_router(seen)):
+        await wait_served(node)
+        for route, method, headers in (
+            ("gw.echo", "POST", {}),
+            ("gw.fail", "POST", {}),
+            ("nobody.here", "POST", {}),
+            ("gw.note", "POST", {"Prefer": "respond-async"}),
+            ("gw.count?data=20", "GET", {"Accept": "text/event-stream"}),
+        ):
+            await asyncio.gather(*(http(method, rpc(node, route), data=b"1", headers=headers) for _ in range(10)))
+        async with aiohttp.ClientSession() as session:
+            abandoned = [
+                await session.get(rpc(node, "gw.count"), headers={"Accept": "application/x-ndjson"}) for _ in range(5)
+            ]
+            for response in abandoned:
+                response.close()
+
+        async def no_http_connections() -> bool:
+            return not [c for c in await connections(node) if c["transport"] == "http"]
+
+        await wait_for(no_http_connections, message="every gateway session closed")
