@@ -17,6 +17,7 @@ from typing import Any, Callable
 from broker import metadata as md
 from broker.auth.acl import CALL, REGISTER, denied_message
 from broker.frames import ErrorCode, FrameError, error_frame, lease_frame
+from broker.metering import Metering
 from broker.registry import Registry, ServicePolicy
 from broker.security import Security
 from broker.session import Session, State
@@ -44,6 +45,12 @@ class Broker:
         self.sessions: set[Session] = set()
         self._per_source: collections.Counter[str] = collections.Counter()
         self.stats: collections.Counter[str] = collections.Counter()
+        self.meter = Metering(
+            self.clock,
+            settings.metrics_max_routes_per_service,
+            settings.metrics_max_services,
+            settings.metrics_aggregate_prefixes,
+        )
         self.draining = False
         self._dirty: list[Session] = []
         self._flush_scheduled = False
@@ -259,6 +266,7 @@ class Broker:
             elif session.state is State.SERVING:
                 if now - session.last_recv > session.max_lifetime_ms / 1000.0:
                     self.stats["keepalive_timeouts"] += 1
+                    session.timed_out = True
                     session.fail(
                         ErrorCode.CONNECTION_ERROR,
                         f"no frame from the client within its max lifetime of {session.max_lifetime_ms} ms",

@@ -26,6 +26,7 @@ import struct
 from typing import TYPE_CHECKING, Any
 
 from broker import metadata as md
+from broker import metering
 from broker.frames import (
     FLAG_COMPLETE,
     FLAG_FOLLOWS,
@@ -64,6 +65,10 @@ _STREAM = FrameType.REQUEST_STREAM
 _CHANNEL = FrameType.REQUEST_CHANNEL
 _REQUESTS = frozenset((_RR, _FNF, _STREAM, _CHANNEL))
 _KNOWN_TYPES = frozenset(int(t) for t in FrameType) - {FrameType.RESERVED, FrameType.EXT}
+_ERROR_CODES = frozenset(int(c) for c in ErrorCode)
+
+#: ERROR codes from a provider that mean something else than the application failing
+_ERROR_OUTCOMES = {ErrorCode.REJECTED: metering.REJECTED, ErrorCode.CANCELED: metering.CANCELED}
 
 #: Stream ids are 31 bits; the top bit of the field is reserved.
 MAX_STREAM_ID = 0x7FFFFFFF
@@ -104,6 +109,9 @@ class Stream:
         "pending",
         "pending_meta",
         "route",
+        "meter",
+        "opened_at",
+        "first_at",
     )
 
     def __init__(self, kind: int, req: "Session", req_id: int) -> None:
@@ -122,6 +130,10 @@ class Stream:
         self.pending: list[bytes] | None = None
         self.pending_meta = b""
         self.route = ""
+        #: where this stream is counted, and when it opened / got its first response (loop time)
+        self.meter: metering.RouteMeter | None = None
+        self.opened_at = 0.0
+        self.first_at = 0.0
 
 
 class Session:
@@ -136,6 +148,8 @@ class Session:
     peer_parity = 1
     #: a connection this node opened (a broker link), not one a client opened to it
     outbound = False
+    #: closed by the broker because the peer went silent: its streams end as 'timeout'
+    timed_out = False
 
     def __init__(self, broker: "Broker", peer: tuple[Any, ...] | None) -> None:
         self.broker = broker
@@ -308,10 +322,14 @@ class Session:
                 if (sid & 1) == self.peer_parity:
                     dest = st.prov
                     dest.forward(st.prov_sid, buf, off, end)
+                    st.meter.bytes_in += end - off  # type: ignore[union-attr]
                     self._requester_sent(st, ftype, type_flags)
                 else:
                     dest = st.req
                     dest.forward(st.req_sid, buf, off, end)
+                    st.meter.bytes_out += end - off  # type: ignore[union-attr]
+                    if not st.first_at:
+                        st.first_at = self.broker.clock()
                     if (
                         ftype == _PAYLOAD
                         and st.in_done
@@ -323,8 +341,9 @@ class Session:
                         dest.streams.pop(st.req_id, None)
                         if self.streams.pop(st.prov_id, None) is not None:
                             self.outstanding -= 1
+                        st.meter.ended(metering.OK, st.opened_at, st.first_at, st.first_at)  # type: ignore[union-attr]
                     else:
-                        self._provider_sent(st, ftype, type_flags)
+                        self._provider_sent(st, ftype, type_flags, buf, off, end)
                 if dest.write_paused:
                     self._blocked_by(dest)
                 return
@@ -384,7 +403,10 @@ class Session:
             setup = parse_setup(bytes(buf[off:end]), 0, end - off)
             self._accept_setup(setup)
         except FrameError as exc:
+            self.broker.meter.setups_refused[ErrorCode(exc.code).name if exc.code in _ERROR_CODES else "OTHER"] += 1
             self.fail(exc.code, str(exc))
+        else:
+            self.broker.meter.setups_accepted += 1
 
     def _accept_setup(self, setup: Any) -> None:
         if setup.major != 1:
@@ -446,6 +468,7 @@ class Session:
             return
         limit = self.broker.settings.max_streams
         if len(self.streams) - self.outstanding >= limit:  # only streams this peer opened count
+            self.broker.meter.limit_hits["max_streams"] += 1
             self._reject(sid, ftype, ErrorCode.REJECTED, f"too many concurrent streams on this connection (limit {limit})")
             return
         # The metadata, read inline: this runs once per request (see frames.request_metadata).
@@ -527,14 +550,16 @@ class Session:
             )
             return None
         route, service = resolved
+        meter = broker.meter.route(route, service)
         if broker.draining or broker.security.enabled:
             refusal = broker.refuse_request(self, route)
             if refusal:
-                self._reject(sid, ftype, ErrorCode.REJECTED, refusal)
+                self._reject(sid, ftype, ErrorCode.REJECTED, refusal, meter)
                 return None
-        provider, why = broker.registry.pick(service, broker.clock(), self.is_link)
+        now = broker.clock()
+        provider, why = broker.registry.pick(service, now, self.is_link)
         if provider is None:
-            self._reject(sid, ftype, ErrorCode.REJECTED, why)
+            self._reject(sid, ftype, ErrorCode.REJECTED, why, meter)
             return None
         dest: Session = provider.target
         pid = dest.next_local_id
@@ -543,6 +568,9 @@ class Session:
         else:
             dest.next_local_id = pid + 2
         st.route = route
+        st.meter = meter
+        st.opened_at = now
+        meter.inflight += 1
         st.prov = dest
         st.prov_id = pid
         st.prov_sid = _SID.pack(pid)
@@ -554,7 +582,7 @@ class Session:
             pass  # more fragments of the request follow; they arrive as PAYLOAD frames
         elif ftype == _FNF:
             st.in_done = st.out_done = True
-            self._finish(st)
+            self._finish(st, metering.OK)
         elif ftype != _CHANNEL or last_flags & FLAG_COMPLETE:
             st.in_done = True
         return dest
@@ -574,9 +602,10 @@ class Session:
         self.next_local_id = pid + 2
         return pid
 
-    def _reject(self, sid: int, ftype: int, code: int, message: str) -> None:
+    def _reject(self, sid: int, ftype: int, code: int, message: str, meter: metering.RouteMeter | None = None) -> None:
         """Refuse a stream at once. A fire-and-forget has nobody to tell: count it and log it."""
         self.broker.stats["rejected"] += 1
+        (meter or self.broker.meter.unrouted()).outcomes[metering.REJECTED] += 1
         if ftype == _FNF:
             self.broker.stats["fnf_dropped"] += 1
             log.info("dropped fire-and-forget on connection %s: %s", self.id, message)
@@ -594,19 +623,22 @@ class Session:
                     st.out_done = True
             elif type_flags & FLAG_COMPLETE:
                 st.in_done = True
-        elif ftype == _CANCEL:
+        elif ftype == _CANCEL or ftype == _ERROR:
+            # the requester gave up (an ERROR from a requester cancels its channel too)
             st.out_done = True
-            if st.kind != _CHANNEL:
+            if st.kind != _CHANNEL or ftype == _ERROR:
                 st.in_done = True
-        elif ftype == _ERROR:
-            st.in_done = st.out_done = True
+            if st.in_done:
+                self._finish(st, metering.CANCELED)
+            return
         else:
             return
         if st.in_done and st.out_done:
-            self._finish(st)
+            self._finish(st, metering.OK)
 
-    def _provider_sent(self, st: Stream, ftype: int, type_flags: int) -> None:
+    def _provider_sent(self, st: Stream, ftype: int, type_flags: int, buf: Any, off: int, end: int) -> None:
         """Book-keeping after relaying a frame from the provider to the requester."""
+        outcome = metering.OK
         if ftype == _PAYLOAD:
             if type_flags & FLAG_FOLLOWS:
                 return
@@ -614,19 +646,25 @@ class Session:
                 st.out_done = True
         elif ftype == _ERROR:
             st.in_done = st.out_done = True
+            if end - off >= HEADER_LENGTH + 4:
+                outcome = _ERROR_OUTCOMES.get(_SID.unpack_from(buf, off + HEADER_LENGTH)[0], metering.APPLICATION_ERROR)
+            else:
+                outcome = metering.APPLICATION_ERROR
         elif ftype == _CANCEL:
             st.in_done = True
         else:
             return
         if st.in_done and st.out_done:
-            self._finish(st)
+            self._finish(st, outcome)
 
-    @staticmethod
-    def _finish(st: Stream) -> None:
-        st.req.streams.pop(st.req_id, None)
+    def _finish(self, st: Stream, outcome: int) -> None:
+        """End ``st`` on both sides; it is metered once, when it leaves its requester's map."""
+        counted = st.req.streams.pop(st.req_id, None) is not None
         prov = st.prov
         if prov is not None and prov.streams.pop(st.prov_id, None) is not None:
             prov.outstanding -= 1
+        if counted and st.meter is not None:
+            st.meter.ended(outcome, st.opened_at, st.first_at, self.broker.clock())
 
     # -- connection-level frames ------------------------------------------------------------
 
@@ -687,9 +725,11 @@ class Session:
                 continue
             if st.req is self:
                 peer, peer_id = st.prov, st.prov_id
+                outcome = metering.TIMEOUT if self.timed_out else metering.CANCELED
                 if not (st.in_done and st.out_done):
                     peer.send_frame(cancel_frame(peer_id))
             else:
+                outcome = metering.TIMEOUT if self.timed_out else metering.APPLICATION_ERROR
                 peer, peer_id = st.req, st.req_id
                 if not st.out_done or not st.in_done:
                     reason = self.close_reason or "connection lost"
@@ -699,7 +739,7 @@ class Session:
                         )
                     )
             st.in_done = st.out_done = True
-            self._finish(st)
+            self._finish(st, outcome)
         self.streams.clear()
         for source in list(self._blocked_sources):
             source.on_write_resumed_source()

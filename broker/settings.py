@@ -90,6 +90,13 @@ class Settings:
     #: the admin API on TLS (with the listeners' certificate) and/or behind a bearer JWT with role admin
     admin_tls: bool = False
     admin_require_token: bool = False
+    #: route labels per service in the request metrics; later routes share the label 'other'
+    metrics_max_routes_per_service: int = 50
+    #: service labels in the request metrics; later services share the label 'other'
+    metrics_max_services: int = 500
+    #: services starting with one of these share one label '<prefix>*' (e.g. device.* for
+    #: thousands of one-instance device services)
+    metrics_aggregate_prefixes: list[str] = field(default_factory=list)
 
     def validate(self) -> None:
         if not self.node_id or any(c.isspace() for c in self.node_id):
@@ -116,7 +123,15 @@ class Settings:
             raise SettingsError("--jwt-issuer/--jwt-audience need --jwt-keys (which turns authentication on)")
         if not 64 <= self.max_frame_size <= MAX_FRAME_LENGTH:
             raise SettingsError(f"max_frame_size must be from 64 to {MAX_FRAME_LENGTH}")
-        for name in ("max_streams", "max_connections_per_source", "max_pending_bytes", "lease_ttl_ms", "lease_requests"):
+        for name in (
+            "max_streams",
+            "max_connections_per_source",
+            "max_pending_bytes",
+            "lease_ttl_ms",
+            "lease_requests",
+            "metrics_max_routes_per_service",
+            "metrics_max_services",
+        ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be positive")
         for name in ("setup_timeout_s", "drain_timeout_s"):
@@ -147,18 +162,20 @@ class Settings:
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 #: settings that only the config file can give (structured values)
 _FILE_ONLY = {"services", "acl"}
+#: list-valued settings: comma-separated in flags and environment variables
+_LIST_FIELDS = {"join", "metrics_aggregate_prefixes"}
 
 
 def _coerce(name: str, value: Any, source: str) -> Any:
     """Turn a string (env) or TOML value into the field's type."""
     default = _FIELDS[name].default
     kind = type(default) if default is not dataclasses.MISSING and default is not None else None
-    if name == "join":
+    if name in _LIST_FIELDS:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         if isinstance(value, list) and all(isinstance(v, str) for v in value):
             return value
-        raise SettingsError(f"{source}: join must be a list of HOST:PORT")
+        raise SettingsError(f"{source}: {name} must be a list of strings (comma-separated in flags and env)")
     if isinstance(value, str) and kind is bool:
         lowered = value.strip().lower()
         if lowered in ("1", "true", "yes", "on"):

@@ -227,6 +227,7 @@ class GossipNode:
         merged = Counter(self._codec.stats)
         merged.update(self._counters)
         if self._swim:
+            merged.update(self._swim.counts)
             merged["health_score"] = self._swim.awareness.score
             merged["members_live"] = self._swim.num_live()
         return dict(merged)
