@@ -17,6 +17,7 @@ from typing import Any, Callable
 from broker import metadata as md
 from broker.auth.acl import CALL, REGISTER, denied_message
 from broker.frames import ErrorCode, FrameError, error_frame, lease_frame
+from broker.logformat import conn_fields
 from broker.metering import Metering
 from broker.registry import Registry, ServicePolicy
 from broker.security import Security
@@ -183,6 +184,7 @@ class Broker:
             session.id,
             registration.instance,
             ", ".join(registration.services) or "no services",
+            extra=conn_fields(session),
         )
         self._registry_changed()
 

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from broker import metadata as md
 from broker import metering
+from broker.logformat import conn_fields
 from broker.frames import (
     FLAG_COMPLETE,
     FLAG_FOLLOWS,
@@ -288,7 +289,7 @@ class Session:
         """Protocol error: tell the peer why, then close the connection."""
         if self.state is State.CLOSED or self.closing:
             return
-        log.warning("closing connection %s from %s: %s (0x%x)", self.id, self.peer_text, message, code)
+        log.warning("closing connection %s from %s: %s (0x%x)", self.id, self.peer_text, message, code, extra=conn_fields(self))
         self.broker.stats["protocol_errors"] += 1
         self.close_reason = message
         self.send_frame(error_frame(0, code, message))
@@ -375,7 +376,7 @@ class Session:
                 code, message = parse_error(buf, off, end)
             except FrameError as exc:
                 code, message = ErrorCode.CONNECTION_ERROR, str(exc)
-            log.info("connection %s closed by peer with error 0x%x: %s", self.id, code, message)
+            log.info("connection %s closed by peer with error 0x%x: %s", self.id, code, message, extra=conn_fields(self))
             self.close_reason = f"peer error 0x{code:x}: {message}"
             self.close()
         elif ftype == FrameType.SETUP:
@@ -498,6 +499,7 @@ class Session:
         dest = self._route_stream(st, metadata, type_flags)
         if dest is not None:
             dest.forward(st.prov_sid, buf, off, end)
+            st.meter.bytes_in += end - off  # type: ignore[union-attr]
             if dest.write_paused:
                 self._blocked_by(dest)
 
@@ -527,6 +529,7 @@ class Session:
             if dest is not None:
                 for frame in frames:
                     dest.forward(st.prov_sid, frame, 0, len(frame))
+                    st.meter.bytes_in += len(frame)  # type: ignore[union-attr]
                 if dest.write_paused:
                     self._blocked_by(dest)
 
@@ -608,7 +611,7 @@ class Session:
         (meter or self.broker.meter.unrouted()).outcomes[metering.REJECTED] += 1
         if ftype == _FNF:
             self.broker.stats["fnf_dropped"] += 1
-            log.info("dropped fire-and-forget on connection %s: %s", self.id, message)
+            log.info("dropped fire-and-forget on connection %s: %s", self.id, message, extra=conn_fields(self))
             return
         self.send_frame(error_frame(sid, code, message))
 
@@ -707,7 +710,7 @@ class Session:
             return
         refusal = self.broker.refuse_request(self, route)
         if refusal:
-            log.info("dropped METADATA_PUSH from connection %s: %s", self.id, refusal)
+            log.info("dropped METADATA_PUSH from connection %s: %s", self.id, refusal, extra=conn_fields(self, route))
             self.broker.stats["rejected"] += 1
             return
         self.broker.push_metadata(self, route, bytes(buf[off:end]))

@@ -19,6 +19,10 @@ from typing import Any, Mapping
 
 from broker.frames import MAX_FRAME_LENGTH
 from broker.registry import POLICIES, ServicePolicy
+from broker.settings_help import HELP, TOPICS
+
+
+LOG_FORMATS = ("text", "json")
 
 
 class SettingsError(ValueError):
@@ -87,6 +91,8 @@ class Settings:
     services: dict[str, dict[str, Any]] = field(default_factory=dict)
     acl: Any = None
     log_level: str = "info"
+    #: text for people reading a terminal, json (one object per line) for log shippers
+    log_format: str = "text"
     #: the admin API on TLS (with the listeners' certificate) and/or behind a bearer JWT with role admin
     admin_tls: bool = False
     admin_require_token: bool = False
@@ -145,6 +151,10 @@ class Settings:
 
         if self.gossip_profile not in PROFILES:
             raise SettingsError(f"gossip_profile must be one of {', '.join(sorted(PROFILES))}")
+        if self.log_format not in LOG_FORMATS:
+            raise SettingsError(f"log_format must be one of {', '.join(LOG_FORMATS)}")
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise SettingsError("log_level must be one of debug, info, warning, error")
         if self.default_policy not in POLICIES:
             raise SettingsError(f"default_policy must be one of {', '.join(POLICIES)}")
         for service, obj in self.services.items():
@@ -221,20 +231,46 @@ def from_env(environ: Mapping[str, str]) -> dict[str, Any]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per setting (except the structured, file-only ones); defaults stay None."""
-    parser.add_argument("--config", help="TOML file with settings (keys as the flags, dashes or underscores)")
+    """One flag per setting (except the structured, file-only ones), grouped by topic in
+    ``--help``, each with what it does, its unit, default and environment variable.
+    Parsed values stay None so that the file and the environment can supply them."""
+    groups = {topic: parser.add_argument_group(title) for topic, title in TOPICS.items()}
+    groups["node"].add_argument(
+        "--config", help="TOML file with settings (keys as the flags, dashes or underscores); env RSBROKER_CONFIG"
+    )
     for name, f in _FIELDS.items():
         if name in _FILE_ONLY:
             continue
         flag = "--" + name.replace("_", "-")
-        default = f.default if f.default is not dataclasses.MISSING else None
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default  # type: ignore[misc]
+        topic, text = HELP.get(name, ("node", name.replace("_", " ")))
+        group = groups[topic]
+        env = "RSBROKER_" + name.upper()
         if isinstance(default, bool):
-            parser.add_argument(flag, dest=name, action="store_const", const=True, default=None)
-            parser.add_argument(
-                "--no-" + name.replace("_", "-"), dest=name, action="store_const", const=False, default=None
+            group.add_argument(
+                flag, dest=name, action="store_const", const=True, default=None,
+                help=f"{text} (default: {'on' if default else 'off'}; env {env}=true)",
+            )
+            group.add_argument(
+                "--no-" + name.replace("_", "-"), dest=name, action="store_const", const=False, default=None,
+                help=f"turn {flag} off",
             )
         else:
-            parser.add_argument(flag, dest=name, default=None, help=f"(default: {default})")
+            shown = ",".join(default) if isinstance(default, list) else default
+            shown = "none" if shown in (None, "") else shown
+            group.add_argument(flag, dest=name, default=None, metavar=_metavar(name, default), help=f"{text} (default: {shown}; env {env})")
+
+
+def _metavar(name: str, default: Any) -> str:
+    if name in ("tcp", "ws", "admin", "cluster", "advertise"):
+        return "HOST:PORT"
+    if name == "join":
+        return "HOST:PORT,..."
+    if name in ("jwt_keys", "tls_cert", "tls_key", "tls_client_ca", "cluster_key"):
+        return "FILE"
+    if isinstance(default, (int, float)):
+        return "N"
+    return "LIST" if isinstance(default, list) else "TEXT"
 
 
 def load(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> Settings:

@@ -101,6 +101,7 @@ async def test_requests_are_counted_per_route_and_outcome_on_both_hops(cluster: 
         assert value(found, "rsbroker_route_duration_seconds_bucket", **route, outcome="ok", le="+Inf") == 1
         assert value(found, "rsbroker_route_duration_seconds_bucket", **route, outcome="ok", le="30.0") == 1
         assert value(found, "rsbroker_route_bytes_total", **route, direction="out") > 0
+        assert value(found, "rsbroker_route_bytes_total", **route, direction="in") > 0
         div = {"service": "m.calc", "route": "m.calc.div"}
         assert value(found, "rsbroker_route_requests_total", **div, outcome="application_error") == 1
         assert value(found, "rsbroker_route_in_flight", service="m.calc", route="other") == 0
