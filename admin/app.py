@@ -16,6 +16,7 @@ from aiohttp import web
 from admin.cluster_api import cluster_routes
 from admin.metrics import metrics_handler
 from admin.openapi import document
+from admin.sse import sse_routes
 from broker.auth import AuthError
 
 if TYPE_CHECKING:
@@ -127,4 +128,5 @@ def admin_app(node: "Node") -> web.Application:
     app.router.add_get("/api/v1/openapi.json", openapi)
     app.router.add_get("/", dashboard)
     cluster_routes(app, node)
+    sse_routes(app, node)
     return app
