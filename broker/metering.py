@@ -28,7 +28,7 @@ LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
 
 #: Label of the routes and services folded together once their cap is reached.
 OTHER = "other"
-#: Service label of requests whose metadata named no route.
+#: Service (and route) label of requests refused before their route was read: no route, a limit.
 UNROUTED = "unrouted"
 #: Routes remembered per exact route text before the lookup cache is cleared (memory bound).
 _CACHE_SIZE = 4096
