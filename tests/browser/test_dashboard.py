@@ -1,5 +1,6 @@
 """The dashboard (``GET /`` on every node) in headless Chromium on a real three-node cluster:
-it loads, shows every node, link and service live, a config edit made on another node, and a
+it loads, shows every node, link and service live, a config edit made on another node, a
+config write from the page (a refused value shows the reason), and a
 SIGKILLed node turning dead on screen without a reload. Screenshots of each state are saved
 under a temporary directory whose path the test prints."""
 
@@ -71,6 +72,15 @@ async def test_dashboard_is_live_on_a_three_node_cluster(cluster: Cluster, page:
     assert n2.admin is not None
     await put_config(n2.admin, "app/dashboard-test", {"edited_on": "n2"})
     await page.wait_for_selector('#config tr[data-key="app/dashboard-test"]', timeout=UPDATE_TIMEOUT_MS)
+    await page.fill("#config-edit input[name=key]", "services/dash.clock")
+    await page.fill("#config-edit input[name=value]", '{"policy": "fastest"}')
+    await page.click("#config-edit button[type=submit]")
+    await page.wait_for_selector("#config-result.error", timeout=UPDATE_TIMEOUT_MS)
+    refusal = await page.inner_text("#config-result")
+    assert "refused (400)" in refusal and "'policy' must be one of" in refusal
+    await page.fill("#config-edit input[name=value]", '{"policy": "weighted"}')
+    await page.click("#config-edit button[type=submit]")
+    await page.wait_for_selector('#config tr[data-key="services/dash.clock"]', timeout=UPDATE_TIMEOUT_MS)
     await page.screenshot(path=str(shots / "3-config-edit.png"), full_page=True)
 
     seen_before_kill = await page.evaluate("window.dashboard.snapshots")
