@@ -17,6 +17,7 @@ from admin.cluster_api import cluster_routes
 from admin.metrics import metrics_handler
 from admin.openapi import document
 from admin.sse import sse_routes
+from admin.traces import trace_routes
 from broker.auth import AuthError
 
 if TYPE_CHECKING:
@@ -129,4 +130,5 @@ def admin_app(node: "Node") -> web.Application:
     app.router.add_get("/", dashboard)
     cluster_routes(app, node)
     sse_routes(app, node)
+    trace_routes(app, node)
     return app

@@ -19,6 +19,8 @@ from broker.auth.acl import CALL, REGISTER, denied_message
 from broker.frames import ErrorCode, FrameError, error_frame, lease_frame
 from broker.logformat import conn_fields
 from broker.metering import Metering
+from broker.tracing import MARKER as TRACE_MARKER
+from broker.tracing import Tracer
 from broker.registry import Registry, ServicePolicy
 from broker.security import Security
 from broker.session import Session, State
@@ -52,6 +54,7 @@ class Broker:
             settings.metrics_max_services,
             settings.metrics_aggregate_prefixes,
         )
+        self.tracer = Tracer(settings.node_id, settings.trace_spans_kept)
         self.draining = False
         self._dirty: list[Session] = []
         self._flush_scheduled = False
@@ -204,9 +207,10 @@ class Broker:
 
         Cached, because clients repeat the same bytes; only small metadata is cached
         (routing plus a little more): caching big blobs as keys would let a client pin
-        megabytes of broker memory per request. Raises FrameError for unreadable metadata.
+        megabytes of broker memory per request. Traced requests are never cached: their
+        trace entry differs on every request. Raises FrameError for unreadable metadata.
         """
-        if len(metadata) > _ROUTE_CACHE_MAX_KEY:
+        if len(metadata) > _ROUTE_CACHE_MAX_KEY or TRACE_MARKER in metadata:
             route = md.route_of(metadata, metadata_mime)
             return (route, md.service_of(route)) if route is not None else None
         key = metadata if metadata_mime == md.COMPOSITE_MIME else b"R" + metadata

@@ -50,6 +50,7 @@ from broker.frames import (
 
 if TYPE_CHECKING:
     from broker.relay import Broker
+    from broker.tracing import TraceContext
 
 log = logging.getLogger("rsbroker.session")
 
@@ -113,6 +114,7 @@ class Stream:
         "meter",
         "opened_at",
         "first_at",
+        "trace",
     )
 
     def __init__(self, kind: int, req: "Session", req_id: int) -> None:
@@ -135,6 +137,8 @@ class Stream:
         self.meter: metering.RouteMeter | None = None
         self.opened_at = 0.0
         self.first_at = 0.0
+        #: the requester's W3C trace context, when it sent one (broker.tracing)
+        self.trace: TraceContext | None = None
 
 
 class Session:
@@ -343,6 +347,8 @@ class Session:
                         if self.streams.pop(st.prov_id, None) is not None:
                             self.outstanding -= 1
                         st.meter.ended(metering.OK, st.opened_at, st.first_at, st.first_at)  # type: ignore[union-attr]
+                        if st.trace is not None:
+                            self.broker.tracer.record(st, metering.OK, st.first_at)
                     else:
                         self._provider_sent(st, ftype, type_flags, buf, off, end)
                 if dest.write_paused:
@@ -573,6 +579,7 @@ class Session:
         st.route = route
         st.meter = meter
         st.opened_at = now
+        st.trace = broker.tracer.context(metadata, provider)
         meter.inflight += 1
         st.prov = dest
         st.prov_id = pid
@@ -667,7 +674,10 @@ class Session:
         if prov is not None and prov.streams.pop(st.prov_id, None) is not None:
             prov.outstanding -= 1
         if counted and st.meter is not None:
-            st.meter.ended(outcome, st.opened_at, st.first_at, self.broker.clock())
+            now = self.broker.clock()
+            st.meter.ended(outcome, st.opened_at, st.first_at, now)
+            if st.trace is not None:
+                self.broker.tracer.record(st, outcome, now)
 
     # -- connection-level frames ------------------------------------------------------------
 

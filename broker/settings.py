@@ -103,6 +103,8 @@ class Settings:
     #: services starting with one of these share one label '<prefix>*' (e.g. device.* for
     #: thousands of one-instance device services)
     metrics_aggregate_prefixes: list[str] = field(default_factory=list)
+    #: hop spans of traced requests kept per route for the admin API; 0 turns tracing off
+    trace_spans_kept: int = 20
 
     def validate(self) -> None:
         if not self.node_id or any(c.isspace() for c in self.node_id):
@@ -140,6 +142,8 @@ class Settings:
         ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be positive")
+        if self.trace_spans_kept < 0:
+            raise SettingsError("trace_spans_kept must be 0 (tracing off) or more")
         for name in ("setup_timeout_s", "drain_timeout_s"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be positive")

@@ -54,6 +54,10 @@ HELP: dict[str, tuple[str, str]] = {
     "log_format": ("observability", "log line format: text for people, json (one object per line) for log shippers"),
     "metrics_max_routes_per_service": ("observability", "route labels per service in the request metrics; later routes count as 'other'"),
     "metrics_max_services": ("observability", "service labels in the request metrics; later services count as 'other'"),
+    "trace_spans_kept": (
+        "observability",
+        "spans of traced requests (W3C traceparent entry) kept per route for GET /api/v1/traces, count; 0 = tracing off",
+    ),
     "metrics_aggregate_prefixes": (
         "observability",
         "comma-separated service name prefixes counted as one service '<prefix>*' in metrics (e.g. device.)",
