@@ -103,8 +103,7 @@ SPAN_PLACEHOLDER = b"0123456789abcdef"
 
 def trace_metadata() -> bytes:
     """A trace entry (traceparent with :data:`SPAN_PLACEHOLDER` as the parent span id)."""
-    traceparent = b"00-4bf92f3577b34da6a3ce929d0e0e4736-" + SPAN_PLACEHOLDER + b"-01"
-    return composite_entry(MIME_TRACE, b'{"traceparent": "' + traceparent + b'"}')
+    return composite_entry(MIME_TRACE, b"00-4bf92f3577b34da6a3ce929d0e0e4736-" + SPAN_PLACEHOLDER + b"-01")
 
 
 def register_metadata(instance: str, services: tuple[str, ...] = (SERVICE,)) -> bytes:

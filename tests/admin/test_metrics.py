@@ -171,3 +171,19 @@ async def test_every_metric_the_grafana_dashboard_queries_exists(cluster: Cluste
     assert len(queried) >= 25
     exposed = queryable_names(await scrape(cluster["n1"].admin))
     assert queried - exposed == set()
+
+
+async def test_streams_of_a_connection_that_missed_its_keepalive_end_as_timeout(cluster: Cluster) -> None:
+    n1 = cluster["n1"]
+    async with await RawClient.tcp(n1.tcp) as provider, await RawClient.tcp(n1.tcp) as requester:
+        await provider.setup(["m.sleepy"], "sleepy-1", keepalive_ms=200, max_lifetime_ms=1000)
+        await cluster.wait_serves("m.sleepy", {"sleepy-1"})
+        await requester.setup()
+        sid = await requester.request(FrameType.REQUEST_RESPONSE, "m.sleepy.nap")
+        await provider.expect(FrameType.REQUEST_RESPONSE)
+        # the provider sends nothing more, not even KEEPALIVE: the broker drops it after 1 s
+        await requester.expect_error(ErrorCode.APPLICATION_ERROR, stream_id=sid, contains="went away", timeout=30)
+    found = samples(await scrape(n1.admin))
+    assert value(found, "rsbroker_route_requests_total", service="m.sleepy", route="m.sleepy.nap", outcome="timeout") == 1
+    assert value(found, "rsbroker_route_duration_seconds_count", service="m.sleepy", route="m.sleepy.nap", outcome="timeout") == 1
+    assert value(found, "rsbroker_keepalive_timeouts_total") >= 1

@@ -5,7 +5,6 @@ provider it chose, and a malformed entry is ignored without failing the request.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Iterator
 
 import pytest
@@ -79,9 +78,11 @@ async def test_only_the_last_spans_are_kept_and_bad_entries_are_ignored(cluster:
         for i in range(5):
             await traced_call(requester, provider, "t.echo.say", tracing.entry(f"00-{TRACE_ID}-{i + 1:016x}-01"))
         malformed = [
-            md.composite_entry(tracing.TRACE_MIME, b"not json"),
-            md.composite_entry(tracing.TRACE_MIME, json.dumps({"traceparent": f"00-{'0' * 32}-{CLIENT_SPAN}-01"}).encode()),
-            md.composite_entry(tracing.TRACE_MIME, json.dumps({"traceparent": f"01-{TRACE_ID}-{CLIENT_SPAN}-01x"}).encode()),
+            md.composite_entry(tracing.TRACE_MIME, b"not a traceparent"),
+            md.composite_entry(tracing.TRACE_MIME, f"00-{'0' * 32}-{CLIENT_SPAN}-01".encode()),
+            md.composite_entry(tracing.TRACE_MIME, f"00-{TRACE_ID}-{CLIENT_SPAN}-01x".encode()),
+            md.composite_entry(tracing.TRACE_MIME, f"00-{TRACE_ID.upper()}-{CLIENT_SPAN}-01".encode()),
+            md.composite_entry(tracing.TRACE_MIME, f"00-{TRACE_ID}-{CLIENT_SPAN}-01\n".encode() + b"\xff" * 4),
         ]
         for bad in malformed:  # the request is served; only its tracing is dropped
             await traced_call(requester, provider, "t.echo.say", bad)
