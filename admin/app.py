@@ -18,6 +18,8 @@ from admin.guard import guard
 from admin.metrics import metrics_handler
 from admin.openapi import document
 from admin.paging import page_of, page_params
+from admin.sse import sse_routes
+from admin.traces import trace_routes
 
 if TYPE_CHECKING:
     from broker.server import Node
@@ -125,4 +127,6 @@ def admin_app(node: "Node") -> web.Application:
     app.router.add_get("/api/v1/openapi.json", openapi)
     app.router.add_get("/", dashboard)
     cluster_routes(app, node)
+    sse_routes(app, node)
+    trace_routes(app, node)
     return app

@@ -74,6 +74,14 @@ PATHS: dict[str, dict[str, Any]] = {
         "delete": _op("Delete a config key", codes=(200, 404, 503), params=("key",)),
     },
     "/api/v1/openapi.json": {"get": _op("This document")},
+    "/api/v1/traces": {"get": _op("Last hop spans of traced requests per route (?route= for one route label)")},
+    "/api/v1/stats": {"get": _op("This node's request rate and link states (for other nodes' dashboards)")},
+    "/api/v1/events": {
+        "get": {
+            "summary": "Server-sent events: a dashboard snapshot every second (nodes, services, changes)",
+            "responses": {"200": {"description": "text/event-stream"}},
+        }
+    },
     "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text format"}}}},
     "/": {"get": {"summary": "Dashboard", "responses": {"200": {"description": "HTML"}}}},
 }

@@ -17,6 +17,10 @@ from typing import Any, Callable
 from broker import metadata as md
 from broker.auth.acl import CALL, REGISTER, denied_message
 from broker.frames import ErrorCode, FrameError, error_frame, lease_frame
+from broker.logformat import conn_fields
+from broker.metering import Metering
+from broker.tracing import MARKER as TRACE_MARKER
+from broker.tracing import Tracer
 from broker.registry import Registry, ServicePolicy
 from broker.security import Security, is_proven_link
 from broker.session import Session, State
@@ -47,9 +51,13 @@ class Broker:
         self.sessions: set[Session] = set()
         self._per_source: collections.Counter[str] = collections.Counter()
         self.stats: collections.Counter[str] = collections.Counter()
-        #: hits of each client-port limit, by the limit's setting name (broker/limits.py);
-        #: the admin API exports them as rsbroker_limit_hits_total{limit=...}
-        self.limit_hits: collections.Counter[str] = collections.Counter()
+        self.meter = Metering(
+            self.clock,
+            settings.metrics_max_routes_per_service,
+            settings.metrics_max_services,
+            settings.metrics_aggregate_prefixes,
+        )
+        self.tracer = Tracer(settings.node_id, settings.trace_spans_kept)
         self.draining = False
         self._dirty: list[Session] = []
         self._flush_scheduled = False
@@ -135,7 +143,7 @@ class Broker:
 
     def limit_hit(self, limit: str) -> None:
         """A peer ran into ``limit`` (a setting name): count it for the metrics."""
-        self.limit_hits[limit] += 1
+        self.meter.limit_hits[limit] += 1
 
     def mark_dirty(self, session: Session) -> None:
         self._dirty.append(session)
@@ -193,6 +201,7 @@ class Broker:
             session.id,
             registration.instance,
             ", ".join(registration.services) or "no services",
+            extra=conn_fields(session),
         )
         self._registry_changed(frozenset(old) | frozenset(registration.services))
 
@@ -212,10 +221,11 @@ class Broker:
 
         Cached, because clients repeat the same bytes; only small metadata is cached
         (routing plus a little more): caching big blobs as keys would let a client pin
-        megabytes of broker memory per request. Raises FrameError for unreadable metadata.
+        megabytes of broker memory per request. Traced requests are never cached: their
+        trace entry differs on every request. Raises FrameError for unreadable metadata.
         """
         max_entries = self.settings.max_metadata_entries
-        if len(metadata) > _ROUTE_CACHE_MAX_KEY:
+        if len(metadata) > _ROUTE_CACHE_MAX_KEY or TRACE_MARKER in metadata:
             route = md.route_of(metadata, metadata_mime, max_entries)
             return (route, md.service_of(route)) if route is not None else None
         key = metadata if metadata_mime == md.COMPOSITE_MIME else b"R" + metadata
@@ -317,6 +327,7 @@ class Broker:
             elif session.state is State.SERVING:
                 if now - session.last_recv > session.max_lifetime_ms / 1000.0:
                     self.stats["keepalive_timeouts"] += 1
+                    session.timed_out = True
                     session.fail(
                         ErrorCode.CONNECTION_ERROR,
                         f"no frame from the client within its max lifetime of {session.max_lifetime_ms} ms",

@@ -26,6 +26,8 @@ import struct
 from typing import TYPE_CHECKING, Any
 
 from broker import metadata as md
+from broker import metering
+from broker.logformat import conn_fields
 from broker.frames import (
     FLAG_COMPLETE,
     FLAG_FOLLOWS,
@@ -56,6 +58,7 @@ from broker.limits import LimitExceeded, exceeded
 
 if TYPE_CHECKING:
     from broker.relay import Broker
+    from broker.tracing import TraceContext
 
 log = logging.getLogger("rsbroker.session")
 
@@ -72,6 +75,10 @@ _STREAM = FrameType.REQUEST_STREAM
 _CHANNEL = FrameType.REQUEST_CHANNEL
 _REQUESTS = frozenset((_RR, _FNF, _STREAM, _CHANNEL))
 _KNOWN_TYPES = frozenset(int(t) for t in FrameType) - {FrameType.RESERVED, FrameType.EXT}
+_ERROR_CODES = frozenset(int(c) for c in ErrorCode)
+
+#: ERROR codes from a provider that mean something else than the application failing
+_ERROR_OUTCOMES = {ErrorCode.REJECTED: metering.REJECTED, ErrorCode.CANCELED: metering.CANCELED}
 
 #: Stream ids are 31 bits; the top bit of the field is reserved.
 MAX_STREAM_ID = 0x7FFFFFFF
@@ -115,6 +122,10 @@ class Stream:
         "pending_bytes",
         "started",
         "route",
+        "meter",
+        "opened_at",
+        "first_at",
+        "trace",
     )
 
     def __init__(self, kind: int, req: "Session", req_id: int) -> None:
@@ -136,6 +147,12 @@ class Stream:
         #: when its first fragment arrived (broker clock), for reassembly_timeout_s
         self.started = 0.0
         self.route = ""
+        #: where this stream is counted, and when it opened / got its first response (loop time)
+        self.meter: metering.RouteMeter | None = None
+        self.opened_at = 0.0
+        self.first_at = 0.0
+        #: the requester's W3C trace context, when it sent one (broker.tracing)
+        self.trace: TraceContext | None = None
 
 
 class Session:
@@ -150,6 +167,8 @@ class Session:
     peer_parity = 1
     #: a connection this node opened (a broker link), not one a client opened to it
     outbound = False
+    #: closed by the broker because the peer went silent: its streams end as 'timeout'
+    timed_out = False
 
     def __init__(self, broker: "Broker", peer: tuple[Any, ...] | None) -> None:
         self.broker = broker
@@ -293,7 +312,7 @@ class Session:
         """Protocol error: tell the peer why, then close the connection."""
         if self.state is State.CLOSED or self.closing:
             return
-        log.warning("closing connection %s from %s: %s (0x%x)", self.id, self.peer_text, message, code)
+        log.warning("closing connection %s from %s: %s (0x%x)", self.id, self.peer_text, message, code, extra=conn_fields(self))
         self.broker.stats["protocol_errors"] += 1
         self.close_reason = message
         self.send_frame(error_frame(0, code, message))
@@ -344,10 +363,14 @@ class Session:
                 if (sid & 1) == self.peer_parity:
                     dest = st.prov
                     dest.forward(st.prov_sid, buf, off, end)
+                    st.meter.bytes_in += end - off  # type: ignore[union-attr]
                     self._requester_sent(st, ftype, type_flags)
                 else:
                     dest = st.req
                     dest.forward(st.req_sid, buf, off, end)
+                    st.meter.bytes_out += end - off  # type: ignore[union-attr]
+                    if not st.first_at:
+                        st.first_at = self.broker.clock()
                     if (
                         ftype == _PAYLOAD
                         and st.in_done
@@ -359,8 +382,11 @@ class Session:
                         dest.streams.pop(st.req_id, None)
                         if self.streams.pop(st.prov_id, None) is not None:
                             self.outstanding -= 1
+                        st.meter.ended(metering.OK, st.opened_at, st.first_at, st.first_at)  # type: ignore[union-attr]
+                        if st.trace is not None:
+                            self.broker.tracer.record(st, metering.OK, st.first_at)
                     else:
-                        self._provider_sent(st, ftype, type_flags)
+                        self._provider_sent(st, ftype, type_flags, buf, off, end)
                 if dest.write_paused:
                     self._blocked_by(dest)
                 return
@@ -392,7 +418,7 @@ class Session:
                 code, message = parse_error(buf, off, end)
             except FrameError as exc:
                 code, message = ErrorCode.CONNECTION_ERROR, str(exc)
-            log.info("connection %s closed by peer with error 0x%x: %s", self.id, code, message)
+            log.info("connection %s closed by peer with error 0x%x: %s", self.id, code, message, extra=conn_fields(self))
             self.close_reason = f"peer error 0x{code:x}: {message}"
             self.close()
         elif ftype == FrameType.SETUP:
@@ -420,7 +446,10 @@ class Session:
             setup = parse_setup(bytes(buf[off:end]), 0, end - off)
             self._accept_setup(setup)
         except FrameError as exc:
+            self.broker.meter.setups_refused[ErrorCode(exc.code).name if exc.code in _ERROR_CODES else "OTHER"] += 1
             self.fail_on(exc)
+        else:
+            self.broker.meter.setups_accepted += 1
 
     def _accept_setup(self, setup: Any) -> None:
         if setup.major != 1:
@@ -521,8 +550,10 @@ class Session:
             # bare routing tags read as composite could name another route than the one checked.
             frame = replace_metadata(buf, off, end, md.for_composite_peer(metadata, md.ROUTING_MIME))
             dest.forward(st.prov_sid, frame, 0, len(frame))
+            st.meter.bytes_in += len(frame)  # type: ignore[union-attr]
         else:
             dest.forward(st.prov_sid, buf, off, end)
+            st.meter.bytes_in += end - off  # type: ignore[union-attr]
         if dest.write_paused:
             self._blocked_by(dest)
 
@@ -553,6 +584,7 @@ class Session:
                 frames = self._as_composite(st, frames, whole)
             for frame in frames:
                 dest.forward(st.prov_sid, frame, 0, len(frame))
+                st.meter.bytes_in += len(frame)  # type: ignore[union-attr]
             if dest.write_paused:
                 self._blocked_by(dest)
 
@@ -659,14 +691,16 @@ class Session:
             )
             return None
         route, service = resolved
+        meter = broker.meter.route(route, service)
         if broker.draining or broker.security.enabled or self.is_link:
             refusal = broker.refuse_request(self, route)
             if refusal:
-                self._reject(sid, ftype, ErrorCode.REJECTED, refusal)
+                self._reject(sid, ftype, ErrorCode.REJECTED, refusal, meter)
                 return None
-        provider, why = broker.registry.pick(service, broker.clock(), self.is_link)
+        now = broker.clock()
+        provider, why = broker.registry.pick(service, now, self.is_link)
         if provider is None:
-            self._reject(sid, ftype, ErrorCode.REJECTED, why)
+            self._reject(sid, ftype, ErrorCode.REJECTED, why, meter)
             return None
         dest: Session = provider.target
         pid = dest.next_local_id
@@ -675,6 +709,10 @@ class Session:
         else:
             dest.next_local_id = pid + 2
         st.route = route
+        st.meter = meter
+        st.opened_at = now
+        st.trace = broker.tracer.context(metadata, provider)
+        meter.inflight += 1
         st.prov = dest
         st.prov_id = pid
         st.prov_sid = _SID.pack(pid)
@@ -686,7 +724,7 @@ class Session:
             pass  # more fragments of the request follow; they arrive as PAYLOAD frames
         elif ftype == _FNF:
             st.in_done = st.out_done = True
-            self._finish(st)
+            self._finish(st, metering.OK)
         elif ftype != _CHANNEL or last_flags & FLAG_COMPLETE:
             st.in_done = True
         return dest
@@ -706,12 +744,13 @@ class Session:
         self.next_local_id = pid + 2
         return pid
 
-    def _reject(self, sid: int, ftype: int, code: int, message: str) -> None:
+    def _reject(self, sid: int, ftype: int, code: int, message: str, meter: metering.RouteMeter | None = None) -> None:
         """Refuse a stream at once. A fire-and-forget has nobody to tell: count it and log it."""
         self.broker.stats["rejected"] += 1
+        (meter or self.broker.meter.unrouted()).outcomes[metering.REJECTED] += 1
         if ftype == _FNF:
             self.broker.stats["fnf_dropped"] += 1
-            log.info("dropped fire-and-forget on connection %s: %s", self.id, message)
+            log.info("dropped fire-and-forget on connection %s: %s", self.id, message, extra=conn_fields(self))
             return
         self.send_frame(error_frame(sid, code, message))
 
@@ -726,19 +765,22 @@ class Session:
                     st.out_done = True
             elif type_flags & FLAG_COMPLETE:
                 st.in_done = True
-        elif ftype == _CANCEL:
+        elif ftype == _CANCEL or ftype == _ERROR:
+            # the requester gave up (an ERROR from a requester cancels its channel too)
             st.out_done = True
-            if st.kind != _CHANNEL:
+            if st.kind != _CHANNEL or ftype == _ERROR:
                 st.in_done = True
-        elif ftype == _ERROR:
-            st.in_done = st.out_done = True
+            if st.in_done:
+                self._finish(st, metering.CANCELED)
+            return
         else:
             return
         if st.in_done and st.out_done:
-            self._finish(st)
+            self._finish(st, metering.OK)
 
-    def _provider_sent(self, st: Stream, ftype: int, type_flags: int) -> None:
+    def _provider_sent(self, st: Stream, ftype: int, type_flags: int, buf: Any, off: int, end: int) -> None:
         """Book-keeping after relaying a frame from the provider to the requester."""
+        outcome = metering.OK
         if ftype == _PAYLOAD:
             if type_flags & FLAG_FOLLOWS:
                 return
@@ -746,19 +788,28 @@ class Session:
                 st.out_done = True
         elif ftype == _ERROR:
             st.in_done = st.out_done = True
+            if end - off >= HEADER_LENGTH + 4:
+                outcome = _ERROR_OUTCOMES.get(_SID.unpack_from(buf, off + HEADER_LENGTH)[0], metering.APPLICATION_ERROR)
+            else:
+                outcome = metering.APPLICATION_ERROR
         elif ftype == _CANCEL:
             st.in_done = True
         else:
             return
         if st.in_done and st.out_done:
-            self._finish(st)
+            self._finish(st, outcome)
 
-    @staticmethod
-    def _finish(st: Stream) -> None:
-        st.req.streams.pop(st.req_id, None)
+    def _finish(self, st: Stream, outcome: int) -> None:
+        """End ``st`` on both sides; it is metered once, when it leaves its requester's map."""
+        counted = st.req.streams.pop(st.req_id, None) is not None
         prov = st.prov
         if prov is not None and prov.streams.pop(st.prov_id, None) is not None:
             prov.outstanding -= 1
+        if counted and st.meter is not None:
+            now = self.broker.clock()
+            st.meter.ended(outcome, st.opened_at, st.first_at, now)
+            if st.trace is not None:
+                self.broker.tracer.record(st, outcome, now)
 
     # -- connection-level frames ------------------------------------------------------------
 
@@ -805,7 +856,7 @@ class Session:
             return
         refusal = self.broker.refuse_request(self, route)
         if refusal:
-            log.info("dropped METADATA_PUSH from connection %s: %s", self.id, refusal)
+            log.info("dropped METADATA_PUSH from connection %s: %s", self.id, refusal, extra=conn_fields(self, route))
             self.broker.stats["rejected"] += 1
             return
         if self.metadata_mime == md.ROUTING_MIME:
@@ -827,9 +878,11 @@ class Session:
                 continue
             if st.req is self:
                 peer, peer_id = st.prov, st.prov_id
+                outcome = metering.TIMEOUT if self.timed_out else metering.CANCELED
                 if not (st.in_done and st.out_done):
                     peer.send_frame(cancel_frame(peer_id))
             else:
+                outcome = metering.TIMEOUT if self.timed_out else metering.APPLICATION_ERROR
                 peer, peer_id = st.req, st.req_id
                 if not st.out_done or not st.in_done:
                     reason = self.close_reason or "connection lost"
@@ -839,7 +892,7 @@ class Session:
                         )
                     )
             st.in_done = st.out_done = True
-            self._finish(st)
+            self._finish(st, outcome)
         self.streams.clear()
         self.reassembling.clear()
         self.reassembly_bytes = 0

@@ -45,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import collections
 import json
 import logging
 import os
@@ -259,6 +260,10 @@ class Links:
         self._retiring: set[LinkSession] = set()
         self._retire_tasks: set[asyncio.Task[None]] = set()
         self.stats = {"links_opened": 0, "links_lost": 0, "link_auth_failures": 0}
+        #: per peer, for metrics: times a link came up, times it was lost, frames of links now closed
+        self.opened: collections.Counter[str] = collections.Counter()
+        self.lost: collections.Counter[str] = collections.Counter()
+        self.closed_frames: collections.Counter[tuple[str, str]] = collections.Counter()
         broker.links = self
         broker.setup_listeners.append(self._challenge)
 
@@ -316,6 +321,10 @@ class Links:
             self.up[node].close()  # address changed: reconnect to the new one
         if node not in self._tasks or self._tasks[node].done():
             self._tasks[node] = asyncio.get_running_loop().create_task(self._maintain(node))
+
+    def peer_states(self) -> dict[str, bool]:
+        """Whether the link to each node we want one to is up."""
+        return {node: node in self.up for node in sorted(self._wanted)}
 
     # -- link upkeep ------------------------------------------------------------------------
 
@@ -381,6 +390,7 @@ class Links:
             old.close()
         self.up[link.node] = link
         self.stats["links_opened"] += 1
+        self.opened[link.node] += 1
         log.info("link to node %s is up (%s)", link.node, link.peer_text)
 
     def link_down(self, link: LinkSession) -> None:
@@ -388,6 +398,9 @@ class Links:
         if self.up.get(link.node) is link:
             del self.up[link.node]
             self.stats["links_lost"] += 1
+            self.lost[link.node] += 1
+            self.closed_frames[(link.node, "in")] += link.frames_in
+            self.closed_frames[(link.node, "out")] += link.frames_out
             log.info("link to node %s is down: %s", link.node, link.close_reason or "closed")
 
     async def _keepalive_loop(self) -> None:

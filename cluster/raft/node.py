@@ -40,6 +40,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from broker.metering import Histogram
+
 from .config import ConfigError, RaftConfig
 from .core import ProposalDropped, Raft, Ready, Role
 from .errors import MembershipError, NotLeader, RaftError, Timeout
@@ -125,6 +127,12 @@ class RaftNode:
         self._last_leader: str | None = None
         self._leader_change: asyncio.Future[None] | None = None
         self._failure: BaseException | None = None
+        #: for metrics: proposals made here, leader changes seen, storage save (fsync) time,
+        #: size of the last snapshot taken or restored (bytes)
+        self.proposals = 0
+        self.leader_changes = 0
+        self.fsync_seconds = Histogram()
+        self.snapshot_bytes = 0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -147,6 +155,7 @@ class RaftNode:
         )
         if rec.snapshot is not None:
             self.state_machine.restore(rec.snapshot.data, rec.snapshot.index)
+            self.snapshot_bytes = len(rec.snapshot.data)
         if bootstrap and not rec.hard_state.term and not rec.entries and rec.snapshot is None:
             core.bootstrap([self.node_id])
         self._core = core
@@ -383,6 +392,7 @@ class RaftNode:
                 await self._wait_for_leader(deadline)
                 leader = self.core.lead
                 try:
+                    self.proposals += 1
                     self.core.propose(data)
                     self._wakeup.set()
                 except ProposalDropped as exc:
@@ -429,7 +439,7 @@ class RaftNode:
                 while core.has_ready():
                     rd = core.ready()
                     if rd.entries or rd.hard_state is not None or rd.snapshot is not None:
-                        await loop.run_in_executor(self._io, self.storage.save, rd.hard_state, rd.entries, rd.snapshot)
+                        await loop.run_in_executor(self._io, self._timed_save, rd)
                     for m in rd.messages:
                         self.transport.send(m)
                     self._apply(rd)
@@ -444,9 +454,16 @@ class RaftNode:
             self._fail_pending(RaftError(f"raft loop failed: {exc!r}"))
             raise
 
+    def _timed_save(self, rd: Ready) -> None:
+        """Save on the I/O thread, timing the write and its fsync for the metrics."""
+        started = time.perf_counter()
+        self.storage.save(rd.hard_state, rd.entries, rd.snapshot)
+        self.fsync_seconds.observe(time.perf_counter() - started)
+
     def _apply(self, rd: Ready) -> None:
         if rd.snapshot is not None:
             self.state_machine.restore(rd.snapshot.data, rd.snapshot.index)
+            self.snapshot_bytes = len(rd.snapshot.data)
         for entry in rd.committed_entries:
             if entry.type is not EntryType.NORMAL or not entry.data:
                 continue
@@ -462,6 +479,7 @@ class RaftNode:
         if rd.leader != self._last_leader:
             log.info("raft %s: leader is now %s (term %d)", self.node_id, rd.leader, self.core.term)
             self._last_leader = rd.leader
+            self.leader_changes += 1
             if self._leader_change is not None and not self._leader_change.done():
                 self._leader_change.set_result(None)
             self._leader_change = None
@@ -477,6 +495,7 @@ class RaftNode:
         if core.log.applied - core.log.snap_index < self.options.snapshot_every:
             return
         snap = core.compact(self.state_machine.snapshot())
+        self.snapshot_bytes = len(snap.data)
         retained = list(core.log.entries)
         await asyncio.get_running_loop().run_in_executor(self._io, self.storage.compact, snap, retained)
 

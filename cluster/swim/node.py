@@ -244,6 +244,7 @@ class GossipNode:
         if self._table:
             merged["routes_not_announced"] = self._table.not_announced
         if self._swim:
+            merged.update(self._swim.counts)
             merged["health_score"] = self._swim.awareness.score
             merged["members_live"] = self._swim.num_live()
         return dict(merged)
