@@ -77,5 +77,5 @@ def test_limit_flags_explain_themselves() -> None:
     result = run_rsbroker("serve", "--help")
     assert result.returncode == 0, result
     text = " ".join(result.stdout.split())
-    assert "--max-reassembly-bytes MAX_REASSEMBLY_BYTES bytes of unfinished fragmented requests one connection" in text
-    assert "--max-service-name-bytes MAX_SERVICE_NAME_BYTES longest service name, UTF-8 bytes (at most 255" in text
+    assert "--max-reassembly-bytes N bytes of unfinished fragmented requests one connection" in text
+    assert "--max-service-name-bytes N longest service name, UTF-8 bytes (at most 255" in text
