@@ -90,6 +90,7 @@ class ClusterRuntime:
             assert self.gossip is not None
             transport: Any = TcpTransport(settings.node_id, self._raft_address, self.keyring)
             self.gossip.add_tcp_channel(RAFT_CHANNEL, transport.handle_connection)
+            self.gossip.on_host_moved(lambda host: self._host_moved(transport, host))
         else:
             transport = InMemoryTransport(InMemoryNetwork(), settings.node_id)
         self.raft = RaftNode(settings.node_id, data_dir / "raft", transport)
@@ -193,6 +194,12 @@ class ClusterRuntime:
                 return member
         return None
 
+    def _host_moved(self, transport: TcpTransport, host: str) -> None:
+        for member in self.gossip.members():
+            if parse_hostport(member["address"], "member")[0] == host:
+                log.info("node %s moved to %s: reconnecting Raft", member["node_id"], member["resolved"])
+                transport.forget(member["node_id"])
+
     def _raft_address(self, node_id: str) -> tuple[str, int] | None:
         member = self._member(node_id)
         return parse_hostport(member["address"], f"member {node_id}") if member else None
@@ -274,6 +281,7 @@ class ClusterRuntime:
                     "state": member["state"],
                     "incarnation": member["incarnation"],
                     "address": member["address"],
+                    "resolved": member.get("resolved"),
                     "meta": dict(member["metadata"]),
                     "services": sorted({p["service"] for p in providers}),
                     "providers": providers,
