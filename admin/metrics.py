@@ -60,6 +60,16 @@ class _RelayCollector:
         services = GaugeMetricFamily("rsbroker_services", "Services with at least one local provider")
         services.add_metric([], len(broker.registry.services()) if broker else 0)
         yield services
+        supervisor = self._node.supervisor
+        full = GaugeMetricFamily("rsbroker_storage_full", "1 when a write to the data directory failed for lack of space")
+        full.add_metric([], 1 if supervisor.storage_full else 0)
+        yield full
+        failed = GaugeMetricFamily(
+            "rsbroker_background_task_failed", "1 for each background loop that died (the node is not live)", labels=["task"]
+        )
+        for task in sorted(supervisor.failures):
+            failed.add_metric([task], 1)
+        yield failed
 
 
 def metrics_handler(node: "Node") -> Callable[[web.Request], Any]:

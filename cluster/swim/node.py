@@ -181,6 +181,11 @@ class GossipNode:
         """The address other members know us by."""
         return self._require().addr
 
+    @property
+    def background_tasks(self) -> dict[str, asyncio.Task[None]]:
+        """The timer loop, which must run until :meth:`stop` (for supervision)."""
+        return {"gossip timer": self._runner} if self._runner is not None else {}
+
     def add_tcp_channel(self, tag: int, handler: TcpHandler) -> None:
         """Serve TCP connections whose first byte is ``tag`` with ``handler`` (e.g. Raft)."""
         if tag == CHANNEL_GOSSIP or not 0 <= tag <= 255:
