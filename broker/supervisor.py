@@ -42,8 +42,8 @@ def describe_failure(exc: BaseException | None) -> str:
     """One line for an operator: ``storage full: ...`` for a full disk, else the exception."""
     if exc is None:
         return "the task returned, but it should run until the node stops"
-    if is_storage_full(exc) and not str(exc).startswith("storage full"):
-        return f"storage full: {exc}"
+    if is_storage_full(exc):
+        return str(exc) if str(exc).startswith("storage full") else f"storage full: {exc}"
     return f"{type(exc).__name__}: {exc}"
 
 
@@ -76,12 +76,12 @@ class Supervisor:
             task.add_done_callback(lambda done: self._ended(name, done, forever))
         return task
 
-    def fail(self, name: str, cause: str) -> None:
-        """Record a failure noticed other than by a task ending (logged once per name)."""
+    def fail(self, name: str, cause: str, exc: BaseException | None = None) -> None:
+        """Record that ``name`` failed (logged once per name, with the traceback if any)."""
         if name in self.failures:
             return
         self.failures[name] = cause
-        log.error("background task %r failed: %s; the node reports itself not live", name, cause)
+        log.error("background task %r failed: %s; the node reports itself not live", name, cause, exc_info=exc)
 
     def stopping(self) -> None:
         """The node is shutting down: tasks ending now are no failure."""
@@ -94,6 +94,4 @@ class Supervisor:
         exc = task.exception()
         if exc is None and not forever:
             return
-        if name not in self.failures and exc is not None:
-            log.error("background task %r died", name, exc_info=exc)
-        self.fail(name, describe_failure(exc))
+        self.fail(name, describe_failure(exc), exc)

@@ -164,12 +164,20 @@ class Host:
             *extra,
         ]  # fmt: skip
 
-    def start(self, argv: Sequence[str], env: Mapping[str, str] | None = None, wait: bool = True) -> BrokerProcess:
-        """Start ``rsbroker ARGV`` in this host's namespace (``wait``: until its ready line)."""
+    @staticmethod
+    def rsbroker(argv: Sequence[str]) -> list[str]:
+        """``rsbroker ARGV`` with the virtualenv's script (to wrap in another command)."""
+        return [*rsbroker_command(), *argv]
+
+    def start(self, argv: Sequence[str], env: Mapping[str, str] | None = None, wait: bool = True,
+              raw: bool = False) -> BrokerProcess:
+        """Start ``rsbroker ARGV`` in this host's namespace (``wait``: until its ready line).
+        ``raw=True``: ARGV is the whole command (a wrapper that execs ``rsbroker``)."""
         if self.process is not None and self.process.running:
             raise RuntimeError(f"{self.name} already runs a node (pid {self.process.pid})")
-        # ``ip netns exec`` execs the command: the PID is the broker's own.
-        self.process = BrokerProcess(self.command([*rsbroker_command(), *argv]), env)
+        # ``ip netns exec`` execs the command (and gives it a private mount namespace): with
+        # wrappers that exec too, the PID is the broker's own.
+        self.process = BrokerProcess(self.command(list(argv) if raw else self.rsbroker(argv)), env)
         self.bed.processes.append(self.process)
         return self.process.wait_ready() if wait else self.process
 
