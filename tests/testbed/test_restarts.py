@@ -9,10 +9,17 @@ brand-new cluster, the first included.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
+
+import pytest
+
+from cluster.swim.config import PROFILES
 
 from tests.support.netns import Host
 from tests.testbed.views import seeds, start_cluster, wait_converged, wait_state
+
+pytestmark = pytest.mark.timeout(300)
 
 
 async def test_the_first_node_stopped_and_started_again_with_its_command_line_rejoins(
@@ -25,6 +32,9 @@ async def test_the_first_node_stopped_and_started_again_with_its_command_line_re
     assert "--join" not in command
     assert node1.stop() == 0
     await wait_state([node2, node3], "node1", "left")
+    # Members gossip to a departed node for a while (so a falsely accused one can refute);
+    # after that window nobody contacts it again: the case of a pod restarted after a while.
+    await asyncio.sleep(PROFILES["lan"].gossip_to_the_dead_s + 2)
     node1.start(node1.serve_args())  # the same command line
     await wait_converged([node1, node2, node3])
 
