@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -44,8 +45,9 @@ def module_broker_factory() -> Iterator[BrokerFactory]:
 
 
 @pytest.fixture
-def hosts() -> Iterator[Callable[[int], list[Host]]]:
-    """``hosts(n)`` → ``n`` hosts of a fresh test bed, removed at teardown whatever happened."""
+def hosts() -> Iterator[Callable[..., list[Host]]]:
+    """``hosts(n)`` → ``n`` hosts of a fresh test bed, removed at teardown whatever happened
+    (``hosts(n, names=[...], domain=...)`` names them; see :class:`TestBed`)."""
     reason = unavailable_reason()
     if reason is not None:
         if os.environ.get("CI", "").lower() == "true":
@@ -53,8 +55,8 @@ def hosts() -> Iterator[Callable[[int], list[Host]]]:
         pytest.skip(reason)
     beds: list[TestBed] = []
 
-    def make(count: int) -> list[Host]:
-        bed = TestBed(count)
+    def make(count: int, **options: Any) -> list[Host]:
+        bed = TestBed(count, **options)
         beds.append(bed)
         return bed.hosts
 

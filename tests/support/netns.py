@@ -99,11 +99,11 @@ def _free_subnet(seed: int) -> ipaddress.IPv4Network:
 class Host:
     """One host of the bed: a namespace, its link to the bridge, its name and its node."""
 
-    def __init__(self, bed: "TestBed", index: int) -> None:
+    def __init__(self, bed: "TestBed", index: int, name: str) -> None:
         self.bed = bed
         self.index = index
-        self.name = f"node{index}"
-        self.namespace = f"rsb-{bed.tag}-{self.name}"
+        self.name = name
+        self.namespace = f"rsb-{bed.tag}-{index}"
         self.link = f"rb{bed.tag}h{index}"  # the root namespace's end of the veth pair
         self.address = str(bed.subnet.network_address + 10 + index)
         self.data_dir = bed.root / self.name
@@ -239,8 +239,12 @@ class TestBed:
 
     __test__ = False  # not a test class, whatever pytest thinks of the name
 
-    def __init__(self, count: int) -> None:
+    def __init__(self, count: int, names: Sequence[str] | None = None, domain: str | None = None) -> None:
+        """``names``: host names (default node1..nodeN); ``domain``: each host also answers to
+        ``<name>.<domain>`` (a Kubernetes headless Service's pod names)."""
         seq = next(_counter)
+        self.names = list(names) if names else [f"node{i}" for i in range(1, count + 1)]
+        self.domain = domain
         self.tag = f"{os.getpid():x}{seq:x}"[-9:]
         self.bridge = f"rb{self.tag}br"
         self.root = Path(tempfile.mkdtemp(prefix=f"rsbroker-bed-{self.tag}-"))
@@ -253,8 +257,8 @@ class TestBed:
             _ip("link", "add", self.bridge, "type", "bridge")
             _ip("addr", "add", f"{self.subnet.network_address + 1}/{self.subnet.prefixlen}", "dev", self.bridge)
             _ip("link", "set", self.bridge, "up")
-            for index in range(1, count + 1):
-                host = Host(self, index)
+            for index, name in enumerate(self.names, 1):
+                host = Host(self, index, name)
                 self.hosts.append(host)
                 host._create()
             self.write_hosts_files()
@@ -280,7 +284,8 @@ class TestBed:
     def write_hosts_files(self) -> None:
         """Every host knows every host by name. Written in place: ``ip netns exec`` bind-mounts
         the file, so a running process only sees a change made to the same inode."""
-        lines = ["127.0.0.1 localhost", *(f"{h.address} {h.name}" for h in self.hosts)]
+        suffix = (lambda h: f" {h.name}.{self.domain}") if self.domain else (lambda h: "")
+        lines = ["127.0.0.1 localhost", *(f"{h.address} {h.name}{suffix(h)}" for h in self.hosts)]
         for host in self.hosts:
             directory = self._netns_dir(host)
             directory.mkdir(parents=True, exist_ok=True)
