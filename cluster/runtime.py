@@ -165,7 +165,9 @@ class ClusterRuntime:
     async def readiness(self) -> str | None:
         """Why this node cannot take clients yet, or None when it can: it has joined, its config
         store has applied the leader's commit index (a ReadIndex round), and it has a link to
-        every live member (a request for any service it knows can be forwarded)."""
+        every live member that serves something (a request for any service it knows can be
+        forwarded). Members serving nothing are left out so that one unreachable idle node
+        cannot make every other node unready."""
         if not self.started:
             return "starting"
         if self.raft.failure is not None:
@@ -180,7 +182,7 @@ class ClusterRuntime:
             own = self.settings.node_id
             missing = sorted(
                 m["node_id"] for m in self.gossip.members()
-                if m["state"] == "alive" and m["node_id"] != own and m["node_id"] not in self.links.up
+                if m["state"] == "alive" and m["services"] and m["node_id"] != own and m["node_id"] not in self.links.up
             )  # fmt: skip
             if missing:
                 return f"cannot route yet: no link to {', '.join(missing)}"

@@ -57,6 +57,7 @@ class Resolver:
         self.negative_ttl_s = negative_ttl_s
         self._entries: dict[str, _Entry] = {}
         self._pending: dict[str, asyncio.Future[str | None]] = {}
+        self._failing: set[str] = set()  # logged once until the name resolves again
         self.failures = 0
 
     def cached(self, host: str) -> str | None:
@@ -107,12 +108,15 @@ class Resolver:
             address: str | None = str(infos[0][4][0])
         except (OSError, IndexError, UnicodeError) as exc:
             self.failures += 1
-            log.warning("cannot resolve member host %r: %s", host, exc)
+            if host not in self._failing:
+                self._failing.add(host)
+                log.warning("cannot resolve member host %r: %s (keeps trying)", host, exc)
             # keep using the last good address: a DNS hiccup must not silence a live member
             address = previous.address if previous else None
             ttl = self.negative_ttl_s
         else:
             ttl = self.ttl_s
+            self._failing.discard(host)
             if previous and previous.address and previous.address != address:
                 log.info("member host %s moved from %s to %s", host, previous.address, address)
                 if self.on_moved is not None:

@@ -40,23 +40,29 @@ async def test_the_first_node_stopped_and_started_again_with_its_command_line_re
 
 
 async def test_one_command_line_starts_restarts_and_bootstraps_every_node(hosts: Callable[[int], list[Host]]) -> None:
-    group = hosts(3)
-    everyone = seeds(*group)
+    *group, late = hosts(4)
+    everyone = seeds(*group, late)
 
-    def start_all() -> None:
-        for host in group:  # only the node's own name differs, as a StatefulSet's pod name does
+    def start(members: list[Host]) -> None:
+        for host in members:  # only the node's own name differs, as a StatefulSet's pod name does
             host.start(host.serve_args("--bootstrap-expect", "3", join=everyone))
 
-    start_all()
+    start(group)
     await wait_converged(group)
     node1 = group[0]
     status, body = node1.http("PUT", "/api/v1/config/app/kept", {"v": 1})
     assert status == 200, body
+    # a fourth node with the same command line joins the cluster instead of starting another
+    start([late])
+    await wait_converged([*group, late])
+    status, body = late.http("GET", "/api/v1/config/app/kept")
+    assert (status, body.get("value")) == (200, {"v": 1}), (status, body)
 
-    for host in group:  # the whole cluster goes down and comes back from its data directories
+    everyone_hosts = [*group, late]
+    for host in everyone_hosts:  # the whole cluster goes down and comes back from its data directories
         assert host.stop() == 0
-    start_all()
-    await wait_converged(group)
-    for host in group:
+    start(everyone_hosts)
+    await wait_converged(everyone_hosts)
+    for host in everyone_hosts:
         status, body = host.http("GET", "/api/v1/config/app/kept")
         assert (status, body.get("value")) == (200, {"v": 1}), (host.name, status, body)
