@@ -31,7 +31,7 @@ import aiohttp
 from tests.support.admin import get_json, wait_for
 from tests.support.brokerproc import BrokerFactory, BrokerProcess
 
-__all__ = ["CONVERGE_TIMEOUT_S", "Cluster", "ClusterFactory", "member_states", "members", "put_config"]
+__all__ = ["CONVERGE_TIMEOUT_S", "Cluster", "ClusterFactory", "member_states", "members", "put_config", "view_agrees"]
 
 #: Bound on a cluster agreeing after a start or a fault heals: join, gossip, Raft catch-up on
 #: a busy machine; it bounds the wait, it is no claim about speed.
@@ -57,6 +57,14 @@ async def put_config(admin: str, key: str, value: Any) -> int:
         body = await response.json(content_type=None)
         assert response.status == 200, body
         return int(body["index"])
+
+
+def view_agrees(expected: set[str], states: dict[str, str], raft: dict[str, Any] | None) -> bool:
+    """One node's view is converged: every expected node alive, a Raft leader, all of them voters."""
+    if any(states.get(other) != "alive" for other in expected) or not raft or not raft.get("leader"):
+        return False
+    voters = {m for m, info in raft.get("members", {}).items() if info.get("voter")}
+    return expected <= voters
 
 
 class Cluster:
@@ -126,14 +134,8 @@ class Cluster:
         expected = {n.node_id for n in self.running}
         for node in self.running:
             assert node.admin is not None
-            states = await member_states(node.admin)
-            if any(states.get(other) != "alive" for other in expected):
-                return False
             status, raft = await get_json(node.admin, "/api/v1/raft")
-            if status != 200 or not raft.get("leader"):
-                return False
-            voters = {m for m, info in raft.get("members", {}).items() if info.get("voter")}
-            if not expected <= voters:
+            if not view_agrees(expected, await member_states(node.admin), raft if status == 200 else None):
                 return False
         return True
 

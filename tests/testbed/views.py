@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from tests.support.admin import wait_for
+from tests.support.cluster import view_agrees
 from tests.support.netns import GOSSIP_PORT, Host
 
 #: Bound on a cluster agreeing after a start or a fault heals (busy, shared machine).
@@ -42,15 +43,7 @@ def converged(hosts: Iterable[Host]) -> bool:
     """Every given host sees every given host alive, and has a Raft leader with all as voters."""
     group = list(hosts)
     names = {h.name for h in group}
-    for host in group:
-        states = member_states(host)
-        if any(states.get(n) != "alive" for n in names):
-            return False
-        status = raft(host)
-        voters = {m for m, info in status.get("members", {}).items() if info.get("voter")}
-        if not status.get("leader") or not names <= voters:
-            return False
-    return True
+    return all(view_agrees(names, member_states(host), raft(host)) for host in group)
 
 
 async def wait_converged(hosts: Iterable[Host], timeout: float = CONVERGE_TIMEOUT_S) -> None:
