@@ -25,6 +25,8 @@ Rules of this module (it runs as root on a machine other test runs share):
   on uvloop as in production) with a cluster key, JWT authentication and an admin token
   required on the admin API: a non-loopback peer exercises the protections loopback skips.
 * :meth:`TestBed.close` removes everything even after a failed test; it is safe to call twice.
+  What a test run killed outright (SIGKILL, a crash) left behind is swept by the next bed:
+  names carry the owner's PID, and leftovers of PIDs that no longer run are removed.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import ipaddress
 import itertools
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -83,6 +86,21 @@ def unavailable_reason() -> str | None:
         return f"'ip netns add' failed: {made.stderr.strip()}"
     _ip("netns", "del", probe, check=False)
     return None
+
+
+def sweep_stale() -> None:
+    """Remove namespaces, links and hosts files of beds whose test process is gone."""
+    listed = _ip("netns", "list", check=False).stdout
+    for tag, pid in set(re.findall(r"^rsb-(([0-9a-f]+)x[0-9a-f]+)-\d+", listed, re.M)):
+        if Path(f"/proc/{int(pid, 16)}").exists():
+            continue
+        for line in listed.splitlines():
+            namespace = line.split()[0] if line.split() else ""
+            if namespace.startswith(f"rsb-{tag}-"):
+                _ip("netns", "del", namespace, check=False)
+                shutil.rmtree(Path("/etc/netns") / namespace, ignore_errors=True)
+        for link in re.findall(rf"^\d+: (rb{tag}\w+)[@:]", _ip("-o", "link", "show").stdout, re.M):
+            _ip("link", "del", link, check=False)
 
 
 def _free_subnet(seed: int) -> ipaddress.IPv4Network:
@@ -245,12 +263,13 @@ class TestBed:
         seq = next(_counter)
         self.names = list(names) if names else [f"node{i}" for i in range(1, count + 1)]
         self.domain = domain
-        self.tag = f"{os.getpid():x}{seq:x}"[-9:]
+        self.tag = f"{os.getpid():x}x{seq:x}"  # ≤ 10 characters: interface names stay ≤ 15
         self.bridge = f"rb{self.tag}br"
         self.root = Path(tempfile.mkdtemp(prefix=f"rsbroker-bed-{self.tag}-"))
         self.processes: list[BrokerProcess] = []
         self.hosts: list[Host] = []
         self._closed = False
+        sweep_stale()
         try:
             self.subnet = _free_subnet(os.getpid() + seq * 7)
             self._make_keys()
