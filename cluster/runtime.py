@@ -40,6 +40,7 @@ from broker.auth import rules_from_store
 from broker.frames import metadata_push_frame
 from broker.registry import ServicePolicy
 from broker.settings import parse_hostport
+from broker.supervisor import describe_failure
 from cluster.crypto import Keyring, load_keyring
 from cluster.links import Links
 from cluster.raft.node import RaftNode
@@ -136,7 +137,7 @@ class ClusterRuntime:
             seeds = [s for s in seeds if s != self.gossip.address]  # one command line lists us too
             self._supervise(self.gossip.background_tasks)
             self._spawn("raft membership sync", self._membership_sync())
-            self._spawn("gossip metadata", self._announce_load())
+            self._spawn("gossip metadata", self._announce_load(), forever=False)  # ends on leave
             if not self.raft.has_state and not alone:
                 self._spawn("bootstrap", self._bootstrap_when_expected(), forever=False)
             if not seeds:
@@ -212,8 +213,6 @@ class ClusterRuntime:
             tmp.write_text(json.dumps(self._peers, indent=1, sort_keys=True))
             os.replace(tmp, self._peers_path)
         except OSError as exc:
-            from broker.supervisor import describe_failure
-
             log.warning("cannot save the peer list %s: %s", self._peers_path, describe_failure(exc))
 
     def _seeds(self) -> list[tuple[str, int]]:
