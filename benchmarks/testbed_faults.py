@@ -70,6 +70,12 @@ async def _provider_on(host: Host) -> AsyncIterator[None]:
         yield
 
 
+def _serves_both(host: Host) -> bool:
+    status, body = host.http("GET", "/api/v1/services")
+    entry = body["services"].get(SERVICE) if status == 200 else None
+    return bool(entry) and {p["instance"] for p in entry["providers"]} == {"p-node1", "p-node3"}
+
+
 def _count(load: SteadyLoad, since: float, until: float) -> dict[str, int]:
     window = [o for o in load.outcomes if since <= o.started <= until]
     return {kind: sum(1 for o in window if o.result == kind) for kind in ("ok", "error", "hung")}
@@ -101,6 +107,7 @@ async def one_round() -> dict[str, Any]:
             await asyncio.to_thread(node3.start, node3.serve_args(join=seeds(node1)))
             await wait_converged(bed.hosts)
             await p3.enter_async_context(_provider_on(node3))
+            await _until(lambda: _serves_both(node2), "both providers listed")
             figures["requests during kill"] = _count(load, start, time.monotonic())
 
             node3.cut()
@@ -110,6 +117,10 @@ async def one_round() -> dict[str, Any]:
             figures["partition heal (s)"] = await _until(lambda: converged(bed.hosts) and _links_up(bed.hosts),
                                                          "the partition to heal")
             figures["requests during partition"] = _count(load, start, time.monotonic())
+            # node3's provider reaches node3 through the link that was cut: connect it anew
+            await p3.aclose()
+            await p3.enter_async_context(_provider_on(node3))
+            await _until(lambda: _serves_both(node2), "both providers listed")
 
             start = time.monotonic()
             assert await asyncio.to_thread(node1.stop) == 0
