@@ -244,6 +244,8 @@ class GossipNode:
         """Packet, byte and drop counters (``dropped_decrypt``, ``dropped_replay``, ...)."""
         merged = Counter(self._codec.stats)
         merged.update(self._counters)
+        merged["dns_lookups"] = self._resolver.lookups
+        merged["dns_failures"] = self._resolver.failures
         if self._swim:
             merged["health_score"] = self._swim.awareness.score
             merged["members_live"] = self._swim.num_live()

@@ -58,6 +58,8 @@ class Resolver:
         self._entries: dict[str, _Entry] = {}
         self._pending: dict[str, asyncio.Future[str | None]] = {}
         self._failing: set[str] = set()  # logged once until the name resolves again
+        #: lookups made and lookups that failed (for stats)
+        self.lookups = 0
         self.failures = 0
 
     def cached(self, host: str) -> str | None:
@@ -103,6 +105,7 @@ class Resolver:
     async def _getaddrinfo(self, host: str) -> str | None:
         loop = asyncio.get_running_loop()
         previous = self._entries.get(host)
+        self.lookups += 1
         try:
             infos = await loop.getaddrinfo(host, None, family=self.family, type=socket.SOCK_DGRAM)
             address: str | None = str(infos[0][4][0])
