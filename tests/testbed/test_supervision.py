@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from tests.support.admin import wait_for
 from tests.support.netns import Host
 
 MOUNT_THEN_SERVE = 'mount -t tmpfs -o size=192k rsbroker-full "$0" && exec "$@"'
