@@ -92,6 +92,7 @@ class _RelayCollector:
         services.add_metric([], len(broker.registry.services()))
         yield services
         yield from _cluster_families(self._node)
+        yield from _supervisor_families(self._node)
 
     @staticmethod
     def _connections(broker: Any) -> Iterator[Any]:
@@ -163,6 +164,20 @@ def _cluster_families(node: "Node") -> Iterator[Any]:
     links = CounterMetricFamily("rsbroker_link_auth_failures", "Broker links refused (bad entry, failed or missing proof)")
     links.add_metric([], counters["link_auth_failures"])
     yield links
+
+
+def _supervisor_families(node: "Node") -> Iterator[Any]:
+    """Whether the node's background loops are alive and its data directory writable."""
+    supervisor = node.supervisor
+    full = GaugeMetricFamily("rsbroker_storage_full", "1 when a write to the data directory failed for lack of space")
+    full.add_metric([], 1 if supervisor.storage_full else 0)
+    yield full
+    failed = GaugeMetricFamily(
+        "rsbroker_background_task_failed", "1 for each background loop that died (the node is not live)", labels=["task"]
+    )
+    for task in sorted(supervisor.failures):
+        failed.add_metric([task], 1)
+    yield failed
 
 
 def metrics_handler(node: "Node") -> Callable[[web.Request], Any]:

@@ -74,8 +74,10 @@ class Broker:
 
     # -- lifecycle --------------------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self) -> asyncio.Task[None]:
+        """Start the housekeeping loop; returns its task (the node supervises it)."""
         self._housekeeping = self.loop.create_task(self._housekeeping_loop())
+        return self._housekeeping
 
     async def stop(self) -> None:
         if self._housekeeping:

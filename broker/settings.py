@@ -62,6 +62,18 @@ class Settings:
     #: address other nodes and clients should use to reach this node's TCP listener (NAT, containers)
     advertise: str | None = None
     data_dir: str | None = None
+    #: how a brand-new cluster starts (Consul's bootstrap-expect): 0 = a node with empty storage
+    #: and no --join starts a cluster of its own; N = no node starts one alone, the N nodes with
+    #: the smallest ids start it together once gossip shows N live nodes and none already in a
+    #: cluster. A node with a data directory never bootstraps: it rejoins the peers it knew.
+    bootstrap_expect: int = field(
+        default=0,
+        metadata={
+            "help": "start a brand-new cluster only once this many nodes see each other, so that one "
+            "command line (with --join) serves every node, the first included; 0 (default): a node "
+            "without --join and without state starts a cluster alone. Ignored by a node with state."
+        },
+    )
     allow_anonymous: bool = False
     jwt_keys: str | None = None
     jwt_issuer: str | None = None
@@ -150,6 +162,10 @@ class Settings:
             parse_hostport(seed, "--join")
         if self.join and not self.cluster:
             raise SettingsError("--join needs --cluster (this node's own gossip address)")
+        if self.bootstrap_expect < 0:
+            raise SettingsError("bootstrap_expect must be 0 (off) or the number of nodes of a new cluster")
+        if self.bootstrap_expect > 1 and not self.cluster:
+            raise SettingsError("--bootstrap-expect needs --cluster: the nodes find each other by gossip")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise SettingsError("--tls-cert and --tls-key go together")
         if self.tls_client_ca and not self.tls_cert:

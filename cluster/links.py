@@ -288,6 +288,14 @@ class Links:
         for link in list(self.up.values()):
             link.close()
 
+    def background_tasks(self) -> dict[str, tuple[asyncio.Task[None], bool]]:
+        """Name → (task, runs until stopped): the keepalive loop and each node's reconnect
+        loop (which ends by itself once the node is no longer wanted), for supervision."""
+        tasks = {f"link to {node}": (task, False) for node, task in self._tasks.items()}
+        if self._keepalive is not None:
+            tasks["link keepalive"] = (self._keepalive, True)
+        return tasks
+
     # -- membership input -------------------------------------------------------------------
 
     def want(self, node: str, address: tuple[str, int] | None, *, drain: bool = False) -> None:

@@ -222,6 +222,13 @@ class TcpTransport(Transport):
         except asyncio.QueueFull:
             log.debug("raft: queue to %s full, dropping %s", msg.to, msg.type.name)
 
+    def forget(self, node_id: str) -> None:
+        """Drop the connection to ``node_id``; the next message reconnects to its current address
+        (its host moved: the old connection would hang until TCP gives up)."""
+        peer = self._peers.pop(node_id, None)
+        if peer is not None:
+            peer.task.cancel()
+
     async def handle_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Serve one inbound Raft stream whose channel byte was already read."""
         task = asyncio.current_task()

@@ -84,10 +84,11 @@ async def _tolerant(client: Any) -> AsyncIterator[Any]:
 
 @contextlib.asynccontextmanager
 async def provider(
-    node: BrokerProcess, service: str, instance: str, recorder: Recorder | None = None, **options: Any
+    node: BrokerProcess | str, service: str, instance: str, recorder: Recorder | None = None, **options: Any
 ) -> AsyncIterator[Any]:
-    """An rsocket-py provider of ``service`` (see :func:`who_router`) connected to ``node``."""
-    host, port = split_hostport(str(node.tcp))
+    """An rsocket-py provider of ``service`` (see :func:`who_router`) connected to ``node``
+    (a broker process or its ``host:port`` TCP address)."""
+    host, port = split_hostport(node if isinstance(node, str) else str(node.tcp))
     client = connect(host, port, services=[service], router=who_router(service, instance, recorder), instance=instance, **options)
     async with _tolerant(client) as connected:
         yield connected
