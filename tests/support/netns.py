@@ -294,8 +294,9 @@ class TestBed:
             raise RuntimeError(f"rsbroker certs keypair failed: {made.stderr}")
         self.jwt_public = keys / "jwt-public.pem"
         private = load_private_key(keys / "jwt-private.pem")
-        self.admin_token = mint_token(private, sub="bed-admin", roles=["admin"], ttl=7 * 24 * 3600)
-        self.client_token = mint_token(private, sub="bed-client", roles=["client"], ttl=7 * 24 * 3600)
+        # valid for an hour: beds live minutes, and nodes refuse tokens past --jwt-max-ttl-s (24 h)
+        self.admin_token = mint_token(private, sub="bed-admin", roles=["admin"], ttl=3600)
+        self.client_token = mint_token(private, sub="bed-client", roles=["client"], ttl=3600)
 
     def _netns_dir(self, host: Host) -> Path:
         return Path("/etc/netns") / host.namespace
