@@ -203,7 +203,7 @@ class ClusterRuntime:
             own = self.settings.node_id
             missing = sorted(
                 m["node_id"] for m in self.gossip.members()
-                if m["state"] == "alive" and m["services"] and m["node_id"] != own and m["node_id"] not in self.links.up
+                if m["state"] == "alive" and m["routes"] and m["node_id"] != own and m["node_id"] not in self.links.up
             )  # fmt: skip
             if missing:
                 return f"cannot route yet: no link to {', '.join(missing)}"
