@@ -7,8 +7,11 @@ policy, request rate, p50/p99 time to first response and error ratio over the la
 leader changes. ``GET /api/v1/events`` streams every snapshot (``event: snapshot``) to each
 page; a page that reads too slowly misses snapshots rather than growing a queue.
 
-Other nodes' rates and links come from their ``GET /api/v1/stats`` (polled every
-``PEER_POLL_S`` at their gossiped admin address); a node that does not answer shows no rate.
+Other nodes' rates and links come from their ``GET /api/v1/stats``, read for each stream
+with its caller's credential (``admin.peers``); a node that does not answer shows no rate.
+The stream is an admin route like any other: with authentication on it needs the bearer
+header (a page reads it with ``fetch``, never with a token in the URL), and it ends as soon
+as that credential would no longer be accepted (expired, revoked), so the page asks again.
 The sampler never blocks the relay: it reads counters, it never locks anything.
 """
 
@@ -21,9 +24,10 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
 from aiohttp import web
 
+from admin.guard import credential_refusal
+from admin.peers import PeerStats
 from broker.metering import LATENCY_BUCKETS_S, OK
 
 if TYPE_CHECKING:
@@ -34,8 +38,6 @@ log = logging.getLogger("rsbroker.admin.sse")
 SAMPLE_INTERVAL_S = 1.0
 #: rates, quantiles and error ratios are over this many seconds of samples
 WINDOW_S = 10.0
-PEER_POLL_S = 2.0
-PEER_TIMEOUT_S = 1.0
 #: membership and leader changes kept for the page
 EVENTS_KEPT = 30
 #: snapshots queued for one page before it misses some (a page reads one a second)
@@ -85,14 +87,13 @@ class Feed:
         self._window: collections.deque[tuple[float, int, dict[str, tuple[int, int, list[int]]]]] = collections.deque()
         self._states: dict[str, str] = {}
         self._leader: str | None = None
-        self._peers: dict[str, dict[str, Any]] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
     # -- lifecycle (aiohttp signals) ----------------------------------------------------------
 
     async def start(self, app: web.Application) -> None:
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._sample_loop()), loop.create_task(self._peer_loop())]
+        self._tasks = [loop.create_task(self._sample_loop())]
 
     async def stop(self, app: web.Application) -> None:
         """End every open event stream (so the server can shut down) and the samplers."""
@@ -154,20 +155,17 @@ class Feed:
         return {peer: "up" if up else "down" for peer, up in links.peer_states().items()} if links is not None else {}
 
     def _nodes(self, topology: dict[str, Any]) -> list[dict[str, Any]]:
-        out = []
-        for entry in topology["nodes"]:
-            node_id = entry["node_id"]
-            is_self = node_id == topology["self"]
-            peer = self._peers.get(node_id) if not is_self else None
-            alive = entry["state"] in ("alive", "suspect")
-            out.append(
-                {
-                    **entry,
-                    "request_rate": self.own_rate() if is_self else (peer or {}).get("request_rate") if alive else None,
-                    "links": self.own_links() if is_self else (peer or {}).get("links", {}) if alive else {},
-                }
-            )
-        return out
+        """Every node as the topology shows it; rate and links are known here for this node only
+        (each stream adds the others', ``admin.peers``)."""
+        own = topology["self"]
+        return [
+            {
+                **entry,
+                "request_rate": self.own_rate() if entry["node_id"] == own else None,
+                "links": self.own_links() if entry["node_id"] == own else {},
+            }
+            for entry in topology["nodes"]
+        ]
 
     def _services(self) -> list[dict[str, Any]]:
         (t0, _, old), (t1, _, new) = self._window[0], self._window[-1]
@@ -206,52 +204,38 @@ class Feed:
             self.events.appendleft({"at": stamp, "kind": "leader", "text": f"leader {self._leader or 'none'} → {topology['leader'] or 'none'}"})
             self._leader = topology["leader"]
 
-    # -- other nodes ------------------------------------------------------------------------
-
-    async def _peer_loop(self) -> None:
-        timeout = aiohttp.ClientTimeout(total=PEER_TIMEOUT_S)
-        async with aiohttp.ClientSession(timeout=timeout) as http:
-            while True:
-                await asyncio.sleep(PEER_POLL_S)
-                runtime = self.node.runtime
-                if runtime is None or self.node.settings.admin_require_token:
-                    continue  # peers want an admin token this node does not hold
-                targets = {
-                    n["node_id"]: n["admin"]
-                    for n in runtime.topology_view()["nodes"]
-                    if n["node_id"] != self.node.settings.node_id and n.get("admin") and n["state"] in ("alive", "suspect")
-                }
-                answers = await asyncio.gather(*(self._poll(http, admin) for admin in targets.values()))
-                self._peers = {node_id: body for node_id, body in zip(targets, answers) if body is not None}
-
-    @staticmethod
-    async def _poll(http: aiohttp.ClientSession, admin: str) -> dict[str, Any] | None:
-        try:
-            async with http.get(f"http://{admin}/api/v1/stats") as response:
-                return dict(await response.json()) if response.status == 200 else None
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
-            return None
-
 
 FEED_KEY: web.AppKey[Feed] = web.AppKey("feed", Feed)
 
 
 async def events(request: web.Request) -> web.StreamResponse:
-    """``text/event-stream`` of snapshots: the latest at once, then one per sample."""
+    """``text/event-stream`` of snapshots: the latest at once, then one per sample, each with
+    the other nodes' stats as this caller may read them; ends when the caller's credential
+    is no longer accepted."""
     feed = request.app[FEED_KEY]
+    node = feed.node
+    recheck = node.settings.admin_token_required
+    peers = PeerStats(request.headers.get("Authorization"), node.settings.admin_tls)
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     await response.prepare(request)
     queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(_QUEUE_SIZE)
     if feed.latest is not None:
         queue.put_nowait(feed.latest)
     feed.subscribers.add(queue)
+    poller = asyncio.get_running_loop().create_task(peers.run(lambda: feed.latest))
     try:
         while (snapshot := await queue.get()) is not None:
-            await response.write(f"event: snapshot\ndata: {json.dumps(snapshot)}\n\n".encode())
+            status, reason = credential_refusal(request, node) if recheck else (0, "")
+            if status:  # expired or revoked since the stream began: the page reconnects and is told why
+                log.info("admin event stream ended (%d): %s", status, reason)
+                break
+            await response.write(f"event: snapshot\ndata: {json.dumps(peers.fill(snapshot))}\n\n".encode())
     except (ConnectionResetError, ConnectionError):
         pass  # the page went away
     finally:
         feed.subscribers.discard(queue)
+        poller.cancel()
+        await asyncio.gather(poller, return_exceptions=True)
     return response
 
 

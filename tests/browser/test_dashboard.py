@@ -1,7 +1,8 @@
 """The dashboard (``GET /`` on every node) in headless Chromium on a real three-node cluster:
 it loads, shows every node, link and service live, a config edit made on another node, a
 config write from the page (a refused value shows the reason), and a
-SIGKILLed node turning dead on screen without a reload. Screenshots of each state are saved
+SIGKILLed node turning dead on screen without a reload; and, on one node, a page whose event
+stream is cut reconnecting by itself. Screenshots of each state are saved
 under a temporary directory whose path the test prints."""
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Page
+from playwright.async_api import Page, Route
 
 from broker import frames as fr
 from broker.frames import FrameType
+from tests.support.brokerproc import BrokerProcess
 from tests.support.cluster import Cluster, ClusterFactory, put_config
 from tests.support.rawclient import RawClient
 
@@ -94,3 +96,22 @@ async def test_dashboard_is_live_on_a_three_node_cluster(cluster: Cluster, page:
     assert await page.evaluate("window.dashboard.loadedAt") == loaded_at
     assert await page.evaluate("window.dashboard.snapshots") > seen_before_kill
     assert sorted(p.name for p in shots.iterdir()) == ["1-loaded.png", "2-traffic.png", "3-config-edit.png", "4-n3-dead.png"]
+
+
+async def test_the_dashboard_reconnects_when_its_stream_fails(page: Page, broker: BrokerProcess) -> None:
+    """The first two attempts at the event stream are cut by the network; the page retries
+    (with a growing delay) and goes live without a reload."""
+    attempts = 0
+
+    async def cut_twice(route: Route) -> None:
+        nonlocal attempts
+        attempts += 1
+        await (route.abort("connectionreset") if attempts <= 2 else route.continue_())
+
+    await page.route("**/api/v1/events", cut_twice)
+    await page.goto(f"{broker.admin_url}/")
+    await page.wait_for_function("window.dashboard.snapshots > 0", timeout=UPDATE_TIMEOUT_MS)
+    assert attempts == 3
+    assert await page.text_content("#self") == broker.node_id
+    assert (await page.text_content("#feed") or "").startswith("live")
+    assert await page.evaluate("performance.getEntriesByType('navigation').length") == 1
