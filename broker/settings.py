@@ -66,14 +66,7 @@ class Settings:
     #: and no --join starts a cluster of its own; N = no node starts one alone, the N nodes with
     #: the smallest ids start it together once gossip shows N live nodes and none already in a
     #: cluster. A node with a data directory never bootstraps: it rejoins the peers it knew.
-    bootstrap_expect: int = field(
-        default=0,
-        metadata={
-            "help": "start a brand-new cluster only once this many nodes see each other, so that one "
-            "command line (with --join) serves every node, the first included; 0 (default): a node "
-            "without --join and without state starts a cluster alone. Ignored by a node with state."
-        },
-    )
+    bootstrap_expect: int = 0
     allow_anonymous: bool = False
     jwt_keys: str | None = None
     jwt_issuer: str | None = None

@@ -79,6 +79,12 @@ HELP: dict[str, tuple[str, str]] = {
     "max_tag_value_bytes": ("limits", f"longest tag value, UTF-8 bytes (at most {limits.GOSSIP_MAX_TAG_VALUE_BYTES})"),
     "admin_allowed_hosts": ("security", "comma-separated extra Host names the admin API answers to (a load balancer's or ingress's name); its own addresses, localhost and the host name always work; '*' turns the Host check off"),
     "ws_allowed_origins": ("security", "comma-separated origins (scheme://host[:port]) whose pages may open the WebSocket listener; clients sending no Origin and pages of this node's own names always may; '*' allows every origin"),
+    "bootstrap_expect": (
+        "cluster",
+        "start a brand-new cluster only once this many nodes see each other, so that one command line "
+        "(with --join) serves every node, the first included; 0: a node without --join and without state "
+        "starts a cluster alone. Ignored by a node with state",
+    ),
     "cluster_max_message_bytes": ("limits", "cluster port: largest Raft message one peer may send, bytes (bounds what an unauthenticated peer can make a node buffer)"),
     "cluster_read_timeout_s": ("limits", "cluster port: how long a Raft message body may take once its header came, seconds"),
 }
