@@ -7,7 +7,19 @@ broker links to other nodes later) and applies the service's load-balancing poli
 * ``least_outstanding`` — the provider with the fewest open streams through this node
   (ties broken round-robin, so equal providers still share);
 * ``weighted`` — smooth weighted round robin (nginx's algorithm): deterministic, spreads
-  picks evenly in proportion to the weights, no randomness to make tests flaky.
+  picks evenly in proportion to the weights, no randomness to make tests flaky;
+* ``p2c`` — power of two choices: two providers drawn at random, the less loaded one wins.
+  A local provider's load is its open streams (exact: every stream to it passes here); a
+  remote one's is the larger of the figure its node gossips (at most once a second, see
+  ``cluster.load_gossip``) and this node's own open streams on the link to that node, per
+  instance there. Drawing two at random is what keeps nodes that act on the same stale
+  figures from all herding onto the one that looked idlest. Round robin stays the default
+  (deterministic, and what existing deployments count on); ``p2c`` is the policy to set for
+  services whose providers span nodes or differ in speed.
+
+Each service may also eject failing providers (``outlier``, see ``broker.outlier``) and send
+a share of its requests, or tagged ones, to canary providers (``canary``, see
+``broker.canary``). Both are off unless the service's policy sets them, and cost nothing then.
 
 Providers that negotiated leases are only picked while they hold an unexpired lease with
 requests left; picking spends one request of the lease.
@@ -21,11 +33,20 @@ request crosses at most one hop. A remote provider whose link is down is not
 
 from __future__ import annotations
 
+import collections
+import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Iterable, Protocol
 
-POLICIES = ("round_robin", "least_outstanding", "weighted")
+from broker.canary import CanaryPolicy
+from broker.outlier import OutlierPolicy, Outliers
+
+POLICIES = ("round_robin", "least_outstanding", "weighted", "p2c")
+#: A gossiped load at or above this says the provider takes no request now (its lease is
+#: spent, or its node ejected it): other nodes skip it as if its link were down.
+NO_CAPACITY = 1 << 31
+_POLICY_FIELDS = ("policy", "weights", "prefer_local", "outlier", "canary")
 
 
 class Provider(Protocol):
@@ -51,9 +72,22 @@ class Provider(Protocol):
         """Streams open towards it through this node (read by least_outstanding)."""
         ...
 
+    #: errors it answered in a row (outlier ejection); a good answer resets it
+    failures: int
+
     @property
     def target(self) -> Any:
         """The session a request picked for this provider is sent on (itself, or a broker link)."""
+        ...
+
+    @property
+    def tags(self) -> Mapping[str, str]:
+        """Its registration tags (canary routing)."""
+        ...
+
+    @property
+    def balance_load(self) -> int:
+        """Its load as ``p2c`` compares it (see the module docstring)."""
         ...
 
 
@@ -65,6 +99,8 @@ class ServicePolicy:
     policy: str = "round_robin"
     weights: dict[str, int] = field(default_factory=dict)
     prefer_local: bool = True
+    outlier: OutlierPolicy | None = None
+    canary: CanaryPolicy | None = None
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -82,24 +118,31 @@ class ServicePolicy:
         """The one parser of a policy in its JSON/TOML form; raises ValueError naming the field.
 
         A missing ``policy`` means ``round_robin``, missing ``weights`` none, missing
-        ``prefer_local`` true — in the config file and the config store alike.
+        ``prefer_local`` true, missing ``outlier`` and ``canary`` off — in the config file
+        and the config store alike.
         """
         if not isinstance(obj, Mapping):
             raise ValueError(f"a service policy must be an object, got {type(obj).__name__}")
-        unknown = set(obj) - {"policy", "weights", "prefer_local"}
+        unknown = set(obj) - set(_POLICY_FIELDS)
         if unknown:
             raise ValueError(
                 f"unknown service policy field(s) {', '.join(sorted(map(str, unknown)))}; "
-                "allowed: policy, weights, prefer_local"
+                f"allowed: {', '.join(_POLICY_FIELDS)}"
             )
         weights = obj.get("weights", {})
         if not isinstance(weights, Mapping):
             raise ValueError("'weights' must be an object of instance -> integer")
-        return cls(policy=obj.get("policy", "round_robin"), weights=dict(weights), prefer_local=obj.get("prefer_local", True))
+        return cls(
+            policy=obj.get("policy", "round_robin"),
+            weights=dict(weights),
+            prefer_local=obj.get("prefer_local", True),
+            outlier=OutlierPolicy.from_obj(obj["outlier"]) if "outlier" in obj else None,
+            canary=CanaryPolicy.from_obj(obj["canary"]) if "canary" in obj else None,
+        )
 
 
 class _Service:
-    __slots__ = ("providers", "cursor", "current", "remote", "leased", "only")
+    __slots__ = ("providers", "cursor", "current", "remote", "leased", "only", "outliers")
 
     def __init__(self) -> None:
         self.providers: list[Provider] = []
@@ -113,6 +156,8 @@ class _Service:
         #: the provider to pick without consulting any policy — the single local one, with
         #: no lease — so the common single-node case costs one attribute read
         self.only: Provider | None = None
+        #: ejection records, made on the first ejection (most services never have one)
+        self.outliers: Outliers | None = None
 
     def changed(self) -> None:
         self.remote = sum(1 for p in self.providers if p.is_remote)
@@ -120,14 +165,29 @@ class _Service:
         simple = len(self.providers) == 1 and not self.remote and not self.leased
         self.only = self.providers[0] if simple else None
 
+    @property
+    def spans_choice(self) -> bool:
+        """A local provider here has siblings (here or elsewhere), so its load matters to a
+        pick, or holds leases, whose state other nodes must honour."""
+        return (len(self.providers) > 1 and self.remote < len(self.providers)) or self.leased > 0
+
 
 class Registry:
     """Service name → providers, with the pick policy of each service."""
 
-    def __init__(self, default_policy: str = "round_robin") -> None:
+    def __init__(self, default_policy: str = "round_robin", seed: int | None = None) -> None:
         self._services: dict[str, _Service] = {}
         self._policies: dict[str, ServicePolicy] = {}
         self.default_policy = ServicePolicy(policy=default_policy)
+        self._random = random.Random(seed)
+        #: providers ejected, by service (``rsbroker_ejections_total``)
+        self.ejections: collections.Counter[str] = collections.Counter()
+        #: requests sent to a service's canary (``rsbroker_canary_requests_total``)
+        self.canary_requests: collections.Counter[str] = collections.Counter()
+        #: services with a local provider that has siblings: whose loads are worth gossiping.
+        #: Kept per change, so the load announcer walks only these (a fleet's one-device
+        #: services never enter it).
+        self.balanced: set[str] = set()
 
     # -- membership -------------------------------------------------------------------
 
@@ -138,6 +198,7 @@ class Registry:
         if provider not in entry.providers:
             entry.providers.append(provider)
             entry.changed()
+            self._track(service, entry)
 
     def remove(self, service: str, provider: Provider) -> None:
         entry = self._services.get(service)
@@ -146,10 +207,19 @@ class Registry:
         entry.providers.remove(provider)
         if entry.current is not None:
             entry.current.pop(id(provider), None)
+        if entry.outliers is not None:
+            entry.outliers.forget(provider)
         if entry.providers:
             entry.changed()
         else:
             del self._services[service]
+        self._track(service, entry if entry.providers else None)
+
+    def _track(self, service: str, entry: _Service | None) -> None:
+        if entry is not None and entry.spans_choice:
+            self.balanced.add(service)
+        else:
+            self.balanced.discard(service)
 
     def services(self) -> dict[str, list[Provider]]:
         return {name: list(entry.providers) for name, entry in self._services.items()}
@@ -175,8 +245,13 @@ class Registry:
 
     # -- picking ----------------------------------------------------------------------
 
-    def pick(self, service: str, now: float, local_only: bool = False) -> tuple[Provider | None, str]:
-        """Choose a provider for one request. Returns ``(provider, reason_if_none)``."""
+    def pick(
+        self, service: str, now: float, local_only: bool = False, metadata: bytes = b"", metadata_mime: str = ""
+    ) -> tuple[Provider | None, str]:
+        """Choose a provider for one request. Returns ``(provider, reason_if_none)``.
+
+        ``metadata`` (in ``metadata_mime``) is read only by a service with a canary ``header``.
+        """
         entry = self._services.get(service)
         if entry is None:
             return None, f"no provider for service '{service}'"
@@ -184,6 +259,9 @@ class Registry:
             return entry.only, ""
         providers = entry.providers
         policy = self._policies.get(service, self.default_policy)
+        if entry.outliers is not None and entry.outliers.records:
+            usable = entry.outliers.usable
+            providers = [p for p in providers if usable(p, now)] or providers
         if entry.remote:
             local = [p for p in providers if not p.is_remote]
             if local_only or (local and policy.prefer_local):
@@ -197,8 +275,14 @@ class Registry:
             providers = [p for p in providers if _has_lease(p, now)]
             if not providers:
                 return None, f"no provider for service '{service}' holds a lease with requests left"
+        if policy.canary is not None and len(providers) > 1:
+            providers, canary = policy.canary.select(providers, metadata, metadata_mime, self._random.random)
+            if canary:
+                self.canary_requests[service] += 1
         if len(providers) == 1:
             chosen = providers[0]
+        elif policy.policy == "p2c":
+            chosen = self._p2c(providers)
         elif policy.policy == "least_outstanding":
             chosen = self._least_outstanding(entry, providers)
         elif policy.policy == "weighted":
@@ -209,6 +293,46 @@ class Registry:
         if chosen.lease_enabled:
             chosen.lease_remaining -= 1
         return chosen, ""
+
+    def _p2c(self, providers: list[Provider]) -> Provider:
+        """Power of two choices: the less loaded of two distinct providers drawn at random."""
+        n = len(providers)
+        draw = self._random.random
+        i = int(draw() * n)
+        j = int(draw() * (n - 1))
+        a, b = providers[i], providers[j + 1 if j >= i else j]
+        return a if a.balance_load <= b.balance_load else b
+
+    # -- outcomes (outlier ejection) ------------------------------------------------------
+
+    def provider_failed(self, service: str, provider: Provider, now: float) -> bool:
+        """``provider`` answered a request of ``service`` with an error (or timed out); its
+        ``failures`` count the errors in a row. True if that ejects it now."""
+        policy = self._policies.get(service, self.default_policy).outlier
+        entry = self._services.get(service)
+        if policy is None or entry is None or provider not in entry.providers:
+            return False
+        if entry.outliers is None:
+            entry.outliers = Outliers()
+        if not entry.outliers.failed(provider, provider.failures, len(entry.providers), policy, now):
+            return False
+        self.ejections[service] += 1
+        return True
+
+    def provider_ok(self, provider: Provider, services: Iterable[str]) -> None:
+        """``provider`` (of ``services``) answered well after failing: close any circuit."""
+        provider.failures = 0
+        for service in services:
+            entry = self._services.get(service)
+            if entry is not None and entry.outliers is not None:
+                entry.outliers.succeeded(provider)
+
+    def ejected(self, service: str, provider: Provider, now: float) -> bool:
+        """Whether ``service`` holds ``provider`` out now (views and the load gossip)."""
+        entry = self._services.get(service)
+        outliers = entry.outliers if entry is not None else None
+        record = outliers.records.get(provider) if outliers is not None else None
+        return record is not None and now < record.until
 
     @staticmethod
     def _least_outstanding(entry: _Service, providers: list[Provider]) -> Provider:

@@ -66,6 +66,7 @@ _PAYLOAD = FrameType.PAYLOAD
 _REQUEST_N = FrameType.REQUEST_N
 _CANCEL = FrameType.CANCEL
 _ERROR = FrameType.ERROR
+_APP_ERROR = ErrorCode.APPLICATION_ERROR
 _RR = FrameType.REQUEST_RESPONSE
 _FNF = FrameType.REQUEST_FNF
 _STREAM = FrameType.REQUEST_STREAM
@@ -172,6 +173,8 @@ class Session:
         self.lease_granted_until = 0.0
         #: streams on which this session is the provider, for least-outstanding picking
         self.outstanding = 0
+        #: APPLICATION_ERRORs it answered in a row, as a provider (outlier ejection)
+        self.failures = 0
         now = broker.clock()
         self.connected_at = now
         self.last_recv = now
@@ -215,6 +218,14 @@ class Session:
     def target(self) -> "Session":
         """Where requests picked for this provider go: the connection itself."""
         return self
+
+    @property
+    def tags(self) -> dict[str, str]:
+        return self.registration.tags if self.registration else {}
+
+    @property
+    def balance_load(self) -> int:
+        return self.outstanding
 
     @property
     def peer_text(self) -> str:
@@ -359,8 +370,10 @@ class Session:
                         dest.streams.pop(st.req_id, None)
                         if self.streams.pop(st.prov_id, None) is not None:
                             self.outstanding -= 1
+                        if self.failures:
+                            self.broker.provider_outcome(self, st.route, True)
                     else:
-                        self._provider_sent(st, ftype, type_flags)
+                        self._provider_sent(st, ftype, type_flags, buf, off)
                 if dest.write_paused:
                     self._blocked_by(dest)
                 return
@@ -664,7 +677,7 @@ class Session:
             if refusal:
                 self._reject(sid, ftype, ErrorCode.REJECTED, refusal)
                 return None
-        provider, why = broker.registry.pick(service, broker.clock(), self.is_link)
+        provider, why = broker.registry.pick(service, broker.clock(), self.is_link, metadata, self.metadata_mime)
         if provider is None:
             self._reject(sid, ftype, ErrorCode.REJECTED, why)
             return None
@@ -737,15 +750,21 @@ class Session:
         if st.in_done and st.out_done:
             self._finish(st)
 
-    def _provider_sent(self, st: Stream, ftype: int, type_flags: int) -> None:
-        """Book-keeping after relaying a frame from the provider to the requester."""
+    def _provider_sent(self, st: Stream, ftype: int, type_flags: int, buf: Any, off: int) -> None:
+        """Book-keeping after relaying a frame from the provider to the requester, and the
+        provider's outcome for outlier ejection (APPLICATION_ERROR fails, an answer heals)."""
         if ftype == _PAYLOAD:
             if type_flags & FLAG_FOLLOWS:
                 return
             if type_flags & FLAG_COMPLETE or (st.kind == _RR and type_flags & FLAG_NEXT):
                 st.out_done = True
+                if self.failures:
+                    self.broker.provider_outcome(self, st.route, True)
         elif ftype == _ERROR:
             st.in_done = st.out_done = True
+            code_at = off + HEADER_LENGTH
+            if self.registration is not None and len(buf) >= code_at + 4 and _SID.unpack_from(buf, code_at)[0] == _APP_ERROR:
+                self.broker.provider_outcome(self, st.route, False)
         elif ftype == _CANCEL:
             st.in_done = True
         else:
