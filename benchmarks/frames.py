@@ -96,9 +96,9 @@ def routing_metadata(route: str = ROUTE) -> bytes:
     return composite_entry(MIME_ID_ROUTING, bytes([len(tag)]) + tag)
 
 
-def register_metadata(instance: str, services: tuple[str, ...] = (SERVICE,)) -> bytes:
+def register_metadata(instance: str, services: tuple[str, ...] = (SERVICE,), tags: dict[str, str] | None = None) -> bytes:
     """Composite metadata announcing a provider, per the broker's registration contract."""
-    entry = {"services": list(services), "instance": instance, "weight": 1, "tags": {}}
+    entry = {"services": list(services), "instance": instance, "weight": 1, "tags": tags or {}}
     return composite_entry(MIME_REGISTER, json.dumps(entry).encode())
 
 

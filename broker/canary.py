@@ -86,14 +86,12 @@ class CanaryPolicy:
             return True
         return self.percent > 0 and draw() * 100.0 < self.percent
 
-    def select(self, providers: Sequence[Any], metadata: bytes, metadata_mime: str, draw: Callable[[], float]) -> tuple[list[Any], bool]:
-        """The providers this request may go to, and whether they are the canary."""
-        canary = [p for p in providers if self.is_canary(p.tags)]
-        if not canary or len(canary) == len(providers):
-            return list(providers), False
-        if self.wants_canary(metadata, metadata_mime, draw):
-            return canary, True
-        return [p for p in providers if not self.is_canary(p.tags)], False
+    def split(self, providers: Sequence[Any]) -> tuple[list[Any], list[Any]]:
+        """``(canary, stable)`` providers; the registry keeps it per membership change."""
+        canary, stable = [], []
+        for p in providers:
+            (canary if self.is_canary(p.tags) else stable).append(p)
+        return canary, stable
 
     def _header_matches(self, metadata: bytes, metadata_mime: str) -> bool:
         cache = self._matches

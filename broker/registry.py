@@ -142,7 +142,7 @@ class ServicePolicy:
 
 
 class _Service:
-    __slots__ = ("providers", "cursor", "current", "remote", "leased", "only", "outliers")
+    __slots__ = ("providers", "cursor", "current", "remote", "leased", "only", "outliers", "split")
 
     def __init__(self) -> None:
         self.providers: list[Provider] = []
@@ -158,8 +158,20 @@ class _Service:
         self.only: Provider | None = None
         #: ejection records, made on the first ejection (most services never have one)
         self.outliers: Outliers | None = None
+        #: the canary policy and its (canary, stable) split of ``providers``, made on the
+        #: first pick after a change: a pick then costs no pass over the tags
+        self.split: tuple[CanaryPolicy, list[Provider], list[Provider]] | None = None
+
+    def split_for(self, canary: CanaryPolicy, providers: list[Provider]) -> tuple[list[Provider], list[Provider]]:
+        if providers is not self.providers:  # filtered for this pick (links down, leases, ejections)
+            return canary.split(providers)
+        split = self.split
+        if split is None or split[0] is not canary:
+            split = self.split = (canary, *canary.split(providers))
+        return split[1], split[2]
 
     def changed(self) -> None:
+        self.split = None
         self.remote = sum(1 for p in self.providers if p.is_remote)
         self.leased = sum(1 for p in self.providers if p.lease_enabled)
         simple = len(self.providers) == 1 and not self.remote and not self.leased
@@ -199,6 +211,8 @@ class Registry:
             entry.providers.append(provider)
             entry.changed()
             self._track(service, entry)
+        else:
+            entry.split = None  # registered again: its tags may have changed
 
     def remove(self, service: str, provider: Provider) -> None:
         entry = self._services.get(service)
@@ -275,10 +289,14 @@ class Registry:
             providers = [p for p in providers if _has_lease(p, now)]
             if not providers:
                 return None, f"no provider for service '{service}' holds a lease with requests left"
-        if policy.canary is not None and len(providers) > 1:
-            providers, canary = policy.canary.select(providers, metadata, metadata_mime, self._random.random)
-            if canary:
-                self.canary_requests[service] += 1
+        if policy.canary is not None:
+            canary, stable = entry.split_for(policy.canary, providers)
+            if canary and stable:  # never refuse a request for the sake of a canary
+                if policy.canary.wants_canary(metadata, metadata_mime, self._random.random):
+                    providers = canary
+                    self.canary_requests[service] += 1
+                else:
+                    providers = stable
         if len(providers) == 1:
             chosen = providers[0]
         elif policy.policy == "p2c":
@@ -297,9 +315,7 @@ class Registry:
     def _p2c(self, providers: list[Provider]) -> Provider:
         """Power of two choices: the less loaded of two distinct providers drawn at random."""
         n = len(providers)
-        draw = self._random.random
-        i = int(draw() * n)
-        j = int(draw() * (n - 1))
+        i, j = divmod(int(self._random.random() * n * (n - 1)), n - 1)  # one draw, an ordered pair
         a, b = providers[i], providers[j + 1 if j >= i else j]
         return a if a.balance_load <= b.balance_load else b
 
