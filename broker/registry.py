@@ -277,9 +277,8 @@ class Registry:
             usable = entry.outliers.usable
             providers = [p for p in providers if usable(p, now)] or providers
         if entry.remote:
-            local = [p for p in providers if not p.is_remote]
-            if local_only or (local and policy.prefer_local):
-                providers = local
+            if local_only:
+                providers = [p for p in providers if not p.is_remote]
             else:
                 providers = [p for p in providers if not p.is_remote or p.available]
             if not providers:
@@ -289,7 +288,7 @@ class Registry:
             providers = [p for p in providers if _has_lease(p, now)]
             if not providers:
                 return None, f"no provider for service '{service}' holds a lease with requests left"
-        if policy.canary is not None:
+        if policy.canary is not None:  # before prefer_local: a canary on another node is still the canary
             canary, stable = entry.split_for(policy.canary, providers)
             if canary and stable:  # never refuse a request for the sake of a canary
                 if policy.canary.wants_canary(metadata, metadata_mime, self._random.random):
@@ -297,6 +296,10 @@ class Registry:
                     self.canary_requests[service] += 1
                 else:
                     providers = stable
+        if entry.remote and policy.prefer_local and not local_only:
+            local = [p for p in providers if not p.is_remote]
+            if local:
+                providers = local
         if len(providers) == 1:
             chosen = providers[0]
         elif policy.policy == "p2c":

@@ -8,13 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
 
 from benchmarks.balance_bench import measure
+from broker import metadata as md
+from broker.canary import TAGS_MIME
 from broker.client import Router, connect
+from tests.cluster.peers import client_who_router
 from tests.support.admin import get_text, services, wait_for
-from tests.support.cluster import ClusterFactory, put_config
+from tests.support.cluster import Cluster, ClusterFactory, put_config
 
 
 @contextlib.asynccontextmanager
@@ -37,10 +43,21 @@ async def _load_seen(admin: str, service: str, instance: str) -> int:
     return found[0] if found else -1
 
 
-async def test_a_providers_open_streams_reach_the_other_node(cluster_factory: ClusterFactory) -> None:
+@pytest.fixture(scope="module")
+def pair() -> Iterator[Cluster]:
+    """Two converged nodes for the module's tests (they keep apart by service name)."""
+    factory = ClusterFactory()
+    try:
+        started = factory.start(2)
+        asyncio.run(started.wait_converged())
+        yield started
+    finally:
+        factory.close()
+
+
+async def test_a_providers_open_streams_reach_the_other_node(pair: Cluster) -> None:
     service = "c.balance.gossip"
-    cluster = cluster_factory.start(2)
-    await cluster.wait_converged()
+    cluster = pair
     n1, n2 = cluster["n1"], cluster["n2"]
     await put_config(n1, f"services/{service}", {"policy": "p2c"})  # prefer_local: n2 keeps its requests
     release = asyncio.Event()
@@ -61,6 +78,24 @@ async def test_a_providers_open_streams_reach_the_other_node(cluster_factory: Cl
     status, text = await get_text(str(n2.admin), "/metrics")
     updates = re.search(r"^rsbroker_load_updates_total (\S+)$", text, re.M)
     assert status == 200 and updates is not None and float(updates.group(1)) >= 2
+
+
+async def test_tagged_requests_reach_a_canary_on_the_other_node(pair: Cluster) -> None:
+    """The canary's registration tags travel with its routing entry; a tagged request entering
+    n1 goes to it on n2 although n1 has a provider of its own (prefer_local), every time."""
+    service = "c.balance.canary"
+    n1, n2 = pair["n1"], pair["n2"]
+    await put_config(n1, f"services/{service}", {"canary": {"tags": {"version": "2"}, "header": {"canary": "1"}}})
+    v1, v2 = client_who_router(service, "v1"), client_who_router(service, "v2")
+    async with connect(str(n1.tcp), services=[service], router=v1, instance="v1", tags={"version": "1"}), \
+            connect(str(n2.tcp), services=[service], router=v2, instance="v2", tags={"version": "2"}), \
+            connect(str(n1.tcp)) as client:
+        await pair.wait_serves(service, {"v1", "v2"})
+        tagged = md.composite_entry(TAGS_MIME, json.dumps({"canary": "1"}).encode())
+        answers = [await client.request_response(f"{service}.who", b"", tagged) for _ in range(10)]
+        assert answers == [b"v2"] * 10
+        answers = [await client.request_response(f"{service}.who", b"") for _ in range(10)]
+        assert answers == [b"v1"] * 10
 
 
 async def test_a_slow_provider_gets_a_smaller_share_under_p2c() -> None:

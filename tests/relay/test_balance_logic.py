@@ -10,6 +10,8 @@ import collections
 from dataclasses import dataclass, field
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from broker import metadata as md
 from broker.canary import request_tags
@@ -193,6 +195,16 @@ def test_a_routing_tag_selects_the_canary_too() -> None:
     assert request_tags(md.composite_entry(md.ROUTING_MIME, routing), md.COMPOSITE_MIME) == {"canary": "1"}
 
 
+def test_a_canary_on_another_node_wins_over_prefer_local() -> None:
+    local_v1, remote_v2 = P("v1"), P("v2", tags={"version": "2"}, is_remote=True)
+    registry = _registry([local_v1, remote_v2], canary=CANARY)  # prefer_local is on by default
+    assert {_pick(registry, metadata=_tags_entry({"canary": "1"})).instance for _ in range(5)} == {"v2"}
+    assert {_pick(registry).instance for _ in range(5)} == {"v1"}
+    # a request that came over a link stays on this node, canary or not
+    chosen, _ = registry.pick("svc", 0.0, True, _tags_entry({"canary": "1"}), md.COMPOSITE_MIME)
+    assert chosen is local_v1
+
+
 def test_percent_sends_about_that_share() -> None:
     v1, v2 = P("v1"), P("v2", tags={"version": "2"})
     registry = _registry([v1, v2], canary={"tags": {"version": "2"}, "percent": 10})
@@ -223,3 +235,26 @@ def test_unreadable_tags_are_no_tags() -> None:
 def test_canary_policy_errors_name_the_field(canary: object, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         ServicePolicy.from_obj({"canary": canary})
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200), st.sampled_from([md.COMPOSITE_MIME, md.ROUTING_MIME]))
+def test_request_tags_take_any_bytes(metadata: bytes, mime: str) -> None:
+    """Request metadata comes from the network: whatever it holds, reading its tags gives a
+    map of strings and raises nothing (a canary check can never refuse a request)."""
+    tags = request_tags(metadata, mime)
+    assert all(isinstance(k, str) and isinstance(v, str) for k, v in tags.items())
+    policy = ServicePolicy.from_obj({"canary": {"tags": {"v": "2"}, "header": {"canary": "1"}}}).canary
+    assert policy is not None
+    assert policy.wants_canary(metadata, mime, lambda: 1.0) in (True, False)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.binary(max_size=100), st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=8,
+).map(lambda obj: __import__("json").dumps(obj).encode())))
+def test_a_tags_entry_of_any_content_is_read_or_ignored(content: bytes) -> None:
+    tags = request_tags(md.composite_entry("message/x.rsbroker.tags.v0", content), md.COMPOSITE_MIME)
+    assert all(isinstance(k, str) and isinstance(v, str) for k, v in tags.items())
