@@ -7,6 +7,7 @@ clock is passed in, so ejection intervals are exact.
 from __future__ import annotations
 
 import collections
+import json
 from dataclasses import dataclass, field
 
 import pytest
@@ -170,8 +171,6 @@ CANARY = {"tags": {"version": "2"}, "header": {"canary": "1"}}
 
 
 def _tags_entry(tags: dict[str, str]) -> bytes:
-    import json
-
     return md.composite_entry(md.ROUTING_MIME, bytes([5]) + b"svc.m") + md.composite_entry(
         "message/x.rsbroker.tags.v0", json.dumps(tags).encode()
     )
@@ -254,7 +253,7 @@ def test_request_tags_take_any_bytes(metadata: bytes, mime: str) -> None:
     st.none() | st.booleans() | st.integers() | st.text(max_size=5),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
     max_leaves=8,
-).map(lambda obj: __import__("json").dumps(obj).encode())))
+).map(lambda obj: json.dumps(obj).encode())))
 def test_a_tags_entry_of_any_content_is_read_or_ignored(content: bytes) -> None:
     tags = request_tags(md.composite_entry("message/x.rsbroker.tags.v0", content), md.COMPOSITE_MIME)
     assert all(isinstance(k, str) and isinstance(v, str) for k, v in tags.items())
