@@ -7,6 +7,7 @@ Shares are asserted with wide margins, never timings: the machine is shared.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import re
@@ -18,9 +19,14 @@ from benchmarks.balance_bench import measure
 from broker import metadata as md
 from broker.canary import TAGS_MIME
 from broker.client import Router, connect
+from broker.frames import FrameType, lease_frame
+from broker.registry import NO_CAPACITY
 from tests.cluster.peers import client_who_router
 from tests.support.admin import get_text, services, wait_for
+from tests.support.brokerproc import BrokerProcess
 from tests.support.cluster import Cluster, ClusterFactory, put_config
+from tests.support.peers import Responder, raw_provider, raw_requester
+from tests.support.rawclient import RawClient
 
 
 @contextlib.asynccontextmanager
@@ -96,6 +102,41 @@ async def test_tagged_requests_reach_a_canary_on_the_other_node(pair: Cluster) -
         assert answers == [b"v2"] * 10
         answers = [await client.request_response(f"{service}.who", b"") for _ in range(10)]
         assert answers == [b"v1"] * 10
+
+
+async def test_a_remote_providers_lease_is_honoured(pair: Cluster) -> None:
+    """A provider on n2 that negotiated leases takes no request until it grants one; n1 learns
+    that by gossip and sends everything to its own provider meanwhile (not to n2, which would
+    refuse), then shares once the lease is granted."""
+    service = "c.balance.lease"
+    n1, n2 = pair["n1"], pair["n2"]
+    await put_config(n1, f"services/{service}", {"policy": "round_robin", "prefer_local": False})
+    leased = await raw_provider(n2, [service], "leased", lease=True)
+    free = await raw_provider(n1, [service], "free")
+    requester = await raw_requester(n1)
+    try:
+        async with Responder(leased, lambda f: b"leased"), Responder(free, lambda f: b"free"):
+            await pair.wait_serves(service, {"leased", "free"})
+            await wait_for(lambda: _load_is(n1, service, "leased", NO_CAPACITY), message="n1 to learn 'leased' has no lease")
+            assert await _answers(requester, service, 8) == {b"free": 8}
+            await leased.send(lease_frame(60_000, 1000))
+            await wait_for(lambda: _load_is(n1, service, "leased", 0), message="n1 to learn 'leased' holds a lease")
+            assert await _answers(requester, service, 8) == {b"free": 4, b"leased": 4}
+    finally:
+        for client in (requester, leased, free):
+            await client.close()
+
+
+async def _load_is(node: BrokerProcess, service: str, instance: str, load: int) -> bool:
+    return await _load_seen(str(node.admin), service, instance) == load
+
+
+async def _answers(requester: RawClient, service: str, n: int) -> collections.Counter[bytes]:
+    counts: collections.Counter[bytes] = collections.Counter()
+    for _ in range(n):
+        sid = await requester.request(FrameType.REQUEST_RESPONSE, f"{service}.m")
+        counts[(await requester.expect(FrameType.PAYLOAD, stream_id=sid)).data] += 1
+    return counts
 
 
 async def test_a_slow_provider_gets_a_smaller_share_under_p2c() -> None:
