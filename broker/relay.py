@@ -206,9 +206,12 @@ class Broker:
     def provider_outcome(self, provider: Session, route: str, ok: bool) -> None:
         """How ``provider`` answered a request of ``route``: an APPLICATION_ERROR (or, from
         whoever times requests out, a timeout) when not ``ok``; a good answer after failures
-        when ``ok``. Feeds the service's outlier ejection (broker.outlier)."""
+        when ``ok``. Feeds the service's outlier ejection (broker.outlier); a broker link is
+        never judged here (the far node judges its own providers)."""
+        if provider.registration is None:
+            return
         if ok:
-            self.registry.provider_ok(provider, provider.registration.services if provider.registration else ())
+            self.registry.provider_ok(provider, provider.registration.services)
             return
         provider.failures += 1
         service = md.service_of(route)

@@ -61,6 +61,7 @@ log = logging.getLogger("rsbroker.session")
 
 _HEADER = struct.Struct(">IH")
 _SID = struct.Struct(">I")
+_CODE = struct.Struct(">I")  # an ERROR frame's code
 
 _PAYLOAD = FrameType.PAYLOAD
 _REQUEST_N = FrameType.REQUEST_N
@@ -763,7 +764,7 @@ class Session:
         elif ftype == _ERROR:
             st.in_done = st.out_done = True
             code_at = off + HEADER_LENGTH
-            if self.registration is not None and len(buf) >= code_at + 4 and _SID.unpack_from(buf, code_at)[0] == _APP_ERROR:
+            if self.registration is not None and len(buf) >= code_at + 4 and _CODE.unpack_from(buf, code_at)[0] == _APP_ERROR:
                 self.broker.provider_outcome(self, st.route, False)
         elif ftype == _CANCEL:
             st.in_done = True

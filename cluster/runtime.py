@@ -271,9 +271,12 @@ class ClusterRuntime:
         node_id = self.settings.node_id
         while not self.leaving:
             await asyncio.sleep(LOAD_GOSSIP_S)
-            for service, entries in refreshed(self.broker.registry, self.gossip.table, node_id, self.broker.clock()):
-                self.gossip.set_local_service(service, entries)
-                self.load_updates += 1
+            try:
+                for service, entries in refreshed(self.broker.registry, self.gossip.table, node_id, self.broker.clock()):
+                    self.gossip.set_local_service(service, entries)
+                    self.load_updates += 1
+            except Exception:  # a bug here must not stop load gossip for good
+                log.exception("provider load gossip pass failed")
 
     # -- topology -------------------------------------------------------------------------
 
