@@ -273,9 +273,6 @@ class Registry:
             return entry.only, ""
         providers = entry.providers
         policy = self._policies.get(service, self.default_policy)
-        if entry.outliers is not None and entry.outliers.records:
-            usable = entry.outliers.usable
-            providers = [p for p in providers if usable(p, now)] or providers
         if entry.remote:
             if local_only:
                 providers = [p for p in providers if not p.is_remote]
@@ -284,6 +281,9 @@ class Registry:
             if not providers:
                 where = "on this node" if local_only else "reachable (links to its nodes are down)"
                 return None, f"no provider for service '{service}' {where}"
+        if entry.outliers is not None and entry.outliers.records:
+            usable = entry.outliers.usable  # if all that are left here are ejected, they serve
+            providers = [p for p in providers if usable(p, now)] or providers
         if entry.leased:
             providers = [p for p in providers if _has_lease(p, now)]
             if not providers:

@@ -257,3 +257,16 @@ def test_request_tags_take_any_bytes(metadata: bytes, mime: str) -> None:
 def test_a_tags_entry_of_any_content_is_read_or_ignored(content: bytes) -> None:
     tags = request_tags(md.composite_entry("message/x.rsbroker.tags.v0", content), md.COMPOSITE_MIME)
     assert all(isinstance(k, str) and isinstance(v, str) for k, v in tags.items())
+
+
+def test_a_link_request_is_served_by_an_ejected_local_rather_than_refused() -> None:
+    """Ejections count every provider of the service, remote ones too; a request that came
+    over a link may only go to local ones, and if those are all ejected one of them serves."""
+    local_a, local_b = P("a"), P("b")
+    remote_c, remote_d = P("c", is_remote=True), P("d", is_remote=True)
+    registry = _registry([local_a, local_b, remote_c, remote_d], outlier=OUTLIER)  # 50 %: two may go
+    assert _fail(registry, local_a, 0.0, 3) and _fail(registry, local_b, 0.0, 3)
+    chosen, why = registry.pick("svc", 0.5, True)
+    assert chosen in (local_a, local_b), why
+    # entering here: prefer_local, but both locals are out, so the other node's providers serve
+    assert {registry.pick("svc", 0.5, False)[0].instance for _ in range(4)} == {"c", "d"}  # type: ignore[union-attr]
