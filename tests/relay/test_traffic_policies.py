@@ -22,7 +22,7 @@ from broker.canary import TAGS_MIME
 from broker.client import Connection, Router, connect
 from broker.client.errors import RSocketError
 from tests.support.admin import get_text, send_json, service_instances, services, wait_for
-from tests.support.brokerproc import BrokerProcess
+from tests.support.brokerproc import BrokerFactory, BrokerProcess, BrokerStartError
 from tests.support.cluster import put_config
 
 
@@ -135,3 +135,13 @@ async def test_a_bad_policy_is_refused_with_the_field_named(node: BrokerProcess,
 @pytest.fixture
 def service(request: pytest.FixtureRequest) -> str:
     return "tp." + re.sub(r"[^a-z0-9]+", "_", request.node.name.lower()).strip("_")
+
+
+def test_the_config_file_door_uses_the_same_parser(broker_factory: BrokerFactory) -> None:
+    """A traffic policy in ``[services."<service>"]`` is read by the parser the store uses:
+    a good one starts the node, a bad one stops it with the field named."""
+    good = '[services."tp.file"]\npolicy = "p2c"\noutlier = { consecutive_errors = 3 }\n' \
+           'canary = { tags = { version = "2" }, percent = 10 }\n'
+    broker_factory.start(config=good).stop()
+    with pytest.raises(BrokerStartError, match=r"'canary' needs a 'percent' above 0 or a 'header'"):
+        broker_factory.start(config='[services."tp.file"]\ncanary = { tags = { version = "2" } }\n')
