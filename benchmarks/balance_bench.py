@@ -17,8 +17,9 @@ p50/p99/max latency (ms) and each provider's share of the requests.
 Why the slow provider's share falls under ``p2c``: a pick compares the open streams of two
 providers drawn at random; a slow provider keeps its streams open longer, so it loses most
 comparisons while it has any. At equal open streams its share is its speed relative to the
-others', which is why a provider many times slower ends up with well under 1 % of the
-requests and out of the p99.
+others', which is why a provider a hundred times slower than the others' latency ends up
+with well under 1 % of the requests and out of the p99, while one ten times slower keeps a few
+per cent, and so its place in the p99.
 
 Providers, requesters and both brokers share the 2 cores: absolute figures are upper bounds.
 """
