@@ -320,7 +320,10 @@ class Registry:
         n = len(providers)
         i, j = divmod(int(self._random.random() * n * (n - 1)), n - 1)  # one draw, an ordered pair
         a, b = providers[i], providers[j + 1 if j >= i else j]
-        return a if a.balance_load <= b.balance_load else b
+        # a local provider's load is its open streams: read them without the property call
+        load_a = a.balance_load if a.is_remote else a.outstanding
+        load_b = b.balance_load if b.is_remote else b.outstanding
+        return a if load_a <= load_b else b
 
     # -- outcomes (outlier ejection) ------------------------------------------------------
 
