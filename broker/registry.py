@@ -253,6 +253,9 @@ class Registry:
             self._policies.pop(service, None)
         else:
             self._policies[service] = policy
+        entry = self._services.get(service)
+        if entry is not None and (policy or self.default_policy).outlier is None:
+            entry.outliers = None  # outlier ejection turned off: nobody stays out
 
     def policy(self, service: str) -> ServicePolicy:
         return self._policies.get(service, self.default_policy)

@@ -270,3 +270,12 @@ def test_a_link_request_is_served_by_an_ejected_local_rather_than_refused() -> N
     assert chosen in (local_a, local_b), why
     # entering here: prefer_local, but both locals are out, so the other node's providers serve
     assert {registry.pick("svc", 0.5, False)[0].instance for _ in range(4)} == {"c", "d"}  # type: ignore[union-attr]
+
+
+def test_turning_outlier_ejection_off_lets_ejected_providers_back() -> None:
+    bad, good = P("bad"), P("good")
+    registry = _registry([bad, good], outlier=OUTLIER)
+    assert _fail(registry, bad, 0.0, 3)
+    registry.set_policy("svc", ServicePolicy.from_obj({}))
+    assert not registry.ejected("svc", bad, 0.1)
+    assert {_pick(registry, 0.1).instance for _ in range(2)} == {"bad", "good"}
