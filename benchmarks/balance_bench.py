@@ -4,6 +4,7 @@ round robin against power of two choices (``p2c``).
 Run it standalone (about a minute on a busy 2-core machine)::
 
     python -m benchmarks.balance_bench [--requests 4000] [--inflight 32] [--slow-ms 200] [--json FILE]
+    python -m benchmarks.balance_bench --pick-cost     # in-process: what one pick costs per policy
 
 A fresh 2-node cluster on 127.0.0.1; providers ``a1``, ``a2`` on n1 and ``b1`` (slow: it
 sleeps ``--slow-ms`` before answering), ``b2`` on n2, all ``broker.client`` providers of one
@@ -22,6 +23,10 @@ with well under 1 % of the requests and out of the p99, while one ten times slow
 per cent, and so its place in the p99.
 
 Providers, requesters and both brokers share the 2 cores: absolute figures are upper bounds.
+
+``--pick-cost`` times ``Registry.pick`` alone, in this process, for two providers under each
+traffic policy (as the ``broker-1-*`` line-ups of the suite configure them): the figure that
+a machine shared with other jobs moves least, to hold against the broker's CPU per request.
 """
 
 from __future__ import annotations
@@ -135,14 +140,36 @@ async def measure(requests: int, inflight: int, slow_ms: float, policies: tuple[
             return out
 
 
+def pick_cost(picks: int = 200_000) -> dict[str, float]:
+    """Nanoseconds per ``Registry.pick`` for two local providers, by traffic policy (best of 5)."""
+    import timeit
+
+    from benchmarks.systems import POLICY_CONFIGS
+    from broker import metadata as md
+    from broker.registry import Registry, ServicePolicy
+    from tests.support.provider_record import ProviderRecord
+
+    metadata = md.route_metadata("svc.m")
+    out = {}
+    for system, policy in POLICY_CONFIGS.items():
+        registry = Registry()
+        registry.set_policy("svc", ServicePolicy.from_obj(policy))
+        registry.add("svc", ProviderRecord("a", tags={"version": "1"}))
+        registry.add("svc", ProviderRecord("b", tags={"version": "2"}))
+        timer = timeit.Timer(lambda: registry.pick("svc", 0.0, False, metadata, md.COMPOSITE_MIME))
+        out[system] = round(min(timer.repeat(5, picks)) / picks * 1e9)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.balance_bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=4000, help="measured requests per policy (default 4000)")
     parser.add_argument("--inflight", type=int, default=32, help="requests in flight, over both nodes (default 32)")
     parser.add_argument("--slow-ms", type=float, default=200.0, help="how long the slow provider takes (default 200 ms)")
     parser.add_argument("--json", help="also write the result to this file")
+    parser.add_argument("--pick-cost", action="store_true", help="only time one pick per policy, in this process (ns)")
     args = parser.parse_args(argv)
-    result = asyncio.run(measure(args.requests, args.inflight, args.slow_ms))
+    result = pick_cost() if args.pick_cost else asyncio.run(measure(args.requests, args.inflight, args.slow_ms))
     print(json.dumps(result, indent=2), flush=True)
     if args.json:
         with open(args.json, "w") as f:

@@ -82,8 +82,10 @@ class CanaryPolicy:
 
     def wants_canary(self, metadata: bytes, metadata_mime: str, draw: Callable[[], float]) -> bool:
         """Whether this request goes to the canary: by its tags, else by a draw."""
-        if self.header and self._header_matches(metadata, metadata_mime):
-            return True
+        if self.header:
+            hit = self._matches.get(metadata)  # the common case, without a call
+            if hit or (hit is None and self._header_matches(metadata, metadata_mime)):
+                return True
         return self.percent > 0 and draw() * 100.0 < self.percent
 
     def split(self, providers: Sequence[Any]) -> tuple[list[Any], list[Any]]:

@@ -292,7 +292,11 @@ class Registry:
             if not providers:
                 return None, f"no provider for service '{service}' holds a lease with requests left"
         if policy.canary is not None:  # before prefer_local: a canary on another node is still the canary
-            canary, stable = entry.split_for(policy.canary, providers)
+            split = entry.split
+            if split is not None and split[0] is policy.canary and providers is entry.providers:
+                canary, stable = split[1], split[2]  # the common case, without a call
+            else:
+                canary, stable = entry.split_for(policy.canary, providers)
             if canary and stable:  # never refuse a request for the sake of a canary
                 if policy.canary.wants_canary(metadata, metadata_mime, self._random.random):
                     providers = canary

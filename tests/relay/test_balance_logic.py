@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import collections
 import json
-from dataclasses import dataclass, field
 
 import pytest
 from hypothesis import given, settings
@@ -18,24 +17,10 @@ from broker import metadata as md
 from broker.canary import request_tags
 from broker.outlier import OutlierPolicy
 from broker.registry import Registry, ServicePolicy
+from tests.support.provider_record import ProviderRecord
 
 
-@dataclass(eq=False)
-class P:
-    instance: str
-    outstanding: int = 0
-    tags: dict[str, str] = field(default_factory=dict)
-    weight: int = 1
-    lease_enabled: bool = False
-    lease_remaining: int = 0
-    lease_expires: float = 0.0
-    is_remote: bool = False
-    available: bool = True
-    failures: int = 0
-
-    @property
-    def balance_load(self) -> int:
-        return self.outstanding
+P = ProviderRecord
 
 
 def _registry(providers: list[P], **policy: object) -> Registry:

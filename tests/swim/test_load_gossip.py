@@ -8,7 +8,7 @@ from broker.registry import NO_CAPACITY, Registry, ServicePolicy
 from cluster.load_gossip import load_figure, local_entries, meaningful, refreshed
 from cluster.routing_table import RoutingTable
 from cluster.swim.config import profile
-from tests.relay.test_balance_logic import P
+from tests.support.provider_record import ProviderRecord as P
 from tests.swim.test_routing_table import gossip
 
 CFG = profile("lan")
