@@ -19,6 +19,7 @@ from benchmarks.balance_bench import measure
 from broker import metadata as md
 from broker.canary import TAGS_MIME
 from broker.client import Router, connect
+from broker.client.errors import RSocketError
 from broker.frames import FrameType, lease_frame
 from broker.registry import NO_CAPACITY
 from tests.cluster.peers import client_who_router
@@ -137,6 +138,38 @@ async def _answers(requester: RawClient, service: str, n: int) -> collections.Co
         sid = await requester.request(FrameType.REQUEST_RESPONSE, f"{service}.m")
         counts[(await requester.expect(FrameType.PAYLOAD, stream_id=sid)).data] += 1
     return counts
+
+
+async def test_a_provider_ejected_on_its_node_gets_no_requests_from_the_other(pair: Cluster) -> None:
+    """n2 judges its own provider: two errors in a row eject it there; n1 learns that by
+    gossip and sends everything to its own provider, though it does not see the errors."""
+    service = "c.balance.outlier"
+    n1, n2 = pair["n1"], pair["n2"]
+    await put_config(n1, f"services/{service}", {
+        "policy": "round_robin", "prefer_local": False,
+        "outlier": {"consecutive_errors": 2, "base_ejection_ms": 120_000, "max_ejection_percent": 50},
+    })  # fmt: skip
+    bad, good = client_who_router(service, "bad", lambda: True), client_who_router(service, "good")
+    async with connect(str(n2.tcp), services=[service], router=bad, instance="bad"), \
+            connect(str(n1.tcp), services=[service], router=good, instance="good"), \
+            connect(str(n1.tcp)) as client:
+        await pair.wait_serves(service, {"bad", "good"})
+
+        async def ask() -> bytes:
+            try:
+                return await client.request_response(f"{service}.who", b"")
+            except RSocketError as exc:
+                assert "bad is broken" in str(exc), exc
+                return b"error"
+
+        async def n1_stopped_sending() -> bool:
+            await ask()
+            return await _load_is(n1, service, "bad", NO_CAPACITY)
+
+        await wait_for(n1_stopped_sending, message="n1 to learn that n2 ejected 'bad'")
+        assert [await ask() for _ in range(10)] == [b"good"] * 10
+    status, text = await get_text(str(n2.admin), "/metrics")
+    assert status == 200 and f'rsbroker_ejections_total{{service="{service}"}} 1.0' in text
 
 
 async def test_a_slow_provider_gets_a_smaller_share_under_p2c() -> None:

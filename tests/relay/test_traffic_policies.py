@@ -19,8 +19,9 @@ import pytest
 
 from broker import metadata as md
 from broker.canary import TAGS_MIME
-from broker.client import Connection, Router, connect
+from broker.client import Connection, connect
 from broker.client.errors import RSocketError
+from tests.cluster.peers import client_who_router
 from tests.support.admin import get_text, send_json, service_instances, services, wait_for
 from tests.support.brokerproc import BrokerFactory, BrokerProcess, BrokerStartError
 from tests.support.cluster import put_config
@@ -31,14 +32,7 @@ async def _provider(
     node: BrokerProcess, service: str, instance: str, tags: dict[str, str] | None = None, broken: Callable[[], bool] = lambda: False
 ) -> AsyncIterator[Connection]:
     """A provider answering its instance name, or failing (APPLICATION_ERROR) while ``broken()``."""
-    router = Router()
-
-    @router.response(f"{service}.who")
-    async def who(data: bytes) -> bytes:
-        if broken():
-            raise RuntimeError(f"{instance} is broken")
-        return instance.encode()
-
+    router = client_who_router(service, instance, broken)
     async with connect(str(node.tcp), services=[service], router=router, instance=instance, tags=tags) as conn:
         await wait_for(lambda: _lists(node, service, instance), message=f"'{instance}' registered for '{service}'")
         yield conn
