@@ -88,6 +88,7 @@ class _RelayCollector:
         for limit, count in sorted(hits.items()):
             limits.add_metric([limit], count)
         yield limits
+        yield from _balancing_families(broker)
         services = GaugeMetricFamily("rsbroker_services", "Services with at least one local provider")
         services.add_metric([], len(broker.registry.services()))
         yield services
@@ -150,6 +151,19 @@ class _RelayCollector:
         yield from (requests, first, duration, inflight, nbytes)
 
 
+def _balancing_families(broker: Any) -> Iterator[Any]:
+    """Outlier ejections and canary requests by service (broker.registry)."""
+    for name, text, counts in (
+        ("rsbroker_ejections", "Providers ejected by outlier detection, by service", broker.registry.ejections if broker else {}),
+        ("rsbroker_canary_requests", "Requests sent to a service's canary providers, by service",
+         broker.registry.canary_requests if broker else {}),
+    ):
+        family = CounterMetricFamily(name, text, labels=["service"])
+        for service, count in sorted(counts.items()):
+            family.add_metric([service], count)
+        yield family
+
+
 def _cluster_families(node: "Node") -> Iterator[Any]:
     """The cluster plane's counters (see ``ClusterRuntime.counters``), when the cluster runs."""
     counters = node.runtime.counters() if node.runtime is not None else {"dropped": {}, "link_auth_failures": 0}
@@ -164,6 +178,9 @@ def _cluster_families(node: "Node") -> Iterator[Any]:
     links = CounterMetricFamily("rsbroker_link_auth_failures", "Broker links refused (bad entry, failed or missing proof)")
     links.add_metric([], counters["link_auth_failures"])
     yield links
+    loads = CounterMetricFamily("rsbroker_load_updates", "Provider load figures re-announced to the cluster (p2c)")
+    loads.add_metric([], counters.get("load_updates", 0))
+    yield loads
 
 
 def _supervisor_families(node: "Node") -> Iterator[Any]:

@@ -106,9 +106,9 @@ def trace_metadata() -> bytes:
     return composite_entry(MIME_TRACE, b"00-4bf92f3577b34da6a3ce929d0e0e4736-" + SPAN_PLACEHOLDER + b"-01")
 
 
-def register_metadata(instance: str, services: tuple[str, ...] = (SERVICE,)) -> bytes:
+def register_metadata(instance: str, services: tuple[str, ...] = (SERVICE,), tags: dict[str, str] | None = None) -> bytes:
     """Composite metadata announcing a provider, per the broker's registration contract."""
-    entry = {"services": list(services), "instance": instance, "weight": 1, "tags": {}}
+    entry = {"services": list(services), "instance": instance, "weight": 1, "tags": tags or {}}
     return composite_entry(MIME_REGISTER, json.dumps(entry).encode())
 
 

@@ -214,6 +214,23 @@ class Broker:
             self.registry.remove(service, session)
         self._registry_changed(frozenset(session.registration.services))
 
+    def provider_outcome(self, provider: Session, route: str, ok: bool) -> None:
+        """How ``provider`` answered a request of ``route``: an APPLICATION_ERROR (or, from
+        whoever times requests out, a timeout) when not ``ok``; a good answer after failures
+        when ``ok``. Feeds the service's outlier ejection (broker.outlier); a broker link is
+        never judged here (the far node judges its own providers)."""
+        if provider.registration is None:
+            return
+        if ok:
+            self.registry.provider_ok(provider, provider.registration.services)
+            return
+        provider.failures += 1
+        service = md.service_of(route)
+        if self.registry.provider_failed(service, provider, self.clock()):
+            log.warning(
+                "ejected %s from service '%s' after %d errors in a row", provider.provider_label, service, provider.failures
+            )
+
     def _registry_changed(self, services: frozenset[str]) -> None:
         for listener in self.registry_listeners:
             listener(services)
@@ -344,6 +361,7 @@ class Broker:
     def services_view(self, names: list[str] | None = None) -> dict[str, Any]:
         """Services (all, sorted, or just ``names`` in their order) with their providers."""
         out: dict[str, Any] = {}
+        now = self.clock()
         for service in sorted(self.registry.names()) if names is None else names:
             providers = self.registry.providers(service)
             policy = self.registry.policy(service)
@@ -357,6 +375,9 @@ class Broker:
                         "remote": p.is_remote,
                         "weight": policy.weights.get(p.instance, p.weight),
                         "outstanding": p.outstanding,
+                        "load": p.balance_load,
+                        "tags": dict(p.tags),
+                        "ejected": self.registry.ejected(service, p, now),
                     }
                     for p in providers
                 ],

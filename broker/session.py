@@ -69,6 +69,7 @@ _PAYLOAD = FrameType.PAYLOAD
 _REQUEST_N = FrameType.REQUEST_N
 _CANCEL = FrameType.CANCEL
 _ERROR = FrameType.ERROR
+_APP_ERROR = ErrorCode.APPLICATION_ERROR
 _RR = FrameType.REQUEST_RESPONSE
 _FNF = FrameType.REQUEST_FNF
 _STREAM = FrameType.REQUEST_STREAM
@@ -191,6 +192,8 @@ class Session:
         self.lease_granted_until = 0.0
         #: streams on which this session is the provider, for least-outstanding picking
         self.outstanding = 0
+        #: APPLICATION_ERRORs it answered in a row, as a provider (outlier ejection)
+        self.failures = 0
         now = broker.clock()
         self.connected_at = now
         self.last_recv = now
@@ -234,6 +237,14 @@ class Session:
     def target(self) -> "Session":
         """Where requests picked for this provider go: the connection itself."""
         return self
+
+    @property
+    def tags(self) -> dict[str, str]:
+        return self.registration.tags if self.registration else {}
+
+    @property
+    def balance_load(self) -> int:
+        return self.outstanding
 
     @property
     def peer_text(self) -> str:
@@ -385,6 +396,8 @@ class Session:
                         st.meter.ended(metering.OK, st.opened_at, st.first_at, st.first_at)  # type: ignore[union-attr]
                         if st.trace is not None:
                             self.broker.tracer.record(st, metering.OK, st.first_at)
+                        if self.failures:
+                            self.broker.provider_outcome(self, st.route, True)
                     else:
                         self._provider_sent(st, ftype, type_flags, buf, off, end)
                 if dest.write_paused:
@@ -698,7 +711,7 @@ class Session:
                 self._reject(sid, ftype, ErrorCode.REJECTED, refusal, meter)
                 return None
         now = broker.clock()
-        provider, why = broker.registry.pick(service, now, self.is_link)
+        provider, why = broker.registry.pick(service, now, self.is_link, metadata, self.metadata_mime)
         if provider is None:
             self._reject(sid, ftype, ErrorCode.REJECTED, why, meter)
             return None
@@ -779,19 +792,22 @@ class Session:
             self._finish(st, metering.OK)
 
     def _provider_sent(self, st: Stream, ftype: int, type_flags: int, buf: Any, off: int, end: int) -> None:
-        """Book-keeping after relaying a frame from the provider to the requester."""
+        """Book-keeping after relaying a frame from the provider to the requester, and the
+        provider's outcome for outlier ejection (APPLICATION_ERROR fails, an answer heals)."""
         outcome = metering.OK
         if ftype == _PAYLOAD:
             if type_flags & FLAG_FOLLOWS:
                 return
             if type_flags & FLAG_COMPLETE or (st.kind == _RR and type_flags & FLAG_NEXT):
                 st.out_done = True
+                if self.failures:
+                    self.broker.provider_outcome(self, st.route, True)
         elif ftype == _ERROR:
             st.in_done = st.out_done = True
-            if end - off >= HEADER_LENGTH + 4:
-                outcome = _ERROR_OUTCOMES.get(_SID.unpack_from(buf, off + HEADER_LENGTH)[0], metering.APPLICATION_ERROR)
-            else:
-                outcome = metering.APPLICATION_ERROR
+            code = _SID.unpack_from(buf, off + HEADER_LENGTH)[0] if end - off >= HEADER_LENGTH + 4 else None
+            outcome = _ERROR_OUTCOMES.get(code, metering.APPLICATION_ERROR) if code is not None else metering.APPLICATION_ERROR
+            if code == _APP_ERROR and self.registration is not None:
+                self.broker.provider_outcome(self, st.route, False)
         elif ftype == _CANCEL:
             st.in_done = True
         else:

@@ -52,12 +52,13 @@ import os
 import random
 import ssl
 import weakref
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Mapping
 
 from broker import metadata as md
 from broker.auth import Principal
 from broker.frames import HEADER_LENGTH, ErrorCode, FrameError, keepalive_frame, metadata_push_frame, setup_frame
+from broker.registry import NO_CAPACITY
 from broker.security import is_loopback, is_proven_link, link_principal
 from broker.transports import TcpSession
 from cluster.crypto import Keyring
@@ -211,7 +212,15 @@ class RemoteProvider:
     node: str
     instance: str
     weight: int
+    #: what its node gossips: open streams to it there, or NO_CAPACITY (lease spent, ejected)
     load: int = 0
+    #: its registration tags (canary routing)
+    tags: Mapping[str, str] = field(default_factory=dict)
+    #: instances of this service on its node: this node's streams on the link, shared
+    #: among them, are its live load figure
+    siblings: int = 1
+    #: never counted here: its own node judges its answers (broker.outlier)
+    failures: int = 0
     is_remote = True
     lease_enabled = False
     lease_remaining = 0
@@ -219,8 +228,18 @@ class RemoteProvider:
 
     @property
     def available(self) -> bool:
-        """Reachable: its link is up and gossip does not suspect its node."""
-        return self.node in self.links.up and self.node not in self.links.suspect
+        """Reachable and taking requests: its link is up, gossip does not suspect its node,
+        and its node does not say it has no capacity."""
+        return self.node in self.links.up and self.node not in self.links.suspect and self.load < NO_CAPACITY
+
+    @property
+    def balance_load(self) -> int:
+        """The gossiped figure (its node's view, up to a second old) or this node's own open
+        streams on the link to its node, per instance there, whichever is higher: the live
+        figure covers what we sent since the last gossip, the gossiped one everyone else's."""
+        link = self.links.up.get(self.node)
+        live = link.outstanding // self.siblings if link is not None else 0
+        return self.load if self.load > live else live
 
     @property
     def target(self) -> LinkSession | None:

@@ -45,12 +45,13 @@ from broker.settings import parse_hostport
 from broker.supervisor import describe_failure
 from cluster.crypto import Keyring, load_keyring
 from cluster.links import Links
+from cluster.load_gossip import LOAD_GOSSIP_S, local_entries, refreshed
 from cluster.remote_routes import RemoteRoutes
 from cluster.raft.node import RaftNode
 from cluster.raft.transport import InMemoryNetwork, InMemoryTransport, TcpTransport
 from cluster.raft.errors import RaftError
 from cluster.raft_membership import RaftMembership
-from cluster.routing_table import RoutesChanged, ServiceEntry
+from cluster.routing_table import RoutesChanged
 from cluster.swim.core import MemberChanged
 
 if TYPE_CHECKING:
@@ -111,6 +112,8 @@ class ClusterRuntime:
         #: services whose policy came from the config store (so a deleted key can be undone)
         self._policies_applied: set[str] = set()
         self.leaving = False
+        #: provider load figures re-announced (``rsbroker_load_updates_total``)
+        self.load_updates = 0
         #: removals from the Raft group, so that membership sync does not undo them
         self._raft_membership = RaftMembership(self.settings.node_id)
         #: set once start() returned: the admin API answers 503 "starting" before that
@@ -158,6 +161,7 @@ class ClusterRuntime:
             self._supervise(self.gossip.background_tasks)
             self._spawn("raft membership sync", self._membership_sync())
             self._spawn("gossip metadata", self._announce_load(), forever=False)  # ends on leave
+            self._spawn("provider loads", self._gossip_provider_loads(), forever=False)
             if not self.raft.has_state and not alone:
                 self._spawn("bootstrap", self._bootstrap_when_expected(), forever=False)
             if not seeds:
@@ -355,7 +359,7 @@ class ClusterRuntime:
                 if name.startswith("dropped_"):
                     dropped[(plane, name[len("dropped_"):])] = value
         failures = self.links.stats["link_auth_failures"] if self.links else 0
-        return {"dropped": dropped, "link_auth_failures": failures}
+        return {"dropped": dropped, "link_auth_failures": failures, "load_updates": self.load_updates}
 
     # -- gossip → relay ---------------------------------------------------------------------
 
@@ -405,17 +409,24 @@ class ClusterRuntime:
         for service in change.services:
             self.remote.update(change.node, service, self.gossip.table.entries(change.node, service))
 
-    def _local_entries(self, service: str) -> list[ServiceEntry]:
-        return [
-            ServiceEntry(service=service, instance=p.instance, weight=p.weight, load=p.outstanding)
-            for p in self.broker.registry.providers(service)
-            if not p.is_remote
-        ]
-
     def _publish_local(self, services: frozenset[str]) -> None:
         if self.gossip is not None:
+            now = self.broker.clock()
             for service in services:
-                self.gossip.set_local_service(service, self._local_entries(service))
+                self.gossip.set_local_service(service, local_entries(self.broker.registry, service, now))
+
+    async def _gossip_provider_loads(self) -> None:
+        """Keep the loads in this node's routing entries current, at a bounded rate (see
+        cluster.load_gossip); stops once the node leaves, as its entries go with it."""
+        node_id = self.settings.node_id
+        while not self.leaving:
+            await asyncio.sleep(LOAD_GOSSIP_S)
+            try:
+                for service, entries in refreshed(self.broker.registry, self.gossip.table, node_id, self.broker.clock()):
+                    self.gossip.set_local_service(service, entries)
+                    self.load_updates += 1
+            except Exception:  # a bug here must not stop load gossip for good
+                log.exception("provider load gossip pass failed")
 
     # -- topology -------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -59,12 +59,15 @@ def who_router(service: str, instance: str, recorder: Recorder | None = None) ->
     return router
 
 
-def client_who_router(service: str, instance: str) -> Router:
-    """A ``broker.client`` router answering ``<service>.who`` with ``instance``."""
+def client_who_router(service: str, instance: str, broken: Callable[[], bool] = lambda: False) -> Router:
+    """A ``broker.client`` router answering ``<service>.who`` with ``instance``, or failing
+    with APPLICATION_ERROR ``<instance> is broken`` while ``broken()``."""
     router = Router()
 
     @router.response(f"{service}.who")
     async def who(data: bytes) -> bytes:
+        if broken():
+            raise RuntimeError(f"{instance} is broken")
         return instance.encode()
 
     return router
