@@ -19,7 +19,8 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from broker.auth.tls import peer_principal
-from broker.frames import HEADER_LENGTH, ErrorCode
+from broker.frames import HEADER_LENGTH, ErrorCode, FrameError, FrameTooLarge
+from broker.hotpath import forward, read_frames
 from broker.origins import NodeNames, OriginPolicy
 from broker.relay import Broker
 from broker.session import Session, State
@@ -43,7 +44,7 @@ class TcpSession(Session, asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self._buf = bytearray()
         self._need = 0
-        self._out = bytearray()
+        self.wire_out: bytearray = bytearray()
         self._queued = False
         self._max_frame = broker.settings.max_frame_size
 
@@ -72,33 +73,14 @@ class TcpSession(Session, asyncio.Protocol):
                 return
             data = bytes(self._buf)
             self._buf = bytearray()
-        n = len(data)
-        pos = 0
-        max_frame = self._max_frame
-        handle = self.handle_frame
-        while n - pos >= 3:
-            length = (data[pos] << 16) | (data[pos + 1] << 8) | data[pos + 2]
-            if length > max_frame:
+        try:
+            pos, self._need = read_frames(self, data, self._max_frame)
+        except FrameError as exc:
+            if isinstance(exc, FrameTooLarge):
                 self.broker.stats["oversized_frames"] += 1
-                self.fail(
-                    ErrorCode.CONNECTION_ERROR,
-                    f"frame of {length} bytes exceeds the maximum frame size of {max_frame} bytes",
-                )
-                return
-            if length < HEADER_LENGTH:
-                self.fail(ErrorCode.CONNECTION_ERROR, f"frame of {length} bytes is shorter than the 6-byte header")
-                return
-            end = pos + 3 + length
-            if end > n:
-                self._need = end - pos
-                break
-            handle(data, pos + 3, end)
-            if self.closing:
-                return
-            pos = end
-        else:
-            self._need = 3
-        if pos < n:
+            self.fail(exc.code, str(exc))
+            return
+        if pos < len(data) and not self.closing:
             self._buf = bytearray(memoryview(data)[pos:])
 
     def eof_received(self) -> bool:
@@ -118,20 +100,13 @@ class TcpSession(Session, asyncio.Protocol):
     # -- Session hooks ----------------------------------------------------------------------
 
     def forward(self, sid: bytes, buf: Any, off: int, end: int) -> None:
-        out = self._out
-        out += (end - off).to_bytes(3, "big")
-        out += sid
-        out += memoryview(buf)[off + 4 : end]
-        self.frames_out += 1
-        if not self._queued:
-            self._queued = True
-            self.broker.mark_dirty(self)
+        forward(self, sid, buf, off, end)
 
     def send_frame(self, frame: bytes) -> None:
         if self.state is State.CLOSED:
             return
-        self._out += len(frame).to_bytes(3, "big")
-        self._out += frame
+        self.wire_out += len(frame).to_bytes(3, "big")
+        self.wire_out += frame
         self.frames_out += 1
         if not self._queued:
             self._queued = True
@@ -139,8 +114,8 @@ class TcpSession(Session, asyncio.Protocol):
 
     def flush(self) -> None:
         self._queued = False
-        if self._out and self.transport is not None and not self.transport.is_closing():
-            data, self._out = self._out, bytearray()
+        if self.wire_out and self.transport is not None and not self.transport.is_closing():
+            data, self.wire_out = self.wire_out, bytearray()
             self.transport.write(data)
 
     def _close_transport(self) -> None:
