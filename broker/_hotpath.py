@@ -56,12 +56,11 @@ _METADATA_PUSH = int(FrameType.METADATA_PUSH)
 _HEADER = struct.Struct(">IH")
 
 
-def _check_view(buf: Any, off: int, end: int) -> None:
-    """Refuse a view that cannot hold a frame header or lies outside ``buf``."""
+def _refuse_view(buf: Any, off: int, end: int) -> None:
+    """Raise the FrameError for a view that cannot hold a frame header or lies outside ``buf``."""
     if end - off < HEADER_LENGTH:
         raise FrameError(f"frame of {max(0, end - off)} bytes is shorter than the 6-byte frame header")
-    if off < 0 or end > len(buf):
-        raise FrameError(f"frame bounds {off}:{end} lie outside the {len(buf)}-byte buffer")
+    raise FrameError(f"frame bounds {off}:{end} lie outside the {len(buf)}-byte buffer")
 
 
 def read_frames(session: Any, data: bytes, max_frame: int) -> tuple[int, int]:
@@ -86,7 +85,7 @@ def read_frames(session: Any, data: bytes, max_frame: int) -> tuple[int, int]:
         end = pos + 3 + length
         if end > n:
             return pos, end - pos
-        relay_frame(session, data, pos + 3, end)
+        _relay(session, data, pos + 3, end)
         pos = end
         if session.closing:
             return pos, 0
@@ -101,7 +100,13 @@ def relay_frame(session: Any, buf: Any, off: int, end: int) -> None:
     ends it. Anything else (requests, connection frames, late frames) goes to
     ``session.other_frame`` with the header already read.
     """
-    _check_view(buf, off, end)
+    if off < 0 or end > len(buf) or end - off < HEADER_LENGTH:
+        _refuse_view(buf, off, end)
+    _relay(session, buf, off, end)
+
+
+def _relay(session: Any, buf: Any, off: int, end: int) -> None:
+    """:func:`relay_frame` for a view already known to hold a header within ``buf``."""
     session.frames_in += 1
     sid, type_flags = _HEADER.unpack_from(buf, off)
     ftype = type_flags >> 10
@@ -147,7 +152,8 @@ def forward(dest: Any, sid: bytes, buf: Any, off: int, end: int) -> None:
     Length-prefixed transports coalesce: the frame is appended to ``dest.wire_out`` and the
     destination is marked for one write at the end of the loop turn. Others get ``forward``.
     """
-    _check_view(buf, off, end)
+    if off < 0 or end > len(buf) or end - off < HEADER_LENGTH:
+        _refuse_view(buf, off, end)
     _forward(dest, sid, buf, off, end)
 
 
@@ -171,7 +177,8 @@ def request_metadata(buf: Any, off: int, end: int) -> tuple[bytes, bool]:
     Returns ``(metadata, has_data)``; ``has_data`` tells whether payload data follows the
     metadata in this frame, which for a fragmented request means the metadata is complete.
     """
-    _check_view(buf, off, end)
+    if off < 0 or end > len(buf) or end - off < HEADER_LENGTH:
+        _refuse_view(buf, off, end)
     ftype = buf[off + 4] >> 2
     flags = ((buf[off + 4] << 8) | buf[off + 5]) & 0x3FF
     if ftype == _METADATA_PUSH:

@@ -44,7 +44,7 @@ from broker.frames import (
     parse_lease,
     parse_setup,
 )
-from broker.hotpath import relay_frame, request_metadata
+from broker.hotpath import forward, relay_frame, request_metadata
 
 if TYPE_CHECKING:
     from broker.relay import Broker
@@ -433,7 +433,7 @@ class Session:
             return
         dest = self._route_stream(st, metadata, type_flags)
         if dest is not None:
-            dest.forward(st.prov_sid, buf, off, end)
+            forward(dest, st.prov_sid, buf, off, end)
             if dest.write_paused:
                 self._blocked_by(dest)
 
