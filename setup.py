@@ -23,16 +23,20 @@ def _warn(message: str) -> None:
 class OptionalBuildExt(build_ext):
     """build_ext whose failures are warnings: the extension is an optimisation, not a requirement."""
 
+    failed = False
+
     def run(self) -> None:
         try:
             super().run()
         except Exception as exc:  # noqa: BLE001 - distutils raises a zoo of error types here
-            _warn(f"building the compiled hot path failed ({exc})")
+            if not self.failed:  # a failed compile already said why; the copy after it fails too
+                _warn(f"building the compiled hot path failed ({exc})")
 
     def build_extension(self, ext: Extension) -> None:
         try:
             super().build_extension(ext)
         except Exception as exc:  # noqa: BLE001
+            self.failed = True
             _warn(f"compiling {ext.name} failed ({exc})")
 
 
@@ -46,7 +50,7 @@ def _extensions() -> list[Extension]:
         return []
     try:
         return cythonize(
-            [Extension("broker._hotpath_c", ["broker/_hotpath_c.pyx"], extra_compile_args=["-O2"])],
+            [Extension("broker._hotpath_c", ["broker/_hotpath_c.pyx"])],
             compiler_directives={"language_level": "3"},
         )
     except Exception as exc:  # noqa: BLE001 - a Cython compile error must not break the install
