@@ -110,9 +110,9 @@ def _relay(session: Any, buf: Any, off: int, end: int) -> None:
     session.frames_in += 1
     sid, type_flags = _HEADER.unpack_from(buf, off)
     ftype = type_flags >> 10
-    if sid:
+    if sid and (ftype == _PAYLOAD or ftype == _REQUEST_N or ftype == _CANCEL or ftype == _ERROR):
         st = session.streams.get(sid & 0x7FFFFFFF)
-        if st is not None and (ftype == _PAYLOAD or ftype == _REQUEST_N or ftype == _CANCEL or ftype == _ERROR):
+        if st is not None:
             if st.prov is None:
                 session._pending_frame(st, buf, off, end, ftype, type_flags)
                 return
