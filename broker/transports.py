@@ -1,7 +1,9 @@
 """Transport shells: TCP (length-prefixed frames) and WebSocket (one frame per message).
 
-Each shell turns bytes from its socket into ``Session.handle_frame`` calls and turns the
-session's queued output into socket writes. All relay logic stays in ``broker.session``.
+Each shell turns bytes from its socket into frames for the relay (``Session.handle_frame``, or
+for TCP ``broker.hotpath.read_frames``, which splits and relays a whole read) and turns the
+session's queued output into socket writes. All relay logic stays in ``broker.session`` and
+``broker.hotpath``.
 
 TCP reads are processed in place: complete frames are handed over as offsets into the
 received ``bytes`` object; only a frame split across reads is buffered, and the buffer is
