@@ -19,12 +19,12 @@ What lives here, and nothing else:
   ``frames.request_metadata``).
 
 The session side of the contract (``broker.session``): ``streams``, ``frames_in``,
-``peer_parity``, ``outstanding``, ``write_paused``, ``closing``, ``wire_out`` (a bytearray
+``frame_limit``, ``peer_parity``, ``outstanding``, ``write_paused``, ``closing``, ``wire_out`` (a bytearray
 for length-prefixed transports, None for transports that queue whole frames through
 ``forward``), ``_queued``, ``frames_out``, ``broker.mark_dirty``, and the methods
-``other_frame``, ``_pending_frame``, ``_requester_sent``, ``_provider_sent``, ``_blocked_by``.
-Only :class:`~broker.frames.FrameError` (or :class:`~broker.frames.FrameTooLarge`) may
-escape a reader; nothing here does I/O.
+``other_frame``, ``refuse_oversized``, ``fail``, ``_pending_frame``, ``_requester_sent``,
+``_provider_sent``, ``_blocked_by``. Only :class:`~broker.frames.FrameError` may escape a
+reader; nothing here does I/O.
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ from broker.frames import (
     FLAG_METADATA,
     FLAG_NEXT,
     HEADER_LENGTH,
+    ErrorCode,
     FrameError,
-    FrameTooLarge,
     FrameType,
 )
 
@@ -54,6 +54,7 @@ _STREAM = int(FrameType.REQUEST_STREAM)
 _CHANNEL = int(FrameType.REQUEST_CHANNEL)
 _METADATA_PUSH = int(FrameType.METADATA_PUSH)
 _HEADER = struct.Struct(">IH")
+CONNECTION_ERROR = int(ErrorCode.CONNECTION_ERROR)
 
 
 def _refuse_view(buf: Any, off: int, end: int) -> None:
@@ -63,25 +64,28 @@ def _refuse_view(buf: Any, off: int, end: int) -> None:
     raise FrameError(f"frame bounds {off}:{end} lie outside the {len(buf)}-byte buffer")
 
 
-def read_frames(session: Any, data: bytes, max_frame: int) -> tuple[int, int]:
+def read_frames(session: Any, data: bytes) -> tuple[int, int]:
     """Relay every complete length-prefixed frame in ``data`` to :func:`relay_frame`.
 
     Returns ``(consumed, need)``: where the first incomplete frame begins, and how many
     bytes from there the transport must hold before calling again (the whole frame once its
-    prefix is known, else 3), so a large frame arriving in pieces is not re-scanned. Stops
-    early, with ``need`` 0, once the session starts closing. Raises FrameTooLarge for a
-    prefix above ``max_frame`` and FrameError for a frame shorter than its header, after
-    relaying the frames before it, so a hostile peer cannot make the broker buffer a frame
-    it will never accept.
+    prefix is known, else 3), so a large frame arriving in pieces is not re-scanned. The
+    limit is ``session.frame_limit``, read for every frame (accepting SETUP may raise it). A
+    prefix above it goes to ``session.refuse_oversized(length)`` and a frame shorter than its
+    header to ``session.fail``, after the frames before it were relayed and before any byte
+    of it is buffered, so a hostile peer cannot make the broker hold a frame it will never
+    accept. Stops, with ``need`` 0, then or once the session starts closing.
     """
     n = len(data)
     pos = 0
     while n - pos >= 3:
         length = (data[pos] << 16) | (data[pos + 1] << 8) | data[pos + 2]
-        if length > max_frame:
-            raise FrameTooLarge(f"frame of {length} bytes exceeds the maximum frame size of {max_frame} bytes")
+        if length > session.frame_limit:
+            session.refuse_oversized(length)
+            return pos, 0
         if length < HEADER_LENGTH:
-            raise FrameError(f"frame of {length} bytes is shorter than the 6-byte frame header")
+            session.fail(CONNECTION_ERROR, f"frame of {length} bytes is shorter than the 6-byte frame header")
+            return pos, 0
         end = pos + 3 + length
         if end > n:
             return pos, end - pos

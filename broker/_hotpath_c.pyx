@@ -12,7 +12,9 @@ from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyBy
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.string cimport memcpy
 
-from broker.frames import FrameError, FrameTooLarge
+from broker.frames import ErrorCode, FrameError
+
+cdef object CONNECTION_ERROR = int(ErrorCode.CONNECTION_ERROR)
 
 __all__ = ["forward", "read_frames", "relay_frame", "request_metadata"]
 
@@ -50,7 +52,7 @@ cdef inline int _check_view(Py_ssize_t size, Py_ssize_t off, Py_ssize_t end) exc
     return 0
 
 
-def read_frames(object session, object data, long long max_frame):
+def read_frames(object session, object data):
     cdef const unsigned char[:] view = data
     cdef const unsigned char* p = _start(view)
     cdef Py_ssize_t n = view.shape[0]
@@ -59,10 +61,12 @@ def read_frames(object session, object data, long long max_frame):
     cdef long long length
     while n - pos >= 3:
         length = (<long long>p[pos] << 16) | (p[pos + 1] << 8) | p[pos + 2]
-        if length > max_frame:
-            raise FrameTooLarge(f"frame of {length} bytes exceeds the maximum frame size of {max_frame} bytes")
+        if length > session.frame_limit:
+            session.refuse_oversized(length)
+            return pos, 0
         if length < HEADER_LENGTH:
-            raise FrameError(f"frame of {length} bytes is shorter than the 6-byte frame header")
+            session.fail(CONNECTION_ERROR, f"frame of {length} bytes is shorter than the 6-byte frame header")
+            return pos, 0
         end = pos + 3 + <Py_ssize_t>length
         if end > n:
             return pos, end - pos

@@ -178,6 +178,8 @@ class Session:
         self.is_link = False
         #: the client asked for topology pushes (cluster-aware clients)
         self.wants_topology = False
+        #: largest frame accepted (the hot path reads it for every TCP frame)
+        self.frame_limit = broker.settings.max_frame_size
 
     # -- identity used by the registry ----------------------------------------------------
 
@@ -282,6 +284,11 @@ class Session:
         self.send_frame(error_frame(0, code, message))
         self.flush()
         self.close()
+
+    def refuse_oversized(self, length: int) -> None:
+        """A frame (or its length prefix) is past :attr:`frame_limit`: refuse it before buffering it."""
+        self.broker.stats["oversized_frames"] += 1
+        self.fail(ErrorCode.CONNECTION_ERROR, f"frame of {length} bytes exceeds the maximum frame size of {self.frame_limit} bytes")
 
     def close(self) -> None:
         """Close the transport; :meth:`connection_closed` runs when it is gone."""

@@ -21,7 +21,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from broker.auth.tls import peer_principal
-from broker.frames import HEADER_LENGTH, ErrorCode, FrameError, FrameTooLarge
+from broker.frames import HEADER_LENGTH, ErrorCode
 from broker.hotpath import forward, read_frames
 from broker.origins import NodeNames, OriginPolicy
 from broker.relay import Broker
@@ -48,7 +48,6 @@ class TcpSession(Session, asyncio.Protocol):
         self._need = 0
         self.wire_out: bytearray = bytearray()
         self._queued = False
-        self._max_frame = broker.settings.max_frame_size
 
     # -- asyncio.Protocol --------------------------------------------------------------------
 
@@ -75,13 +74,7 @@ class TcpSession(Session, asyncio.Protocol):
                 return
             data = bytes(self._buf)
             self._buf = bytearray()
-        try:
-            pos, self._need = read_frames(self, data, self._max_frame)
-        except FrameError as exc:
-            if isinstance(exc, FrameTooLarge):
-                self.broker.stats["oversized_frames"] += 1
-            self.fail(exc.code, str(exc))
-            return
+        pos, self._need = read_frames(self, data)
         if pos < len(data) and not self.closing:
             self._buf = bytearray(memoryview(data)[pos:])
 
@@ -229,7 +222,6 @@ class WsSession(Session):
     async def serve(self) -> None:
         """Read messages until the socket or the session closes."""
         ws = self.ws
-        max_frame = self.broker.settings.max_frame_size
         try:
             async for msg in ws:
                 if msg.type == WSMsgType.BINARY:
@@ -237,12 +229,8 @@ class WsSession(Session):
                     self.last_recv = self.broker.clock()
                     if len(data) < HEADER_LENGTH:
                         self.fail(ErrorCode.CONNECTION_ERROR, f"frame of {len(data)} bytes is shorter than the 6-byte header")
-                    elif len(data) > max_frame:
-                        self.broker.stats["oversized_frames"] += 1
-                        self.fail(
-                            ErrorCode.CONNECTION_ERROR,
-                            f"frame of {len(data)} bytes exceeds the maximum frame size of {max_frame} bytes",
-                        )
+                    elif len(data) > self.frame_limit:
+                        self.refuse_oversized(len(data))
                     else:
                         self.handle_frame(data, 0, len(data))
                 elif msg.type == WSMsgType.TEXT:

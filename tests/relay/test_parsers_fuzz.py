@@ -172,14 +172,24 @@ def _outcome(call: Callable[[], Any]) -> tuple[Any, ...]:
 class Recorder:
     """The session side of the hot path with no streams: every frame reaches ``other_frame``."""
 
-    def __init__(self) -> None:
+    def __init__(self, frame_limit: int = fr.MAX_FRAME_LENGTH) -> None:
         self.streams: dict[int, Any] = {}
         self.frames_in = 0
+        self.frame_limit = frame_limit
         self.closing = False
         self.seen: list[tuple[int, int, int, int, int]] = []
+        self.refused: list[tuple[Any, ...]] = []
 
     def other_frame(self, buf: Any, off: int, end: int, sid: int, ftype: int, type_flags: int) -> None:
         self.seen.append((off, end, sid, ftype, type_flags))
+
+    def refuse_oversized(self, length: int) -> None:
+        self.refused.append(("oversized", length))
+        self.closing = True
+
+    def fail(self, code: int, message: str) -> None:
+        self.refused.append(("fail", code, message))
+        self.closing = True
 
 
 _streams_in = st.one_of(
@@ -194,28 +204,53 @@ _streams_in = st.one_of(
 @given(buf=_streams_in, max_length=st.integers(0, 300))
 def test_hot_path_framing_matches_split_frames_and_header(buf: bytes, max_length: int) -> None:
     """read_frames relays exactly the frames split_frames finds, with frames.header's reading
-    of each header, stops or fails where it does, and asks for the bytes the next frame needs."""
+    of each header, refuses where it fails (with its message), and asks for the bytes the next
+    frame needs."""
     reference = _outcome(lambda: fr.split_frames(buf, 0, max_length))
     runs = []
     for hot in HOT_PATHS:
-        session = Recorder()
-        outcome = _outcome(lambda: hot.read_frames(session, buf, max_length))  # noqa: B023
-        runs.append((outcome, session.seen, session.frames_in))
+        session = Recorder(max_length)
+        outcome = _outcome(lambda: hot.read_frames(session, buf))  # noqa: B023
+        runs.append((outcome, session.seen, session.refused, session.frames_in))
         if reference[0] == "ok":
             frames, consumed = reference[1]
             left = len(buf) - consumed
             need = 3 + ((buf[consumed] << 16) | (buf[consumed + 1] << 8) | buf[consumed + 2]) if left >= 3 else 3
-            assert outcome == ("ok", (consumed, need))
+            assert outcome == ("ok", (consumed, need)) and session.refused == []
         else:
-            assert outcome == reference  # same error, same message, same code
+            error, message, code = reference
             last_end = session.seen[-1][1] if session.seen else 0
             frames = fr.split_frames(buf[:last_end], 0, max_length)[0]
+            assert outcome == ("ok", (last_end, 0))
+            if error is fr.FrameTooLarge:
+                [(what, length)] = session.refused
+                assert what == "oversized"
+                assert message == f"frame of {length} bytes exceeds the maximum frame size of {max_length} bytes"
+            else:
+                assert session.refused == [("fail", code, message)]
         assert [(off, end) for off, end, *_ in session.seen] == frames
         assert session.frames_in == len(frames)
         for off, _end, sid, ftype, type_flags in session.seen:
             assert (sid & 0x7FFFFFFF, ftype, type_flags & 0x3FF) == fr.header(buf, off)
             assert type_flags >> 10 == ftype and sid == int.from_bytes(buf[off : off + 4], "big")
     assert all(run == runs[0] for run in runs)
+
+
+@pytest.mark.parametrize("hot", HOT_PATHS, ids=lambda m: m.__name__)
+def test_hot_path_reads_the_frame_limit_for_every_frame(hot: ModuleType) -> None:
+    """Accepting SETUP raises the limit: a large frame right behind it in the same read passes."""
+
+    class Growing(Recorder):
+        def other_frame(self, *args: Any) -> None:
+            super().other_frame(*args)
+            self.frame_limit = 1000
+
+    small, large = fr.setup_frame(), fr.payload_frame(1, b"x" * 500)
+    session = Growing(len(small))
+    data = fr.with_length_prefix(small) + fr.with_length_prefix(large)
+    assert hot.read_frames(session, data) == (len(data), 3)
+    assert [(off, end) for off, end, *_ in session.seen] == [(3, 3 + len(small)), (6 + len(small), len(data))]
+    assert session.refused == []
 
 
 @FUZZ
