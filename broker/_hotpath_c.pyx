@@ -4,7 +4,7 @@ the same error messages; read that module for what each does and why.
 
 Why it is faster: a received chunk is read through one typed view and a raw pointer, the
 split loop, the header, the stream-id arithmetic and the coalescing copy are C, and no
-Python object is made per frame except the stream-map key. Bounds are checked by hand
+Python object is made per frame but the stream-map key and the counters. Bounds are checked by hand
 (``boundscheck`` is off), once per chunk and once per frame, before any byte is read.
 """
 
@@ -38,7 +38,7 @@ cdef bytes _EMPTY = b""
 
 
 cdef inline const unsigned char* _start(const unsigned char[:] view):
-    """Pointer to the first byte of ``view`` (None for an empty one, never read then)."""
+    """Pointer to the first byte of ``view`` (NULL for an empty one, which is never read)."""
     if view.shape[0] == 0:
         return NULL
     return &view[0]
