@@ -17,6 +17,9 @@ from admin.cluster_api import cluster_routes
 from admin.guard import guard
 from admin.metrics import metrics_handler
 from admin.openapi import document
+from admin.paging import page_of, page_params
+from admin.sse import sse_routes
+from admin.traces import trace_routes
 
 if TYPE_CHECKING:
     from broker.server import Node
@@ -30,16 +33,33 @@ def _node(request: web.Request) -> "Node":
 
 
 async def live(request: web.Request) -> web.Response:
-    """The process answers: it is alive."""
+    """Alive unless a background loop died (gossip timer, Raft loop, links...): then 503 with
+    each cause, so that an orchestrator restarts the node instead of keeping a zombie."""
+    failures = _node(request).supervisor.failures
+    if failures:
+        reason = "; ".join(f"{name}: {cause}" for name, cause in sorted(failures.items()))
+        return web.json_response({"status": "failed", "reason": reason, "failures": failures}, status=503)
     return web.json_response({"status": "live"})
 
 
+async def not_ready_reason(node: "Node") -> str | None:
+    """Why the node cannot take clients, or None: listeners bound, not draining, nothing dead,
+    and the cluster side joined, caught up and able to route (``ClusterRuntime.readiness``)."""
+    if node.broker is None or node.runtime is None:
+        return "starting"
+    if node.broker.draining:
+        return "draining"
+    if node.supervisor.failures:
+        return "; ".join(f"{name}: {cause}" for name, cause in sorted(node.supervisor.failures.items()))
+    reason: str | None = await node.runtime.readiness()
+    return reason
+
+
 async def ready(request: web.Request) -> web.Response:
-    """Ready to take clients: listeners bound and not draining."""
-    node = _node(request)
-    broker = node.broker
-    if broker is None or broker.draining:
-        return web.json_response({"status": "not ready", "reason": "draining" if broker else "starting"}, status=503)
+    """200 only when the node can serve: see :func:`not_ready_reason`; 503 with the reason."""
+    reason = await not_ready_reason(_node(request))
+    if reason is not None:
+        return web.json_response({"status": "not ready", "reason": reason}, status=503)
     return web.json_response({"status": "ready"})
 
 
@@ -67,14 +87,41 @@ async def node_info(request: web.Request) -> web.Response:
 
 
 async def connections(request: web.Request) -> web.Response:
+    """Connections by id; ``?prefix=`` keeps those registering a service with that prefix."""
+    page = page_params(request)
     broker = _node(request).broker
-    sessions = sorted(broker.sessions, key=lambda s: s.id) if broker else []
-    return web.json_response({"connections": [s.describe() for s in sessions]})
+    sessions = {s.id: s for s in broker.sessions} if broker else {}
+    if page.prefix:
+        sessions = {i: s for i, s in sessions.items()
+                    if s.registration and any(n.startswith(page.prefix) for n in s.registration.services)}
+    ids, next_cursor = page_of(sorted(sessions), page, _int_cursor)
+    return web.json_response({"total": len(sessions), "next_cursor": next_cursor,
+                              "connections": [sessions[i].describe() for i in ids]})
 
 
 async def services(request: web.Request) -> web.Response:
-    broker = _node(request).broker
-    return web.json_response({"services": broker.services_view() if broker else {}})
+    """Services by name; ``?prefix=`` on the name, ``?node=`` keeps those with a provider there."""
+    page = page_params(request)
+    node = _node(request)
+    broker = node.broker
+    if broker is None:
+        return web.json_response({"total": 0, "next_cursor": None, "services": {}})
+    registry = broker.registry
+    names = [n for n in registry.names() if n.startswith(page.prefix)] if page.prefix else registry.names()
+    if page.node is not None:
+        own = node.settings.node_id
+        names = [n for n in names if any(getattr(p, "node", own) == page.node for p in registry.providers(n))]
+    names.sort()
+    chosen, next_cursor = page_of(names, page, str)
+    return web.json_response({"total": len(names), "next_cursor": next_cursor, "services": broker.services_view(chosen)})
+
+
+def _int_cursor(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise web.HTTPBadRequest(text='{"error": "cursor must be a connection id", "parameter": "cursor"}',
+                                 content_type="application/json") from None
 
 
 async def openapi(request: web.Request) -> web.Response:
@@ -97,4 +144,6 @@ def admin_app(node: "Node") -> web.Application:
     app.router.add_get("/api/v1/openapi.json", openapi)
     app.router.add_get("/", dashboard)
     cluster_routes(app, node)
+    sse_routes(app, node)
+    trace_routes(app, node)
     return app

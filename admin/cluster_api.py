@@ -9,7 +9,11 @@ Raft's errors map to HTTP statuses here and nowhere else:
 ``NotLeader``          503     no leader right now (election in progress)
 ``Timeout``            503     no answer in time; a write's outcome is unknown
 ``MembershipError``    409     a membership change was refused
+``StorageFull``        507     the node's disk is full; nothing commits here
 =====================  ======  ===============================================
+
+Before the node has started its cluster side every endpoint here answers 503 with
+``{"error": ..., "reason": "starting"}``, never a 500.
 """
 
 from __future__ import annotations
@@ -19,8 +23,10 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from cluster.raft.errors import MembershipError, NotLeader, RaftError, Timeout
+from admin.paging import page_params
+from cluster.raft.errors import MembershipError, NotLeader, RaftError, StorageFull, Timeout
 from cluster.raft.validation import ValidationError
+from cluster.runtime import TOPOLOGY_SERVICES
 
 if TYPE_CHECKING:
     from broker.server import Node
@@ -40,6 +46,8 @@ def _raft_error(exc: Exception) -> web.Response:
         return _error(409, str(exc))
     if isinstance(exc, NotLeader):
         return _error(503, str(exc), leader=exc.leader)
+    if isinstance(exc, StorageFull):
+        return _error(507, str(exc))
     if isinstance(exc, Timeout):
         return _error(503, f"timed out: {exc}")
     return _error(503, str(exc))
@@ -49,15 +57,28 @@ def cluster_routes(app: web.Application, node: "Node") -> None:
     """Add the cluster endpoints to the admin application."""
 
     def runtime() -> Any:
-        if node.runtime is None:
-            raise web.HTTPServiceUnavailable(text=json.dumps({"error": "node is starting"}), content_type="application/json")
+        if node.runtime is None or not node.runtime.started:
+            body = {"error": "node is starting: its cluster side is not up yet", "reason": "starting"}
+            raise web.HTTPServiceUnavailable(text=json.dumps(body), content_type="application/json")
         return node.runtime
 
+    def names_per_node(request: web.Request) -> tuple[str, int, str | None]:
+        """Members are few, their service lists long: ``?limit=`` caps the names listed
+        per node (default ``TOPOLOGY_SERVICES``), ``?prefix=`` filters them; the count
+        ``services_total`` is always whole. ``?node=`` keeps one node."""
+        page = page_params(request)
+        return page.prefix, page.limit if "limit" in request.query else TOPOLOGY_SERVICES, page.node
+
     async def members(request: web.Request) -> web.Response:
-        return web.json_response({"members": runtime().members_view()})
+        prefix, limit, only = names_per_node(request)
+        view = [m for m in runtime().members_view(prefix, limit) if only in (None, m["node_id"])]
+        return web.json_response({"total": len(view), "members": view})
 
     async def topology(request: web.Request) -> web.Response:
-        return web.json_response(runtime().topology_view())
+        prefix, limit, only = names_per_node(request)
+        view = runtime().topology_view(prefix, limit)
+        view["nodes"] = [n for n in view["nodes"] if only in (None, n["node_id"])]
+        return web.json_response({"total": len(view["nodes"]), **view})
 
     async def raft_status(request: web.Request) -> web.Response:
         return web.json_response(runtime().raft.status())

@@ -17,7 +17,7 @@ from pathlib import Path
 from benchmarks import report
 from benchmarks.stats import SCENARIOS
 from benchmarks.suite import FULL, QUICK, TINY, run
-from benchmarks.systems import SYSTEMS
+from benchmarks.systems import LINEUPS, SYSTEMS
 
 PLANS = {"full": FULL, "quick": QUICK, "tiny": TINY}
 
@@ -41,7 +41,9 @@ def parser() -> argparse.ArgumentParser:
     run_parser.set_defaults(plan="full")
     run_parser.add_argument("--json", type=Path, help="write the results document here")
     run_parser.add_argument("--plot", type=Path, help="write a PNG of throughput vs in flight here")
-    run_parser.add_argument("--only", type=lambda t: _names(t, SYSTEMS, "system"), help=f"systems: {','.join(SYSTEMS)}")
+    keys = tuple(SYSTEMS) + tuple(l.key for l in LINEUPS)
+    run_parser.add_argument("--only", type=lambda t: _names(t, keys, "system"),
+                            help=f"systems ({','.join(SYSTEMS)}) or single line-ups as SYSTEM[CLIENT], e.g. broker-1[pyclient]")
     run_parser.add_argument("--scenario", type=lambda t: _names(t, SCENARIOS, "scenario"), default=set(SCENARIOS),
                             help=f"scenarios: {','.join(SCENARIOS)}")  # fmt: skip
     run_parser.add_argument("--no-resources", action="store_true", help="skip the idle-connection memory figures")

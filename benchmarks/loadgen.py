@@ -22,6 +22,8 @@ CLIENTS = {
     "frames": "frames_client:run_cell",
     "rsocket-py": "rsocketpy_client:run_cell",
     "raw-http": "http_client:run_cell",
+    "aiohttp-client": "http_client:run_cell_aiohttp",
+    "pyclient": "pyclient_client:run_cell",
     "nats-py": "nats_client:run_cell",
     "nats-py-callback": "nats_client:run_cell_callback",
 }

@@ -47,6 +47,15 @@ RATIOS = (
           "broker with rsocket-py at both ends vs NATS with its fastest nats-py configuration"),
     Ratio("cross_node_vs_one_node", ("broker-3-cross", "frames"), (("broker-1", "frames"),), 64, None,
           "a request crossing two brokers vs through one"),
+    # Python to Python (issue 14): 64 tasks awaiting request-response, each system as its users write it
+    Ratio("py_vs_nats", ("broker-1", "pyclient"), (("nats", "nats-py"),), 64, 1.2,
+          "broker.client at both ends through one node vs nats-py request() -> nats-server -> nats-py"),
+    Ratio("py_vs_aiohttp", ("broker-1", "pyclient"), (("aiohttp-http", "aiohttp-client"),), 64, 4.0,
+          "broker.client at both ends through one node vs aiohttp client -> aiohttp server"),
+    Ratio("py_vs_rsocketpy", ("broker-1", "pyclient"), (("broker-1", "rsocket-py"),), 64, None,
+          "broker.client vs rsocket-py, both at both ends through one node"),
+    Ratio("py_cross_node_vs_one_node", ("broker-3-cross", "pyclient"), (("broker-1", "pyclient"),), 64, None,
+          "broker.client at both ends: a request crossing two brokers vs through one"),
 )  # fmt: skip
 
 

@@ -66,7 +66,7 @@ QUICK = Plan(
     idle=(("tcp", 1000),),
     pair_rounds=2,
     pair_window_s=0.3,
-    pair_ratios=("issue3_rsocketpy_hop", "issue3_capacity"),
+    pair_ratios=("issue3_rsocketpy_hop", "issue3_capacity", "py_vs_nats", "py_vs_aiohttp"),
 )
 #: the smallest configuration that still exercises every code path (the harness's smoke test)
 TINY = Plan(
@@ -240,9 +240,14 @@ def run_pairs(plan: Plan, selected: list[Lineup], log_dir: Path, progress: Progr
                 outcome.paired[ratio.name] = rounds
 
 
+def select(only: set[str] | None) -> list[Lineup]:
+    """The line-ups ``--only`` names: whole systems (``nats``) or single ones (``nats[nats-py]``)."""
+    return [l for l in LINEUPS if only is None or l.system in only or l.key in only]
+
+
 def run(plan: Plan, only: set[str] | None, scenarios: set[str], log_dir: Path, resources: bool = True) -> Outcome:
     """Measure every selected line-up, then the paired ratios, then the broker's idle-connection memory."""
-    lineups = [l for l in LINEUPS if only is None or l.system in only]
+    lineups = select(only)
     planned = {l.key: cells_for(l, plan, scenarios) for l in lineups}
     idle = plan.idle if resources and (only is None or "broker-1" in only) else ()
     pairs = [p for p in (_pair_lineups(r, lineups) for r in _paired_ratios(plan)) if p] if "request-response" in scenarios else []

@@ -91,7 +91,14 @@ def _broker_one(provider_module: str) -> Callable[[Processes], Target]:
     return start
 
 
-def _broker_three_cross(procs: Processes) -> Target:
+def _broker_three_cross(provider_module: str) -> Callable[[Processes], Target]:
+    def start(procs: Processes) -> Target:
+        return _three_cross(procs, provider_module)
+
+    return start
+
+
+def _three_cross(procs: Processes, provider_module: str) -> Target:
     """Three nodes; the provider on n3, the generator on n1, so every request crosses a broker link."""
     first, first_addresses = start_broker(procs, "n1", "--cluster", "127.0.0.1:0")
     seed = first_addresses.get("cluster")
@@ -99,7 +106,7 @@ def _broker_three_cross(procs: Processes) -> Target:
         raise Unavailable("rsbroker serve --cluster printed no cluster address")
     start_broker(procs, "n2", "--cluster", "127.0.0.1:0", "--join", str(seed))
     third, third_addresses = start_broker(procs, "n3", "--cluster", "127.0.0.1:0", "--join", str(seed))
-    provider = procs.python("provider", "benchmarks.servers.responder", "provide", "--broker", str(third_addresses["tcp"]))
+    provider = procs.python("provider", provider_module, "provide", "--broker", str(third_addresses["tcp"]))
     entry = str(first_addresses["tcp"])
     _route_ready("broker-3-cross", entry)
     return Target(entry, {"broker": first.pid, "broker-n3": third.pid, "provider": provider.pid})
@@ -138,13 +145,19 @@ LINEUPS: tuple[Lineup, ...] = (
     Lineup("broker-1", "frames", "frame generator -> rsbroker -> frame responder", SCENARIOS,
            _broker_one("benchmarks.servers.responder")),
     Lineup("broker-3-cross", "frames", "frame generator -> rsbroker n1 -> n3 -> frame responder", SCENARIOS,
-           _broker_three_cross),
+           _broker_three_cross("benchmarks.servers.responder")),
     Lineup("rsocket-direct", "rsocket-py", "rsocket-py client -> rsocket-py server", SCENARIOS, _rsocket_direct),
     Lineup("broker-1", "rsocket-py", "rsocket-py client -> rsbroker -> rsocket-py provider", SCENARIOS,
            _broker_one("benchmarks.servers.rsocketpy_endpoint")),
     Lineup("aiohttp-http", "raw-http", "pipelined HTTP/1.1 generator -> aiohttp server", _RR, _aiohttp),
     Lineup("nats", "nats-py", "nats-py (nc.request tasks) -> nats-server -> nats-py responder", _RR_FNF, _nats),
     Lineup("nats", "nats-py-callback", "nats-py (reply callback) -> nats-server -> nats-py responder", _RR_FNF, _nats),
+    # Python to Python (issue 14): each system driven the way its users write code
+    Lineup("broker-1", "pyclient", "broker.client tasks -> rsbroker -> broker.client provider", SCENARIOS,
+           _broker_one("benchmarks.servers.pyclient_provider")),
+    Lineup("broker-3-cross", "pyclient", "broker.client tasks -> rsbroker n1 -> n3 -> broker.client provider", SCENARIOS,
+           _broker_three_cross("benchmarks.servers.pyclient_provider")),
+    Lineup("aiohttp-http", "aiohttp-client", "aiohttp ClientSession tasks -> aiohttp server", _RR, _aiohttp),
 )  # fmt: skip
 
 SYSTEMS = ("rsocket-direct", "broker-1", "broker-3-cross", "aiohttp-http", "nats", "raw-asyncio")

@@ -11,8 +11,9 @@ What lives here, and nothing else:
 * :func:`read_frames` — TCP framing: split a received chunk at its 3-byte length prefixes
   and relay each complete frame (the reference is ``frames.split_frames``);
 * :func:`relay_frame` — read the 6-byte header (reference ``frames.header``), look the stream
-  up, rewrite its id and queue the frame on the other side, with the stream book-keeping of
-  the commonest frames; everything else goes to ``Session.other_frame``;
+  up, rewrite its id and queue the frame on the other side, with the stream book-keeping and
+  the route metering (``broker.metering``) of the commonest frames; everything else goes to
+  ``Session.other_frame``;
 * :func:`forward` — output coalescing: a frame with its new stream id appended to the
   destination's ``wire_out`` buffer, flushed once per loop turn;
 * :func:`request_metadata` — the routing metadata of a request (reference
@@ -21,10 +22,11 @@ What lives here, and nothing else:
 The session side of the contract (``broker.session``): ``streams``, ``frames_in``,
 ``frame_limit``, ``peer_parity``, ``outstanding``, ``write_paused``, ``closing``, ``wire_out`` (a bytearray
 for length-prefixed transports, None for transports that queue whole frames through
-``forward``), ``_queued``, ``frames_out``, ``broker.mark_dirty``, and the methods
-``other_frame``, ``refuse_oversized``, ``fail``, ``_pending_frame``, ``_requester_sent``,
-``_provider_sent``, ``_blocked_by``. Only :class:`~broker.frames.FrameError` may escape a
-reader; nothing here does I/O.
+``forward``), ``_queued``, ``frames_out``, ``broker.mark_dirty``, ``broker.clock``,
+``broker.tracer.record``, and the methods ``other_frame``, ``refuse_oversized``, ``fail``,
+``_pending_frame``, ``_requester_sent``, ``_provider_sent``, ``_blocked_by``; of a routed
+stream, ``meter`` (bytes, and ``ended`` for its outcome), ``opened_at``, ``first_at`` and
+``trace``. Only :class:`~broker.frames.FrameError` may escape a reader; nothing here does I/O.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from broker.frames import (
     FrameError,
     FrameType,
 )
+from broker.metering import OK as _OK
 
 __all__ = ["forward", "read_frames", "relay_frame", "request_metadata"]
 
@@ -100,9 +103,11 @@ def relay_frame(session: Any, buf: Any, off: int, end: int) -> None:
     """Relay the frame at ``buf[off:end]`` (header included) if it belongs to a known stream.
 
     The commonest frames stop here: PAYLOAD, REQUEST_N, CANCEL and ERROR on an open stream
-    go to the other side with the id that side knows, and a stream's last response frame
-    ends it. Anything else (requests, connection frames, late frames) goes to
-    ``session.other_frame`` with the header already read.
+    go to the other side with the id that side knows and count into the stream's route meter
+    (bytes each way, the time of the first response), and a stream's last response frame
+    ends it (metered as OK, traced when the requester sent a trace context). Anything else
+    (requests, connection frames, late frames) goes to ``session.other_frame`` with the
+    header already read.
     """
     if off < 0 or end > len(buf) or end - off < HEADER_LENGTH:
         _refuse_view(buf, off, end)
@@ -127,23 +132,32 @@ def _relay(session: Any, buf: Any, off: int, end: int) -> None:
             if (sid & 1) == session.peer_parity:
                 dest = st.prov
                 _forward(dest, st.prov_sid, buf, off, end)
+                st.meter.bytes_in += end - off
                 session._requester_sent(st, ftype, type_flags)
             else:
                 dest = st.req
                 _forward(dest, st.req_sid, buf, off, end)
+                st.meter.bytes_out += end - off
+                if not st.first_at:
+                    st.first_at = session.broker.clock()
                 if (
                     ftype == _PAYLOAD
                     and st.in_done
                     and not type_flags & FLAG_FOLLOWS
                     and (type_flags & FLAG_COMPLETE or (st.kind == _RR and type_flags & FLAG_NEXT))
                 ):
-                    # The commonest end of a stream, inlined: its last response frame.
+                    # The commonest end of a stream, inlined: its last response frame. It is
+                    # timed at first_at, which saves a clock read and is exact for a
+                    # request-response (its first response frame is its last).
                     st.out_done = True
                     dest.streams.pop(st.req_id, None)
                     if session.streams.pop(st.prov_id, None) is not None:
                         session.outstanding -= 1
+                    st.meter.ended(_OK, st.opened_at, st.first_at, st.first_at)
+                    if st.trace is not None:
+                        session.broker.tracer.record(st, _OK, st.first_at)
                 else:
-                    session._provider_sent(st, ftype, type_flags)
+                    session._provider_sent(st, ftype, type_flags, buf, off, end)
             if dest.write_paused:
                 session._blocked_by(dest)
             return

@@ -5,7 +5,9 @@ the same error messages; read that module for what each does and why.
 Why it is faster: a received chunk is read through one typed view and a raw pointer, the
 split loop, the header, the stream-id arithmetic and the coalescing copy are C, and no
 Python object is made per frame but the stream-map key and the counters. Bounds are checked by hand
-(``boundscheck`` is off), once per chunk and once per frame, before any byte is read.
+(``boundscheck`` is off), once per chunk and once per frame, before any byte is read. The
+route metering stays Python attribute updates (and one ``RouteMeter.ended`` call per stream):
+that is what its readers (``admin/metrics.py``) see.
 """
 
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
@@ -13,8 +15,10 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from libc.string cimport memcpy
 
 from broker.frames import ErrorCode, FrameError
+from broker.metering import OK as _OK
 
 cdef object CONNECTION_ERROR = int(ErrorCode.CONNECTION_ERROR)
+cdef object OK = _OK
 
 __all__ = ["forward", "read_frames", "relay_frame", "request_metadata"]
 
@@ -102,10 +106,14 @@ cdef int _relay(object session, object buf, const unsigned char* p, Py_ssize_t o
             if <long>(sid & 1) == <long>session.peer_parity:
                 dest = st.prov
                 _forward(dest, st.prov_sid, buf, p, off, end)
+                st.meter.bytes_in += end - off
                 session._requester_sent(st, ftype, type_flags)
             else:
                 dest = st.req
                 _forward(dest, st.req_sid, buf, p, off, end)
+                st.meter.bytes_out += end - off
+                if not st.first_at:
+                    st.first_at = session.broker.clock()
                 if (
                     ftype == PAYLOAD
                     and st.in_done
@@ -116,8 +124,12 @@ cdef int _relay(object session, object buf, const unsigned char* p, Py_ssize_t o
                     (<dict?>dest.streams).pop(st.req_id, None)
                     if streams.pop(st.prov_id, None) is not None:
                         session.outstanding -= 1
+                    first_at = st.first_at
+                    st.meter.ended(OK, st.opened_at, first_at, first_at)
+                    if st.trace is not None:
+                        session.broker.tracer.record(st, OK, first_at)
                 else:
-                    session._provider_sent(st, ftype, type_flags)
+                    session._provider_sent(st, ftype, type_flags, buf, off, end)
             if dest.write_paused:
                 session._blocked_by(dest)
             return 0

@@ -1,101 +1,71 @@
 """The demo provider: one service with every interaction model, for trying the broker out.
 
 ``rsbroker demo`` starts a node and connects this provider to it; the examples and the
-browser page call it. Routes (service ``demo.greeter``):
+browser page call it. Routes (service ``demo.greeter``), served with :mod:`broker.client`:
 
 * ``demo.greeter.hello``  request-response: ``hello <data>``
 * ``demo.greeter.count``  request-stream: the numbers 1..N (N = data, default 5)
-* ``demo.greeter.echo``   request-channel: echoes each message upper-cased
+* ``demo.greeter.echo``   request-channel: echoes each non-empty message upper-cased
 * ``demo.greeter.log``    fire-and-forget: remembered, readable through ``demo.greeter.logged``
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-from typing import Any
+from typing import AsyncIterator
 
-from reactivestreams.subscriber import DefaultSubscriber
-from rsocket.helpers import create_future, create_response
-from rsocket.payload import Payload
-from rsocket.routing.request_router import RequestRouter
-from rsocket.streams.stream_from_async_generator import StreamFromAsyncGenerator
-from rsocket.streams.stream_from_generator import StreamFromGenerator
+from broker.client import Router, connect_cluster
 
 SERVICE = "demo.greeter"
 
 
-def demo_router() -> RequestRouter:
-    router = RequestRouter()
+def demo_router() -> Router:
+    router = Router()
     logged: list[bytes] = []
 
     @router.response(f"{SERVICE}.hello")
-    async def hello(payload: Payload, composite_metadata: Any) -> Any:
-        return create_response(b"hello " + (payload.data or b"world"))
+    async def hello(data: bytes) -> bytes:
+        return b"hello " + (data or b"world")
 
     @router.stream(f"{SERVICE}.count")
-    async def count(payload: Payload, composite_metadata: Any) -> Any:
+    async def count(data: bytes) -> AsyncIterator[bytes]:
         try:
-            n = int(payload.data or b"5")
+            n = int(data or b"5")
         except ValueError:
             n = 5
-
-        def numbers() -> Any:
-            for i in range(1, n + 1):
-                yield Payload(str(i).encode()), i == n
-
-        return StreamFromGenerator(numbers)
+        for i in range(1, n + 1):
+            yield str(i).encode()
 
     @router.channel(f"{SERVICE}.echo")
-    async def echo(payload: Payload, composite_metadata: Any) -> Any:
-        queue: asyncio.Queue[bytes | None] = asyncio.Queue()
-
-        class Inbound(DefaultSubscriber):
-            def on_subscribe(self, subscription: Any) -> None:
-                super().on_subscribe(subscription)
-                subscription.request(0x7FFFFFFF)
-
-            def on_next(self, value: Payload, is_complete: bool = False) -> None:
-                queue.put_nowait((value.data or b"").upper())
-                if is_complete:
-                    queue.put_nowait(None)
-
-            def on_complete(self) -> None:
-                queue.put_nowait(None)
-
-            def on_error(self, exception: Exception) -> None:
-                queue.put_nowait(None)
-
-        async def outbound() -> Any:
-            if payload.data:
-                yield Payload(payload.data.upper()), False
-            while (item := await queue.get()) is not None:
-                yield Payload(item), False
-            yield Payload(b""), True
-
-        return StreamFromAsyncGenerator(outbound), Inbound()
+    async def echo(items: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        async for item in items:
+            if item:
+                yield item.upper()
 
     @router.fire_and_forget(f"{SERVICE}.log")
-    async def log_message(payload: Payload, composite_metadata: Any) -> None:
-        logged.append(payload.data or b"")
+    async def log_message(data: bytes) -> None:
+        logged.append(data)
 
     @router.response(f"{SERVICE}.logged")
-    async def read_log(payload: Payload, composite_metadata: Any) -> Any:
-        return create_future(Payload(b"\n".join(logged)))
+    async def read_log(data: bytes) -> bytes:
+        return b"\n".join(logged)
 
     return router
 
 
+def provider_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rsbroker demo-provider", description=provider_main.__doc__)
+    parser.add_argument("--nodes", required=True, help="comma-separated broker TCP addresses (HOST:PORT,...)")
+    parser.add_argument("--instance", default="demo-1", help="instance name the provider registers (default: %(default)s)")
+    return parser
+
+
 def provider_main(argv: list[str]) -> int:
     """``rsbroker demo-provider --nodes HOST:PORT,...``: serve the demo service, failing over between nodes."""
-    import argparse
     import signal
 
-    from broker.client import connect_cluster
-
-    parser = argparse.ArgumentParser(prog="rsbroker demo-provider", description=provider_main.__doc__)
-    parser.add_argument("--nodes", required=True, help="comma-separated broker TCP addresses")
-    parser.add_argument("--instance", default="demo-1")
-    args = parser.parse_args(argv)
+    args = provider_parser().parse_args(argv)
 
     async def run() -> None:
         stop = asyncio.Event()

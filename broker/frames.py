@@ -41,6 +41,7 @@ __all__ = [
     "parse_setup",
     "request_metadata",
     "request_data",
+    "replace_metadata",
     "parse_lease",
     "parse_error",
     "parse_request_n",
@@ -299,6 +300,28 @@ def request_data(buf: bytes | memoryview, off: int, end: int) -> bytes:
     if pos > end:
         raise FrameError("metadata length runs past the end of the frame")
     return bytes(buf[pos:end])
+
+
+def replace_metadata(buf: bytes | memoryview, off: int, end: int, metadata: bytes) -> bytes:
+    """The request frame at ``buf[off:end]`` with its metadata replaced by ``metadata``.
+
+    Stream id, type, flags (follows, complete), initial N and data are kept. The relay uses
+    it to re-encode a request's metadata for a peer that reads another metadata MIME type.
+    """
+    _need_header(off, end, "frame")
+    sid, ftype, flags = header(buf, off)
+    if ftype not in REQUEST_TYPES:
+        raise FrameError(f"frame type {ftype} is not a request")
+    initial_n = parse_request_n(buf, off, end) if ftype in (FrameType.REQUEST_STREAM, FrameType.REQUEST_CHANNEL) else 0
+    return request_frame(
+        ftype,
+        sid,
+        metadata,
+        request_data(buf, off, end),
+        initial_n=initial_n,
+        follows=bool(flags & FLAG_FOLLOWS),
+        complete=bool(flags & FLAG_COMPLETE),
+    )
 
 
 def parse_request_n(buf: bytes | memoryview, off: int, end: int) -> int:

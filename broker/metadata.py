@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from broker.frames import ErrorCode, FrameError
+from broker.limits import NameLimits, exceeded
 
 COMPOSITE_MIME = "message/x.rsocket.composite-metadata.v0"
 ROUTING_MIME = "message/x.rsocket.routing.v0"
@@ -82,10 +83,26 @@ WELL_KNOWN: dict[int, str] = {
 _WELL_KNOWN_IDS = {mime: ident for ident, mime in WELL_KNOWN.items()}
 
 
-def iter_composite(metadata: bytes, code: ErrorCode = ErrorCode.INVALID) -> Iterator[tuple[str, bytes]]:
-    """Yield ``(mime, content)`` for each entry of composite metadata."""
+#: Default bound on composite entries read from one piece of metadata (``max_metadata_entries``):
+#: routing, authentication, tracing and a few MIME hints are what real clients send.
+MAX_ENTRIES = 64
+
+
+def iter_composite(
+    metadata: bytes, code: ErrorCode = ErrorCode.INVALID, max_entries: int = MAX_ENTRIES
+) -> Iterator[tuple[str, bytes]]:
+    """Yield ``(mime, content)`` for each entry of composite metadata.
+
+    Linear in the metadata's length; more than ``max_entries`` entries raise LimitExceeded
+    before the next one is read, so empty entries (4 bytes each) cannot make a peer's
+    metadata cost a million iterations.
+    """
     pos, end = 0, len(metadata)
+    count = 0
     while pos < end:
+        count += 1
+        if count > max_entries:
+            raise exceeded("max_metadata_entries", max_entries, "", "composite metadata entry count", code)
         first = metadata[pos]
         pos += 1
         if first & 0x80:
@@ -127,16 +144,39 @@ def parse_routing(tags: bytes, code: ErrorCode = ErrorCode.INVALID) -> list[str]
     return out
 
 
-def route_of(metadata: bytes, metadata_mime: str) -> str | None:
-    """The route (first routing tag) of a request's metadata, or None when it has none."""
+def route_of(metadata: bytes, metadata_mime: str, max_entries: int = MAX_ENTRIES) -> str | None:
+    """The route (first routing tag) of a request's metadata, or None when it has none.
+
+    Composite metadata with more than one routing entry is refused: readers differ on
+    which one counts (rsocket-py takes the first, Spring's extractor keeps the last), and
+    the route the broker checks must be the one every provider runs.
+    """
     if metadata_mime == ROUTING_MIME:
         tags = parse_routing(metadata)
         return tags[0] if tags else None
-    for mime, content in iter_composite(metadata):
+    found: list[bytes] = []
+    for mime, content in iter_composite(metadata, ErrorCode.INVALID, max_entries):
         if mime == ROUTING_MIME:
-            tags = parse_routing(content)
-            return tags[0] if tags else None
-    return None
+            found.append(content)
+    if len(found) > 1:
+        raise FrameError(f"request metadata has {len(found)} routing entries; exactly one is allowed")
+    if not found:
+        return None
+    tags = parse_routing(found[0])
+    return tags[0] if tags else None
+
+
+def for_composite_peer(metadata: bytes, metadata_mime: str) -> bytes:
+    """``metadata`` as a peer that reads composite metadata must get it to read the same route.
+
+    Bare routing tags (``metadata_mime`` is the routing MIME type) become one composite
+    routing entry holding the same tags; composite metadata is returned as it is. Every
+    provider and every broker link reads composite metadata (registration needs it), so
+    this is the only conversion the relay makes.
+    """
+    if metadata_mime == ROUTING_MIME:
+        return composite_entry(ROUTING_MIME, metadata)
+    return metadata
 
 
 def service_of(route: str) -> str:
@@ -145,9 +185,11 @@ def service_of(route: str) -> str:
     return route[:dot] if dot > 0 else route
 
 
-def find_entry(metadata: bytes, mime: str, code: ErrorCode = ErrorCode.INVALID) -> bytes | None:
+def find_entry(
+    metadata: bytes, mime: str, code: ErrorCode = ErrorCode.INVALID, max_entries: int = MAX_ENTRIES
+) -> bytes | None:
     """Content of the first composite entry of type ``mime``, or None."""
-    for entry_mime, content in iter_composite(metadata, code):
+    for entry_mime, content in iter_composite(metadata, code, max_entries):
         if entry_mime == mime:
             return content
     return None
@@ -163,8 +205,15 @@ class Registration:
     tags: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def from_json(cls, raw: bytes, default_instance: str, code: ErrorCode = ErrorCode.INVALID_SETUP) -> "Registration":
-        """Validate a registration entry; every problem gets its own message."""
+    def from_json(
+        cls,
+        raw: bytes,
+        default_instance: str,
+        code: ErrorCode = ErrorCode.INVALID_SETUP,
+        limits: NameLimits = NameLimits(),
+    ) -> "Registration":
+        """Validate a registration entry; every problem gets its own message, and names
+        past ``limits`` (which gossip could not carry) raise LimitExceeded."""
         try:
             obj = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as exc:
@@ -186,6 +235,7 @@ class Registration:
         tags = obj.get("tags", {})
         if not isinstance(tags, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in tags.items()):
             raise FrameError("registration 'tags' must be an object of string values", code)
+        limits.check(services, instance, tags, code)
         return cls(services=tuple(dict.fromkeys(services)), instance=instance, weight=weight, tags=dict(tags))
 
     def to_json(self) -> bytes:

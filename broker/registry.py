@@ -21,6 +21,7 @@ request crosses at most one hop. A remote provider whose link is down is not
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -58,7 +59,8 @@ class Provider(Protocol):
 
 @dataclass(slots=True)
 class ServicePolicy:
-    """Per-service settings; from the config file now, from the Raft store later."""
+    """Per-service settings, from the config file (``[services.<name>]``) or the config
+    store (``services/<name>``); both parse them with :meth:`from_obj`."""
 
     policy: str = "round_robin"
     weights: dict[str, int] = field(default_factory=dict)
@@ -66,23 +68,34 @@ class ServicePolicy:
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
-            raise ValueError(f"unknown load-balancing policy '{self.policy}' (choose from {', '.join(POLICIES)})")
+            raise ValueError(
+                f"unknown load-balancing policy {self.policy!r}; 'policy' must be one of {', '.join(POLICIES)}"
+            )
         for instance, weight in self.weights.items():
-            if not isinstance(weight, int) or weight < 0:
-                raise ValueError(f"weight of instance '{instance}' must be a non-negative integer")
+            if type(weight) is not int or weight < 0:  # bool is an int, but true is no weight
+                raise ValueError(f"weight of instance '{instance}' must be an integer >= 0, got {weight!r}")
+        if not isinstance(self.prefer_local, bool):
+            raise ValueError(f"'prefer_local' must be true or false, got {self.prefer_local!r}")
 
     @classmethod
-    def from_obj(cls, obj: dict) -> "ServicePolicy":
-        if not isinstance(obj, dict):
-            raise ValueError("a service policy must be an object")
+    def from_obj(cls, obj: object) -> "ServicePolicy":
+        """The one parser of a policy in its JSON/TOML form; raises ValueError naming the field.
+
+        A missing ``policy`` means ``round_robin``, missing ``weights`` none, missing
+        ``prefer_local`` true — in the config file and the config store alike.
+        """
+        if not isinstance(obj, Mapping):
+            raise ValueError(f"a service policy must be an object, got {type(obj).__name__}")
         unknown = set(obj) - {"policy", "weights", "prefer_local"}
         if unknown:
-            raise ValueError(f"unknown service policy keys: {', '.join(sorted(unknown))}")
-        return cls(
-            policy=obj.get("policy", "round_robin"),
-            weights=dict(obj.get("weights", {})),
-            prefer_local=bool(obj.get("prefer_local", True)),
-        )
+            raise ValueError(
+                f"unknown service policy field(s) {', '.join(sorted(map(str, unknown)))}; "
+                "allowed: policy, weights, prefer_local"
+            )
+        weights = obj.get("weights", {})
+        if not isinstance(weights, Mapping):
+            raise ValueError("'weights' must be an object of instance -> integer")
+        return cls(policy=obj.get("policy", "round_robin"), weights=dict(weights), prefer_local=obj.get("prefer_local", True))
 
 
 class _Service:
@@ -91,8 +104,9 @@ class _Service:
     def __init__(self) -> None:
         self.providers: list[Provider] = []
         self.cursor = 0
-        #: smooth-weighted-round-robin running weights, by provider identity
-        self.current: dict[int, int] = {}
+        #: smooth-weighted-round-robin running weights, by provider identity; made on the
+        #: first weighted pick (a fleet has one service per device: no empty dict for each)
+        self.current: dict[int, int] | None = None
         #: how many of ``providers`` are remote, and how many negotiated leases
         self.remote = 0
         self.leased = 0
@@ -130,7 +144,8 @@ class Registry:
         if entry is None or provider not in entry.providers:
             return
         entry.providers.remove(provider)
-        entry.current.pop(id(provider), None)
+        if entry.current is not None:
+            entry.current.pop(id(provider), None)
         if entry.providers:
             entry.changed()
         else:
@@ -138,6 +153,10 @@ class Registry:
 
     def services(self) -> dict[str, list[Provider]]:
         return {name: list(entry.providers) for name, entry in self._services.items()}
+
+    def names(self) -> list[str]:
+        """Every service with a provider (no copies of the provider lists)."""
+        return list(self._services)
 
     def providers(self, service: str) -> list[Provider]:
         entry = self._services.get(service)
@@ -209,6 +228,8 @@ class Registry:
         best: Provider | None = None
         best_current = 0
         current = entry.current
+        if current is None:
+            current = entry.current = {}
         for p, weight in zip(providers, weights):
             if not weight:
                 continue

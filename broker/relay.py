@@ -17,8 +17,12 @@ from typing import Any, Callable
 from broker import metadata as md
 from broker.auth.acl import CALL, REGISTER, denied_message
 from broker.frames import ErrorCode, FrameError, error_frame, lease_frame
+from broker.logformat import conn_fields
+from broker.metering import Metering
+from broker.tracing import MARKER as TRACE_MARKER
+from broker.tracing import Tracer
 from broker.registry import Registry, ServicePolicy
-from broker.security import Security
+from broker.security import Security, is_proven_link
 from broker.session import Session, State
 from broker.settings import Settings
 
@@ -26,6 +30,9 @@ log = logging.getLogger("rsbroker.relay")
 
 #: How often the housekeeping pass runs (keepalive, SETUP timeouts, lease renewal), seconds.
 HOUSEKEEPING_INTERVAL_S = 0.25
+#: A pass this much later than its interval (seconds) means this process stalled (SIGSTOP,
+#: a paused VM, swapping, a blocking call): the peers' silence over that time is ours.
+STALL_THRESHOLD_S = 1.0
 _ROUTE_CACHE_SIZE = 4096
 #: metadata longer than this (bytes) is parsed every time instead of cached
 _ROUTE_CACHE_MAX_KEY = 512
@@ -44,6 +51,13 @@ class Broker:
         self.sessions: set[Session] = set()
         self._per_source: collections.Counter[str] = collections.Counter()
         self.stats: collections.Counter[str] = collections.Counter()
+        self.meter = Metering(
+            self.clock,
+            settings.metrics_max_routes_per_service,
+            settings.metrics_max_services,
+            settings.metrics_aggregate_prefixes,
+        )
+        self.tracer = Tracer(settings.node_id, settings.trace_spans_kept)
         self.draining = False
         self._dirty: list[Session] = []
         self._flush_scheduled = False
@@ -54,13 +68,16 @@ class Broker:
         self.links: Any = None
         #: called with the session after a successful SETUP (topology push, metrics)
         self.setup_listeners: list[Callable[[Session], None]] = []
-        #: called when the set of local services changes (routing-table gossip)
-        self.registry_listeners: list[Callable[[], None]] = []
+        #: called with the services whose local providers changed (routing-table gossip;
+        #: naming them keeps a registration O(its services) however many services exist)
+        self.registry_listeners: list[Callable[[frozenset[str]], None]] = []
 
     # -- lifecycle --------------------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self) -> asyncio.Task[None]:
+        """Start the housekeeping loop; returns its task (the node supervises it)."""
         self._housekeeping = self.loop.create_task(self._housekeeping_loop())
+        return self._housekeeping
 
     async def stop(self) -> None:
         if self._housekeeping:
@@ -126,6 +143,10 @@ class Broker:
         if session in self._dirty:
             self._dirty.remove(session)
 
+    def limit_hit(self, limit: str) -> None:
+        """A peer ran into ``limit`` (a setting name): count it for the metrics."""
+        self.meter.limit_hits[limit] += 1
+
     def mark_dirty(self, session: Session) -> None:
         self._dirty.append(session)
         if not self._flush_scheduled:
@@ -145,6 +166,8 @@ class Broker:
         return self.security.authenticate(session, auth_entry)
 
     def check_registration(self, session: Session, registration: md.Registration) -> None:
+        if session.is_link:
+            raise FrameError("a broker link cannot register services", ErrorCode.REJECTED)
         access = self.security.access
         for service in registration.services:
             if not access.can_register(session.principal, service):
@@ -157,6 +180,10 @@ class Broker:
         """Why a request for ``route`` from ``session`` may not proceed, or ''."""
         if self.draining:
             return f"node '{self.settings.node_id}' is draining; reconnect to another node"
+        if session.is_link:
+            # The node a link comes from checked the request at its own edge; a link that
+            # has not answered its challenge yet may send nothing.
+            return "" if is_proven_link(session.principal) else "this broker link has not proven the cluster key yet"
         if not self.security.access.can_call(session.principal, route):
             return denied_message(session.principal, CALL, route)
         return ""
@@ -176,36 +203,39 @@ class Broker:
             session.id,
             registration.instance,
             ", ".join(registration.services) or "no services",
+            extra=conn_fields(session),
         )
-        self._registry_changed()
+        self._registry_changed(frozenset(old) | frozenset(registration.services))
 
     def unregister(self, session: Session) -> None:
         if session.registration is None:
             return
         for service in session.registration.services:
             self.registry.remove(service, session)
-        self._registry_changed()
+        self._registry_changed(frozenset(session.registration.services))
 
-    def _registry_changed(self) -> None:
+    def _registry_changed(self, services: frozenset[str]) -> None:
         for listener in self.registry_listeners:
-            listener()
+            listener(services)
 
     def resolve(self, metadata: bytes, metadata_mime: str) -> tuple[str, str] | None:
         """``(route, service)`` of a request's metadata, or None when it names no route.
 
         Cached, because clients repeat the same bytes; only small metadata is cached
         (routing plus a little more): caching big blobs as keys would let a client pin
-        megabytes of broker memory per request. Raises FrameError for unreadable metadata.
+        megabytes of broker memory per request. Traced requests are never cached: their
+        trace entry differs on every request. Raises FrameError for unreadable metadata.
         """
-        if len(metadata) > _ROUTE_CACHE_MAX_KEY:
-            route = md.route_of(metadata, metadata_mime)
+        max_entries = self.settings.max_metadata_entries
+        if len(metadata) > _ROUTE_CACHE_MAX_KEY or TRACE_MARKER in metadata:
+            route = md.route_of(metadata, metadata_mime, max_entries)
             return (route, md.service_of(route)) if route is not None else None
         key = metadata if metadata_mime == md.COMPOSITE_MIME else b"R" + metadata
         try:
             return self._route_cache[key]
         except KeyError:
             pass
-        route = md.route_of(metadata, metadata_mime)
+        route = md.route_of(metadata, metadata_mime, max_entries)
         resolved = (route, md.service_of(route)) if route is not None else None
         if len(self._route_cache) >= _ROUTE_CACHE_SIZE:
             self._route_cache.clear()
@@ -218,11 +248,30 @@ class Broker:
             raise FrameError("this node is not part of a cluster: broker links are refused", ErrorCode.REJECTED_SETUP)
         return self.links.authenticate(session, link_entry)
 
+    def link_metadata_push(self, session: Session, metadata: bytes, frame: bytes) -> None:
+        """A METADATA_PUSH on an inbound broker link: its handshake, or a routed push (see cluster.links)."""
+        self.links.on_link_push(session, metadata, frame)
+
     def push_metadata(self, source: Session, route: str, frame: bytes) -> None:
-        """Deliver a routed METADATA_PUSH to every provider of the route's service."""
+        """Deliver a routed METADATA_PUSH to every provider of the route's service.
+
+        A provider on another node gets it over the link to that node, once per node however
+        many of its instances there are; the far node delivers it to its local providers. A
+        push that came in over a link goes to local providers only (one hop, as requests).
+        A node whose link is down misses the push: METADATA_PUSH has no reply to carry an
+        error, so that is counted (``metadata_push_undelivered``), never the sender's fault.
+        """
+        targets: dict[int, Session] = {}
         for provider in self.registry.providers(md.service_of(route)):
-            if provider is not source:
-                provider.send_frame(frame)  # type: ignore[attr-defined]
+            if provider is source or (provider.is_remote and source.is_link):
+                continue
+            target = provider.target
+            if target is None or not provider.available:
+                self.stats["metadata_push_undelivered"] += 1
+                continue
+            targets[id(target)] = target
+        for target in targets.values():
+            target.send_frame(frame)
 
     # -- hooks -----------------------------------------------------------------------------
 
@@ -239,13 +288,34 @@ class Broker:
     # -- housekeeping ---------------------------------------------------------------------
 
     async def _housekeeping_loop(self) -> None:
+        last = self.clock()
         while True:
             await asyncio.sleep(HOUSEKEEPING_INTERVAL_S)
+            now = self.clock()
+            stalled, last = now - last - HOUSEKEEPING_INTERVAL_S, now
             try:
-                self.housekeeping(self.clock())
+                if stalled > STALL_THRESHOLD_S:
+                    self.excuse_stall(stalled)
+                    await asyncio.sleep(0)  # read what the peers sent meanwhile before judging them
+                    now = self.clock()
+                self.housekeeping(now)
                 self.security.enforce(self)
             except Exception:  # a bug here must not stop keepalive enforcement for good
                 log.exception("housekeeping pass failed")
+
+    def excuse_stall(self, stalled: float) -> None:
+        """This process did not run for ``stalled`` seconds: move every peer's deadlines by that much.
+
+        A node resumed after SIGSTOP finds every peer silent for the whole pause, though
+        their keepalives sit unread in its socket buffers; closing them would blame healthy
+        clients (and broker links) for our own pause. A peer that really went silent is
+        still dropped, one max lifetime after the stall.
+        """
+        log.warning("this node stalled for %.1f s (paused?); keepalive and SETUP deadlines are extended", stalled)
+        self.stats["stalls"] += 1
+        for session in list(self.sessions):
+            session.last_recv += stalled
+            session.connected_at += stalled
 
     def housekeeping(self, now: float) -> None:
         """Enforce SETUP timeouts and keepalive lifetimes; renew leases we granted."""
@@ -259,18 +329,23 @@ class Broker:
             elif session.state is State.SERVING:
                 if now - session.last_recv > session.max_lifetime_ms / 1000.0:
                     self.stats["keepalive_timeouts"] += 1
+                    session.timed_out = True
                     session.fail(
                         ErrorCode.CONNECTION_ERROR,
                         f"no frame from the client within its max lifetime of {session.max_lifetime_ms} ms",
                     )
                 elif session.lease_enabled and session.lease_granted_until - now < renew_margin:
                     self._grant_lease(session)
+                if session.reassembling:
+                    session.expire_reassembly(now)
 
     # -- views ------------------------------------------------------------------------------
 
-    def services_view(self) -> dict[str, Any]:
+    def services_view(self, names: list[str] | None = None) -> dict[str, Any]:
+        """Services (all, sorted, or just ``names`` in their order) with their providers."""
         out: dict[str, Any] = {}
-        for service, providers in sorted(self.registry.services().items()):
+        for service in sorted(self.registry.names()) if names is None else names:
+            providers = self.registry.providers(service)
             policy = self.registry.policy(service)
             out[service] = {
                 "policy": policy.policy,

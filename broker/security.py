@@ -12,6 +12,11 @@ Authentication is on when ``--jwt-keys`` or ``--tls-client-ca`` is given. Then a
 must carry a valid bearer token or come over TLS with a verified client certificate
 (whose subject CN is the principal); access rules default to deny, and role ``admin``
 may do everything.
+
+Broker links from other nodes (``cluster.links``) get a :func:`link_principal`: never
+admin, whatever the cluster's settings. A proven link may forward requests (the node it
+comes from checked them at its own edge) and nothing else; a link whose handshake is not
+finished yet may do nothing at all.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from broker.auth import (
     server_context,
 )
 from broker.frames import ErrorCode, FrameError
+from broker.logformat import conn_fields
 from broker.loopback import is_loopback_host
 from broker.settings import Settings, SettingsError
 
@@ -40,6 +46,22 @@ if TYPE_CHECKING:
     from broker.session import Session
 
 log = logging.getLogger("rsbroker.security")
+
+
+#: Principal source of a broker link that proved the cluster key on its connection.
+LINK_SOURCE = "link"
+#: Principal source of a broker link whose challenge is not answered yet.
+PENDING_LINK_SOURCE = "link-pending"
+
+
+def link_principal(node: str, *, proven: bool = True) -> Principal:
+    """The principal of node ``node``'s broker link: no roles, so never admin."""
+    return Principal(name=f"node:{node}", source=LINK_SOURCE if proven else PENDING_LINK_SOURCE)
+
+
+def is_proven_link(principal: Any) -> bool:
+    """Whether ``principal`` is a broker link that finished its handshake."""
+    return isinstance(principal, Principal) and principal.source == LINK_SOURCE
 
 
 def is_loopback(peer: tuple[Any, ...] | None) -> bool:
@@ -97,7 +119,7 @@ class Security:
 
     def _reject(self, session: "Session", reason: str) -> FrameError:
         # The reason never contains the token (broker.auth guarantees it), so it is safe to log.
-        log.info("refused SETUP from %s: %s", session.peer_text, reason)
+        log.info("refused SETUP from %s: %s", session.peer_text, reason, extra=conn_fields(session))
         session.broker.stats["auth_failures"] += 1
         return FrameError(f"authentication failed: {reason}", ErrorCode.REJECTED_SETUP)
 

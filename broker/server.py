@@ -23,6 +23,7 @@ from aiohttp import web
 from broker.relay import Broker
 from broker.security import listener_ssl
 from broker.settings import Settings, parse_hostport
+from broker.supervisor import Supervisor
 from broker.transports import TcpSession, websocket_app
 
 log = logging.getLogger("rsbroker.node")
@@ -50,13 +51,15 @@ class Node:
         self.server_ssl: ssl.SSLContext | None = None
         #: the cluster side (gossip, links, Raft config store); set by start()
         self.runtime: Any = None
+        #: owner of every background loop: a dead one makes /health/live fail
+        self.supervisor = Supervisor()
 
     async def start(self) -> None:
         settings = self.settings
         loop = asyncio.get_running_loop()
         broker = self.broker = Broker(settings, loop)
         self.server_ssl = listener_ssl(settings)
-        broker.start()
+        self.supervisor.watch("relay housekeeping", broker.start())
         if settings.tcp:
             host, port = parse_hostport(settings.tcp, "--tcp")
             self._tcp_server = await loop.create_server(
@@ -106,6 +109,7 @@ class Node:
             await self.broker.drain(self.settings.drain_timeout_s)
 
     async def stop(self) -> None:
+        self.supervisor.stopping()
         if self.broker is not None:
             await self.broker.stop()
         if self.runtime is not None:

@@ -26,6 +26,8 @@ import struct
 from typing import TYPE_CHECKING, Any
 
 from broker import metadata as md
+from broker import metering
+from broker.logformat import conn_fields
 from broker.frames import (
     FLAG_COMPLETE,
     FLAG_FOLLOWS,
@@ -39,15 +41,24 @@ from broker.frames import (
     FrameType,
     cancel_frame,
     error_frame,
+    header,
     keepalive_frame,
+    metadata_push_frame,
     parse_error,
     parse_lease,
+    parse_request_n,
     parse_setup,
+    payload_frame,
+    replace_metadata,
+    request_data,
+    request_frame,
 )
 from broker.hotpath import forward, relay_frame, request_metadata
+from broker.limits import LimitExceeded, exceeded
 
 if TYPE_CHECKING:
     from broker.relay import Broker
+    from broker.tracing import TraceContext
 
 log = logging.getLogger("rsbroker.session")
 
@@ -63,11 +74,17 @@ _STREAM = FrameType.REQUEST_STREAM
 _CHANNEL = FrameType.REQUEST_CHANNEL
 _REQUESTS = frozenset((_RR, _FNF, _STREAM, _CHANNEL))
 _KNOWN_TYPES = frozenset(int(t) for t in FrameType) - {FrameType.RESERVED, FrameType.EXT}
+_ERROR_CODES = frozenset(int(c) for c in ErrorCode)
+
+#: ERROR codes from a provider that mean something else than the application failing
+_ERROR_OUTCOMES = {ErrorCode.REJECTED: metering.REJECTED, ErrorCode.CANCELED: metering.CANCELED}
 
 #: Stream ids are 31 bits; the top bit of the field is reserved.
 MAX_STREAM_ID = 0x7FFFFFFF
-#: Largest metadata the broker buffers while a fragmented request's route is unknown.
-MAX_PENDING_METADATA = 1 << 20
+#: What holding one fragment costs besides its bytes (bytes object header, list slot, a share
+#: of its Stream), charged to max_request_metadata and max_reassembly_bytes so that a flood of
+#: tiny fragments is bounded like a few big ones.
+HELD_FRAGMENT_OVERHEAD = 128
 
 
 class State(enum.Enum):
@@ -101,8 +118,13 @@ class Stream:
         "in_done",
         "out_done",
         "pending",
-        "pending_meta",
+        "pending_bytes",
+        "started",
         "route",
+        "meter",
+        "opened_at",
+        "first_at",
+        "trace",
     )
 
     def __init__(self, kind: int, req: "Session", req_id: int) -> None:
@@ -117,10 +139,19 @@ class Stream:
         self.in_done = False
         #: provider→requester direction finished (response, completion or error)
         self.out_done = False
-        #: frames of a fragmented request held until its metadata (and so its route) is complete
+        #: frames of a fragmented request held until its metadata (and so its route) is complete,
+        #: and what they cost (bytes plus HELD_FRAGMENT_OVERHEAD each)
         self.pending: list[bytes] | None = None
-        self.pending_meta = b""
+        self.pending_bytes = 0
+        #: when its first fragment arrived (broker clock), for reassembly_timeout_s
+        self.started = 0.0
         self.route = ""
+        #: where this stream is counted, and when it opened / got its first response (loop time)
+        self.meter: metering.RouteMeter | None = None
+        self.opened_at = 0.0
+        self.first_at = 0.0
+        #: the requester's W3C trace context, when it sent one (broker.tracing)
+        self.trace: TraceContext | None = None
 
 
 class Session:
@@ -138,6 +169,8 @@ class Session:
     #: output buffer of a length-prefixed transport, where ``broker.hotpath`` appends relayed
     #: frames itself (coalescing); None: frames go through :meth:`forward` one by one
     wire_out: bytearray | None = None
+    #: closed by the broker because the peer went silent: its streams end as 'timeout'
+    timed_out = False
 
     def __init__(self, broker: "Broker", peer: tuple[Any, ...] | None) -> None:
         self.broker = broker
@@ -178,8 +211,12 @@ class Session:
         self.is_link = False
         #: the client asked for topology pushes (cluster-aware clients)
         self.wants_topology = False
-        #: largest frame accepted (the hot path reads it for every TCP frame)
-        self.frame_limit = broker.settings.max_frame_size
+        #: largest frame accepted now: small until SETUP is accepted (the peer is unknown); the
+        #: hot path reads it for every TCP frame
+        self.frame_limit = min(broker.settings.max_setup_frame_size, broker.settings.max_frame_size)
+        #: fragmented requests whose metadata is incomplete, oldest first, and the bytes they hold
+        self.reassembling: dict[int, Stream] = {}
+        self.reassembly_bytes = 0
 
     # -- identity used by the registry ----------------------------------------------------
 
@@ -278,7 +315,7 @@ class Session:
         """Protocol error: tell the peer why, then close the connection."""
         if self.state is State.CLOSED or self.closing:
             return
-        log.warning("closing connection %s from %s: %s (0x%x)", self.id, self.peer_text, message, code)
+        log.warning("closing connection %s from %s: %s (0x%x)", self.id, self.peer_text, message, code, extra=conn_fields(self))
         self.broker.stats["protocol_errors"] += 1
         self.close_reason = message
         self.send_frame(error_frame(0, code, message))
@@ -288,7 +325,19 @@ class Session:
     def refuse_oversized(self, length: int) -> None:
         """A frame (or its length prefix) is past :attr:`frame_limit`: refuse it before buffering it."""
         self.broker.stats["oversized_frames"] += 1
-        self.fail(ErrorCode.CONNECTION_ERROR, f"frame of {length} bytes exceeds the maximum frame size of {self.frame_limit} bytes")
+        before = self.state is State.AWAIT_SETUP
+        limit = "max_setup_frame_size" if before else "max_frame_size"
+        message = (
+            f"frame of {length} bytes exceeds the maximum frame size of {self.frame_limit} bytes"
+            f"{' before SETUP' if before else ''} ({limit})"
+        )
+        self.fail_on(LimitExceeded(limit, message))
+
+    def fail_on(self, exc: FrameError) -> None:
+        """:meth:`fail` for a parser's error, counting it when it is a limit."""
+        if isinstance(exc, LimitExceeded):
+            self.broker.limit_hit(exc.limit)
+        self.fail(exc.code, str(exc))
 
     def close(self) -> None:
         """Close the transport; :meth:`connection_closed` runs when it is gone."""
@@ -334,7 +383,7 @@ class Session:
                 code, message = parse_error(buf, off, end)
             except FrameError as exc:
                 code, message = ErrorCode.CONNECTION_ERROR, str(exc)
-            log.info("connection %s closed by peer with error 0x%x: %s", self.id, code, message)
+            log.info("connection %s closed by peer with error 0x%x: %s", self.id, code, message, extra=conn_fields(self))
             self.close_reason = f"peer error 0x{code:x}: {message}"
             self.close()
         elif ftype == FrameType.SETUP:
@@ -362,7 +411,10 @@ class Session:
             setup = parse_setup(bytes(buf[off:end]), 0, end - off)
             self._accept_setup(setup)
         except FrameError as exc:
-            self.fail(exc.code, str(exc))
+            self.broker.meter.setups_refused[ErrorCode(exc.code).name if exc.code in _ERROR_CODES else "OTHER"] += 1
+            self.fail_on(exc)
+        else:
+            self.broker.meter.setups_accepted += 1
 
     def _accept_setup(self, setup: Any) -> None:
         if setup.major != 1:
@@ -385,10 +437,11 @@ class Session:
         registration = None
         token = None
         link = None
+        settings = self.broker.settings
         if setup.metadata and setup.metadata_mime == md.COMPOSITE_MIME:
-            for mime, content in md.iter_composite(setup.metadata, ErrorCode.INVALID_SETUP):
+            for mime, content in md.iter_composite(setup.metadata, ErrorCode.INVALID_SETUP, settings.max_metadata_entries):
                 if mime == md.REGISTER_MIME and registration is None:
-                    registration = md.Registration.from_json(content, f"conn-{self.id}")
+                    registration = md.Registration.from_json(content, f"conn-{self.id}", limits=settings.name_limits)
                 elif mime == md.AUTH_MIME and token is None:
                     token = content
                 elif mime == md.LINK_MIME and link is None:
@@ -405,6 +458,7 @@ class Session:
         if registration is not None:
             self.broker.check_registration(self, registration)
         self._transition("setup_ok")
+        self.frame_limit = settings.max_frame_size
         self.lease_enabled = setup.lease
         if registration is not None:
             self.broker.register(self, registration)
@@ -424,6 +478,7 @@ class Session:
             return
         limit = self.broker.settings.max_streams
         if len(self.streams) - self.outstanding >= limit:  # only streams this peer opened count
+            self.broker.limit_hit("max_streams")
             self._reject(sid, ftype, ErrorCode.REJECTED, f"too many concurrent streams on this connection (limit {limit})")
             return
         try:
@@ -434,44 +489,138 @@ class Session:
         st = Stream(ftype, self, sid)
         if type_flags & FLAG_FOLLOWS and not has_data:
             # The metadata may continue in the next fragment: hold the frames until it ends.
-            st.pending = [bytes(buf[off:end])]
-            st.pending_meta = metadata
+            st.pending = []
+            st.started = self.broker.clock()
             self.streams[sid] = st
+            self.reassembling[sid] = st
+            self._hold_fragment(st, bytes(buf[off:end]))
             return
         dest = self._route_stream(st, metadata, type_flags)
-        if dest is not None:
+        if dest is None:
+            return
+        if self.metadata_mime == md.ROUTING_MIME:
+            # Every provider and broker link reads composite metadata (registering needs it):
+            # bare routing tags read as composite could name another route than the one checked.
+            frame = replace_metadata(buf, off, end, md.for_composite_peer(metadata, md.ROUTING_MIME))
+            forward(dest, st.prov_sid, frame, 0, len(frame))
+            st.meter.bytes_in += len(frame)  # type: ignore[union-attr]
+        else:
             forward(dest, st.prov_sid, buf, off, end)
-            if dest.write_paused:
-                self._blocked_by(dest)
+            st.meter.bytes_in += end - off  # type: ignore[union-attr]
+        if dest.write_paused:
+            self._blocked_by(dest)
 
     def _pending_frame(self, st: Stream, buf: Any, off: int, end: int, ftype: int, type_flags: int) -> None:
         """A frame for a fragmented request whose route is not known yet."""
         assert st.pending is not None
         if ftype != _PAYLOAD:
             # CANCEL or ERROR before the request was complete: the provider never saw it.
-            del self.streams[st.req_id]
+            self._drop_reassembly(st)
             return
         try:
-            metadata, has_data = request_metadata(buf, off, end)
+            _, has_data = request_metadata(buf, off, end)
         except FrameError as exc:
             self.fail(exc.code, str(exc))
             return
-        st.pending.append(bytes(buf[off:end]))
-        st.pending_meta += metadata
-        if len(st.pending_meta) > MAX_PENDING_METADATA:
-            del self.streams[st.req_id]
-            self._reject(st.req_id, st.kind, ErrorCode.INVALID, "request metadata exceeds 1 MiB")
+        if not self._hold_fragment(st, bytes(buf[off:end])):
             return
         if has_data or not type_flags & FLAG_FOLLOWS:
-            frames, st.pending = st.pending, None
-            del self.streams[st.req_id]
+            frames = st.pending
+            self._drop_reassembly(st)
+            # Joined once, now that it is complete: linear however many fragments it came in.
+            whole = b"".join(request_metadata(frame, 0, len(frame))[0] for frame in frames)
             # The last fragment decides whether the request is complete.
-            dest = self._route_stream(st, st.pending_meta, type_flags)
-            if dest is not None:
-                for frame in frames:
-                    dest.forward(st.prov_sid, frame, 0, len(frame))
-                if dest.write_paused:
-                    self._blocked_by(dest)
+            dest = self._route_stream(st, whole, type_flags)
+            if dest is None:
+                return
+            if self.metadata_mime == md.ROUTING_MIME:
+                frames = self._as_composite(st, frames, whole)
+            for frame in frames:
+                forward(dest, st.prov_sid, frame, 0, len(frame))
+                st.meter.bytes_in += len(frame)  # type: ignore[union-attr]
+            if dest.write_paused:
+                self._blocked_by(dest)
+
+    @staticmethod
+    def _as_composite(st: Stream, frames: list[bytes], routing: bytes) -> list[bytes]:
+        """A fragmented request of bare routing metadata, re-encoded for a composite reader:
+        the whole metadata in the request frame, then the rest of the last fragment (its data
+        and flags) as one PAYLOAD fragment when there is any. Only the last fragment carries
+        data: the metadata was incomplete until it."""
+        first, last = frames[0], frames[-1]
+        flags = header(last)[2]
+        data = request_data(last, 0, len(last))
+        rest = bool(data) or bool(flags & FLAG_FOLLOWS)
+        initial_n = parse_request_n(first, 0, len(first)) if st.kind == _STREAM or st.kind == _CHANNEL else 0
+        complete = st.kind == _CHANNEL and bool(flags & FLAG_COMPLETE) and not rest
+        meta = md.for_composite_peer(routing, md.ROUTING_MIME)
+        out = [request_frame(st.kind, st.req_id, meta, b"", initial_n=initial_n, follows=rest, complete=complete)]
+        if rest:
+            out.append(
+                payload_frame(
+                    st.req_id,
+                    data,
+                    next_=bool(flags & FLAG_NEXT),
+                    complete=bool(flags & FLAG_COMPLETE),
+                    follows=bool(flags & FLAG_FOLLOWS),
+                )
+            )
+        return out
+
+    def _hold_fragment(self, st: Stream, frame: bytes) -> bool:
+        """Keep one more fragment of a request whose metadata is incomplete, within the limits.
+
+        Returns False when a limit refused the request (the requester has its ERROR).
+        """
+        assert st.pending is not None
+        settings = self.broker.settings
+        st.pending.append(frame)
+        cost = len(frame) + HELD_FRAGMENT_OVERHEAD
+        st.pending_bytes += cost
+        self.reassembly_bytes += cost
+        if len(st.pending) > settings.max_fragments:
+            refusal = exceeded("max_fragments", settings.max_fragments, "", "request fragment count", ErrorCode.REJECTED)
+        elif st.pending_bytes > settings.max_request_metadata:
+            refusal = exceeded(
+                "max_request_metadata", settings.max_request_metadata, "bytes", "fragmented request metadata", ErrorCode.REJECTED
+            )
+        elif self.reassembly_bytes > settings.max_reassembly_bytes:
+            refusal = exceeded(
+                "max_reassembly_bytes",
+                settings.max_reassembly_bytes,
+                "bytes",
+                "unfinished fragmented requests on this connection",
+                ErrorCode.REJECTED,
+            )
+        else:
+            return True
+        self.refuse_reassembly(st, refusal)
+        return False
+
+    def refuse_reassembly(self, st: Stream, refusal: LimitExceeded) -> None:
+        """Give up an unfinished fragmented request: the requester gets ERROR, the limit is counted.
+        Later fragments of it are counted as frames for an ended stream."""
+        self._drop_reassembly(st)
+        self.broker.limit_hit(refusal.limit)
+        self._reject(st.req_id, st.kind, refusal.code, str(refusal))
+
+    def _drop_reassembly(self, st: Stream) -> None:
+        self.streams.pop(st.req_id, None)
+        if self.reassembling.pop(st.req_id, None) is not None:
+            self.reassembly_bytes -= st.pending_bytes
+        st.pending = None
+        st.pending_bytes = 0
+
+    def expire_reassembly(self, now: float) -> None:
+        """Refuse fragmented requests whose metadata did not complete within reassembly_timeout_s."""
+        timeout = self.broker.settings.reassembly_timeout_s
+        while self.reassembling:  # oldest first; only the expired ones are visited
+            st = next(iter(self.reassembling.values()))
+            if now - st.started <= timeout:
+                break
+            self.refuse_reassembly(
+                st, exceeded("reassembly_timeout_s", timeout, "s", "time to complete a fragmented request", ErrorCode.REJECTED)
+            )
 
     def _route_stream(self, st: Stream, metadata: bytes, last_flags: int) -> "Session | None":
         """Pick the provider of a new stream and enter it in both stream maps.
@@ -485,6 +634,8 @@ class Session:
         try:
             resolved = broker.resolve(metadata, self.metadata_mime)
         except FrameError as exc:
+            if isinstance(exc, LimitExceeded):
+                broker.limit_hit(exc.limit)
             self._reject(sid, ftype, ErrorCode.INVALID, f"unreadable request metadata: {exc}")
             return None
         if resolved is None:
@@ -493,14 +644,16 @@ class Session:
             )
             return None
         route, service = resolved
-        if broker.draining or broker.security.enabled:
+        meter = broker.meter.route(route, service)
+        if broker.draining or broker.security.enabled or self.is_link:
             refusal = broker.refuse_request(self, route)
             if refusal:
-                self._reject(sid, ftype, ErrorCode.REJECTED, refusal)
+                self._reject(sid, ftype, ErrorCode.REJECTED, refusal, meter)
                 return None
-        provider, why = broker.registry.pick(service, broker.clock(), self.is_link)
+        now = broker.clock()
+        provider, why = broker.registry.pick(service, now, self.is_link)
         if provider is None:
-            self._reject(sid, ftype, ErrorCode.REJECTED, why)
+            self._reject(sid, ftype, ErrorCode.REJECTED, why, meter)
             return None
         dest: Session = provider.target
         pid = dest.next_local_id
@@ -509,6 +662,10 @@ class Session:
         else:
             dest.next_local_id = pid + 2
         st.route = route
+        st.meter = meter
+        st.opened_at = now
+        st.trace = broker.tracer.context(metadata, provider)
+        meter.inflight += 1
         st.prov = dest
         st.prov_id = pid
         st.prov_sid = _SID.pack(pid)
@@ -520,7 +677,7 @@ class Session:
             pass  # more fragments of the request follow; they arrive as PAYLOAD frames
         elif ftype == _FNF:
             st.in_done = st.out_done = True
-            self._finish(st)
+            self._finish(st, metering.OK)
         elif ftype != _CHANNEL or last_flags & FLAG_COMPLETE:
             st.in_done = True
         return dest
@@ -540,12 +697,13 @@ class Session:
         self.next_local_id = pid + 2
         return pid
 
-    def _reject(self, sid: int, ftype: int, code: int, message: str) -> None:
+    def _reject(self, sid: int, ftype: int, code: int, message: str, meter: metering.RouteMeter | None = None) -> None:
         """Refuse a stream at once. A fire-and-forget has nobody to tell: count it and log it."""
         self.broker.stats["rejected"] += 1
+        (meter or self.broker.meter.unrouted()).outcomes[metering.REJECTED] += 1
         if ftype == _FNF:
             self.broker.stats["fnf_dropped"] += 1
-            log.info("dropped fire-and-forget on connection %s: %s", self.id, message)
+            log.info("dropped fire-and-forget on connection %s: %s", self.id, message, extra=conn_fields(self))
             return
         self.send_frame(error_frame(sid, code, message))
 
@@ -560,19 +718,22 @@ class Session:
                     st.out_done = True
             elif type_flags & FLAG_COMPLETE:
                 st.in_done = True
-        elif ftype == _CANCEL:
+        elif ftype == _CANCEL or ftype == _ERROR:
+            # the requester gave up (an ERROR from a requester cancels its channel too)
             st.out_done = True
-            if st.kind != _CHANNEL:
+            if st.kind != _CHANNEL or ftype == _ERROR:
                 st.in_done = True
-        elif ftype == _ERROR:
-            st.in_done = st.out_done = True
+            if st.in_done:
+                self._finish(st, metering.CANCELED)
+            return
         else:
             return
         if st.in_done and st.out_done:
-            self._finish(st)
+            self._finish(st, metering.OK)
 
-    def _provider_sent(self, st: Stream, ftype: int, type_flags: int) -> None:
+    def _provider_sent(self, st: Stream, ftype: int, type_flags: int, buf: Any, off: int, end: int) -> None:
         """Book-keeping after relaying a frame from the provider to the requester."""
+        outcome = metering.OK
         if ftype == _PAYLOAD:
             if type_flags & FLAG_FOLLOWS:
                 return
@@ -580,19 +741,28 @@ class Session:
                 st.out_done = True
         elif ftype == _ERROR:
             st.in_done = st.out_done = True
+            if end - off >= HEADER_LENGTH + 4:
+                outcome = _ERROR_OUTCOMES.get(_SID.unpack_from(buf, off + HEADER_LENGTH)[0], metering.APPLICATION_ERROR)
+            else:
+                outcome = metering.APPLICATION_ERROR
         elif ftype == _CANCEL:
             st.in_done = True
         else:
             return
         if st.in_done and st.out_done:
-            self._finish(st)
+            self._finish(st, outcome)
 
-    @staticmethod
-    def _finish(st: Stream) -> None:
-        st.req.streams.pop(st.req_id, None)
+    def _finish(self, st: Stream, outcome: int) -> None:
+        """End ``st`` on both sides; it is metered once, when it leaves its requester's map."""
+        counted = st.req.streams.pop(st.req_id, None) is not None
         prov = st.prov
         if prov is not None and prov.streams.pop(st.prov_id, None) is not None:
             prov.outstanding -= 1
+        if counted and st.meter is not None:
+            now = self.broker.clock()
+            st.meter.ended(outcome, st.opened_at, st.first_at, now)
+            if st.trace is not None:
+                self.broker.tracer.record(st, outcome, now)
 
     # -- connection-level frames ------------------------------------------------------------
 
@@ -613,21 +783,25 @@ class Session:
             self.fail(ErrorCode.CONNECTION_ERROR, "METADATA_PUSH without the metadata flag")
             return
         metadata = bytes(buf[off + HEADER_LENGTH : end])
-        if self.metadata_mime != md.COMPOSITE_MIME:
-            self.broker.stats["ignored_frames"] += 1
+        settings = self.broker.settings
+        if self.is_link:  # a link's handshake, or a push another node routed; never a registration
+            self.broker.link_metadata_push(self, metadata, bytes(buf[off:end]))
             return
         try:
-            entry = md.find_entry(metadata, md.REGISTER_MIME)
-            if entry is not None:
-                registration = md.Registration.from_json(entry, self.instance, ErrorCode.INVALID)
-                self.broker.check_registration(self, registration)
-                self.broker.register(self, registration)
-                return
-            route = md.route_of(metadata, self.metadata_mime)
+            if self.metadata_mime == md.COMPOSITE_MIME:
+                entry = md.find_entry(metadata, md.REGISTER_MIME, ErrorCode.INVALID, settings.max_metadata_entries)
+                if entry is not None:
+                    registration = md.Registration.from_json(entry, self.instance, ErrorCode.INVALID, settings.name_limits)
+                    self.broker.check_registration(self, registration)
+                    self.broker.register(self, registration)
+                    return
+            route = md.route_of(metadata, self.metadata_mime, settings.max_metadata_entries)
         except FrameError as exc:
             # METADATA_PUSH has no stream to answer on, so a refusal ends the connection.
             # A denied re-registration is well-formed: say so, not "bad".
-            reason = str(exc) if exc.code == ErrorCode.REJECTED else f"bad METADATA_PUSH: {exc}"
+            if isinstance(exc, LimitExceeded):
+                self.broker.limit_hit(exc.limit)
+            reason = str(exc) if exc.code == ErrorCode.REJECTED or isinstance(exc, LimitExceeded) else f"bad METADATA_PUSH: {exc}"
             self.fail(ErrorCode.CONNECTION_ERROR, reason)
             return
         if route is None:
@@ -635,10 +809,14 @@ class Session:
             return
         refusal = self.broker.refuse_request(self, route)
         if refusal:
-            log.info("dropped METADATA_PUSH from connection %s: %s", self.id, refusal)
+            log.info("dropped METADATA_PUSH from connection %s: %s", self.id, refusal, extra=conn_fields(self, route))
             self.broker.stats["rejected"] += 1
             return
-        self.broker.push_metadata(self, route, bytes(buf[off:end]))
+        if self.metadata_mime == md.ROUTING_MIME:
+            frame = metadata_push_frame(md.for_composite_peer(metadata, md.ROUTING_MIME))
+        else:
+            frame = bytes(buf[off:end])
+        self.broker.push_metadata(self, route, frame)
 
     # -- teardown -------------------------------------------------------------------------
 
@@ -653,9 +831,11 @@ class Session:
                 continue
             if st.req is self:
                 peer, peer_id = st.prov, st.prov_id
+                outcome = metering.TIMEOUT if self.timed_out else metering.CANCELED
                 if not (st.in_done and st.out_done):
                     peer.send_frame(cancel_frame(peer_id))
             else:
+                outcome = metering.TIMEOUT if self.timed_out else metering.APPLICATION_ERROR
                 peer, peer_id = st.req, st.req_id
                 if not st.out_done or not st.in_done:
                     reason = self.close_reason or "connection lost"
@@ -665,8 +845,10 @@ class Session:
                         )
                     )
             st.in_done = st.out_done = True
-            self._finish(st)
+            self._finish(st, outcome)
         self.streams.clear()
+        self.reassembling.clear()
+        self.reassembly_bytes = 0
         for source in list(self._blocked_sources):
             source.on_write_resumed_source()
         self._blocked_sources.clear()

@@ -11,12 +11,19 @@ version byte is authenticated as associated data together with the caller's ``aa
 (which callers use to bind a message to its channel, e.g. b"gossip" or b"raft"), so
 a packet captured on one channel cannot be replayed on another.
 
+Besides sealing, a keyring computes message authentication codes (:meth:`Keyring.mac`,
+HMAC-SHA256) for proofs that must be bound to one connection, such as the broker-link
+challenge (see :mod:`cluster.links`). The MAC key is derived from each cluster key with a
+fixed label, so a MAC can never be confused with (or help forge) an AES-GCM seal.
+
 This module never touches sockets; it only transforms bytes.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import os
 from pathlib import Path
 from typing import Iterable
@@ -32,6 +39,8 @@ TAG_SIZE = 16
 #: Bytes a sealed message adds to its plaintext.
 OVERHEAD = 1 + NONCE_SIZE + TAG_SIZE
 KEY_SIZES = (16, 24, 32)
+#: Label deriving the MAC key from a cluster key. Changing it invalidates every proof.
+MAC_KEY_LABEL = b"rsbroker mac key v1"
 
 
 class DecryptError(ValueError):
@@ -49,6 +58,7 @@ class Keyring:
             if len(key) not in KEY_SIZES:
                 raise ValueError(f"cluster keys must be 16, 24 or 32 bytes, got {len(key)}")
         self._aeads = [AESGCM(k) for k in key_list]
+        self._mac_keys = [hmac.digest(k, MAC_KEY_LABEL, "sha256") for k in key_list]
 
     def seal(self, plaintext: bytes, aad: bytes = b"") -> bytes:
         """Encrypt and authenticate ``plaintext`` under the primary key."""
@@ -71,6 +81,25 @@ class Keyring:
             except Exception:  # cryptography raises InvalidTag; any failure means "not this key"
                 continue
         raise DecryptError("no key in the keyring opens this message (wrong cluster key or tampered)")
+
+
+    def mac(self, label: bytes, *parts: bytes) -> bytes:
+        """HMAC-SHA256 over ``label`` and ``parts`` under the primary key.
+
+        Every part is length-prefixed, so ``("ab", "c")`` and ``("a", "bc")`` differ.
+        """
+        return _mac(self._mac_keys[0], label, parts)
+
+    def verify_mac(self, tag: bytes, label: bytes, *parts: bytes) -> bool:
+        """Whether ``tag`` is the MAC of ``label``/``parts`` under any key of the ring."""
+        return any(hmac.compare_digest(tag, _mac(key, label, parts)) for key in self._mac_keys)
+
+
+def _mac(key: bytes, label: bytes, parts: tuple[bytes, ...]) -> bytes:
+    digest = hmac.new(key, digestmod=hashlib.sha256)
+    for part in (label, *parts):
+        digest.update(len(part).to_bytes(4, "big") + part)
+    return digest.digest()
 
 
 def new_key() -> str:

@@ -3,31 +3,60 @@
 Rules of this module:
 
 * Each node owns the entries of the providers connected to it, and only the owner
-  changes them (:meth:`RoutingTable.set_local`). An entry is keyed by
+  changes them (:meth:`RoutingTable.set_local_service`). An entry is keyed by
   ``(owner, service, instance)`` and versioned by ``(epoch, seq)``: ``epoch`` is the
   owner's boot id (it grows across restarts; the node incarnation cannot serve, as it
   also grows on every refutation and restarts from 0), ``seq`` counts the owner's changes.
   A newer version wins; a removal is a tombstone kept ``route_tombstone_s`` so that a
   late copy of the old entry cannot bring it back.
-* Deltas ride the SWIM piggyback (this class is the core's :class:`~cluster.swim.core.Delegate`
-  and keeps its own transmit-limited queue); full state travels on push-pull, where the
-  sender's own entries are authoritative (anything of it we hold and it did not send is gone).
+* Work per change is O(change), never O(table): the owner queues its changes keyed by
+  entry (a newer change to an entry replaces the queued one) and sends them, batched,
+  once per gossip round straight to every live member - as a NATS server sends its RS+/RS-
+  interest to every route and EMQX nodes batch their route syncs - instead of re-gossiping
+  every entry through every node. A member that appears (joined, or came back) gets the
+  owner's complete set, as a NATS route gets the full interest on connect.
+* Anti-entropy by digest: push-pull carries one :class:`RouteDigest` per owner (epoch,
+  live count, XOR of mixed sequence numbers, all kept up to date per change); only the
+  owners whose digests differ have their entries sent back, so unchanged tables are not
+  resent. An owner's own entries are authoritative: a ``complete`` batch from the owner
+  replaces what we hold of it.
 * A member declared dead or departed takes its entries with it, everywhere. If it comes
-  back (refutation or restart), it announces its entries again.
+  back (refutation), whoever had declared it dead push-pulls with it and gets its entries
+  back by digest; a restart is a new epoch, announced to everyone.
+* Only entries every node can decode are announced: an entry whose route the gossip
+  decoder would refuse (e.g. a service name over ``MAX_ROUTE_NAME``) is left out and
+  logged, so one bad registration can never make peers drop this node's packets.
+* Memory: an entry is one small tuple ``(instance, seq)`` under its service name, tags of
+  entries without tags share one empty dict; the name and instance strings are the decoded
+  ones, shared (not copied) by the registry's providers. No ``sys.intern``: its table
+  would cost more per entry than sharing saves.
 * Sans-IO: no sockets, no clock (``now`` is passed in), no threads.
 """
 
 from __future__ import annotations
 
+import collections
+import heapq
+import logging
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Mapping, Sequence, Union
 
-from cluster.swim.broadcast import BroadcastQueue
 from cluster.swim.config import Config
 from cluster.swim.core import MemberChanged
-from cluster.swim.messages import MemberState, Message, Route
+from cluster.swim.messages import (
+    DecodeError, MemberState, Message, Route, RouteBatch, RouteDigest, RouteGroup, RouteItem, decode_route_item,
+)
 
-__all__ = ["RemoteEntry", "RoutesChanged", "RoutingTable", "ServiceEntry"]
+__all__ = ["MAX_BATCH", "RemoteEntry", "RoutesChanged", "RoutingTable", "ServiceEntry"]
+
+#: Most entries one delta batch carries; the rest wait for the next gossip round. 8192
+#: entries are ~300 KB on the wire: one TCP frame that a peer decodes in tens of ms.
+MAX_BATCH = 8192
+_MASK = (1 << 64) - 1
+#: Shared by every entry without tags (never mutated).
+_NO_TAGS: dict[str, str] = {}
+
+log = logging.getLogger("rsbroker.gossip")
 
 
 @dataclass(frozen=True)
@@ -58,15 +87,117 @@ class RoutesChanged:
     services: frozenset[str]
 
 
-def _entry(route: Route) -> ServiceEntry:
-    return ServiceEntry(route.service, route.instance, route.weight, dict(route.tags), route.load)
+#: A live entry: ``(instance, seq, weight, tags, load)``, or just ``(instance, seq)`` for
+#: weight 1, no tags, load 0 (a device: 56 bytes instead of 80). Several instances of one
+#: service at one owner are a tuple of these (the rare case: one device, one instance).
+_Rec = tuple
+_Slot = Union[_Rec, tuple[_Rec, ...]]
 
 
-@dataclass
+def _mix(seq: int) -> int:
+    """splitmix64 finaliser: spreads sequence numbers so that XOR-ing them is a set digest."""
+    z = (seq + 0x9E3779B97F4A7C15) & _MASK
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
+    return z ^ (z >> 31)
+
+
+def _rec(instance: str, seq: int, weight: int, tags: dict, load: int) -> _Rec:
+    return (instance, seq) if weight == 1 and not tags and not load else (instance, seq, weight, tags, load)
+
+
+def _fields(rec: _Rec) -> tuple[str, int, int, dict, int]:
+    """``(instance, seq, weight, tags, load)`` of a short or full record."""
+    return (rec[0], rec[1], 1, _NO_TAGS, 0) if len(rec) == 2 else rec  # type: ignore[return-value]
+
+
+def _recs(slot: _Slot) -> tuple[_Rec, ...]:
+    return (slot,) if type(slot[0]) is str else slot  # type: ignore[return-value]
+
+
+def _tags(tags: Mapping[str, str]) -> dict[str, str]:
+    return dict(tags) if tags else _NO_TAGS
+
+
 class _Owner:
-    epoch: int
-    routes: dict[tuple[str, str], Route] = field(default_factory=dict)
-    removed_at: dict[tuple[str, str], float] = field(default_factory=dict)
+    """What we hold of one owner's entries at one epoch, with its running digest."""
+
+    __slots__ = ("epoch", "top", "forgot", "routes", "tombs", "count", "mix")
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+        #: the highest change (seq) of the owner we applied
+        self.top = 0
+        #: the highest change whose tombstone we forgot: changes since an older one cannot
+        #: be told as a delta any more (a removal would be missing), only as a whole copy
+        self.forgot = 0
+        self.routes: dict[str, _Slot] = {}
+        #: removed entries: (service, instance) -> (seq, removed at)
+        self.tombs: dict[tuple[str, str], tuple[int, float]] = {}
+        self.count = 0
+        self.mix = 0
+
+    def get(self, service: str, instance: str) -> _Rec | None:
+        slot = self.routes.get(service)
+        if slot is None:
+            return None
+        for rec in _recs(slot):
+            if rec[0] == instance:
+                return rec
+        return None
+
+    def put(self, service: str, rec: _Rec) -> _Rec | None:
+        """Store ``rec`` (replacing its instance's entry); the replaced entry, if any."""
+        slot = self.routes.get(service)
+        old: _Rec | None = None
+        if slot is None:
+            self.routes[service] = rec
+        else:
+            recs = _recs(slot)
+            kept = tuple(r for r in recs if r[0] != rec[0])
+            old = next((r for r in recs if r[0] == rec[0]), None)
+            self.routes[service] = rec if not kept else kept + (rec,)
+        if old is not None:
+            self.mix ^= _mix(old[1])
+        else:
+            self.count += 1
+        self.mix ^= _mix(rec[1])
+        return old
+
+    def delete(self, service: str, instance: str) -> _Rec | None:
+        slot = self.routes.get(service)
+        if slot is None:
+            return None
+        recs = _recs(slot)
+        old = next((r for r in recs if r[0] == instance), None)
+        if old is None:
+            return None
+        kept = tuple(r for r in recs if r[0] != instance)
+        if not kept:
+            del self.routes[service]
+        else:
+            self.routes[service] = kept[0] if len(kept) == 1 else kept
+        self.count -= 1
+        self.mix ^= _mix(old[1])
+        return old
+
+    def digest(self, owner: str) -> RouteDigest:
+        return RouteDigest(owner, self.epoch, self.top, self.count, self.mix)
+
+    def items(self, since: int = 0) -> list[RouteItem]:
+        """Every entry and tombstone newer than change ``since``, as they travel."""
+        out: list[RouteItem] = [
+            (seq, service, instance, weight, load, tags, False)
+            for service, slot in self.routes.items() for instance, seq, weight, tags, load in map(_fields, _recs(slot))
+            if seq > since
+        ]
+        out.extend((seq, service, instance, 0, 0, _NO_TAGS, True)
+                   for (service, instance), (seq, _) in self.tombs.items() if seq > since)
+        return out
+
+    def group(self, owner: str, since: int = 0) -> RouteGroup:
+        """Our copy of the owner's entries newer than ``since`` (all of them: complete)."""
+        return RouteGroup(owner, self.epoch, since == 0, self.top, tuple(self.items(since)))
 
 
 class RoutingTable:
@@ -81,88 +212,182 @@ class RoutingTable:
         self._remote: dict[str, _Owner] = {}
         #: Owners declared dead or departed -> the epoch whose entries we dropped.
         self._gone: dict[str, int] = {}
-        self._queue = BroadcastQueue(config.retransmit_limit)
-        # A boot marker (an empty tombstone) announces the new epoch even when this boot has
-        # no entries yet, so that a quick restart makes every peer drop the old life's
-        # entries at once instead of at the next push-pull with us.
-        self._announce(Route(node, epoch, self._next_seq(), "", "", 0, {}, 0, True))
+        #: Our changes not sent yet, by entry: a newer change replaces the queued one.
+        self._pending: dict[tuple[str, str], RouteItem] = {}
+        #: Our epoch still has to be announced (a boot with no entries must still make
+        #: peers drop the previous life's entries at once).
+        self._announce_epoch = True
+        #: Tombstones in the order they expire: (removed at, owner, epoch, service, instance).
+        self._expiry: collections.deque[tuple[float, str, int, str, str]] = collections.deque()
+        #: Work counters (entries applied from the network, entries put into messages):
+        #: instrumented proof that one change costs O(change), whatever the table size.
+        self.stats: collections.Counter[str] = collections.Counter()
+        #: local entries left out because peers could not decode them (see _carriable)
+        self.not_announced = 0
 
     # ---- the owner's side ---------------------------------------------------------------
 
     def set_local(self, entries: Iterable[ServiceEntry], now: float) -> None:
-        """Replace this node's announced entries; only the differences are gossiped."""
-        wanted = {(e.service, e.instance): e for e in entries}
-        current = {k: r for k, r in self._mine.routes.items() if not r.removed}
-        for key, e in wanted.items():
-            old = current.get(key)
-            if old and (old.weight, dict(old.tags), old.load) == (e.weight, dict(e.tags), e.load):
+        """Replace all of this node's announced entries; only the differences are sent."""
+        wanted: dict[str, list[ServiceEntry]] = {}
+        for e in entries:
+            wanted.setdefault(e.service, []).append(e)
+        for service in set(self._mine.routes) | set(wanted):
+            self.set_local_service(service, wanted.get(service, ()), now)
+
+    def set_local_service(self, service: str, entries: Iterable[ServiceEntry], now: float) -> None:
+        """Replace this node's entries of one ``service``: O(instances of it), the path a
+        registration takes."""
+        mine = self._mine
+        wanted = {e.instance: e for e in entries if e.service == service and self._carriable(e)}
+        current = {rec[0]: rec for rec in _recs(mine.routes[service])} if service in mine.routes else {}
+        for instance, e in wanted.items():
+            old = current.get(instance)
+            tags = _tags(e.tags)
+            if old is not None and _fields(old)[2:] == (e.weight, tags, e.load):
                 continue
-            self._announce(Route(self.node, self.epoch, self._next_seq(), e.service, e.instance,
-                                 e.weight, dict(e.tags), e.load, False))
-            self._mine.removed_at.pop(key, None)
-        for key, old in current.items():
-            if key not in wanted:
-                self._announce(Route(self.node, self.epoch, self._next_seq(), old.service, old.instance,
-                                     0, {}, 0, True))
-                self._mine.removed_at[key] = now
-        self._collect(self._mine, now)
+            seq = self._next_seq()
+            mine.put(service, _rec(instance, seq, e.weight, tags, e.load))
+            mine.tombs.pop((service, instance), None)
+            self._pending[(service, instance)] = (seq, service, instance, e.weight, e.load, tags, False)
+        for instance in current.keys() - wanted.keys():
+            seq = self._next_seq()
+            mine.delete(service, instance)
+            self._tombstone(self.node, mine, service, instance, seq, now)
+            self._pending[(service, instance)] = (seq, service, instance, 0, 0, _NO_TAGS, True)
+
+    def _carriable(self, e: ServiceEntry) -> bool:
+        """Whether every node decodes ``e``'s route item; checked with the decoder itself, so
+        one bad registration can never make peers drop this node's batches."""
+        try:
+            decode_route_item([0, e.service, e.instance, e.weight, e.load, dict(e.tags), False])
+        except DecodeError as exc:
+            self.not_announced += 1
+            log.warning("not announcing instance %.64r of service %.64r to the cluster: %s", e.instance, e.service, exc)
+            return False
+        return True
 
     def local_entries(self) -> list[ServiceEntry]:
-        return sorted((_entry(r) for r in self._mine.routes.values() if not r.removed),
-                      key=lambda e: (e.service, e.instance))
+        return self._entries_of(self._mine)
 
     # ---- the reader's side --------------------------------------------------------------
 
     def lookup(self, service: str) -> list[RemoteEntry]:
-        """Entries of other nodes for ``service``, sorted by node and instance."""
-        found = [RemoteEntry(owner, _entry(r)) for owner, o in self._remote.items()
-                 for r in o.routes.values() if r.service == service and not r.removed]
+        """Entries of other nodes for ``service``, sorted by node and instance: O(members)."""
+        found = []
+        for owner, o in self._remote.items():
+            slot = o.routes.get(service)
+            if slot is not None:
+                found.extend(RemoteEntry(owner, _entry(service, rec)) for rec in _recs(slot))
         return sorted(found, key=lambda x: (x.node, x.entry.instance))
 
+    def entries(self, node: str, service: str) -> list[ServiceEntry]:
+        """What ``node`` announces for ``service``: O(its instances)."""
+        o = self._owner(node)
+        slot = o.routes.get(service) if o else None
+        return [] if slot is None else sorted((_entry(service, r) for r in _recs(slot)), key=lambda e: e.instance)
+
     def services_of(self, node: str) -> list[ServiceEntry]:
-        """What ``node`` announces (our own entries for our own name)."""
-        o = self._mine if node == self.node else self._remote.get(node)
+        """Everything ``node`` announces (our own entries for our own name): O(its table),
+        for views, never on the gossip path."""
+        o = self._owner(node)
+        return self._entries_of(o) if o else []
+
+    def count(self, node: str) -> int:
+        """How many live entries ``node`` announces: O(1)."""
+        o = self._owner(node)
+        return o.count if o else 0
+
+    def service_names(self, node: str, prefix: str = "", limit: int | None = None) -> tuple[int, list[str]]:
+        """How many services of ``node`` start with ``prefix``, and the first ``limit`` of
+        them in order (all when None): O(its services), for views."""
+        o = self._owner(node)
         if o is None:
-            return []
-        return sorted((_entry(r) for r in o.routes.values() if not r.removed),
-                      key=lambda e: (e.service, e.instance))
+            return 0, []
+        names = [s for s in o.routes if s.startswith(prefix)] if prefix else list(o.routes)
+        return len(names), sorted(names) if limit is None else heapq.nsmallest(limit, names)
 
     def knows(self, owner: str, service: str, instance: str) -> bool:
         """True if we hold a live entry of ``owner`` for this service instance."""
-        o = self._mine if owner == self.node else self._remote.get(owner)
-        r = o.routes.get((service, instance)) if o else None
-        return r is not None and not r.removed
+        o = self._owner(owner)
+        return o is not None and o.get(service, instance) is not None
 
     # ---- Delegate of the SWIM core ---------------------------------------------------------
 
-    def take_broadcasts(self, budget: int, num_nodes: int, spill: bool = False) -> list[Message]:
-        return self._queue.take(budget, 0, num_nodes, spill)[0]
+    def take_direct(self, now: float) -> list[Message]:
+        """Our queued changes, batched, for the core to send to every live member (and
+        tombstones past their time forgotten). Called once per gossip round."""
+        self._collect(now)
+        if not self._pending and not self._announce_epoch:
+            return []
+        self._announce_epoch = False
+        items: list[RouteItem] = []
+        pending = self._pending
+        while pending and len(items) < MAX_BATCH:
+            key = next(iter(pending))
+            items.append(pending.pop(key))
+        self.stats["entries_serialized"] += len(items)
+        upto = max((item[0] for item in items), default=0)
+        return [RouteBatch(self.node, (RouteGroup(self.node, self.epoch, False, upto, tuple(items)),))]
+
+    def greeting(self) -> list[Message]:
+        """Our complete set, for a member that just appeared (or everyone, after we were
+        declared dead): O(our table), once per member life, as NATS on a new route."""
+        group = self._mine.group(self.node)
+        self.stats["entries_serialized"] += len(group.items)
+        return [RouteBatch(self.node, (group,))]
 
     def on_route(self, route: Route, now: float) -> list[object]:
-        changed = self._apply(route, now)
-        return [RoutesChanged(route.owner, frozenset({route.service}))] if changed else []
+        """A single entry (the message of nodes before batches)."""
+        group = RouteGroup(route.owner, route.epoch, False, route.seq, ((route.seq, route.service, route.instance,
+                                                                         route.weight, route.load, route.tags,
+                                                                         route.removed),))
+        return self._events({route.owner: self._apply_group(group, False, now)})
 
-    def full_state(self) -> tuple[Route, ...]:
-        routes = list(self._mine.routes.values())
-        for o in self._remote.values():
-            routes.extend(o.routes.values())
-        return tuple(routes)
+    def on_batch(self, batch: RouteBatch, now: float) -> list[object]:
+        changed: dict[str, set[str]] = {}
+        for group in batch.groups:
+            services = self._apply_group(group, group.complete and group.owner == batch.source, now)
+            if services:
+                changed.setdefault(group.owner, set()).update(services)
+        return self._events(changed)
+
+    def digests(self) -> tuple[RouteDigest, ...]:
+        """One digest per owner we hold (ourselves first): O(members)."""
+        return (self._mine.digest(self.node),) + tuple(o.digest(n) for n, o in self._remote.items())
+
+    def answer_digests(self, source: str, digests: Sequence[RouteDigest]) -> list[Message]:
+        """What ``source`` lacks, by its digests (Scuttlebutt): nothing for an owner whose
+        entry set equals ours or that it knows a newer state of; the changes newer than its
+        watermark when it is behind; our whole copy when the sets differ at the same
+        watermark (ours complete). ``source``'s own entries are its to send."""
+        theirs = {d.owner: d for d in digests}
+        groups = []
+        for owner, o in ((self.node, self._mine), *self._remote.items()):
+            if owner == source:
+                continue
+            t = theirs.get(owner)
+            since = 0
+            if t is not None and t.epoch >= o.epoch:
+                if t.epoch > o.epoch or (t.count, t.mix) == (o.count, o.mix) or t.seq > o.top:
+                    continue
+                if o.forgot <= t.seq < o.top:
+                    since = t.seq
+            group = o.group(owner, since)
+            self.stats["entries_serialized"] += len(group.items)
+            groups.append(group)
+        return [RouteBatch(self.node, tuple(groups))] if groups else []
 
     def merge_state(self, source: str, routes: Sequence[Route], now: float) -> list[object]:
-        changed: dict[str, set[str]] = {}
-        for route in routes:
-            if self._apply(route, now, rebroadcast=False):
-                changed.setdefault(route.owner, set()).add(route.service)
-        # The source's own entries are its complete set: drop what it no longer has.
-        o = self._remote.get(source)
-        if o is not None and source not in self._gone:
-            sent = {(r.service, r.instance) for r in routes if r.owner == source and r.epoch == o.epoch}
-            for key in [k for k in o.routes if k not in sent]:
-                changed.setdefault(source, set()).add(o.routes.pop(key).service)
-                o.removed_at.pop(key, None)
-        for o in self._remote.values():
-            self._collect(o, now)
-        return [RoutesChanged(node, frozenset(s)) for node, s in sorted(changed.items())]
+        """A full dump in the older push-pull form: entries one by one, the source's own
+        being its complete set."""
+        by_owner: dict[tuple[str, int], list[RouteItem]] = {}
+        for r in routes:
+            by_owner.setdefault((r.owner, r.epoch), []).append(
+                (r.seq, r.service, r.instance, r.weight, r.load, r.tags, r.removed))
+        groups = tuple(RouteGroup(owner, epoch, owner == source, max(i[0] for i in items), tuple(items))
+                       for (owner, epoch), items in by_owner.items())
+        return self.on_batch(RouteBatch(source, groups), now)
 
     def on_member(self, change: MemberChanged, now: float) -> list[object]:
         node = change.member.node
@@ -171,62 +396,92 @@ class RoutingTable:
         if change.member.state in (MemberState.DEAD, MemberState.LEFT):
             o = self._remote.pop(node, None)
             self._gone[node] = o.epoch if o else 0
-            for service, instance in (o.routes if o else ()):
-                self._queue.drop((node, service, instance))
-            live = {r.service for r in o.routes.values() if not r.removed} if o else set()
-            return [RoutesChanged(node, frozenset(live))] if live else []
+            return [RoutesChanged(node, frozenset(o.routes))] if o and o.routes else []
         if change.member.state == MemberState.ALIVE and change.previous in (MemberState.DEAD, MemberState.LEFT):
             self._gone.pop(node, None)
-        return []
-
-    def on_refute(self, now: float) -> list[object]:
-        """We were suspected or declared dead: peers may have dropped our entries, so
-        announce them all again with fresh sequence numbers."""
-        for key, r in list(self._mine.routes.items()):
-            self._announce(Route(r.owner, r.epoch, self._next_seq(), r.service, r.instance,
-                                 r.weight, dict(r.tags), r.load, r.removed))
         return []
 
     # ---- internals ---------------------------------------------------------------------
 
     def _next_seq(self) -> int:
         self._seq += 1
+        self._mine.top = self._seq
         return self._seq
 
-    def _announce(self, route: Route) -> None:
-        self._mine.routes[(route.service, route.instance)] = route
-        self._queue.queue(route.key, route)
+    def _owner(self, node: str) -> _Owner | None:
+        return self._mine if node == self.node else self._remote.get(node)
 
-    def _apply(self, route: Route, now: float, rebroadcast: bool = True) -> bool:
-        """Store ``route`` if it is newer than what we hold; True if a live entry changed."""
-        if route.owner == self.node:
-            return False  # we are the authority on our own entries
-        gone = self._gone.get(route.owner)
-        if gone is not None and route.epoch <= gone:
-            return False  # a straggler from a dead member's last life
-        o = self._remote.get(route.owner)
-        changed = False
-        if o is None or route.epoch > o.epoch:
-            changed = o is not None and any(not r.removed for r in o.routes.values())
-            o = self._remote[route.owner] = _Owner(route.epoch)
-        elif route.epoch < o.epoch:
-            return False
-        key = (route.service, route.instance)
-        current = o.routes.get(key)
-        if current is not None and current.seq >= route.seq:
+    @staticmethod
+    def _entries_of(o: _Owner) -> list[ServiceEntry]:
+        return sorted((_entry(s, r) for s, slot in o.routes.items() for r in _recs(slot)),
+                      key=lambda e: (e.service, e.instance))
+
+    @staticmethod
+    def _events(changed: Mapping[str, set[str]]) -> list[object]:
+        return [RoutesChanged(node, frozenset(s)) for node, s in sorted(changed.items()) if s]
+
+    def _apply_group(self, group: RouteGroup, complete: bool, now: float) -> set[str]:
+        """Store the entries of ``group`` that are newer than ours; the services whose
+        live entries changed. O(entries in the group), plus O(our copy) when ``complete``."""
+        owner = group.owner
+        if owner == self.node:
+            return set()  # we are the authority on our own entries
+        gone = self._gone.get(owner)
+        if gone is not None and group.epoch <= gone:
+            return set()  # a straggler from a dead member's last life
+        o = self._remote.get(owner)
+        changed: set[str] = set()
+        if o is None or group.epoch > o.epoch:
+            if o is not None:
+                changed.update(o.routes)
+            o = self._remote[owner] = _Owner(group.epoch)
+        elif group.epoch < o.epoch:
             return changed
-        o.routes[key] = route
-        if route.removed:
-            o.removed_at[key] = now
-        else:
-            o.removed_at.pop(key, None)
-        if rebroadcast:
-            self._queue.queue(route.key, route)
-        return changed or not (route.removed and (current is None or current.removed))
+        self.stats["entries_applied"] += len(group.items)
+        o.top = max(o.top, group.upto, max((item[0] for item in group.items), default=0))
+        for seq, service, instance, weight, load, tags, removed in group.items:
+            rec = o.get(service, instance)
+            tomb = o.tombs.get((service, instance))
+            if (rec is not None and rec[1] >= seq) or (tomb is not None and tomb[0] >= seq):
+                continue
+            if removed:
+                if rec is not None:
+                    o.delete(service, instance)
+                    changed.add(service)
+                self._tombstone(owner, o, service, instance, seq, now)
+            else:
+                o.put(service, _rec(instance, seq, weight, _tags(tags), load))
+                if tomb is not None:
+                    del o.tombs[(service, instance)]
+                changed.add(service)
+        if complete:
+            sent = {(item[1], item[2]) for item in group.items}
+            for service in list(o.routes):
+                for rec in _recs(o.routes[service]):
+                    if rec[1] <= group.upto and (service, rec[0]) not in sent:
+                        o.delete(service, rec[0])
+                        changed.add(service)
+        return changed
 
-    def _collect(self, o: _Owner, now: float) -> None:
-        """Forget tombstones older than ``route_tombstone_s``."""
+    def _tombstone(self, owner: str, o: _Owner, service: str, instance: str, seq: int, now: float) -> None:
+        o.tombs[(service, instance)] = (seq, now)
+        self._expiry.append((now, owner, o.epoch, service, instance))
+
+    def _collect(self, now: float) -> None:
+        """Forget tombstones older than ``route_tombstone_s``: O(tombstones expired)."""
         ttl = self._config.route_tombstone_s
-        for key in [k for k, t in o.removed_at.items() if now - t > ttl]:
-            del o.removed_at[key]
-            o.routes.pop(key, None)
+        expiry = self._expiry
+        while expiry and now - expiry[0][0] > ttl:
+            at, owner, epoch, service, instance = expiry.popleft()
+            o = self._owner(owner)
+            if o is None or o.epoch != epoch:
+                continue
+            tomb = o.tombs.get((service, instance))
+            if tomb is not None and tomb[1] == at:
+                del o.tombs[(service, instance)]
+                o.forgot = max(o.forgot, tomb[0])
+
+
+def _entry(service: str, rec: _Rec) -> ServiceEntry:
+    instance, _, weight, tags, load = _fields(rec)
+    return ServiceEntry(service, instance, weight, tags, load)

@@ -1,6 +1,7 @@
 """Call the demo service through the broker with every interaction model.
 
     python examples/requester.py --tcp 127.0.0.1:7000      (after `rsbroker demo`)
+    python examples/requester.py --tcp ws://127.0.0.1:7001/rsocket
 """
 
 from __future__ import annotations
@@ -8,38 +9,34 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from rsocket.awaitable.awaitable_rsocket import AwaitableRSocket
-from rsocket.payload import Payload
-from rsocket.streams.stream_from_generator import StreamFromGenerator
-
-from broker.client import connect, route
+from broker.client import RSocketError, connect
 
 
-async def main(host: str, port: int) -> None:
-    async with connect(host, port) as raw:
-        client = AwaitableRSocket(raw)
-        reply = await client.request_response(Payload(b"ada", route("demo.greeter.hello")))
-        print("request-response:", reply.data.decode())
+async def main(address: str, token: str | None) -> None:
+    async with connect(address, token=token) as client:
+        reply = await client.request_response("demo.greeter.hello", b"ada")
+        print("request-response:", reply.decode())
 
-        items = await client.request_stream(Payload(b"5", route("demo.greeter.count")))
-        print("request-stream:  ", [p.data.decode() for p in items])
+        items = [item.decode() async for item in client.request_stream("demo.greeter.count", b"5", window=2)]
+        print("request-stream:  ", items)
 
-        def words():
-            for i, word in enumerate([b"alpha", b"beta", b"gamma"]):
-                yield Payload(word), i == 2
+        echoed = client.request_channel("demo.greeter.echo", [b"alpha", b"beta", b"gamma"])
+        print("request-channel: ", [item.decode() async for item in echoed])
 
-        echoed = await client.request_channel(Payload(b"start", route("demo.greeter.echo")), StreamFromGenerator(words))
-        print("request-channel: ", [p.data.decode() for p in echoed if p.data])
-
-        await client.fire_and_forget(Payload(b"remember me", route("demo.greeter.log")))
+        await client.fire_and_forget("demo.greeter.log", b"remember me")
         await asyncio.sleep(0.1)
-        logged = await client.request_response(Payload(b"", route("demo.greeter.logged")))
-        print("fire-and-forget: ", logged.data.decode())
+        logged = await client.request_response("demo.greeter.logged", b"")
+        print("fire-and-forget: ", logged.decode())
+
+        try:
+            await client.request_response("demo.nobody.hello", b"")
+        except RSocketError as exc:
+            print(f"error:            code 0x{exc.code:x}: {exc.message}")
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--tcp", default="127.0.0.1:7000", help="broker TCP address")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tcp", default="127.0.0.1:7000", help="broker address: HOST:PORT or ws://HOST:PORT/rsocket")
+    parser.add_argument("--token", help="bearer JWT when the broker has authentication on")
     args = parser.parse_args()
-    host, port = args.tcp.rsplit(":", 1)
-    asyncio.run(main(host, int(port)))
+    asyncio.run(main(args.tcp, args.token))

@@ -6,6 +6,8 @@ pipelining lets the server read many requests per syscall, which can only flatte
 figures. ``inflight`` requests are spread over ``ceil(inflight / 64)`` connections, 64 deep
 at most, so 1 and 64 in flight use one connection as RSocket does and 512 use eight.
 Only request-response exists over plain HTTP.
+
+:func:`run_cell_aiohttp` is the other HTTP client: aiohttp's own, driven as its users do.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import math
 import time
 from collections import deque
 from functools import partial
+
+import aiohttp
 
 from benchmarks.clients.window import Recorder, measure
 from benchmarks.servers.common import split_address
@@ -97,3 +101,31 @@ async def run_cell(target: str, cell: Cell, watch: dict[str, int]) -> Measuremen
     finally:
         for transport in transports:
             transport.close()
+
+
+async def _session_loop(session: aiohttp.ClientSession, url: str, body: bytes, recorder: Recorder) -> None:
+    while recorder.sending:
+        started = time.perf_counter()
+        async with session.post(url, data=body) as response:
+            await response.read()
+        recorder.done(time.perf_counter() - started)
+
+
+async def run_cell_aiohttp(target: str, cell: Cell, watch: dict[str, int]) -> Measurement:
+    """Client ``aiohttp-client``: ``inflight`` tasks awaiting ``session.post`` as aiohttp's
+    documentation writes it (one keep-alive connection per task, no pipelining): the
+    "Python to Python" HTTP row, where the pipelined generator above is the server's ceiling."""
+    if cell.scenario != "request-response" or cell.rate is not None:
+        raise ValueError("plain HTTP/1.1 has request-response only, closed loop")
+    body = bytes(cell.payload_bytes)
+    recorder = Recorder()
+    connector = aiohttp.TCPConnector(limit=cell.inflight)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        tasks = [asyncio.ensure_future(_session_loop(session, f"http://{target}/echo", body, recorder)) for _ in range(cell.inflight)]
+        try:
+            return await measure(cell, recorder, watch)
+        finally:
+            recorder.sending = False
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)

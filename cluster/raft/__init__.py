@@ -8,36 +8,17 @@ Layers, innermost first (each module states its own rules):
 - ``transport``, ``node``: the asyncio shell ``RaftNode`` and its transports.
 - ``sim``, ``checker``, ``simcli``: the deterministic simulator and its checks.
 
+This package's ``__init__`` imports nothing (as ``cluster.swim``'s), so that the core, the
+simulator or the validators can be imported without the asyncio shell; import what you
+use from its module.
+
 Wiring it into a broker node::
+
+    from cluster.raft.node import RaftNode
+    from cluster.raft.transport import CHANNEL_RAFT, TcpTransport
 
     transport = TcpTransport(node_id, resolver, keyring)      # resolver: node id -> (host, port)
     gossip.add_tcp_channel(CHANNEL_RAFT, transport.handle_connection)
     node = RaftNode(node_id, data_dir / "raft", transport)
     await node.start(bootstrap=first_node_of_a_new_cluster)
 """
-
-from .config import RaftConfig
-from .errors import MembershipError, NotLeader, RaftError, Timeout, ValidationError
-from .node import NodeOptions, RaftNode
-from .statemachine import Change
-from .transport import CHANNEL_RAFT, InMemoryNetwork, InMemoryTransport, TcpTransport, Transport
-from .validation import Validators, validate_acl_rule
-
-__all__ = [
-    "CHANNEL_RAFT",
-    "Change",
-    "InMemoryNetwork",
-    "InMemoryTransport",
-    "MembershipError",
-    "NodeOptions",
-    "NotLeader",
-    "RaftConfig",
-    "RaftError",
-    "RaftNode",
-    "TcpTransport",
-    "Timeout",
-    "Transport",
-    "ValidationError",
-    "Validators",
-    "validate_acl_rule",
-]

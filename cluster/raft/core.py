@@ -412,8 +412,7 @@ class Raft:
         elif t is MsgType.HEARTBEAT:
             self.election_elapsed = 0
             self.lead = m.frm
-            self.log.commit_to(min(m.commit, self.log.last_index()))
-            self._send(Message(MsgType.HEARTBEAT_RESP, m.frm, self.id, term=self.term, context=m.context))
+            self._handle_heartbeat(m)
         elif t is MsgType.SNAP:
             self.election_elapsed = 0
             self.lead = m.frm
@@ -425,6 +424,33 @@ class Raft:
             self._hup(transfer=True)
         elif t is MsgType.READ_INDEX_RESP:
             self.read_states.append(ReadState(m.index, m.context))
+
+    def _handle_heartbeat(self, m: Message) -> None:
+        """Commit what the leader says, unless our log lost what the leader believes we have.
+
+        The heartbeat names the leader's match index for us and its term. Entries up to our
+        commit index are the leader's too (Leader Completeness); beyond that, a missing or
+        different entry at ``m.index`` means we lost entries we acknowledged (restarted
+        with an emptied or truncated data directory). Then we commit nothing (our tail may
+        be from another term) and reject with our last index as the hint, so the leader
+        forgets its match index and repairs our log (``Progress.lost_entries``).
+        """
+        if m.index <= self.log.committed or self.log.match_term(m.index, m.log_term):
+            self.log.commit_to(min(m.commit, self.log.last_index()))
+            self._send(Message(MsgType.HEARTBEAT_RESP, m.frm, self.id, term=self.term, context=m.context))
+        else:
+            self._send(
+                Message(
+                    MsgType.HEARTBEAT_RESP,
+                    m.frm,
+                    self.id,
+                    term=self.term,
+                    index=m.index,
+                    context=m.context,
+                    reject=True,
+                    reject_hint=self.log.last_index(),
+                )
+            )
 
     def _handle_append(self, m: Message) -> None:
         if m.index < self.log.committed:
@@ -532,7 +558,9 @@ class Raft:
             self._handle_append_response(m, pr)
         elif t is MsgType.HEARTBEAT_RESP:
             pr.recent_active = True
-            if pr.state is ProgressState.SNAPSHOT:
+            if m.reject and 0 < m.index <= pr.match:
+                pr.lost_entries(min(m.reject_hint, self.log.last_index()))  # it lost what we counted: repair
+            elif pr.state is ProgressState.SNAPSHOT:
                 pr.become_probe()  # the snapshot may have been lost: probe, and resend if needed
             elif pr.state is ProgressState.REPLICATE and len(pr.inflight) >= pr.max_inflight:
                 pr.inflight.popleft()  # appends may have been lost: let one through to find out
@@ -631,9 +659,25 @@ class Raft:
         ctx = context if context is not None else (self._read_queue[-1] if self._read_queue else b"")
         for n, pr in self.prs.items():
             if n != self.id:
-                # Never tell a follower to commit beyond what it is known to have.
-                commit = min(pr.match, self.log.committed)
-                self._send(Message(MsgType.HEARTBEAT, n, self.id, term=self.term, commit=commit, context=ctx))
+                # Never tell a follower to commit beyond what it is known to have; name that
+                # entry, so a follower that lost it can say so (``_handle_heartbeat``).
+                # A match index compacted away here cannot be named: claim and commit nothing
+                # (that follower needs the snapshot anyway, and commits with it).
+                match_term = self.log.term(pr.match)
+                known = pr.match if match_term is not None else 0
+                commit = min(known, self.log.committed)
+                self._send(
+                    Message(
+                        MsgType.HEARTBEAT,
+                        n,
+                        self.id,
+                        term=self.term,
+                        index=known,
+                        log_term=match_term or 0,
+                        commit=commit,
+                        context=ctx,
+                    )
+                )
 
     def _leader_read_index(self, m: Message) -> None:
         if self.log.term(self.log.committed) != self.term:

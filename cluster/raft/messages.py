@@ -167,9 +167,11 @@ class Message:
     """One Raft message, in the shape of etcd's raftpb.Message: one struct, fields used per type.
 
     ``index``/``log_term``: the entry preceding ``entries`` (APP), the candidate's last entry
-    (VOTE), the acknowledged/rejected index (APP_RESP), the read index (READ_INDEX_RESP).
-    ``reject_hint``: on a rejected APP_RESP, the follower's last index, so the leader can
-    skip back in one step. ``context``: ReadIndex request ids, or b"transfer" on a
+    (VOTE), the acknowledged/rejected index (APP_RESP), the read index (READ_INDEX_RESP),
+    the leader's match index for the follower and its term (HEARTBEAT; 0 claims nothing),
+    the match index the follower no longer has (rejected HEARTBEAT_RESP).
+    ``reject_hint``: on a rejected APP_RESP or HEARTBEAT_RESP, the follower's last index, so
+    the leader can skip back in one step. ``context``: ReadIndex request ids, or b"transfer" on a
     campaign forced by leadership transfer.
     """
 

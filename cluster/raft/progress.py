@@ -89,6 +89,20 @@ class Progress:
         self.probe_sent = False
         return True
 
+    def lost_entries(self, follower_last: int) -> None:
+        """The follower no longer has entries we counted as matched (it lost its disk, or part of it).
+
+        Raft assumes acknowledged entries are durable; a follower restarted with an emptied
+        or truncated data directory breaks that, and would otherwise stay behind for as long
+        as this leader lives: ``maybe_decrease`` rightly treats rejects at or below ``match``
+        as stale. Forget ``match`` entirely (the follower's remaining tail may even be
+        from older terms, so no part of it can count towards a commit until an ack proves
+        it) and probe from the follower's last index; rejects walk back from there.
+        """
+        self.match = 0
+        self.become_probe()
+        self.next = follower_last + 1
+
     def sent(self, last_index: int, n_entries: int) -> None:
         """Record an AppendEntries just sent, ending at ``last_index``."""
         if self.state is ProgressState.REPLICATE:

@@ -9,12 +9,25 @@ msgpack bytes when no cluster key is configured.
 Each peer gets one outbound connection, made on demand, fed from a bounded queue by one
 writer task; inbound connections only read. Sending never blocks the Raft loop: when a
 queue is full or a peer is unreachable, messages are dropped - Raft retransmits.
+
+Inbound streams are untrusted until a frame opens with the cluster key, so what one peer
+can make us hold is bounded: a frame may declare at most ``max_message`` bytes
+(``--cluster-max-message-bytes``), its body must arrive within ``read_timeout``
+(``--cluster-read-timeout-s``) once its header came, and one peer address holds at most
+``MAX_STREAMS_PER_PEER`` streams that have not yet delivered a frame that opens (a new one
+closes the oldest; nodes sharing a host are unaffected once their first frame is in). A frame whose seal
+does not open closes the stream before anything is decoded; a sealed frame that does not
+decode (it came from a member: e.g. a message type of a newer release) is skipped and the
+stream goes on, while without a key an undecodable frame closes the stream. Every
+drop is counted by reason in :attr:`TcpTransport.stats` (``dropped_seal``,
+``dropped_decode``, ``dropped_oversize``, ``dropped_timeout``, ``dropped_peer_limit``).
 """
 
 from __future__ import annotations
 
 import abc
 import asyncio
+import collections
 import contextlib
 import logging
 import struct
@@ -30,8 +43,15 @@ log = logging.getLogger(__name__)
 #: Channel byte of Raft streams on the multiplexed cluster port (0x01 is SWIM).
 CHANNEL_RAFT = 0x02
 AAD = b"raft"
-#: A frame longer than this closes the connection (a snapshot of the config store fits easily).
-MAX_FRAME = 64 << 20
+#: Default bound on one frame (``--cluster-max-message-bytes``): a snapshot of the config store fits easily.
+MAX_FRAME = 16 << 20
+#: Default time a frame's body may take to arrive once its header came (``--cluster-read-timeout-s``).
+READ_TIMEOUT_S = 10.0
+#: Not-yet-authenticated inbound streams one peer address may hold; a new one closes the
+#: oldest (a peer that reconnects after a partition must not be locked out by its own
+#: half-dead streams). Streams whose first frame opened no longer count: several nodes may
+#: share one host (a local cluster, a test).
+MAX_STREAMS_PER_PEER = 4
 _LEN = struct.Struct(">I")
 
 #: node id -> (host, port), or None while the address is unknown.
@@ -165,16 +185,24 @@ class TcpTransport(Transport):
         *,
         queue_size: int = 4096,
         connect_timeout: float = 1.0,
+        max_message: int = MAX_FRAME,
+        read_timeout: float = READ_TIMEOUT_S,
     ) -> None:
         self.node_id = node_id
         self.resolver = resolver
         self.keyring = keyring
         self.queue_size = queue_size
         self.connect_timeout = connect_timeout
+        self.max_message = max_message
+        self.read_timeout = read_timeout
         self._deliver: Deliver | None = None
         self._peers: dict[str, _Peer] = {}
         self._server: asyncio.base_events.Server | None = None
         self._inbound: dict[asyncio.StreamWriter, asyncio.Task[None]] = {}
+        #: inbound streams per peer host that have not delivered a frame yet, oldest first
+        self._unproven: dict[str, list[asyncio.StreamWriter]] = collections.defaultdict(list)
+        #: inbound frames and drops by reason; nothing is dropped uncounted
+        self.stats: collections.Counter[str] = collections.Counter()
 
     async def start(self, deliver: Deliver) -> None:
         self._deliver = deliver
@@ -194,34 +222,77 @@ class TcpTransport(Transport):
         except asyncio.QueueFull:
             log.debug("raft: queue to %s full, dropping %s", msg.to, msg.type.name)
 
+    def forget(self, node_id: str) -> None:
+        """Drop the connection to ``node_id``; the next message reconnects to its current address
+        (its host moved: the old connection would hang until TCP gives up)."""
+        peer = self._peers.pop(node_id, None)
+        if peer is not None:
+            peer.task.cancel()
+
     async def handle_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Serve one inbound Raft stream whose channel byte was already read."""
         task = asyncio.current_task()
         if task is not None:
             self._inbound[writer] = task
+        peer = writer.get_extra_info("peername")
+        host = str(peer[0]) if peer else "?"
+        unproven = self._unproven[host]
+        unproven.append(writer)
+        if len(unproven) > MAX_STREAMS_PER_PEER:
+            self._drop("peer_limit", peer, f"more than {MAX_STREAMS_PER_PEER} unauthenticated streams from one "
+                                           "address; closing the oldest")
+            unproven.pop(0).close()
         try:
-            while True:
-                header = await reader.readexactly(_LEN.size)
-                (length,) = _LEN.unpack(header)
-                if length > MAX_FRAME:
-                    log.warning("raft: %d-byte frame exceeds the %d limit; closing", length, MAX_FRAME)
-                    return
-                body = await reader.readexactly(length)
-                if self.keyring is not None:
-                    body = self.keyring.open(body, aad=AAD)
-                msg = decode_message(body)
-                if self._deliver is not None:
-                    self._deliver(msg)
+            while await self._serve_frame(reader, peer):
+                if writer in unproven:
+                    unproven.remove(writer)
         except (asyncio.IncompleteReadError, ConnectionError):
             return
-        except (DecryptError, WireError) as exc:
-            peer = writer.get_extra_info("peername")
-            log.warning("raft: closing stream from %s: %s", peer, exc)
         finally:
             self._inbound.pop(writer, None)
+            if writer in unproven:
+                unproven.remove(writer)
+            if not unproven:
+                self._unproven.pop(host, None)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
+
+    async def _serve_frame(self, reader: asyncio.StreamReader, peer: object) -> bool:
+        """Read, open and deliver one frame; False when the stream must close."""
+        header = await reader.readexactly(_LEN.size)
+        (length,) = _LEN.unpack(header)
+        if length > self.max_message:
+            self._drop("oversize", peer, f"RaftFrameTooLarge: {length}-byte frame over the {self.max_message}-byte "
+                                         "limit (--cluster-max-message-bytes)")
+            return False
+        try:
+            async with asyncio.timeout(self.read_timeout):
+                body = await reader.readexactly(length)
+        except TimeoutError:
+            self._drop("timeout", peer, f"RaftReadTimeout: a {length}-byte frame did not arrive within "
+                                        f"{self.read_timeout:g} s (--cluster-read-timeout-s)")
+            return False
+        if self.keyring is not None:
+            try:
+                body = self.keyring.open(body, aad=AAD)
+            except DecryptError as exc:
+                self._drop("seal", peer, f"RaftBadSeal: {exc}")
+                return False
+        try:
+            msg = decode_message(body)
+        except WireError as exc:
+            sealed = self.keyring is not None
+            self._drop("decode", peer, f"RaftUndecodable: {exc}; " + ("skipping it" if sealed else "closing"))
+            return sealed
+        self.stats["messages_in"] += 1
+        if self._deliver is not None:
+            self._deliver(msg)
+        return True
+
+    def _drop(self, reason: str, peer: object, detail: str) -> None:
+        self.stats[f"dropped_{reason}"] += 1
+        log.warning("raft: dropped from %s: %s", peer, detail)
 
     async def listen(self, host: str = "127.0.0.1", port: int = 0) -> tuple[str, int]:
         """A standalone listener (when Raft does not share the gossip port); returns the bound address."""

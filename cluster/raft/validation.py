@@ -6,8 +6,8 @@ Every key has a prefix that decides its type:
 ``app/...``    any JSON value, for operators' own use
 ``services/S`` load-balancing policy of service S:
                ``{"policy": "round_robin"|"least_outstanding"|"weighted",
-               "weights": {instance: int >= 0}, "prefer_local": bool}``
-``keys/KID``   a JWT verification key: a PEM public key (string) or a JWK (object)
+               "weights": {instance: int >= 0}, "prefer_local": bool}`` (each optional)
+``keys/KID``   a JWT verification key: a public JWK (object), ``{"pem": PEM}`` or PEM text
 ``revoked/J``  a revoked token id: ``{"expires_at": unix seconds}``
 ``acl/NAME``   an access rule: ``{"principals": [glob], "roles": [str],
                "register": [glob], "call": [glob]}`` (missing lists mean empty)
@@ -16,13 +16,22 @@ Every key has a prefix that decides its type:
 Validators are pure functions of (name, value) that raise ``ValidationError`` with a
 message a human can act on. They run before a proposal enters the log and again when it
 is applied, on every node, so they must be deterministic (no clock, no network).
+
+One validator per value: access rules, service policies and keys are checked by the very
+parsers the node applies them with (``broker.auth.acl.parse_rule``,
+``broker.registry.ServicePolicy.from_obj``, ``broker.auth.keys.key_from_config``), which
+also read the config file; a value the store accepts is a value every node uses.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
+
+from broker.auth.acl import parse_rule
+from broker.auth.keys import key_from_config
+from broker.registry import ServicePolicy
 
 __all__ = ["KeyValidator", "ValidationError", "Validators", "validate_acl_rule"]
 
@@ -30,7 +39,6 @@ __all__ = ["KeyValidator", "ValidationError", "Validators", "validate_acl_rule"]
 KeyValidator = Callable[[str, Any], None]
 
 MAX_KEY_LENGTH = 512
-POLICIES = ("round_robin", "least_outstanding", "weighted")
 
 
 class ValidationError(ValueError):
@@ -46,55 +54,28 @@ def _require_dict(value: Any, what: str, allowed: set[str]) -> dict[str, Any]:
     return value
 
 
-def _string_list(rule: Mapping[str, Any], field: str, what: str) -> None:
-    items = rule.get(field, [])
-    if not isinstance(items, list) or not all(isinstance(i, str) and i for i in items):
-        raise ValidationError(f"{what}: '{field}' must be a list of non-empty strings")
-
-
 def validate_acl_rule(name: str, value: Any) -> None:
-    """The default ``acl/`` validator: the access-rule schema of the design contract."""
-    what = f"acl rule '{name}'"
-    rule = _require_dict(value, what, {"principals", "roles", "register", "call"})
-    for field in ("principals", "roles", "register", "call"):
-        _string_list(rule, field, what)
+    """An access rule, parsed by the node's own parser (``broker.auth.acl.parse_rule``)."""
+    try:
+        parse_rule(value)
+    except ValueError as exc:
+        raise ValidationError(f"acl rule '{name}': {exc}") from None
 
 
 def validate_service_policy(name: str, value: Any) -> None:
-    what = f"policy of service '{name}'"
-    policy = _require_dict(value, what, {"policy", "weights", "prefer_local"})
-    if policy.get("policy") not in POLICIES:
-        raise ValidationError(f"{what}: 'policy' must be one of {', '.join(POLICIES)}")
-    weights = policy.get("weights", {})
-    if not isinstance(weights, dict):
-        raise ValidationError(f"{what}: 'weights' must be an object of instance -> integer")
-    for instance, weight in weights.items():
-        if type(weight) is not int or weight < 0:
-            raise ValidationError(f"{what}: weight of '{instance}' must be an integer >= 0, got {weight!r}")
-    if "prefer_local" in policy and not isinstance(policy["prefer_local"], bool):
-        raise ValidationError(f"{what}: 'prefer_local' must be true or false")
+    """A service policy, parsed as the config file's are (``ServicePolicy.from_obj``)."""
+    try:
+        ServicePolicy.from_obj(value)
+    except ValueError as exc:
+        raise ValidationError(f"policy of service '{name}': {exc}") from None
 
 
 def validate_public_key(name: str, value: Any) -> None:
-    what = f"key '{name}'"
-    if isinstance(value, str):
-        from cryptography.hazmat.primitives.serialization import load_pem_public_key
-
-        try:
-            load_pem_public_key(value.encode())
-        except Exception as exc:  # noqa: BLE001 - untrusted input: any failure means "invalid"
-            raise ValidationError(f"{what}: not a PEM public key ({exc})") from None
-    elif isinstance(value, dict):
-        import jwt
-
-        if "d" in value:
-            raise ValidationError(f"{what}: a private JWK must not be stored in the cluster config")
-        try:
-            jwt.PyJWK(value)
-        except Exception as exc:  # noqa: BLE001 - untrusted input: any failure means "invalid"
-            raise ValidationError(f"{what}: not a usable JWK ({exc})") from None
-    else:
-        raise ValidationError(f"{what}: must be a PEM string or a JWK object")
+    """A JWT key, loaded as the node loads it (``key_from_config``: JWK, ``{"pem"}`` or PEM)."""
+    try:
+        key_from_config(name, value)
+    except ValueError as exc:
+        raise ValidationError(str(exc)) from None
 
 
 def validate_revocation(name: str, value: Any) -> None:

@@ -26,6 +26,7 @@ the suspicion so the suspect learns of it directly (buddy system).
 from __future__ import annotations
 
 import random
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Protocol, Sequence
 
@@ -36,7 +37,7 @@ from .broadcast import BroadcastQueue
 from .config import Config
 from .messages import (
     Ack, Alive, Dead, IndirectPing, MemberRecord, MemberState, Message, Nack, Ping, PushPull, Route,
-    Suspect, wire_size,
+    RouteBatch, RouteDigest, Suspect, wire_size,
 )
 from .suspicion import Suspicion
 from .wire import ENVELOPE_OVERHEAD
@@ -120,20 +121,27 @@ class NameConflict:
 
 
 class Delegate(Protocol):
-    """What a layer above membership (the routing table) plugs in: its own broadcasts,
-    its full state for push-pull, and reactions to membership changes."""
+    """What a layer above membership (the routing table) plugs in: batches it sends
+    straight to every live member each gossip round, its complete set for a member that
+    appears, digests for push-pull and the answer to a peer's digests, and reactions to
+    membership changes."""
 
-    def take_broadcasts(self, budget: int, num_nodes: int, spill: bool) -> list[Message]: ...
+    def take_direct(self, now: float) -> list[Message]: ...
+
+    def greeting(self) -> list[Message]: ...
 
     def on_route(self, route: Route, now: float) -> list[object]: ...
 
-    def full_state(self) -> tuple[Route, ...]: ...
+    def on_batch(self, batch: RouteBatch, now: float) -> list[object]: ...
+
+    def digests(self) -> tuple[RouteDigest, ...]: ...
+
+    def answer_digests(self, source: str, digests: Sequence[RouteDigest]) -> list[Message]: ...
 
     def merge_state(self, source: str, routes: Sequence[Route], now: float) -> list[object]: ...
 
     def on_member(self, change: MemberChanged, now: float) -> list[object]: ...
 
-    def on_refute(self, now: float) -> list[object]: ...
 
 
 # ---- internal records ------------------------------------------------------------------
@@ -177,6 +185,8 @@ class _Out:
     """Accumulates the outputs of one entry point."""
 
     items: list[object] = field(default_factory=list)
+    #: routing greetings sent to members that appeared, by member name
+    greetings: dict[str, Send] = field(default_factory=dict)
 
 
 # ---- the state machine -----------------------------------------------------------------
@@ -218,6 +228,8 @@ class Swim:
         #: Suspects we have not probed ourselves since their suspicion began (ordered set).
         self._unprobed_suspects: dict[str, None] = {}
         self._queue = BroadcastQueue(config.retransmit_limit)
+        #: probes started, suspicions raised, refutations of our own suspicion (for metrics)
+        self.counts: Counter[str] = Counter()
         self._seq = 0
         self._probe: _Probe | None = None
         self._relays: dict[int, _Relay] = {}
@@ -274,12 +286,13 @@ class Swim:
         return min(deadlines)
 
     def local_state(self, join: bool = False) -> PushPull:
-        """Our full state for a push-pull exchange."""
+        """Our full membership and the digests of our routing entries for a push-pull
+        exchange (entries follow, as a batch, only for owners whose digests differ)."""
         records = tuple(
             MemberRecord(m.node, m.host, m.port, m.inc, m.state, dict(m.meta)) for m in self._members.values()
         )
-        routes = self.delegate.full_state() if self.delegate else ()
-        return PushPull(self.name, join, records, routes)
+        digests = self.delegate.digests() if self.delegate else ()
+        return PushPull(self.name, join, records, (), digests)
 
     # ---- write side ---------------------------------------------------------------------
 
@@ -338,6 +351,9 @@ class Swim:
                 self._on_suspect(msg, now, out, src)
             elif isinstance(msg, Dead):
                 self._on_dead(msg, now, out, src)
+            elif isinstance(msg, RouteBatch):
+                if self.delegate:
+                    out.items.extend(self.delegate.on_batch(msg, now))
             elif isinstance(msg, Route):
                 if self.delegate:
                     out.items.extend(self.delegate.on_route(msg, now))
@@ -358,7 +374,16 @@ class Swim:
             else:
                 self._on_suspect(Suspect(r.inc, r.node, self.name), now, out)
         if self.delegate:
-            out.items.extend(self.delegate.merge_state(remote.source, remote.routes, now))
+            if remote.routes:
+                out.items.extend(self.delegate.merge_state(remote.source, remote.routes, now))
+            peer = self._members.get(remote.source)
+            if peer is not None and peer is not self._self:
+                answer = self.delegate.answer_digests(remote.source, remote.digests)
+                if answer:
+                    greeting = out.greetings.get(remote.source)
+                    if greeting is not None:
+                        out.items.remove(greeting)  # the answer holds our complete set too
+                    out.items.append(Send((peer.host, peer.port), tuple(answer), reliable=True))
         return out.items
 
     def leave(self, now: float) -> list[object]:
@@ -384,6 +409,7 @@ class Swim:
         if target is None:
             return
         self._seq += 1
+        self.counts["probes"] += 1
         self._probe = _Probe(self._seq, target.node, now + self.awareness.scale(self.config.probe_timeout_s),
                              now + interval)
         msgs: list[Message] = [Ping(self._seq, target.node, self.name)]
@@ -535,6 +561,7 @@ class Swim:
         # message with its refutation, which may have missed us in the gossip.
         self._unprobed_suspects[s.node] = None
         self._queue.queue(("member", s.node), s)
+        self.counts["suspicions"] += 1
         self._transition(m, MemberState.SUSPECT, now, out)
 
     def _on_dead(self, d: Dead, now: float, out: _Out, src: Addr | None = None) -> None:
@@ -567,11 +594,10 @@ class Swim:
 
     def _refute(self, accused_inc: int, now: float, out: _Out) -> None:
         self._self.inc = max(self._self.inc, accused_inc) + 1
+        self.counts["refutations"] += 1
         self._queue_alive()
         # Lifeguard: being accused hints that we are slow to answer; slow down accusing others.
         self.awareness.apply(1)
-        if self.delegate:
-            out.items.extend(self.delegate.on_refute(now))
 
     def _transition(self, m: _Member, state: MemberState, now: float, out: _Out, declared: bool = False) -> None:
         previous = m.state
@@ -597,6 +623,17 @@ class Swim:
         out.items.append(change)
         if self.delegate:
             out.items.extend(self.delegate.on_member(change, now))
+            if m.state == MemberState.ALIVE and m is not self._self and not self._leaving:
+                if previous is None:
+                    # A member appeared: it gets our complete routing set straight away.
+                    greeting = self.delegate.greeting()
+                    if greeting:
+                        out.greetings[m.node] = Send((m.host, m.port), tuple(greeting), reliable=True)
+                        out.items.append(out.greetings[m.node])
+                elif previous in (MemberState.DEAD, MemberState.LEFT):
+                    # Back from the dead (a refutation, a healed partition): we dropped its
+                    # entries and it may have missed our changes; digests settle both ways.
+                    out.items.append(PushPullTo((m.host, m.port)))
 
     # ---- dissemination ----------------------------------------------------------------
 
@@ -606,6 +643,12 @@ class Swim:
         window = self.config.gossip_to_the_dead_s
         for node in [n for n, t in self._recently_dead.items() if now - t >= window or n == self.name]:
             del self._recently_dead[node]
+        if self.delegate:
+            batches = self.delegate.take_direct(now)
+            if batches:
+                for node in self._live_names():
+                    m = self._members[node]
+                    out.items.append(Send((m.host, m.port), tuple(batches), reliable=True))
         candidates = self._live_names() + list(self._recently_dead)
         n_live = self.num_live()
         for node in self._rng.sample(candidates, min(self.config.gossip_nodes, len(candidates))):
@@ -617,10 +660,7 @@ class Swim:
     def _piggyback(self, budget: int, n_live: int, spill: bool = False) -> list[Message]:
         """Queued broadcasts for ``budget`` bytes; with ``spill`` (gossip rounds) also those
         too large for any datagram, which _pack_and_send then sends over TCP."""
-        msgs, used = self._queue.take(budget, 0, n_live, spill)
-        if self.delegate and budget - used > 0:
-            msgs.extend(self.delegate.take_broadcasts(budget - used, n_live, spill))
-        return msgs
+        return self._queue.take(budget, 0, n_live, spill)[0]
 
     def _send(self, addr: Addr, msgs: list[Message], out: _Out) -> None:
         """Send ``msgs`` with as much piggybacked gossip as fits in the datagram."""

@@ -3,11 +3,18 @@
 Rules of this module:
 
 * Message type numbers are APPEND-ONLY. Never renumber or reuse one: nodes of different
-  versions share a cluster during a rolling upgrade, and an old node must drop what it
-  does not know instead of misreading it.
+  versions share a cluster during a rolling upgrade, and an old node must skip what it
+  does not know instead of misreading it (:class:`UnknownMessage`; the packet codec skips
+  that one message and keeps the rest of the packet).
 * A message is ``[type, field, field, ...]``. The decoder checks every field's type and
   bound and raises :class:`DecodeError` - and only that - on anything else. Nothing
-  taken from the network is trusted before it passed here.
+  taken from the network is trusted before it passed here. Fields are append-only too:
+  a newer release may add fields at the end of a message, and decoders ignore fields
+  past the ones they know.
+* A push-pull is read item by item: a member record or route that does not decode is
+  left out (and counted in :attr:`PushPull.skipped`), never the whole state.
+* Names a node announces must be names every node decodes: :data:`MAX_ROUTE_NAME` bounds
+  the service and instance of a route, and the routing table refuses to announce more.
 * No I/O, no clock. Sealing and packet envelopes live in :mod:`cluster.swim.wire`.
 """
 
@@ -21,10 +28,15 @@ import msgpack
 
 __all__ = [
     "Ack", "Alive", "Dead", "DecodeError", "IndirectPing", "MemberRecord", "Message", "MsgType",
-    "Nack", "Ping", "PushPull", "Route", "Suspect", "decode_message", "encode", "wire_size",
+    "Nack", "Ping", "PushPull", "Route", "RouteBatch", "RouteDigest", "RouteGroup", "Suspect", "UnknownMessage",
+    "decode_message", "decode_route_item", "encode", "wire_size",
 ]
 
 MAX_NAME = 128
+#: Longest service or instance name a route carries (characters; decoders of every
+#: release accept 256). Registration caps service names at 255 UTF-8 bytes
+#: (``broker/limits.py``, relay side) so whatever a provider may register, gossip carries.
+MAX_ROUTE_NAME = 256
 MAX_HOST = 255
 MAX_TAGS = 32
 MAX_TAG_TEXT = 256
@@ -35,6 +47,10 @@ U64 = 1 << 64
 
 class DecodeError(ValueError):
     """Bytes or structures that are not a valid gossip message."""
+
+
+class UnknownMessage(DecodeError):
+    """A well-formed message of a type this release does not know (a newer node sent it)."""
 
 
 class MsgType(enum.IntEnum):
@@ -49,6 +65,8 @@ class MsgType(enum.IntEnum):
     DEAD = 7
     PUSH_PULL = 8
     ROUTE = 9
+    #: Many routing entries in one message, grouped by owner (issue 13: fleet-size tables).
+    ROUTE_BATCH = 10
 
 
 class MemberState(enum.IntEnum):
@@ -90,6 +108,7 @@ def _text(limit: int) -> Callable[[Any], str]:
 
 _name = _text(MAX_NAME)
 _host = _text(MAX_HOST)
+_route_name = _text(MAX_ROUTE_NAME)
 
 
 def _nonempty_name(v: Any) -> str:
@@ -108,7 +127,8 @@ def _tags(v: Any) -> dict[str, str]:
 
 
 def _fields(obj: Any, count: int) -> list[Any]:
-    if type(obj) is not list or len(obj) != count:
+    """The first ``count`` fields of a message; later fields (a newer release's) are ignored."""
+    if type(obj) is not list or len(obj) < count:
         raise DecodeError(f"expected {count} fields")
     return obj
 
@@ -280,8 +300,8 @@ class Route:
         _fields(f, 10)
         if f[0] != MsgType.ROUTE:
             raise DecodeError("expected a route")
-        return cls(_nonempty_name(f[1]), _uint(f[2]), _uint(f[3]), _text(MAX_TAG_TEXT)(f[4]),
-                   _text(MAX_TAG_TEXT)(f[5]), _uint(f[6]), _tags(f[7]), _uint(f[8]), _bool(f[9]))
+        return cls(_nonempty_name(f[1]), _uint(f[2]), _uint(f[3]), _route_name(f[4]),
+                   _route_name(f[5]), _uint(f[6]), _tags(f[7]), _uint(f[8]), _bool(f[9]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,33 +328,137 @@ class MemberRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class RouteDigest:
+    """What the sender holds of one owner's routing entries: the owner's boot ``epoch``,
+    the highest change ``seq`` applied, how many live entries, and the XOR of a mix of their
+    sequence numbers. Equal (count, mix) mean equal entry sets, so push-pull sends an
+    owner's entries only when they differ, and only those newer than ``seq`` when the peer
+    is merely behind (Scuttlebutt reconciliation)."""
+
+    owner: str
+    epoch: int
+    seq: int
+    count: int
+    mix: int
+
+    def to_wire(self) -> list[Any]:
+        return [self.owner, self.epoch, self.seq, self.count, self.mix]
+
+    @classmethod
+    def from_wire(cls, f: Any) -> "RouteDigest":
+        _fields(f, 5)
+        return cls(_nonempty_name(f[0]), _uint(f[1]), _uint(f[2]), _uint(f[3]), _uint(f[4]))
+
+
+@dataclass(frozen=True, slots=True)
 class PushPull:
     """Full state of the sender (anti-entropy), sent over TCP. Routes whose owner is the
-    sender are its complete set: anything of that owner missing from them is gone."""
+    sender are its complete set: anything of that owner missing from them is gone.
+
+    Nodes of issue 13 send ``digests`` instead of ``routes`` (an optional sixth field; a
+    five-field push-pull is the older full dump) and answer the peer's digests with a
+    :class:`RouteBatch` of the owners whose entries differ."""
 
     source: str
     join: bool
     members: tuple[MemberRecord, ...]
     routes: tuple[Route, ...]
+    digests: tuple[RouteDigest, ...] = ()
+    #: member records, routes and digests of the received state that did not decode (not on the wire)
+    skipped: int = field(default=0, compare=False)
     TYPE = MsgType.PUSH_PULL
 
     def to_wire(self) -> list[Any]:
         return [self.TYPE, self.source, self.join, [m.to_wire() for m in self.members],
-                [r.to_wire() for r in self.routes]]
+                [r.to_wire() for r in self.routes], [d.to_wire() for d in self.digests]]
 
     @classmethod
     def from_wire(cls, f: list[Any]) -> "PushPull":
         _fields(f, 5)
         members, routes = f[3], f[4]
+        digests = f[5] if len(f) > 5 else []
         if type(members) is not list or len(members) > MAX_MEMBERS:
             raise DecodeError("bad member list")
         if type(routes) is not list or len(routes) > MAX_ROUTES:
             raise DecodeError("bad route list")
-        return cls(_nonempty_name(f[1]), _bool(f[2]), tuple(MemberRecord.from_wire(m) for m in members),
-                   tuple(Route.from_wire(r) for r in routes))
+        if type(digests) is not list or len(digests) > MAX_MEMBERS:
+            raise DecodeError("bad digest list")
+        good_members, bad_members = _each(MemberRecord.from_wire, members)
+        good_routes, bad_routes = _each(Route.from_wire, routes)
+        good_digests, bad_digests = _each(RouteDigest.from_wire, digests)
+        return cls(_nonempty_name(f[1]), _bool(f[2]), good_members, good_routes, good_digests,
+                   bad_members + bad_routes + bad_digests)
 
 
-Message = Union[Ping, IndirectPing, Ack, Nack, Suspect, Alive, Dead, Route, PushPull]
+def _each(decode: Callable[[Any], Any], items: list[Any]) -> tuple[tuple[Any, ...], int]:
+    """Decode every item that decodes; the count of those that did not."""
+    good = []
+    for item in items:
+        try:
+            good.append(decode(item))
+        except DecodeError:
+            continue
+    return tuple(good), len(items) - len(good)
+
+
+#: One entry of a :class:`RouteGroup`: ``(seq, service, instance, weight, load, tags, removed)``.
+RouteItem = tuple[int, str, str, int, int, dict, bool]
+
+
+@dataclass(frozen=True, slots=True)
+class RouteGroup:
+    """Entries of one owner at one boot ``epoch`` (owner and epoch said once, not per entry).
+    ``complete``: the owner's complete set as of its change ``upto``, honoured only from the
+    owner itself (the batch's source): an entry of it missing here, at or below ``upto``, is
+    gone; a newer one (a delta that overtook this group) stays."""
+
+    owner: str
+    epoch: int
+    complete: bool
+    upto: int
+    items: tuple[RouteItem, ...]
+
+    def to_wire(self) -> list[Any]:
+        return [self.owner, self.epoch, self.complete, self.upto, [list(i) for i in self.items]]
+
+    @classmethod
+    def from_wire(cls, f: Any) -> "RouteGroup":
+        _fields(f, 5)
+        items = f[4]
+        if type(items) is not list or len(items) > MAX_ROUTES:
+            raise DecodeError("bad route items")
+        return cls(_nonempty_name(f[0]), _uint(f[1]), _bool(f[2]), _uint(f[3]), tuple(decode_route_item(i) for i in items))
+
+
+def decode_route_item(f: Any) -> RouteItem:
+    """One :data:`RouteItem` from the wire (:class:`DecodeError` if it is not one)."""
+    _fields(f, 7)
+    return (_uint(f[0]), _route_name(f[1]), _route_name(f[2]), _uint(f[3]), _uint(f[4]),
+            _tags(f[5]), _bool(f[6]))
+
+
+@dataclass(frozen=True, slots=True)
+class RouteBatch:
+    """Many routing entries from ``source``, grouped by owner: an owner's batched deltas
+    (sent straight to every member), its complete set, or a push-pull answer."""
+
+    source: str
+    groups: tuple[RouteGroup, ...]
+    TYPE = MsgType.ROUTE_BATCH
+
+    def to_wire(self) -> list[Any]:
+        return [self.TYPE, self.source, [g.to_wire() for g in self.groups]]
+
+    @classmethod
+    def from_wire(cls, f: list[Any]) -> "RouteBatch":
+        _fields(f, 3)
+        groups = f[2]
+        if type(groups) is not list or len(groups) > MAX_MEMBERS:
+            raise DecodeError("bad route groups")
+        return cls(_nonempty_name(f[1]), tuple(RouteGroup.from_wire(g) for g in groups))
+
+
+Message = Union[Ping, IndirectPing, Ack, Nack, Suspect, Alive, Dead, Route, PushPull, RouteBatch]
 
 _DECODERS: dict[int, Callable[[list[Any]], Message]] = {
     MsgType.PING: Ping.from_wire,
@@ -346,6 +470,7 @@ _DECODERS: dict[int, Callable[[list[Any]], Message]] = {
     MsgType.DEAD: Dead.from_wire,
     MsgType.PUSH_PULL: PushPull.from_wire,
     MsgType.ROUTE: Route.from_wire,
+    MsgType.ROUTE_BATCH: RouteBatch.from_wire,
 }
 
 
@@ -355,7 +480,7 @@ def decode_message(obj: Any) -> Message:
         raise DecodeError("a message is a non-empty array starting with its type")
     decoder = _DECODERS.get(obj[0])
     if decoder is None:
-        raise DecodeError(f"unknown message type {obj[0]}")
+        raise UnknownMessage(f"unknown message type {obj[0]}")
     return decoder(obj)
 
 

@@ -12,8 +12,13 @@ Rules of this module:
 * Without a cluster key, binding a non-loopback address is refused unless
   ``allow_insecure=True``: unauthenticated gossip on a network lets anyone join or kill
   members (like Redis's protected mode).
+* Members may advertise host names: UDP sends go through a :class:`~cluster.swim.resolve.Resolver`
+  (cached, re-resolved in the background, never on the send path); a datagram to a name not
+  resolved yet waits for its one lookup. TCP connects resolve through the loop as usual.
 * Every dropped packet is counted (:meth:`GossipNode.stats`); callbacks that raise are
-  logged and do not stop the node.
+  logged and do not stop the node. A gossip TCP exchange must finish within
+  ``tcp_timeout_s``, and one address holds at most ``MAX_UNOPENED_PER_PEER`` streams whose
+  first frame has not opened yet (what an unauthenticated peer can make us buffer).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from cluster.routing_table import RemoteEntry, RoutesChanged, RoutingTable, Serv
 from .config import Config
 from .core import Addr, MemberChanged, NameConflict, PushPullTo, Send, Swim
 from .messages import PushPull
+from .resolve import Resolver
 from .wire import MAX_FRAME, Dropped, PacketCodec
 
 __all__ = ["CHANNEL_GOSSIP", "CHANNEL_RAFT", "GossipNode", "parse_addr"]
@@ -45,6 +51,9 @@ CHANNEL_GOSSIP = 0x01
 CHANNEL_RAFT = 0x02
 
 TcpHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+#: Gossip TCP streams one address may hold before a frame of theirs opened (push-pulls and
+#: oversized messages are short exchanges; nodes sharing a host rarely overlap more).
+MAX_UNOPENED_PER_PEER = 4
 _LEN = struct.Struct(">I")
 
 
@@ -98,6 +107,8 @@ class GossipNode:
                                   rand64=lambda: int.from_bytes(os.urandom(8), "big"))
         self._counters: Counter[str] = Counter()
         self._channels: dict[int, TcpHandler] = {}
+        #: per peer host, gossip streams whose first frame has not opened yet (oldest first)
+        self._unopened: dict[str, list[asyncio.StreamWriter]] = {}
         self._member_callbacks: list[Callable[[MemberChanged], None]] = []
         self._route_callbacks: list[Callable[[RoutesChanged], None]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -107,6 +118,8 @@ class GossipNode:
         self._runner: asyncio.Task[None] | None = None
         self._swim: Swim | None = None
         self._table: RoutingTable | None = None
+        self._moved_callbacks: list[Callable[[str], None]] = []
+        self._resolver = Resolver(on_moved=lambda host: self._notify(self._moved_callbacks, host))
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -125,6 +138,7 @@ class GossipNode:
                     raise
                 continue
             self._udp = udp
+            self._resolver.family = udp.get_extra_info("socket").family
             break
         bound_addr = (host, bound)
         advertised = (self._advertise[0], self._advertise[1] or bound) if self._advertise else bound_addr
@@ -174,6 +188,11 @@ class GossipNode:
         """The address other members know us by."""
         return self._require().addr
 
+    @property
+    def background_tasks(self) -> dict[str, asyncio.Task[None]]:
+        """The timer loop, which must run until :meth:`stop` (for supervision)."""
+        return {"gossip timer": self._runner} if self._runner is not None else {}
+
     def add_tcp_channel(self, tag: int, handler: TcpHandler) -> None:
         """Serve TCP connections whose first byte is ``tag`` with ``handler`` (e.g. Raft)."""
         if tag == CHANNEL_GOSSIP or not 0 <= tag <= 255:
@@ -186,17 +205,30 @@ class GossipNode:
     def on_routes_changed(self, callback: Callable[[RoutesChanged], None]) -> None:
         self._route_callbacks.append(callback)
 
+    def on_host_moved(self, callback: Callable[[str], None]) -> None:
+        """``callback(host)`` when a member's host name resolves to a new address: long-lived
+        connections to the old one (Raft's) hang until TCP gives up, minutes later."""
+        self._moved_callbacks.append(callback)
+
     def set_local_services(self, entries: Iterable[ServiceEntry]) -> None:
         """Replace what this node announces; differences are gossiped at once."""
-        table = self._table
-        if table is None:
-            raise RuntimeError("gossip node not started")
-        table.set_local(entries, asyncio.get_running_loop().time())
+        self.table.set_local(entries, asyncio.get_running_loop().time())
         self._wake.set()
+
+    def set_local_service(self, service: str, entries: Iterable[ServiceEntry]) -> None:
+        """Replace what this node announces for one service (O(its instances))."""
+        self.table.set_local_service(service, entries, asyncio.get_running_loop().time())
 
     def lookup(self, service: str) -> list[RemoteEntry]:
         """Entries of other live nodes for ``service``."""
         return self._table.lookup(service) if self._table else []
+
+    @property
+    def table(self) -> RoutingTable:
+        """The routing table, for reads (``entries``, ``count``, ``service_names``)."""
+        if self._table is None:
+            raise RuntimeError("gossip node not started")
+        return self._table
 
     def set_keyring(self, keyring: Keyring) -> None:
         """Key rotation without restart: add the new key as secondary everywhere, then make
@@ -209,24 +241,30 @@ class GossipNode:
         self._wake.set()
 
     def members(self) -> list[dict[str, Any]]:
-        """Every listed member: node_id, address, state, incarnation, metadata, services."""
+        """Every listed member: node_id, address, state, incarnation, metadata, and how many
+        routing entries it announces (O(members); :meth:`services_of` lists them)."""
         swim, table = self._require(), self._table
         assert table is not None
         return [{
             "node_id": m.node,
             "address": f"{m.host}:{m.port}",
+            "resolved": self._resolver.known(m.host),
             "state": m.state.name.lower(),
             "incarnation": m.incarnation,
             "metadata": m.meta,
-            "services": [{"service": e.service, "instance": e.instance, "weight": e.weight,
-                          "tags": dict(e.tags), "load": e.load} for e in table.services_of(m.node)],
+            "routes": table.count(m.node),
         } for m in swim.members()]
 
     def stats(self) -> dict[str, int]:
         """Packet, byte and drop counters (``dropped_decrypt``, ``dropped_replay``, ...)."""
         merged = Counter(self._codec.stats)
         merged.update(self._counters)
+        if self._table:
+            merged["routes_not_announced"] = self._table.not_announced
+        merged["dns_lookups"] = self._resolver.lookups
+        merged["dns_failures"] = self._resolver.failures
         if self._swim:
+            merged.update(self._swim.counts)
             merged["health_score"] = self._swim.awareness.score
             merged["members_live"] = self._swim.num_live()
         return dict(merged)
@@ -253,8 +291,8 @@ class GossipNode:
             if isinstance(out, Send):
                 if out.reliable:
                     self._spawn(self._send_tcp(out.addr, out.messages))
-                elif self._udp:
-                    self._udp.sendto(self._codec.seal(out.messages, time.time()), out.addr)
+                else:
+                    self._send_udp(out.addr, self._codec.seal(out.messages, time.time()))
             elif isinstance(out, PushPullTo):
                 self._spawn(self._push_pull(out.addr, out.join))
             elif isinstance(out, MemberChanged):
@@ -284,6 +322,23 @@ class GossipNode:
         return self._swim
 
     # ---- UDP ----------------------------------------------------------------------------
+
+    def _send_udp(self, addr: Addr, packet: bytes) -> None:
+        """Send at once to a known address; a name not resolved yet sends after its lookup."""
+        if self._udp is None:
+            return
+        address = self._resolver.cached(addr[0])
+        if address is not None:
+            self._udp.sendto(packet, (address, addr[1]))
+        else:
+            self._spawn(self._resolve_and_send(addr, packet))
+
+    async def _resolve_and_send(self, addr: Addr, packet: bytes) -> None:
+        address = await self._resolver.resolve(addr[0])
+        if address is None:
+            self._counters["dropped_unresolved"] += 1
+        elif self._udp is not None:
+            self._udp.sendto(packet, (address, addr[1]))
 
     def _on_datagram(self, data: bytes, src: Addr) -> None:
         if self._swim is None or self._runner is None:
@@ -322,15 +377,39 @@ class GossipNode:
             await asyncio.wait_for(self._serve_gossip(reader, writer), self.config.tcp_timeout_s)
         except (asyncio.IncompleteReadError, asyncio.TimeoutError, ConnectionError, Dropped) as exc:
             self._counters["tcp_errors"] += 1
+            if isinstance(exc, asyncio.TimeoutError):
+                self._counters["dropped_timeout"] += 1
             log.debug("gossip tcp connection ended: %r", exc)
         finally:
+            self._unopened_done(writer)
             writer.close()
+
+    def _unopened_add(self, writer: asyncio.StreamWriter) -> None:
+        """Bound the gossip streams one address holds before a frame of theirs opened: each may
+        buffer up to MAX_FRAME for tcp_timeout_s. A new one past the cap closes the oldest."""
+        waiting = self._unopened.setdefault(str(writer.get_extra_info("peername")[0]), [])
+        waiting.append(writer)
+        if len(waiting) > MAX_UNOPENED_PER_PEER:
+            self._counters["dropped_peer_limit"] += 1
+            log.warning("gossip: more than %d unauthenticated streams from %s; closing the oldest",
+                        MAX_UNOPENED_PER_PEER, writer.get_extra_info("peername")[0])
+            waiting.pop(0).close()
+
+    def _unopened_done(self, writer: asyncio.StreamWriter) -> None:
+        host = str((writer.get_extra_info("peername") or ("?",))[0])
+        waiting = self._unopened.get(host)
+        if waiting and writer in waiting:
+            waiting.remove(writer)
+            if not waiting:
+                del self._unopened[host]
 
     async def _serve_gossip(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         swim = self._require()
         loop = asyncio.get_running_loop()
         peer = writer.get_extra_info("peername")
+        self._unopened_add(writer)
         messages = self._codec.open(await self._read_frame(reader), time.time())
+        self._unopened_done(writer)
         pushes = [m for m in messages if isinstance(m, PushPull)]
         if pushes:
             writer.write(self._frame([swim.local_state()]))

@@ -5,6 +5,14 @@ A packet (one UDP datagram, or one length-prefixed message on the TCP channel) i
 - or the msgpack bytes alone when the cluster runs without a key. Several messages
 travel in one packet (compound packing): a ping plus the gossip that rides on it.
 
+Versions (rolling upgrades): ``version`` is the sender's wire version, :data:`WIRE_VERSION`.
+Every version keeps the first four envelope fields as they are; a newer one may only
+append fields (which older nodes ignore) and message types (which older nodes skip).
+So a receiver accepts any version from 1 up, and reads a packet message by message: a
+message of an unknown type, or one that does not decode, is skipped and counted
+(``dropped_message_unknown``, ``dropped_message_malformed``) and the rest of the packet
+is used - one bad or new message never costs a node its probes and acks.
+
 Replays: AES-GCM proves who sealed a packet, not when. Each envelope carries the sender's
 wall-clock time and a random 64-bit id; a packet further than ``max_clock_skew_s`` from
 our clock, or whose id we saw within twice that window, is dropped. Nodes of one cluster
@@ -24,12 +32,15 @@ import msgpack
 from cluster.crypto import OVERHEAD as SEAL_OVERHEAD
 from cluster.crypto import DecryptError, Keyring
 
-from .messages import DecodeError, Message, decode_message
+from .messages import DecodeError, Message, PushPull, UnknownMessage, decode_message
 
 __all__ = ["ENVELOPE_OVERHEAD", "Dropped", "PacketCodec", "ReplayGuard", "GOSSIP_AAD"]
 
-#: Envelope format version. APPEND-ONLY: a new layout gets a new number.
-ENVELOPE_VERSION = 1
+#: Wire version this node sends. APPEND-ONLY: a new version may add envelope fields at
+#: the end and new message types, never change the meaning of existing ones.
+#: 1: [version, ts_ms, packet_id, messages]; receivers skip unknown messages.
+#: 2: adds ROUTE_BATCH (type 10) and route digests as push-pull's sixth field.
+WIRE_VERSION = 2
 #: Associated data binding sealed gossip to its channel (see cluster.crypto).
 GOSSIP_AAD = b"gossip"
 #: Worst-case bytes the envelope adds around its messages: array header, version,
@@ -100,7 +111,7 @@ class PacketCodec:
     def seal(self, messages: Sequence[Message], wall: float) -> bytes:
         """One packet holding ``messages`` in order."""
         plain = msgpack.packb(
-            [ENVELOPE_VERSION, int(wall * 1000), self._rand64(), [m.to_wire() for m in messages]]
+            [WIRE_VERSION, int(wall * 1000), self._rand64(), [m.to_wire() for m in messages]]
         )
         data = self._keyring.seal(plain, self._aad) if self._keyring else plain
         self.stats["packets_out"] += 1
@@ -133,13 +144,23 @@ class PacketCodec:
         except Exception as exc:  # msgpack raises several types on garbage; all mean "not ours"
             raise Dropped("decode", f"not msgpack ({type(exc).__name__})") from None
         if (
-            type(envelope) is not list or len(envelope) != 4 or envelope[0] != ENVELOPE_VERSION
+            type(envelope) is not list or len(envelope) < 4 or type(envelope[0]) is not int or envelope[0] < 1
             or type(envelope[1]) is not int or type(envelope[2]) is not int or type(envelope[3]) is not list
         ):
             raise Dropped("decode", "bad envelope")
-        try:
-            messages = [decode_message(m) for m in envelope[3]]
-        except DecodeError as exc:
-            raise Dropped("decode", str(exc)) from None
         self._guard.check(envelope[2], envelope[1], wall)
-        return messages
+        return [m for m in map(self._message, envelope[3]) if m is not None]
+
+    def _message(self, obj: object) -> Message | None:
+        """One message of a packet, or None (counted) when it is unknown or unreadable."""
+        try:
+            msg = decode_message(obj)
+        except UnknownMessage:
+            self.stats["dropped_message_unknown"] += 1
+            return None
+        except DecodeError:
+            self.stats["dropped_message_malformed"] += 1
+            return None
+        if isinstance(msg, PushPull) and msg.skipped:
+            self.stats["dropped_message_malformed"] += msg.skipped
+        return msg

@@ -27,3 +27,14 @@ def test_unknown_system_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         parser().parse_args(["run", "--only", "kafka"])
     assert "unknown system kafka" in capsys.readouterr().err
+
+
+def test_only_selects_single_lineups_and_the_suite_filters_by_them() -> None:
+    from benchmarks.suite import select
+
+    args = parser().parse_args(["run", "--only", "broker-1[pyclient],nats[nats-py]"])
+    assert args.only == {"broker-1[pyclient]", "nats[nats-py]"}
+    assert [l.key for l in select(args.only)] == ["nats[nats-py]", "broker-1[pyclient]"]
+    assert {l.key for l in select({"nats"})} == {"nats[nats-py]", "nats[nats-py-callback]"}
+    with pytest.raises(SystemExit):
+        parser().parse_args(["run", "--only", "broker-1[kafka]"])

@@ -1,5 +1,5 @@
 """The provider the browser page talks to: a plain rsocket-py ``RequestRouter`` service,
-connected with the project's ``broker.client.connect``.
+connected with the rsocket-py helper ``broker.client.rsocketpy.connect``.
 
 It records what reaches it (names greeted, fire-and-forget messages, every request-n credit
 grant) so that a test can check the broker relayed the browser's frames, not only that the
@@ -18,7 +18,7 @@ from reactivestreams.subscription import Subscription
 from rsocket.payload import Payload
 from rsocket.routing.request_router import RequestRouter
 
-from broker.client import connect
+from broker.client.rsocketpy import connect
 from tests.support.admin import service_instances, wait_for
 from tests.support.brokerproc import BrokerProcess
 

@@ -2,8 +2,9 @@
 
 * ``cluster_factory`` — a :class:`tests.support.cluster.ClusterFactory` for one test, for
   tests that disturb their cluster (kill, pause, drain, restart nodes).
-* ``cluster`` (module scope) — three converged nodes shared by the tests of one module that
-  leave it as they found it; they keep apart by service name (the ``service`` fixture).
+* ``cluster`` (module scope) — three converged nodes with a cluster key, shared by the tests
+  of one module that leave it as they found it; they keep apart by service name (the
+  ``service`` fixture).
 
 Starting three nodes and waiting for gossip and Raft to agree takes several seconds on a
 busy machine, so only disruptive tests pay for their own cluster.
@@ -34,7 +35,7 @@ def cluster() -> Iterator[Cluster]:
     """Three converged nodes for one module."""
     factory = ClusterFactory()
     try:
-        started = factory.start(3)
+        started = factory.start(3, "--cluster-key", str(factory.key_file()))  # keyed, as deployed: links prove the key
         asyncio.run(started.wait_converged())
         yield started
     finally:

@@ -2,8 +2,9 @@
 
 * :func:`who_router` — every interaction model of ``tests.relay.rsocket_provider`` plus
   ``<service>.who``, a request-response answering with the provider's instance name, so a
-  test can count which provider served each request.
-* :func:`provider` / :func:`requester` — ``broker.client.connect`` on one node of a cluster,
+  test can count which provider served each request; :func:`client_who_router` is the same
+  ``.who`` for a ``broker.client`` provider (``connect_cluster``).
+* :func:`provider` / :func:`requester` — ``broker.client.rsocketpy.connect`` on one node of a cluster,
   closed without complaint when their node was killed under them.
 * :class:`SteadyLoad` — a few workers sending request-response in a loop, each request bounded
   by :data:`REQUEST_BOUND_S`, every outcome recorded with its start and end time (monotonic);
@@ -26,11 +27,21 @@ from rsocket.helpers import create_response
 from rsocket.payload import Payload
 from rsocket.routing.request_router import RequestRouter
 
-from broker.client import connect, route
+from broker.client import Router
+from broker.client.rsocketpy import connect, route
 from tests.relay.rsocket_provider import Recorder, router_for
 from tests.support.brokerproc import BrokerProcess, split_hostport
 
-__all__ = ["REQUEST_BOUND_S", "Outcome", "SteadyLoad", "ask_who", "provider", "requester", "who_router"]
+__all__ = [
+    "REQUEST_BOUND_S",
+    "Outcome",
+    "SteadyLoad",
+    "ask_who",
+    "client_who_router",
+    "provider",
+    "requester",
+    "who_router",
+]
 
 #: No request may take longer than this, whatever fails: a dead node's streams end with an
 #: ERROR within the link keepalive lifetime (5 s), far below this bound.
@@ -44,6 +55,17 @@ def who_router(service: str, instance: str, recorder: Recorder | None = None) ->
     @router.response(f"{service}.who")
     async def who(payload: Payload, composite_metadata: Any) -> Any:
         return create_response(instance.encode())
+
+    return router
+
+
+def client_who_router(service: str, instance: str) -> Router:
+    """A ``broker.client`` router answering ``<service>.who`` with ``instance``."""
+    router = Router()
+
+    @router.response(f"{service}.who")
+    async def who(data: bytes) -> bytes:
+        return instance.encode()
 
     return router
 
@@ -62,10 +84,11 @@ async def _tolerant(client: Any) -> AsyncIterator[Any]:
 
 @contextlib.asynccontextmanager
 async def provider(
-    node: BrokerProcess, service: str, instance: str, recorder: Recorder | None = None, **options: Any
+    node: BrokerProcess | str, service: str, instance: str, recorder: Recorder | None = None, **options: Any
 ) -> AsyncIterator[Any]:
-    """An rsocket-py provider of ``service`` (see :func:`who_router`) connected to ``node``."""
-    host, port = split_hostport(str(node.tcp))
+    """An rsocket-py provider of ``service`` (see :func:`who_router`) connected to ``node``
+    (a broker process or its ``host:port`` TCP address)."""
+    host, port = split_hostport(node if isinstance(node, str) else str(node.tcp))
     client = connect(host, port, services=[service], router=who_router(service, instance, recorder), instance=instance, **options)
     async with _tolerant(client) as connected:
         yield connected
@@ -79,10 +102,14 @@ async def requester(node: BrokerProcess | str, **options: Any) -> AsyncIterator[
         yield AwaitableRSocket(client)
 
 
-async def ask_who(client: AwaitableRSocket, service: str, token: str | None = None) -> str:
-    """One ``<service>.who`` request: the answering instance's name."""
-    reply = await asyncio.wait_for(client.request_response(Payload(b"", route(f"{service}.who", token))), REQUEST_BOUND_S)
-    return bytes(reply.data).decode()
+async def ask_who(client: Any, service: str, token: str | None = None) -> str:
+    """One ``<service>.who`` request: the answering instance's name. ``client`` is an
+    rsocket-py ``AwaitableRSocket`` or a ``broker.client`` connection or cluster client
+    (whose token, if any, is its connection's)."""
+    if isinstance(client, AwaitableRSocket):
+        reply = await asyncio.wait_for(client.request_response(Payload(b"", route(f"{service}.who", token))), REQUEST_BOUND_S)
+        return bytes(reply.data).decode()
+    return (await asyncio.wait_for(client.request_response(f"{service}.who", b""), REQUEST_BOUND_S)).decode()
 
 
 @dataclass(frozen=True)

@@ -14,10 +14,8 @@ import signal
 import time
 from datetime import timedelta
 
-from rsocket.awaitable.awaitable_rsocket import AwaitableRSocket
-
 from broker.client import connect_cluster
-from tests.cluster.peers import SteadyLoad, ask_who, provider, requester, who_router
+from tests.cluster.peers import SteadyLoad, ask_who, client_who_router, provider, requester
 from tests.support.admin import service_instances, wait_for
 from tests.support.brokerproc import BrokerProcess
 from tests.support.cluster import Cluster, ClusterFactory, member_states
@@ -116,10 +114,9 @@ async def test_a_cluster_client_moves_when_its_node_dies_and_a_provider_register
     def order(*nodes: BrokerProcess) -> list[str]:
         return [str(n.tcp) for n in nodes]
 
-    async with connect_cluster(order(n2, n1, n3), services=[service], router=who_router(service, "roamer"), instance="roamer"):
+    async with connect_cluster(order(n2, n1, n3), services=[service], router=client_who_router(service, "roamer"), instance="roamer"):
         await cluster.wait_serves(service, {"roamer"})
-        async with connect_cluster(order(n3, n1, n2)) as raw_client:
-            client = AwaitableRSocket(raw_client)
+        async with connect_cluster(order(n3, n1, n2)) as client:
             assert await ask_who(client, service) == "roamer"
 
             n3.kill()  # the requester's node
@@ -131,7 +128,7 @@ async def test_a_cluster_client_moves_when_its_node_dies_and_a_provider_register
                     return False
 
             await wait_for(answered, timeout=60, interval=0.2, message="the requester to move and be answered")
-            assert raw_client.topology.current != n3.tcp  # type: ignore[attr-defined]
+            assert client.topology.current != n3.tcp
 
             n2.kill()  # the provider's node: it must register on n1, the one node left
             await wait_for(
@@ -145,10 +142,9 @@ async def test_sigterm_drain_leaves_the_cluster_and_moves_its_clients(cluster_fa
     n1, n2, n3 = (cluster[n] for n in ("n1", "n2", "n3"))
     async with provider(n1, service, "steady"):
         await cluster.wait_serves(service, {"steady"})
-        async with connect_cluster([str(n2.tcp), str(n3.tcp)]) as raw_client:
-            client = AwaitableRSocket(raw_client)
+        async with connect_cluster([str(n2.tcp), str(n3.tcp)]) as client:
             assert await ask_who(client, service) == "steady"
-            topology = raw_client.topology  # type: ignore[attr-defined]
+            topology = client.topology
             await wait_for(lambda: topology.pushes >= 1, message="a first topology push")
             pushes_before = topology.pushes
 
@@ -163,6 +159,6 @@ async def test_sigterm_drain_leaves_the_cluster_and_moves_its_clients(cluster_fa
                     return False
 
             await wait_for(answered_elsewhere, timeout=60, interval=0.2, message="the client to move off the drained node")
-            assert topology.pushes > pushes_before or raw_client.reconnects["reconnects"] >= 1  # type: ignore[attr-defined]
+            assert topology.pushes > pushes_before or client.reconnects >= 1
             # the push that says n2 left may come after the client already moved
             await wait_for(lambda: n2.tcp not in topology.addresses, message="n2 gone from the client's node list")

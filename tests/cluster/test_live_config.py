@@ -32,7 +32,7 @@ async def secured(cluster_factory: ClusterFactory, signing_key: Ed25519PrivateKe
         signing_key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
     admin = mint_token(signing_key, sub="operator", roles=["admin"])
-    cluster = cluster_factory.start(3, "--jwt-keys", str(keys), admin_token=admin)
+    cluster = cluster_factory.start(3, "--jwt-keys", str(keys), "--cluster-key", str(cluster_factory.key_file()), admin_token=admin)
     await cluster.wait_converged()
     return cluster
 

@@ -15,10 +15,9 @@ import functools
 import random
 
 import aiohttp
-from rsocket.awaitable.awaitable_rsocket import AwaitableRSocket
 
 from broker.client import connect_cluster
-from tests.cluster.peers import SteadyLoad, ask_who, requester, who_router
+from tests.cluster.peers import SteadyLoad, ask_who, client_who_router, requester
 from tests.support.admin import get_json, wait_for
 from tests.support.cluster import Cluster, ClusterFactory
 
@@ -68,13 +67,13 @@ async def test_rolling_restart_under_load_loses_no_acknowledged_write(cluster_fa
     await cluster.wait_converged()
     addresses = cluster.tcp_addresses()
     providers = [
-        connect_cluster(addresses[i:] + addresses[:i], services=[service], router=who_router(service, f"p{i}"), instance=f"p{i}")
+        connect_cluster(addresses[i:] + addresses[:i], services=[service], router=client_who_router(service, f"p{i}"), instance=f"p{i}")
         for i in range(2)
     ]
     async with providers[0], providers[1]:
         await cluster.wait_serves(service, {"p0", "p1"})
-        async with connect_cluster(addresses[2:] + addresses[:2]) as raw_client:
-            load = SteadyLoad(AwaitableRSocket(raw_client), service, workers=2, pause_s=0.05)
+        async with connect_cluster(addresses[2:] + addresses[:2]) as client:
+            load = SteadyLoad(client, service, workers=2, pause_s=0.05)
             writer = Writer(cluster)
             async with load:
                 writer.start()

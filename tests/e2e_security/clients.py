@@ -38,7 +38,7 @@ from rsocket.transports.aiohttp_websocket import TransportAioHttpClient
 
 from broker import metadata as md
 from broker.auth import encode_bearer
-from broker.client import connect, registration, route, setup_metadata
+from broker.client.rsocketpy import connect, registration, route, setup_metadata
 from tests.support.admin import service_instances, wait_for
 from tests.support.brokerproc import BrokerProcess
 from tests.support.peers import address_of
@@ -63,7 +63,7 @@ async def rsocket_client(
 ) -> AsyncIterator[RSocketClient]:
     """An rsocket-py client on ``node``'s ``transport`` listener (TLS when ``ssl_context``).
 
-    TCP, TLS and plain WebSocket go through ``broker.client.connect``; secure WebSocket is
+    TCP, TLS and plain WebSocket go through ``broker.client.rsocketpy.connect``; secure WebSocket is
     built here because ``connect`` cannot pass an SSL context to rsocket-py's aiohttp transport.
     """
     host, _, port = address_of(node, transport).rpartition(":")

@@ -181,6 +181,6 @@ async def test_the_dashboard_opened_from_the_node_itself_works(open_node: Broker
 
 async def test_rsbroker_status_needs_and_takes_an_admin_token(secured: BrokerProcess) -> None:
     refused = await asyncio.to_thread(run_rsbroker, "status", "--admin", str(secured.admin))
-    assert refused.returncode == 1 and "answered 401" in refused.stderr and "--token" in refused.stderr, refused.stderr
+    assert refused.returncode == 1 and "HTTP 401" in refused.stderr and "--token" in refused.stderr, refused.stderr
     done = await asyncio.to_thread(run_rsbroker, "status", "--admin", str(secured.admin), "--token", str(secured.admin_token))
     assert done.returncode == 0 and secured.node_id in done.stdout, done.stderr

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
 from broker import metadata as md
 from broker.auth import encode_bearer
 from broker.frames import FrameType
+from cluster.crypto import new_key
 from tests.e2e_security.pki import Pki
 from tests.support.brokerproc import BrokerFactory
 from tests.support.rawclient import RawClient, provider_setup
@@ -20,8 +22,14 @@ from tests.support.rawclient import RawClient, provider_setup
 CLIENT_FIELDS = {"node_id", "state", "tcp", "ws"}
 
 
-async def test_a_topology_push_carries_only_connection_details(broker_factory: BrokerFactory, pki: Pki) -> None:
-    node = await asyncio.to_thread(broker_factory.start, *pki.jwt_args(), "--cluster", "127.0.0.1:0")
+async def test_a_topology_push_carries_only_connection_details(
+    broker_factory: BrokerFactory, pki: Pki, tmp_path: Path
+) -> None:
+    key = tmp_path / "cluster.key"
+    key.write_text(new_key() + "\n")  # an authenticating node runs only a keyed cluster
+    node = await asyncio.to_thread(
+        broker_factory.start, *pki.jwt_args(), "--cluster", "127.0.0.1:0", "--cluster-key", str(key)
+    )
     auth = md.composite_entry(md.AUTH_MIME, encode_bearer(pki.token("plain-client")))
     wants_topology = md.composite_entry(md.TOPOLOGY_MIME, b"{}")
     async with await RawClient.connect(str(node.tcp)) as raw:

@@ -253,3 +253,53 @@ def test_stale_leader_steps_down_when_told_a_newer_term() -> None:
 def test_entries_carry_conf_changes() -> None:
     e = Entry(1, 1, EntryType.CONF_CHANGE, ConfChange(ConfChangeOp.ADD_VOTER, "x").encode())
     assert ConfChange.decode(e.data) == ConfChange(ConfChangeOp.ADD_VOTER, "x")
+
+
+@pytest.mark.parametrize("keep", [0, 3, 5])
+def test_leader_repairs_a_follower_that_lost_acknowledged_entries(keep: int) -> None:
+    """A follower back with an emptied (keep=0) or cut log catches up without a leader change.
+
+    The leader's match index for it is higher than what it has; rejects at or below
+    match look stale to ``maybe_decrease``, so only the heartbeat check can repair it.
+    """
+    net = cluster(SAFE)
+    a = net.cores["a"]
+    for data in (b"x", b"y", b"z"):
+        a.propose(data)
+        net.run()
+    acked = a.prs["c"].match
+    assert acked == a.log.last_index() > keep
+    storage = net.storage["c"]
+    storage.entries = [e for e in storage.entries if e.index <= keep]
+    if keep == 0:
+        storage.hard_state = replace(storage.hard_state, term=0, vote=None, commit=0)
+    rec = storage.load()
+    c = net.cores["c"] = Raft("c", SAFE, random.Random(5), hard_state=rec.hard_state, entries=rec.entries)
+    assert c.log.last_index() == keep
+    net.tick("a", SAFE.heartbeat_tick)
+    assert a.role is Role.LEADER and a.term == c.term
+    assert c.log.entries == a.log.entries and c.log.committed == a.log.committed
+    assert a.prs["c"].match == a.log.last_index()
+    a.propose(b"after")  # and it keeps up from then on
+    net.run()
+    assert c.log.committed == a.log.committed == a.log.last_index()
+
+
+def test_a_healthy_follower_never_rejects_a_heartbeat() -> None:
+    """The lost-entries check must not fire on followers that are merely behind or compacted."""
+    net = cluster(SAFE)
+    a = net.cores["a"]
+    for data in (b"x", b"y"):
+        a.propose(data)
+        net.run()
+    for n in ABC:
+        net.cores[n].compact(b"")
+    net.isolate("c")
+    a.propose(b"while c is away")
+    net.run()
+    net.heal()
+    start = len(net.sent)
+    net.tick("a", SAFE.heartbeat_tick * 3)
+    heartbeat_replies = [m for m in net.sent[start:] if m.type is MsgType.HEARTBEAT_RESP]
+    assert heartbeat_replies and not any(m.reject for m in heartbeat_replies)
+    assert net.cores["c"].log.committed == a.log.committed

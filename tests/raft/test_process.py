@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 SCRIPT = Path(__file__).with_name("raft_process.py")
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -119,6 +121,58 @@ async def test_acknowledged_writes_survive_leader_sigkill(tmp_path: Path) -> Non
                 break
             assert time.monotonic() < deadline, f"acknowledged writes missing: {missing}"
             await asyncio.sleep(0.1)
+    finally:
+        for p in procs.values():
+            await p.close()
+
+
+def _damage(data_dir: Path, how: str) -> None:
+    """Empty a stopped node's Raft directory, or cut its newest log file in half (a torn tail)."""
+    if how == "empty":
+        for path in data_dir.iterdir():
+            path.unlink()
+        return
+    wal = max(data_dir.glob("log-*.wal"))
+    size = wal.stat().st_size
+    with open(wal, "r+b") as f:
+        f.truncate(size // 2)
+
+
+@pytest.mark.parametrize("how", ["empty", "truncate"])
+async def test_follower_that_lost_its_log_catches_up_under_the_same_leader(tmp_path: Path, how: str) -> None:
+    """A follower back with an emptied or cut data directory reaches the leader's commit index
+    and serves every key, while the leader (and its term) stays the same."""
+    procs: dict[str, Proc] = {}
+    try:
+        procs["n1"] = await Proc.spawn("n1", tmp_path, bootstrap=True)
+        for n in ("n2", "n3"):
+            procs[n] = await Proc.spawn(n, tmp_path)
+        await share_addresses(procs)
+        leader = await wait_for_leader(procs)
+        for n in ("n2", "n3"):
+            assert (await leader.call(op="add", node=n, timeout=30)).get("ok")
+        for i in range(30):
+            assert "ok" in await leader.call(op="put", key=f"app/k{i}", value=i)
+        before = (await leader.call(op="status"))["ok"]
+        victim = next(n for n in procs if n != leader.id)
+        await procs.pop(victim).kill()
+        _damage(tmp_path / victim, how)
+
+        procs[victim] = await Proc.spawn(victim, tmp_path)
+        await share_addresses(procs)
+        back_at = time.monotonic()
+        expected = (await leader.call(op="list"))["ok"]
+        deadline = time.monotonic() + 30
+        while True:
+            status = (await procs[victim].call(op="status"))["ok"]
+            lead = (await leader.call(op="status"))["ok"]
+            if status["commit_index"] >= lead["commit_index"] and (await procs[victim].call(op="list"))["ok"] == expected:
+                break
+            assert time.monotonic() < deadline, f"{victim} stays behind: {status} vs leader {lead}"
+            await asyncio.sleep(0.1)
+        print(f"\n{how} follower caught up with the leader {time.monotonic() - back_at:.2f} s after its restart")
+        after = (await leader.call(op="status"))["ok"]
+        assert (after["leader"], after["term"]) == (before["leader"], before["term"])
     finally:
         for p in procs.values():
             await p.close()

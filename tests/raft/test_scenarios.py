@@ -8,7 +8,9 @@ the whole transcript. After an intended behaviour change, regenerate the files w
 
 Commands: ``cluster a b c [prevote] [checkquorum]``, ``campaign X``, ``propose X DATA``,
 ``tick X N``, ``isolate X``, ``heal``, ``transfer X Y`` (ask X to make Y leader),
-``read X CTX``, ``compact X``, ``add-learner X Y``, ``promote X Y``, ``remove X Y``.
+``read X CTX``, ``compact X``, ``add-learner X Y``, ``promote X Y``, ``remove X Y``,
+``restart X`` (from what X persisted), ``restart X empty`` (its data directory emptied),
+``restart X keep N`` (its log cut after index N, as a damaged tail is).
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ def fmt(m: Message) -> str:
     parts = [f"{m.frm}->{m.to} {m.type.name} term={m.term}"]
     if m.type in (MsgType.APP, MsgType.VOTE, MsgType.PRE_VOTE):
         parts.append(f"prev={m.index}/{m.log_term}" if m.type is MsgType.APP else f"last={m.index}/{m.log_term}")
+    elif m.type is MsgType.HEARTBEAT and m.index:
+        parts.append(f"match={m.index}/{m.log_term}")
     elif m.index:
         parts.append(f"index={m.index}")
     if m.entries:
@@ -82,6 +86,25 @@ class Scenario:
                 self.out.append(f"  {n}: read ctx={rs.context.decode()} index={rs.index}")
             states.clear()
 
+    def restart(self, node: str, damage: list[str]) -> None:
+        """Recover ``node`` from its storage, after emptying it or cutting its log if asked."""
+        old = self.net.cores[node]
+        storage = self.net.storage[node]
+        if damage == ["empty"]:
+            storage = self.net.storage[node] = MemoryStorage()
+        elif damage[:1] == ["keep"]:
+            storage.entries = [e for e in storage.entries if e.index <= int(damage[1])]
+        elif damage:
+            raise ValueError(f"unknown damage {damage!r}")
+        rec = storage.load()
+        r = Raft(
+            node, old.cfg, random.Random(7), hard_state=rec.hard_state, snapshot=rec.snapshot, entries=rec.entries
+        )
+        self.net.cores[node] = r
+        self.out.append(
+            f"  {node}: restarted term={r.term} last={r.log.last_index()} commit={r.log.committed}"
+        )
+
     def command(self, line: str) -> None:
         cmd, *args = line.split()
         cores = self.net.cores
@@ -109,6 +132,8 @@ class Scenario:
         elif cmd == "compact":
             snap = cores[args[0]].compact(b"")
             self.out.append(f"  {args[0]}: snapshot at {snap.index}/{snap.term}")
+        elif cmd == "restart":
+            self.restart(args[0], args[1:])
         elif cmd in ("add-learner", "promote", "remove"):
             if args[1] not in cores:
                 cores[args[1]] = Raft(args[1], next(iter(cores.values())).cfg, random.Random(99))

@@ -87,3 +87,14 @@ def test_ten_thousand_runs() -> None:
 def test_catches_retried_writes_applied_twice(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ConfigStateMachine, "_remember", lambda self, origin, rid: True)
     assert any(simulate(seed).violations for seed in range(300))
+
+
+def test_the_core_and_the_simulator_import_no_asyncio_shell() -> None:
+    """``cluster.raft`` imports nothing itself: the sans-IO core, the simulator and the
+    validators load without the node, its transports or the cluster's crypto."""
+    code = (
+        "import sys, cluster.raft.core, cluster.raft.sim, cluster.raft.validation; "
+        "print(sorted(m for m in sys.modules if m in ('cluster.raft.node', 'cluster.raft.transport', 'cluster.crypto')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr

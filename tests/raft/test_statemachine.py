@@ -34,6 +34,7 @@ GOOD = {
         "call": ["com.acme.greeter.*"],
     },
     "acl/empty-lists-are-fine": {},
+    "services/no-policy-means-round-robin": {"weights": {"a": 1}},
     "keys/ec-jwk": {
         "kty": "EC",
         "crv": "P-256",
@@ -48,20 +49,22 @@ BAD = [
     ("app/nan", float("nan"), "NaN"),
     ("services/s", {"policy": "random"}, "'policy' must be one of"),
     ("services/s", {"policy": "weighted", "weights": {"a": -1}}, "integer >= 0"),
-    ("services/s", {"policy": "weighted", "extra": 1}, "unknown field"),
+    ("services/s", {"policy": "weighted", "extra": 1}, "unknown service policy field"),
     ("services/s", {"policy": "round_robin", "prefer_local": "yes"}, "prefer_local"),
+    ("services/s", {"weights": {"a": True}}, "integer >= 0"),
     ("revoked/j", {"expires_at": "soon"}, "unix seconds"),
-    ("acl/r", {"principals": "alice"}, "list of non-empty strings"),
+    ("acl/r", {"principals": "alice"}, "must be a list of strings"),
     ("acl/r", {"calls": ["x"]}, "unknown field"),
-    ("keys/k", "-----BEGIN PUBLIC KEY-----\ngarbage\n-----END PUBLIC KEY-----\n", "not a PEM public key"),
+    ("acl/r", {"call": ["com.acme greeter"]}, "whitespace"),
+    ("keys/k", "-----BEGIN PUBLIC KEY-----\ngarbage\n-----END PUBLIC KEY-----\n", "unreadable PUBLIC KEY block"),
     ("keys/k", {"kty": "EC", "crv": "P-256", "x": "AA", "y": "AA", "d": "AA"}, "private JWK"),
-    ("keys/k", 42, "PEM string or a JWK"),
+    ("keys/k", 42, "expected a public JWK"),
 ]
 
 
 def test_good_values_of_every_type_apply() -> None:
     sm = ConfigStateMachine()
-    values = dict(GOOD, **{"keys/pem": pem_public_key()})
+    values = dict(GOOD, **{"keys/pem": pem_public_key(), "keys/pem-object": {"pem": pem_public_key()}})
     for i, (key, value) in enumerate(values.items(), 1):
         assert apply(sm, i, "put", key, value) is None, key
     assert sm.list() == dict(sorted(values.items()))

@@ -10,7 +10,7 @@ from pathlib import Path
 from cluster.crypto import Keyring
 from cluster.raft.messages import Entry, Message, MsgType, encode_message
 from cluster.raft.node import NodeOptions, RaftNode
-from cluster.raft.transport import CHANNEL_RAFT, InMemoryNetwork, InMemoryTransport, TcpTransport
+from cluster.raft.transport import CHANNEL_RAFT, MAX_STREAMS_PER_PEER, InMemoryNetwork, InMemoryTransport, TcpTransport
 
 from .test_node_tcp import eventually
 
@@ -123,3 +123,74 @@ async def test_in_memory_network_partition_and_heal(tmp_path: Path) -> None:
     finally:
         for node in nodes.values():
             await node.stop()
+
+
+async def _raw_stream(address: tuple[str, int], data: bytes) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection(*address)
+    writer.write(bytes([CHANNEL_RAFT]) + data)
+    await writer.drain()
+    return reader, writer
+
+
+def _frame(body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + body
+
+
+async def test_bad_seal_closes_the_stream_and_is_counted_before_decoding() -> None:
+    got: list[Message] = []
+    receiver = TcpTransport("b", lambda n: None, KEY_A)
+    await receiver.start(got.append)
+    address = await receiver.listen()
+    try:
+        for body in (encode_message(sample(1)), KEY_B.seal(encode_message(sample(2)), aad=b"raft")):
+            reader, writer = await _raw_stream(address, _frame(body) + _frame(KEY_A.seal(encode_message(sample(3)), aad=b"raft")))
+            assert await asyncio.wait_for(reader.read(), 5) == b""  # closed at the bad frame: the good one after it is not read
+            writer.close()
+        assert got == [] and receiver.stats["dropped_seal"] == 2
+    finally:
+        await receiver.close()
+
+
+async def test_sealed_but_undecodable_frame_is_skipped_and_the_stream_goes_on() -> None:
+    """A member of a newer release may send a message this one cannot read: skip it, keep the stream."""
+    got: list[Message] = []
+    receiver = TcpTransport("b", lambda n: None, KEY_A)
+    await receiver.start(got.append)
+    address = await receiver.listen()
+    try:
+        future = KEY_A.seal(b"\x93\xcc\xc8\xa1b\xa1a", aad=b"raft")  # [200, "b", "a"]: a message type from the future
+        good = KEY_A.seal(encode_message(sample(4)), aad=b"raft")
+        _, writer = await _raw_stream(address, _frame(future) + _frame(good))
+        await eventually(lambda: got == [sample(4)], "the frame after the unknown one")
+        assert receiver.stats["dropped_decode"] == 1
+        writer.close()
+    finally:
+        await receiver.close()
+
+
+async def test_per_peer_limits_oversize_read_timeout_and_stream_count() -> None:
+    receiver = TcpTransport("b", lambda n: None, KEY_A, max_message=1024, read_timeout=0.3)
+    await receiver.start(lambda m: None)
+    address = await receiver.listen()
+    try:
+        reader, writer = await _raw_stream(address, struct.pack(">I", 1025))
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        writer.close()
+        assert receiver.stats["dropped_oversize"] == 1
+        reader, writer = await _raw_stream(address, struct.pack(">I", 1000) + b"x" * 10)  # and then nothing
+        assert await asyncio.wait_for(reader.read(), 10) == b""
+        writer.close()
+        assert receiver.stats["dropped_timeout"] == 1
+        # Streams that delivered a sealed frame are members' (several may share a host): never capped.
+        good = _frame(KEY_A.seal(encode_message(sample(5)), aad=b"raft"))
+        members = [await _raw_stream(address, good) for _ in range(MAX_STREAMS_PER_PEER + 1)]
+        await eventually(lambda: receiver.stats["messages_in"] == len(members), "every member's frame")
+        streams = [await _raw_stream(address, b"") for _ in range(MAX_STREAMS_PER_PEER + 1)]
+        assert await asyncio.wait_for(streams[0][0].read(), 5) == b""  # the oldest unauthenticated one made room
+        await eventually(lambda: receiver.stats["dropped_peer_limit"] == 1, "the peer-limit drop counted")
+        members[0][1].write(good)  # the first member's stream outlived the eviction
+        await eventually(lambda: receiver.stats["messages_in"] == len(members) + 1, "a member's next frame")
+        for _, w in members + streams:
+            w.close()
+    finally:
+        await receiver.close()

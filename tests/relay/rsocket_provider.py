@@ -1,6 +1,6 @@
 """An rsocket-py provider with every interaction model, for tests through the broker.
 
-In-process: ``Recorder`` + ``router_for(service, recorder)`` with ``broker.client.connect``.
+In-process: ``Recorder`` + ``router_for(service, recorder)`` with ``broker.client.rsocketpy.connect``.
 As a process (crash tests): ``python rsocket_provider.py HOST:PORT SERVICE``.
 
 Routes of ``SERVICE``:
@@ -27,7 +27,7 @@ from rsocket.routing.request_router import RequestRouter
 from rsocket.streams.stream_from_async_generator import StreamFromAsyncGenerator
 from rsocket.streams.stream_from_generator import StreamFromGenerator
 
-from broker.client import connect
+from broker.client.rsocketpy import connect
 
 
 class Recorder:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 
 from broker import frames as fr
 from broker.frames import ErrorCode, FrameType, payload_frame
 from tests.support.admin import service_instances, wait_for
-from tests.support.brokerproc import BrokerProcess
+from tests.support.brokerproc import BrokerFactory, BrokerProcess
 from tests.support.peers import Responder, raw_provider, raw_requester
 from tests.support.rawclient import RawClient
 
@@ -125,3 +126,27 @@ async def test_expired_provider_lease_stops_requests(node: BrokerProcess, servic
     finally:
         await requester.close()
         await provider.close()
+
+
+async def test_a_paused_broker_does_not_blame_its_clients_for_its_own_silence(broker_factory: BrokerFactory) -> None:
+    """SIGSTOP the broker for longer than a client's max lifetime, then SIGCONT: the client
+    kept sending keepalives all along (they wait in socket buffers), so its connection must
+    survive; the broker, not the client, was silent (issue 12 §7)."""
+    node = broker_factory.start()
+    client = await RawClient.tcp(node.tcp)
+    await client.setup(keepalive_ms=200, max_lifetime_ms=1000)
+    client.start_keepalive(0.2)
+    try:
+        sid = await client.request(FrameType.REQUEST_RESPONSE, "nobody.before.pause")
+        assert (await client.recv()).stream_id == sid  # served: the SETUP was accepted
+        node.signal(signal.SIGSTOP)
+        try:
+            await asyncio.sleep(3.0)  # three max lifetimes of the client pass while the broker sleeps
+        finally:
+            node.signal(signal.SIGCONT)
+        sid = await client.request(FrameType.REQUEST_RESPONSE, "nobody.after.pause")
+        frame = await client.recv(timeout=10)
+        assert frame.stream_id == sid and frame.type == FrameType.ERROR, frame  # REJECTED: no provider
+        assert "no provider" in frame.error[1], frame
+    finally:
+        await client.close()

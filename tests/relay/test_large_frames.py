@@ -18,7 +18,7 @@ from rsocket.streams.stream_from_generator import StreamFromGenerator
 
 from broker import frames as fr
 from broker import metadata as md
-from broker.client import connect, route
+from broker.client.rsocketpy import connect, route
 from broker.frames import ErrorCode, FrameType
 from tests.relay.rsocket_provider import Recorder, router_for
 from tests.support.admin import service_instances, wait_for

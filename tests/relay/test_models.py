@@ -11,7 +11,7 @@ from rsocket.payload import Payload
 from rsocket.streams.stream_from_generator import StreamFromGenerator
 
 from broker import metadata as md
-from broker.client import connect, route
+from broker.client.rsocketpy import connect, route
 from tests.relay.rsocket_provider import Recorder, router_for
 from tests.support.admin import service_instances, wait_for
 from tests.support.brokerproc import BrokerProcess

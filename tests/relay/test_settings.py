@@ -49,8 +49,14 @@ async def test_config_file_named_by_the_environment(broker_factory: BrokerFactor
         ([], {}, "colour = 1\n", "unknown setting 'colour'"),
         ([], {}, '[services."svc"]\npolicy = "fastest"\n', "services.svc: unknown load-balancing policy 'fastest'"),
         ([], {}, "max_streams = [\n", "--config"),
+        (["--max-service-name-bytes", "300"], {}, None, "max_service_name_bytes may be at most 255: gossip packets"),
+        ([], {"RSBROKER_MAX_FRAGMENTS": "0"}, None, "max_fragments must be positive"),
+        ([], {}, "reassembly_timeout_s = -1\n", "reassembly_timeout_s must be positive"),
     ],
-    ids=["flag-range", "flag-address", "env-number", "env-policy", "toml-unknown", "toml-service-policy", "toml-syntax"],
+    ids=[
+        "flag-range", "flag-address", "env-number", "env-policy", "toml-unknown", "toml-service-policy", "toml-syntax",
+        "flag-name-ceiling", "env-limit", "toml-limit",
+    ],  # fmt: skip
 )
 def test_invalid_settings_exit_2_naming_the_setting(
     tmp_path: Path, args: list[str], env: dict[str, str], config: str | None, named: str
@@ -64,3 +70,12 @@ def test_invalid_settings_exit_2_naming_the_setting(
     assert result.returncode == 2, result
     assert named in result.stderr, result.stderr
     assert "rsbroker ready" not in result.stdout
+
+
+def test_limit_flags_explain_themselves() -> None:
+    """Every client-port limit has an argparse help text, not just its default."""
+    result = run_rsbroker("serve", "--help")
+    assert result.returncode == 0, result
+    text = " ".join(result.stdout.split())
+    assert "--max-reassembly-bytes N bytes of unfinished fragmented requests one connection" in text
+    assert "--max-service-name-bytes N longest service name, UTF-8 bytes (at most 255" in text

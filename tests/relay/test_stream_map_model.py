@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any
 
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -24,49 +23,13 @@ from broker import frames as fr
 from broker import metadata as md
 from broker.frames import FLAG_COMPLETE, FLAG_NEXT, ErrorCode, FrameType
 from broker.relay import Broker
-from broker.session import Session, State
+from broker.session import State
 from broker.settings import Settings
+from tests.support.memory_session import MemorySession
 from tests.support.rawclient import Frame
 
 SESSIONS = 3
 RR, FNF, STREAM, CHANNEL = FrameType.REQUEST_RESPONSE, FrameType.REQUEST_FNF, FrameType.REQUEST_STREAM, FrameType.REQUEST_CHANNEL
-
-
-class MemorySession(Session):
-    """A session whose transport is a list of the frames it would write."""
-
-    transport_name = "memory"
-
-    def __init__(self, broker: Broker, port: int) -> None:
-        super().__init__(broker, ("127.0.0.1", port))
-        self.out: list[bytes] = []
-        broker.add_session(self)
-
-    def forward(self, sid: bytes, buf: Any, off: int, end: int) -> None:
-        self.out.append(sid + bytes(buf[off + 4 : end]))
-
-    def send_frame(self, frame: bytes) -> None:
-        if self.state is not State.CLOSED:
-            self.out.append(frame)
-
-    def flush(self) -> None:
-        pass
-
-    def _close_transport(self) -> None:
-        self.connection_closed()
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-    def feed(self, frame: bytes) -> None:
-        self.handle_frame(frame, 0, len(frame))
-
-    def take(self) -> list[Frame]:
-        out, self.out = self.out, []
-        return [Frame(f) for f in out]
 
 
 @dataclass

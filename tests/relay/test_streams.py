@@ -214,12 +214,15 @@ async def test_request_with_metadata_split_across_fragments(node: BrokerProcess,
 
 
 async def test_fragmented_request_metadata_over_1_mib_is_refused(node: BrokerProcess) -> None:
+    """The default max_request_metadata holds a fragmented request's frames up to 1 MiB."""
     async with await raw_requester(node) as requester:
         chunk = b"m" * (256 * 1024)
         frames_ = [_fragment(FrameType.REQUEST_RESPONSE, 1, chunk, b"", follows=True)]
         frames_ += [_fragment(FrameType.PAYLOAD, 1, chunk, b"", follows=True) for _ in range(4)]
         await requester.send(*frames_)
-        await requester.expect_error(ErrorCode.INVALID, stream_id=1, contains="request metadata exceeds 1 MiB")
+        await requester.expect_error(
+            ErrorCode.REJECTED, stream_id=1, contains="fragmented request metadata exceeds max_request_metadata (1048576 bytes)"
+        )
         # the rest of that request is dropped; the connection goes on
         await requester.send(_fragment(FrameType.PAYLOAD, 1, None, b"end", follows=False))
         sid = await requester.request(FrameType.REQUEST_RESPONSE, "nobody.big.m")

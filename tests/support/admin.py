@@ -25,7 +25,7 @@ import aiohttp
 
 from tests.support.brokerproc import BrokerProcess
 
-__all__ = ["Admin", "get_json", "send_json", "services", "service_instances", "connections", "wait_for", "WAIT_TIMEOUT_S"]
+__all__ = ["Admin", "get_json", "get_text", "send_json", "services", "service_instances", "connections", "wait_for", "WAIT_TIMEOUT_S"]
 
 #: a node, or the bare ``host:port`` of an admin listener that needs no token
 Admin = BrokerProcess | str | None
@@ -49,6 +49,14 @@ async def send_json(admin: Admin, method: str, path: str, value: Any = None) -> 
     async with aiohttp.ClientSession() as session:
         async with session.request(method, f"{base}{path}", json=value, headers=headers, ssl=context or True) as response:
             return response.status, await response.json(content_type=None)
+
+
+async def get_text(admin: Admin, path: str) -> tuple[int, str]:
+    """``(status, body text)`` of ``GET {admin}{path}`` (e.g. ``/metrics``)."""
+    base, headers, context = _endpoint(admin)
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{base}{path}", headers=headers, ssl=context or True) as response:
+            return response.status, await response.text()
 
 
 async def get_json(admin: Admin, path: str) -> tuple[int, Any]:

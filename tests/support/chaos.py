@@ -10,6 +10,7 @@
     proxy.heal()
     proxy.delay_s = 0.2                        # every chunk waits that long before it goes on
     proxy.drop()                               # reset every open connection (they may reconnect)
+    proxy.captured[0]                          # the first client → server bytes (replay tests)
     await proxy.close()
 
 A partition *blackholes* bytes rather than closing sockets: that is what a real network
@@ -29,6 +30,8 @@ import enum
 __all__ = ["ChaosProxy", "Direction"]
 
 _CHUNK = 1 << 16
+#: Bytes kept per connection in :attr:`ChaosProxy.captured`: enough for a handshake.
+CAPTURE_LIMIT = 1 << 20
 
 
 class Direction(enum.Flag):
@@ -54,6 +57,9 @@ class ChaosProxy:
         self.blocked = Direction(0)
         self.stats = {"connections": 0, "forwarded_bytes": 0, "blackholed_bytes": 0}
         self._pairs: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
+        #: per accepted connection, the first CAPTURE_LIMIT bytes the client sent upstream
+        #: (what an eavesdropper on the wire records; replay tests send them again)
+        self.captured: list[bytearray] = []
 
     @classmethod
     async def start(cls, host: str = "127.0.0.1", upstream: str | None = None) -> ChaosProxy:
@@ -106,9 +112,11 @@ class ChaosProxy:
             return
         pair = (client_writer, server_writer)
         self._pairs.add(pair)
+        capture = bytearray()
+        self.captured.append(capture)
         try:
             await asyncio.gather(
-                self._pump(client_reader, server_writer, Direction.UPSTREAM),
+                self._pump(client_reader, server_writer, Direction.UPSTREAM, capture),
                 self._pump(server_reader, client_writer, Direction.DOWNSTREAM),
             )
         finally:
@@ -116,10 +124,18 @@ class ChaosProxy:
             for writer in pair:
                 writer.transport.abort()
 
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, direction: Direction) -> None:
+    async def _pump(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        direction: Direction,
+        capture: bytearray | None = None,
+    ) -> None:
         """Copy one direction until EOF or error; closing either side ends the pair."""
         try:
             while chunk := await reader.read(_CHUNK):
+                if capture is not None and len(capture) < CAPTURE_LIMIT:
+                    capture += chunk[: CAPTURE_LIMIT - len(capture)]
                 if self.delay_s > 0:
                     await asyncio.sleep(self.delay_s)
                 if direction in self.blocked:

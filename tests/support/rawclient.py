@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -131,9 +132,17 @@ class RawClient:
     # -- construction ---------------------------------------------------------------------
 
     @classmethod
-    async def tcp(cls, address: str | None, *, sndbuf: int | None = None, rcvbuf: int | None = None) -> "RawClient":
+    async def tcp(
+        cls,
+        address: str | None,
+        *,
+        sndbuf: int | None = None,
+        rcvbuf: int | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> "RawClient":
         """Connect to ``host:port``; ``sndbuf``/``rcvbuf`` shrink the kernel socket buffers
-        (flow-control tests use them so that back-pressure shows up after little data)."""
+        (flow-control tests use them so that back-pressure shows up after little data);
+        ``ssl_context`` speaks TLS (a client certificate in it makes an mTLS principal)."""
         assert address is not None, "this node has no TCP listener"
         host, _, port = address.rpartition(":")
         sock = socket.socket(socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET, socket.SOCK_STREAM)
@@ -148,7 +157,8 @@ class RawClient:
             sock.close()
             raise
         client = cls()
-        client.reader, client.writer = await asyncio.open_connection(sock=sock, limit=1 << 16)
+        tls: dict[str, Any] = {"ssl": ssl_context, "server_hostname": host.strip("[]")} if ssl_context else {}
+        client.reader, client.writer = await asyncio.open_connection(sock=sock, limit=1 << 16, **tls)
         return client
 
     @classmethod

@@ -183,3 +183,20 @@ def test_profiles_validate_and_contradictions_are_refused() -> None:
         CFG.replace(probe_timeout_s=2.0)
     with pytest.raises(ValueError, match="unknown gossip profile"):
         profile("lna")
+
+
+def test_routing_delegate_greets_new_members_and_push_pulls_with_revived_ones() -> None:
+    from cluster.routing_table import RoutingTable, ServiceEntry
+    from cluster.swim.messages import RouteBatch
+
+    table = RoutingTable("n0", 1, CFG)
+    table.set_local([ServiceEntry("device.1", "d1")], 0.0)
+    swim = Swim("n0", addr(0), config=CFG, rng=random.Random(1), now=0.0, delegate=table)
+    out = swim.receive(addr(1), [Alive(0, "n1", *addr(1), {})], 1.0)
+    [greeting] = [s for s in sends(out) if s.addr == addr(1)]
+    assert greeting.reliable and isinstance(greeting.messages[0], RouteBatch)
+    assert greeting.messages[0].groups[0].complete and greeting.messages[0].groups[0].items[0][1] == "device.1"
+    swim.receive(addr(1), [Dead(0, "n1", "n2")], 2.0)
+    out = swim.receive(addr(1), [Alive(1, "n1", *addr(1), {})], 3.0)
+    assert PushPullTo(addr(1)) in out  # back from the dead: digests settle what either side missed
+    assert not any(isinstance(m, RouteBatch) for s in sends(out) for m in s.messages)

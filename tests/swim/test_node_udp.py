@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import random
 import socket
 from typing import Callable
 
@@ -17,6 +18,7 @@ from cluster.crypto import Keyring, new_key
 from cluster.routing_table import RoutesChanged, ServiceEntry
 from cluster.swim.config import profile
 from cluster.swim.node import GossipNode
+from cluster.swim.wire import PacketCodec
 
 FAST = profile("local").replace(probe_interval_s=0.3, probe_timeout_s=0.15, gossip_interval_s=0.05,
                                 push_pull_interval_s=2.0, tcp_timeout_s=2.0, leave_propagate_s=1.0)
@@ -67,7 +69,7 @@ async def test_join_spreads_metadata_and_routes(cluster: list[GossipNode]) -> No
         "n0", "greeter-1", 2, {"zone": "a"}, 5)
     assert any(e.node == "n0" and "com.acme.greeter" in e.services for e in seen)
     listed = {m["node_id"]: m for m in n1.members()}["n0"]
-    assert listed["services"][0]["service"] == "com.acme.greeter"
+    assert listed["routes"] == 1 and n1.table.entries("n0", "com.acme.greeter")[0].instance == "greeter-1"
     assert listed["address"] == "%s:%d" % n0.address
     n0.set_local_services([])
     await until(lambda: not n2.lookup("com.acme.greeter"))
@@ -149,3 +151,70 @@ async def test_entry_too_big_for_a_datagram_travels_over_tcp(cluster: list[Gossi
     assert dict(n1.lookup("com.acme.big")[0].entry.tags) == tags
     assert n1.stats().get("tcp_errors", 0) == 0
     assert n0.stats().get("tcp_sent", 0) >= 1  # the oversized path, not only push-pull
+
+
+async def test_an_unannounceable_service_name_costs_only_itself(cluster: list[GossipNode]) -> None:
+    """A provider that registers a name gossip cannot carry must not make peers drop its node's
+    packets (and declare it dead): the name stays local, everything else spreads."""
+    n0, n1, n2 = cluster
+    n0.set_local_services([ServiceEntry("s" * 300, "i-1"), ServiceEntry("c.fine", "i-1")])
+    await until(lambda: bool(n1.lookup("c.fine")) and bool(n2.lookup("c.fine")))
+    assert n0.stats()["routes_not_announced"] >= 1
+    seen = n1.stats()["packets_in"]
+    await until(lambda: n1.stats()["packets_in"] >= seen + 40)  # many probe rounds later
+    assert state(n1, "n0") == state(n2, "n0") == "alive"
+    assert n1.lookup("s" * 300) == [] and n1.stats().get("dropped_decode", 0) == 0
+
+
+class _FutureMessage:
+    """A message of a later release: a type number this release does not know."""
+
+    def to_wire(self) -> list[object]:
+        return [200, "from a newer release", {"any": "shape"}]
+
+
+class _NewerCodec(PacketCodec):
+    """The codec of a newer node: it adds its new message to every packet it sends."""
+
+    def seal(self, messages, wall: float) -> bytes:  # type: ignore[no-untyped-def]
+        return super().seal([*messages, _FutureMessage()], wall)  # type: ignore[list-item]
+
+
+async def test_a_newer_node_sending_unknown_messages_converges_with_an_older_one(keyring: Keyring) -> None:
+    old = GossipNode("old", ("127.0.0.1", 0), config=FAST, keyring=keyring, meta={"tcp": "127.0.0.1:7100"})
+    new = GossipNode("new", ("127.0.0.1", 0), config=FAST, keyring=keyring, meta={"tcp": "127.0.0.1:7101"})
+    new._codec = _NewerCodec(keyring, max_clock_skew_s=FAST.max_clock_skew_s, rand64=lambda: random.getrandbits(64))
+    await old.start()
+    await new.start()
+    try:
+        assert await new.join(["%s:%d" % old.address]) == 1  # push-pull over TCP carries the new message too
+        new.set_local_services([ServiceEntry("c.upgraded", "u-1")])
+        old.set_local_services([ServiceEntry("c.legacy", "l-1")])
+        await until(lambda: bool(old.lookup("c.upgraded")) and bool(new.lookup("c.legacy")))
+        await until(lambda: old.stats().get("dropped_message_unknown", 0) >= 40)  # many rounds of new messages
+        assert state(old, "new") == "alive" and state(new, "old") == "alive"
+        assert old.stats().get("dropped_decode", 0) == 0
+    finally:
+        await new.stop()
+        await old.stop()
+
+
+async def test_unauthenticated_gossip_streams_per_address_are_capped(cluster: list[GossipNode]) -> None:
+    """Each stream may declare a 32 MiB frame and trickle it for tcp_timeout_s: one address
+    may hold only MAX_UNOPENED_PER_PEER of them; a new one closes the oldest."""
+    import struct
+
+    from cluster.swim.node import MAX_UNOPENED_PER_PEER
+
+    n0 = cluster[0]
+    streams = []
+    for _ in range(MAX_UNOPENED_PER_PEER + 1):
+        reader, writer = await asyncio.open_connection(*n0.address)
+        writer.write(b"\x01" + struct.pack(">I", 1 << 20) + b"x" * 100)
+        await writer.drain()
+        streams.append((reader, writer))
+    assert await asyncio.wait_for(streams[0][0].read(), 10) == b""
+    await until(lambda: n0.stats().get("dropped_peer_limit", 0) == 1)
+    for _, writer in streams:
+        writer.close()
+    assert state(cluster[1], "n0") == "alive"  # members' own exchanges go on

@@ -26,3 +26,14 @@ def test_json_has_the_stable_keys_and_is_deterministic(capsys) -> None:
 def test_bad_arguments_exit_2(capsys) -> None:
     assert rsbroker(["sim", "gossip", "--loss", "1.5"]) == 2
     assert "--loss" in capsys.readouterr().err
+
+
+def test_fleet_scenario_reports_convergence_bytes_cpu_and_memory(capsys) -> None:
+    assert rsbroker(["sim", "gossip", "--nodes", "3", "--routes", "600", "--seed", "4", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["converged"] is True and (out["nodes"], out["routes"]) == (3, 600)
+    assert out["converge_s"] > 0 and out["bytes_per_node_s_converging"] > out["bytes_per_node_s_steady"] > 0
+    assert out["cpu_s"] >= 0 and out["bytes_per_route"]["table"] > 0
+    assert out["one_change"]["moved"] is True
+    assert rsbroker(["sim", "gossip", "--nodes", "5", "--routes", "3"]) == 2
+    assert "--routes" in capsys.readouterr().err

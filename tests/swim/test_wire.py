@@ -146,10 +146,61 @@ def test_decoder_only_raises_decode_error_on_any_structure(value) -> None:
 
 @SETTINGS
 @given(st.integers(1, 9), st.lists(msgpack_values, max_size=10))
-def test_wrongly_typed_fields_are_dropped_by_the_codec(kind, fields) -> None:
+def test_wrongly_typed_fields_are_skipped_by_the_codec(kind, fields) -> None:
     rx = codec(None)
-    plain = msgpack.packb([1, int(WALL * 1000), 5, [[kind, *fields]]])
-    try:
-        rx.open(plain, WALL)
-    except Dropped as drop:
-        assert drop.reason == "decode"
+    plain = msgpack.packb([1, int(WALL * 1000), 5, [[kind, *fields], Ack(1).to_wire()]])
+    got = rx.open(plain, WALL)
+    assert got[-1] == Ack(1)
+    assert len(got) == 2 or rx.stats["dropped_message_malformed"] == 1
+
+
+# ---- rolling upgrades: skip what cannot be read, keep the rest of the packet ------------------
+
+def _plain(items: list, version: int = 1, *extra: object) -> bytes:
+    return msgpack.packb([version, int(WALL * 1000), next(_ids), items, *extra])
+
+
+#: messages of types no release knows yet (type numbers are append-only, so a newer one is higher)
+future_messages = st.builds(lambda kind, fields: [kind, *fields], st.integers(100, 2**32), st.lists(msgpack_values, max_size=4))
+
+
+@SETTINGS
+@given(st.lists(st.tuples(messages, st.lists(future_messages, max_size=2)), min_size=1, max_size=4))
+def test_unknown_messages_are_skipped_and_the_rest_of_the_packet_is_used(pairs) -> None:
+    known = [m for m, _ in pairs]
+    items = [x for m, futures in pairs for x in (m.to_wire(), *futures)]
+    rx = codec(None)
+    assert rx.open(_plain(items), WALL) == known
+    assert rx.stats["dropped_message_unknown"] == sum(len(f) for _, f in pairs)
+    assert rx.stats["packets_in"] == 1
+
+
+def test_a_malformed_message_costs_only_itself() -> None:
+    alive = Alive(3, "n1", "127.0.0.1", 7946, {})
+    long_name = Route("n1", 1, 2, "s" * 300, "i", 1, {}, 0, False).to_wire()
+    rx = codec(None)
+    assert rx.open(_plain([alive.to_wire(), long_name, [3, "not a number"], Ack(9).to_wire()]), WALL) == [alive, Ack(9)]
+    assert rx.stats["dropped_message_malformed"] == 2
+    assert rx.stats["dropped_decode"] == 0
+
+
+def test_push_pull_keeps_every_item_that_decodes() -> None:
+    good = Route("n1", 1, 2, "svc", "i", 1, {}, 0, False)
+    member = MemberRecord("n1", "127.0.0.1", 7946, 1, MemberState.ALIVE, {})
+    wire = PushPull("n1", False, (member,), (good,)).to_wire()
+    wire[3].append(["n2", "h", 0, 1, 0, {}])  # port 0: not a member record
+    wire[4].append(Route("n1", 1, 3, "s" * 300, "i", 1, {}, 0, False).to_wire())
+    rx = codec(None)
+    [push] = rx.open(_plain([wire]), WALL)
+    assert (push.members, push.routes) == ((member,), (good,))
+    assert rx.stats["dropped_message_malformed"] == 2
+
+
+def test_a_newer_wire_version_with_appended_fields_is_read() -> None:
+    """Version 2 may append envelope fields and message fields; version 1 reads what it knows."""
+    ping = Ping(5, "n2", "n1")
+    rx = codec(None)
+    assert rx.open(_plain([[*ping.to_wire(), "a field of v2"]], 2, {"v2": True}), WALL) == [ping]
+    for bad_version in (0, -1, "1"):
+        with pytest.raises(Dropped, match="decode"):
+            rx.open(_plain([ping.to_wire()], bad_version), WALL)  # type: ignore[arg-type]

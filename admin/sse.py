@@ -1,0 +1,273 @@
+"""The dashboard's live feed: one sampler per node, server-sent events to every open page.
+
+Once a second the sampler reads this node's relay and cluster state into one snapshot:
+nodes with their state, connections, request rate and links; services with providers,
+policy, request rate, p50/p99 time to first response and error ratio over the last
+``WINDOW_S`` seconds (from the relay's plain histograms, as deltas); recent membership and
+leader changes. ``GET /api/v1/events`` streams every snapshot (``event: snapshot``) to each
+page; a page that reads too slowly misses snapshots rather than growing a queue.
+
+Other nodes' rates and links come from their ``GET /api/v1/stats`` (polled every
+``PEER_POLL_S`` at their gossiped admin address); a node that does not answer shows no rate.
+The sampler never blocks the relay: it reads counters, it never locks anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+from aiohttp import web
+
+from broker.metering import LATENCY_BUCKETS_S, OK
+
+if TYPE_CHECKING:
+    from broker.server import Node
+
+log = logging.getLogger("rsbroker.admin.sse")
+
+SAMPLE_INTERVAL_S = 1.0
+#: rates, quantiles and error ratios are over this many seconds of samples
+WINDOW_S = 10.0
+PEER_POLL_S = 2.0
+PEER_TIMEOUT_S = 1.0
+#: membership and leader changes kept for the page
+EVENTS_KEPT = 30
+#: snapshots queued for one page before it misses some (a page reads one a second)
+_QUEUE_SIZE = 4
+
+
+def quantile(q: float, counts: list[int]) -> float | None:
+    """Estimate of the ``q`` quantile, seconds, from per-bucket counts (linear within a bucket,
+    as Prometheus' histogram_quantile); None without observations."""
+    total = sum(counts)
+    if total == 0:
+        return None
+    rank, seen = q * total, 0
+    for i, count in enumerate(counts):
+        if seen + count >= rank and count:
+            lower = LATENCY_BUCKETS_S[i - 1] if i else 0.0
+            upper = LATENCY_BUCKETS_S[i] if i < len(LATENCY_BUCKETS_S) else LATENCY_BUCKETS_S[-1]
+            return lower + (upper - lower) * (rank - seen) / count
+        seen += count
+    return LATENCY_BUCKETS_S[-1]
+
+
+def _service_totals(node: "Node") -> dict[str, tuple[int, int, list[int]]]:
+    """service label → (streams ended, not ok, first-response bucket counts), summed over routes."""
+    out: dict[str, tuple[int, int, list[int]]] = {}
+    broker = node.broker
+    if broker is None:
+        return out
+    for m in broker.meter.meters():
+        total, bad, buckets = out.get(m.service, (0, 0, [0] * (len(LATENCY_BUCKETS_S) + 1)))
+        ended = sum(m.outcomes)
+        for hist in m.first:
+            if hist is not None:
+                buckets = [a + b for a, b in zip(buckets, hist.counts)]
+        out[m.service] = (total + ended, bad + ended - m.outcomes[OK], buckets)
+    return out
+
+
+class Feed:
+    """Samples the node once a second and fans the snapshot out to subscribed pages."""
+
+    def __init__(self, node: "Node") -> None:
+        self.node = node
+        self.subscribers: set[asyncio.Queue[dict[str, Any] | None]] = set()
+        self.latest: dict[str, Any] | None = None
+        self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=EVENTS_KEPT)
+        self._window: collections.deque[tuple[float, int, dict[str, tuple[int, int, list[int]]]]] = collections.deque()
+        self._states: dict[str, str] = {}
+        self._leader: str | None = None
+        self._peers: dict[str, dict[str, Any]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- lifecycle (aiohttp signals) ----------------------------------------------------------
+
+    async def start(self, app: web.Application) -> None:
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._sample_loop()), loop.create_task(self._peer_loop())]
+
+    async def stop(self, app: web.Application) -> None:
+        """End every open event stream (so the server can shut down) and the samplers."""
+        for queue in list(self.subscribers):
+            self._offer(queue, None)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # -- sampling ---------------------------------------------------------------------------
+
+    async def _sample_loop(self) -> None:
+        while True:
+            try:
+                snapshot = self.sample(time.monotonic())
+            except Exception:  # a bug here must not end the feed for good
+                log.exception("dashboard sample failed")
+            else:
+                self.latest = snapshot
+                for queue in list(self.subscribers):
+                    self._offer(queue, snapshot)
+            await asyncio.sleep(SAMPLE_INTERVAL_S)
+
+    @staticmethod
+    def _offer(queue: asyncio.Queue[dict[str, Any] | None], item: dict[str, Any] | None) -> None:
+        if queue.full():
+            queue.get_nowait()  # the page is behind: drop its oldest snapshot
+        queue.put_nowait(item)
+
+    def sample(self, now: float) -> dict[str, Any]:
+        node = self.node
+        broker, runtime = node.broker, node.runtime
+        requests = broker.stats["requests"] + broker.stats["rejected"] if broker else 0
+        self._window.append((now, requests, _service_totals(node)))
+        while len(self._window) > 2 and now - self._window[0][0] > WINDOW_S:
+            self._window.popleft()
+        topology = runtime.topology_view() if runtime is not None else {"self": node.settings.node_id, "leader": None, "nodes": []}
+        self._note_changes(topology)
+        return {
+            "self": topology["self"],
+            "leader": topology["leader"],
+            "time": time.time(),
+            "nodes": self._nodes(topology),
+            "services": self._services(),
+            "events": list(self.events),
+            "config_index": runtime.raft.status()["applied_index"] if runtime is not None and hasattr(runtime, "raft") else 0,
+        }
+
+    def own_rate(self) -> float:
+        """Requests per second through this node over the window (0 before two samples)."""
+        if not self._window:
+            return 0.0
+        (t0, r0, _), (t1, r1, _) = self._window[0], self._window[-1]
+        return (r1 - r0) / (t1 - t0) if t1 > t0 else 0.0
+
+    def own_links(self) -> dict[str, str]:
+        runtime = self.node.runtime
+        links = runtime.links if runtime is not None else None
+        return {peer: "up" if up else "down" for peer, up in links.peer_states().items()} if links is not None else {}
+
+    def _nodes(self, topology: dict[str, Any]) -> list[dict[str, Any]]:
+        out = []
+        for entry in topology["nodes"]:
+            node_id = entry["node_id"]
+            is_self = node_id == topology["self"]
+            peer = self._peers.get(node_id) if not is_self else None
+            alive = entry["state"] in ("alive", "suspect")
+            out.append(
+                {
+                    **entry,
+                    "request_rate": self.own_rate() if is_self else (peer or {}).get("request_rate") if alive else None,
+                    "links": self.own_links() if is_self else (peer or {}).get("links", {}) if alive else {},
+                }
+            )
+        return out
+
+    def _services(self) -> list[dict[str, Any]]:
+        (t0, _, old), (t1, _, new) = self._window[0], self._window[-1]
+        span = t1 - t0
+        broker = self.node.broker
+        view = broker.services_view() if broker else {}
+        out = []
+        for service in sorted(set(view) | set(new)):
+            total, bad, buckets = new.get(service, (0, 0, [0] * (len(LATENCY_BUCKETS_S) + 1)))
+            total0, bad0, buckets0 = old.get(service, (0, 0, [0] * len(buckets)))
+            ended, failed = total - total0, bad - bad0
+            delta = [a - b for a, b in zip(buckets, buckets0)]
+            entry = view.get(service, {})
+            out.append(
+                {
+                    "service": service,
+                    "policy": entry.get("policy"),
+                    "providers": [f"{p['instance']}@{p['node']}" for p in entry.get("providers", [])],
+                    "rate": ended / span if span > 0 else 0.0,
+                    "p50_s": quantile(0.5, delta),
+                    "p99_s": quantile(0.99, delta),
+                    "error_ratio": failed / ended if ended else None,
+                }
+            )
+        return out
+
+    def _note_changes(self, topology: dict[str, Any]) -> None:
+        stamp = time.strftime("%H:%M:%S")
+        for entry in topology["nodes"]:
+            before = self._states.get(entry["node_id"])
+            if before != entry["state"]:
+                text = f"{entry['node_id']} joined ({entry['state']})" if before is None else f"{entry['node_id']} {before} → {entry['state']}"
+                self.events.appendleft({"at": stamp, "kind": "member", "text": text})
+                self._states[entry["node_id"]] = entry["state"]
+        if topology["leader"] != self._leader:
+            self.events.appendleft({"at": stamp, "kind": "leader", "text": f"leader {self._leader or 'none'} → {topology['leader'] or 'none'}"})
+            self._leader = topology["leader"]
+
+    # -- other nodes ------------------------------------------------------------------------
+
+    async def _peer_loop(self) -> None:
+        timeout = aiohttp.ClientTimeout(total=PEER_TIMEOUT_S)
+        async with aiohttp.ClientSession(timeout=timeout) as http:
+            while True:
+                await asyncio.sleep(PEER_POLL_S)
+                runtime = self.node.runtime
+                if runtime is None or self.node.settings.admin_require_token:
+                    continue  # peers want an admin token this node does not hold
+                targets = {
+                    n["node_id"]: n["admin"]
+                    for n in runtime.topology_view()["nodes"]
+                    if n["node_id"] != self.node.settings.node_id and n.get("admin") and n["state"] in ("alive", "suspect")
+                }
+                answers = await asyncio.gather(*(self._poll(http, admin) for admin in targets.values()))
+                self._peers = {node_id: body for node_id, body in zip(targets, answers) if body is not None}
+
+    @staticmethod
+    async def _poll(http: aiohttp.ClientSession, admin: str) -> dict[str, Any] | None:
+        try:
+            async with http.get(f"http://{admin}/api/v1/stats") as response:
+                return dict(await response.json()) if response.status == 200 else None
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+            return None
+
+
+FEED_KEY: web.AppKey[Feed] = web.AppKey("feed", Feed)
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    """``text/event-stream`` of snapshots: the latest at once, then one per sample."""
+    feed = request.app[FEED_KEY]
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    await response.prepare(request)
+    queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(_QUEUE_SIZE)
+    if feed.latest is not None:
+        queue.put_nowait(feed.latest)
+    feed.subscribers.add(queue)
+    try:
+        while (snapshot := await queue.get()) is not None:
+            await response.write(f"event: snapshot\ndata: {json.dumps(snapshot)}\n\n".encode())
+    except (ConnectionResetError, ConnectionError):
+        pass  # the page went away
+    finally:
+        feed.subscribers.discard(queue)
+    return response
+
+
+async def stats(request: web.Request) -> web.Response:
+    """What other nodes' dashboards show for this node: request rate and link states."""
+    feed = request.app[FEED_KEY]
+    return web.json_response(
+        {"node_id": feed.node.settings.node_id, "request_rate": feed.own_rate(), "links": feed.own_links()}
+    )
+
+
+def sse_routes(app: web.Application, node: "Node") -> None:
+    """Add the live feed (and its sampler's lifecycle) to the admin application."""
+    feed = app[FEED_KEY] = Feed(node)
+    app.on_startup.append(feed.start)
+    app.on_shutdown.append(feed.stop)
+    app.router.add_get("/api/v1/events", events)
+    app.router.add_get("/api/v1/stats", stats)
+

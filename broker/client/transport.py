@@ -1,0 +1,243 @@
+"""Byte transports under a client connection: TCP (optionally TLS) and WebSocket (ws/wss).
+
+A transport moves whole frames. It hands each received frame to its sink as
+``frame_received(buf, off, end)`` (offsets into a bytes object, nothing copied for frames
+that arrive whole) and takes a *batch* of frames to send with :meth:`write_frames`: the
+connection calls it at most once per event-loop turn, so a burst of requests costs one
+``transport.write`` (one system call) instead of one per frame.
+
+Addresses::
+
+    host:port  or  tcp://host:port      RSocket over TCP (length-prefixed frames)
+    tls://host:port                     the same over TLS (or ``host:port`` with an SSL context;
+                                        :func:`broker.auth.tls.client_context` makes one)
+    ws://host:port/rsocket              WebSocket, one frame per binary message
+    wss://host:port/rsocket             WebSocket over TLS
+
+The TCP framing is :func:`broker.frames.split_frames`, the codec the broker's parsers are
+tested with; nothing here reads a frame's contents.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import socket
+import ssl as ssl_module
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from broker.frames import MAX_FRAME_LENGTH, FrameError, split_frames
+
+__all__ = ["Address", "FrameSink", "FrameTransport", "open_transport", "parse_address"]
+
+
+class FrameSink(Protocol):
+    """What a transport delivers to: the connection."""
+
+    def frame_received(self, buf: bytes, off: int, end: int) -> None: ...
+
+    def transport_lost(self, reason: str) -> None: ...
+
+    def writing_paused(self) -> None: ...
+
+    def writing_resumed(self) -> None: ...
+
+
+class FrameTransport(Protocol):
+    def write_frames(self, frames: list[bytes]) -> None: ...
+
+    def close(self) -> None: ...
+
+    @property
+    def peer(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """A parsed broker address."""
+
+    kind: str  # "tcp" or "ws"
+    host: str
+    port: int
+    tls: bool
+    url: str  # the WebSocket URL (ws/wss), or ``host:port``
+
+    def __str__(self) -> str:
+        return self.url
+
+
+def parse_address(text: str) -> Address:
+    """``host:port``, ``tcp://``, ``tls://``, ``ws://`` or ``wss://`` → :class:`Address`.
+
+    Raises ValueError naming the expected forms, so a typo in a config fails at start.
+    """
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        scheme, rest = "tcp", text
+    scheme = scheme.lower()
+    if scheme not in ("tcp", "tls", "ws", "wss"):
+        raise ValueError(f"broker address {text!r}: scheme must be tcp, tls, ws or wss")
+    hostport, slash, path = rest.partition("/")
+    host, colon, port_text = hostport.rpartition(":")
+    if not colon or not host or not port_text.isdigit():
+        raise ValueError(f"broker address {text!r} is not HOST:PORT, tcp://HOST:PORT or ws://HOST:PORT/rsocket")
+    host = host.strip("[]")
+    if scheme in ("ws", "wss"):
+        url = f"{scheme}://{hostport}/{path if slash else 'rsocket'}"
+        return Address("ws", host, int(port_text), scheme == "wss", url)
+    return Address("tcp", host, int(port_text), scheme == "tls", hostport)
+
+
+class _TcpProtocol(asyncio.Protocol):
+    """RSocket over a stream socket: 3-byte length prefixes, frames split in place."""
+
+    def __init__(self, sink: FrameSink, max_frame: int) -> None:
+        self.sink = sink
+        self.max_frame = max_frame
+        self.transport: asyncio.Transport | None = None
+        self._buf = bytearray()
+        self._need = 0  # bytes the buffered partial frame needs before it is worth splitting
+        self.peer = "?"
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            # a request-response is one small frame each way: never wait for Nagle
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+
+    def data_received(self, data: bytes) -> None:
+        if self._buf:
+            self._buf += data
+            if len(self._buf) < self._need:
+                return
+            data = bytes(self._buf)
+            self._buf = bytearray()
+        try:
+            frames, consumed = split_frames(data, 0, self.max_frame)
+        except FrameError as exc:
+            self.sink.transport_lost(f"bad framing from {self.peer}: {exc}")
+            self.close()
+            return
+        received = self.sink.frame_received
+        for off, end in frames:
+            received(data, off, end)
+        if consumed < len(data):
+            self._buf = bytearray(memoryview(data)[consumed:])
+            self._need = 3 + int.from_bytes(self._buf[:3], "big") if len(self._buf) >= 3 else 3
+
+    def eof_received(self) -> bool:
+        return False
+
+    def pause_writing(self) -> None:
+        self.sink.writing_paused()
+
+    def resume_writing(self) -> None:
+        self.sink.writing_resumed()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.sink.transport_lost(f"connection to {self.peer} closed" + (f": {exc}" if exc else ""))
+
+    # -- FrameTransport --------------------------------------------------------------------
+
+    def write_frames(self, frames: list[bytes]) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if len(frames) == 1:
+            frame = frames[0]
+            transport.write(len(frame).to_bytes(3, "big") + frame)
+            return
+        parts: list[bytes] = []
+        for frame in frames:
+            parts.append(len(frame).to_bytes(3, "big"))
+            parts.append(frame)
+        transport.write(b"".join(parts))
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+#: frames queued for the WebSocket writer above which the connection's streams wait
+_WS_HIGH_WATER = 1024
+
+
+class _WsTransport:
+    """RSocket over an aiohttp WebSocket: one frame per binary message."""
+
+    def __init__(self, sink: FrameSink, session: Any, ws: Any, peer: str) -> None:
+        self.sink = sink
+        self.session = session
+        self.ws = ws
+        self.peer = peer
+        self._pending: collections.deque[bytes] = collections.deque()
+        self._writer: asyncio.Task[None] | None = None
+        self._reader = asyncio.get_running_loop().create_task(self._read())
+
+    async def _read(self) -> None:
+        from aiohttp import WSMsgType
+
+        reason = f"WebSocket to {self.peer} closed"
+        try:
+            async for message in self.ws:
+                if message.type == WSMsgType.BINARY:
+                    data = message.data
+                    self.sink.frame_received(data, 0, len(data))
+                elif message.type == WSMsgType.ERROR:
+                    reason = f"WebSocket to {self.peer} failed: {self.ws.exception()}"
+                    break
+        except Exception as exc:  # noqa: BLE001 — any failure of the socket ends the connection the same way
+            reason = f"WebSocket to {self.peer} failed: {exc}"
+        finally:
+            await self.ws.close()
+            await self.session.close()
+            self.sink.transport_lost(reason)
+
+    def write_frames(self, frames: list[bytes]) -> None:
+        self._pending.extend(frames)
+        if len(self._pending) > _WS_HIGH_WATER:
+            self.sink.writing_paused()
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(self._write())
+
+    async def _write(self) -> None:
+        while self._pending and not self.ws.closed:
+            await self.ws.send_bytes(self._pending.popleft())
+            if len(self._pending) == _WS_HIGH_WATER // 4:
+                self.sink.writing_resumed()
+        self.sink.writing_resumed()
+
+    def close(self) -> None:
+        self._reader.cancel()
+
+
+async def open_transport(
+    address: Address,
+    sink: FrameSink,
+    *,
+    ssl: ssl_module.SSLContext | None = None,
+    max_frame: int = MAX_FRAME_LENGTH,
+    headers: dict[str, str] | None = None,
+) -> FrameTransport:
+    """Connect to ``address`` and deliver its frames to ``sink``."""
+    loop = asyncio.get_running_loop()
+    context = ssl if ssl is not None else (ssl_module.create_default_context() if address.tls else None)
+    if address.kind == "tcp":
+        _, protocol = await loop.create_connection(
+            lambda: _TcpProtocol(sink, max_frame), address.host, address.port, ssl=context
+        )
+        return protocol
+    import aiohttp
+
+    session = aiohttp.ClientSession()
+    try:
+        tls = {"ssl": context} if context is not None else {}
+        ws = await session.ws_connect(address.url, max_msg_size=max_frame + 1, headers=headers, **tls)
+    except BaseException:
+        await session.close()
+        raise
+    return _WsTransport(sink, session, ws, address.url)

@@ -1,0 +1,129 @@
+"""The route the broker checks is the route the provider runs (issue 11 §2).
+
+A requester that declares ``message/x.rsocket.routing.v0`` as its SETUP metadata MIME type
+sends bare routing tags; providers (and broker links) read composite metadata. Bytes can
+be built whose routing reading is an allowed route and whose composite reading is another
+one (:func:`tests.support.route_confusion.confused_metadata`). The broker must forward metadata whose meaning at the next
+hop is exactly what it checked, on one node and across a broker link.
+
+Principals come from client certificates (mTLS): a bare-routing SETUP has no room for a
+bearer token. ``device-7`` (role ``iot``) may register ``ri.svc`` and call only
+``ri.svc.echo``; the provider also serves ``ri.svc.hold``, which nobody may call.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import ssl
+from collections.abc import Iterator
+
+import pytest
+
+from broker import frames as fr
+from broker import metadata as md
+from broker.auth import client_context
+from broker.frames import ErrorCode, FrameType
+from tests.e2e_security.clients import Provider
+from tests.e2e_security.pki import Pki
+from tests.support.admin import wait_for
+from tests.support.brokerproc import BrokerFactory, BrokerProcess
+from tests.support.cluster import Cluster, ClusterFactory
+from tests.support.rawclient import RawClient
+from tests.support.route_confusion import confused_metadata
+
+SERVICE = "ri.svc"
+ALLOWED = f"{SERVICE}.echo"
+FORBIDDEN = f"{SERVICE}.hold"
+ACL = f"""
+[acl.devices]
+roles = ["iot"]
+register = ["{SERVICE}"]
+call = ["{ALLOWED}"]
+"""
+
+
+def test_the_crafted_bytes_read_two_ways() -> None:
+    """The attack's premise, checked with the broker's own readers."""
+    metadata = confused_metadata(ALLOWED, FORBIDDEN)
+    assert md.route_of(metadata, md.ROUTING_MIME) == ALLOWED
+    assert md.route_of(metadata, md.COMPOSITE_MIME) == FORBIDDEN
+
+
+def device_context(pki: Pki) -> ssl.SSLContext:
+    cert, key = pki.client_cert("device-7")
+    return client_context(ca_file=pki.ca, cert_file=cert, key_file=key)
+
+
+async def routing_requester(node: BrokerProcess, pki: Pki) -> RawClient:
+    """A raw mTLS requester whose SETUP declares bare routing metadata."""
+    client = await RawClient.tcp(node.tcp, ssl_context=device_context(pki))
+    await client.send(fr.setup_frame(metadata_mime=md.ROUTING_MIME))
+    return client
+
+
+async def attack(node: BrokerProcess, provider: Provider, pki: Pki) -> None:
+    """Send the confused request and check the provider runs the route that was checked."""
+    async with await routing_requester(node, pki) as client:
+        sid = client.next_stream_id()
+        await client.send(
+            fr.request_frame(FrameType.REQUEST_RESPONSE, sid, confused_metadata(ALLOWED, FORBIDDEN), b"payload")
+        )
+        await wait_for(lambda: _ran(provider), message="the provider to run the request")
+        assert provider.received == [ALLOWED], f"access was checked for {ALLOWED}, the provider ran {provider.received}"
+        assert (await client.expect(FrameType.PAYLOAD, stream_id=sid)).data == b"payload"
+        # a plain bare-routing request still reaches the allowed route; the denied one is refused
+        plain = client.next_stream_id()
+        await client.send(fr.request_frame(FrameType.REQUEST_RESPONSE, plain, md.routing(ALLOWED), b"again"))
+        assert (await client.expect(FrameType.PAYLOAD, stream_id=plain)).data == b"again"
+        denied = client.next_stream_id()
+        await client.send(fr.request_frame(FrameType.REQUEST_RESPONSE, denied, md.routing(FORBIDDEN), b"no"))
+        await client.expect_error(ErrorCode.REJECTED, stream_id=denied, contains="access denied")
+    assert provider.received == [ALLOWED, ALLOWED]
+
+
+async def _ran(provider: Provider) -> bool:
+    return bool(provider.received)
+
+
+@pytest.fixture(scope="module")
+def node(module_broker_factory: BrokerFactory, pki: Pki) -> BrokerProcess:
+    # JWT keys as well as mTLS: an authenticating node's admin API wants a token with role admin
+    return module_broker_factory.start(
+        *pki.tls_args(client_ca=True), *pki.jwt_args(), config=ACL, admin_token=pki.admin_token()
+    )
+
+
+async def test_routing_requester_cannot_run_a_route_it_was_not_checked_for(node: BrokerProcess, pki: Pki) -> None:
+    async with Provider(node, SERVICE, ssl_context=device_context(pki)) as provider:
+        await attack(node, provider, pki)
+
+
+@pytest.fixture(scope="module")
+def two_nodes(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """Two mTLS nodes with the same access rules and a cluster key."""
+    root = tmp_path_factory.mktemp("route-integrity")
+    config = root / "acl.toml"
+    config.write_text(ACL)
+    key = root / "cluster.key"
+    key.write_text(_cluster_key())
+    with ClusterFactory() as factory:
+        yield factory.start(
+            2,
+            *pki.tls_args(client_ca=True),
+            *pki.jwt_args(),
+            "--config", str(config), "--cluster-key", str(key), "--gossip-profile", "local",
+            admin_token=pki.admin_token(),
+        )  # fmt: skip
+
+
+def _cluster_key() -> str:
+    return base64.b64encode(os.urandom(32)).decode() + "\n"
+
+
+async def test_routing_requester_cannot_run_another_route_across_a_link(two_nodes: Cluster, pki: Pki) -> None:
+    await two_nodes.wait_converged()
+    async with Provider(two_nodes["n2"], SERVICE, ssl_context=device_context(pki)) as provider:
+        await two_nodes.wait_serves(SERVICE, {provider.instance})
+        await attack(two_nodes["n1"], provider, pki)
+

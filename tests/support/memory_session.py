@@ -1,0 +1,54 @@
+"""A real relay ``Session`` whose transport is a list: for Hypothesis tests of the relay core.
+
+The session, its stream maps and its broker are the real ones; only the TCP/WS shell is
+replaced by ``out``, the frames the shell would write (stream id already rewritten).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from broker.relay import Broker
+from broker.session import Session, State
+from tests.support.rawclient import Frame
+
+__all__ = ["MemorySession"]
+
+
+class MemorySession(Session):
+    """A session whose transport is a list of the frames it would write."""
+
+    transport_name = "memory"
+
+    def __init__(self, broker: Broker, port: int) -> None:
+        super().__init__(broker, ("127.0.0.1", port))
+        self.out: list[bytes] = []
+        broker.add_session(self)
+
+    def forward(self, sid: bytes, buf: Any, off: int, end: int) -> None:
+        self.out.append(sid + bytes(buf[off + 4 : end]))
+
+    def send_frame(self, frame: bytes) -> None:
+        if self.state is not State.CLOSED:
+            self.out.append(frame)
+
+    def flush(self) -> None:
+        pass
+
+    def _close_transport(self) -> None:
+        self.connection_closed()
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def feed(self, frame: bytes) -> None:
+        """Deliver one frame, as the shells do: nothing once the broker decided to close."""
+        if not self.closing:
+            self.handle_frame(frame, 0, len(frame))
+
+    def take(self) -> list[Frame]:
+        out, self.out = self.out, []
+        return [Frame(f) for f in out]
