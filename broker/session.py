@@ -52,8 +52,8 @@ from broker.frames import (
     replace_metadata,
     request_data,
     request_frame,
-    request_metadata,
 )
+from broker.hotpath import forward, relay_frame, request_metadata
 from broker.limits import LimitExceeded, exceeded
 
 if TYPE_CHECKING:
@@ -62,7 +62,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("rsbroker.session")
 
-_HEADER = struct.Struct(">IH")
 _SID = struct.Struct(">I")
 
 _PAYLOAD = FrameType.PAYLOAD
@@ -168,6 +167,9 @@ class Session:
     peer_parity = 1
     #: a connection this node opened (a broker link), not one a client opened to it
     outbound = False
+    #: output buffer of a length-prefixed transport, where ``broker.hotpath`` appends relayed
+    #: frames itself (coalescing); None: frames go through :meth:`forward` one by one
+    wire_out: bytearray | None = None
     #: closed by the broker because the peer went silent: its streams end as 'timeout'
     timed_out = False
 
@@ -212,7 +214,8 @@ class Session:
         self.is_link = False
         #: the client asked for topology pushes (cluster-aware clients)
         self.wants_topology = False
-        #: largest frame accepted now: small until SETUP is accepted (the peer is unknown)
+        #: largest frame accepted now: small until SETUP is accepted (the peer is unknown); the
+        #: hot path reads it for every TCP frame
         self.frame_limit = min(broker.settings.max_setup_frame_size, broker.settings.max_frame_size)
         #: fragmented requests whose metadata is incomplete, oldest first, and the bytes they hold
         self.reassembling: dict[int, Stream] = {}
@@ -358,51 +361,11 @@ class Session:
 
     def handle_frame(self, buf: Any, off: int, end: int) -> None:
         """Relay or act on the frame at ``buf[off:end]`` (header included, no length prefix)."""
-        self.frames_in += 1
-        sid, type_flags = _HEADER.unpack_from(buf, off)
-        ftype = type_flags >> 10
-        if sid:
-            st = self.streams.get(sid & 0x7FFFFFFF)
-            if st is not None and (ftype == _PAYLOAD or ftype == _REQUEST_N or ftype == _CANCEL or ftype == _ERROR):
-                if st.prov is None:
-                    self._pending_frame(st, buf, off, end, ftype, type_flags)
-                    return
-                # The id's parity says which end this session is: ids of the peer's parity are
-                # streams the peer opened (it is the requester), the others are streams the
-                # broker opened towards it (it is the provider). ``st.req is self`` would not
-                # do: a provider calling its own service is both ends of one stream.
-                if (sid & 1) == self.peer_parity:
-                    dest = st.prov
-                    dest.forward(st.prov_sid, buf, off, end)
-                    st.meter.bytes_in += end - off  # type: ignore[union-attr]
-                    self._requester_sent(st, ftype, type_flags)
-                else:
-                    dest = st.req
-                    dest.forward(st.req_sid, buf, off, end)
-                    st.meter.bytes_out += end - off  # type: ignore[union-attr]
-                    if not st.first_at:
-                        st.first_at = self.broker.clock()
-                    if (
-                        ftype == _PAYLOAD
-                        and st.in_done
-                        and not type_flags & FLAG_FOLLOWS
-                        and (type_flags & FLAG_COMPLETE or (st.kind == _RR and type_flags & FLAG_NEXT))
-                    ):
-                        # The commonest end of a stream, inlined: its last response frame.
-                        st.out_done = True
-                        dest.streams.pop(st.req_id, None)
-                        if self.streams.pop(st.prov_id, None) is not None:
-                            self.outstanding -= 1
-                        st.meter.ended(metering.OK, st.opened_at, st.first_at, st.first_at)  # type: ignore[union-attr]
-                        if st.trace is not None:
-                            self.broker.tracer.record(st, metering.OK, st.first_at)
-                        if self.failures:
-                            self.broker.provider_outcome(self, st.route, True)
-                    else:
-                        self._provider_sent(st, ftype, type_flags, buf, off, end)
-                if dest.write_paused:
-                    self._blocked_by(dest)
-                return
+        relay_frame(self, buf, off, end)
+
+    def other_frame(self, buf: Any, off: int, end: int, sid: int, ftype: int, type_flags: int) -> None:
+        """A frame the hot path (``broker.hotpath.relay_frame``) did not relay: requests,
+        connection frames, late frames for ended streams. ``sid`` is the raw 32-bit field."""
         if self.state is State.AWAIT_SETUP:
             self._before_setup(buf, off, end, ftype)
             return
@@ -529,23 +492,11 @@ class Session:
             self.broker.limit_hit("max_streams")
             self._reject(sid, ftype, ErrorCode.REJECTED, f"too many concurrent streams on this connection (limit {limit})")
             return
-        # The metadata, read inline: this runs once per request (see frames.request_metadata).
-        pos = off + 10 if ftype == _STREAM or ftype == _CHANNEL else off + 6
-        if type_flags & FLAG_METADATA:
-            if end - pos < 3:
-                self.fail(ErrorCode.CONNECTION_ERROR, "frame has the metadata flag but no metadata length")
-                return
-            mend = pos + 3 + ((buf[pos] << 16) | (buf[pos + 1] << 8) | buf[pos + 2])
-            if mend > end:
-                self.fail(ErrorCode.CONNECTION_ERROR, f"metadata length {mend - pos - 3} runs past the end of the frame")
-                return
-            metadata = bytes(buf[pos + 3 : mend])
-            has_data = mend < end
-        elif pos > end:
-            self.fail(ErrorCode.CONNECTION_ERROR, f"frame type {ftype} of {end - off} bytes is too short for its fixed fields")
+        try:
+            metadata, has_data = request_metadata(buf, off, end)
+        except FrameError as exc:
+            self.fail(exc.code, str(exc))
             return
-        else:
-            metadata, has_data = b"", pos < end
         st = Stream(ftype, self, sid)
         if type_flags & FLAG_FOLLOWS and not has_data:
             # The metadata may continue in the next fragment: hold the frames until it ends.
@@ -562,10 +513,10 @@ class Session:
             # Every provider and broker link reads composite metadata (registering needs it):
             # bare routing tags read as composite could name another route than the one checked.
             frame = replace_metadata(buf, off, end, md.for_composite_peer(metadata, md.ROUTING_MIME))
-            dest.forward(st.prov_sid, frame, 0, len(frame))
+            forward(dest, st.prov_sid, frame, 0, len(frame))
             st.meter.bytes_in += len(frame)  # type: ignore[union-attr]
         else:
-            dest.forward(st.prov_sid, buf, off, end)
+            forward(dest, st.prov_sid, buf, off, end)
             st.meter.bytes_in += end - off  # type: ignore[union-attr]
         if dest.write_paused:
             self._blocked_by(dest)
@@ -596,7 +547,7 @@ class Session:
             if self.metadata_mime == md.ROUTING_MIME:
                 frames = self._as_composite(st, frames, whole)
             for frame in frames:
-                dest.forward(st.prov_sid, frame, 0, len(frame))
+                forward(dest, st.prov_sid, frame, 0, len(frame))
                 st.meter.bytes_in += len(frame)  # type: ignore[union-attr]
             if dest.write_paused:
                 self._blocked_by(dest)
