@@ -27,7 +27,7 @@ from aiohttp import web
 from broker.metering import LATENCY_BUCKETS_S, OK
 
 if TYPE_CHECKING:
-    from broker.server import Node
+    from rsbroker.node import Node
 
 log = logging.getLogger("rsbroker.admin.sse")
 

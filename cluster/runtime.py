@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from broker import metadata as md
 from broker.auth import rules_from_store
+from broker.backoff import Backoff
 from broker.frames import metadata_push_frame
 from broker.registry import ServicePolicy
 from broker.settings import parse_hostport
@@ -55,7 +56,7 @@ from cluster.swim.core import MemberChanged
 
 if TYPE_CHECKING:
     from broker.relay import Broker
-    from broker.server import Node
+    from rsbroker.node import Node
     from broker.session import Session
 
 log = logging.getLogger("rsbroker.cluster")
@@ -66,7 +67,8 @@ CLIENT_TOPOLOGY_FIELDS = ("node_id", "state", "tcp", "ws")
 RAFT_CHANNEL = 0x02
 #: How often the Raft leader reconciles the voter set with gossip membership (seconds).
 MEMBERSHIP_SYNC_S = 1.0
-#: Longest wait between attempts to reach --join seeds that did not answer (seconds).
+#: Wait bounds between attempts to reach --join seeds that did not answer (seconds, full jitter).
+JOIN_RETRY_MIN_S = 0.25
 JOIN_RETRY_MAX_S = 5.0
 #: How often a changed client-connection count is put into this node's gossip metadata (s).
 LOAD_ANNOUNCE_S = 2.0
@@ -533,10 +535,9 @@ class ClusterRuntime:
 
     async def _join_until_answered(self, seeds: list[tuple[str, int]]) -> None:
         """Seeds may start after us (a whole cluster booting at once): keep asking."""
-        delay = 0.25
+        backoff = Backoff(JOIN_RETRY_MIN_S, JOIN_RETRY_MAX_S)
         while not await self.gossip.join(seeds):
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, JOIN_RETRY_MAX_S)
+            await backoff.wait()
         self.joined = True
         log.info("joined the cluster through %s", ", ".join(f"{h}:{p}" for h, p in seeds))
 

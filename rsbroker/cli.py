@@ -14,14 +14,14 @@ import sys
 from typing import Any, Callable
 
 from broker.logformat import setup_logging
-from broker.server import Node
 from broker.settings import Settings, SettingsError, add_arguments, load
+from rsbroker.node import Node, validate_cluster_settings
 
 #: sub-command -> (its main, its parser builder, what it does). Targets are "module:function"
 #: or "module:function:argument"; mains take argv (list[str]) and return an exit code.
 COMMANDS: dict[tuple[str, ...], tuple[str, str, str]] = {
-    ("serve",): ("broker.cli:serve_main", "broker.cli:serve_parser", "run a broker node"),
-    ("demo",): ("broker.cli:demo_main", "broker.cli:demo_parser", "a node with the demo provider attached"),
+    ("serve",): ("rsbroker.cli:serve_main", "rsbroker.cli:serve_parser", "run a broker node"),
+    ("demo",): ("rsbroker.cli:demo_main", "rsbroker.cli:demo_parser", "a node with the demo provider attached"),
     ("cluster",): ("cluster.local:main", "cluster.local:build_parser", "up|down: a local cluster of processes"),
     ("status",): ("admin.status:main", "admin.status:build_parser", "a node's view of the cluster"),
     ("members",): ("admin.ctl:run:members", "admin.ctl:build_parser:members", "cluster members and their gossip state"),
@@ -72,7 +72,9 @@ def _run(coro: Any) -> Any:
 def _load_settings(parser: argparse.ArgumentParser, argv: list[str]) -> Settings:
     args = parser.parse_args(argv)
     try:
-        return load(args)
+        settings = load(args)
+        validate_cluster_settings(settings)
+        return settings
     except SettingsError as exc:
         parser.exit(2, f"rsbroker: {exc}\n")
         raise  # unreachable: parser.exit raises SystemExit
