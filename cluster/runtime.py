@@ -7,7 +7,8 @@
 * the gossiped routing table → remote providers in the relay's registry, and the relay's
   local registrations → this node's entries in the routing table;
 * the Raft config store → the relay's live settings (access rules, JWT keys, revoked
-  tokens, per-service policies), applied on every node as entries commit;
+  tokens, per-service policies), applied on every node as entries commit
+  (``cluster.relay_config``);
 * Raft membership ← gossip: the leader adds live members that are not voters (as
   learners, promoted once caught up); removing a dead node is an explicit command, and
   a removed node is added again only once it comes back (``cluster.raft_membership``).
@@ -38,10 +39,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from broker import metadata as md
-from broker.auth import rules_from_store
 from broker.backoff import Backoff
 from broker.frames import metadata_push_frame
-from broker.registry import ServicePolicy
 from broker.settings import parse_hostport
 from broker.supervisor import describe_failure
 from cluster.crypto import Keyring, load_keyring
@@ -51,6 +50,7 @@ from cluster.raft.node import RaftNode
 from cluster.raft.transport import InMemoryNetwork, InMemoryTransport, TcpTransport
 from cluster.raft.errors import RaftError
 from cluster.raft_membership import RaftMembership
+from cluster.relay_config import RelayConfig
 from cluster.routing_table import RoutesChanged, ServiceEntry
 from cluster.swim.core import MemberChanged
 
@@ -110,8 +110,6 @@ class ClusterRuntime:
         self._tasks: list[asyncio.Task[None]] = []
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._meta: dict[str, str] = {}
-        #: services whose policy came from the config store (so a deleted key can be undone)
-        self._policies_applied: set[str] = set()
         self.leaving = False
         #: removals from the Raft group, so that membership sync does not undo them
         self._raft_membership = RaftMembership(self.settings.node_id)
@@ -149,7 +147,7 @@ class ClusterRuntime:
         alone = not seeds and settings.bootstrap_expect <= 1
         await self.raft.start(bootstrap=alone)
         self._supervise(self.raft.background_tasks)
-        self._watch_config()
+        RelayConfig(self.raft, self.broker).watch()
         if self.gossip is None:
             self.joined = True
         else:
@@ -565,35 +563,3 @@ class ClusterRuntime:
         """Remove a (dead) node from the Raft group; runs on the leader."""
         await self.raft.remove_member(node_id)
         self._raft_membership.removed(node_id, self.gossip.members() if self.gossip is not None else [])
-
-    def _watch_config(self) -> None:
-        raft = self.raft
-        security = self.broker.security
-
-        def acl(_: Any) -> None:
-            rules, problems = rules_from_store(raft.list("acl/"))
-            security.set_rules(rules)
-            for problem in problems:
-                log.warning("config store: %s", problem)
-
-        def keys(_: Any) -> None:
-            security.set_keys({k[len("keys/") :]: v for k, v in raft.list("keys/").items()})
-
-        def revoked(_: Any) -> None:
-            security.set_revoked(k[len("revoked/") :] for k in raft.list("revoked/"))
-
-        def services(_: Any) -> None:
-            registry = self.broker.registry
-            stored = {k[len("services/") :]: v for k, v in raft.list("services/").items()}
-            for service in set(self._policies_applied) - set(stored):
-                registry.set_policy(service, None)
-            for service, value in stored.items():
-                try:
-                    registry.set_policy(service, ServicePolicy.from_obj(value))
-                except ValueError as exc:
-                    log.warning("config store: services/%s: %s", service, exc)
-            self._policies_applied = set(stored)
-
-        for prefix, apply in (("acl/", acl), ("keys/", keys), ("revoked/", revoked), ("services/", services)):
-            raft.watch(prefix, apply)
-            apply(None)
