@@ -22,7 +22,7 @@ from admin.sse import sse_routes
 from admin.traces import trace_routes
 
 if TYPE_CHECKING:
-    from broker.server import Node
+    from rsbroker.node import Node
 
 NODE_KEY: web.AppKey["Node"] = web.AppKey("node")
 DASHBOARD = Path(__file__).with_name("static") / "dashboard.html"

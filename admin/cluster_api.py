@@ -29,7 +29,7 @@ from cluster.raft.validation import ValidationError
 from cluster.runtime import TOPOLOGY_SERVICES
 
 if TYPE_CHECKING:
-    from broker.server import Node
+    from rsbroker.node import Node
 
 #: the part of the URL after /api/v1/config/ may contain slashes (``acl/ops``)
 CONFIG_PATH = "/api/v1/config/{key:.+}"

@@ -15,7 +15,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from admin.families import add_histogram
 
 if TYPE_CHECKING:
-    from broker.server import Node
+    from rsbroker.node import Node
 
 #: member states SWIM knows; every one is exported (0 when empty) so a dashboard sees all
 MEMBER_STATES = ("alive", "suspect", "dead", "left")

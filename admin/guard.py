@@ -27,7 +27,7 @@ from broker.auth import AuthError, Principal, peer_principal
 from broker.origins import NodeNames, host_of, origin_authority
 
 if TYPE_CHECKING:
-    from broker.server import Node
+    from rsbroker.node import Node
 
 log = logging.getLogger("rsbroker.admin")
 

@@ -21,7 +21,7 @@ from admin.families import add_histogram
 from broker.metering import OUTCOMES
 
 if TYPE_CHECKING:
-    from broker.server import Node
+    from rsbroker.node import Node
 
 #: relay counter name → help text. Every counter the relay may increment is listed here.
 COUNTERS = {

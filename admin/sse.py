@@ -31,7 +31,7 @@ from admin.peers import PeerStats
 from broker.metering import LATENCY_BUCKETS_S, OK
 
 if TYPE_CHECKING:
-    from broker.server import Node
+    from rsbroker.node import Node
 
 log = logging.getLogger("rsbroker.admin.sse")
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from broker.server import Node
+    from rsbroker.node import Node
 
 
 def trace_routes(app: web.Application, node: "Node") -> None:

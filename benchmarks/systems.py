@@ -56,7 +56,7 @@ class Lineup:
 def start_broker(procs: Processes, node_id: str, *extra: str) -> tuple[Started, dict[str, str | None]]:
     """One ``rsbroker serve`` on free loopback ports; returns it and its ready-line addresses."""
     argv = [
-        sys.executable, "-m", "broker", "serve", "--node-id", node_id,
+        sys.executable, "-m", "rsbroker", "serve", "--node-id", node_id,
         "--tcp", "127.0.0.1:0", "--ws", "127.0.0.1:0", "--admin", "127.0.0.1:0",
         "--drain-timeout-s", "1", "--log-level", "warning",
         "--max-connections-per-source", "20000", *extra,

@@ -16,9 +16,11 @@ from typing import Any, Callable
 
 from broker import metadata as md
 from broker.auth.acl import CALL, REGISTER, denied_message
+from broker.auth.principal import Principal
 from broker.frames import ErrorCode, FrameError, error_frame, lease_frame
 from broker.logformat import conn_fields
 from broker.metering import Metering
+from broker.peers import LinkAuthority
 from broker.tracing import MARKER as TRACE_MARKER
 from broker.tracing import Tracer
 from broker.registry import Registry, ServicePolicy
@@ -64,8 +66,8 @@ class Broker:
         self._route_cache: dict[bytes, tuple[str, str] | None] = {}
         self._housekeeping: asyncio.Task[None] | None = None
         self.security = Security(settings)
-        #: the cluster's broker links (cluster.links.Links) when this node is in a cluster
-        self.links: Any = None
+        #: admits broker links from other nodes when this node is in a cluster (cluster.links.Links)
+        self.links: LinkAuthority | None = None
         #: called with the session after a successful SETUP (topology push, metrics)
         self.setup_listeners: list[Callable[[Session], None]] = []
         #: called with the services whose local providers changed (routing-table gossip;
@@ -259,7 +261,7 @@ class Broker:
         self._route_cache[key] = resolved
         return resolved
 
-    def authenticate_link(self, session: Session, link_entry: bytes) -> Any:
+    def authenticate_link(self, session: Session, link_entry: bytes) -> Principal:
         """Principal of an inbound broker link; refused unless a cluster is configured."""
         if self.links is None:
             raise FrameError("this node is not part of a cluster: broker links are refused", ErrorCode.REJECTED_SETUP)
@@ -267,6 +269,7 @@ class Broker:
 
     def link_metadata_push(self, session: Session, metadata: bytes, frame: bytes) -> None:
         """A METADATA_PUSH on an inbound broker link: its handshake, or a routed push (see cluster.links)."""
+        assert self.links is not None, "a link session exists only once authenticate_link admitted it"
         self.links.on_link_push(session, metadata, frame)
 
     def push_metadata(self, source: Session, route: str, frame: bytes) -> None:

@@ -210,10 +210,7 @@ class Settings:
         if self.jwt_max_ttl_s <= 0:
             raise SettingsError("jwt_max_ttl_s must be positive")
         self._validate_admin_exposure()
-        from cluster.swim.config import PROFILES
-
-        if self.gossip_profile not in PROFILES:
-            raise SettingsError(f"gossip_profile must be one of {', '.join(sorted(PROFILES))}")
+        # gossip_profile names a cluster.swim profile: rsbroker.node checks it (broker/ imports no cluster/)
         if self.log_format not in LOG_FORMATS:
             raise SettingsError(f"log_format must be one of {', '.join(LOG_FORMATS)}")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):

@@ -49,7 +49,6 @@ import collections
 import json
 import logging
 import os
-import random
 import ssl
 import weakref
 from dataclasses import dataclass, field
@@ -57,6 +56,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from broker import metadata as md
 from broker.auth import Principal
+from broker.backoff import Backoff
 from broker.frames import HEADER_LENGTH, ErrorCode, FrameError, keepalive_frame, metadata_push_frame, setup_frame
 from broker.registry import NO_CAPACITY
 from broker.security import is_loopback, is_proven_link, link_principal
@@ -252,7 +252,9 @@ class RemoteProvider:
 
 
 class Links:
-    """The node's outbound links and the remote providers reached through them."""
+    """The node's outbound links and the remote providers reached through them; the relay
+    sees it as a :class:`broker.peers.LinkAuthority` (inbound links) and its providers as
+    :class:`broker.registry.Provider` entries."""
 
     def __init__(
         self,
@@ -358,11 +360,11 @@ class Links:
     async def _maintain(self, node: str) -> None:
         """Connect to ``node`` and reconnect with jittered backoff while we still want it."""
         loop = asyncio.get_running_loop()
-        backoff = BACKOFF_MIN_S
+        backoff = Backoff(BACKOFF_MIN_S, BACKOFF_MAX_S)
         while node in self._wanted:
             if node in self.up:
                 await asyncio.sleep(0.1)
-                backoff = BACKOFF_MIN_S
+                backoff.reset()
                 continue
             host, port = self._wanted[node]
             link: LinkSession | None = None
@@ -381,8 +383,7 @@ class Links:
                 log.warning("link to node %s at %s:%d: %s (does it run without a cluster key?)",
                             node, host, port, link.close_reason)
                 link.close()
-            await asyncio.sleep(random.uniform(0, backoff))
-            backoff = min(BACKOFF_MAX_S, backoff * 2)
+            await backoff.wait()
 
     def _retire(self, link: LinkSession) -> None:
         """Close ``link`` once its streams ended (or at our drain timeout); keepalives go on."""

@@ -84,7 +84,7 @@ def up(args: argparse.Namespace) -> int:
         for i, p in enumerate(ports):
             node_id = f"n{i + 1}"
             cmd = [
-                sys.executable, "-m", "broker", "serve",
+                sys.executable, "-m", "rsbroker", "serve",
                 "--node-id", node_id,
                 "--tcp", f"127.0.0.1:{p['tcp']}",
                 "--ws", f"127.0.0.1:{p['ws']}",
@@ -106,7 +106,7 @@ def up(args: argparse.Namespace) -> int:
         log_path = root / "provider.log"
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "broker", "demo-provider", "--nodes", tcp_list],
+                [sys.executable, "-m", "rsbroker", "demo-provider", "--nodes", tcp_list],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,

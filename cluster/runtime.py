@@ -7,7 +7,8 @@
 * the gossiped routing table → remote providers in the relay's registry, and the relay's
   local registrations → this node's entries in the routing table;
 * the Raft config store → the relay's live settings (access rules, JWT keys, revoked
-  tokens, per-service policies), applied on every node as entries commit;
+  tokens, per-service policies), applied on every node as entries commit
+  (``cluster.relay_config``);
 * Raft membership ← gossip: the leader adds live members that are not voters (as
   learners, promoted once caught up); removing a dead node is an explicit command, and
   a removed node is added again only once it comes back (``cluster.raft_membership``).
@@ -38,9 +39,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from broker import metadata as md
-from broker.auth import rules_from_store
+from broker.backoff import Backoff
 from broker.frames import metadata_push_frame
-from broker.registry import ServicePolicy
 from broker.settings import parse_hostport
 from broker.supervisor import describe_failure
 from cluster.crypto import Keyring, load_keyring
@@ -51,12 +51,13 @@ from cluster.raft.node import RaftNode
 from cluster.raft.transport import InMemoryNetwork, InMemoryTransport, TcpTransport
 from cluster.raft.errors import RaftError
 from cluster.raft_membership import RaftMembership
+from cluster.relay_config import RelayConfig
 from cluster.routing_table import RoutesChanged
 from cluster.swim.core import MemberChanged
 
 if TYPE_CHECKING:
     from broker.relay import Broker
-    from broker.server import Node
+    from rsbroker.node import Node
     from broker.session import Session
 
 log = logging.getLogger("rsbroker.cluster")
@@ -67,7 +68,8 @@ CLIENT_TOPOLOGY_FIELDS = ("node_id", "state", "tcp", "ws")
 RAFT_CHANNEL = 0x02
 #: How often the Raft leader reconciles the voter set with gossip membership (seconds).
 MEMBERSHIP_SYNC_S = 1.0
-#: Longest wait between attempts to reach --join seeds that did not answer (seconds).
+#: Wait bounds between attempts to reach --join seeds that did not answer (seconds, full jitter).
+JOIN_RETRY_MIN_S = 0.25
 JOIN_RETRY_MAX_S = 5.0
 #: How often a changed client-connection count is put into this node's gossip metadata (s).
 LOAD_ANNOUNCE_S = 2.0
@@ -109,8 +111,6 @@ class ClusterRuntime:
         self._tasks: list[asyncio.Task[None]] = []
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._meta: dict[str, str] = {}
-        #: services whose policy came from the config store (so a deleted key can be undone)
-        self._policies_applied: set[str] = set()
         self.leaving = False
         #: provider load figures re-announced (``rsbroker_load_updates_total``)
         self.load_updates = 0
@@ -150,7 +150,7 @@ class ClusterRuntime:
         alone = not seeds and settings.bootstrap_expect <= 1
         await self.raft.start(bootstrap=alone)
         self._supervise(self.raft.background_tasks)
-        self._watch_config()
+        RelayConfig(self.raft, self.broker).watch()
         if self.gossip is None:
             self.joined = True
         else:
@@ -544,10 +544,9 @@ class ClusterRuntime:
 
     async def _join_until_answered(self, seeds: list[tuple[str, int]]) -> None:
         """Seeds may start after us (a whole cluster booting at once): keep asking."""
-        delay = 0.25
+        backoff = Backoff(JOIN_RETRY_MIN_S, JOIN_RETRY_MAX_S)
         while not await self.gossip.join(seeds):
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, JOIN_RETRY_MAX_S)
+            await backoff.wait()
         self.joined = True
         log.info("joined the cluster through %s", ", ".join(f"{h}:{p}" for h, p in seeds))
 
@@ -575,35 +574,3 @@ class ClusterRuntime:
         """Remove a (dead) node from the Raft group; runs on the leader."""
         await self.raft.remove_member(node_id)
         self._raft_membership.removed(node_id, self.gossip.members() if self.gossip is not None else [])
-
-    def _watch_config(self) -> None:
-        raft = self.raft
-        security = self.broker.security
-
-        def acl(_: Any) -> None:
-            rules, problems = rules_from_store(raft.list("acl/"))
-            security.set_rules(rules)
-            for problem in problems:
-                log.warning("config store: %s", problem)
-
-        def keys(_: Any) -> None:
-            security.set_keys({k[len("keys/") :]: v for k, v in raft.list("keys/").items()})
-
-        def revoked(_: Any) -> None:
-            security.set_revoked(k[len("revoked/") :] for k in raft.list("revoked/"))
-
-        def services(_: Any) -> None:
-            registry = self.broker.registry
-            stored = {k[len("services/") :]: v for k, v in raft.list("services/").items()}
-            for service in set(self._policies_applied) - set(stored):
-                registry.set_policy(service, None)
-            for service, value in stored.items():
-                try:
-                    registry.set_policy(service, ServicePolicy.from_obj(value))
-                except ValueError as exc:
-                    log.warning("config store: services/%s: %s", service, exc)
-            self._policies_applied = set(stored)
-
-        for prefix, apply in (("acl/", acl), ("keys/", keys), ("revoked/", revoked), ("services/", services)):
-            raft.watch(prefix, apply)
-            apply(None)

@@ -10,7 +10,7 @@ import pytest
 
 from admin.app import admin_app
 from admin.openapi import PATHS
-from broker.server import Node
+from rsbroker.node import Node
 from broker.settings import Settings
 from tests.support.brokerproc import BrokerFactory, BrokerProcess
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from broker import frames as fr
-from broker.cli import COMMANDS, resolve
+from rsbroker.cli import COMMANDS, resolve
 from broker.settings import _FILE_ONLY, Settings
 from broker.settings_help import HELP, TOPICS
 from tests.e2e_security.pki import Pki, make_pki
