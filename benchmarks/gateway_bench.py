@@ -46,7 +46,7 @@ deadline_ms = 60000
 
 
 def _broker(procs: Processes, name: str, config: str | None) -> dict[str, str]:
-    argv = [sys.executable, "-m", "broker.cli", "serve", "--node-id", name, "--tcp", "127.0.0.1:0", "--ws", "127.0.0.1:0"]
+    argv = [sys.executable, "-m", "rsbroker", "serve", "--node-id", name, "--tcp", "127.0.0.1:0", "--ws", "127.0.0.1:0"]
     if config is not None:
         path = procs.log_dir / f"{name}.toml"
         path.write_text(config)

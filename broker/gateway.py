@@ -49,6 +49,7 @@ from broker.frames import (
     request_metadata,
     request_n_frame,
 )
+from broker.metering import RouteMeter
 from broker.origins import OriginPolicy
 from broker.relay import Broker
 from broker.session import Session, State
@@ -237,9 +238,9 @@ class GatewaySession(Session):
             self.handle_frame(frame, 0, len(frame))
         self.close()
 
-    def _reject(self, sid: int, ftype: int, code: int, message: str) -> None:
+    def _reject(self, sid: int, ftype: int, code: int, message: str, meter: RouteMeter | None = None) -> None:
         """As every session's, but a refused fire-and-forget is told too: HTTP has an answer for it."""
-        super()._reject(sid, ftype, code, message)
+        super()._reject(sid, ftype, code, message, meter)
         if ftype == FrameType.REQUEST_FNF:
             self._event(("error", code, message))
 

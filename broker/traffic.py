@@ -36,7 +36,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from broker import metadata as md
+from broker import metering
 from broker.frames import HEADER_LENGTH, ErrorCode, FrameError, cancel_frame, error_frame
+from broker.hotpath import forward, request_metadata
 
 if TYPE_CHECKING:
     from broker.registry import Registry
@@ -303,7 +305,7 @@ class TrafficRules:
         st.in_done = st.out_done = True
         st.req.send_frame(error_frame(st.req_id, ErrorCode.CANCELED, f"deadline of {ms} ms exceeded for route '{st.route}' (service '{service}')"))
         st.prov.send_frame(cancel_frame(st.prov_id))  # type: ignore[union-attr]
-        st.req._finish(st)
+        st.req._finish(st, metering.TIMEOUT)
         self.timeouts[service] += 1
 
 
@@ -336,7 +338,9 @@ class TrafficRules:
             st.retry = None
             return False
         failed = st.prov
-        provider, _ = self.registry.pick(service, self.clock(), st.req.is_link)
+        # the kept frame is the one the provider got: composite metadata if the requester sent bare routing
+        mime = md.COMPOSITE_MIME if st.req.metadata_mime == md.ROUTING_MIME else st.req.metadata_mime
+        provider, _ = self.registry.pick(service, self.clock(), st.req.is_link, request_metadata(frame, 0, len(frame))[0], mime)
         if provider is None or provider.target is failed:
             st.retry = None
             return False
@@ -349,7 +353,8 @@ class TrafficRules:
         st.retry = (frame, left - 1) if left > 1 else None
         dest.streams[pid] = st
         dest.outstanding += 1
-        dest.forward(st.prov_sid, frame, 0, len(frame))
+        forward(dest, st.prov_sid, frame, 0, len(frame))
+        st.meter.bytes_in += len(frame)  # type: ignore[union-attr]
         self.retried[service] += 1
         return True
 

@@ -55,6 +55,8 @@ async def test_a_principal_rate_limit_refuses_past_its_burst_naming_the_limit(no
         assert json.loads(body)["message"].startswith("rate limit 'callers'")
         assert len(seen.calls) == 3
         assert await metric_value(node, 'rsbroker_rate_limited_total{limit="callers"}') == 2.0
+        # and the route's meter counts both refusals as rejected requests of gw.echo
+        assert await metric_value(node, 'rsbroker_route_requests_total{outcome="rejected",route="gw.echo",service="gw"}') == 2.0
 
 
 async def test_a_request_past_its_deadline_gets_an_error_and_the_provider_a_cancel(node: BrokerProcess) -> None:
@@ -66,6 +68,8 @@ async def test_a_request_past_its_deadline_gets_an_error_and_the_provider_a_canc
                 await asyncio.wait_for(client.request_response(f"{SERVICE}.slow", b"x"), 60)
         await asyncio.wait_for(seen.slow_cancelled.wait(), 30)
         assert await metric_value(node, 'rsbroker_deadline_timeouts_total{service="gw"}') == 1.0
+        # the route's meter ends the stream once, as a timeout
+        assert await metric_value(node, 'rsbroker_route_requests_total{outcome="timeout",route="gw.slow",service="gw"}') == 1.0
 
 
 async def test_the_requesters_shorter_deadline_wins_and_http_gets_504(node: BrokerProcess) -> None:
