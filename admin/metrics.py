@@ -89,6 +89,7 @@ class _RelayCollector:
             limits.add_metric([limit], count)
         yield limits
         yield from _balancing_families(broker)
+        yield from _traffic_families(broker)
         services = GaugeMetricFamily("rsbroker_services", "Services with at least one local provider")
         services.add_metric([], len(broker.registry.services()))
         yield services
@@ -162,6 +163,35 @@ def _balancing_families(broker: Any) -> Iterator[Any]:
         for service, count in sorted(counts.items()):
             family.add_metric([service], count)
         yield family
+
+
+def _traffic_families(broker: Any) -> Iterator[Any]:
+    """Rate limits, deadlines and the HTTP gateway (``broker.traffic``, ``broker.gateway``)."""
+    traffic = broker.traffic
+    refused = CounterMetricFamily("rsbroker_rate_limited", "Requests refused by a rate limit, by limit name", labels=["limit"])
+    for name, count in sorted(traffic.refused.items()):
+        refused.add_metric([name], count)
+    yield refused
+    share = GaugeMetricFamily("rsbroker_rate_limit_node_rate", "This node's share of each rate limit, requests per second", labels=["limit"])
+    for name, rate in sorted(traffic.shares().items()):
+        share.add_metric([name], rate)
+    yield share
+    timeouts = CounterMetricFamily("rsbroker_deadline_timeouts", "Requests ended at their deadline, by service", labels=["service"])
+    for service, count in sorted(traffic.timeouts.items()):
+        timeouts.add_metric([service], count)
+    yield timeouts
+    retried = CounterMetricFamily("rsbroker_retries", "Idempotent requests sent to another provider, by service", labels=["service"])
+    for service, count in sorted(traffic.retried.items()):
+        retried.add_metric([service], count)
+    yield retried
+    spent = CounterMetricFamily("rsbroker_retries_refused", "Retries not made because the retry budget was spent, by service", labels=["service"])
+    for service, count in sorted(traffic.retries_refused.items()):
+        spent.add_metric([service], count)
+    yield spent
+    answers = CounterMetricFamily("rsbroker_gateway_responses", "HTTP gateway answers by status code", labels=["status"])
+    for status, count in sorted((broker.gateway.responses if broker.gateway else {}).items()):
+        answers.add_metric([str(status)], count)
+    yield answers
 
 
 def _cluster_families(node: "Node") -> Iterator[Any]:

@@ -23,10 +23,13 @@ The session side of the contract (``broker.session``): ``streams``, ``frames_in`
 ``frame_limit``, ``peer_parity``, ``outstanding``, ``write_paused``, ``closing``, ``wire_out`` (a bytearray
 for length-prefixed transports, None for transports that queue whole frames through
 ``forward``), ``_queued``, ``frames_out``, ``broker.mark_dirty``, ``broker.clock``,
-``broker.tracer.record``, ``failures`` and ``broker.provider_outcome`` (outlier detection), and the methods ``other_frame``, ``refuse_oversized``, ``fail``,
+``broker.tracer.record``, ``failures`` and ``broker.provider_outcome`` (outlier detection),
+``broker.traffic.retry_rejected`` (retries), and the methods ``other_frame``, ``refuse_oversized``, ``fail``,
 ``_pending_frame``, ``_requester_sent``, ``_provider_sent``, ``_blocked_by``; of a routed
-stream, ``meter`` (bytes, and ``ended`` for its outcome), ``opened_at``, ``first_at`` and
-``trace``. Only :class:`~broker.frames.FrameError` may escape a reader; nothing here does I/O.
+stream, ``meter`` (bytes, and ``ended`` for its outcome), ``opened_at``, ``first_at``,
+``trace`` and ``retry`` (set while an idempotent request may be sent again: a provider's
+ERROR is offered to ``retry_rejected`` before it is relayed, since a relayed frame cannot be
+taken back; ``_provider_sent`` only sees frames already on their way). Only :class:`~broker.frames.FrameError` may escape a reader; nothing here does I/O.
 """
 
 from __future__ import annotations
@@ -135,6 +138,8 @@ def _relay(session: Any, buf: Any, off: int, end: int) -> None:
                 st.meter.bytes_in += end - off
                 session._requester_sent(st, ftype, type_flags)
             else:
+                if ftype == _ERROR and st.retry is not None and session.broker.traffic.retry_rejected(st, buf, off, end):
+                    return  # REJECTED: the request went to another provider (broker.traffic retries)
                 dest = st.req
                 _forward(dest, st.req_sid, buf, off, end)
                 st.meter.bytes_out += end - off

@@ -109,6 +109,8 @@ cdef int _relay(object session, object buf, const unsigned char* p, Py_ssize_t o
                 st.meter.bytes_in += end - off
                 session._requester_sent(st, ftype, type_flags)
             else:
+                if ftype == ERROR and st.retry is not None and session.broker.traffic.retry_rejected(st, buf, off, end):
+                    return 0  # REJECTED: the request went to another provider (broker.traffic retries)
                 dest = st.req
                 _forward(dest, st.req_sid, buf, p, off, end)
                 st.meter.bytes_out += end - off

@@ -27,6 +27,8 @@ REGISTER_MIME = "message/x.rsbroker.register.v0"
 TOPOLOGY_MIME = "message/x.rsbroker.topology.v0"
 #: SETUP entry that marks a connection as a broker-to-broker link (JSON: node id and proof)
 LINK_MIME = "message/x.rsbroker.link.v0"
+#: a requester's deadline for one request: ASCII decimal milliseconds from its arrival
+DEADLINE_MIME = "message/x.rsbroker.deadline.v0"
 
 #: Well-known MIME ids used by the composite metadata extension (subset the broker needs).
 WELL_KNOWN: dict[int, str] = {

@@ -46,7 +46,9 @@ POLICIES = ("round_robin", "least_outstanding", "weighted", "p2c")
 #: A gossiped load at or above this says the provider takes no request now (its lease is
 #: spent, or its node ejected it): other nodes skip it as if its link were down.
 NO_CAPACITY = 1 << 31
-_POLICY_FIELDS = ("policy", "weights", "prefer_local", "outlier", "canary")
+#: most times one request may be sent again
+MAX_RETRIES = 5
+_POLICY_FIELDS = ("policy", "weights", "prefer_local", "outlier", "canary", "deadline_ms", "idempotent", "retries")
 
 
 class Provider(Protocol):
@@ -101,6 +103,12 @@ class ServicePolicy:
     prefer_local: bool = True
     outlier: OutlierPolicy | None = None
     canary: CanaryPolicy | None = None
+    #: a request-response unanswered this long (ms) is ended: ERROR to the requester, CANCEL
+    #: to the provider (broker.traffic); None: no deadline but the requester's own
+    deadline_ms: int | None = None
+    #: its request-responses may be sent again (broker.traffic retries), and how many times
+    idempotent: bool = False
+    retries: int = 0
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -112,14 +120,23 @@ class ServicePolicy:
                 raise ValueError(f"weight of instance '{instance}' must be an integer >= 0, got {weight!r}")
         if not isinstance(self.prefer_local, bool):
             raise ValueError(f"'prefer_local' must be true or false, got {self.prefer_local!r}")
+        if self.deadline_ms is not None and (type(self.deadline_ms) is not int or not 1 <= self.deadline_ms <= 86_400_000):
+            raise ValueError(f"'deadline_ms' must be an integer from 1 to 86400000 (a day), got {self.deadline_ms!r}")
+        if not isinstance(self.idempotent, bool):
+            raise ValueError(f"'idempotent' must be true or false, got {self.idempotent!r}")
+        if type(self.retries) is not int or not 0 <= self.retries <= MAX_RETRIES:
+            raise ValueError(f"'retries' must be an integer from 0 to {MAX_RETRIES}, got {self.retries!r}")
+        if self.retries and not self.idempotent:
+            raise ValueError("'retries' needs \"idempotent\": true: only idempotent routes may be sent twice")
 
     @classmethod
     def from_obj(cls, obj: object) -> "ServicePolicy":
         """The one parser of a policy in its JSON/TOML form; raises ValueError naming the field.
 
         A missing ``policy`` means ``round_robin``, missing ``weights`` none, missing
-        ``prefer_local`` true, missing ``outlier`` and ``canary`` off — in the config file
-        and the config store alike.
+        ``prefer_local`` true, missing ``outlier`` and ``canary`` off, missing ``deadline_ms``
+        none, ``idempotent`` false and ``retries`` 1 when idempotent (else 0) — in the config
+        file and the config store alike.
         """
         if not isinstance(obj, Mapping):
             raise ValueError(f"a service policy must be an object, got {type(obj).__name__}")
@@ -138,6 +155,9 @@ class ServicePolicy:
             prefer_local=obj.get("prefer_local", True),
             outlier=OutlierPolicy.from_obj(obj["outlier"]) if "outlier" in obj else None,
             canary=CanaryPolicy.from_obj(obj["canary"]) if "canary" in obj else None,
+            deadline_ms=obj.get("deadline_ms"),
+            idempotent=obj.get("idempotent", False),
+            retries=obj.get("retries", 1 if obj.get("idempotent") is True else 0),
         )
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from broker import metadata as md
 from broker.auth.acl import CALL, REGISTER, denied_message
@@ -27,6 +27,10 @@ from broker.registry import Registry, ServicePolicy
 from broker.security import Security, is_proven_link
 from broker.session import Session, State
 from broker.settings import Settings
+from broker.traffic import TrafficRules, limits_from_config
+
+if TYPE_CHECKING:
+    from broker.gateway import Gateway
 
 log = logging.getLogger("rsbroker.relay")
 
@@ -48,8 +52,6 @@ class Broker:
         self.loop = loop or asyncio.get_event_loop()
         self.clock: Callable[[], float] = self.loop.time
         self.registry = Registry(settings.default_policy)
-        for service, obj in settings.services.items():
-            self.registry.set_policy(service, ServicePolicy.from_obj(obj))
         self.sessions: set[Session] = set()
         self._per_source: collections.Counter[str] = collections.Counter()
         self.stats: collections.Counter[str] = collections.Counter()
@@ -66,8 +68,16 @@ class Broker:
         self._route_cache: dict[bytes, tuple[str, str] | None] = {}
         self._housekeeping: asyncio.Task[None] | None = None
         self.security = Security(settings)
+        #: rate limits, deadlines and retries (broker.traffic); the cluster side sets the live node count
+        self.traffic = TrafficRules(self.loop, self.clock, self.registry)
+        self.traffic.file_limits = limits_from_config(settings.limits)
+        self.traffic.set_limits({})
+        for service, obj in settings.services.items():
+            self.set_policy(service, ServicePolicy.from_obj(obj))
         #: admits broker links from other nodes when this node is in a cluster (cluster.links.Links)
         self.links: LinkAuthority | None = None
+        #: the HTTP gateway of the --ws listener (broker.gateway.Gateway), for its metrics
+        self.gateway: Gateway | None = None
         #: called with the session after a successful SETUP (topology push, metrics)
         self.setup_listeners: list[Callable[[Session], None]] = []
         #: called with the services whose local providers changed (routing-table gossip;
@@ -191,6 +201,16 @@ class Broker:
         return ""
 
     # -- registry ---------------------------------------------------------------------------
+
+    def set_policy(self, service: str, policy: ServicePolicy | None) -> None:
+        """Set (None: clear) a service's policy: its load balancing, deadline and retries."""
+        self.registry.set_policy(service, policy)
+        self.traffic.deadlines.pop(service, None)
+        self.traffic.retries.pop(service, None)
+        if policy is not None and policy.deadline_ms is not None:
+            self.traffic.deadlines[service] = policy.deadline_ms
+        if policy is not None and policy.retries:
+            self.traffic.retries[service] = policy.retries
 
     def register(self, session: Session, registration: md.Registration) -> None:
         """Replace the services ``session`` provides with those of ``registration``."""

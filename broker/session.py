@@ -55,6 +55,7 @@ from broker.frames import (
 )
 from broker.hotpath import forward, relay_frame, request_metadata
 from broker.limits import LimitExceeded, exceeded
+from broker.traffic import DEADLINE_TAG
 
 if TYPE_CHECKING:
     from broker.relay import Broker
@@ -126,6 +127,7 @@ class Stream:
         "opened_at",
         "first_at",
         "trace",
+        "retry",
     )
 
     def __init__(self, kind: int, req: "Session", req_id: int) -> None:
@@ -153,6 +155,9 @@ class Stream:
         self.first_at = 0.0
         #: the requester's W3C trace context, when it sent one (broker.tracing)
         self.trace: TraceContext | None = None
+        #: (request frame, sends left) of an idempotent request-response (broker.traffic
+        #: retries); the frame is None while it is not known whole (fragmented: never retried)
+        self.retry: tuple[bytes | None, int] | None = None
 
 
 class Session:
@@ -512,12 +517,12 @@ class Session:
         if self.metadata_mime == md.ROUTING_MIME:
             # Every provider and broker link reads composite metadata (registering needs it):
             # bare routing tags read as composite could name another route than the one checked.
-            frame = replace_metadata(buf, off, end, md.for_composite_peer(metadata, md.ROUTING_MIME))
-            forward(dest, st.prov_sid, frame, 0, len(frame))
-            st.meter.bytes_in += len(frame)  # type: ignore[union-attr]
-        else:
-            forward(dest, st.prov_sid, buf, off, end)
-            st.meter.bytes_in += end - off  # type: ignore[union-attr]
+            buf = replace_metadata(buf, off, end, md.for_composite_peer(metadata, md.ROUTING_MIME))
+            off, end = 0, len(buf)
+        forward(dest, st.prov_sid, buf, off, end)
+        st.meter.bytes_in += end - off  # type: ignore[union-attr]
+        if st.retry is not None and not type_flags & FLAG_FOLLOWS:
+            st.retry = (bytes(buf[off:end]), st.retry[1])  # kept whole: it may be sent again
         if dest.write_paused:
             self._blocked_by(dest)
 
@@ -662,6 +667,12 @@ class Session:
                 self._reject(sid, ftype, ErrorCode.REJECTED, refusal, meter)
                 return None
         now = broker.clock()
+        traffic = broker.traffic
+        if traffic.active and not self.is_link:  # a link's requests met the limits at their edge
+            refusal = traffic.admit(self.principal, service, now)
+            if refusal:
+                self._reject(sid, ftype, ErrorCode.REJECTED, refusal, meter)
+                return None
         provider, why = broker.registry.pick(service, now, self.is_link, metadata, self.metadata_mime)
         if provider is None:
             self._reject(sid, ftype, ErrorCode.REJECTED, why, meter)
@@ -684,6 +695,11 @@ class Session:
         dest.streams[pid] = st
         dest.outstanding += 1
         broker.stats["requests"] += 1
+        if ftype == _RR and not self.is_link:  # a link's requests are timed and retried at their edge
+            if traffic.deadlines or DEADLINE_TAG in metadata:
+                traffic.track(st, service, metadata, now)
+            if traffic.retries:
+                traffic.keep_for_retry(st, service)
         if last_flags & FLAG_FOLLOWS:
             pass  # more fragments of the request follow; they arrive as PAYLOAD frames
         elif ftype == _FNF:
@@ -748,6 +764,7 @@ class Session:
         outcome = metering.OK
         if ftype == _PAYLOAD:
             if type_flags & FLAG_FOLLOWS:
+                st.retry = None  # the provider has begun to answer: never sent again
                 return
             if type_flags & FLAG_COMPLETE or (st.kind == _RR and type_flags & FLAG_NEXT):
                 st.out_done = True
@@ -851,6 +868,8 @@ class Session:
             else:
                 outcome = metering.TIMEOUT if self.timed_out else metering.APPLICATION_ERROR
                 peer, peer_id = st.req, st.req_id
+                if st.retry is not None and not st.out_done and self.broker.traffic.retry(st):
+                    continue  # sent to another provider (broker.traffic)
                 if not st.out_done or not st.in_done:
                     reason = self.close_reason or "connection lost"
                     peer.send_frame(

@@ -24,6 +24,7 @@ from broker.frames import MAX_FRAME_LENGTH
 from broker.loopback import is_loopback_host
 from broker.registry import POLICIES, ServicePolicy
 from broker.settings_help import HELP, TOPICS
+from broker.traffic import limits_from_config
 
 
 LOG_FORMATS = ("text", "json")
@@ -120,6 +121,8 @@ class Settings:
     lease_requests: int = 0x7FFFFFFF
     default_policy: str = "round_robin"
     services: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: rate limits, ``[limits.<name>]``: the base the config store's ``limits/`` are laid over
+    limits: dict[str, Any] = field(default_factory=dict)
     acl: Any = None
     log_level: str = "info"
     #: text for people reading a terminal, json (one object per line) for log shippers
@@ -222,6 +225,12 @@ class Settings:
                 ServicePolicy.from_obj(obj)
             except ValueError as exc:
                 raise SettingsError(f"services.{service}: {exc}") from None
+        if not isinstance(self.limits, dict):
+            raise SettingsError("--config limits: must be a table of [limits.<name>]")
+        try:  # the same parser as the config store's limits/ keys
+            limits_from_config(self.limits)
+        except ValueError as exc:
+            raise SettingsError(f"--config limits: {exc}") from None
         try:  # the same parser as the config store's acl/ keys (one validator per value)
             rules_from_config({"acl": self.acl} if self.acl is not None else {})
         except ValueError as exc:
@@ -291,7 +300,7 @@ _NAME_CEILINGS: dict[str, int | None] = {
 }
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 #: settings that only the config file can give (structured values)
-_FILE_ONLY = {"services", "acl"}
+_FILE_ONLY = {"services", "limits", "acl"}
 #: list settings: a TOML array, or a comma-separated string from a flag or the environment
 _LISTS = {"join", "admin_allowed_hosts", "ws_allowed_origins", "metrics_aggregate_prefixes"}
 

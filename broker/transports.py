@@ -22,6 +22,7 @@ from aiohttp import WSMsgType, web
 
 from broker.auth.tls import peer_principal
 from broker.frames import HEADER_LENGTH, ErrorCode
+from broker.gateway import Gateway
 from broker.hotpath import forward, read_frames
 from broker.origins import NodeNames, OriginPolicy
 from broker.relay import Broker
@@ -260,7 +261,7 @@ def _local_host(request: web.Request) -> str | None:
 
 
 def websocket_app(broker: Broker) -> web.Application:
-    """The aiohttp application serving ``/rsocket``.
+    """The aiohttp application serving ``/rsocket`` and the HTTP gateway's ``/rpc/{route}``.
 
     A browser page may open it only if the Origin policy allows its origin (see
     ``broker.origins``): refused upgrades get HTTP 403 saying why, before any RSocket frame.
@@ -289,4 +290,5 @@ def websocket_app(broker: Broker) -> web.Application:
 
     app = web.Application()
     app.router.add_get("/rsocket", handler)
+    Gateway(broker, policy).routes(app)  # /rpc/{route}: HTTP clients of the relay (broker.gateway)
     return app

@@ -1,8 +1,9 @@
 """The config store's relay settings, applied to this node's relay as Raft applies them.
 
-Four prefixes of the replicated store configure the relay of every node: ``acl/`` (access
-rules), ``keys/`` (JWT verification keys), ``revoked/`` (revoked token ids) and ``services/``
-(load-balancing policies). :class:`RelayConfig` reads each prefix once at start and again on
+Five prefixes of the replicated store configure the relay of every node: ``acl/`` (access
+rules), ``keys/`` (JWT verification keys), ``revoked/`` (revoked token ids), ``services/``
+(load-balancing policies, deadlines, retries) and ``limits/`` (rate limits, laid over the
+config file's; the live-node count that splits them is the runtime's). :class:`RelayConfig` reads each prefix once at start and again on
 every applied change under it, so a node that restarts or falls behind converges on the
 committed values without a separate sync step. Values were validated when proposed (the
 store runs the same parsers), so a bad one here is logged and skipped, never fatal.
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Callable
 
 from broker.auth import rules_from_store
 from broker.registry import ServicePolicy
+from broker.traffic import RateLimit
 
 if TYPE_CHECKING:
     from broker.relay import Broker
@@ -27,7 +29,7 @@ log = logging.getLogger("rsbroker.cluster")
 
 
 class RelayConfig:
-    """Keeps the relay's rules, keys, revocations and service policies equal to the store's."""
+    """Keeps the relay's rules, keys, revocations, service policies and rate limits equal to the store's."""
 
     def __init__(self, raft: RaftNode, broker: Broker) -> None:
         self.raft = raft
@@ -42,6 +44,7 @@ class RelayConfig:
             "keys/": self._keys,
             "revoked/": self._revoked,
             "services/": self._services,
+            "limits/": self._limits,
         }
         for prefix, apply in appliers.items():
             self.raft.watch(prefix, apply)
@@ -60,13 +63,22 @@ class RelayConfig:
         self.broker.security.set_revoked(k[len("revoked/") :] for k in self.raft.list("revoked/"))
 
     def _services(self, _: Change | None) -> None:
-        registry = self.broker.registry
+        broker = self.broker  # Broker.set_policy: balancing in the registry, deadline and retries in traffic
         stored = {k[len("services/") :]: v for k, v in self.raft.list("services/").items()}
         for service in self._policies_applied - set(stored):
-            registry.set_policy(service, None)
+            broker.set_policy(service, None)
         for service, value in stored.items():
             try:
-                registry.set_policy(service, ServicePolicy.from_obj(value))
+                broker.set_policy(service, ServicePolicy.from_obj(value))
             except ValueError as exc:
                 log.warning("config store: services/%s: %s", service, exc)
         self._policies_applied = set(stored)
+
+    def _limits(self, _: Change | None) -> None:
+        stored: dict[str, RateLimit] = {}
+        for key, value in self.raft.list("limits/").items():
+            try:
+                stored[key[len("limits/") :]] = RateLimit.from_obj(key[len("limits/") :], value)
+            except ValueError as exc:
+                log.warning("config store: %s: %s", key, exc)
+        self.broker.traffic.set_limits(stored)

@@ -382,6 +382,8 @@ class ClusterRuntime:
         return parse_hostport(member["address"], f"member {node_id}") if member else None
 
     def _member_changed(self, change: MemberChanged) -> None:
+        if self.gossip is not None:  # each node enforces 1/live of every rate limit
+            self.broker.traffic.set_live_nodes(sum(1 for m in self.gossip.members() if m["state"] in ("alive", "suspect")))
         member = change.member
         if self.links is None or self.remote is None or member.node == self.settings.node_id:
             return

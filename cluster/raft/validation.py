@@ -6,9 +6,12 @@ Every key has a prefix that decides its type:
 ``app/...``    any JSON value, for operators' own use
 ``services/S`` load-balancing policy of service S:
                ``{"policy": "round_robin"|"least_outstanding"|"weighted",
-               "weights": {instance: int >= 0}, "prefer_local": bool}`` (each optional)
+               "weights": {instance: int >= 0}, "prefer_local": bool,
+               "deadline_ms": int, "idempotent": bool, "retries": int}`` (each optional)
 ``keys/KID``   a JWT verification key: a public JWK (object), ``{"pem": PEM}`` or PEM text
 ``revoked/J``  a revoked token id: ``{"expires_at": unix seconds}``
+``limits/N``   a rate limit: ``{"principal": glob | "service": name, "rate": per second,
+               "burst": requests}`` (``broker.traffic.RateLimit.from_obj``)
 ``acl/NAME``   an access rule: ``{"principals": [glob], "roles": [str],
                "register": [glob], "call": [glob]}`` (missing lists mean empty)
 =============  =====================================================================
@@ -32,6 +35,7 @@ from typing import Any
 from broker.auth.acl import parse_rule
 from broker.auth.keys import key_from_config
 from broker.registry import ServicePolicy
+from broker.traffic import RateLimit
 
 __all__ = ["KeyValidator", "ValidationError", "Validators", "validate_acl_rule"]
 
@@ -68,6 +72,14 @@ def validate_service_policy(name: str, value: Any) -> None:
         ServicePolicy.from_obj(value)
     except ValueError as exc:
         raise ValidationError(f"policy of service '{name}': {exc}") from None
+
+
+def validate_rate_limit(name: str, value: Any) -> None:
+    """A rate limit, parsed as the config file's are (``RateLimit.from_obj``)."""
+    try:
+        RateLimit.from_obj(name, value)
+    except ValueError as exc:
+        raise ValidationError(str(exc)) from None
 
 
 def validate_public_key(name: str, value: Any) -> None:
@@ -119,6 +131,7 @@ class Validators:
         self._by_prefix: dict[str, KeyValidator] = {
             "app": validate_app_value,
             "services": validate_service_policy,
+            "limits": validate_rate_limit,
             "keys": validate_public_key,
             "revoked": validate_revocation,
             "acl": acl_validator,

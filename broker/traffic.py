@@ -1,0 +1,374 @@
+"""Request-level traffic rules of the relay: rate limits and deadlines.
+
+Rules of this module:
+
+* **Rate limits** (``limits/<name>`` in the config store, ``[limits.<name>]`` in the config
+  file, both parsed by :meth:`RateLimit.from_obj`): a token bucket per principal (for a
+  ``principal`` glob, each matching principal has its own bucket) or per service. Each node
+  enforces its share: ``rate`` and ``burst`` divided by the number of live nodes, which the
+  cluster side sets through :meth:`TrafficRules.set_live_nodes` as members join and leave
+  (``broker/`` never imports ``cluster/``). A refused request gets ERROR(REJECTED) whose
+  message begins ``rate limit '<name>'``; ``refused`` counts it by limit name.
+* **Deadlines** (``deadline_ms`` of ``services/<service>``, or the requester's
+  ``message/x.rsbroker.deadline.v0`` entry, the shorter wins): request-response only. A
+  request still unanswered at its deadline gets ERROR(CANCELED) to the requester and CANCEL
+  to the provider. One structure per node — a FIFO per deadline duration, each in deadline
+  order — and one timer armed for the earliest head, never a task or timer per request;
+  answered requests leave lazily (swept when the structure doubles). A requester's deadline
+  is rounded down to two significant digits, which bounds the number of FIFOs.
+* **Retries** (``idempotent`` and ``retries`` of ``services/<service>``): a request-response
+  of an idempotent service is kept (one frame, not fragmented) until its provider answers; if
+  the provider refuses it (ERROR REJECTED) or its connection is lost before it began to
+  answer, it goes to another provider instead of failing, up to ``retries`` times, while the
+  node's budget allows (``RETRY_BUDGET`` of the requests kept, so at most 20 %).
+* Requests that arrive over a broker link were held to these rules at their edge node and
+  are not counted again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import fnmatch
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+from broker import metadata as md
+from broker import metering
+from broker.frames import HEADER_LENGTH, ErrorCode, FrameError, cancel_frame, error_frame
+from broker.hotpath import forward, request_metadata
+
+if TYPE_CHECKING:
+    from broker.registry import Registry
+    from broker.session import Stream
+
+#: principals whose buckets are kept before those that refilled (same as absent) are dropped
+MAX_BUCKETS = 10_000
+#: the deadline entry's MIME type as it appears in composite metadata: a cheap pre-check
+DEADLINE_TAG = md.DEADLINE_MIME.encode("ascii")
+#: deadlines are kept to within this, s: expiries due within one tick are handled together
+DEADLINE_TICK_S = 0.01
+#: fewest watched requests worth sweeping for answered ones: small, so that answered requests
+#: die young; a backlog of thousands costs more in garbage collection (measured: +20 % relay
+#: CPU per request at 4096) than the sweeps do
+COMPACT_MIN = 256
+#: retries earned per idempotent request (at most 20 % of them are sent again) ...
+RETRY_BUDGET = 0.2
+#: ... and the budget a quiet node starts with and never holds more than, requests
+RETRY_FLOOR = 10
+RETRY_CAP = 100
+#: longest deadline accepted, ms (a day): beyond it a deadline is no deadline
+MAX_DEADLINE_MS = 86_400_000
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """One token bucket rule: ``rate`` requests per second, bursts of ``burst``, cluster-wide."""
+
+    name: str
+    principal: str | None
+    service: str | None
+    rate: float
+    burst: float
+
+    @classmethod
+    def from_obj(cls, name: str, obj: object) -> "RateLimit":
+        """The one parser of a limit (config file and config store); ValueError names the field."""
+        if not isinstance(obj, Mapping):
+            raise ValueError(f"rate limit '{name}' must be an object, got {type(obj).__name__}")
+        unknown = set(obj) - {"principal", "service", "rate", "burst"}
+        if unknown:
+            raise ValueError(
+                f"rate limit '{name}': unknown field(s) {', '.join(sorted(map(str, unknown)))}; allowed: principal, service, rate, burst"
+            )
+        principal, service = obj.get("principal"), obj.get("service")
+        if (principal is None) == (service is None):
+            raise ValueError(f"rate limit '{name}' needs exactly one of 'principal' (a glob) or 'service' (a name)")
+        for field_name, value in (("principal", principal), ("service", service)):
+            if value is not None and (not isinstance(value, str) or not value or len(value) > 255):
+                raise ValueError(f"rate limit '{name}': '{field_name}' must be a non-empty string of at most 255 characters")
+        rate, burst = obj.get("rate"), obj.get("burst", obj.get("rate"))
+        for field_name, value in (("rate", rate), ("burst", burst)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+                raise ValueError(f"rate limit '{name}': '{field_name}' must be a number > 0 (requests per second / requests)")
+        return cls(name, principal, service, float(rate), float(burst))  # type: ignore[arg-type]
+
+
+def limits_from_config(obj: Mapping[str, object]) -> dict[str, RateLimit]:
+    """``{name: RateLimit}`` of a ``limits`` table; ValueError for the first bad one."""
+    return {name: RateLimit.from_obj(name, value) for name, value in obj.items()}
+
+
+class _Bucket:
+    """A token bucket kept as GCRA does (one number per bucket, no refill arithmetic):
+    ``tat`` is when the bucket would be full again; a request may go while that is at most
+    ``tolerance`` ahead of now, and moves it ``interval`` on. ``interval`` and ``tolerance``
+    come from this node's share of the limit's rate and burst."""
+
+    __slots__ = ("tat", "interval", "tolerance")
+
+    def __init__(self, lim: RateLimit, share: int, now: float) -> None:
+        self.tat = now
+        self.interval, self.tolerance = _shape(lim, share)
+
+
+def _shape(lim: RateLimit, share: int) -> tuple[float, float]:
+    """(seconds per request, burst headroom in seconds) of this node's share of ``lim``."""
+    interval = share / lim.rate
+    burst = lim.burst / share if lim.burst >= share else 1.0
+    return interval, (burst - 1.0) * interval
+
+
+def _spend(buckets: list[tuple[RateLimit, _Bucket]], now: float) -> RateLimit | None:
+    """Spend one request of each bucket; the limit of the first that had none left."""
+    for lim, bucket in buckets:
+        tat = bucket.tat
+        if tat < now:
+            tat = now
+        if tat - now > bucket.tolerance:
+            return lim
+        bucket.tat = tat + bucket.interval
+    return None
+
+
+class TrafficRules:
+    """Rate limits and deadlines of one node."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, clock: Callable[[], float], registry: "Registry") -> None:
+        self.loop = loop
+        self.clock = clock
+        self.registry = registry
+        #: retries of each idempotent service (kept by Broker.set_policy)
+        self.retries: dict[str, int] = {}
+        #: retries this node may still spend: RETRY_BUDGET per kept request, at least RETRY_FLOOR
+        self.retry_budget = float(RETRY_FLOOR)
+        #: requests sent again, and those that would have been but for the budget, by service
+        self.retried: collections.Counter[str] = collections.Counter()
+        self.retries_refused: collections.Counter[str] = collections.Counter()
+        self.file_limits: dict[str, RateLimit] = {}
+        self._limits: dict[str, RateLimit] = {}
+        #: deadline_ms of the services that have one (kept by Broker.set_policy)
+        self.deadlines: dict[str, int] = {}
+        self._principal_limits: list[RateLimit] = []
+        #: buckets by service, and by principal name (made on a principal's first request)
+        self._by_service: dict[str, list[tuple[RateLimit, _Bucket]]] = {}
+        self._by_principal: dict[str, list[tuple[RateLimit, _Bucket]]] = {}
+        #: any limit configured: the relay asks :meth:`admit` only then
+        self.active = False
+        #: live nodes sharing each limit (1 without a cluster)
+        self.live_nodes = 1
+        #: refusals by limit name, deadline expiries by service (for /metrics)
+        self.refused: collections.Counter[str] = collections.Counter()
+        self.timeouts: collections.Counter[str] = collections.Counter()
+        #: requests watched for their deadline: one FIFO per duration (ms), so each is in
+        #: deadline order and appending is O(1); one timer armed for the earliest head
+        self._queues: dict[int, collections.deque[tuple[float, Stream]]] = {}
+        self._tracked = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
+        #: watched requests at which answered ones are swept out (amortised O(1) per request)
+        self._compact_at = COMPACT_MIN
+
+    # -- rate limits ------------------------------------------------------------------------
+
+    def set_limits(self, limits: Mapping[str, RateLimit]) -> None:
+        """Replace the config store's limits (laid over the config file's, as access rules are)."""
+        merged = {**self.file_limits, **limits}
+        self._limits = merged
+        self._principal_limits = [lim for lim in merged.values() if lim.principal is not None]
+        now = self.clock()
+        # a changed limit starts full, at its new size
+        self._by_service = {}
+        for lim in merged.values():
+            if lim.service is not None:
+                self._by_service.setdefault(lim.service, []).append((lim, _Bucket(lim, self.live_nodes, now)))
+        self._by_principal = {}
+        self.active = bool(merged)
+
+    def set_live_nodes(self, count: int) -> None:
+        """The cluster has ``count`` live nodes: each enforces 1/count of every limit."""
+        count = max(1, count)
+        if count == self.live_nodes:
+            return
+        self.live_nodes = count
+        now = self.clock()
+        for buckets in (*self._by_service.values(), *self._by_principal.values()):
+            for lim, bucket in buckets:
+                # keep how far ahead of now the bucket is in requests, at the new pace
+                used = max(0.0, bucket.tat - now) / bucket.interval
+                bucket.interval, bucket.tolerance = _shape(lim, count)
+                bucket.tat = now + used * bucket.interval
+
+    def admit(self, principal: Any, service: str, now: float) -> str:
+        """'' when a request of ``principal`` for ``service`` may go on; else why not (spends a token)."""
+        buckets = self._by_service.get(service)
+        if buckets is not None:
+            lim = _spend(buckets, now)
+            if lim is not None:
+                return self._refusal(lim, f"service '{service}'")
+        if self._principal_limits:
+            name = principal.name  # every session has one once its SETUP is accepted
+            buckets = self._by_principal.get(name)
+            if buckets is None:
+                buckets = self._principal_buckets(name, now)
+            lim = _spend(buckets, now)
+            if lim is not None:
+                return self._refusal(lim, f"principal '{name}'")
+        return ""
+
+    def _principal_buckets(self, name: str, now: float) -> list[tuple[RateLimit, _Bucket]]:
+        """The buckets of principal ``name``: one per limit whose glob matches it, made on its first request."""
+        if len(self._by_principal) >= MAX_BUCKETS:
+            # a principal whose buckets have all refilled is the same as one never seen: forget those
+            self._by_principal = {
+                n: b for n, b in self._by_principal.items() if any(x.tat > now for _, x in b)
+            }
+        buckets = [
+            (lim, _Bucket(lim, self.live_nodes, now))
+            for lim in self._principal_limits
+            if fnmatch.fnmatchcase(name, lim.principal)  # type: ignore[arg-type]
+        ]
+        self._by_principal[name] = buckets
+        return buckets
+
+    def _refusal(self, lim: RateLimit, who: str) -> str:
+        self.refused[lim.name] += 1
+        share = self.live_nodes
+        return (
+            f"rate limit '{lim.name}' exceeded by {who}: {lim.rate:g}/s, burst {lim.burst:g} across the cluster "
+            f"({lim.rate / share:g}/s on this node of {share})"
+        )
+
+    def shares(self) -> dict[str, float]:
+        """Each limit's per-node rate now, for /metrics."""
+        return {name: lim.rate / self.live_nodes for name, lim in self._limits.items()}
+
+    # -- deadlines --------------------------------------------------------------------------
+
+    def track(self, st: "Stream", service: str, metadata: bytes, now: float) -> None:
+        """Watch a request-response: the deadline of its service, or the requester's if shorter."""
+        ms = self.deadlines.get(service)
+        if DEADLINE_TAG in metadata:
+            asked = requested_deadline(metadata)
+            if asked is not None and (ms is None or asked < ms):
+                ms = asked
+        if ms is None:
+            return
+        queue = self._queues.get(ms)
+        if queue is None:
+            queue = self._queues[ms] = collections.deque()
+        when = now + ms / 1000.0
+        queue.append((when, st))
+        self._tracked += 1
+        if self._tracked > self._compact_at:
+            self._compact()
+        if when < self._timer_at:
+            self._arm(when, now)
+
+    def _arm(self, when: float, now: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = max(when, now + DEADLINE_TICK_S)
+        self._timer = self.loop.call_at(self._timer_at, self.expire)
+
+    def _compact(self) -> None:
+        """Drop answered requests from the queues once they have doubled: O(open requests) held,
+        not O(rate x deadline), at an amortised O(1) per request."""
+        for ms, queue in self._queues.items():
+            self._queues[ms] = collections.deque(entry for entry in queue if not entry[1].out_done)
+        self._tracked = sum(len(queue) for queue in self._queues.values())
+        self._compact_at = max(COMPACT_MIN, 2 * self._tracked)
+
+    def expire(self) -> None:
+        """End every request past its deadline; arm the timer for the next one."""
+        now = self.clock()
+        self._timer, self._timer_at = None, math.inf
+        earliest = math.inf
+        for ms, queue in list(self._queues.items()):
+            while queue and queue[0][0] <= now:
+                _, st = queue.popleft()
+                self._tracked -= 1
+                if not st.out_done and st.prov is not None:
+                    self._end(st, ms)
+            if queue:
+                earliest = min(earliest, queue[0][0])
+            else:
+                del self._queues[ms]
+        if earliest < math.inf:
+            self._arm(earliest, now)
+
+    def _end(self, st: "Stream", ms: int) -> None:
+        """ERROR(CANCELED) to the requester, CANCEL to the provider, the stream forgotten."""
+        service = md.service_of(st.route)
+        st.in_done = st.out_done = True
+        st.req.send_frame(error_frame(st.req_id, ErrorCode.CANCELED, f"deadline of {ms} ms exceeded for route '{st.route}' (service '{service}')"))
+        st.prov.send_frame(cancel_frame(st.prov_id))  # type: ignore[union-attr]
+        st.req._finish(st, metering.TIMEOUT)
+        self.timeouts[service] += 1
+
+
+    # -- retries ----------------------------------------------------------------------------
+
+    def keep_for_retry(self, st: "Stream", service: str) -> None:
+        """Mark a request of an idempotent service to be kept (the session keeps its frame)."""
+        retries = self.retries.get(service)
+        if retries:
+            st.retry = (None, retries)
+            budget = self.retry_budget + RETRY_BUDGET
+            self.retry_budget = budget if budget < RETRY_CAP else float(RETRY_CAP)
+
+    def retry_rejected(self, st: "Stream", buf: Any, off: int, end: int) -> bool:
+        """The provider answered ERROR: send the request again if that was REJECTED (True when sent)."""
+        if end - off < HEADER_LENGTH + 4 or int.from_bytes(buf[off + HEADER_LENGTH : off + HEADER_LENGTH + 4], "big") != ErrorCode.REJECTED:
+            st.retry = None
+            return False
+        return self.retry(st)
+
+    def retry(self, st: "Stream") -> bool:
+        """Send ``st``'s request to another provider; False when it may not or nobody can take it."""
+        frame, left = st.retry  # type: ignore[misc]
+        service = md.service_of(st.route)
+        if frame is None:  # a fragmented request: not kept
+            st.retry = None
+            return False
+        if self.retry_budget < 1.0:
+            self.retries_refused[service] += 1
+            st.retry = None
+            return False
+        failed = st.prov
+        # the kept frame is the one the provider got: composite metadata if the requester sent bare routing
+        mime = md.COMPOSITE_MIME if st.req.metadata_mime == md.ROUTING_MIME else st.req.metadata_mime
+        provider, _ = self.registry.pick(service, self.clock(), st.req.is_link, request_metadata(frame, 0, len(frame))[0], mime)
+        if provider is None or provider.target is failed:
+            st.retry = None
+            return False
+        self.retry_budget -= 1.0
+        if failed is not None and failed.streams.pop(st.prov_id, None) is not None:
+            failed.outstanding -= 1
+        dest = provider.target
+        pid = dest.allocate_local_id()
+        st.prov, st.prov_id, st.prov_sid = dest, pid, pid.to_bytes(4, "big")
+        st.retry = (frame, left - 1) if left > 1 else None
+        dest.streams[pid] = st
+        dest.outstanding += 1
+        forward(dest, st.prov_sid, frame, 0, len(frame))
+        st.meter.bytes_in += len(frame)  # type: ignore[union-attr]
+        self.retried[service] += 1
+        return True
+
+
+def requested_deadline(metadata: bytes) -> int | None:
+    """The requester's deadline entry (ASCII decimal ms), None when absent or unreadable."""
+    try:
+        entry = md.find_entry(metadata, md.DEADLINE_MIME)
+    except FrameError:
+        return None
+    if entry is None or not entry.isdigit() or len(entry) > 9:
+        return None
+    value = int(entry)
+    if not 0 < value <= MAX_DEADLINE_MS:
+        return None
+    step = 10 ** max(0, len(str(value)) - 2)  # two significant digits, rounded down: never later
+    return value - value % step
