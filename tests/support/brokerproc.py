@@ -13,7 +13,9 @@ Usage (most tests get a :class:`BrokerFactory` from the ``broker_factory`` or
 * The child's stdout and stderr are read by a thread into a bounded tail, so the broker
   never blocks on a full pipe and a broker that dies explains itself in the failure.
 * ``RSBROKER_*`` variables of the test runner's environment are not inherited, so a
-  developer's shell cannot change what a test starts; pass ``env=`` to set some.
+  developer's shell cannot change what a test starts; pass ``env=`` to set some. The one
+  exception is ``RSBROKER_NO_EXTENSIONS``, which picks the implementation rather than a
+  setting: the pure-Python pass of ``make test`` must run its brokers on the pure hot path.
 * Processes are stopped by PID only: SIGTERM (the broker drains), then SIGKILL after
   :data:`STOP_TIMEOUT_S`. Temporary directories the factory made are removed.
 
@@ -70,7 +72,7 @@ def rsbroker_command() -> list[str]:
 
 
 def _child_env(extra: Mapping[str, str] | None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RSBROKER_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RSBROKER_") or k == "RSBROKER_NO_EXTENSIONS"}
     env["PYTHONUNBUFFERED"] = "1"
     if extra:
         env.update(extra)
