@@ -20,7 +20,6 @@ from broker.auth.principal import Principal
 from broker.frames import ErrorCode, FrameError, error_frame, lease_frame
 from broker.logformat import conn_fields
 from broker.metering import Metering
-from broker.otlp import OtlpExport
 from broker.peers import LinkAuthority
 from broker.tracing import MARKER as TRACE_MARKER
 from broker.tracing import TRACE_MIME
@@ -65,7 +64,7 @@ class Broker:
             settings.node_id,
             settings.trace_spans_kept,
             self.clock,
-            OtlpExport(settings.otlp_endpoint, settings.node_id) if settings.otlp_endpoint else None,
+            settings.otlp_endpoint,
         )
         self.draining = False
         self._dirty: list[Session] = []

@@ -88,15 +88,17 @@ _Kept = tuple[HopContext, int, str, float, float, float, int]
 class Tracer:
     """The last spans of each route label on this node."""
 
-    def __init__(
-        self, node_id: str, spans_kept: int, clock: Callable[[], float], export: "OtlpExport | None" = None
-    ) -> None:
+    def __init__(self, node_id: str, spans_kept: int, clock: Callable[[], float], otlp_endpoint: str | None = None) -> None:
         self.node_id = node_id
         self.spans_kept = spans_kept
-        #: the relay's loop clock, which stream times are read from
+        #: the relay's loop clock (monotonic, readable from any thread), which stream times are read from
         self.clock = clock
-        #: where spans also go when an OTLP endpoint is configured (broker.otlp)
-        self.export = export
+        #: where spans also go when an OTLP endpoint is configured (the otlp extra, imported only then)
+        self.export: "OtlpExport | None" = None
+        if otlp_endpoint:
+            from broker.otlp import OtlpExport
+
+            self.export = OtlpExport(otlp_endpoint, node_id, self.describe)
         #: kept spans by route meter (its service and route labels name them)
         self.recent: dict["RouteMeter", collections.deque[_Kept]] = {}
 
@@ -118,20 +120,19 @@ class Tracer:
         span = (trace, _span_ids.getrandbits(64) or 1, st.route, st.opened_at, st.first_at, now, outcome)
         spans.append(span)
         if self.export is not None:
-            self.export.export(self._view(span, time.time() - self.clock()))
+            self.export.put(span)
 
     def view(self, route: str | None = None) -> list[dict[str, Any]]:
         """Kept spans, newest last, of every route or of the route label ``route``."""
-        wall = time.time() - self.clock()  # loop clock to epoch seconds
         return [
-            self._view(span, wall)
+            self.describe(span)
             for meter, spans in sorted(self.recent.items(), key=lambda item: (item[0].service, item[0].route))
             if route is None or meter.route == route
             for span in spans
         ]
 
-    def _view(self, span: _Kept, wall: float) -> dict[str, Any]:
-        """One kept span as the admin API and the OTLP export show it (``wall``: epoch - loop clock)."""
+    def describe(self, span: _Kept) -> dict[str, Any]:
+        """One kept span as the admin API and the OTLP export show it."""
         (content, provider, provider_node), span_id, full_route, opened, first_at, ended, outcome = span
         trace = TraceContext.of(content)
         return {
@@ -144,7 +145,7 @@ class Tracer:
             "route": full_route,
             "provider": provider,
             "provider_node": provider_node,
-            "start": wall + opened,
+            "start": time.time() - self.clock() + opened,  # loop clock to epoch seconds
             "first_response_s": first_at - opened if first_at else None,
             "duration_s": ended - opened,
             "outcome": OUTCOMES[outcome],

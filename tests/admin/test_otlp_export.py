@@ -75,7 +75,7 @@ async def test_hop_span_reaches_the_collector_as_a_child_of_the_requesters_span(
 ) -> None:
     # the collector URL without a path: the node posts to its /v1/traces, as OTLP/HTTP says
     node = await asyncio.to_thread(
-        broker_factory.start, "--otlp-endpoint", collector.url, env={"OTEL_BSP_SCHEDULE_DELAY": "100"}
+        broker_factory.start, "--otlp-endpoint", collector.url
     )
     async with await RawClient.tcp(node.tcp) as provider, await RawClient.tcp(node.tcp) as requester:
         await provider.setup(["t.calc"], "calc-1")
