@@ -107,7 +107,7 @@ class OtlpExport:
             "rsbroker.provider": span["provider"],
             "rsbroker.provider_node": span["provider_node"],
             "rsbroker.outcome": span["outcome"],
-            "rsbroker.relay_s": span["duration_s"],
+            "rsbroker.duration_s": span["duration_s"],
         }
         if span["first_response_s"] is not None:
             attributes["rsbroker.first_response_s"] = span["first_response_s"]
