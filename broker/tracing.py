@@ -42,11 +42,11 @@ TRACE_MIME = "message/x.rsbroker.trace-context.v0"
 #: what a request's metadata must contain to be looked at further (the entry's MIME, as sent)
 MARKER = TRACE_MIME.encode("ascii")
 _MAX_TRACESTATE = 512
-#: ``traceparent`` (lower-case hex, W3C version 00), then optionally a newline and a printable
-#: ASCII ``tracestate``: the whole entry, checked in one match
-_ENTRY = re.compile(rb"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}(?:\n[\x20-\x7e]{0,%d})?" % _MAX_TRACESTATE)
-#: all-zero ids are invalid (W3C trace-context, section 3.2.2.3)
-_NO_TRACE, _NO_SPAN = b"0" * 32, b"0" * 16
+#: ``traceparent`` (lower-case hex, W3C version 00; all-zero ids are invalid, section 3.2.2.3),
+#: then optionally a newline and a printable ASCII ``tracestate``: the whole entry, one match
+_ENTRY = re.compile(
+    rb"00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}(?:\n[\x20-\x7e]{0,%d})?" % _MAX_TRACESTATE
+)
 #: span ids need to be unique, not secret: a seeded PRNG is ten times cheaper than os.urandom
 _span_ids = random.Random()
 
@@ -65,13 +65,8 @@ class TraceContext(NamedTuple):
 
     @classmethod
     def of(cls, content: bytes) -> "TraceContext":
-        text = content.decode("ascii")  # checked by ``valid``: ASCII only
+        text = content.decode("ascii")  # checked by ``_ENTRY``: ASCII only
         return cls(text[3:35], text[36:52], text[53:55], text[56:])
-
-
-def valid(content: bytes) -> bool:
-    """Whether a trace entry's content is a usable W3C trace context (else the request is untraced)."""
-    return _ENTRY.fullmatch(content) is not None and content[3:35] != _NO_TRACE and content[36:52] != _NO_SPAN
 
 
 def entry(traceparent: str, tracestate: str = "") -> bytes:
@@ -106,7 +101,7 @@ class Tracer:
         """The context of a request whose trace entry holds ``content`` (found by the relay in
         the same pass that finds its route), going to ``provider``; None when tracing is off
         or the entry is malformed."""
-        if not self.spans_kept or not valid(content):
+        if not self.spans_kept or _ENTRY.fullmatch(content) is None:
             return None
         return content, provider.instance, getattr(provider, "node", self.node_id)
 
