@@ -91,9 +91,9 @@ class Tracer:
         #: where spans also go when an OTLP endpoint is configured (the otlp extra, imported only then)
         self.export: "OtlpExport | None" = None
         if otlp_endpoint:
-            from broker.otlp import OtlpExport
+            from broker import otlp
 
-            self.export = OtlpExport(otlp_endpoint, node_id, self.describe)
+            self.export = otlp.OtlpExport(otlp_endpoint, node_id, self.describe)
         #: kept spans by route meter (its service and route labels name them)
         self.recent: dict["RouteMeter", collections.deque[_Kept]] = {}
 
