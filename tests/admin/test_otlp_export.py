@@ -112,3 +112,15 @@ def test_without_the_extra_the_node_refuses_the_setting(tmp_path: Path) -> None:
     assert done.returncode != 0, done.stdout
     assert "--otlp-endpoint needs the OpenTelemetry packages" in done.stderr, done.stderr
     assert "pip install 'rsbroker[otlp]'" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        (("--otlp-endpoint", "127.0.0.1:4318"), "--otlp-endpoint must be an http:// or https:// URL"),
+        (("--otlp-endpoint", "http://127.0.0.1:4318", "--trace-spans-kept", "0"), "--otlp-endpoint needs tracing on"),
+    ],
+)
+def test_an_endpoint_that_cannot_work_is_refused(args: tuple[str, ...], reason: str) -> None:
+    done = run_rsbroker("serve", "--tcp", "127.0.0.1:0", *args)
+    assert done.returncode != 0 and reason in done.stderr, done.stderr
