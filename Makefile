@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 
 $(VENV)/.installed: pyproject.toml setup.py broker/_hotpath_c.pyx
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q -e '.[test,bench]'
+	$(BIN)/pip install -q -e '.[test,bench,otlp]'
 	touch $@
 
 install: $(VENV)/.installed

@@ -15,6 +15,10 @@ def trace_routes(app: web.Application, node: "Node") -> None:
         """Spans, newest last; ``?route=`` narrows to one route label (as in the metrics)."""
         tracer = node.broker.tracer if node.broker else None
         spans = tracer.view(request.query.get("route")) if tracer else []
-        return web.json_response({"spans_kept_per_route": node.settings.trace_spans_kept, "spans": spans})
+        # spans the OTLP export dropped because its queue was full (a slow or absent collector)
+        dropped = tracer.export.dropped if tracer and tracer.export else None
+        return web.json_response(
+            {"spans_kept_per_route": node.settings.trace_spans_kept, "otlp_spans_dropped": dropped, "spans": spans}
+        )
 
     app.router.add_get("/api/v1/traces", traces)

@@ -93,7 +93,15 @@ MAX_ENTRIES = 64
 def iter_composite(
     metadata: bytes, code: ErrorCode = ErrorCode.INVALID, max_entries: int = MAX_ENTRIES
 ) -> Iterator[tuple[str, bytes]]:
-    """Yield ``(mime, content)`` for each entry of composite metadata.
+    """Yield ``(mime, content)`` for each entry of composite metadata (see :func:`entry_spans`)."""
+    for mime, start, end in entry_spans(metadata, code, max_entries):
+        yield mime, metadata[start:end]
+
+
+def entry_spans(
+    metadata: bytes, code: ErrorCode = ErrorCode.INVALID, max_entries: int = MAX_ENTRIES
+) -> Iterator[tuple[str, int, int]]:
+    """Yield ``(mime, start, end)`` for each entry of composite metadata: where its content lies.
 
     Linear in the metadata's length; more than ``max_entries`` entries raise LimitExceeded
     before the next one is read, so empty entries (4 bytes each) cannot make a peer's
@@ -125,7 +133,7 @@ def iter_composite(
         pos += 3
         if pos + length > end:
             raise FrameError(f"composite metadata entry '{mime}' of {length} bytes runs past the metadata", code)
-        yield mime, metadata[pos : pos + length]
+        yield mime, pos, pos + length
         pos += length
 
 
@@ -153,19 +161,38 @@ def route_of(metadata: bytes, metadata_mime: str, max_entries: int = MAX_ENTRIES
     which one counts (rsocket-py takes the first, Spring's extractor keeps the last), and
     the route the broker checks must be the one every provider runs.
     """
-    if metadata_mime == ROUTING_MIME:
-        tags = parse_routing(metadata)
-        return tags[0] if tags else None
-    found: list[bytes] = []
-    for mime, content in iter_composite(metadata, ErrorCode.INVALID, max_entries):
-        if mime == ROUTING_MIME:
-            found.append(content)
-    if len(found) > 1:
-        raise FrameError(f"request metadata has {len(found)} routing entries; exactly one is allowed")
-    if not found:
-        return None
-    tags = parse_routing(found[0])
+    routing = metadata if metadata_mime == ROUTING_MIME else routing_entry(metadata, max_entries)[0]
+    return first_route_tag(routing) if routing is not None else None
+
+
+def first_route_tag(routing: bytes) -> str | None:
+    """The route named by a routing entry's content (its first tag), or None when it has no tag."""
+    tags = parse_routing(routing)
     return tags[0] if tags else None
+
+
+def routing_entry(
+    metadata: bytes, max_entries: int = MAX_ENTRIES, also: str = ""
+) -> tuple[bytes | None, tuple[int, int] | None]:
+    """Content of the one routing entry of composite metadata, and where the first ``also``
+    entry's content lies (``(start, end)``) or None.
+
+    One pass over the whole metadata, checking every entry as :func:`route_of` does, and a
+    second routing entry is refused: the route the broker checks must be the one every
+    provider runs.
+    """
+    routing: bytes | None = None
+    extra: tuple[int, int] | None = None
+    count = 0
+    for mime, start, end in entry_spans(metadata, ErrorCode.INVALID, max_entries):
+        if mime == ROUTING_MIME:
+            count += 1
+            routing = metadata[start:end] if count == 1 else routing
+        elif mime == also and extra is None:
+            extra = (start, end)
+    if count > 1:
+        raise FrameError(f"request metadata has {count} routing entries; exactly one is allowed")
+    return routing, extra
 
 
 def for_composite_peer(metadata: bytes, metadata_mime: str) -> bytes:

@@ -22,6 +22,7 @@ from broker.logformat import conn_fields
 from broker.metering import Metering
 from broker.peers import LinkAuthority
 from broker.tracing import MARKER as TRACE_MARKER
+from broker.tracing import TRACE_MIME
 from broker.tracing import Tracer
 from broker.registry import Registry, ServicePolicy
 from broker.security import Security, is_proven_link
@@ -61,11 +62,18 @@ class Broker:
             settings.metrics_max_services,
             settings.metrics_aggregate_prefixes,
         )
-        self.tracer = Tracer(settings.node_id, settings.trace_spans_kept)
+        self.tracer = Tracer(
+            settings.node_id,
+            settings.trace_spans_kept,
+            self.clock,
+            settings.otlp_endpoint,
+        )
         self.draining = False
         self._dirty: list[Session] = []
         self._flush_scheduled = False
-        self._route_cache: dict[bytes, tuple[str, str] | None] = {}
+        self._route_cache: dict[bytes, tuple[str, str, bytes | None] | None] = {}
+        #: route and service of traced metadata, keyed as _resolve_traced says
+        self._traced_route_cache: dict[tuple[int, bytes], tuple[str, str]] = {}
         self._housekeeping: asyncio.Task[None] | None = None
         self.security = Security(settings)
         #: rate limits, deadlines and retries (broker.traffic); the cluster side sets the live node count
@@ -102,6 +110,8 @@ class Broker:
             session.send_frame(error_frame(0, ErrorCode.CONNECTION_CLOSE, "broker is shutting down"))
             session.flush()
             session.close()
+        if self.tracer.export is not None:  # the spans still queued go out before the process exits
+            await self.loop.run_in_executor(None, self.tracer.export.close)
 
     async def drain(self, timeout: float) -> None:
         """Refuse new streams, wait up to ``timeout`` for open ones to end.
@@ -257,29 +267,66 @@ class Broker:
         for listener in self.registry_listeners:
             listener(services)
 
-    def resolve(self, metadata: bytes, metadata_mime: str) -> tuple[str, str] | None:
-        """``(route, service)`` of a request's metadata, or None when it names no route.
+    def resolve(self, metadata: bytes, metadata_mime: str) -> tuple[str, str, bytes | None] | None:
+        """``(route, service, trace entry content)`` of a request's metadata, or None when it
+        names no route.
 
         Cached, because clients repeat the same bytes; only small metadata is cached
         (routing plus a little more): caching big blobs as keys would let a client pin
-        megabytes of broker memory per request. Traced requests are never cached: their
-        trace entry differs on every request. Raises FrameError for unreadable metadata.
+        megabytes of broker memory per request. Traced metadata differs on every request
+        (its trace entry): see :meth:`_resolve_traced`. Raises FrameError for unreadable metadata.
         """
         max_entries = self.settings.max_metadata_entries
-        if len(metadata) > _ROUTE_CACHE_MAX_KEY or TRACE_MARKER in metadata:
+        if metadata_mime == md.COMPOSITE_MIME:
+            at = metadata.find(TRACE_MARKER)
+            if at >= 0:
+                return self._resolve_traced(metadata, at, max_entries)
+        if len(metadata) > _ROUTE_CACHE_MAX_KEY:
             route = md.route_of(metadata, metadata_mime, max_entries)
-            return (route, md.service_of(route)) if route is not None else None
+            return (route, md.service_of(route), None) if route is not None else None
         key = metadata if metadata_mime == md.COMPOSITE_MIME else b"R" + metadata
         try:
             return self._route_cache[key]
         except KeyError:
             pass
         route = md.route_of(metadata, metadata_mime, max_entries)
-        resolved = (route, md.service_of(route)) if route is not None else None
+        resolved = (route, md.service_of(route), None) if route is not None else None
         if len(self._route_cache) >= _ROUTE_CACHE_SIZE:
             self._route_cache.clear()
         self._route_cache[key] = resolved
         return resolved
+
+    def _resolve_traced(self, metadata: bytes, at: int, max_entries: int) -> tuple[str, str, bytes | None] | None:
+        """:meth:`resolve` of composite metadata in which the trace MIME type appears at ``at``.
+
+        The cache key is where the trace entry starts and every byte of the metadata but
+        the entry's content: all that decides the route and whether the metadata reads.
+        A key is stored only after a full read found the first trace entry exactly there
+        (not, say, inside a routing tag), and a hit is taken only when the bytes there form a
+        whole trace entry. Then the same bytes before it read as the same entries (none of
+        them a trace or second routing entry), and the read resumes at the same bytes after
+        it: the route checked is the route a full read, and every provider, would find.
+        """
+        start, head, total = at - 1, at + len(TRACE_MARKER), len(metadata)
+        key: tuple[int, bytes] | None = None
+        end = 0
+        if start >= 0 and metadata[start] == len(TRACE_MARKER) - 1 and head + 3 <= total:
+            end = head + 3 + ((metadata[head] << 16) | (metadata[head + 1] << 8) | metadata[head + 2])
+            if end <= total:
+                key = (start, metadata[:start] + metadata[end:])
+                hit = self._traced_route_cache.get(key)
+                if hit is not None:
+                    return hit[0], hit[1], metadata[head + 3 : end]
+        routing, trace_at = md.routing_entry(metadata, max_entries, TRACE_MIME)
+        route = md.first_route_tag(routing) if routing is not None else None
+        if route is None:
+            return None
+        service = md.service_of(route)
+        if key is not None and trace_at == (head + 3, end) and len(key[1]) <= _ROUTE_CACHE_MAX_KEY:
+            if len(self._traced_route_cache) >= _ROUTE_CACHE_SIZE:
+                self._traced_route_cache.clear()
+            self._traced_route_cache[key] = (route, service)
+        return route, service, metadata[trace_at[0] : trace_at[1]] if trace_at is not None else None
 
     def authenticate_link(self, session: Session, link_entry: bytes) -> Principal:
         """Principal of an inbound broker link; refused unless a cluster is configured."""

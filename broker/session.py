@@ -59,7 +59,7 @@ from broker.traffic import DEADLINE_TAG
 
 if TYPE_CHECKING:
     from broker.relay import Broker
-    from broker.tracing import TraceContext
+    from broker.tracing import HopContext
 
 log = logging.getLogger("rsbroker.session")
 
@@ -154,7 +154,7 @@ class Stream:
         self.opened_at = 0.0
         self.first_at = 0.0
         #: the requester's W3C trace context, when it sent one (broker.tracing)
-        self.trace: TraceContext | None = None
+        self.trace: HopContext | None = None
         #: (request frame, sends left) of an idempotent request-response (broker.traffic
         #: retries); the frame is None while it is not known whole (fragmented: never retried)
         self.retry: tuple[bytes | None, int] | None = None
@@ -659,7 +659,7 @@ class Session:
                 sid, ftype, ErrorCode.INVALID, f"request has no route: add '{md.ROUTING_MIME}' metadata naming 'service.method'"
             )
             return None
-        route, service = resolved
+        route, service, trace_entry = resolved
         meter = broker.meter.route(route, service)
         if broker.draining or broker.security.enabled or self.is_link:
             refusal = broker.refuse_request(self, route)
@@ -686,7 +686,7 @@ class Session:
         st.route = route
         st.meter = meter
         st.opened_at = now
-        st.trace = broker.tracer.context(metadata, provider)
+        st.trace = broker.tracer.context(trace_entry, provider) if trace_entry is not None else None
         meter.inflight += 1
         st.prov = dest
         st.prov_id = pid

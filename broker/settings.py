@@ -16,8 +16,9 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
+from urllib.parse import urlsplit
 
-from broker import limits
+from broker import limits, otlp
 from broker.auth.acl import rules_from_config
 from broker.auth.keys import load_key_file
 from broker.frames import MAX_FRAME_LENGTH
@@ -144,6 +145,8 @@ class Settings:
     metrics_aggregate_prefixes: list[str] = field(default_factory=list)
     #: hop spans of traced requests kept per route for the admin API; 0 turns tracing off
     trace_spans_kept: int = 20
+    #: OTLP/HTTP collector URL the hop spans are also exported to (needs the otlp extra)
+    otlp_endpoint: str | None = None
 
     def validate(self) -> None:
         if not self.node_id or any(c.isspace() for c in self.node_id):
@@ -192,6 +195,8 @@ class Settings:
                 raise SettingsError(f"{name} must be positive")
         if self.trace_spans_kept < 0:
             raise SettingsError("trace_spans_kept must be 0 (tracing off) or more")
+        if self.otlp_endpoint:
+            self._validate_otlp(self.otlp_endpoint)
         self._validate_client_limits()
         for name in ("setup_timeout_s", "drain_timeout_s", "cluster_max_message_bytes", "cluster_read_timeout_s"):
             if getattr(self, name) <= 0:
@@ -257,6 +262,19 @@ class Settings:
                 f"--admin {self.admin} is not a loopback address, and without authentication the admin API "
                 "would let anyone who reaches it rewrite keys and access rules: give --jwt-keys (the admin "
                 "API then requires a bearer token with role admin) or bind --admin to 127.0.0.1"
+            )
+
+    def _validate_otlp(self, endpoint: str) -> None:
+        """Refuse an OTLP endpoint that cannot work: not an http(s) URL, tracing off, or the
+        otlp extra missing (a node asked to export must not start silently without it)."""
+        url = urlsplit(endpoint)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise SettingsError(f"--otlp-endpoint must be an http:// or https:// URL, got '{endpoint}'")
+        if not self.trace_spans_kept:
+            raise SettingsError("--otlp-endpoint needs tracing on: trace_spans_kept is 0")
+        if otlp.missing():
+            raise SettingsError(
+                f"--otlp-endpoint needs the OpenTelemetry packages, which are not installed: {otlp.INSTALL_HINT}"
             )
 
     def _validate_client_limits(self) -> None:

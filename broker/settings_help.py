@@ -60,6 +60,11 @@ HELP: dict[str, tuple[str, str]] = {
         "observability",
         "spans of traced requests (W3C traceparent entry) kept per route for GET /api/v1/traces, count; 0 = tracing off",
     ),
+    "otlp_endpoint": (
+        "observability",
+        "OTLP/HTTP collector URL the hop spans are also exported to (protobuf; /v1/traces is added to a URL "
+        "without a path, e.g. http://collector:4318); needs pip install 'rsbroker[otlp]'",
+    ),
     "metrics_aggregate_prefixes": (
         "observability",
         "comma-separated service name prefixes counted as one service '<prefix>*' in metrics (e.g. device.)",

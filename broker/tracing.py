@@ -10,9 +10,16 @@ child of the requester's span.
 
 A span here is one hop through one node: route, the provider chosen, time to the first
 response and to the end, and the outcome. The last ``trace_spans_kept`` spans per route label
-(the bounded labels of ``broker.metering``) are kept in memory for the admin API. Requests
-without the entry cost one substring test of their metadata; a malformed entry is ignored,
-as the W3C specification asks, and never fails the request.
+(the bounded labels of ``broker.metering``) are kept in memory for the admin API and, with
+``--otlp-endpoint``, exported over OTLP (``broker.otlp``). Requests without the entry cost
+one substring test of their metadata; a malformed entry is ignored, as the W3C
+specification asks, and never fails the request.
+
+Tracing is priced per request, so the relay's part is kept to checks and tuples: the relay
+finds the entry in the same pass that finds the route (``Broker.resolve``), the entry is
+checked with one regular expression and kept as the bytes it came in, and a span is one
+tuple appended to a bounded deque; ids and times are decoded only when the admin API asks
+or a span is exported.
 """
 
 from __future__ import annotations
@@ -21,54 +28,45 @@ import collections
 import random
 import re
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 from broker import metadata as md
-from broker.frames import FrameError
 from broker.metering import OUTCOMES
 
 if TYPE_CHECKING:
+    from broker.metering import RouteMeter
+    from broker.otlp import OtlpExport
     from broker.session import Stream
 
 TRACE_MIME = "message/x.rsbroker.trace-context.v0"
 #: what a request's metadata must contain to be looked at further (the entry's MIME, as sent)
 MARKER = TRACE_MIME.encode("ascii")
-_TRACEPARENT = re.compile(rb"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 _MAX_TRACESTATE = 512
-#: all-zero ids are invalid (W3C trace-context, section 3.2.2.3)
-_NO_TRACE, _NO_SPAN = "0" * 32, "0" * 16
+#: ``traceparent`` (lower-case hex, W3C version 00; all-zero ids are invalid, section 3.2.2.3),
+#: then optionally a newline and a printable ASCII ``tracestate``: the whole entry, one match
+_ENTRY = re.compile(
+    rb"00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}(?:\n[\x20-\x7e]{0,%d})?" % _MAX_TRACESTATE
+)
 #: span ids need to be unique, not secret: a seeded PRNG is ten times cheaper than os.urandom
 _span_ids = random.Random()
 
-
-class TraceContext:
-    """The requester's trace context of one stream."""
-
-    __slots__ = ("trace_id", "parent_id", "flags", "state", "started", "provider", "provider_node")
-
-    def __init__(self, trace_id: str, parent_id: str, flags: str, state: str) -> None:
-        self.trace_id = trace_id
-        self.parent_id = parent_id
-        self.flags = flags
-        self.state = state
-        #: wall-clock start (epoch seconds), for the span's timestamp
-        self.started = time.time()
-        #: the provider the relay chose: its instance and the node it is connected to
-        self.provider = ""
-        self.provider_node = ""
+#: a traced stream's context as the relay keeps it: (trace entry content, provider instance,
+#: provider node); see :class:`TraceContext` for what the entry says
+HopContext = tuple[bytes, str, str]
 
 
-def parse(content: bytes) -> TraceContext | None:
-    """The context in a trace entry, or None when it is malformed (then the request is untraced)."""
-    parent_text, _, state = content.partition(b"\n")
-    parent = _TRACEPARENT.fullmatch(parent_text)
-    if parent is None or len(state) > _MAX_TRACESTATE or not state.isascii():
-        return None
-    text = parent_text.decode()  # 00-<32 hex trace id>-<16 hex span id>-<2 hex flags>, checked above
-    trace_id, parent_id = text[3:35], text[36:52]
-    if trace_id == _NO_TRACE or parent_id == _NO_SPAN:
-        return None
-    return TraceContext(trace_id, parent_id, text[53:55], state.decode() if state else "")
+class TraceContext(NamedTuple):
+    """The requester's trace context, decoded from a checked trace entry."""
+
+    trace_id: str
+    parent_id: str
+    flags: str
+    state: str
+
+    @classmethod
+    def of(cls, content: bytes) -> "TraceContext":
+        text = content.decode("ascii")  # checked by ``_ENTRY``: ASCII only
+        return cls(text[3:35], text[36:52], text[53:55], text[56:])
 
 
 def entry(traceparent: str, tracestate: str = "") -> bytes:
@@ -77,61 +75,73 @@ def entry(traceparent: str, tracestate: str = "") -> bytes:
     return md.composite_entry(TRACE_MIME, content.encode("ascii"))
 
 
-#: what is kept of a span until the admin API asks: (context, span id, route, first response s, duration s, outcome)
-_Kept = tuple[TraceContext, int, str, "float | None", float, int]
+#: what is kept of a span until it is looked at: (context, span id, route, opened at,
+#: first response at or 0, ended at (loop clock), outcome)
+_Kept = tuple[HopContext, int, str, float, float, float, int]
 
 
 class Tracer:
     """The last spans of each route label on this node."""
 
-    def __init__(self, node_id: str, spans_kept: int) -> None:
+    def __init__(self, node_id: str, spans_kept: int, clock: Callable[[], float], otlp_endpoint: str | None = None) -> None:
         self.node_id = node_id
         self.spans_kept = spans_kept
-        self.recent: dict[tuple[str, str], collections.deque[_Kept]] = {}
+        #: the relay's loop clock (monotonic, readable from any thread), which stream times are read from
+        self.clock = clock
+        #: where spans also go when an OTLP endpoint is configured (the otlp extra, imported only then)
+        self.export: "OtlpExport | None" = None
+        if otlp_endpoint:
+            from broker import otlp
 
-    def context(self, metadata: bytes, provider: Any) -> TraceContext | None:
-        """The trace context of a request going to ``provider``, if it carries one and tracing is on."""
-        if not self.spans_kept or MARKER not in metadata:
+            self.export = otlp.OtlpExport(otlp_endpoint, node_id, self.describe)
+        #: kept spans by route meter (its service and route labels name them)
+        self.recent: dict["RouteMeter", collections.deque[_Kept]] = {}
+
+    def context(self, content: bytes, provider: Any) -> HopContext | None:
+        """The context of a request whose trace entry holds ``content`` (found by the relay in
+        the same pass that finds its route), going to ``provider``; None when tracing is off
+        or the entry is malformed."""
+        if not self.spans_kept or _ENTRY.fullmatch(content) is None:
             return None
-        try:
-            content = md.find_entry(metadata, TRACE_MIME)
-        except FrameError:
-            return None
-        trace = parse(content) if content is not None else None
-        if trace is not None:
-            trace.provider = provider.instance
-            trace.provider_node = getattr(provider, "node", self.node_id)
-        return trace
+        return content, provider.instance, getattr(provider, "node", self.node_id)
 
     def record(self, st: "Stream", outcome: int, now: float) -> None:
         """The hop span of a stream that just ended (loop-time ``now``)."""
         trace, meter = st.trace, st.meter
         assert trace is not None and meter is not None
-        spans = self.recent.get((meter.service, meter.route))
+        spans = self.recent.get(meter)
         if spans is None:
-            spans = self.recent[(meter.service, meter.route)] = collections.deque(maxlen=self.spans_kept)
-        first = st.first_at - st.opened_at if st.first_at else None
-        spans.append((trace, _span_ids.getrandbits(64) or 1, st.route, first, now - st.opened_at, outcome))
+            spans = self.recent[meter] = collections.deque(maxlen=self.spans_kept)
+        span = (trace, _span_ids.getrandbits(64) or 1, st.route, st.opened_at, st.first_at, now, outcome)
+        spans.append(span)
+        if self.export is not None:
+            self.export.put(span)
 
     def view(self, route: str | None = None) -> list[dict[str, Any]]:
         """Kept spans, newest last, of every route or of the route label ``route``."""
         return [
-            {
-                "trace_id": trace.trace_id,
-                "span_id": f"{span_id:016x}",
-                "parent_span_id": trace.parent_id,
-                "trace_flags": trace.flags,
-                "tracestate": trace.state,
-                "node": self.node_id,
-                "route": full_route,
-                "provider": trace.provider,
-                "provider_node": trace.provider_node,
-                "start": trace.started,
-                "first_response_s": first,
-                "duration_s": duration,
-                "outcome": OUTCOMES[outcome],
-            }
-            for (_, label), spans in sorted(self.recent.items())
-            if route is None or label == route
-            for trace, span_id, full_route, first, duration, outcome in spans
+            self.describe(span)
+            for meter, spans in sorted(self.recent.items(), key=lambda item: (item[0].service, item[0].route))
+            if route is None or meter.route == route
+            for span in spans
         ]
+
+    def describe(self, span: _Kept) -> dict[str, Any]:
+        """One kept span as the admin API and the OTLP export show it."""
+        (content, provider, provider_node), span_id, full_route, opened, first_at, ended, outcome = span
+        trace = TraceContext.of(content)
+        return {
+            "trace_id": trace.trace_id,
+            "span_id": f"{span_id:016x}",
+            "parent_span_id": trace.parent_id,
+            "trace_flags": trace.flags,
+            "tracestate": trace.state,
+            "node": self.node_id,
+            "route": full_route,
+            "provider": provider,
+            "provider_node": provider_node,
+            "start": time.time() - self.clock() + opened,  # loop clock to epoch seconds
+            "first_response_s": first_at - opened if first_at else None,
+            "duration_s": ended - opened,
+            "outcome": OUTCOMES[outcome],
+        }

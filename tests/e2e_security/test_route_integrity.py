@@ -22,6 +22,7 @@ import pytest
 
 from broker import frames as fr
 from broker import metadata as md
+from broker import tracing
 from broker.auth import client_context
 from broker.frames import ErrorCode, FrameType
 from tests.e2e_security.clients import Provider
@@ -127,3 +128,34 @@ async def test_routing_requester_cannot_run_another_route_across_a_link(two_node
         await two_nodes.wait_serves(SERVICE, {provider.instance})
         await attack(two_nodes["n1"], provider, pki)
 
+
+
+async def test_a_cached_traced_route_is_not_reused_for_other_metadata(node: BrokerProcess, pki: Pki) -> None:
+    """Traced requests resolve their route from a cache keyed by all their metadata but the
+    trace entry's content (``Broker._resolve_traced``). Once an allowed traced request has
+    warmed it, metadata that shares those bytes but hides a second routing entry, or a
+    forbidden route behind the same trace entry, must be judged as a full read judges it."""
+    trace = tracing.entry("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+    async with Provider(node, SERVICE, ssl_context=device_context(pki)) as provider:
+        async with await RawClient.tcp(node.tcp, ssl_context=device_context(pki)) as client:
+            await client.send(fr.setup_frame())
+
+            async def call(metadata: bytes) -> int:
+                sid = client.next_stream_id()
+                await client.send(fr.request_frame(FrameType.REQUEST_RESPONSE, sid, metadata, b"q"))
+                return sid
+
+            allowed = md.route_metadata(ALLOWED)
+            for _ in range(2):  # the first fills the cache, the second is served from it
+                assert (await client.expect(FrameType.PAYLOAD, stream_id=await call(allowed + trace))).data == b"q"
+            attempts = {
+                "two routing entries": (allowed + trace + md.route_metadata(FORBIDDEN), ErrorCode.INVALID, "2 routing entries"),
+                "routing entry before": (md.route_metadata(FORBIDDEN) + allowed + trace, ErrorCode.INVALID, "2 routing entries"),
+                "a truncated entry after": (allowed + trace + b"\x05", ErrorCode.INVALID, "unreadable request metadata"),
+                "the forbidden route": (md.route_metadata(FORBIDDEN) + trace, ErrorCode.REJECTED, "access denied"),
+            }
+            for name, (metadata, code, reason) in attempts.items():
+                sid = await call(metadata)
+                message = await client.expect_error(code, stream_id=sid)
+                assert reason in message, f"{name}: {message}"
+    assert provider.received == [ALLOWED, ALLOWED]

@@ -110,9 +110,9 @@ def test_first_response_and_end_are_metered_and_traced_on_each_hot_path(hot: Mod
         assert meter.bytes_out == len(reply) + len(first) + len(last)
         first_latency = meter.first[metering.OK]
         assert first_latency is not None and first_latency.total == pytest.approx(0.25 + 0.5)
-        spans = list(broker.tracer.recent[("svc", "svc.m")])
-        assert [(span[2], span[3], span[5]) for span in spans] == [("svc.m", 0.25, metering.OK), ("svc.m", 0.5, metering.OK)]
-        assert spans[0][4] == 0.25  # a request-response ends with its first response frame
+        spans = broker.tracer.view("svc.m")
+        assert [(span["route"], span["first_response_s"], span["outcome"]) for span in spans] == [("svc.m", 0.25, "ok"), ("svc.m", 0.5, "ok")]
+        assert spans[0]["duration_s"] == 0.25  # a request-response ends with its first response frame
         assert not requester.streams and not provider.streams and provider.outstanding == 0
     finally:
         loop.close()

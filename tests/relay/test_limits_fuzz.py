@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from broker import frames as fr
 from broker import limits as limits_mod
 from broker import metadata as md
+from broker import tracing
 from broker.frames import ErrorCode, FrameError, FrameType
 from broker.limits import LimitExceeded, NameLimits
 from broker.relay import Broker
@@ -218,3 +219,61 @@ def test_a_registration_at_every_ceiling_fits_one_sealed_gossip_packet() -> None
     )
     assert len(tags) == limits_mod.GOSSIP_MAX_TAGS
     assert wire_size(route) <= Config().packet_size - ENVELOPE_OVERHEAD - SEAL_OVERHEAD
+
+
+_TRACE_HEADER = bytes([len(tracing.MARKER) - 1]) + tracing.MARKER
+_entries = st.one_of(
+    st.lists(st.sampled_from(["a.b", "a.c", "x.y.z", tracing.TRACE_MIME]), min_size=0, max_size=2).map(
+        lambda tags: md.routing(*tags)
+    ).map(lambda tags: md.composite_entry(md.ROUTING_MIME, tags)),
+    st.sampled_from([b"", b"00-" + b"ab" * 16 + b"-" + b"cd" * 8 + b"-01", b"junk", md.composite_entry(md.ROUTING_MIME, md.routing("x.y.z"))]).map(
+        lambda content: md.composite_entry(tracing.TRACE_MIME, content)
+    ),
+    st.just(md.composite_entry("text/plain", b"hi")),
+    st.binary(max_size=6),  # bytes that are no entry, or that change how the next ones read
+    st.integers(0, 60).map(lambda n: _TRACE_HEADER + n.to_bytes(3, "big")),  # a trace header whose length swallows what follows
+)
+
+
+def _route_or_error(read: object) -> str | None | type[BaseException]:
+    try:
+        return read()  # type: ignore[operator]
+    except FrameError as exc:
+        return type(exc)
+
+
+def _container(entry: bytes) -> bytes:
+    """The header of a text/plain entry whose content is exactly ``entry``."""
+    return md.composite_entry("text/plain", entry)[: -len(entry) or None]
+
+
+@st.composite
+def _traced_variants(draw: st.DrawFn) -> list[bytes]:
+    """Metadata that share everything but a trace entry's content: some with the trace entry
+    hidden inside another entry sized for the first variant, so the others read differently."""
+    prefix = b"".join(draw(st.lists(_entries, max_size=2)))
+    suffix = b"".join(draw(st.lists(_entries, max_size=3)))
+    contents = draw(st.lists(st.sampled_from([b"", b"00-" + b"ab" * 16 + b"-" + b"cd" * 8 + b"-01", b"x" * 4, b"x" * 9]), min_size=1, max_size=3))
+    hidden = draw(st.booleans())
+    first = md.composite_entry(tracing.TRACE_MIME, contents[0])
+    head = prefix + (_container(first) if hidden else b"")
+    return [head + md.composite_entry(tracing.TRACE_MIME, content) + suffix for content in contents]
+
+
+@FUZZ
+@given(st.lists(st.one_of(_traced_variants(), st.lists(_entries, min_size=1, max_size=5).map(lambda e: [b"".join(e)])), min_size=1, max_size=6).map(lambda groups: [m for group in groups for m in group]))
+def test_traced_route_cache_answers_as_a_full_read(metadatas: list[bytes]) -> None:
+    """``Broker.resolve`` caches the routes of traced metadata by all but the trace entry's
+    content: over any sequence of metadata (so hits follow misses of related bytes) it must
+    answer exactly what a full read (``route_of``) answers, and refuse what it refuses."""
+    broker = Broker(Settings(tcp="127.0.0.1:0"), asyncio.new_event_loop())
+    try:
+        for metadata in metadatas * 2:  # the second time round, every cacheable key is warm
+            expected = _route_or_error(lambda: md.route_of(metadata, md.COMPOSITE_MIME))
+            resolved = _route_or_error(lambda: broker.resolve(metadata, md.COMPOSITE_MIME))
+            route = resolved[0] if isinstance(resolved, tuple) else resolved
+            assert route == expected, (metadata, resolved, expected)
+            if isinstance(resolved, tuple) and resolved[2] is not None:
+                assert resolved[2] == md.find_entry(metadata, tracing.TRACE_MIME)
+    finally:
+        broker.loop.close()
