@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from tests.support.brokerproc import BrokerFactory
+from tests.support.cluster import ClusterFactory
 from tests.support.netns import Host, TestBed, unavailable_reason
 
 
@@ -38,6 +39,16 @@ def broker_factory() -> Iterator[BrokerFactory]:
 @pytest.fixture(scope="module")
 def module_broker_factory() -> Iterator[BrokerFactory]:
     factory = BrokerFactory()
+    try:
+        yield factory
+    finally:
+        factory.close()
+
+
+@pytest.fixture
+def cluster_factory() -> Iterator[ClusterFactory]:
+    """A :class:`ClusterFactory` for one test (tests that kill, pause or restart nodes)."""
+    factory = ClusterFactory()
     try:
         yield factory
     finally:

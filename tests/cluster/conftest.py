@@ -1,7 +1,7 @@
 """Fixtures of the real-process cluster suite.
 
-* ``cluster_factory`` — a :class:`tests.support.cluster.ClusterFactory` for one test, for
-  tests that disturb their cluster (kill, pause, drain, restart nodes).
+* ``cluster_factory`` (tests/conftest.py) — a :class:`tests.support.cluster.ClusterFactory` for
+  one test, for tests that disturb their cluster (kill, pause, drain, restart nodes).
 * ``cluster`` (module scope) — three converged nodes with a cluster key, shared by the tests
   of one module that leave it as they found it; they keep apart by service name (the
   ``service`` fixture).
@@ -19,15 +19,6 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.cluster import Cluster, ClusterFactory
-
-
-@pytest.fixture
-def cluster_factory() -> Iterator[ClusterFactory]:
-    factory = ClusterFactory()
-    try:
-        yield factory
-    finally:
-        factory.close()
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,6 @@ import socket
 import struct
 import subprocess
 import time
-from collections.abc import Iterator
 
 import msgpack
 import pytest
@@ -130,15 +129,6 @@ async def test_keyless_link_cannot_register_services_by_metadata_push(keyless: B
 
 
 # -- (b) keyed cluster: replay ---------------------------------------------------------------------
-
-
-@pytest.fixture
-def cluster_factory() -> Iterator[ClusterFactory]:
-    factory = ClusterFactory()
-    try:
-        yield factory
-    finally:
-        factory.close()
 
 
 async def test_replayed_link_handshake_is_refused(cluster_factory: ClusterFactory, pki: Pki) -> None:
