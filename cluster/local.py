@@ -3,7 +3,8 @@
 ``up`` starts N ``rsbroker serve`` processes on 127.0.0.1 (node i listens on
 ``base + 10·(i-1)`` for TCP, +1 WebSocket, +2 admin, +3 gossip), sharing a fresh cluster
 key, each with its data directory under ``--dir``, plus the demo provider; it waits until
-every node is ready, records the PIDs in ``DIR/cluster.json`` and returns. ``down`` stops
+every node is ready and routes the demo service, records the PIDs in ``DIR/cluster.json``
+and returns. ``down`` stops
 exactly those processes (SIGTERM, so they drain; SIGKILL for any that outlive the grace
 period) — it never looks processes up by name.
 """
@@ -18,9 +19,12 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
+import urllib.request
 from pathlib import Path
 from typing import Any
 
+from broker.demo import SERVICE as DEMO_SERVICE
 from cluster.crypto import new_key
 
 STATE_FILE = "cluster.json"
@@ -52,6 +56,28 @@ def _wait_ready(log_path: Path, proc: subprocess.Popen[bytes], timeout: float) -
                 return json.loads(line[len(READY_PREFIX) :])
         time.sleep(0.05)
     raise RuntimeError(f"node not ready after {timeout:.0f} s; see {log_path}")
+
+
+def _wait_routed(nodes: list[dict[str, Any]], service: str, timeout: float) -> None:
+    """Wait until every node routes ``service`` (its admin API lists a provider), so the
+    commands printed next work at once; RuntimeError when that takes over ``timeout``."""
+    deadline = time.monotonic() + timeout
+    waiting = [n["admin"] for n in nodes]
+    while waiting:
+        waiting = [admin for admin in waiting if not _routes(admin, service)]
+        if waiting and time.monotonic() > deadline:
+            raise RuntimeError(f"{service} not routable from {', '.join(waiting)} after {timeout:g} s")
+        time.sleep(0.1)
+
+
+def _routes(admin: str, service: str) -> bool:
+    url = f"http://{admin}/api/v1/services?prefix={urllib.parse.quote(service)}"
+    try:
+        with urllib.request.urlopen(url, timeout=2.0) as response:
+            entry = json.load(response)["services"].get(service)
+    except (OSError, ValueError, KeyError):
+        return False
+    return bool(entry and entry["providers"])
 
 
 def _is_ours(pid: int) -> bool:
@@ -113,6 +139,7 @@ def up(args: argparse.Namespace) -> int:
             )
         state["provider"] = {"pid": proc.pid, "log": str(log_path)}
         state_path.write_text(json.dumps(state, indent=2))
+        _wait_routed(state["nodes"], DEMO_SERVICE, args.timeout)
     except (RuntimeError, OSError) as exc:
         print(f"cluster up failed: {exc}", file=sys.stderr)
         down(argparse.Namespace(dir=args.dir, grace=5.0))
@@ -124,11 +151,11 @@ def up(args: argparse.Namespace) -> int:
     first = state["nodes"][0]
     python = os.path.relpath(sys.executable) if not os.path.relpath(sys.executable).startswith("..") else sys.executable
     print(
-        f"\ndemo provider 'demo-1' serves demo.greeter (log: {state['provider']['log']})\n"
+        f"\ndemo provider 'demo-1' serves {DEMO_SERVICE}, routable from every node (log: {state['provider']['log']})\n"
         f"try:   {python} examples/requester.py --tcp {state['nodes'][-1]['tcp']}\n"
-        f"       {python} -m broker status --admin {first['admin']}\n"
+        f"       {python} -m rsbroker status --admin {first['admin']}\n"
         f"       open http://{first['admin']}/ for the dashboard\n"
-        f"stop:  {python} -m broker cluster down --dir {args.dir}"
+        f"stop:  {python} -m rsbroker cluster down --dir {args.dir}"
     )
     return 0
 

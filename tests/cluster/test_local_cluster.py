@@ -13,6 +13,7 @@ import os
 import random
 import signal
 import socket
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,13 @@ async def test_cluster_up_serves_the_demo_from_every_node_and_down_stops_it() ->
         state = json.loads((root / "cluster.json").read_text()) if (root / "cluster.json").exists() else state
         assert up.returncode == 0, up.stdout + up.stderr
         assert [n["node_id"] for n in state["nodes"]] == ["n1", "n2", "n3"]
+        # `up` returns once every node routes the demo, so the commands it prints work at once
+        async with requester(state["nodes"][-1]["tcp"]) as client:
+            reply = await asyncio.wait_for(client.request_response(Payload(b"ada", route("demo.greeter.hello"))), REQUEST_BOUND_S)
+        assert bytes(reply.data) == b"hello ada"
+        status = next(line for line in up.stdout.splitlines() if " status --admin " in line).split()
+        shown = await asyncio.to_thread(subprocess.run, status, capture_output=True, text=True, timeout=60, check=False)
+        assert shown.returncode == 0 and "demo.greeter" in shown.stdout, shown.stdout + shown.stderr
 
         async def all_alive() -> bool:
             for node in state["nodes"]:
