@@ -13,7 +13,7 @@ import logging
 import sys
 from typing import Any
 
-from broker.server import Node
+from broker.server import Node, raise_open_file_limit
 from broker.settings import Settings, SettingsError, add_arguments, load
 
 #: sub-command -> "module:function"; each function takes argv (list[str]) and returns an exit code.
@@ -85,6 +85,7 @@ def serve_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="rsbroker serve", description="Run one broker node.")
     settings = _load_settings(parser, argv)
     _setup_logging(settings.log_level)
+    raise_open_file_limit()
 
     async def run() -> None:
         node = Node(settings)

@@ -35,6 +35,27 @@ def _format(addr: tuple[Any, ...] | None) -> str | None:
     return f"[{host}]:{addr[1]}" if ":" in host else f"{host}:{addr[1]}"
 
 
+def raise_open_file_limit() -> int:
+    """Raise this process's soft open-file limit to its hard limit; return the limit now in force.
+
+    Every client connection is a file descriptor, and distributions start processes with a
+    soft limit (often 1024) far below the hard one: a node holding a device fleet would
+    refuse connections with EMFILE long before its memory or CPU ran out.
+    """
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - Windows
+        return -1
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise the open-file limit from %d to %d: %s", soft, hard, exc)
+    return soft
+
+
 class Node:
     """One broker node with its listeners."""
 

@@ -454,6 +454,8 @@ class Session:
                     link = content
                 elif mime == md.TOPOLOGY_MIME:
                     self.wants_topology = True
+        if link is None:
+            self.broker.check_setup_rate()  # broker links are exempt: a storm must not cut the cluster
         if link is not None:
             if registration is not None:
                 raise FrameError("a broker link cannot register services", ErrorCode.INVALID_SETUP)
@@ -511,6 +513,7 @@ class Session:
             st.started = self.broker.clock()
             self.streams[sid] = st
             self.reassembling[sid] = st
+            self.broker.watch_reassembly(self)
             self._hold_fragment(st, bytes(buf[off:end]))
             return
         dest = self._route_stream(st, metadata, type_flags)

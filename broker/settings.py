@@ -135,6 +135,11 @@ class Settings:
         default=limits.GOSSIP_MAX_TAG_VALUE_BYTES,
         metadata={"help": f"longest tag value, UTF-8 bytes (at most {limits.GOSSIP_MAX_TAG_VALUE_BYTES})"},
     )
+    max_setups_per_s: int = field(
+        default=10_000,
+        metadata={"help": "most SETUPs accepted per second on this node (connect storms); over it a client "
+                  "gets REJECTED_SETUP saying 'retry after N ms'; 0 turns the limit off"},
+    )
     # -- end of client-port limits
     #: SIGTERM waits this long for in-flight streams before closing connections
     drain_timeout_s: float = 30.0
@@ -269,6 +274,8 @@ class Settings:
         ):  # fmt: skip
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be positive")
+        if self.max_setups_per_s < 0:
+            raise SettingsError("max_setups_per_s must be 0 (no limit) or positive")
         if self.max_setup_frame_size < 64:
             raise SettingsError("max_setup_frame_size must be at least 64 (a SETUP's fixed fields); above max_frame_size it has no effect")
         for name, ceiling in _NAME_CEILINGS.items():

@@ -165,7 +165,13 @@ WS_OVERSIZE_MARGIN = 64 * 1024
 
 
 class WsSession(Session):
-    """A client connected over WebSocket: one RSocket frame per binary message."""
+    """A client connected over WebSocket: one RSocket frame per binary message.
+
+    An idle device must cost little (issue 13: tens of thousands per node), so a session
+    holds no task and no event of its own while idle: output is written by a short-lived
+    task started on the flush that finds frames queued, which ends when the queue is empty;
+    a paused reader waits on a future made only while reading is paused.
+    """
 
     transport_name = "ws"
 
@@ -179,11 +185,10 @@ class WsSession(Session):
         self._out: collections.deque[bytes] = collections.deque()
         self._pending_bytes = 0
         self._queued = False
-        self._wake = asyncio.Event()
-        self._readable = asyncio.Event()
-        self._readable.set()
-        self._high = broker.settings.max_pending_bytes
-        self.writer = asyncio.get_running_loop().create_task(self._write_loop())
+        #: the task writing ``_out`` (and closing the socket once asked to), while there is work
+        self.writer: asyncio.Task[None] | None = None
+        #: set while reading is paused; the reader waits on it
+        self._resume: asyncio.Future[None] | None = None
 
     def forward(self, sid: bytes, buf: Any, off: int, end: int) -> None:
         self._enqueue(sid + memoryview(buf)[off + 4 : end])
@@ -196,7 +201,7 @@ class WsSession(Session):
         self._out.append(frame)
         self._pending_bytes += len(frame)
         self.frames_out += 1
-        if self._pending_bytes > self._high:
+        if self._pending_bytes > self.broker.settings.max_pending_bytes:
             self.write_paused = True
         if not self._queued:
             self._queued = True
@@ -204,32 +209,34 @@ class WsSession(Session):
 
     def flush(self) -> None:
         self._queued = False
-        self._wake.set()
+        if self._out or self.closing:
+            self._start_writer()
+
+    def _start_writer(self) -> None:
+        if self.writer is None or self.writer.done():
+            self.writer = self.broker.loop.create_task(self._write_loop())
 
     async def _write_loop(self) -> None:
         """Send queued frames in order; close the socket once asked to and drained."""
         ws = self.ws
+        low = self.broker.settings.max_pending_bytes // 4
         try:
-            while True:
-                await self._wake.wait()
-                self._wake.clear()
-                while self._out:
-                    frame = self._out.popleft()
-                    self._pending_bytes -= len(frame)
-                    await ws.send_bytes(frame)
-                    if self.write_paused and self._pending_bytes <= self._high // 4:
-                        self.on_write_resumed()
-                if self.closing or self.state is State.CLOSED:
-                    await ws.close()
-                    return
+            while self._out:
+                frame = self._out.popleft()
+                self._pending_bytes -= len(frame)
+                await ws.send_bytes(frame)
+                if self.write_paused and self._pending_bytes <= low:
+                    self.on_write_resumed()
+            if self.closing or self.state is State.CLOSED:
+                await ws.close()
         except (ConnectionError, RuntimeError) as exc:
             log.debug("websocket %s write failed: %s", self.id, exc)
         except asyncio.CancelledError:
             pass
 
     def _close_transport(self) -> None:
-        self._wake.set()
-        self._readable.set()
+        self._start_writer()
+        self.resume_reading()
         self.broker.loop.call_later(CLOSE_GRACE_S, self._abort_if_open)
 
     def _abort_if_open(self) -> None:
@@ -238,10 +245,13 @@ class WsSession(Session):
             self._raw_transport.abort()
 
     def pause_reading(self) -> None:
-        self._readable.clear()
+        if self._resume is None:
+            self._resume = self.broker.loop.create_future()
 
     def resume_reading(self) -> None:
-        self._readable.set()
+        resume, self._resume = self._resume, None
+        if resume is not None and not resume.done():
+            resume.set_result(None)
 
     async def serve(self) -> None:
         """Read messages until the socket or the session closes."""
@@ -264,17 +274,18 @@ class WsSession(Session):
                     break
                 if self.closing:
                     break
-                if not self._readable.is_set():
-                    await self._readable.wait()
+                if self._resume is not None:
+                    await self._resume
         finally:
-            if self.closing:
+            if self.closing and self.writer is not None:
                 # let the writer send the ERROR frame (if any) and close the socket
                 try:
-                    await asyncio.wait_for(asyncio.shield(self.writer), timeout=5)
+                    await asyncio.wait_for(asyncio.shield(self.writer), timeout=CLOSE_GRACE_S)
                 except (asyncio.TimeoutError, asyncio.CancelledError):
                     pass
             self.connection_closed()
-            self.writer.cancel()
+            if self.writer is not None:
+                self.writer.cancel()
 
 
 def _local_host(request: web.Request) -> str | None:
