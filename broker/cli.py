@@ -25,6 +25,7 @@ _DELEGATED = {
     ("cluster",): "cluster.local:main",
     ("status",): "admin.status:main",
     ("demo-provider",): "broker.demo:provider_main",
+    ("devices",): "broker.devices.cli:main",
 }
 
 
@@ -45,9 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rsbroker", description="A clustered RSocket broker.")
     parser.add_argument(
         "command",
-        choices=["serve", "demo", "cluster", "status", "demo-provider", "sim", "token", "certs"],
+        choices=["serve", "demo", "cluster", "status", "demo-provider", "devices", "sim", "token", "certs"],
         help="serve: run a node; demo: a node with a demo provider; cluster up|down: a local cluster; "
-        "status: a node's view of the cluster; demo-provider: the demo service; sim gossip|raft: simulators; "
+        "status: a node's view of the cluster; demo-provider: the demo service; devices: a simulated device fleet; sim gossip|raft: simulators; "
         "token: mint a development JWT; certs: make a CA and certificates",
     )
     parser.parse_args(args[:1] or ["--help"])

@@ -8,6 +8,9 @@
   consecutive failures and is capped at ``backoff_max_s``. A node that accepts the TCP
   connection but never answers the SETUP (a paused node: its kernel still accepts) costs
   ``setup_timeout_s``, then the next node is tried.
+* **Connect storms:** a SETUP refused with a hint (``... retry after 250 ms``, a node over
+  its ``max_setups_per_s``) is tried again after that long plus up to as much jitter, even
+  before the first connection succeeded.
 * **Re-registration:** a provider's services ride in every SETUP, so whichever node the
   client reaches, it is registered there.
 * Requests in flight when the connection ends fail with
@@ -27,7 +30,7 @@ from typing import Any, AsyncIterable, AsyncIterator, Iterable
 from broker import metadata as md
 from broker.client.api import default_instance, open_connection
 from broker.client.connection import Connection
-from broker.client.errors import ConnectionLostError, SetupError
+from broker.client.errors import ConnectionLostError, SetupError, retry_after_s
 from broker.client.router import Router
 from broker.client.streams import Inbound
 from broker.client.transport import parse_address
@@ -164,10 +167,13 @@ class ClusterClient:
                 )
             except SetupError as exc:
                 self._failed(address, exc)
-                if not self._ever_connected:
+                hint = retry_after_s(exc)
+                if hint is None and not self._ever_connected:
                     return  # a refused first SETUP (bad token) will not get better by retrying
                 attempt += 1
-                await asyncio.sleep(backoff_delay(attempt, self.backoff_base_s, self.backoff_max_s))
+                # a node shedding a connect storm says when to come back; jitter spreads the herd
+                delay = backoff_delay(attempt, self.backoff_base_s, self.backoff_max_s)
+                await asyncio.sleep(hint + random.uniform(0, hint) if hint is not None else delay)
                 continue
             except (OSError, ConnectionLostError, asyncio.TimeoutError) as exc:
                 self._failed(address, exc)
