@@ -4,8 +4,9 @@ Why not aiohttp's client: it costs an ``aiohttp.ClientSession`` (connector, cook
 timers), a reader task and a writer task per connection — tens of KiB and two tasks for a
 device that sends a keepalive every few seconds. A fleet simulator runs thousands of
 devices per process, so the client side is this protocol object and nothing else: the
-HTTP upgrade (RFC 6455 §4.1) is written and checked here, then frames are parsed in place
-from ``data_received`` and written synchronously, masked as a client must (§5.3).
+HTTP upgrade (RFC 6455 §4.1) is written and checked here, then frames are parsed from
+``data_received`` with :mod:`broker.websocket` (the codec the broker's listener uses) and
+written synchronously, masked as a client must (§5.3).
 
 Rules this module keeps:
 * Only what RSocket needs: binary messages (fragmented ones are reassembled), ping → pong,
@@ -17,44 +18,19 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import os
 import socket
 import ssl as ssl_module
 from typing import Any
 
+from broker.websocket import (
+    OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, WebSocketError, accept_key, encode_frame, parse_frames,
+)  # fmt: skip
+
 __all__ = ["WebSocketProtocol", "open_websocket"]
 
-_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-_OP_CONT, _OP_TEXT, _OP_BINARY, _OP_CLOSE, _OP_PING, _OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 #: the upgrade answer's headers may not grow past this (a server that never ends them)
 _MAX_HANDSHAKE_BYTES = 16 * 1024
-
-
-class WebSocketError(ConnectionError):
-    """The server broke the WebSocket protocol (bad upgrade answer, bad framing)."""
-
-
-def _mask(payload: bytes, key: bytes) -> bytes:
-    """XOR ``payload`` with the 4-byte ``key`` repeated (RFC 6455 §5.3), as one big-int XOR."""
-    n = len(payload)
-    if not n:
-        return b""
-    stream = (key * (n // 4 + 1))[:n]
-    return (int.from_bytes(payload, "little") ^ int.from_bytes(stream, "little")).to_bytes(n, "little")
-
-
-def encode_frame(opcode: int, payload: bytes) -> bytes:
-    """One final, masked client frame."""
-    n = len(payload)
-    if n < 126:
-        head = bytes((0x80 | opcode, 0x80 | n))
-    elif n < 65536:
-        head = bytes((0x80 | opcode, 0x80 | 126)) + n.to_bytes(2, "big")
-    else:
-        head = bytes((0x80 | opcode, 0x80 | 127)) + n.to_bytes(8, "big")
-    key = os.urandom(4)
-    return head + key + _mask(payload, key)
 
 
 class WebSocketProtocol(asyncio.Protocol):
@@ -130,8 +106,7 @@ class WebSocketProtocol(asyncio.Protocol):
             self._fail_upgrade(f"upgrade refused: {lines[0]}")
             return
         fields = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
-        expected = base64.b64encode(hashlib.sha1(self._key + _GUID).digest()).decode()
-        if fields.get("sec-websocket-accept") != expected:
+        if fields.get("sec-websocket-accept") != accept_key(self._key):
             self._fail_upgrade("the upgrade answer's Sec-WebSocket-Accept does not match the key")
             return
         self._upgraded.set_result(None)
@@ -149,39 +124,18 @@ class WebSocketProtocol(asyncio.Protocol):
 
     def _parse(self, buf: bytes) -> bytes:
         """Handle every whole frame of ``buf``; return the incomplete rest."""
-        pos, n = 0, len(buf)
-        while n - pos >= 2:
-            b0, b1 = buf[pos], buf[pos + 1]
-            length, head = b1 & 0x7F, 2
-            if length == 126:
-                if n - pos < 4:
-                    break
-                length, head = int.from_bytes(buf[pos + 2 : pos + 4], "big"), 4
-            elif length == 127:
-                if n - pos < 10:
-                    break
-                length, head = int.from_bytes(buf[pos + 2 : pos + 10], "big"), 10
-            if length + len(self._message) > self.max_frame:
-                raise WebSocketError(f"message of {length} bytes from {self.peer} is over the frame limit of {self.max_frame}")
-            key = b""
-            if b1 & 0x80:  # servers must not mask, but reading a masked frame costs nothing to allow
-                if n - pos < head + 4:
-                    break
-                key, head = buf[pos + head : pos + head + 4], head + 4
-            end = pos + head + length
-            if end > n:
-                break
-            payload = buf[pos + head : end]
-            if key:
-                payload = _mask(payload, key)
-            self._on_frame(b0 & 0x80, b0 & 0x0F, payload)
-            pos = end
+        try:
+            frames, used = parse_frames(buf, self.max_frame - len(self._message))
+        except WebSocketError as exc:
+            raise WebSocketError(f"{self.peer}: {exc}" + (f" is over the frame limit of {self.max_frame}" if exc.size else "")) from None
+        for fin, opcode, payload in frames:
+            self._on_frame(fin, opcode, payload)
             if self._lost:
                 return b""
-        return buf[pos:] if pos else buf
+        return buf[used:] if used else buf
 
     def _on_frame(self, fin: int, opcode: int, payload: bytes) -> None:
-        if opcode == _OP_BINARY or opcode == _OP_CONT:
+        if opcode == OP_BINARY or opcode == OP_CONT:
             if fin and not self._message:
                 self.sink.frame_received(payload, 0, len(payload))
                 return
@@ -189,12 +143,12 @@ class WebSocketProtocol(asyncio.Protocol):
             if fin:
                 whole, self._message = bytes(self._message), bytearray()
                 self.sink.frame_received(whole, 0, len(whole))
-        elif opcode == _OP_PING:
-            self._write(encode_frame(_OP_PONG, payload))
-        elif opcode == _OP_CLOSE:
-            self._write(encode_frame(_OP_CLOSE, payload[:2]))
+        elif opcode == OP_PING:
+            self._write(encode_frame(OP_PONG, payload, masked=True))
+        elif opcode == OP_CLOSE:
+            self._write(encode_frame(OP_CLOSE, payload[:2], masked=True))
             self._lose(f"WebSocket to {self.peer} closed by the server")
-        elif opcode == _OP_TEXT:
+        elif opcode == OP_TEXT:
             raise WebSocketError(f"text message from {self.peer}: RSocket frames come in binary messages")
 
     def _write(self, data: bytes) -> None:
@@ -213,13 +167,13 @@ class WebSocketProtocol(asyncio.Protocol):
 
     def write_frames(self, frames: list[bytes]) -> None:
         if len(frames) == 1:
-            self._write(encode_frame(_OP_BINARY, frames[0]))
+            self._write(encode_frame(OP_BINARY, frames[0], masked=True))
         else:
-            self._write(b"".join(encode_frame(_OP_BINARY, frame) for frame in frames))
+            self._write(b"".join(encode_frame(OP_BINARY, frame, masked=True) for frame in frames))
 
     def close(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(encode_frame(_OP_CLOSE, (1000).to_bytes(2, "big")))
+            self.transport.write(encode_frame(OP_CLOSE, (1000).to_bytes(2, "big"), masked=True))
             self.transport.close()
 
 
