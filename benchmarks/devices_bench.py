@@ -43,8 +43,9 @@ REFERENCE_KB = {"aiohttp WebSocket server": 14.7, "nats-server": 48.6}
 
 
 async def _connections(admin: str) -> int:
-    status, body = await get_json(admin, "/api/v1/node")
-    return int(body.get("connections", -1)) if status == 200 else -1
+    """Device connections on the node (those registering a ``device.`` service)."""
+    status, body = await get_json(admin, "/api/v1/connections?prefix=device.&limit=1")
+    return int(body.get("total", -1)) if status == 200 else -1
 
 
 async def _wait_connections(admin: str, count: int, timeout: float) -> float:
@@ -92,7 +93,7 @@ async def measure(size: int, rate: float, idle_s: float, telemetry_s: float) -> 
                 connect(node.tcp, services=["telemetry"], router=routers[1], instance="backend-2"):
             sim = _simulator(node.ws, size, rate, telemetry=False)
             try:
-                result["connected_after_s"] = round(await _wait_connections(node.admin, size + 2, size / rate + 120), 1)
+                result["connected_after_s"] = round(await _wait_connections(node.admin, size, size / rate + 120), 1)
                 await asyncio.sleep(2.0)  # let the last SETUPs' garbage go
                 rss = rss_bytes(node.pid)
                 cpu0, t0 = cpu_seconds(node.pid), time.monotonic()
@@ -112,11 +113,12 @@ async def measure(size: int, rate: float, idle_s: float, telemetry_s: float) -> 
 
 async def _telemetry(node: BrokerProcess, size: int, rate: float, seconds: float, received: list[int]) -> dict[str, Any]:
     assert node.ws and node.admin
-    await _wait_connections(node.admin, 2, 60)  # the first fleet has left
+    while await _connections(node.admin) > 0:  # the first fleet has left
+        await asyncio.sleep(0.5)
     received[:] = [0, 0]
     sim = _simulator(node.ws, size, rate, telemetry=True)
     try:
-        await _wait_connections(node.admin, size + 2, size / rate + 120)
+        await _wait_connections(node.admin, size, size / rate + 120)
         await asyncio.sleep(seconds)
     finally:
         summary = _stop_simulator(sim)

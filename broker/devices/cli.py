@@ -31,7 +31,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from broker.client import ClusterClient, RSocketError
+from broker.client import ClusterClient, RejectedError, RSocketError
 from broker.client.transport import parse_address
 from broker.devices.fleet import FleetSpec, worker_main
 
@@ -78,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--telemetry", type=_rate, default=0.0, help="fire-and-forget per device, e.g. 1/s (default: none)")
     add("--telemetry-route", default="telemetry.ingest", help="route the telemetry goes to (default: telemetry.ingest)")
     add("--calls", type=int, default=0, help="request-responses to random devices once connected (default: 0)")
+    add("--route-wait", type=float, default=30.0, help="seconds a call may wait for its device's route to reach the node (default: 30)")
     add("--duration", type=float, default=0.0, help="seconds to hold the fleet after connecting and calling (default: 0)")
     add("--keepalive", type=float, default=30.0, help="device keepalive interval, seconds (default: 30)")
     add("--lifetime", type=float, default=90.0, help="device max lifetime, seconds (default: 90)")
@@ -124,8 +125,16 @@ def _percentile(values: list[float], q: float) -> float | None:
     return round(ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)], 3)
 
 
-async def call_devices(nodes: list[str], services: list[str], calls: int, token: str | None) -> dict[str, Any]:
-    """``calls`` request-responses to ``<service>.ping`` of random devices, through the cluster."""
+async def call_devices(
+    nodes: list[str], services: list[str], calls: int, token: str | None, route_wait_s: float
+) -> dict[str, Any]:
+    """``calls`` request-responses to ``<service>.ping`` of random devices, through the cluster.
+
+    A call refused with ``no provider`` is tried again for up to ``route_wait_s``: right after
+    a storm, routes to devices on other nodes may still be spreading (that wait is counted in
+    ``no_route_retries``, not in the latencies).
+    """
+    no_route_retries = [0]
     latencies: list[float] = []
     failures: collections.Counter[str] = collections.Counter()
     targets = [random.choice(services) for _ in range(calls)]
@@ -139,12 +148,23 @@ async def call_devices(nodes: list[str], services: list[str], calls: int, token:
             async def one(service: str) -> None:
                 payload = service.encode()
                 async with gate:
-                    started = time.perf_counter()
-                    try:
-                        reply = await asyncio.wait_for(client.request_response(f"{service}.ping", payload), 10.0)
-                    except (RSocketError, asyncio.TimeoutError) as exc:
-                        failures[f"{type(exc).__name__}: {str(exc)[:60]}" if isinstance(exc, RSocketError) else "timeout"] += 1
-                        return
+                    route_deadline = time.monotonic() + route_wait_s
+                    while True:
+                        started = time.perf_counter()
+                        try:
+                            reply = await asyncio.wait_for(client.request_response(f"{service}.ping", payload), 10.0)
+                        except RejectedError as exc:
+                            # a device that just connected to another node: its route is on its way
+                            if exc.message.startswith("no provider for service") and time.monotonic() < route_deadline:
+                                no_route_retries[0] += 1
+                                await asyncio.sleep(0.2)
+                                continue
+                            failures[f"{type(exc).__name__}: {str(exc)[:60]}"] += 1
+                            return
+                        except (RSocketError, asyncio.TimeoutError) as exc:
+                            failures[f"{type(exc).__name__}: {str(exc)[:60]}" if isinstance(exc, RSocketError) else "timeout"] += 1
+                            return
+                        break
                     if reply != payload:
                         failures["wrong_reply"] += 1
                         return
@@ -157,6 +177,7 @@ async def call_devices(nodes: list[str], services: list[str], calls: int, token:
         "sent": calls,
         "ok": len(latencies),
         "failed": dict(failures),
+        "no_route_retries": no_route_retries[0],
         "p50_ms": _percentile(latencies, 0.50),
         "p99_ms": _percentile(latencies, 0.99),
     }
@@ -206,7 +227,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         progress.end()
         if args.calls:
             services = [args.register.format(id=i) for i in ids]
-            calls = asyncio.run(call_devices(args.nodes, services, args.calls, args.token))
+            calls = asyncio.run(call_devices(args.nodes, services, args.calls, args.token, args.route_wait))
         hold_until = time.monotonic() + args.duration
         while time.monotonic() < hold_until:
             drain(0.25)
