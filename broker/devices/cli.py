@@ -27,7 +27,9 @@ import math
 import multiprocessing
 import queue as queue_module
 import random
+import signal
 import sys
+import threading
 import time
 from typing import Any, TextIO
 
@@ -217,23 +219,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             done[index] = rest[0]
         progress.show(sum(c for c, _ in connected.values()), sum(f for _, f in connected.values()))
 
+    # SIGINT (Ctrl-C, or a harness ending the run) stops the fleet and still prints the summary;
+    # a flag, not KeyboardInterrupt, so that no queue read is cut in half
+    interrupted = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda *_: interrupted.set())
     deadline = time.monotonic() + args.count / max(args.rate, 1e-6) + args.connect_timeout + 30
     calls: dict[str, Any] | None = None
     try:
         while sum(c + f for c, f in connected.values()) < args.count and time.monotonic() < deadline:
-            if not any(w.is_alive() for w in workers):
+            if interrupted.is_set() or not any(w.is_alive() for w in workers):
                 break
             drain(0.25)
         progress.end()
-        if args.calls:
+        if args.calls and not interrupted.is_set():
             services = [args.register.format(id=i) for i in ids]
             calls = asyncio.run(call_devices(args.nodes, services, args.calls, args.token, args.route_wait))
         hold_until = time.monotonic() + args.duration
-        while time.monotonic() < hold_until:
+        while time.monotonic() < hold_until and not interrupted.is_set():
             drain(0.25)
-    except KeyboardInterrupt:
-        progress.end()
     finally:
+        signal.signal(signal.SIGINT, previous)
         stop.set()
         end = time.monotonic() + 60
         while len(done) < len([w for w in workers if w.exitcode is None or w.exitcode == 0]) and time.monotonic() < end:

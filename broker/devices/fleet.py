@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import signal
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -217,6 +218,7 @@ def worker_main(spec: FleetSpec, queue: Any, stop_flag: Any) -> None:
     from broker.server import raise_open_file_limit
 
     logging.basicConfig(level=logging.ERROR)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when the fleet stops
     raise_open_file_limit()
     try:
         import uvloop
