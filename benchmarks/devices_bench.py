@@ -14,6 +14,10 @@ Per size, a fresh node (``--ws`` only besides its admin port, default settings) 
 * ``connect`` — the simulator's summary (``rsbroker devices``: connected, connect rate,
   failures by reason); the simulator shares the cores with the node, so the rate is a
   lower bound of what the node accepts;
+* ``connect_cpu_ms_per_device`` — the node's CPU from the first connect to the last device
+  seen connected (WebSocket upgrade, SETUP, registration, admin polls) per device, and
+  ``accept_capacity_per_core_s`` = its inverse: the connect rate one core of the node
+  sustains when the clients run elsewhere;
 * ``telemetry`` (``--telemetry-s`` > 0) — two providers of ``telemetry`` count the
   fire-and-forgets each device sends once a second; ``lost`` = sent − received.
 
@@ -91,9 +95,14 @@ async def measure(size: int, rate: float, idle_s: float, telemetry_s: float) -> 
         result: dict[str, Any] = {"devices": size}
         async with connect(node.tcp, services=["telemetry"], router=routers[0], instance="backend-1"), \
                 connect(node.tcp, services=["telemetry"], router=routers[1], instance="backend-2"):
+            cpu_start = cpu_seconds(node.pid)
             sim = _simulator(node.ws, size, rate, telemetry=False)
             try:
                 result["connected_after_s"] = round(await _wait_connections(node.admin, size, size / rate + 120), 1)
+                connect_cpu = cpu_seconds(node.pid) - cpu_start
+                result["connect_cpu_ms_per_device"] = round(1000 * connect_cpu / size, 3)
+                # what one core of the node could accept if the clients were elsewhere
+                result["accept_capacity_per_core_s"] = round(size / connect_cpu) if connect_cpu else None
                 await asyncio.sleep(2.0)  # let the last SETUPs' garbage go
                 rss = rss_bytes(node.pid)
                 cpu0, t0 = cpu_seconds(node.pid), time.monotonic()

@@ -289,11 +289,11 @@ class Session:
     def _transition(self, event: str) -> None:
         self.state = _TRANSITIONS[(self.state, event)]
 
-    def fail(self, code: int, message: str) -> None:
+    def fail(self, code: int, message: str, level: int = logging.WARNING) -> None:
         """Protocol error: tell the peer why, then close the connection."""
         if self.state is State.CLOSED or self.closing:
             return
-        log.warning("closing connection %s from %s: %s (0x%x)", self.id, self.peer_text, message, code)
+        log.log(level, "closing connection %s from %s: %s (0x%x)", self.id, self.peer_text, message, code)
         self.broker.stats["protocol_errors"] += 1
         self.close_reason = message
         self.send_frame(error_frame(0, code, message))
@@ -315,6 +315,9 @@ class Session:
         """:meth:`fail` for a parser's error, counting it when it is a limit."""
         if isinstance(exc, LimitExceeded):
             self.broker.limit_hit(exc.limit)
+            if exc.limit == "max_setups_per_s":  # thousands a second in a storm: counted, not logged
+                self.fail(exc.code, str(exc), logging.DEBUG)
+                return
         self.fail(exc.code, str(exc))
 
     def close(self) -> None:
