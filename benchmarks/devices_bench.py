@@ -4,7 +4,7 @@ connect rate, telemetry to a two-provider backend.
 Run it standalone (the machine is shared: sizes are what it allows)::
 
     python -m benchmarks.devices_bench [--sizes 1000,10000,19000] [--rate 5000] [--idle-s 20]
-                                       [--telemetry-s 20] [--json FILE]
+                                       [--telemetry-s 20] [--failover 10000] [--json FILE]
 
 Per size, a fresh node (``--ws`` only besides its admin port, default settings) and:
 
@@ -20,6 +20,10 @@ Per size, a fresh node (``--ws`` only besides its admin port, default settings) 
   sustains when the clients run elsewhere;
 * ``telemetry`` (``--telemetry-s`` > 0) — two providers of ``telemetry`` count the
   fire-and-forgets each device sends once a second; ``lost`` = sent − received.
+
+* ``failover`` (``--failover N``) — N devices connect to n1 of a 3-node cluster and learn the
+  other nodes from topology pushes; n1 is SIGKILLed; ``seconds_to_all_moved`` until n2 and n3
+  hold all N (polled every 0.1 s).
 
 The simulator is driven as a user would: ``rsbroker devices`` in a subprocess, stopped
 with SIGINT after the readings, its JSON summary read from stdout.
@@ -52,11 +56,19 @@ async def _connections(admin: str) -> int:
     return int(body.get("total", -1)) if status == 200 else -1
 
 
-async def _wait_connections(admin: str, count: int, timeout: float) -> float:
+async def _wait_connections(admin: str, count: int, timeout: float) -> tuple[float, int]:
+    """Seconds until ``count`` devices are connected, or until their number stopped growing for
+    10 s (some failed: the simulator's summary says why); and how many there are."""
     started = time.monotonic()
+    last, since = -1, started
     while time.monotonic() - started < timeout:
-        if await _connections(admin) >= count:
-            return time.monotonic() - started
+        now_count = await _connections(admin)
+        if now_count >= count:
+            return time.monotonic() - started, now_count
+        if now_count != last:
+            last, since = now_count, time.monotonic()
+        elif now_count > 0 and time.monotonic() - since > 10.0:
+            return since - started, now_count
         await asyncio.sleep(0.5)
     raise TimeoutError(f"{count} connections not reached in {timeout:g} s (have {await _connections(admin)})")
 
@@ -98,18 +110,19 @@ async def measure(size: int, rate: float, idle_s: float, telemetry_s: float) -> 
             cpu_start = cpu_seconds(node.pid)
             sim = _simulator(node.ws, size, rate, telemetry=False)
             try:
-                result["connected_after_s"] = round(await _wait_connections(node.admin, size, size / rate + 120), 1)
+                seconds, connected = await _wait_connections(node.admin, size, size / rate + 120)
+                result["connected_after_s"], result["connected"] = round(seconds, 1), connected
                 connect_cpu = cpu_seconds(node.pid) - cpu_start
-                result["connect_cpu_ms_per_device"] = round(1000 * connect_cpu / size, 3)
+                result["connect_cpu_ms_per_device"] = round(1000 * connect_cpu / connected, 3)
                 # what one core of the node could accept if the clients were elsewhere
-                result["accept_capacity_per_core_s"] = round(size / connect_cpu) if connect_cpu else None
+                result["accept_capacity_per_core_s"] = round(connected / connect_cpu) if connect_cpu else None
                 await asyncio.sleep(2.0)  # let the last SETUPs' garbage go
                 rss = rss_bytes(node.pid)
                 cpu0, t0 = cpu_seconds(node.pid), time.monotonic()
                 await asyncio.sleep(idle_s)
                 cpu1, t1 = cpu_seconds(node.pid), time.monotonic()
                 result["rss_mib"] = round(rss / 2**20, 1)
-                result["rss_per_device_kib"] = round((rss - base) / size / 1024, 2)
+                result["rss_per_device_kib"] = round((rss - base) / connected / 1024, 2)
                 result["idle_cpu_pct"] = round(100 * (cpu1 - cpu0) / (t1 - t0), 1)
             finally:
                 result["connect"] = _stop_simulator(sim)
@@ -127,14 +140,43 @@ async def _telemetry(node: BrokerProcess, size: int, rate: float, seconds: float
     received[:] = [0, 0]
     sim = _simulator(node.ws, size, rate, telemetry=True)
     try:
-        await _wait_connections(node.admin, size, size / rate + 120)
+        connected = (await _wait_connections(node.admin, size, size / rate + 120))[1]
         await asyncio.sleep(seconds)
     finally:
         summary = _stop_simulator(sim)
     await asyncio.sleep(2.0)  # the last fire-and-forgets in flight
     sent = summary.get("telemetry", {}).get("sent", 0)
-    return {"seconds": seconds, "sent": sent, "received": sum(received), "per_provider": list(received),
+    return {"devices": connected, "seconds": seconds, "sent": sent, "received": sum(received), "per_provider": list(received),
             "lost": sent - sum(received), "per_s": round(sent / seconds, 1)}
+
+
+async def failover(size: int, rate: float) -> dict[str, Any]:
+    """``size`` devices on n1 of a 3-node cluster (they learn n2 and n3 from topology pushes);
+    SIGKILL n1; seconds until n2 and n3 hold them all."""
+    from tests.support.cluster import ClusterFactory
+
+    with ClusterFactory() as factory:
+        cluster = factory.start(3)
+        await cluster.wait_converged()
+        n1, n2, n3 = cluster["n1"], cluster["n2"], cluster["n3"]
+        assert n1.ws and n1.admin and n2.admin and n3.admin
+        sim = _simulator(n1.ws, size, rate, telemetry=False)
+        try:
+            size = (await _wait_connections(n1.admin, size, size / rate + 120))[1]
+            await asyncio.sleep(2.0)
+            n1.kill()
+            killed = time.monotonic()
+            while True:
+                moved = await _connections(n2.admin) + await _connections(n3.admin)
+                if moved >= size or time.monotonic() - killed > 120:
+                    break
+                await asyncio.sleep(0.1)
+            seconds = time.monotonic() - killed
+            split = [await _connections(n2.admin), await _connections(n3.admin)]
+        finally:
+            summary = _stop_simulator(sim)
+    return {"devices": size, "moved": moved, "seconds_to_all_moved": round(seconds, 2), "per_survivor": split,
+            "reconnects": summary.get("reconnects"), "failures": summary.get("failures")}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=5000.0, help="connects per second asked of the simulator (default: 5000)")
     parser.add_argument("--idle-s", type=float, default=20.0, help="idle CPU window, seconds (default: 20)")
     parser.add_argument("--telemetry-s", type=float, default=0.0, help="telemetry run length, seconds (default: none)")
+    parser.add_argument("--failover", type=int, default=0,
+                        help="also: this many devices on one node of 3, that node SIGKILLed (default: skip)")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
     results = []
@@ -150,7 +194,10 @@ def main(argv: list[str] | None = None) -> int:
         result = asyncio.run(measure(size, args.rate, args.idle_s, args.telemetry_s))
         print(json.dumps(result), flush=True)
         results.append(result)
-    report = {"machine": {"cpus": os.cpu_count()}, "reference_kb_per_connection": REFERENCE_KB, "runs": results}
+    report: dict[str, Any] = {"machine": {"cpus": os.cpu_count()}, "reference_kb_per_connection": REFERENCE_KB, "runs": results}
+    if args.failover:
+        report["failover"] = asyncio.run(failover(args.failover, args.rate))
+        print(json.dumps(report["failover"]), flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)
