@@ -30,6 +30,8 @@ from broker.client.errors import retry_after_s
 PROGRESS_EVERY_S = 0.25
 #: telemetry ticks per period: each tick sends from 1/TICKS of the devices
 TELEMETRY_TICKS = 10
+#: how long a device waits for the answer to its SETUP before trying the next node, seconds
+SETUP_TIMEOUT_S = 10.0
 
 
 @dataclass
@@ -114,6 +116,9 @@ class Fleet:
             "max_lifetime_s": spec.lifetime_s,
             "backoff_max_s": spec.backoff_max_s,
             "backoff_base_s": 0.1,
+            # a node busy with a storm answers SETUP late: giving up at the cluster default of
+            # 2 s would only add reconnects to the storm
+            "setup_timeout_s": SETUP_TIMEOUT_S,
             "request_wait_s": spec.connect_timeout_s,
             "token": spec.token,
             "headers": spec.headers or None,
