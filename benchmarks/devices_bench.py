@@ -6,7 +6,8 @@ Run it standalone (the machine is shared: sizes are what it allows)::
     python -m benchmarks.devices_bench [--sizes 1000,10000,19000] [--rate 5000] [--idle-s 20]
                                        [--telemetry-s 20] [--failover 10000] [--json FILE]
 
-Per size, a fresh node (``--ws`` only besides its admin port, default settings) and:
+Per size, a fresh node (default settings but ``--max-connections-per-source``: every device
+comes from 127.0.0.1) and:
 
 * ``rss_per_device_kib`` — (node RSS with N devices connected and idle − RSS before) / N;
 * ``idle_cpu_pct`` — the node's CPU over ``--idle-s`` seconds with N idle devices (30 s
@@ -92,8 +93,10 @@ def _stop_simulator(sim: subprocess.Popen[str]) -> dict[str, Any]:
 
 
 async def measure(size: int, rate: float, idle_s: float, telemetry_s: float) -> dict[str, Any]:
+    # every simulated device comes from 127.0.0.1: lift the per-source cap (10,000 by default)
     node = BrokerProcess([*rsbroker_command(), "serve", "--node-id", "d1", "--tcp", "127.0.0.1:0",
-                          "--ws", "127.0.0.1:0", "--admin", "127.0.0.1:0"]).wait_ready()
+                          "--ws", "127.0.0.1:0", "--admin", "127.0.0.1:0",
+                          "--max-connections-per-source", "100000"]).wait_ready()
     try:
         assert node.ws and node.admin and node.tcp
         await asyncio.sleep(1.0)
