@@ -163,7 +163,7 @@ async def failover(size: int, rate: float) -> dict[str, Any]:
     from tests.support.cluster import ClusterFactory
 
     with ClusterFactory() as factory:
-        cluster = factory.start(3)
+        cluster = factory.start(3, "--max-connections-per-source", "100000")
         await cluster.wait_converged()
         n1, n2, n3 = cluster["n1"], cluster["n2"], cluster["n3"]
         assert n1.ws and n1.admin and n2.admin and n3.admin
