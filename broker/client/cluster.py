@@ -9,8 +9,8 @@
   connection but never answers the SETUP (a paused node: its kernel still accepts) costs
   ``setup_timeout_s``, then the next node is tried.
 * **Connect storms:** a SETUP refused with a hint (``... retry after 250 ms``, a node over
-  its ``max_setups_per_s``) is tried again after that long plus up to as much jitter, even
-  before the first connection succeeded.
+  its ``max_setups_per_s``) is tried again after that long plus up to 20 % jitter (the node
+  already gave each refused client its own slot), even before the first connection succeeded.
 * **Re-registration:** a provider's services ride in every SETUP, so whichever node the
   client reaches, it is registered there.
 * Requests in flight when the connection ends fail with
@@ -123,7 +123,10 @@ class ClusterClient:
     # -- life ------------------------------------------------------------------------------
 
     async def start(self, timeout_s: float = 30.0) -> None:
-        """Start the supervisor and wait for the first connection (or raise why there is none)."""
+        """Start the supervisor and wait for the first connection (or raise why there is none).
+
+        A client whose start failed may be started again."""
+        self._closing = False
         self._task = asyncio.get_running_loop().create_task(self._supervise(), name="rsbroker-cluster-client")
         waiter = asyncio.ensure_future(self._connected.wait())
         done, _ = await asyncio.wait({waiter, self._task}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
@@ -173,7 +176,7 @@ class ClusterClient:
                 attempt += 1
                 # a node shedding a connect storm says when to come back; jitter spreads the herd
                 delay = backoff_delay(attempt, self.backoff_base_s, self.backoff_max_s)
-                await asyncio.sleep(hint + random.uniform(0, hint) if hint is not None else delay)
+                await asyncio.sleep(hint * random.uniform(1.0, 1.2) if hint is not None else delay)
                 continue
             except (OSError, ConnectionLostError, asyncio.TimeoutError) as exc:
                 self._failed(address, exc)

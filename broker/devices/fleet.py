@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from broker.client import ClusterClient, ConnectionLostError, Router, RSocketError, SetupError
+from broker.client.cluster import backoff_delay
 from broker.client.errors import retry_after_s
 
 #: how often a worker tells the parent how far it got, seconds
@@ -141,12 +142,27 @@ class Fleet:
             await asyncio.wait(pending)
 
     async def _start(self, device: Device) -> None:
-        try:
-            await device.start(timeout_s=self.spec.connect_timeout_s)
-        except Exception as exc:  # noqa: BLE001 - every failure is counted by its reason
+        """Connect ``device`` within the connect timeout. A refused first SETUP is tried again
+        with backoff too (a cluster client gives up on it): in a storm a node may time out a
+        SETUP it had no time to read, and a simulator should measure that, not stop at it."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.spec.connect_timeout_s
+        attempt = 0
+        while True:
+            try:
+                await device.start(timeout_s=max(0.1, deadline - loop.time()))
+                break
+            except SetupError as exc:
+                attempt += 1
+                if loop.time() + 0.1 < deadline:
+                    await asyncio.sleep(min(backoff_delay(attempt, 0.1, self.spec.backoff_max_s), max(0.0, deadline - loop.time())))
+                    continue
+                error: Exception = exc
+            except Exception as exc:  # noqa: BLE001 - every failure is counted by its reason
+                error = exc
             self.failed += 1
             if not device.failed_attempts:  # attempts that failed are counted by Device._failed
-                self.failures[failure_reason(exc)] += 1
+                self.failures[failure_reason(error)] += 1
             return
         self.connected += 1
         self.last_connected_at = time.time()
