@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
     results = []
-    for size in (int(s) for s in args.sizes.split(",")):
+    for size in (int(s) for s in args.sizes.split(",") if s):
         result = asyncio.run(measure(size, args.rate, args.idle_s, args.telemetry_s))
         print(json.dumps(result), flush=True)
         results.append(result)

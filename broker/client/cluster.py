@@ -79,8 +79,12 @@ class Topology:
             return
         fresh = [f"{self.scheme}{a}/rsocket" if self.websocket else f"{self.scheme}{a}" for a in fresh]
         if fresh:
-            # keep the node we are on first so a push does not move a healthy connection
-            self.addresses = sorted(fresh, key=lambda a: a != self.current)
+            # keep the node we are on first so a push does not move a healthy connection; the
+            # others in random order, so the clients of a node that dies spread over the rest
+            # instead of all moving to the same next one
+            others = [a for a in fresh if a != self.current]
+            random.shuffle(others)
+            self.addresses = [a for a in fresh if a == self.current] + others
             self.cursor = 1 if self.current in fresh else 0
             self.pushes += 1
 
