@@ -92,6 +92,17 @@ def _stop_simulator(sim: subprocess.Popen[str]) -> dict[str, Any]:
     return json.loads(out) if out.strip() else {}
 
 
+def _counting_router(received: list[int], index: int) -> Router:
+    """A telemetry backend: counts the fire-and-forgets it gets in ``received[index]``."""
+    router = Router()
+
+    @router.fire_and_forget("telemetry.ingest")
+    async def ingest(data: bytes) -> None:
+        received[index] += 1
+
+    return router
+
+
 async def measure(size: int, rate: float, idle_s: float, telemetry_s: float) -> dict[str, Any]:
     # every simulated device comes from 127.0.0.1: lift the per-source cap (10,000 by default)
     node = BrokerProcess([*rsbroker_command(), "serve", "--node-id", "d1", "--tcp", "127.0.0.1:0",
@@ -104,13 +115,7 @@ async def measure(size: int, rate: float, idle_s: float, telemetry_s: float) -> 
         received = [0, 0]
         routers = []
         for i in range(2):
-            router = Router()
-
-            @router.fire_and_forget("telemetry.ingest")
-            async def ingest(data: bytes, i: int = i) -> None:
-                received[i] += 1
-
-            routers.append(router)
+            routers.append(_counting_router(received, i))
         result: dict[str, Any] = {"devices": size}
         async with connect(node.tcp, services=["telemetry"], router=routers[0], instance="backend-1"), \
                 connect(node.tcp, services=["telemetry"], router=routers[1], instance="backend-2"):
