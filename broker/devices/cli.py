@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--keepalive", type=float, default=30.0, help="device keepalive interval, seconds (default: 30)")
     add("--lifetime", type=float, default=90.0, help="device max lifetime, seconds (default: 90)")
     add("--connect-timeout", type=float, default=60.0, help="seconds a device may take to connect (default: 60)")
+    add("--backoff-base", type=float, default=0.1,
+        help="first reconnect wait after losing a node, drawn from [0, this] seconds, doubling per failed "
+             "attempt up to --backoff-max (default: 0.1)")
     add("--backoff-max", type=float, default=2.0, help="longest wait between reconnect attempts, seconds (default: 2)")
     add("--per-process", type=int, default=DEFAULT_PER_PROCESS, help=f"devices per worker process (default: {DEFAULT_PER_PROCESS})")
     add("--token", help="bearer JWT every device sends in its SETUP")
@@ -199,7 +202,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             index=index, nodes=args.nodes, ids=ids[index::processes], rate=args.rate / processes,
             register=args.register, telemetry_per_s=args.telemetry, telemetry_route=args.telemetry_route,
             keepalive_s=args.keepalive, lifetime_s=args.lifetime, connect_timeout_s=args.connect_timeout,
-            backoff_max_s=args.backoff_max, token=args.token, headers=headers,
+            backoff_max_s=args.backoff_max, backoff_base_s=args.backoff_base, token=args.token, headers=headers,
         )  # fmt: skip
         worker = context.Process(target=worker_main, args=(spec, reports, stop), name=f"rsbroker-devices-{index}", daemon=True)
         worker.start()

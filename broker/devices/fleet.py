@@ -51,6 +51,7 @@ class FleetSpec:
     lifetime_s: float
     connect_timeout_s: float
     backoff_max_s: float
+    backoff_base_s: float = 0.1
     token: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
 
@@ -116,7 +117,7 @@ class Fleet:
             "keepalive_s": spec.keepalive_s,
             "max_lifetime_s": spec.lifetime_s,
             "backoff_max_s": spec.backoff_max_s,
-            "backoff_base_s": 0.1,
+            "backoff_base_s": spec.backoff_base_s,
             # a node busy with a storm answers SETUP late: giving up at the cluster default of
             # 2 s would only add reconnects to the storm
             "setup_timeout_s": SETUP_TIMEOUT_S,
@@ -155,7 +156,7 @@ class Fleet:
             except SetupError as exc:
                 attempt += 1
                 if loop.time() + 0.1 < deadline:
-                    await asyncio.sleep(min(backoff_delay(attempt, 0.1, self.spec.backoff_max_s), max(0.0, deadline - loop.time())))
+                    await asyncio.sleep(min(backoff_delay(attempt, self.spec.backoff_base_s, self.spec.backoff_max_s), max(0.0, deadline - loop.time())))
                     continue
                 error: Exception = exc
             except Exception as exc:  # noqa: BLE001 - every failure is counted by its reason
