@@ -18,9 +18,11 @@ from admin.guard import guard
 from admin.metrics import metrics_handler
 from admin.openapi import document
 from admin.paging import page_of, page_params
+from admin.sse import sse_routes
+from admin.traces import trace_routes
 
 if TYPE_CHECKING:
-    from broker.server import Node
+    from rsbroker.node import Node
 
 NODE_KEY: web.AppKey["Node"] = web.AppKey("node")
 DASHBOARD = Path(__file__).with_name("static") / "dashboard.html"
@@ -31,16 +33,33 @@ def _node(request: web.Request) -> "Node":
 
 
 async def live(request: web.Request) -> web.Response:
-    """The process answers: it is alive."""
+    """Alive unless a background loop died (gossip timer, Raft loop, links...): then 503 with
+    each cause, so that an orchestrator restarts the node instead of keeping a zombie."""
+    failures = _node(request).supervisor.failures
+    if failures:
+        reason = "; ".join(f"{name}: {cause}" for name, cause in sorted(failures.items()))
+        return web.json_response({"status": "failed", "reason": reason, "failures": failures}, status=503)
     return web.json_response({"status": "live"})
 
 
+async def not_ready_reason(node: "Node") -> str | None:
+    """Why the node cannot take clients, or None: listeners bound, not draining, nothing dead,
+    and the cluster side joined, caught up and able to route (``ClusterRuntime.readiness``)."""
+    if node.broker is None or node.runtime is None:
+        return "starting"
+    if node.broker.draining:
+        return "draining"
+    if node.supervisor.failures:
+        return "; ".join(f"{name}: {cause}" for name, cause in sorted(node.supervisor.failures.items()))
+    reason: str | None = await node.runtime.readiness()
+    return reason
+
+
 async def ready(request: web.Request) -> web.Response:
-    """Ready to take clients: listeners bound and not draining."""
-    node = _node(request)
-    broker = node.broker
-    if broker is None or broker.draining:
-        return web.json_response({"status": "not ready", "reason": "draining" if broker else "starting"}, status=503)
+    """200 only when the node can serve: see :func:`not_ready_reason`; 503 with the reason."""
+    reason = await not_ready_reason(_node(request))
+    if reason is not None:
+        return web.json_response({"status": "not ready", "reason": reason}, status=503)
     return web.json_response({"status": "ready"})
 
 
@@ -125,4 +144,6 @@ def admin_app(node: "Node") -> web.Application:
     app.router.add_get("/api/v1/openapi.json", openapi)
     app.router.add_get("/", dashboard)
     cluster_routes(app, node)
+    sse_routes(app, node)
+    trace_routes(app, node)
     return app

@@ -9,7 +9,11 @@ Raft's errors map to HTTP statuses here and nowhere else:
 ``NotLeader``          503     no leader right now (election in progress)
 ``Timeout``            503     no answer in time; a write's outcome is unknown
 ``MembershipError``    409     a membership change was refused
+``StorageFull``        507     the node's disk is full; nothing commits here
 =====================  ======  ===============================================
+
+Before the node has started its cluster side every endpoint here answers 503 with
+``{"error": ..., "reason": "starting"}``, never a 500.
 """
 
 from __future__ import annotations
@@ -20,12 +24,12 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from admin.paging import page_params
-from cluster.raft.errors import MembershipError, NotLeader, RaftError, Timeout
+from cluster.raft.errors import MembershipError, NotLeader, RaftError, StorageFull, Timeout
 from cluster.raft.validation import ValidationError
 from cluster.runtime import TOPOLOGY_SERVICES
 
 if TYPE_CHECKING:
-    from broker.server import Node
+    from rsbroker.node import Node
 
 #: the part of the URL after /api/v1/config/ may contain slashes (``acl/ops``)
 CONFIG_PATH = "/api/v1/config/{key:.+}"
@@ -42,6 +46,8 @@ def _raft_error(exc: Exception) -> web.Response:
         return _error(409, str(exc))
     if isinstance(exc, NotLeader):
         return _error(503, str(exc), leader=exc.leader)
+    if isinstance(exc, StorageFull):
+        return _error(507, str(exc))
     if isinstance(exc, Timeout):
         return _error(503, f"timed out: {exc}")
     return _error(503, str(exc))
@@ -51,8 +57,9 @@ def cluster_routes(app: web.Application, node: "Node") -> None:
     """Add the cluster endpoints to the admin application."""
 
     def runtime() -> Any:
-        if node.runtime is None:
-            raise web.HTTPServiceUnavailable(text=json.dumps({"error": "node is starting"}), content_type="application/json")
+        if node.runtime is None or not node.runtime.started:
+            body = {"error": "node is starting: its cluster side is not up yet", "reason": "starting"}
+            raise web.HTTPServiceUnavailable(text=json.dumps(body), content_type="application/json")
         return node.runtime
 
     def names_per_node(request: web.Request) -> tuple[str, int, str | None]:

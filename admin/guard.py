@@ -9,7 +9,7 @@
 3. With authentication on (``Settings.admin_token_required``), a credential with role admin:
    a bearer JWT (``--jwt-keys``) or, over ``--admin-tls``, a verified client certificate;
    401 without one, 403 without the role. Health probes and the dashboard page (static, no
-   data; its requests carry the token) are open.
+   data; its requests, the event stream included, carry the token in their header) are open.
 
 Every refusal is a JSON ``{"error": ...}`` saying what to do, and counts in
 ``rsbroker_admin_refused``. Anonymous admin access exists only on loopback with
@@ -27,7 +27,7 @@ from broker.auth import AuthError, Principal, peer_principal
 from broker.origins import NodeNames, host_of, origin_authority
 
 if TYPE_CHECKING:
-    from broker.server import Node
+    from rsbroker.node import Node
 
 log = logging.getLogger("rsbroker.admin")
 
@@ -74,8 +74,12 @@ def _origin_refusal(request: web.Request, names: NodeNames) -> str:
     )
 
 
-def _credential_refusal(request: web.Request, node: "Node") -> tuple[int, str]:
-    """``(status, message)`` when the request lacks an admin credential, else ``(0, '')``."""
+def credential_refusal(request: web.Request, node: "Node") -> tuple[int, str]:
+    """``(status, message)`` when the request lacks an admin credential, else ``(0, '')``.
+
+    Also asked again by long-lived answers (``admin.sse``), so that a stream ends when the
+    token it was opened with expires or is revoked, as each request of a poller would.
+    """
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     principal: Principal | None
     if token.strip():
@@ -111,7 +115,7 @@ def guard(node: "Node") -> Any:
         if reason:
             return _refuse(node, 403, reason)
         if credential_required and request.path not in OPEN_PATHS:
-            status, reason = _credential_refusal(request, node)
+            status, reason = credential_refusal(request, node)
             if status:
                 log.info("admin %s %s refused (%d): %s", request.method, request.path, status, reason)
                 extra = {"WWW-Authenticate": "Bearer"} if status == 401 else {}

@@ -48,12 +48,13 @@ _STATUS = {
     401: "a bearer token with role admin is required",
     404: "no such key",
     409: "membership change refused",
-    503: "not ready, no Raft leader, or timed out",
+    503: "not ready (the body's reason says why), starting, no Raft leader, or timed out",
+    507: "storage full: the node's disk is full; nothing commits on it",
 }
 
 PATHS: dict[str, dict[str, Any]] = {
-    "/health/live": {"get": _op("The process is alive")},
-    "/health/ready": {"get": _op("Ready for clients (listeners bound, not draining)", codes=(200, 503))},
+    "/health/live": {"get": _op("Alive: no background loop died (503 names each cause, e.g. storage full)", codes=(200, 503))},
+    "/health/ready": {"get": _op("Ready for clients: joined, config store caught up, links up, not draining", codes=(200, 503))},
     "/api/v1/node": {"get": _op("This node: id, addresses, limits, uptime")},
     "/api/v1/connections": {"get": _op("Client connections on this node with their streams and principals: total, a page",
                                        codes=(200, 400), query=("prefix", "limit", "cursor"))},
@@ -70,10 +71,18 @@ PATHS: dict[str, dict[str, Any]] = {
     "/api/v1/config": {"get": _op("Config keys under ?prefix= (linearizable unless ?stale=true)", codes=(200, 503))},
     "/api/v1/config/{key}": {
         "get": _op("One config key", codes=(200, 404, 503), params=("key",)),
-        "put": _op("Set a config key through the Raft leader", body=True, codes=(200, 400, 503), params=("key",)),
-        "delete": _op("Delete a config key", codes=(200, 404, 503), params=("key",)),
+        "put": _op("Set a config key through the Raft leader", body=True, codes=(200, 400, 503, 507), params=("key",)),
+        "delete": _op("Delete a config key", codes=(200, 404, 503, 507), params=("key",)),
     },
     "/api/v1/openapi.json": {"get": _op("This document")},
+    "/api/v1/traces": {"get": _op("Last hop spans of traced requests per route (?route= for one route label)")},
+    "/api/v1/stats": {"get": _op("This node's request rate and link states (for other nodes' dashboards)")},
+    "/api/v1/events": {
+        "get": {
+            "summary": "Server-sent events: a dashboard snapshot every second (nodes, services, changes)",
+            "responses": {"200": {"description": "text/event-stream"}},
+        }
+    },
     "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text format"}}}},
     "/": {"get": {"summary": "Dashboard", "responses": {"200": {"description": "HTML"}}}},
 }

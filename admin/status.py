@@ -8,26 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
-import urllib.error
-import urllib.request
 from typing import Any
 
+from admin.ctl import ADMIN_ENV, DEFAULT_ADMIN, TOKEN_ENV, AdminError, call, table
 
-def fetch(admin: str, path: str, token: str | None, timeout: float) -> Any:
-    request = urllib.request.Request(f"http://{admin}{path}")
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        return json.load(response)
-
-
-def _reason(exc: urllib.error.HTTPError) -> str:
-    """The admin API's JSON ``error`` text, or the HTTP reason phrase."""
-    try:
-        return str(json.load(exc)["error"])
-    except (ValueError, KeyError, TypeError, OSError):
-        return str(exc.reason)
 
 
 def render(topology: dict[str, Any], raft: dict[str, Any] | None) -> str:
@@ -44,8 +30,7 @@ def render(topology: dict[str, Any], raft: dict[str, Any] | None) -> str:
                 ", ".join(node.get("services") or []) or "-",
             )
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows]
+    lines = [table(rows)]
     if raft is not None:
         lines.append("")
         lines.append(
@@ -56,26 +41,31 @@ def render(topology: dict[str, Any], raft: dict[str, Any] | None) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str]) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rsbroker status", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--admin", default="127.0.0.1:7002", help="admin address of any node (default: %(default)s)")
-    parser.add_argument("--token", help="bearer token when the admin API requires one")
+    parser.add_argument(
+        "--admin",
+        default=os.environ.get(ADMIN_ENV, DEFAULT_ADMIN),
+        help=f"admin address of any node (default: {DEFAULT_ADMIN}; env {ADMIN_ENV})",
+    )
+    parser.add_argument(
+        "--token", default=os.environ.get(TOKEN_ENV), help=f"bearer token when the admin API requires one (env {TOKEN_ENV})"
+    )
     parser.add_argument("--json", action="store_true", help="print the raw topology JSON")
-    parser.add_argument("--timeout", type=float, default=5.0)
-    args = parser.parse_args(argv)
+    parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for each answer (default: %(default)s)")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
     try:
-        topology = fetch(args.admin, "/api/v1/topology", args.token, args.timeout)
-        try:
-            raft = fetch(args.admin, "/api/v1/raft", args.token, args.timeout)
-        except urllib.error.HTTPError:
-            raft = None
-    except urllib.error.HTTPError as exc:
-        print(f"rsbroker status: http://{args.admin}/api/v1/topology answered {exc.code}: {_reason(exc)}", file=sys.stderr)
-        if exc.code in (401, 403):
-            print("  (this node authenticates: pass --token with a JWT of role admin)", file=sys.stderr)
+        topology = call(args.admin, "/api/v1/topology", args.token, args.timeout)
+    except AdminError as exc:
+        print(f"rsbroker status: {exc}", file=sys.stderr)
         return 1
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        print(f"rsbroker status: cannot read http://{args.admin}/api/v1/topology: {exc}", file=sys.stderr)
-        return 1
+    try:
+        raft = call(args.admin, "/api/v1/raft", args.token, args.timeout)
+    except AdminError:
+        raft = None
     print(json.dumps(topology, indent=2) if args.json else render(topology, raft))
     return 0

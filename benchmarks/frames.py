@@ -96,9 +96,19 @@ def routing_metadata(route: str = ROUTE) -> bytes:
     return composite_entry(MIME_ID_ROUTING, bytes([len(tag)]) + tag)
 
 
-def register_metadata(instance: str, services: tuple[str, ...] = (SERVICE,)) -> bytes:
+#: W3C trace context entry of broker.tracing; its span id is a placeholder the generator rewrites
+MIME_TRACE = b"message/x.rsbroker.trace-context.v0"
+SPAN_PLACEHOLDER = b"0123456789abcdef"
+
+
+def trace_metadata() -> bytes:
+    """A trace entry (traceparent with :data:`SPAN_PLACEHOLDER` as the parent span id)."""
+    return composite_entry(MIME_TRACE, b"00-4bf92f3577b34da6a3ce929d0e0e4736-" + SPAN_PLACEHOLDER + b"-01")
+
+
+def register_metadata(instance: str, services: tuple[str, ...] = (SERVICE,), tags: dict[str, str] | None = None) -> bytes:
     """Composite metadata announcing a provider, per the broker's registration contract."""
-    entry = {"services": list(services), "instance": instance, "weight": 1, "tags": {}}
+    entry = {"services": list(services), "instance": instance, "weight": 1, "tags": tags or {}}
     return composite_entry(MIME_REGISTER, json.dumps(entry).encode())
 
 

@@ -56,6 +56,11 @@ RATIOS = (
           "broker.client vs rsocket-py, both at both ends through one node"),
     Ratio("py_cross_node_vs_one_node", ("broker-3-cross", "pyclient"), (("broker-1", "pyclient"),), 64, None,
           "broker.client at both ends: a request crossing two brokers vs through one"),
+    # issue 16: each traffic policy vs the same two providers under plain round robin (goal: <= 5 % slower)
+    *(Ratio(f"{system[9:]}_vs_round_robin", (system, "frames"), (("broker-1-rr2", "frames"),), 64, 0.95,
+            f"two frame responders behind one broker: {meaning} vs round robin")
+      for system, meaning in (("broker-1-p2c", "p2c"), ("broker-1-outlier", "outlier ejection configured"),
+                              ("broker-1-canary", "canary (10 %, header check)"))),
 )  # fmt: skip
 
 

@@ -66,7 +66,8 @@ QUICK = Plan(
     idle=(("tcp", 1000),),
     pair_rounds=2,
     pair_window_s=0.3,
-    pair_ratios=("issue3_rsocketpy_hop", "issue3_capacity", "py_vs_nats", "py_vs_aiohttp"),
+    pair_ratios=("issue3_rsocketpy_hop", "issue3_capacity", "py_vs_nats", "py_vs_aiohttp",
+                 "p2c_vs_round_robin", "outlier_vs_round_robin", "canary_vs_round_robin"),
 )
 #: the smallest configuration that still exercises every code path (the harness's smoke test)
 TINY = Plan(
@@ -242,7 +243,7 @@ def run_pairs(plan: Plan, selected: list[Lineup], log_dir: Path, progress: Progr
 
 def select(only: set[str] | None) -> list[Lineup]:
     """The line-ups ``--only`` names: whole systems (``nats``) or single ones (``nats[nats-py]``)."""
-    return [l for l in LINEUPS if only is None or l.system in only or l.key in only]
+    return [l for l in LINEUPS if (only is None and not l.opt_in) or (only is not None and (l.system in only or l.key in only))]
 
 
 def run(plan: Plan, only: set[str] | None, scenarios: set[str], log_dir: Path, resources: bool = True) -> Outcome:

@@ -13,9 +13,11 @@ import asyncio
 import json
 import sys
 from collections.abc import Callable
+from typing import Any
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmarks import frames
 from benchmarks.clients.frames_client import RouteUnavailable, wait_for_route
 from benchmarks.procs import Processes, Started, StartError
 from benchmarks.stats import SCENARIOS
@@ -43,6 +45,8 @@ class Lineup:
     path: str  # what the request travels through, for the report
     scenarios: tuple[str, ...]
     start: Callable[[Processes], Target]
+    #: run only when ``--only`` names it, never as part of the whole plan
+    opt_in: bool = False
 
     @property
     def key(self) -> str:
@@ -52,7 +56,7 @@ class Lineup:
 def start_broker(procs: Processes, node_id: str, *extra: str) -> tuple[Started, dict[str, str | None]]:
     """One ``rsbroker serve`` on free loopback ports; returns it and its ready-line addresses."""
     argv = [
-        sys.executable, "-m", "broker", "serve", "--node-id", node_id,
+        sys.executable, "-m", "rsbroker", "serve", "--node-id", node_id,
         "--tcp", "127.0.0.1:0", "--ws", "127.0.0.1:0", "--admin", "127.0.0.1:0",
         "--drain-timeout-s", "1", "--log-level", "warning",
         "--max-connections-per-source", "20000", *extra,
@@ -89,6 +93,45 @@ def _broker_one(provider_module: str) -> Callable[[Processes], Target]:
         return Target(tcp, {"broker": broker.pid, "provider": provider.pid})
 
     return start
+
+
+#: Issue 16's traffic policies, each on two frame responders of one broker: what each costs
+#: against the same two providers under plain round robin (``broker-1-rr2``). The canary
+#: line-up sends 10 % of the requests to the provider tagged ``version=2`` (the frame
+#: generator's requests carry no tags: the percentage path, behind a header check).
+POLICY_CONFIGS = {
+    "broker-1-rr2": {"policy": "round_robin"},
+    "broker-1-p2c": {"policy": "p2c"},
+    "broker-1-outlier": {"outlier": {"consecutive_errors": 5, "base_ejection_ms": 30000, "max_ejection_percent": 50}},
+    "broker-1-canary": {"canary": {"tags": {"version": "2"}, "percent": 10, "header": {"canary": "1"}}},
+}
+
+
+def _broker_policy(system: str) -> Callable[[Processes], Target]:
+    def start(procs: Processes) -> Target:
+        config = procs.log_dir / f"{system}.toml"
+        config.write_text(f'[services."{frames.SERVICE}"]\n' + "".join(
+            f"{key} = {json.dumps(value) if not isinstance(value, dict) else _inline_table(value)}\n"
+            for key, value in POLICY_CONFIGS[system].items()
+        ))
+        broker, addresses = start_broker(procs, "n1", "--config", str(config))
+        tcp = str(addresses["tcp"])
+        watch = {"broker": broker.pid}
+        for index, tags in enumerate(({"version": "1"}, {"version": "2"})):
+            provider = procs.python(f"provider-{index}", "benchmarks.servers.responder", "provide", "--broker", tcp,
+                                    "--instance", f"responder-{index}", "--tags", json.dumps(tags))
+            watch[f"provider-{index}"] = provider.pid
+        _route_ready("broker-1", tcp)
+        return Target(tcp, watch)
+
+    return start
+
+
+def _inline_table(value: dict[str, Any]) -> str:
+    """A TOML inline table of ``value`` (strings, numbers, nested tables)."""
+    return "{ " + ", ".join(
+        f"{json.dumps(k)} = {_inline_table(v) if isinstance(v, dict) else json.dumps(v)}" for k, v in value.items()
+    ) + " }"
 
 
 def _broker_three_cross(provider_module: str) -> Callable[[Processes], Target]:
@@ -158,6 +201,9 @@ LINEUPS: tuple[Lineup, ...] = (
     Lineup("broker-3-cross", "pyclient", "broker.client tasks -> rsbroker n1 -> n3 -> broker.client provider", SCENARIOS,
            _broker_three_cross("benchmarks.servers.pyclient_provider")),
     Lineup("aiohttp-http", "aiohttp-client", "aiohttp ClientSession tasks -> aiohttp server", _RR, _aiohttp),
+    # issue 16: the traffic policies' overhead, only when named with --only
+    *(Lineup(system, "frames", f"frame generator -> rsbroker ({system[9:]}) -> 2 frame responders", _RR,
+             _broker_policy(system), opt_in=True) for system in POLICY_CONFIGS),
 )  # fmt: skip
 
-SYSTEMS = ("rsocket-direct", "broker-1", "broker-3-cross", "aiohttp-http", "nats", "raw-asyncio")
+SYSTEMS = ("rsocket-direct", "broker-1", "broker-3-cross", "aiohttp-http", "nats", "raw-asyncio", *POLICY_CONFIGS)

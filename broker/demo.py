@@ -11,6 +11,7 @@ browser page call it. Routes (service ``demo.greeter``), served with :mod:`broke
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 from typing import AsyncIterator
 
@@ -53,15 +54,18 @@ def demo_router() -> Router:
     return router
 
 
+def provider_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rsbroker demo-provider", description=provider_main.__doc__)
+    parser.add_argument("--nodes", required=True, help="comma-separated broker TCP addresses (HOST:PORT,...)")
+    parser.add_argument("--instance", default="demo-1", help="instance name the provider registers (default: %(default)s)")
+    return parser
+
+
 def provider_main(argv: list[str]) -> int:
     """``rsbroker demo-provider --nodes HOST:PORT,...``: serve the demo service, failing over between nodes."""
-    import argparse
     import signal
 
-    parser = argparse.ArgumentParser(prog="rsbroker demo-provider", description=provider_main.__doc__)
-    parser.add_argument("--nodes", required=True, help="comma-separated broker TCP addresses")
-    parser.add_argument("--instance", default="demo-1")
-    args = parser.parse_args(argv)
+    args = provider_parser().parse_args(argv)
 
     async def run() -> None:
         stop = asyncio.Event()

@@ -4,7 +4,7 @@ Rules of this module:
 
 * Each limit has one name, the name of its setting (``max_fragments`` ↔ ``--max-fragments``
   ↔ ``RSBROKER_MAX_FRAGMENTS``). The error a peer gets names it, and
-  ``rsbroker_limit_hits_total{limit=<name>}`` counts it (``Broker.limit_hits``).
+  ``rsbroker_limit_hits_total{limit=<name>}`` counts it (``Broker.limit_hit``).
 * The registration name maxima below are ceilings, not defaults only: a routing entry
   (``cluster.swim.messages.Route``: owner, service, instance, tags) built from the largest
   names allowed here must fit one gossip packet (1400 bytes, sealed), or peers would drop

@@ -7,7 +7,19 @@ broker links to other nodes later) and applies the service's load-balancing poli
 * ``least_outstanding`` — the provider with the fewest open streams through this node
   (ties broken round-robin, so equal providers still share);
 * ``weighted`` — smooth weighted round robin (nginx's algorithm): deterministic, spreads
-  picks evenly in proportion to the weights, no randomness to make tests flaky.
+  picks evenly in proportion to the weights, no randomness to make tests flaky;
+* ``p2c`` — power of two choices: two providers drawn at random, the less loaded one wins.
+  A local provider's load is its open streams (exact: every stream to it passes here); a
+  remote one's is the larger of the figure its node gossips (at most once a second, see
+  ``cluster.load_gossip``) and this node's own open streams on the link to that node, per
+  instance there. Drawing two at random is what keeps nodes that act on the same stale
+  figures from all herding onto the one that looked idlest. Round robin stays the default
+  (deterministic, and what existing deployments count on); ``p2c`` is the policy to set for
+  services whose providers span nodes or differ in speed.
+
+Each service may also eject failing providers (``outlier``, see ``broker.outlier``) and send
+a share of its requests, or tagged ones, to canary providers (``canary``, see
+``broker.canary``). Both are off unless the service's policy sets them, and cost nothing then.
 
 Providers that negotiated leases are only picked while they hold an unexpired lease with
 requests left; picking spends one request of the lease.
@@ -21,11 +33,20 @@ request crosses at most one hop. A remote provider whose link is down is not
 
 from __future__ import annotations
 
+import collections
+import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Iterable, Protocol
 
-POLICIES = ("round_robin", "least_outstanding", "weighted")
+from broker.canary import CanaryPolicy
+from broker.outlier import OutlierPolicy, Outliers
+
+POLICIES = ("round_robin", "least_outstanding", "weighted", "p2c")
+#: A gossiped load at or above this says the provider takes no request now (its lease is
+#: spent, or its node ejected it): other nodes skip it as if its link were down.
+NO_CAPACITY = 1 << 31
+_POLICY_FIELDS = ("policy", "weights", "prefer_local", "outlier", "canary")
 
 
 class Provider(Protocol):
@@ -51,9 +72,22 @@ class Provider(Protocol):
         """Streams open towards it through this node (read by least_outstanding)."""
         ...
 
+    #: errors it answered in a row (outlier ejection); a good answer resets it
+    failures: int
+
     @property
     def target(self) -> Any:
         """The session a request picked for this provider is sent on (itself, or a broker link)."""
+        ...
+
+    @property
+    def tags(self) -> Mapping[str, str]:
+        """Its registration tags (canary routing)."""
+        ...
+
+    @property
+    def balance_load(self) -> int:
+        """Its load as ``p2c`` compares it (see the module docstring)."""
         ...
 
 
@@ -65,6 +99,8 @@ class ServicePolicy:
     policy: str = "round_robin"
     weights: dict[str, int] = field(default_factory=dict)
     prefer_local: bool = True
+    outlier: OutlierPolicy | None = None
+    canary: CanaryPolicy | None = None
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -82,24 +118,31 @@ class ServicePolicy:
         """The one parser of a policy in its JSON/TOML form; raises ValueError naming the field.
 
         A missing ``policy`` means ``round_robin``, missing ``weights`` none, missing
-        ``prefer_local`` true — in the config file and the config store alike.
+        ``prefer_local`` true, missing ``outlier`` and ``canary`` off — in the config file
+        and the config store alike.
         """
         if not isinstance(obj, Mapping):
             raise ValueError(f"a service policy must be an object, got {type(obj).__name__}")
-        unknown = set(obj) - {"policy", "weights", "prefer_local"}
+        unknown = set(obj) - set(_POLICY_FIELDS)
         if unknown:
             raise ValueError(
                 f"unknown service policy field(s) {', '.join(sorted(map(str, unknown)))}; "
-                "allowed: policy, weights, prefer_local"
+                f"allowed: {', '.join(_POLICY_FIELDS)}"
             )
         weights = obj.get("weights", {})
         if not isinstance(weights, Mapping):
             raise ValueError("'weights' must be an object of instance -> integer")
-        return cls(policy=obj.get("policy", "round_robin"), weights=dict(weights), prefer_local=obj.get("prefer_local", True))
+        return cls(
+            policy=obj.get("policy", "round_robin"),
+            weights=dict(weights),
+            prefer_local=obj.get("prefer_local", True),
+            outlier=OutlierPolicy.from_obj(obj["outlier"]) if "outlier" in obj else None,
+            canary=CanaryPolicy.from_obj(obj["canary"]) if "canary" in obj else None,
+        )
 
 
 class _Service:
-    __slots__ = ("providers", "cursor", "current", "remote", "leased", "only")
+    __slots__ = ("providers", "cursor", "current", "remote", "leased", "only", "outliers", "split")
 
     def __init__(self) -> None:
         self.providers: list[Provider] = []
@@ -113,21 +156,50 @@ class _Service:
         #: the provider to pick without consulting any policy — the single local one, with
         #: no lease — so the common single-node case costs one attribute read
         self.only: Provider | None = None
+        #: ejection records, made on the first ejection (most services never have one)
+        self.outliers: Outliers | None = None
+        #: the canary policy and its (canary, stable) split of ``providers``, made on the
+        #: first pick after a change: a pick then costs no pass over the tags
+        self.split: tuple[CanaryPolicy, list[Provider], list[Provider]] | None = None
+
+    def split_for(self, canary: CanaryPolicy, providers: list[Provider]) -> tuple[list[Provider], list[Provider]]:
+        if providers is not self.providers:  # filtered for this pick (links down, leases, ejections)
+            return canary.split(providers)
+        split = self.split
+        if split is None or split[0] is not canary:
+            split = self.split = (canary, *canary.split(providers))
+        return split[1], split[2]
 
     def changed(self) -> None:
+        self.split = None
         self.remote = sum(1 for p in self.providers if p.is_remote)
         self.leased = sum(1 for p in self.providers if p.lease_enabled)
         simple = len(self.providers) == 1 and not self.remote and not self.leased
         self.only = self.providers[0] if simple else None
 
+    @property
+    def spans_choice(self) -> bool:
+        """A local provider here has siblings (here or elsewhere), so its load matters to a
+        pick, or holds leases, whose state other nodes must honour."""
+        return (len(self.providers) > 1 and self.remote < len(self.providers)) or self.leased > 0
+
 
 class Registry:
     """Service name → providers, with the pick policy of each service."""
 
-    def __init__(self, default_policy: str = "round_robin") -> None:
+    def __init__(self, default_policy: str = "round_robin", seed: int | None = None) -> None:
         self._services: dict[str, _Service] = {}
         self._policies: dict[str, ServicePolicy] = {}
         self.default_policy = ServicePolicy(policy=default_policy)
+        self._random = random.Random(seed)
+        #: providers ejected, by service (``rsbroker_ejections_total``)
+        self.ejections: collections.Counter[str] = collections.Counter()
+        #: requests sent to a service's canary (``rsbroker_canary_requests_total``)
+        self.canary_requests: collections.Counter[str] = collections.Counter()
+        #: services with a local provider that has siblings: whose loads are worth gossiping.
+        #: Kept per change, so the load announcer walks only these (a fleet's one-device
+        #: services never enter it).
+        self.balanced: set[str] = set()
 
     # -- membership -------------------------------------------------------------------
 
@@ -138,6 +210,9 @@ class Registry:
         if provider not in entry.providers:
             entry.providers.append(provider)
             entry.changed()
+            self._track(service, entry)
+        else:
+            entry.split = None  # registered again: its tags may have changed
 
     def remove(self, service: str, provider: Provider) -> None:
         entry = self._services.get(service)
@@ -146,10 +221,19 @@ class Registry:
         entry.providers.remove(provider)
         if entry.current is not None:
             entry.current.pop(id(provider), None)
+        if entry.outliers is not None:
+            entry.outliers.forget(provider)
         if entry.providers:
             entry.changed()
         else:
             del self._services[service]
+        self._track(service, entry if entry.providers else None)
+
+    def _track(self, service: str, entry: _Service | None) -> None:
+        if entry is not None and entry.spans_choice:
+            self.balanced.add(service)
+        else:
+            self.balanced.discard(service)
 
     def services(self) -> dict[str, list[Provider]]:
         return {name: list(entry.providers) for name, entry in self._services.items()}
@@ -169,14 +253,22 @@ class Registry:
             self._policies.pop(service, None)
         else:
             self._policies[service] = policy
+        entry = self._services.get(service)
+        if entry is not None and (policy or self.default_policy).outlier is None:
+            entry.outliers = None  # outlier ejection turned off: nobody stays out
 
     def policy(self, service: str) -> ServicePolicy:
         return self._policies.get(service, self.default_policy)
 
     # -- picking ----------------------------------------------------------------------
 
-    def pick(self, service: str, now: float, local_only: bool = False) -> tuple[Provider | None, str]:
-        """Choose a provider for one request. Returns ``(provider, reason_if_none)``."""
+    def pick(
+        self, service: str, now: float, local_only: bool = False, metadata: bytes = b"", metadata_mime: str = ""
+    ) -> tuple[Provider | None, str]:
+        """Choose a provider for one request. Returns ``(provider, reason_if_none)``.
+
+        ``metadata`` (in ``metadata_mime``) is read only by a service with a canary ``header``.
+        """
         entry = self._services.get(service)
         if entry is None:
             return None, f"no provider for service '{service}'"
@@ -185,20 +277,40 @@ class Registry:
         providers = entry.providers
         policy = self._policies.get(service, self.default_policy)
         if entry.remote:
-            local = [p for p in providers if not p.is_remote]
-            if local_only or (local and policy.prefer_local):
-                providers = local
+            if local_only:
+                providers = [p for p in providers if not p.is_remote]
             else:
                 providers = [p for p in providers if not p.is_remote or p.available]
             if not providers:
                 where = "on this node" if local_only else "reachable (links to its nodes are down)"
                 return None, f"no provider for service '{service}' {where}"
+        if entry.outliers is not None and entry.outliers.records:
+            usable = entry.outliers.usable  # if all that are left here are ejected, they serve
+            providers = [p for p in providers if usable(p, now)] or providers
         if entry.leased:
             providers = [p for p in providers if _has_lease(p, now)]
             if not providers:
                 return None, f"no provider for service '{service}' holds a lease with requests left"
+        if policy.canary is not None:  # before prefer_local: a canary on another node is still the canary
+            split = entry.split
+            if split is not None and split[0] is policy.canary and providers is entry.providers:
+                canary, stable = split[1], split[2]  # the common case, without a call
+            else:
+                canary, stable = entry.split_for(policy.canary, providers)
+            if canary and stable:  # never refuse a request for the sake of a canary
+                if policy.canary.wants_canary(metadata, metadata_mime, self._random.random):
+                    providers = canary
+                    self.canary_requests[service] += 1
+                else:
+                    providers = stable
+        if entry.remote and policy.prefer_local and not local_only:
+            local = [p for p in providers if not p.is_remote]
+            if local:
+                providers = local
         if len(providers) == 1:
             chosen = providers[0]
+        elif policy.policy == "p2c":
+            chosen = self._p2c(providers)
         elif policy.policy == "least_outstanding":
             chosen = self._least_outstanding(entry, providers)
         elif policy.policy == "weighted":
@@ -209,6 +321,47 @@ class Registry:
         if chosen.lease_enabled:
             chosen.lease_remaining -= 1
         return chosen, ""
+
+    def _p2c(self, providers: list[Provider]) -> Provider:
+        """Power of two choices: the less loaded of two distinct providers drawn at random."""
+        n = len(providers)
+        i, j = divmod(int(self._random.random() * n * (n - 1)), n - 1)  # one draw, an ordered pair
+        a, b = providers[i], providers[j + 1 if j >= i else j]
+        # a local provider's load is its open streams: read them without the property call
+        load_a = a.balance_load if a.is_remote else a.outstanding
+        load_b = b.balance_load if b.is_remote else b.outstanding
+        return a if load_a <= load_b else b
+
+    # -- outcomes (outlier ejection) ------------------------------------------------------
+
+    def provider_failed(self, service: str, provider: Provider, now: float) -> bool:
+        """``provider`` answered a request of ``service`` with an error (or timed out); its
+        ``failures`` count the errors in a row. True if that ejects it now."""
+        policy = self._policies.get(service, self.default_policy).outlier
+        entry = self._services.get(service)
+        if policy is None or entry is None or provider not in entry.providers:
+            return False
+        if entry.outliers is None:
+            entry.outliers = Outliers()
+        if not entry.outliers.failed(provider, provider.failures, len(entry.providers), policy, now):
+            return False
+        self.ejections[service] += 1
+        return True
+
+    def provider_ok(self, provider: Provider, services: Iterable[str]) -> None:
+        """``provider`` (of ``services``) answered well after failing: close any circuit."""
+        provider.failures = 0
+        for service in services:
+            entry = self._services.get(service)
+            if entry is not None and entry.outliers is not None:
+                entry.outliers.succeeded(provider)
+
+    def ejected(self, service: str, provider: Provider, now: float) -> bool:
+        """Whether ``service`` holds ``provider`` out now (views and the load gossip)."""
+        entry = self._services.get(service)
+        outliers = entry.outliers if entry is not None else None
+        record = outliers.records.get(provider) if outliers is not None else None
+        return record is not None and now < record.until
 
     @staticmethod
     def _least_outstanding(entry: _Service, providers: list[Provider]) -> Provider:

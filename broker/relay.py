@@ -16,8 +16,14 @@ from typing import Any, Callable
 
 from broker import metadata as md
 from broker.auth.acl import CALL, REGISTER, denied_message
+from broker.auth.principal import Principal
 from broker.frames import ErrorCode, FrameError, error_frame, lease_frame
 from broker.limits import LimitExceeded, SetupRate
+from broker.logformat import conn_fields
+from broker.metering import Metering
+from broker.peers import LinkAuthority
+from broker.tracing import MARKER as TRACE_MARKER
+from broker.tracing import Tracer
 from broker.registry import Registry, ServicePolicy
 from broker.security import Security, is_proven_link
 from broker.session import Session, State
@@ -48,17 +54,21 @@ class Broker:
         self.sessions: set[Session] = set()
         self._per_source: collections.Counter[str] = collections.Counter()
         self.stats: collections.Counter[str] = collections.Counter()
-        #: hits of each client-port limit, by the limit's setting name (broker/limits.py);
-        #: the admin API exports them as rsbroker_limit_hits_total{limit=...}
-        self.limit_hits: collections.Counter[str] = collections.Counter()
+        self.meter = Metering(
+            self.clock,
+            settings.metrics_max_routes_per_service,
+            settings.metrics_max_services,
+            settings.metrics_aggregate_prefixes,
+        )
+        self.tracer = Tracer(settings.node_id, settings.trace_spans_kept)
         self.draining = False
         self._dirty: list[Session] = []
         self._flush_scheduled = False
         self._route_cache: dict[bytes, tuple[str, str] | None] = {}
         self._housekeeping: asyncio.Task[None] | None = None
         self.security = Security(settings)
-        #: the cluster's broker links (cluster.links.Links) when this node is in a cluster
-        self.links: Any = None
+        #: admits broker links from other nodes when this node is in a cluster (cluster.links.Links)
+        self.links: LinkAuthority | None = None
         #: called with the session after a successful SETUP (topology push, metrics)
         self.setup_listeners: list[Callable[[Session], None]] = []
         #: called with the services whose local providers changed (routing-table gossip;
@@ -78,8 +88,10 @@ class Broker:
 
     # -- lifecycle --------------------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self) -> asyncio.Task[None]:
+        """Start the housekeeping loop; returns its task (the node supervises it)."""
         self._housekeeping = self.loop.create_task(self._housekeeping_loop())
+        return self._housekeeping
 
     async def stop(self) -> None:
         if self._housekeeping:
@@ -151,7 +163,7 @@ class Broker:
 
     def limit_hit(self, limit: str) -> None:
         """A peer ran into ``limit`` (a setting name): count it for the metrics."""
-        self.limit_hits[limit] += 1
+        self.meter.limit_hits[limit] += 1
 
     def mark_dirty(self, session: Session) -> None:
         self._dirty.append(session)
@@ -220,6 +232,7 @@ class Broker:
             session.id,
             registration.instance,
             ", ".join(registration.services) or "no services",
+            extra=conn_fields(session),
         )
         self._registry_changed(frozenset(old) | frozenset(registration.services))
 
@@ -230,6 +243,23 @@ class Broker:
             self.registry.remove(service, session)
         self._registry_changed(frozenset(session.registration.services))
 
+    def provider_outcome(self, provider: Session, route: str, ok: bool) -> None:
+        """How ``provider`` answered a request of ``route``: an APPLICATION_ERROR (or, from
+        whoever times requests out, a timeout) when not ``ok``; a good answer after failures
+        when ``ok``. Feeds the service's outlier ejection (broker.outlier); a broker link is
+        never judged here (the far node judges its own providers)."""
+        if provider.registration is None:
+            return
+        if ok:
+            self.registry.provider_ok(provider, provider.registration.services)
+            return
+        provider.failures += 1
+        service = md.service_of(route)
+        if self.registry.provider_failed(service, provider, self.clock()):
+            log.warning(
+                "ejected %s from service '%s' after %d errors in a row", provider.provider_label, service, provider.failures
+            )
+
     def _registry_changed(self, services: frozenset[str]) -> None:
         for listener in self.registry_listeners:
             listener(services)
@@ -239,10 +269,11 @@ class Broker:
 
         Cached, because clients repeat the same bytes; only small metadata is cached
         (routing plus a little more): caching big blobs as keys would let a client pin
-        megabytes of broker memory per request. Raises FrameError for unreadable metadata.
+        megabytes of broker memory per request. Traced requests are never cached: their
+        trace entry differs on every request. Raises FrameError for unreadable metadata.
         """
         max_entries = self.settings.max_metadata_entries
-        if len(metadata) > _ROUTE_CACHE_MAX_KEY:
+        if len(metadata) > _ROUTE_CACHE_MAX_KEY or TRACE_MARKER in metadata:
             route = md.route_of(metadata, metadata_mime, max_entries)
             return (route, md.service_of(route)) if route is not None else None
         key = metadata if metadata_mime == md.COMPOSITE_MIME else b"R" + metadata
@@ -257,7 +288,7 @@ class Broker:
         self._route_cache[key] = resolved
         return resolved
 
-    def authenticate_link(self, session: Session, link_entry: bytes) -> Any:
+    def authenticate_link(self, session: Session, link_entry: bytes) -> Principal:
         """Principal of an inbound broker link; refused unless a cluster is configured."""
         if self.links is None:
             raise FrameError("this node is not part of a cluster: broker links are refused", ErrorCode.REJECTED_SETUP)
@@ -265,6 +296,7 @@ class Broker:
 
     def link_metadata_push(self, session: Session, metadata: bytes, frame: bytes) -> None:
         """A METADATA_PUSH on an inbound broker link: its handshake, or a routed push (see cluster.links)."""
+        assert self.links is not None, "a link session exists only once authenticate_link admitted it"
         self.links.on_link_push(session, metadata, frame)
 
     def push_metadata(self, source: Session, route: str, frame: bytes) -> None:
@@ -395,6 +427,7 @@ class Broker:
         lifetime = session.max_lifetime_ms / 1000.0
         if now - session.last_recv > lifetime:
             self.stats["keepalive_timeouts"] += 1
+            session.timed_out = True
             session.fail(
                 ErrorCode.CONNECTION_ERROR,
                 f"no frame from the client within its max lifetime of {session.max_lifetime_ms} ms",
@@ -407,6 +440,7 @@ class Broker:
     def services_view(self, names: list[str] | None = None) -> dict[str, Any]:
         """Services (all, sorted, or just ``names`` in their order) with their providers."""
         out: dict[str, Any] = {}
+        now = self.clock()
         for service in sorted(self.registry.names()) if names is None else names:
             providers = self.registry.providers(service)
             policy = self.registry.policy(service)
@@ -420,6 +454,9 @@ class Broker:
                         "remote": p.is_remote,
                         "weight": policy.weights.get(p.instance, p.weight),
                         "outstanding": p.outstanding,
+                        "load": p.balance_load,
+                        "tags": dict(p.tags),
+                        "ejected": self.registry.ejected(service, p, now),
                     }
                     for p in providers
                 ],

@@ -37,6 +37,7 @@ from broker.auth import (
     server_context,
 )
 from broker.frames import ErrorCode, FrameError
+from broker.logformat import conn_fields
 from broker.loopback import is_loopback_host
 from broker.settings import Settings, SettingsError
 
@@ -118,7 +119,7 @@ class Security:
 
     def _reject(self, session: "Session", reason: str) -> FrameError:
         # The reason never contains the token (broker.auth guarantees it), so it is safe to log.
-        log.info("refused SETUP from %s: %s", session.peer_text, reason)
+        log.info("refused SETUP from %s: %s", session.peer_text, reason, extra=conn_fields(session))
         session.broker.stats["auth_failures"] += 1
         return FrameError(f"authentication failed: {reason}", ErrorCode.REJECTED_SETUP)
 

@@ -26,6 +26,8 @@ import struct
 from typing import TYPE_CHECKING, Any
 
 from broker import metadata as md
+from broker import metering
+from broker.logformat import conn_fields
 from broker.frames import (
     FLAG_COMPLETE,
     FLAG_FOLLOWS,
@@ -50,28 +52,33 @@ from broker.frames import (
     replace_metadata,
     request_data,
     request_frame,
-    request_metadata,
 )
+from broker.hotpath import forward, relay_frame, request_metadata
 from broker.limits import LimitExceeded, exceeded
 
 if TYPE_CHECKING:
     from broker.relay import Broker
+    from broker.tracing import TraceContext
 
 log = logging.getLogger("rsbroker.session")
 
-_HEADER = struct.Struct(">IH")
 _SID = struct.Struct(">I")
 
 _PAYLOAD = FrameType.PAYLOAD
 _REQUEST_N = FrameType.REQUEST_N
 _CANCEL = FrameType.CANCEL
 _ERROR = FrameType.ERROR
+_APP_ERROR = ErrorCode.APPLICATION_ERROR
 _RR = FrameType.REQUEST_RESPONSE
 _FNF = FrameType.REQUEST_FNF
 _STREAM = FrameType.REQUEST_STREAM
 _CHANNEL = FrameType.REQUEST_CHANNEL
 _REQUESTS = frozenset((_RR, _FNF, _STREAM, _CHANNEL))
 _KNOWN_TYPES = frozenset(int(t) for t in FrameType) - {FrameType.RESERVED, FrameType.EXT}
+_ERROR_CODES = frozenset(int(c) for c in ErrorCode)
+
+#: ERROR codes from a provider that mean something else than the application failing
+_ERROR_OUTCOMES = {ErrorCode.REJECTED: metering.REJECTED, ErrorCode.CANCELED: metering.CANCELED}
 
 #: Stream ids are 31 bits; the top bit of the field is reserved.
 MAX_STREAM_ID = 0x7FFFFFFF
@@ -115,6 +122,10 @@ class Stream:
         "pending_bytes",
         "started",
         "route",
+        "meter",
+        "opened_at",
+        "first_at",
+        "trace",
     )
 
     def __init__(self, kind: int, req: "Session", req_id: int) -> None:
@@ -136,6 +147,12 @@ class Stream:
         #: when its first fragment arrived (broker clock), for reassembly_timeout_s
         self.started = 0.0
         self.route = ""
+        #: where this stream is counted, and when it opened / got its first response (loop time)
+        self.meter: metering.RouteMeter | None = None
+        self.opened_at = 0.0
+        self.first_at = 0.0
+        #: the requester's W3C trace context, when it sent one (broker.tracing)
+        self.trace: TraceContext | None = None
 
 
 class Session:
@@ -150,6 +167,11 @@ class Session:
     peer_parity = 1
     #: a connection this node opened (a broker link), not one a client opened to it
     outbound = False
+    #: output buffer of a length-prefixed transport, where ``broker.hotpath`` appends relayed
+    #: frames itself (coalescing); None: frames go through :meth:`forward` one by one
+    wire_out: bytearray | None = None
+    #: closed by the broker because the peer went silent: its streams end as 'timeout'
+    timed_out = False
 
     def __init__(self, broker: "Broker", peer: tuple[Any, ...] | None) -> None:
         self.broker = broker
@@ -172,6 +194,8 @@ class Session:
         self.lease_granted_until = 0.0
         #: streams on which this session is the provider, for least-outstanding picking
         self.outstanding = 0
+        #: APPLICATION_ERRORs it answered in a row, as a provider (outlier ejection)
+        self.failures = 0
         now = broker.clock()
         self.connected_at = now
         self.last_recv = now
@@ -190,7 +214,8 @@ class Session:
         self.is_link = False
         #: the client asked for topology pushes (cluster-aware clients)
         self.wants_topology = False
-        #: largest frame accepted now: small until SETUP is accepted (the peer is unknown)
+        #: largest frame accepted now: small until SETUP is accepted (the peer is unknown); the
+        #: hot path reads it for every TCP frame
         self.frame_limit = min(broker.settings.max_setup_frame_size, broker.settings.max_frame_size)
         #: fragmented requests whose metadata is incomplete, oldest first, and the bytes they hold
         self.reassembling: dict[int, Stream] = {}
@@ -215,6 +240,14 @@ class Session:
     def target(self) -> "Session":
         """Where requests picked for this provider go: the connection itself."""
         return self
+
+    @property
+    def tags(self) -> dict[str, str]:
+        return self.registration.tags if self.registration else {}
+
+    @property
+    def balance_load(self) -> int:
+        return self.outstanding
 
     @property
     def peer_text(self) -> str:
@@ -293,7 +326,7 @@ class Session:
         """Protocol error: tell the peer why, then close the connection."""
         if self.state is State.CLOSED or self.closing:
             return
-        log.log(level, "closing connection %s from %s: %s (0x%x)", self.id, self.peer_text, message, code)
+        log.log(level, "closing connection %s from %s: %s (0x%x)", self.id, self.peer_text, message, code, extra=conn_fields(self))
         self.broker.stats["protocol_errors"] += 1
         self.close_reason = message
         self.send_frame(error_frame(0, code, message))
@@ -331,42 +364,11 @@ class Session:
 
     def handle_frame(self, buf: Any, off: int, end: int) -> None:
         """Relay or act on the frame at ``buf[off:end]`` (header included, no length prefix)."""
-        self.frames_in += 1
-        sid, type_flags = _HEADER.unpack_from(buf, off)
-        ftype = type_flags >> 10
-        if sid:
-            st = self.streams.get(sid & 0x7FFFFFFF)
-            if st is not None and (ftype == _PAYLOAD or ftype == _REQUEST_N or ftype == _CANCEL or ftype == _ERROR):
-                if st.prov is None:
-                    self._pending_frame(st, buf, off, end, ftype, type_flags)
-                    return
-                # The id's parity says which end this session is: ids of the peer's parity are
-                # streams the peer opened (it is the requester), the others are streams the
-                # broker opened towards it (it is the provider). ``st.req is self`` would not
-                # do: a provider calling its own service is both ends of one stream.
-                if (sid & 1) == self.peer_parity:
-                    dest = st.prov
-                    dest.forward(st.prov_sid, buf, off, end)
-                    self._requester_sent(st, ftype, type_flags)
-                else:
-                    dest = st.req
-                    dest.forward(st.req_sid, buf, off, end)
-                    if (
-                        ftype == _PAYLOAD
-                        and st.in_done
-                        and not type_flags & FLAG_FOLLOWS
-                        and (type_flags & FLAG_COMPLETE or (st.kind == _RR and type_flags & FLAG_NEXT))
-                    ):
-                        # The commonest end of a stream, inlined: its last response frame.
-                        st.out_done = True
-                        dest.streams.pop(st.req_id, None)
-                        if self.streams.pop(st.prov_id, None) is not None:
-                            self.outstanding -= 1
-                    else:
-                        self._provider_sent(st, ftype, type_flags)
-                if dest.write_paused:
-                    self._blocked_by(dest)
-                return
+        relay_frame(self, buf, off, end)
+
+    def other_frame(self, buf: Any, off: int, end: int, sid: int, ftype: int, type_flags: int) -> None:
+        """A frame the hot path (``broker.hotpath.relay_frame``) did not relay: requests,
+        connection frames, late frames for ended streams. ``sid`` is the raw 32-bit field."""
         if self.state is State.AWAIT_SETUP:
             self._before_setup(buf, off, end, ftype)
             return
@@ -395,7 +397,7 @@ class Session:
                 code, message = parse_error(buf, off, end)
             except FrameError as exc:
                 code, message = ErrorCode.CONNECTION_ERROR, str(exc)
-            log.info("connection %s closed by peer with error 0x%x: %s", self.id, code, message)
+            log.info("connection %s closed by peer with error 0x%x: %s", self.id, code, message, extra=conn_fields(self))
             self.close_reason = f"peer error 0x{code:x}: {message}"
             self.close()
         elif ftype == FrameType.SETUP:
@@ -423,7 +425,10 @@ class Session:
             setup = parse_setup(bytes(buf[off:end]), 0, end - off)
             self._accept_setup(setup)
         except FrameError as exc:
+            self.broker.meter.setups_refused[ErrorCode(exc.code).name if exc.code in _ERROR_CODES else "OTHER"] += 1
             self.fail_on(exc)
+        else:
+            self.broker.meter.setups_accepted += 1
 
     def _accept_setup(self, setup: Any) -> None:
         if setup.major != 1:
@@ -492,23 +497,11 @@ class Session:
             self.broker.limit_hit("max_streams")
             self._reject(sid, ftype, ErrorCode.REJECTED, f"too many concurrent streams on this connection (limit {limit})")
             return
-        # The metadata, read inline: this runs once per request (see frames.request_metadata).
-        pos = off + 10 if ftype == _STREAM or ftype == _CHANNEL else off + 6
-        if type_flags & FLAG_METADATA:
-            if end - pos < 3:
-                self.fail(ErrorCode.CONNECTION_ERROR, "frame has the metadata flag but no metadata length")
-                return
-            mend = pos + 3 + ((buf[pos] << 16) | (buf[pos + 1] << 8) | buf[pos + 2])
-            if mend > end:
-                self.fail(ErrorCode.CONNECTION_ERROR, f"metadata length {mend - pos - 3} runs past the end of the frame")
-                return
-            metadata = bytes(buf[pos + 3 : mend])
-            has_data = mend < end
-        elif pos > end:
-            self.fail(ErrorCode.CONNECTION_ERROR, f"frame type {ftype} of {end - off} bytes is too short for its fixed fields")
+        try:
+            metadata, has_data = request_metadata(buf, off, end)
+        except FrameError as exc:
+            self.fail(exc.code, str(exc))
             return
-        else:
-            metadata, has_data = b"", pos < end
         st = Stream(ftype, self, sid)
         if type_flags & FLAG_FOLLOWS and not has_data:
             # The metadata may continue in the next fragment: hold the frames until it ends.
@@ -526,9 +519,11 @@ class Session:
             # Every provider and broker link reads composite metadata (registering needs it):
             # bare routing tags read as composite could name another route than the one checked.
             frame = replace_metadata(buf, off, end, md.for_composite_peer(metadata, md.ROUTING_MIME))
-            dest.forward(st.prov_sid, frame, 0, len(frame))
+            forward(dest, st.prov_sid, frame, 0, len(frame))
+            st.meter.bytes_in += len(frame)  # type: ignore[union-attr]
         else:
-            dest.forward(st.prov_sid, buf, off, end)
+            forward(dest, st.prov_sid, buf, off, end)
+            st.meter.bytes_in += end - off  # type: ignore[union-attr]
         if dest.write_paused:
             self._blocked_by(dest)
 
@@ -558,7 +553,8 @@ class Session:
             if self.metadata_mime == md.ROUTING_MIME:
                 frames = self._as_composite(st, frames, whole)
             for frame in frames:
-                dest.forward(st.prov_sid, frame, 0, len(frame))
+                forward(dest, st.prov_sid, frame, 0, len(frame))
+                st.meter.bytes_in += len(frame)  # type: ignore[union-attr]
             if dest.write_paused:
                 self._blocked_by(dest)
 
@@ -665,14 +661,16 @@ class Session:
             )
             return None
         route, service = resolved
+        meter = broker.meter.route(route, service)
         if broker.draining or broker.security.enabled or self.is_link:
             refusal = broker.refuse_request(self, route)
             if refusal:
-                self._reject(sid, ftype, ErrorCode.REJECTED, refusal)
+                self._reject(sid, ftype, ErrorCode.REJECTED, refusal, meter)
                 return None
-        provider, why = broker.registry.pick(service, broker.clock(), self.is_link)
+        now = broker.clock()
+        provider, why = broker.registry.pick(service, now, self.is_link, metadata, self.metadata_mime)
         if provider is None:
-            self._reject(sid, ftype, ErrorCode.REJECTED, why)
+            self._reject(sid, ftype, ErrorCode.REJECTED, why, meter)
             return None
         dest: Session = provider.target
         pid = dest.next_local_id
@@ -681,6 +679,10 @@ class Session:
         else:
             dest.next_local_id = pid + 2
         st.route = route
+        st.meter = meter
+        st.opened_at = now
+        st.trace = broker.tracer.context(metadata, provider)
+        meter.inflight += 1
         st.prov = dest
         st.prov_id = pid
         st.prov_sid = _SID.pack(pid)
@@ -692,7 +694,7 @@ class Session:
             pass  # more fragments of the request follow; they arrive as PAYLOAD frames
         elif ftype == _FNF:
             st.in_done = st.out_done = True
-            self._finish(st)
+            self._finish(st, metering.OK)
         elif ftype != _CHANNEL or last_flags & FLAG_COMPLETE:
             st.in_done = True
         return dest
@@ -712,12 +714,13 @@ class Session:
         self.next_local_id = pid + 2
         return pid
 
-    def _reject(self, sid: int, ftype: int, code: int, message: str) -> None:
+    def _reject(self, sid: int, ftype: int, code: int, message: str, meter: metering.RouteMeter | None = None) -> None:
         """Refuse a stream at once. A fire-and-forget has nobody to tell: count it and log it."""
         self.broker.stats["rejected"] += 1
+        (meter or self.broker.meter.unrouted()).outcomes[metering.REJECTED] += 1
         if ftype == _FNF:
             self.broker.stats["fnf_dropped"] += 1
-            log.info("dropped fire-and-forget on connection %s: %s", self.id, message)
+            log.info("dropped fire-and-forget on connection %s: %s", self.id, message, extra=conn_fields(self))
             return
         self.send_frame(error_frame(sid, code, message))
 
@@ -732,39 +735,54 @@ class Session:
                     st.out_done = True
             elif type_flags & FLAG_COMPLETE:
                 st.in_done = True
-        elif ftype == _CANCEL:
+        elif ftype == _CANCEL or ftype == _ERROR:
+            # the requester gave up (an ERROR from a requester cancels its channel too)
             st.out_done = True
-            if st.kind != _CHANNEL:
+            if st.kind != _CHANNEL or ftype == _ERROR:
                 st.in_done = True
-        elif ftype == _ERROR:
-            st.in_done = st.out_done = True
+            if st.in_done:
+                self._finish(st, metering.CANCELED)
+            return
         else:
             return
         if st.in_done and st.out_done:
-            self._finish(st)
+            self._finish(st, metering.OK)
 
-    def _provider_sent(self, st: Stream, ftype: int, type_flags: int) -> None:
-        """Book-keeping after relaying a frame from the provider to the requester."""
+    def _provider_sent(self, st: Stream, ftype: int, type_flags: int, buf: Any, off: int, end: int) -> None:
+        """Book-keeping after relaying a frame from the provider to the requester, and the
+        provider's outcome for outlier ejection (APPLICATION_ERROR fails, an answer heals)."""
+        outcome = metering.OK
         if ftype == _PAYLOAD:
             if type_flags & FLAG_FOLLOWS:
                 return
             if type_flags & FLAG_COMPLETE or (st.kind == _RR and type_flags & FLAG_NEXT):
                 st.out_done = True
+                if self.failures:
+                    self.broker.provider_outcome(self, st.route, True)
         elif ftype == _ERROR:
             st.in_done = st.out_done = True
+            code = _SID.unpack_from(buf, off + HEADER_LENGTH)[0] if end - off >= HEADER_LENGTH + 4 else None
+            outcome = _ERROR_OUTCOMES.get(code, metering.APPLICATION_ERROR) if code is not None else metering.APPLICATION_ERROR
+            if code == _APP_ERROR and self.registration is not None:
+                self.broker.provider_outcome(self, st.route, False)
         elif ftype == _CANCEL:
             st.in_done = True
         else:
             return
         if st.in_done and st.out_done:
-            self._finish(st)
+            self._finish(st, outcome)
 
-    @staticmethod
-    def _finish(st: Stream) -> None:
-        st.req.streams.pop(st.req_id, None)
+    def _finish(self, st: Stream, outcome: int) -> None:
+        """End ``st`` on both sides; it is metered once, when it leaves its requester's map."""
+        counted = st.req.streams.pop(st.req_id, None) is not None
         prov = st.prov
         if prov is not None and prov.streams.pop(st.prov_id, None) is not None:
             prov.outstanding -= 1
+        if counted and st.meter is not None:
+            now = self.broker.clock()
+            st.meter.ended(outcome, st.opened_at, st.first_at, now)
+            if st.trace is not None:
+                self.broker.tracer.record(st, outcome, now)
 
     # -- connection-level frames ------------------------------------------------------------
 
@@ -811,7 +829,7 @@ class Session:
             return
         refusal = self.broker.refuse_request(self, route)
         if refusal:
-            log.info("dropped METADATA_PUSH from connection %s: %s", self.id, refusal)
+            log.info("dropped METADATA_PUSH from connection %s: %s", self.id, refusal, extra=conn_fields(self, route))
             self.broker.stats["rejected"] += 1
             return
         if self.metadata_mime == md.ROUTING_MIME:
@@ -833,9 +851,11 @@ class Session:
                 continue
             if st.req is self:
                 peer, peer_id = st.prov, st.prov_id
+                outcome = metering.TIMEOUT if self.timed_out else metering.CANCELED
                 if not (st.in_done and st.out_done):
                     peer.send_frame(cancel_frame(peer_id))
             else:
+                outcome = metering.TIMEOUT if self.timed_out else metering.APPLICATION_ERROR
                 peer, peer_id = st.req, st.req_id
                 if not st.out_done or not st.in_done:
                     reason = self.close_reason or "connection lost"
@@ -845,7 +865,7 @@ class Session:
                         )
                     )
             st.in_done = st.out_done = True
-            self._finish(st)
+            self._finish(st, outcome)
         self.streams.clear()
         self.reassembling.clear()
         self.reassembly_bytes = 0

@@ -23,6 +23,10 @@ from broker.auth.keys import load_key_file
 from broker.frames import MAX_FRAME_LENGTH
 from broker.loopback import is_loopback_host
 from broker.registry import POLICIES, ServicePolicy
+from broker.settings_help import HELP, TOPICS
+
+
+LOG_FORMATS = ("text", "json")
 
 
 class SettingsError(ValueError):
@@ -58,17 +62,18 @@ class Settings:
     #: address other nodes and clients should use to reach this node's TCP listener (NAT, containers)
     advertise: str | None = None
     data_dir: str | None = None
+    #: how a brand-new cluster starts (Consul's bootstrap-expect): 0 = a node with empty storage
+    #: and no --join starts a cluster of its own; N = no node starts one alone, the N nodes with
+    #: the smallest ids start it together once gossip shows N live nodes and none already in a
+    #: cluster. A node with a data directory never bootstraps: it rejoins the peers it knew.
+    bootstrap_expect: int = 0
     allow_anonymous: bool = False
     jwt_keys: str | None = None
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
     jwt_leeway_s: float = 30.0  # clock skew tolerated on exp/nbf, as most IdPs suggest
     #: a day: a stolen token is worth at most that long, and clients refresh far more often
-    jwt_max_ttl_s: float = field(
-        default=86_400.0,
-        metadata={"help": "refuse JWTs valid for longer than this many seconds (exp - iat, or exp - now "
-                  "without iat), at SETUP and at the admin API"},
-    )
+    jwt_max_ttl_s: float = 86_400.0
     close_on_token_expiry: bool = True
     tls_cert: str | None = None
     tls_key: str | None = None
@@ -95,51 +100,20 @@ class Settings:
     max_pending_bytes: int = 4 << 20
     # -- client-port limits (issue 11 §5): each is named in its error and in
     #    rsbroker_limit_hits_total{limit=...}; see broker/limits.py
-    max_setup_frame_size: int = field(
-        default=64 * 1024,
-        metadata={"help": "largest frame accepted before SETUP is accepted, bytes (room for a token and a registration)"},
-    )
-    max_metadata_entries: int = field(
-        default=64, metadata={"help": "most composite metadata entries read from one SETUP, request or METADATA_PUSH"}
-    )
-    max_request_metadata: int = field(
-        default=1 << 20, metadata={"help": "largest metadata of a fragmented request held until its route is known, bytes"}
-    )
-    max_fragments: int = field(
-        default=1024, metadata={"help": "most fragments one request's metadata may be split into before its route is known"}
-    )
-    max_reassembly_bytes: int = field(
-        default=4 << 20,
-        metadata={"help": "bytes of unfinished fragmented requests one connection may have the broker hold"},
-    )
-    reassembly_timeout_s: float = field(
-        default=10.0, metadata={"help": "a fragmented request whose metadata is not complete by then is refused, seconds"}
-    )
-    max_services: int = field(default=256, metadata={"help": "most services one registration may list"})
-    max_service_name_bytes: int = field(
-        default=limits.GOSSIP_MAX_SERVICE_BYTES,
-        metadata={"help": f"longest service name, UTF-8 bytes (at most {limits.GOSSIP_MAX_SERVICE_BYTES}: gossip must carry it)"},
-    )
-    max_instance_name_bytes: int = field(
-        default=limits.GOSSIP_MAX_INSTANCE_BYTES,
-        metadata={"help": f"longest instance name, UTF-8 bytes (at most {limits.GOSSIP_MAX_INSTANCE_BYTES})"},
-    )
-    max_tags: int = field(
-        default=limits.GOSSIP_MAX_TAGS, metadata={"help": f"most tags on one registration (at most {limits.GOSSIP_MAX_TAGS})"}
-    )
-    max_tag_key_bytes: int = field(
-        default=limits.GOSSIP_MAX_TAG_KEY_BYTES,
-        metadata={"help": f"longest tag key, UTF-8 bytes (at most {limits.GOSSIP_MAX_TAG_KEY_BYTES})"},
-    )
-    max_tag_value_bytes: int = field(
-        default=limits.GOSSIP_MAX_TAG_VALUE_BYTES,
-        metadata={"help": f"longest tag value, UTF-8 bytes (at most {limits.GOSSIP_MAX_TAG_VALUE_BYTES})"},
-    )
-    max_setups_per_s: int = field(
-        default=10_000,
-        metadata={"help": "most SETUPs accepted per second on this node (connect storms); over it a client "
-                  "gets REJECTED_SETUP saying 'retry after N ms'; 0 turns the limit off"},
-    )
+    max_setup_frame_size: int = 64 * 1024
+    max_metadata_entries: int = 64
+    max_request_metadata: int = 1 << 20
+    max_fragments: int = 1024
+    max_reassembly_bytes: int = 4 << 20
+    reassembly_timeout_s: float = 10.0
+    max_services: int = 256
+    max_service_name_bytes: int = limits.GOSSIP_MAX_SERVICE_BYTES
+    max_instance_name_bytes: int = limits.GOSSIP_MAX_INSTANCE_BYTES
+    max_tags: int = limits.GOSSIP_MAX_TAGS
+    max_tag_key_bytes: int = limits.GOSSIP_MAX_TAG_KEY_BYTES
+    max_tag_value_bytes: int = limits.GOSSIP_MAX_TAG_VALUE_BYTES
+    #: SETUPs accepted per second (connect storms); 0 = off
+    max_setups_per_s: int = 10_000
     # -- end of client-port limits
     #: SIGTERM waits this long for in-flight streams before closing connections
     drain_timeout_s: float = 30.0
@@ -150,28 +124,25 @@ class Settings:
     services: dict[str, dict[str, Any]] = field(default_factory=dict)
     acl: Any = None
     log_level: str = "info"
+    #: text for people reading a terminal, json (one object per line) for log shippers
+    log_format: str = "text"
     #: the admin API on TLS (with the listeners' certificate) and/or behind a bearer JWT with role admin
     admin_tls: bool = False
     #: always in force when authentication is on (see ``admin_token_required``)
-    admin_require_token: bool = field(
-        default=False,
-        metadata={"help": "require a bearer JWT with role admin on the admin API; implied whenever "
-                  "--jwt-keys or --tls-client-ca turn authentication on (kept for older command lines)"},
-    )
+    admin_require_token: bool = False
     #: Host names the admin API answers to besides its own (DNS rebinding defence)
-    admin_allowed_hosts: list[str] = field(
-        default_factory=list,
-        metadata={"help": "comma-separated extra Host names the admin API answers to (a load balancer's "
-                  "or ingress's name); its own addresses, localhost and the host name always work; "
-                  "'*' turns the Host check off"},
-    )
+    admin_allowed_hosts: list[str] = field(default_factory=list)
     #: browser origins whose pages may open the WebSocket listener
-    ws_allowed_origins: list[str] = field(
-        default_factory=list,
-        metadata={"help": "comma-separated origins (scheme://host[:port]) whose pages may open the WebSocket "
-                  "listener; clients sending no Origin and pages of this node's own names always may; "
-                  "'*' allows every origin"},
-    )
+    ws_allowed_origins: list[str] = field(default_factory=list)
+    #: route labels per service in the request metrics; later routes share the label 'other'
+    metrics_max_routes_per_service: int = 50
+    #: service labels in the request metrics; later services share the label 'other'
+    metrics_max_services: int = 500
+    #: services starting with one of these share one label '<prefix>*' (e.g. device.* for
+    #: thousands of one-instance device services)
+    metrics_aggregate_prefixes: list[str] = field(default_factory=list)
+    #: hop spans of traced requests kept per route for the admin API; 0 turns tracing off
+    trace_spans_kept: int = 20
 
     def validate(self) -> None:
         if not self.node_id or any(c.isspace() for c in self.node_id):
@@ -186,6 +157,10 @@ class Settings:
             parse_hostport(seed, "--join")
         if self.join and not self.cluster:
             raise SettingsError("--join needs --cluster (this node's own gossip address)")
+        if self.bootstrap_expect < 0:
+            raise SettingsError("bootstrap_expect must be 0 (off) or the number of nodes of a new cluster")
+        if self.bootstrap_expect > 1 and not self.cluster:
+            raise SettingsError("--bootstrap-expect needs --cluster: the nodes find each other by gossip")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise SettingsError("--tls-cert and --tls-key go together")
         if self.tls_client_ca and not self.tls_cert:
@@ -203,9 +178,19 @@ class Settings:
             raise SettingsError("--jwt-issuer/--jwt-audience need --jwt-keys (which turns authentication on)")
         if not 64 <= self.max_frame_size <= MAX_FRAME_LENGTH:
             raise SettingsError(f"max_frame_size must be from 64 to {MAX_FRAME_LENGTH}")
-        for name in ("max_streams", "max_connections_per_source", "max_pending_bytes", "lease_ttl_ms", "lease_requests"):
+        for name in (
+            "max_streams",
+            "max_connections_per_source",
+            "max_pending_bytes",
+            "lease_ttl_ms",
+            "lease_requests",
+            "metrics_max_routes_per_service",
+            "metrics_max_services",
+        ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be positive")
+        if self.trace_spans_kept < 0:
+            raise SettingsError("trace_spans_kept must be 0 (tracing off) or more")
         self._validate_client_limits()
         for name in ("setup_timeout_s", "drain_timeout_s", "cluster_max_message_bytes", "cluster_read_timeout_s"):
             if getattr(self, name) <= 0:
@@ -227,10 +212,11 @@ class Settings:
         if self.jwt_max_ttl_s <= 0:
             raise SettingsError("jwt_max_ttl_s must be positive")
         self._validate_admin_exposure()
-        from cluster.swim.config import PROFILES
-
-        if self.gossip_profile not in PROFILES:
-            raise SettingsError(f"gossip_profile must be one of {', '.join(sorted(PROFILES))}")
+        # gossip_profile names a cluster.swim profile: rsbroker.node checks it (broker/ imports no cluster/)
+        if self.log_format not in LOG_FORMATS:
+            raise SettingsError(f"log_format must be one of {', '.join(LOG_FORMATS)}")
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise SettingsError("log_level must be one of debug, info, warning, error")
         if self.default_policy not in POLICIES:
             raise SettingsError(f"default_policy must be one of {', '.join(POLICIES)}")
         for service, obj in self.services.items():
@@ -311,7 +297,7 @@ _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 #: settings that only the config file can give (structured values)
 _FILE_ONLY = {"services", "acl"}
 #: list settings: a TOML array, or a comma-separated string from a flag or the environment
-_LISTS = {"join", "admin_allowed_hosts", "ws_allowed_origins"}
+_LISTS = {"join", "admin_allowed_hosts", "ws_allowed_origins", "metrics_aggregate_prefixes"}
 
 
 def _coerce(name: str, value: Any, source: str) -> Any:
@@ -369,22 +355,46 @@ def from_env(environ: Mapping[str, str]) -> dict[str, Any]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per setting (except the structured, file-only ones); defaults stay None."""
-    parser.add_argument("--config", help="TOML file with settings (keys as the flags, dashes or underscores)")
+    """One flag per setting (except the structured, file-only ones), grouped by topic in
+    ``--help``, each with what it does, its unit, default and environment variable.
+    Parsed values stay None so that the file and the environment can supply them."""
+    groups = {topic: parser.add_argument_group(title) for topic, title in TOPICS.items()}
+    groups["node"].add_argument(
+        "--config", help="TOML file with settings (keys as the flags, dashes or underscores); env RSBROKER_CONFIG"
+    )
     for name, f in _FIELDS.items():
         if name in _FILE_ONLY:
             continue
         flag = "--" + name.replace("_", "-")
-        default = f.default if f.default is not dataclasses.MISSING else None
-        shown = f" (default: {default})" if default is not None and not isinstance(default, bool) else ""
-        text = (f.metadata.get("help", "") + shown).strip() or None
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default  # type: ignore[misc]
+        topic, text = HELP.get(name, ("node", name.replace("_", " ")))
+        group = groups[topic]
+        env = "RSBROKER_" + name.upper()
         if isinstance(default, bool):
-            parser.add_argument(flag, dest=name, action="store_const", const=True, default=None, help=text)
-            parser.add_argument(
-                "--no-" + name.replace("_", "-"), dest=name, action="store_const", const=False, default=None
+            group.add_argument(
+                flag, dest=name, action="store_const", const=True, default=None,
+                help=f"{text} (default: {'on' if default else 'off'}; env {env}=true)",
+            )
+            group.add_argument(
+                "--no-" + name.replace("_", "-"), dest=name, action="store_const", const=False, default=None,
+                help=f"turn {flag} off",
             )
         else:
-            parser.add_argument(flag, dest=name, default=None, help=text)
+            shown = ",".join(default) if isinstance(default, list) else default
+            shown = "none" if shown in (None, "") else shown
+            group.add_argument(flag, dest=name, default=None, metavar=_metavar(name, default), help=f"{text} (default: {shown}; env {env})")
+
+
+def _metavar(name: str, default: Any) -> str:
+    if name in ("tcp", "ws", "admin", "cluster", "advertise"):
+        return "HOST:PORT"
+    if name == "join":
+        return "HOST:PORT,..."
+    if name in ("jwt_keys", "tls_cert", "tls_key", "tls_client_ca", "cluster_key"):
+        return "FILE"
+    if isinstance(default, (int, float)):
+        return "N"
+    return "LIST" if isinstance(default, list) else "TEXT"
 
 
 def load(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> Settings:

@@ -1,7 +1,9 @@
 """Transport shells: TCP (length-prefixed frames) and WebSocket (one frame per message).
 
-Each shell turns bytes from its socket into ``Session.handle_frame`` calls and turns the
-session's queued output into socket writes. All relay logic stays in ``broker.session``.
+Each shell turns bytes from its socket into frames for the relay (``Session.handle_frame``, or
+for TCP ``broker.hotpath.read_frames``, which splits and relays a whole read) and turns the
+session's queued output into socket writes. All relay logic stays in ``broker.session`` and
+``broker.hotpath``.
 
 TCP reads are processed in place: complete frames are handed over as offsets into the
 received ``bytes`` object; only a frame split across reads is buffered, and the buffer is
@@ -20,6 +22,7 @@ from aiohttp import web
 
 from broker.auth.tls import peer_principal
 from broker.frames import HEADER_LENGTH, ErrorCode
+from broker.hotpath import forward, read_frames
 from broker.origins import NodeNames, OriginPolicy
 from broker.relay import Broker
 from broker.session import Session, State
@@ -46,7 +49,7 @@ class TcpSession(Session, asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self._buf = bytearray()
         self._need = 0
-        self._out = bytearray()
+        self.wire_out: bytearray = bytearray()
         self._queued = False
 
     # -- asyncio.Protocol --------------------------------------------------------------------
@@ -74,28 +77,8 @@ class TcpSession(Session, asyncio.Protocol):
                 return
             data = bytes(self._buf)
             self._buf = bytearray()
-        n = len(data)
-        pos = 0
-        handle = self.handle_frame
-        while n - pos >= 3:
-            length = (data[pos] << 16) | (data[pos + 1] << 8) | data[pos + 2]
-            if length > self.frame_limit:  # read each time: it grows once SETUP is accepted
-                self.refuse_oversized(length)
-                return
-            if length < HEADER_LENGTH:
-                self.fail(ErrorCode.CONNECTION_ERROR, f"frame of {length} bytes is shorter than the 6-byte header")
-                return
-            end = pos + 3 + length
-            if end > n:
-                self._need = end - pos
-                break
-            handle(data, pos + 3, end)
-            if self.closing:
-                return
-            pos = end
-        else:
-            self._need = 3
-        if pos < n:
+        pos, self._need = read_frames(self, data)
+        if pos < len(data) and not self.closing:
             self._buf = bytearray(memoryview(data)[pos:])
 
     def eof_received(self) -> bool:
@@ -115,20 +98,13 @@ class TcpSession(Session, asyncio.Protocol):
     # -- Session hooks ----------------------------------------------------------------------
 
     def forward(self, sid: bytes, buf: Any, off: int, end: int) -> None:
-        out = self._out
-        out += (end - off).to_bytes(3, "big")
-        out += sid
-        out += memoryview(buf)[off + 4 : end]
-        self.frames_out += 1
-        if not self._queued:
-            self._queued = True
-            self.broker.mark_dirty(self)
+        forward(self, sid, buf, off, end)
 
     def send_frame(self, frame: bytes) -> None:
         if self.state is State.CLOSED:
             return
-        self._out += len(frame).to_bytes(3, "big")
-        self._out += frame
+        self.wire_out += len(frame).to_bytes(3, "big")
+        self.wire_out += frame
         self.frames_out += 1
         if not self._queued:
             self._queued = True
@@ -136,8 +112,8 @@ class TcpSession(Session, asyncio.Protocol):
 
     def flush(self) -> None:
         self._queued = False
-        if self._out and self.transport is not None and not self.transport.is_closing():
-            data, self._out = self._out, bytearray()
+        if self.wire_out and self.transport is not None and not self.transport.is_closing():
+            data, self.wire_out = self.wire_out, bytearray()
             self.transport.write(data)
 
     def _close_transport(self) -> None:
@@ -176,6 +152,10 @@ class WsSession(TcpSession):
 
     def __init__(self, broker: Broker) -> None:
         super().__init__(broker)
+        # No length-prefixed coalescing: the hot path hands every relayed frame to
+        # :meth:`forward`, which frames it as one WebSocket message into ``_out``.
+        self.wire_out = None  # type: ignore[assignment]  # Session.wire_out: None means 'through forward'
+        self._out = bytearray()
         #: a message arriving in several WebSocket frames (continuations), rarely used
         self._message: bytearray | None = None
 
@@ -258,6 +238,12 @@ class WsSession(TcpSession):
         if not self._queued:
             self._queued = True
             self.broker.mark_dirty(self)
+
+    def flush(self) -> None:
+        self._queued = False
+        if self._out and self.transport is not None and not self.transport.is_closing():
+            data, self._out = self._out, bytearray()
+            self.transport.write(data)
 
     def _close_transport(self) -> None:
         if self.transport is not None and not self.transport.is_closing():

@@ -45,18 +45,20 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import collections
 import json
 import logging
 import os
-import random
 import ssl
 import weakref
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Mapping
 
 from broker import metadata as md
 from broker.auth import Principal
+from broker.backoff import Backoff
 from broker.frames import HEADER_LENGTH, ErrorCode, FrameError, keepalive_frame, metadata_push_frame, setup_frame
+from broker.registry import NO_CAPACITY
 from broker.security import is_loopback, is_proven_link, link_principal
 from broker.transports import TcpSession
 from cluster.crypto import Keyring
@@ -210,7 +212,15 @@ class RemoteProvider:
     node: str
     instance: str
     weight: int
+    #: what its node gossips: open streams to it there, or NO_CAPACITY (lease spent, ejected)
     load: int = 0
+    #: its registration tags (canary routing)
+    tags: Mapping[str, str] = field(default_factory=dict)
+    #: instances of this service on its node: this node's streams on the link, shared
+    #: among them, are its live load figure
+    siblings: int = 1
+    #: never counted here: its own node judges its answers (broker.outlier)
+    failures: int = 0
     is_remote = True
     lease_enabled = False
     lease_remaining = 0
@@ -218,8 +228,18 @@ class RemoteProvider:
 
     @property
     def available(self) -> bool:
-        """Reachable: its link is up and gossip does not suspect its node."""
-        return self.node in self.links.up and self.node not in self.links.suspect
+        """Reachable and taking requests: its link is up, gossip does not suspect its node,
+        and its node does not say it has no capacity."""
+        return self.node in self.links.up and self.node not in self.links.suspect and self.load < NO_CAPACITY
+
+    @property
+    def balance_load(self) -> int:
+        """The gossiped figure (its node's view, up to a second old) or this node's own open
+        streams on the link to its node, per instance there, whichever is higher: the live
+        figure covers what we sent since the last gossip, the gossiped one everyone else's."""
+        link = self.links.up.get(self.node)
+        live = link.outstanding // self.siblings if link is not None else 0
+        return self.load if self.load > live else live
 
     @property
     def target(self) -> LinkSession | None:
@@ -232,7 +252,9 @@ class RemoteProvider:
 
 
 class Links:
-    """The node's outbound links and the remote providers reached through them."""
+    """The node's outbound links and the remote providers reached through them; the relay
+    sees it as a :class:`broker.peers.LinkAuthority` (inbound links) and its providers as
+    :class:`broker.registry.Provider` entries."""
 
     def __init__(
         self,
@@ -259,6 +281,10 @@ class Links:
         self._retiring: set[LinkSession] = set()
         self._retire_tasks: set[asyncio.Task[None]] = set()
         self.stats = {"links_opened": 0, "links_lost": 0, "link_auth_failures": 0}
+        #: per peer, for metrics: times a link came up, times it was lost, frames of links now closed
+        self.opened: collections.Counter[str] = collections.Counter()
+        self.lost: collections.Counter[str] = collections.Counter()
+        self.closed_frames: collections.Counter[tuple[str, str]] = collections.Counter()
         broker.links = self
         broker.setup_listeners.append(self._challenge)
 
@@ -282,6 +308,14 @@ class Links:
                 pass
         for link in list(self.up.values()):
             link.close()
+
+    def background_tasks(self) -> dict[str, tuple[asyncio.Task[None], bool]]:
+        """Name → (task, runs until stopped): the keepalive loop and each node's reconnect
+        loop (which ends by itself once the node is no longer wanted), for supervision."""
+        tasks = {f"link to {node}": (task, False) for node, task in self._tasks.items()}
+        if self._keepalive is not None:
+            tasks["link keepalive"] = (self._keepalive, True)
+        return tasks
 
     # -- membership input -------------------------------------------------------------------
 
@@ -317,16 +351,20 @@ class Links:
         if node not in self._tasks or self._tasks[node].done():
             self._tasks[node] = asyncio.get_running_loop().create_task(self._maintain(node))
 
+    def peer_states(self) -> dict[str, bool]:
+        """Whether the link to each node we want one to is up."""
+        return {node: node in self.up for node in sorted(self._wanted)}
+
     # -- link upkeep ------------------------------------------------------------------------
 
     async def _maintain(self, node: str) -> None:
         """Connect to ``node`` and reconnect with jittered backoff while we still want it."""
         loop = asyncio.get_running_loop()
-        backoff = BACKOFF_MIN_S
+        backoff = Backoff(BACKOFF_MIN_S, BACKOFF_MAX_S)
         while node in self._wanted:
             if node in self.up:
                 await asyncio.sleep(0.1)
-                backoff = BACKOFF_MIN_S
+                backoff.reset()
                 continue
             host, port = self._wanted[node]
             link: LinkSession | None = None
@@ -345,8 +383,7 @@ class Links:
                 log.warning("link to node %s at %s:%d: %s (does it run without a cluster key?)",
                             node, host, port, link.close_reason)
                 link.close()
-            await asyncio.sleep(random.uniform(0, backoff))
-            backoff = min(BACKOFF_MAX_S, backoff * 2)
+            await backoff.wait()
 
     def _retire(self, link: LinkSession) -> None:
         """Close ``link`` once its streams ended (or at our drain timeout); keepalives go on."""
@@ -381,6 +418,7 @@ class Links:
             old.close()
         self.up[link.node] = link
         self.stats["links_opened"] += 1
+        self.opened[link.node] += 1
         log.info("link to node %s is up (%s)", link.node, link.peer_text)
 
     def link_down(self, link: LinkSession) -> None:
@@ -388,6 +426,9 @@ class Links:
         if self.up.get(link.node) is link:
             del self.up[link.node]
             self.stats["links_lost"] += 1
+            self.lost[link.node] += 1
+            self.closed_frames[(link.node, "in")] += link.frames_in
+            self.closed_frames[(link.node, "out")] += link.frames_out
             log.info("link to node %s is down: %s", link.node, link.close_reason or "closed")
 
     async def _keepalive_loop(self) -> None:

@@ -84,7 +84,7 @@ def up(args: argparse.Namespace) -> int:
         for i, p in enumerate(ports):
             node_id = f"n{i + 1}"
             cmd = [
-                sys.executable, "-m", "broker", "serve",
+                sys.executable, "-m", "rsbroker", "serve",
                 "--node-id", node_id,
                 "--tcp", f"127.0.0.1:{p['tcp']}",
                 "--ws", f"127.0.0.1:{p['ws']}",
@@ -106,7 +106,7 @@ def up(args: argparse.Namespace) -> int:
         log_path = root / "provider.log"
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "broker", "demo-provider", "--nodes", tcp_list],
+                [sys.executable, "-m", "rsbroker", "demo-provider", "--nodes", tcp_list],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -169,17 +169,26 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def main(argv: list[str]) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rsbroker cluster", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="action", required=True)
     p_up = sub.add_parser("up", help="start a local cluster with the demo provider")
-    p_up.add_argument("--nodes", type=int, default=3)
+    p_up.add_argument("--nodes", type=int, default=3, help="number of nodes, 1..50 (default: %(default)s)")
     p_up.add_argument("--dir", default=".rsbroker-cluster", help="state, logs and data (default: %(default)s)")
-    p_up.add_argument("--base-port", type=int, default=7000)
-    p_up.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for each node")
+    p_up.add_argument(
+        "--base-port", type=int, default=7000, help="first port; each node takes the next few (default: %(default)s)"
+    )
+    p_up.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for each node (default: %(default)s)")
     p_down = sub.add_parser("down", help="stop the cluster started by 'up'")
-    p_down.add_argument("--dir", default=".rsbroker-cluster")
-    p_down.add_argument("--grace", type=float, default=35.0, help="seconds to let nodes drain before SIGKILL")
+    p_down.add_argument("--dir", default=".rsbroker-cluster", help="directory given to 'up' (default: %(default)s)")
+    p_down.add_argument(
+        "--grace", type=float, default=35.0, help="seconds to let nodes drain before SIGKILL (default: %(default)s)"
+    )
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.action == "up":
         if not 1 <= args.nodes <= 50:

@@ -41,13 +41,16 @@ class RemoteRoutes:
         fresh = {e.instance: e for e in entries}
         for instance in [i for i in held if i not in fresh]:
             self._registry.remove(service, held.pop(instance))
+        siblings = len(fresh)
         for instance, entry in fresh.items():
             provider = held.get(instance)
             if provider is None:
-                provider = held[instance] = RemoteProvider(self._links, node, instance, entry.weight, entry.load)
+                provider = held[instance] = RemoteProvider(
+                    self._links, node, instance, entry.weight, entry.load, entry.tags, siblings
+                )
                 self._registry.add(service, provider)
             else:
-                provider.weight, provider.load = entry.weight, entry.load
+                provider.weight, provider.load, provider.tags, provider.siblings = entry.weight, entry.load, entry.tags, siblings
         if held:
             services[service] = tuple(held.values())
         else:

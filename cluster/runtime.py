@@ -7,10 +7,21 @@
 * the gossiped routing table → remote providers in the relay's registry, and the relay's
   local registrations → this node's entries in the routing table;
 * the Raft config store → the relay's live settings (access rules, JWT keys, revoked
-  tokens, per-service policies), applied on every node as entries commit;
+  tokens, per-service policies), applied on every node as entries commit
+  (``cluster.relay_config``);
 * Raft membership ← gossip: the leader adds live members that are not voters (as
   learners, promoted once caught up); removing a dead node is an explicit command, and
   a removed node is added again only once it comes back (``cluster.raft_membership``).
+
+Restarts and bootstrap (see ``Settings.bootstrap_expect``): the node keeps the gossip
+address of every member it saw alive in ``<data-dir>/peers.json`` and joins through them
+(besides ``--join``) on every start, so a node restarted with its data directory rejoins its
+cluster whatever its flags. Only a node without Raft state can start a new cluster: alone
+when it has no ``--join`` and no ``--bootstrap-expect``, otherwise together with the other
+expected nodes once gossip shows them all and none of them is in a cluster already.
+
+Every background loop runs under the node's :class:`~broker.supervisor.Supervisor`;
+:meth:`ClusterRuntime.readiness` says why the node cannot take clients yet, if it cannot.
 
 Without ``--cluster`` the node is a cluster of one: no gossip, no links, but the config
 store still runs (a single-voter Raft group), so the admin config API works the same.
@@ -22,28 +33,31 @@ import asyncio
 import heapq
 import json
 import logging
+import os
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from broker import metadata as md
-from broker.auth import rules_from_store
+from broker.backoff import Backoff
 from broker.frames import metadata_push_frame
-from broker.registry import ServicePolicy
 from broker.settings import parse_hostport
+from broker.supervisor import describe_failure
 from cluster.crypto import Keyring, load_keyring
 from cluster.links import Links
+from cluster.load_gossip import LOAD_GOSSIP_S, local_entries, refreshed
 from cluster.remote_routes import RemoteRoutes
 from cluster.raft.node import RaftNode
 from cluster.raft.transport import InMemoryNetwork, InMemoryTransport, TcpTransport
 from cluster.raft.errors import RaftError
 from cluster.raft_membership import RaftMembership
-from cluster.routing_table import RoutesChanged, ServiceEntry
+from cluster.relay_config import RelayConfig
+from cluster.routing_table import RoutesChanged
 from cluster.swim.core import MemberChanged
 
 if TYPE_CHECKING:
     from broker.relay import Broker
-    from broker.server import Node
+    from rsbroker.node import Node
     from broker.session import Session
 
 log = logging.getLogger("rsbroker.cluster")
@@ -54,13 +68,23 @@ CLIENT_TOPOLOGY_FIELDS = ("node_id", "state", "tcp", "ws")
 RAFT_CHANNEL = 0x02
 #: How often the Raft leader reconciles the voter set with gossip membership (seconds).
 MEMBERSHIP_SYNC_S = 1.0
-#: Longest wait between attempts to reach --join seeds that did not answer (seconds).
+#: Wait bounds between attempts to reach --join seeds that did not answer (seconds, full jitter).
+JOIN_RETRY_MIN_S = 0.25
 JOIN_RETRY_MAX_S = 5.0
 #: How often a changed client-connection count is put into this node's gossip metadata (s).
 LOAD_ANNOUNCE_S = 2.0
 #: Service names listed per node in topology and member views (and topology pushes); the
 #: count is always complete. A fleet node serves one service per device.
 TOPOLOGY_SERVICES = 100
+#: How often a node waiting for --bootstrap-expect peers looks at gossip again (seconds).
+BOOTSTRAP_CHECK_S = 0.5
+#: Longest a readiness probe waits for the leader to confirm the commit index (seconds).
+READY_READ_TIMEOUT_S = 2.0
+#: Where the gossip addresses of the members this node saw alive are kept, in --data-dir.
+PEERS_FILE = "peers.json"
+#: Gossip metadata key saying this node belongs to a Raft group ("1"), so that no node with
+#: --bootstrap-expect starts a second cluster beside it.
+META_IN_CLUSTER = "raft"
 
 
 def _int(text: str | None) -> int | None:
@@ -87,17 +111,25 @@ class ClusterRuntime:
         self._tasks: list[asyncio.Task[None]] = []
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._meta: dict[str, str] = {}
-        #: services whose policy came from the config store (so a deleted key can be undone)
-        self._policies_applied: set[str] = set()
         self.leaving = False
+        #: provider load figures re-announced (``rsbroker_load_updates_total``)
+        self.load_updates = 0
         #: removals from the Raft group, so that membership sync does not undo them
         self._raft_membership = RaftMembership(self.settings.node_id)
+        #: set once start() returned: the admin API answers 503 "starting" before that
+        self.started = False
+        #: the node found its cluster (or had nobody to look for)
+        self.joined = False
+        self.supervisor = node.supervisor
+        self._peers_path: Path | None = None
+        self._peers: dict[str, str] = {}
 
     # -- lifecycle --------------------------------------------------------------------------
 
     async def start(self) -> None:
         settings = self.settings
         data_dir = self._data_dir()
+        self._load_peers(data_dir)
         if settings.cluster:
             await self._start_gossip()
             assert self.gossip is not None
@@ -110,22 +142,133 @@ class ClusterRuntime:
             )
             self.raft_transport = transport
             self.gossip.add_tcp_channel(RAFT_CHANNEL, transport.handle_connection)
+            self.gossip.on_host_moved(lambda host: self._host_moved(transport, host))
         else:
             transport = InMemoryTransport(InMemoryNetwork(), settings.node_id)
         self.raft = RaftNode(settings.node_id, data_dir / "raft", transport)
-        await self.raft.start(bootstrap=not settings.join)
-        self._watch_config()
-        loop = asyncio.get_running_loop()
-        if self.gossip is not None:
-            self._tasks.append(loop.create_task(self._membership_sync()))
-            self._tasks.append(loop.create_task(self._announce_load()))
-            if settings.join:
-                seeds = [parse_hostport(s, "--join") for s in settings.join]
-                if await self.gossip.join(seeds):
-                    log.info("joined the cluster through %s", ", ".join(settings.join))
-                else:
-                    log.warning("no seed of %s answered yet; retrying in the background", ", ".join(settings.join))
-                    self._tasks.append(loop.create_task(self._join_until_answered(seeds)))
+        seeds = self._seeds()
+        alone = not seeds and settings.bootstrap_expect <= 1
+        await self.raft.start(bootstrap=alone)
+        self._supervise(self.raft.background_tasks)
+        RelayConfig(self.raft, self.broker).watch()
+        if self.gossip is None:
+            self.joined = True
+        else:
+            if self.raft.has_state:  # before the first push-pull: nobody may bootstrap beside us
+                self._meta[META_IN_CLUSTER] = "1"
+                self.gossip.set_meta(dict(self._meta))
+            seeds = [s for s in seeds if s != self.gossip.address]  # one command line lists us too
+            self._supervise(self.gossip.background_tasks)
+            self._spawn("raft membership sync", self._membership_sync())
+            self._spawn("gossip metadata", self._announce_load(), forever=False)  # ends on leave
+            self._spawn("provider loads", self._gossip_provider_loads(), forever=False)
+            if not self.raft.has_state and not alone:
+                self._spawn("bootstrap", self._bootstrap_when_expected(), forever=False)
+            if not seeds:
+                self.joined = True
+            elif await self.gossip.join(seeds):
+                self.joined = True
+                log.info("joined the cluster through %s", ", ".join(f"{h}:{p}" for h, p in seeds))
+            else:
+                log.warning("no seed of %s answered yet; retrying in the background",
+                            ", ".join(f"{h}:{p}" for h, p in seeds))
+                self._spawn("join", self._join_until_answered(seeds), forever=False)
+        self.started = True
+
+    def _spawn(self, name: str, coro: Any, forever: bool = True) -> None:
+        self._tasks.append(self.supervisor.spawn(name, coro, forever=forever))
+
+    def _supervise(self, tasks: dict[str, asyncio.Task[None]]) -> None:
+        for name, task in tasks.items():
+            self.supervisor.watch(name, task)
+
+    def _supervise_links(self) -> None:
+        if self.links is not None:
+            for name, (task, forever) in self.links.background_tasks().items():
+                self.supervisor.watch(name, task, forever=forever)
+
+    async def readiness(self) -> str | None:
+        """Why this node cannot take clients yet, or None when it can: it has joined, its config
+        store has applied the leader's commit index (a ReadIndex round), and it has a link to
+        every live member that serves something (a request for any service it knows can be
+        forwarded). Members serving nothing are left out so that one unreachable idle node
+        cannot make every other node unready."""
+        if not self.started:
+            return "starting"
+        if self.raft.failure is not None:
+            return str(self.raft.failure)
+        if not self.joined:
+            return "not joined: no --join seed or remembered peer answered yet"
+        try:
+            await self.raft.read_barrier(timeout=READY_READ_TIMEOUT_S)
+        except RaftError as exc:
+            return f"config store not caught up with the leader: {exc}"
+        if self.links is not None and self.gossip is not None:
+            own = self.settings.node_id
+            missing = sorted(
+                m["node_id"] for m in self.gossip.members()
+                if m["state"] == "alive" and m["routes"] and m["node_id"] != own and m["node_id"] not in self.links.up
+            )  # fmt: skip
+            if missing:
+                return f"cannot route yet: no link to {', '.join(missing)}"
+        return None
+
+    # -- peers, join and bootstrap ----------------------------------------------------------
+
+    def _load_peers(self, data_dir: Path) -> None:
+        """The members this node saw alive in an earlier run (its way back into the cluster)."""
+        self._peers_path = data_dir / PEERS_FILE
+        try:
+            peers = json.loads(self._peers_path.read_text())
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as exc:
+            log.warning("ignoring %s: %s", self._peers_path, exc)
+            return
+        if isinstance(peers, dict):
+            self._peers = {str(k): str(v) for k, v in peers.items() if k != self.settings.node_id}
+
+    def _remember_peer(self, node_id: str, address: str) -> None:
+        if self._peers.get(node_id) == address or self._peers_path is None or node_id == self.settings.node_id:
+            return
+        self._peers[node_id] = address
+        tmp = self._peers_path.with_suffix(".tmp")
+        try:
+            tmp.write_text(json.dumps(self._peers, indent=1, sort_keys=True))
+            os.replace(tmp, self._peers_path)
+        except OSError as exc:
+            log.warning("cannot save the peer list %s: %s", self._peers_path, describe_failure(exc))
+
+    def _seeds(self) -> list[tuple[str, int]]:
+        """--join, then every peer remembered from an earlier run (each address once)."""
+        seeds: list[tuple[str, int]] = []
+        for text in [*self.settings.join, *sorted(self._peers.values())]:
+            try:
+                seed = parse_hostport(text, "--join")
+            except ValueError:
+                continue
+            if seed not in seeds:
+                seeds.append(seed)
+        return seeds
+
+    async def _bootstrap_when_expected(self) -> None:
+        """Start a new cluster with the ``bootstrap_expect`` smallest node ids once that many
+        nodes are alive in gossip and none of them belongs to a cluster; or stop waiting as
+        soon as this node hears from a leader (it joined an existing cluster)."""
+        expect = self.settings.bootstrap_expect
+        while not self.raft.has_state:
+            await asyncio.sleep(BOOTSTRAP_CHECK_S)
+            alive = [m for m in self.gossip.members() if m["state"] == "alive"]
+            if any(m["metadata"].get(META_IN_CLUSTER) == "1" for m in alive):
+                continue  # an existing cluster: its leader adds us
+            if len(alive) < expect:
+                continue
+            voters = sorted(m["node_id"] for m in alive)[:expect]
+            if self.settings.node_id not in voters:
+                return  # the first voters start it; their leader adds us
+            if self.raft.bootstrap(voters):
+                log.info("bootstrapped a new cluster with voters %s", ", ".join(voters))
+            return
 
     def _data_dir(self) -> Path:
         if self.settings.data_dir:
@@ -164,6 +307,7 @@ class ClusterRuntime:
         self.links = Links(self.broker, settings.node_id, self.keyring, self._link_ssl())
         self.remote = RemoteRoutes(self.broker.registry, self.links)
         self.links.start()
+        self._supervise_links()
         self.broker.registry_listeners.append(self._publish_local)
         self.broker.setup_listeners.append(self._greet)
 
@@ -192,6 +336,7 @@ class ClusterRuntime:
             await self.gossip.leave()  # announces, lets it spread, then stops gossiping
 
     async def stop(self) -> None:
+        self.supervisor.stopping()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -214,7 +359,7 @@ class ClusterRuntime:
                 if name.startswith("dropped_"):
                     dropped[(plane, name[len("dropped_"):])] = value
         failures = self.links.stats["link_auth_failures"] if self.links else 0
-        return {"dropped": dropped, "link_auth_failures": failures}
+        return {"dropped": dropped, "link_auth_failures": failures, "load_updates": self.load_updates}
 
     # -- gossip → relay ---------------------------------------------------------------------
 
@@ -225,6 +370,12 @@ class ClusterRuntime:
             if member["node_id"] == node_id:
                 return member
         return None
+
+    def _host_moved(self, transport: TcpTransport, host: str) -> None:
+        for member in self.gossip.members():
+            if parse_hostport(member["address"], "member")[0] == host:
+                log.info("node %s moved to %s: reconnecting Raft", member["node_id"], member["resolved"])
+                transport.forget(member["node_id"])
 
     def _raft_address(self, node_id: str) -> tuple[str, int] | None:
         member = self._member(node_id)
@@ -240,8 +391,11 @@ class ClusterRuntime:
             self.links.suspect.add(member.node)
         else:
             self.links.suspect.discard(member.node)
+        if state == "alive":
+            self._remember_peer(member.node, f"{member.host}:{member.port}")
         if state in ("alive", "suspect") and tcp:
             self.links.want(member.node, parse_hostport(tcp, f"member {member.node} tcp"))
+            self._supervise_links()
         elif state in ("dead", "left"):
             self.links.want(member.node, None, drain=state == "left")
             self.remote.drop(member.node)
@@ -255,17 +409,24 @@ class ClusterRuntime:
         for service in change.services:
             self.remote.update(change.node, service, self.gossip.table.entries(change.node, service))
 
-    def _local_entries(self, service: str) -> list[ServiceEntry]:
-        return [
-            ServiceEntry(service=service, instance=p.instance, weight=p.weight, load=p.outstanding)
-            for p in self.broker.registry.providers(service)
-            if not p.is_remote
-        ]
-
     def _publish_local(self, services: frozenset[str]) -> None:
         if self.gossip is not None:
+            now = self.broker.clock()
             for service in services:
-                self.gossip.set_local_service(service, self._local_entries(service))
+                self.gossip.set_local_service(service, local_entries(self.broker.registry, service, now))
+
+    async def _gossip_provider_loads(self) -> None:
+        """Keep the loads in this node's routing entries current, at a bounded rate (see
+        cluster.load_gossip); stops once the node leaves, as its entries go with it."""
+        node_id = self.settings.node_id
+        while not self.leaving:
+            await asyncio.sleep(LOAD_GOSSIP_S)
+            try:
+                for service, entries in refreshed(self.broker.registry, self.gossip.table, node_id, self.broker.clock()):
+                    self.gossip.set_local_service(service, entries)
+                    self.load_updates += 1
+            except Exception:  # a bug here must not stop load gossip for good
+                log.exception("provider load gossip pass failed")
 
     # -- topology -------------------------------------------------------------------------
 
@@ -302,6 +463,7 @@ class ClusterRuntime:
                 "state": member["state"],
                 "incarnation": member["incarnation"],
                 "address": member["address"],
+                "resolved": member.get("resolved"),
                 "meta": dict(member["metadata"]),
                 "routes": member["routes"],
                 "services_total": total,
@@ -382,10 +544,10 @@ class ClusterRuntime:
 
     async def _join_until_answered(self, seeds: list[tuple[str, int]]) -> None:
         """Seeds may start after us (a whole cluster booting at once): keep asking."""
-        delay = 0.25
+        backoff = Backoff(JOIN_RETRY_MIN_S, JOIN_RETRY_MAX_S)
         while not await self.gossip.join(seeds):
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, JOIN_RETRY_MAX_S)
+            await backoff.wait()
+        self.joined = True
         log.info("joined the cluster through %s", ", ".join(f"{h}:{p}" for h, p in seeds))
 
     async def _announce_load(self) -> None:
@@ -401,8 +563,10 @@ class ClusterRuntime:
             if self.leaving:
                 return
             count = self._client_connections()
-            if count != announced and self.gossip is not None:
+            in_cluster = "1" if self.raft.has_state else "0"
+            if (count != announced or self._meta.get(META_IN_CLUSTER) != in_cluster) and self.gossip is not None:
                 self._meta["connections"] = str(count)
+                self._meta[META_IN_CLUSTER] = in_cluster
                 self.gossip.set_meta(dict(self._meta))
                 announced = count
 
@@ -410,35 +574,3 @@ class ClusterRuntime:
         """Remove a (dead) node from the Raft group; runs on the leader."""
         await self.raft.remove_member(node_id)
         self._raft_membership.removed(node_id, self.gossip.members() if self.gossip is not None else [])
-
-    def _watch_config(self) -> None:
-        raft = self.raft
-        security = self.broker.security
-
-        def acl(_: Any) -> None:
-            rules, problems = rules_from_store(raft.list("acl/"))
-            security.set_rules(rules)
-            for problem in problems:
-                log.warning("config store: %s", problem)
-
-        def keys(_: Any) -> None:
-            security.set_keys({k[len("keys/") :]: v for k, v in raft.list("keys/").items()})
-
-        def revoked(_: Any) -> None:
-            security.set_revoked(k[len("revoked/") :] for k in raft.list("revoked/"))
-
-        def services(_: Any) -> None:
-            registry = self.broker.registry
-            stored = {k[len("services/") :]: v for k, v in raft.list("services/").items()}
-            for service in set(self._policies_applied) - set(stored):
-                registry.set_policy(service, None)
-            for service, value in stored.items():
-                try:
-                    registry.set_policy(service, ServicePolicy.from_obj(value))
-                except ValueError as exc:
-                    log.warning("config store: services/%s: %s", service, exc)
-            self._policies_applied = set(stored)
-
-        for prefix, apply in (("acl/", acl), ("keys/", keys), ("revoked/", revoked), ("services/", services)):
-            raft.watch(prefix, apply)
-            apply(None)

@@ -9,6 +9,8 @@ RSocket intends.
 from __future__ import annotations
 
 import asyncio
+import itertools
+import os
 import time
 
 from benchmarks import frames
@@ -20,6 +22,9 @@ _TYPE_SHIFT = 10
 _FIRST_STREAM = 1
 #: open-loop sender tick, seconds; requests due within a tick leave together.
 _RATE_TICK_S = 0.001
+#: BENCH_TRACE=1: every request-response carries a W3C trace entry with its own span id, as
+#: traced traffic does (for the tracing overhead figure; the broker's route cache cannot help)
+TRACE_ENV = "BENCH_TRACE"
 
 
 class FrameLoad(frames.FrameProtocol):
@@ -31,6 +36,8 @@ class FrameLoad(frames.FrameProtocol):
         self.recorder = recorder
         data = bytes(cell.payload_bytes)
         routing = frames.routing_metadata()
+        if os.environ.get(TRACE_ENV) == "1":
+            routing += frames.trace_metadata()
         stream_body = frames.request_body(frames.REQUEST_STREAM, data, routing, cell.inflight)
         self._stream_request = (len(stream_body) + 4).to_bytes(3, "big"), stream_body
         body = frames.request_body(
@@ -38,6 +45,9 @@ class FrameLoad(frames.FrameProtocol):
         )
         self._prefix = (len(body) + 4).to_bytes(3, "big")
         self._body = body
+        span_at = body.find(frames.SPAN_PLACEHOLDER)
+        #: where each request's own span id goes, and the ids (None: requests are not traced)
+        self._span = (span_at, itertools.count(1)) if span_at >= 0 else None
         probe = frames.request_body(frames.REQUEST_RESPONSE, b"", routing)
         self._probe = (len(probe) + 4).to_bytes(3, "big"), probe
         self._next_id = _FIRST_STREAM
@@ -64,7 +74,11 @@ class FrameLoad(frames.FrameProtocol):
     # request-response
     def send_request(self, due: float) -> None:
         """Queue one request-response; its latency counts from ``due``."""
-        self._pending[self._stamp(self._prefix, self._body)] = due
+        body = self._body
+        if self._span is not None:
+            at, ids = self._span
+            body = body[:at] + b"%016x" % next(ids) + body[at + 16 :]
+        self._pending[self._stamp(self._prefix, body)] = due
 
     # request-stream
     def start_stream(self) -> None:

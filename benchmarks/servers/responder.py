@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 
 from benchmarks import frames
 from benchmarks.servers.common import announce, run, split_address, until_signalled
@@ -111,9 +112,9 @@ async def _serve(listen: str) -> None:
         await until_signalled()
 
 
-async def _provide(broker: str, instance: str) -> None:
+async def _provide(broker: str, instance: str, tags: dict[str, str]) -> None:
     host, port = split_address(broker)
-    setup = frames.setup(Responder.keepalive_ms, Responder.lifetime_ms, frames.register_metadata(instance))
+    setup = frames.setup(Responder.keepalive_ms, Responder.lifetime_ms, frames.register_metadata(instance, tags=tags))
     transport, protocol = await asyncio.get_running_loop().create_connection(lambda: Responder(setup), host, port)
     announce(address=broker, instance=instance)
     stop = asyncio.ensure_future(until_signalled())
@@ -129,11 +130,12 @@ def main(argv: list[str] | None = None) -> None:
     provide = roles.add_parser("provide")
     provide.add_argument("--broker", required=True)
     provide.add_argument("--instance", default="responder-1")
+    provide.add_argument("--tags", type=json.loads, default={}, help="registration tags as a JSON object")
     args = parser.parse_args(argv)
     if args.role == "serve":
         run(lambda: _serve(args.listen))
     else:
-        run(lambda: _provide(args.broker, args.instance))
+        run(lambda: _provide(args.broker, args.instance, args.tags))
 
 
 if __name__ == "__main__":

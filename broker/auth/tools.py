@@ -57,8 +57,7 @@ def _run(job: Callable[[], None]) -> int:
     return 0
 
 
-def token_main(argv: list[str]) -> int:
-    """``rsbroker token``: print a signed JWT for development and tests."""
+def token_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rsbroker token",
         description="Mint a signed JWT (bearer token for SETUP) from a private key.",
@@ -75,6 +74,12 @@ def token_main(argv: list[str]) -> int:
     parser.add_argument("--aud", help="audience claim; must equal the broker's --jwt-audience")
     parser.add_argument("--kid", help="key id header; must name a key in the broker's JWKS or config store")
     parser.add_argument("--jti", help="token id (default: random), the handle for revocation")
+    return parser
+
+
+def token_main(argv: list[str]) -> int:
+    """``rsbroker token``: print a signed JWT for development and tests."""
+    parser = token_parser()
     args = _parse(parser, argv)
     if isinstance(args, int):
         return args
@@ -105,8 +110,7 @@ def _report(what: str, files: certs.IssuedFiles, cert_label: str = "certificate"
     print(f"{what}:\n  {cert_label}: {files.cert}\n  private key: {files.key}")
 
 
-def certs_main(argv: list[str]) -> int:
-    """``rsbroker certs``: make a CA, node and client certificates, and JWT key pairs."""
+def certs_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rsbroker certs",
         description="Make the keys and certificates for TLS, mTLS and JWT signing.",
@@ -119,7 +123,7 @@ def certs_main(argv: list[str]) -> int:
     init.add_argument(
         "--out", required=True, type=Path, help="directory for the CA files (refuses to overwrite)"
     )
-    init.add_argument("--name", default="rsbroker CA", help="CA common name")
+    init.add_argument("--name", default="rsbroker CA", help="CA common name (default: %(default)s)")
     init.add_argument("--days", type=int, default=3650, help="validity in days (default 3650)")
 
     node = sub.add_parser("node", help="issue a broker node certificate (server + client use)")
@@ -151,8 +155,12 @@ def certs_main(argv: list[str]) -> int:
     )
     keypair.add_argument("--out", required=True, type=Path, help="output directory (refuses to overwrite)")
     keypair.add_argument("--name", default="jwt", help="file name prefix (default jwt)")
+    return parser
 
-    args = _parse(parser, argv)
+
+def certs_main(argv: list[str]) -> int:
+    """``rsbroker certs``: make a CA, node and client certificates, and JWT key pairs."""
+    args = _parse(certs_parser(), argv)
     if isinstance(args, int):
         return args
     if getattr(args, "days", 1) <= 0:

@@ -28,6 +28,7 @@ import random
 from typing import Any, AsyncIterable, AsyncIterator, Iterable
 
 from broker import metadata as md
+from broker.backoff import Backoff
 from broker.client.api import default_instance, open_connection
 from broker.client.connection import Connection
 from broker.client.errors import ConnectionLostError, SetupError, retry_after_s
@@ -35,15 +36,9 @@ from broker.client.router import Router
 from broker.client.streams import Inbound
 from broker.client.transport import parse_address
 
-__all__ = ["ClusterClient", "Topology", "backoff_delay", "connect_cluster"]
+__all__ = ["ClusterClient", "Topology", "connect_cluster"]
 
 log = logging.getLogger("rsbroker.client")
-
-
-def backoff_delay(attempt: int, base_s: float, cap_s: float) -> float:
-    """Full-jitter exponential backoff: uniform in ``[0, min(cap, base·2^attempt)]`` seconds,
-    so clients that lost the same node do not come back in one herd."""
-    return random.uniform(0, min(cap_s, base_s * 2 ** min(attempt, 30)))
 
 
 class Topology:
@@ -109,8 +104,8 @@ class ClusterClient:
         self.services = list(services)
         self.router = router
         self.instance = instance or default_instance()
-        self.backoff_base_s = backoff_base_s
-        self.backoff_max_s = backoff_max_s
+        #: full jitter, so that clients that lost the same node do not come back in one herd
+        self.backoff = Backoff(backoff_base_s, backoff_max_s)
         self.request_wait_s = request_wait_s
         self.options = {"keepalive_s": 1.0, "max_lifetime_s": 4.0, "setup_timeout_s": 2.0, **options}
         self.connection: Connection | None = None
@@ -159,7 +154,6 @@ class ClusterClient:
             raise
 
     async def _connect_forever(self) -> None:
-        attempt = 0
         while not self._closing:
             address = self.topology.next_address()
             try:
@@ -177,20 +171,20 @@ class ClusterClient:
                 hint = retry_after_s(exc)
                 if hint is None and not self._ever_connected:
                     return  # a refused first SETUP (bad token) will not get better by retrying
-                attempt += 1
-                # a node shedding a connect storm says when to come back; jitter spreads the herd
-                delay = backoff_delay(attempt, self.backoff_base_s, self.backoff_max_s)
-                await asyncio.sleep(hint * random.uniform(1.0, 1.2) if hint is not None else delay)
+                if hint is not None:
+                    # a node shedding a connect storm says when to come back; jitter spreads the herd
+                    await asyncio.sleep(hint * random.uniform(1.0, 1.2))
+                else:
+                    await self.backoff.wait()
                 continue
             except (OSError, ConnectionLostError, asyncio.TimeoutError) as exc:
                 self._failed(address, exc)
-                attempt += 1
-                await asyncio.sleep(backoff_delay(attempt, self.backoff_base_s, self.backoff_max_s))
+                await self.backoff.wait()
                 continue
             if self._ever_connected:
                 self.reconnects += 1
             self._ever_connected = True
-            attempt = 0
+            self.backoff.reset()
             self.connection = connection
             self._connected.set()
             log.info("connected to %s", address)
@@ -200,7 +194,7 @@ class ClusterClient:
             self.last_error = reason
             if not self._closing:
                 log.warning("connection to %s ended (%s); moving to the next node", address, reason)
-                await asyncio.sleep(backoff_delay(0, self.backoff_base_s, self.backoff_max_s))
+                await self.backoff.wait()
 
     def _failed(self, address: str, exc: BaseException) -> None:
         self.failed_attempts += 1

@@ -123,6 +123,8 @@ class Reassembly:
             raise FrameError(f"stream {sid}: a {FrameType(ftype).name} frame came in the middle of a fragmented payload")
         elif part.ftype == _PAYLOAD:
             part.flags = flags  # NEXT and COMPLETE count on the last fragment
+        else:
+            part.flags |= flags & FLAG_COMPLETE  # a channel's COMPLETE rides on its last fragment
         if meta is not None:
             if part.metadata is None:
                 part.metadata = bytearray()

@@ -23,9 +23,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from broker.backoff import Backoff
 from broker.client import ClusterClient, ConnectionLostError, Router, RSocketError, SetupError
-from broker.client.cluster import backoff_delay
 from broker.client.errors import retry_after_s
+from broker.fdlimit import raise_open_file_limit
 
 #: how often a worker tells the parent how far it got, seconds
 PROGRESS_EVERY_S = 0.25
@@ -148,15 +149,14 @@ class Fleet:
         SETUP it had no time to read, and a simulator should measure that, not stop at it."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.spec.connect_timeout_s
-        attempt = 0
+        backoff = Backoff(self.spec.backoff_base_s, self.spec.backoff_max_s)
         while True:
             try:
                 await device.start(timeout_s=max(0.1, deadline - loop.time()))
                 break
             except SetupError as exc:
-                attempt += 1
                 if loop.time() + 0.1 < deadline:
-                    await asyncio.sleep(min(backoff_delay(attempt, self.spec.backoff_base_s, self.spec.backoff_max_s), max(0.0, deadline - loop.time())))
+                    await asyncio.sleep(min(backoff.next_delay(), max(0.0, deadline - loop.time())))
                     continue
                 error: Exception = exc
             except Exception as exc:  # noqa: BLE001 - every failure is counted by its reason
@@ -236,8 +236,6 @@ async def run_fleet(spec: FleetSpec, queue: Any, stop_flag: Any) -> None:
 def worker_main(spec: FleetSpec, queue: Any, stop_flag: Any) -> None:
     """Entry point of a simulator child process."""
     import logging
-
-    from broker.server import raise_open_file_limit
 
     logging.basicConfig(level=logging.ERROR)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when the fleet stops

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .validation import ValidationError
 
-__all__ = ["MembershipError", "NotLeader", "RaftError", "Timeout", "ValidationError"]
+__all__ = ["MembershipError", "NotLeader", "RaftError", "StorageFull", "Timeout", "ValidationError"]
 
 
 class RaftError(Exception):
@@ -22,6 +22,11 @@ class NotLeader(RaftError):
 
 class Timeout(RaftError, TimeoutError):
     """No answer in time. For writes the outcome is unknown: the entry may still commit."""
+
+
+class StorageFull(RaftError):
+    """The Raft log could not be written: the disk (or quota) is full. Nothing more commits on
+    this node until space is freed and it restarts; its message starts with ``storage full``."""
 
 
 class MembershipError(RaftError):

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import errno
 import itertools
 import logging
 import os
@@ -40,9 +41,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from broker.metering import Histogram
+
 from .config import ConfigError, RaftConfig
 from .core import ProposalDropped, Raft, Ready, Role
-from .errors import MembershipError, NotLeader, RaftError, Timeout
+from .errors import MembershipError, NotLeader, RaftError, StorageFull, Timeout
 from .messages import ConfChange, ConfChangeOp, EntryType, Message
 from .statemachine import ApplyResult, Change, Command, ConfigStateMachine, WatchStream
 from .storage import FileStorage, Storage
@@ -124,7 +127,13 @@ class RaftNode:
         self._observers: list[asyncio.Future[None]] = []
         self._last_leader: str | None = None
         self._leader_change: asyncio.Future[None] | None = None
-        self._failure: BaseException | None = None
+        self._failure: RaftError | None = None
+        #: for metrics: proposals made here, leader changes seen, storage save (fsync) time,
+        #: size of the last snapshot taken or restored (bytes)
+        self.proposals = 0
+        self.leader_changes = 0
+        self.fsync_seconds = Histogram()
+        self.snapshot_bytes = 0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -147,6 +156,7 @@ class RaftNode:
         )
         if rec.snapshot is not None:
             self.state_machine.restore(rec.snapshot.data, rec.snapshot.index)
+            self.snapshot_bytes = len(rec.snapshot.data)
         if bootstrap and not rec.hard_state.term and not rec.entries and rec.snapshot is None:
             core.bootstrap([self.node_id])
         self._core = core
@@ -162,6 +172,23 @@ class RaftNode:
         recovered = core.log.committed
         await self._wait_until(lambda: self.core.log.applied >= recovered, self._deadline(None), "replaying the log")
 
+    def bootstrap(self, voters: list[str]) -> bool:
+        """Make ``voters`` the first membership of a brand-new cluster, if this node has no Raft
+        state yet; every initial voter making the same call yields identical logs. Returns False
+        when the node already has state (it learned the membership from a leader instead)."""
+        try:
+            self.core.bootstrap(voters)
+        except ProposalDropped:
+            return False
+        self._wakeup.set()
+        return True
+
+    @property
+    def has_state(self) -> bool:
+        """Whether this node belongs to a Raft group already (bootstrapped, or heard from a leader)."""
+        core = self.core
+        return bool(core.term or core.log.last_index() or core.voters or core.learners)
+
     async def stop(self) -> None:
         """Stop ticking and sending; pending calls fail with RaftError."""
         if not self._running:
@@ -174,6 +201,16 @@ class RaftNode:
         self._fail_pending(RaftError(f"raft node {self.node_id} stopped"))
         await asyncio.get_running_loop().run_in_executor(self._io, self.storage.close)
         self._io.shutdown(wait=True)
+
+    @property
+    def background_tasks(self) -> dict[str, asyncio.Task[None]]:
+        """The tick and Ready loops, which must run until :meth:`stop` (for supervision)."""
+        return dict(zip(("raft tick", "raft loop"), self._tasks))
+
+    @property
+    def failure(self) -> RaftError | None:
+        """Why the Raft loop stopped (``StorageFull`` for a full disk), or None while it runs."""
+        return self._failure
 
     @property
     def core(self) -> Raft:
@@ -346,8 +383,8 @@ class RaftNode:
         """Re-check ``predicate`` after every tick and Ready until it holds or the deadline passes."""
         loop = asyncio.get_running_loop()
         while not predicate():
-            if self._failure is not None:
-                raise RaftError(f"raft loop failed: {self._failure!r}")
+            if self.failure is not None:
+                raise self.failure
             remaining = self._remaining(deadline)
             if remaining <= 0 or not self._running:
                 raise Timeout(f"timed out waiting for {what}")
@@ -359,6 +396,8 @@ class RaftNode:
                 pass
 
     async def _wait_for_leader(self, deadline: float) -> None:
+        if self._failure is not None:  # a dead loop would let every request wait out its deadline
+            raise self._failure
         try:
             await self._wait_until(lambda: self.core.lead is not None, deadline, "a leader")
         except Timeout:
@@ -383,6 +422,7 @@ class RaftNode:
                 await self._wait_for_leader(deadline)
                 leader = self.core.lead
                 try:
+                    self.proposals += 1
                     self.core.propose(data)
                     self._wakeup.set()
                 except ProposalDropped as exc:
@@ -429,7 +469,7 @@ class RaftNode:
                 while core.has_ready():
                     rd = core.ready()
                     if rd.entries or rd.hard_state is not None or rd.snapshot is not None:
-                        await loop.run_in_executor(self._io, self.storage.save, rd.hard_state, rd.entries, rd.snapshot)
+                        await loop.run_in_executor(self._io, self._timed_save, rd)
                     for m in rd.messages:
                         self.transport.send(m)
                     self._apply(rd)
@@ -439,14 +479,25 @@ class RaftNode:
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # a storage failure must not leave callers hanging
-            log.exception("raft loop of %s failed; the node stops serving", self.node_id)
-            self._failure = exc
-            self._fail_pending(RaftError(f"raft loop failed: {exc!r}"))
-            raise
+            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                self._failure = StorageFull(f"storage full: cannot write the Raft log in {getattr(self.storage, 'dir', 'its storage')}: {exc.strerror}")
+                log.error("raft loop of %s stopped: %s", self.node_id, self._failure)
+            else:
+                log.exception("raft loop of %s failed; the node stops serving", self.node_id)
+                self._failure = RaftError(f"raft loop failed: {exc!r}")
+            self._fail_pending(self._failure)
+            raise self._failure from exc
+
+    def _timed_save(self, rd: Ready) -> None:
+        """Save on the I/O thread, timing the write and its fsync for the metrics."""
+        started = time.perf_counter()
+        self.storage.save(rd.hard_state, rd.entries, rd.snapshot)
+        self.fsync_seconds.observe(time.perf_counter() - started)
 
     def _apply(self, rd: Ready) -> None:
         if rd.snapshot is not None:
             self.state_machine.restore(rd.snapshot.data, rd.snapshot.index)
+            self.snapshot_bytes = len(rd.snapshot.data)
         for entry in rd.committed_entries:
             if entry.type is not EntryType.NORMAL or not entry.data:
                 continue
@@ -462,6 +513,7 @@ class RaftNode:
         if rd.leader != self._last_leader:
             log.info("raft %s: leader is now %s (term %d)", self.node_id, rd.leader, self.core.term)
             self._last_leader = rd.leader
+            self.leader_changes += 1
             if self._leader_change is not None and not self._leader_change.done():
                 self._leader_change.set_result(None)
             self._leader_change = None
@@ -477,6 +529,7 @@ class RaftNode:
         if core.log.applied - core.log.snap_index < self.options.snapshot_every:
             return
         snap = core.compact(self.state_machine.snapshot())
+        self.snapshot_bytes = len(snap.data)
         retained = list(core.log.entries)
         await asyncio.get_running_loop().run_in_executor(self._io, self.storage.compact, snap, retained)
 

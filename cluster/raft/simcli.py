@@ -26,19 +26,26 @@ def _run_batch_args(args: tuple[int, int, SimOptions]) -> list[SimResult]:
     return run_batch(*args)
 
 
-def main(argv: list[str]) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rsbroker sim raft", description=__doc__.splitlines()[0])
-    parser.add_argument("--nodes", type=int, default=5)
-    parser.add_argument("--runs", type=int, default=100)
-    parser.add_argument("--seed", type=int, default=1, help="seed of the first run; run i uses seed+i")
-    parser.add_argument("--duration", type=float, default=SimOptions.duration, help="virtual ticks per run")
-    parser.add_argument("--loss", type=float, default=SimOptions.loss)
-    parser.add_argument("--duplicate", type=float, default=SimOptions.duplicate)
-    parser.add_argument("--clients", type=int, default=SimOptions.clients)
+    parser.add_argument("--nodes", type=int, default=5, help="Raft group size (default %(default)s)")
+    parser.add_argument("--runs", type=int, default=100, help="simulated runs, each with its own seed (default %(default)s)")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the first run; run i uses seed+i (default %(default)s)")
+    parser.add_argument("--duration", type=float, default=SimOptions.duration, help="virtual ticks per run (default %(default)s)")
+    parser.add_argument("--loss", type=float, default=SimOptions.loss, help="message loss probability, 0..1 (default %(default)s)")
+    parser.add_argument(
+        "--duplicate", type=float, default=SimOptions.duplicate, help="message duplication probability, 0..1 (default %(default)s)"
+    )
+    parser.add_argument("--clients", type=int, default=SimOptions.clients, help="concurrent simulated clients (default %(default)s)")
     parser.add_argument("--no-membership", action="store_true", help="no membership changes in the schedules")
-    parser.add_argument("--jobs", type=int, default=1, help="worker processes")
+    parser.add_argument("--jobs", type=int, default=1, help="worker processes (default %(default)s)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--verbose", action="store_true", help="print every violation")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.nodes < 1 or args.runs < 1 or args.jobs < 1:
         parser.error("--nodes, --runs and --jobs must be >= 1")

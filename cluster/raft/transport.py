@@ -33,6 +33,8 @@ import logging
 import struct
 from collections.abc import Callable
 
+from broker.backoff import Backoff
+
 from ..crypto import DecryptError, Keyring
 from .messages import Message, WireError, decode_message, encode_message
 
@@ -52,6 +54,9 @@ READ_TIMEOUT_S = 10.0
 #: half-dead streams). Streams whose first frame opened no longer count: several nodes may
 #: share one host (a local cluster, a test).
 MAX_STREAMS_PER_PEER = 4
+#: Wait bounds between attempts to reach a peer that did not answer (seconds, full jitter).
+RECONNECT_MIN_S = 0.02
+RECONNECT_MAX_S = 1.0
 _LEN = struct.Struct(">I")
 
 #: node id -> (host, port), or None while the address is unknown.
@@ -133,7 +138,7 @@ class _Peer:
         self.task = asyncio.get_running_loop().create_task(self._run(), name=f"raft-send-{node_id}")
 
     async def _run(self) -> None:
-        backoff = 0.02
+        backoff = Backoff(RECONNECT_MIN_S, RECONNECT_MAX_S)
         while True:
             first = await self.queue.get()
             try:
@@ -141,10 +146,9 @@ class _Peer:
             except (TimeoutError, OSError) as exc:
                 log.debug("raft: cannot reach %s: %s", self.node_id, exc)
                 self._drain()  # stale by the time we reconnect; Raft will resend what matters
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 1.0)
+                await backoff.wait()
                 continue
-            backoff = 0.02
+            backoff.reset()
             try:
                 batch = [first]
                 while True:
@@ -221,6 +225,13 @@ class TcpTransport(Transport):
             peer.queue.put_nowait(msg)
         except asyncio.QueueFull:
             log.debug("raft: queue to %s full, dropping %s", msg.to, msg.type.name)
+
+    def forget(self, node_id: str) -> None:
+        """Drop the connection to ``node_id``; the next message reconnects to its current address
+        (its host moved: the old connection would hang until TCP gives up)."""
+        peer = self._peers.pop(node_id, None)
+        if peer is not None:
+            peer.task.cancel()
 
     async def handle_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Serve one inbound Raft stream whose channel byte was already read."""

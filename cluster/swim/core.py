@@ -26,6 +26,7 @@ the suspicion so the suspect learns of it directly (buddy system).
 from __future__ import annotations
 
 import random
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Protocol, Sequence
 
@@ -227,6 +228,8 @@ class Swim:
         #: Suspects we have not probed ourselves since their suspicion began (ordered set).
         self._unprobed_suspects: dict[str, None] = {}
         self._queue = BroadcastQueue(config.retransmit_limit)
+        #: probes started, suspicions raised, refutations of our own suspicion (for metrics)
+        self.counts: Counter[str] = Counter()
         self._seq = 0
         self._probe: _Probe | None = None
         self._relays: dict[int, _Relay] = {}
@@ -406,6 +409,7 @@ class Swim:
         if target is None:
             return
         self._seq += 1
+        self.counts["probes"] += 1
         self._probe = _Probe(self._seq, target.node, now + self.awareness.scale(self.config.probe_timeout_s),
                              now + interval)
         msgs: list[Message] = [Ping(self._seq, target.node, self.name)]
@@ -557,6 +561,7 @@ class Swim:
         # message with its refutation, which may have missed us in the gossip.
         self._unprobed_suspects[s.node] = None
         self._queue.queue(("member", s.node), s)
+        self.counts["suspicions"] += 1
         self._transition(m, MemberState.SUSPECT, now, out)
 
     def _on_dead(self, d: Dead, now: float, out: _Out, src: Addr | None = None) -> None:
@@ -589,6 +594,7 @@ class Swim:
 
     def _refute(self, accused_inc: int, now: float, out: _Out) -> None:
         self._self.inc = max(self._self.inc, accused_inc) + 1
+        self.counts["refutations"] += 1
         self._queue_alive()
         # Lifeguard: being accused hints that we are slow to answer; slow down accusing others.
         self.awareness.apply(1)

@@ -12,6 +12,9 @@ Rules of this module:
 * Without a cluster key, binding a non-loopback address is refused unless
   ``allow_insecure=True``: unauthenticated gossip on a network lets anyone join or kill
   members (like Redis's protected mode).
+* Members may advertise host names: UDP sends go through a :class:`~cluster.swim.resolve.Resolver`
+  (cached, re-resolved in the background, never on the send path); a datagram to a name not
+  resolved yet waits for its one lookup. TCP connects resolve through the loop as usual.
 * Every dropped packet is counted (:meth:`GossipNode.stats`); callbacks that raise are
   logged and do not stop the node. A gossip TCP exchange must finish within
   ``tcp_timeout_s``, and one address holds at most ``MAX_UNOPENED_PER_PEER`` streams whose
@@ -36,6 +39,7 @@ from cluster.routing_table import RemoteEntry, RoutesChanged, RoutingTable, Serv
 from .config import Config
 from .core import Addr, MemberChanged, NameConflict, PushPullTo, Send, Swim
 from .messages import PushPull
+from .resolve import Resolver
 from .wire import MAX_FRAME, Dropped, PacketCodec
 
 __all__ = ["CHANNEL_GOSSIP", "CHANNEL_RAFT", "GossipNode", "parse_addr"]
@@ -114,6 +118,8 @@ class GossipNode:
         self._runner: asyncio.Task[None] | None = None
         self._swim: Swim | None = None
         self._table: RoutingTable | None = None
+        self._moved_callbacks: list[Callable[[str], None]] = []
+        self._resolver = Resolver(on_moved=lambda host: self._notify(self._moved_callbacks, host))
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -132,6 +138,7 @@ class GossipNode:
                     raise
                 continue
             self._udp = udp
+            self._resolver.family = udp.get_extra_info("socket").family
             break
         bound_addr = (host, bound)
         advertised = (self._advertise[0], self._advertise[1] or bound) if self._advertise else bound_addr
@@ -181,6 +188,11 @@ class GossipNode:
         """The address other members know us by."""
         return self._require().addr
 
+    @property
+    def background_tasks(self) -> dict[str, asyncio.Task[None]]:
+        """The timer loop, which must run until :meth:`stop` (for supervision)."""
+        return {"gossip timer": self._runner} if self._runner is not None else {}
+
     def add_tcp_channel(self, tag: int, handler: TcpHandler) -> None:
         """Serve TCP connections whose first byte is ``tag`` with ``handler`` (e.g. Raft)."""
         if tag == CHANNEL_GOSSIP or not 0 <= tag <= 255:
@@ -192,6 +204,11 @@ class GossipNode:
 
     def on_routes_changed(self, callback: Callable[[RoutesChanged], None]) -> None:
         self._route_callbacks.append(callback)
+
+    def on_host_moved(self, callback: Callable[[str], None]) -> None:
+        """``callback(host)`` when a member's host name resolves to a new address: long-lived
+        connections to the old one (Raft's) hang until TCP gives up, minutes later."""
+        self._moved_callbacks.append(callback)
 
     def set_local_services(self, entries: Iterable[ServiceEntry]) -> None:
         """Replace what this node announces; differences are gossiped at once."""
@@ -231,6 +248,7 @@ class GossipNode:
         return [{
             "node_id": m.node,
             "address": f"{m.host}:{m.port}",
+            "resolved": self._resolver.known(m.host),
             "state": m.state.name.lower(),
             "incarnation": m.incarnation,
             "metadata": m.meta,
@@ -243,7 +261,10 @@ class GossipNode:
         merged.update(self._counters)
         if self._table:
             merged["routes_not_announced"] = self._table.not_announced
+        merged["dns_lookups"] = self._resolver.lookups
+        merged["dns_failures"] = self._resolver.failures
         if self._swim:
+            merged.update(self._swim.counts)
             merged["health_score"] = self._swim.awareness.score
             merged["members_live"] = self._swim.num_live()
         return dict(merged)
@@ -270,8 +291,8 @@ class GossipNode:
             if isinstance(out, Send):
                 if out.reliable:
                     self._spawn(self._send_tcp(out.addr, out.messages))
-                elif self._udp:
-                    self._udp.sendto(self._codec.seal(out.messages, time.time()), out.addr)
+                else:
+                    self._send_udp(out.addr, self._codec.seal(out.messages, time.time()))
             elif isinstance(out, PushPullTo):
                 self._spawn(self._push_pull(out.addr, out.join))
             elif isinstance(out, MemberChanged):
@@ -301,6 +322,23 @@ class GossipNode:
         return self._swim
 
     # ---- UDP ----------------------------------------------------------------------------
+
+    def _send_udp(self, addr: Addr, packet: bytes) -> None:
+        """Send at once to a known address; a name not resolved yet sends after its lookup."""
+        if self._udp is None:
+            return
+        address = self._resolver.cached(addr[0])
+        if address is not None:
+            self._udp.sendto(packet, (address, addr[1]))
+        else:
+            self._spawn(self._resolve_and_send(addr, packet))
+
+    async def _resolve_and_send(self, addr: Addr, packet: bytes) -> None:
+        address = await self._resolver.resolve(addr[0])
+        if address is None:
+            self._counters["dropped_unresolved"] += 1
+        elif self._udp is not None:
+            self._udp.sendto(packet, (address, addr[1]))
 
     def _on_datagram(self, data: bytes, src: Addr) -> None:
         if self._swim is None or self._runner is None:

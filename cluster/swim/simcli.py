@@ -19,7 +19,7 @@ from .scenarios import Scenario, run
 __all__ = ["main"]
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rsbroker sim gossip",
                                 description="Deterministic SWIM/Lifeguard simulation (virtual time).")
     p.add_argument("--nodes", type=int, default=10, help="cluster size (default 10)")
@@ -39,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     if not 0.0 <= args.loss < 1.0:
         print("--loss must be within [0, 1)", file=sys.stderr)
         return 2

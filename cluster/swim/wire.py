@@ -39,7 +39,8 @@ __all__ = ["ENVELOPE_OVERHEAD", "Dropped", "PacketCodec", "ReplayGuard", "GOSSIP
 #: Wire version this node sends. APPEND-ONLY: a new version may add envelope fields at
 #: the end and new message types, never change the meaning of existing ones.
 #: 1: [version, ts_ms, packet_id, messages]; receivers skip unknown messages.
-WIRE_VERSION = 1
+#: 2: adds ROUTE_BATCH (type 10) and route digests as push-pull's sixth field.
+WIRE_VERSION = 2
 #: Associated data binding sealed gossip to its channel (see cluster.crypto).
 GOSSIP_AAD = b"gossip"
 #: Worst-case bytes the envelope adds around its messages: array header, version,

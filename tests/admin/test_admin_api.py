@@ -10,7 +10,7 @@ import pytest
 
 from admin.app import admin_app
 from admin.openapi import PATHS
-from broker.server import Node
+from rsbroker.node import Node
 from broker.settings import Settings
 from tests.support.brokerproc import BrokerFactory, BrokerProcess
 
@@ -53,7 +53,7 @@ async def test_dashboard_and_openapi_are_served(node: BrokerProcess, http: aioht
     async with http.get(f"{node.admin_url}/") as resp:
         assert resp.status == 200
         assert resp.content_type == "text/html"
-        assert "/api/v1/topology" in await resp.text()
+        assert "/api/v1/events" in await resp.text()
     async with http.get(f"{node.admin_url}/api/v1/openapi.json") as resp:
         doc = await resp.json()
         assert doc["openapi"].startswith("3.") and "/api/v1/config/{key}" in doc["paths"]

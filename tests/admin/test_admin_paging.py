@@ -9,7 +9,7 @@ import pytest
 
 from tests.support.admin import get_json
 from tests.support.brokerproc import BrokerFactory, BrokerProcess
-from tests.support.fleet import close_devices, connect_devices, service_of
+from tests.support.fleet import close_devices, connect_devices, service_of, wait_routes_everywhere
 
 DEVICES = 250
 
@@ -46,6 +46,7 @@ async def test_services_and_connections_count_filter_and_page(node: BrokerProces
     devices = await connect_devices([node], range(DEVICES), per_connection=5)
     admin = str(node.admin)
     try:
+        await wait_routes_everywhere([node], DEVICES, timeout=30)  # a SETUP has no answer: wait until all are in
         total, names = await _all_pages(admin, "/api/v1/services?prefix=device.", "services", 40)
         assert total == DEVICES and names == [service_of(n) for n in range(DEVICES)]
         status, one = await get_json(admin, f"/api/v1/services?prefix={service_of(7)}")

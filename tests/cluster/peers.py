@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -59,12 +59,15 @@ def who_router(service: str, instance: str, recorder: Recorder | None = None) ->
     return router
 
 
-def client_who_router(service: str, instance: str) -> Router:
-    """A ``broker.client`` router answering ``<service>.who`` with ``instance``."""
+def client_who_router(service: str, instance: str, broken: Callable[[], bool] = lambda: False) -> Router:
+    """A ``broker.client`` router answering ``<service>.who`` with ``instance``, or failing
+    with APPLICATION_ERROR ``<instance> is broken`` while ``broken()``."""
     router = Router()
 
     @router.response(f"{service}.who")
     async def who(data: bytes) -> bytes:
+        if broken():
+            raise RuntimeError(f"{instance} is broken")
         return instance.encode()
 
     return router
@@ -84,10 +87,11 @@ async def _tolerant(client: Any) -> AsyncIterator[Any]:
 
 @contextlib.asynccontextmanager
 async def provider(
-    node: BrokerProcess, service: str, instance: str, recorder: Recorder | None = None, **options: Any
+    node: BrokerProcess | str, service: str, instance: str, recorder: Recorder | None = None, **options: Any
 ) -> AsyncIterator[Any]:
-    """An rsocket-py provider of ``service`` (see :func:`who_router`) connected to ``node``."""
-    host, port = split_hostport(str(node.tcp))
+    """An rsocket-py provider of ``service`` (see :func:`who_router`) connected to ``node``
+    (a broker process or its ``host:port`` TCP address)."""
+    host, port = split_hostport(node if isinstance(node, str) else str(node.tcp))
     client = connect(host, port, services=[service], router=who_router(service, instance, recorder), instance=instance, **options)
     async with _tolerant(client) as connected:
         yield connected

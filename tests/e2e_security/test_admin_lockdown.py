@@ -9,6 +9,8 @@
 * Browsers: a request whose ``Host`` is not one of the node's names (DNS rebinding) is
   refused with 421; a write whose ``Origin`` is another site is refused with 403; no CORS
   header is ever granted; the dashboard opened from the node itself still works.
+* The dashboard's event stream: its token only in the header (never from the URL), and the
+  stream ends once that token expires.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from broker.auth.tokens import mint_token
 from tests.e2e_security.pki import AUDIENCE, ISSUER, Pki
 from tests.support.brokerproc import BrokerFactory, BrokerProcess, run_rsbroker
 
+#: bound on reading an event stream whose token has 8 s to live (a busy machine, not a speed claim)
+STREAM_OUTLIVES_S = 60.0
 #: what a browser sends along with a page load from the node itself
 BROWSER_HEADERS = {
     "User-Agent": "Mozilla/5.0 (X11; Linux x86_64) Chrome/120.0 Safari/537.36",
@@ -169,18 +173,59 @@ async def test_a_cross_origin_write_is_refused_and_no_cors_is_granted(open_node:
     assert status == 200, body
 
 
+async def first_snapshot(node: BrokerProcess, path: str = "/api/v1/events", **headers: str) -> tuple[int, Any, dict[str, str]]:
+    """``(status, first snapshot or refusal body, headers)`` of the dashboard's event stream."""
+    async with aiohttp.ClientSession() as http, http.get(f"{node.admin_url}{path}", headers=headers) as response:
+        if response.status != 200:
+            return response.status, await response.json(), dict(response.headers)
+        async for line in response.content:
+            if line.startswith(b"data: "):
+                return response.status, json.loads(line[6:]), dict(response.headers)
+    raise AssertionError("the event stream ended before its first snapshot")
+
+
 async def test_the_dashboard_opened_from_the_node_itself_works(open_node: BrokerProcess) -> None:
     status, page, headers = await call(open_node, "GET", "/", headers=BROWSER_HEADERS)
-    assert status == 200 and "/api/v1/topology" in page
+    assert status == 200 and "/api/v1/events" in page and "/api/v1/config" in page
     assert "Access-Control-Allow-Origin" not in headers
     fetch = {**BROWSER_HEADERS, "Accept": "*/*", "Sec-Fetch-Mode": "cors", "Sec-Fetch-Site": "same-origin", "Referer": f"{open_node.admin_url}/"}
-    for path in ("/api/v1/topology", "/api/v1/raft", "/api/v1/config"):
-        status, body, _ = await call(open_node, "GET", path, headers=fetch)
-        assert status == 200, (path, body)
+    for path in ("/api/v1/config?stale=true", "/api/v1/stats", "/api/v1/topology"):
+        status, body, headers = await call(open_node, "GET", path, headers=fetch)
+        assert status == 200 and "Access-Control-Allow-Origin" not in headers, (path, body)
+    status, snapshot, headers = await first_snapshot(open_node, **{**fetch, "Accept": "text/event-stream"})
+    assert status == 200 and snapshot["self"] == open_node.node_id, snapshot
+    assert headers["Content-Type"] == "text/event-stream" and "Access-Control-Allow-Origin" not in headers
+
+
+async def test_the_dashboard_feed_takes_the_token_in_its_header_only(secured: BrokerProcess) -> None:
+    token = str(secured.admin_token)
+    for path in ("/api/v1/events", "/api/v1/stats", f"/api/v1/events?token={token}", f"/api/v1/events?access_token={token}"):
+        status, body, _ = await call(secured, "GET", path)
+        assert status == 401 and "requires 'Authorization: Bearer <token>'" in body["error"], (path.split("?")[0], status, body)
+    status, snapshot, _ = await first_snapshot(secured, Authorization=f"Bearer {token}")
+    assert status == 200 and snapshot["self"] == secured.node_id, snapshot
+
+
+async def test_an_event_stream_ends_when_its_token_expires(secured: BrokerProcess, pki: Pki) -> None:
+    """A stream is one long request: it must not outlive the credential it was opened with
+    (``secured`` has no clock-skew leeway). The page then reconnects and is asked again."""
+    token = pki.token("operator", ("admin",), ttl=8)
+    snapshots = 0
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=STREAM_OUTLIVES_S)) as http:
+        async with http.get(f"{secured.admin_url}/api/v1/events", headers={"Authorization": f"Bearer {token}"}) as response:
+            assert response.status == 200, await response.text()
+            try:
+                async for line in response.content:  # until the node ends the stream
+                    snapshots += line.startswith(b"data: ")
+            except asyncio.TimeoutError:
+                pytest.fail(f"the event stream went on {STREAM_OUTLIVES_S:.0f} s after opening with an 8 s token ({snapshots} snapshots)")
+    assert snapshots >= 1
+    status, body, _ = await call(secured, "GET", "/api/v1/events", token=token)
+    assert status == 401 and "expired" in body["error"], body
 
 
 async def test_rsbroker_status_needs_and_takes_an_admin_token(secured: BrokerProcess) -> None:
     refused = await asyncio.to_thread(run_rsbroker, "status", "--admin", str(secured.admin))
-    assert refused.returncode == 1 and "answered 401" in refused.stderr and "--token" in refused.stderr, refused.stderr
+    assert refused.returncode == 1 and "HTTP 401" in refused.stderr and "--token" in refused.stderr, refused.stderr
     done = await asyncio.to_thread(run_rsbroker, "status", "--admin", str(secured.admin), "--token", str(secured.admin_token))
     assert done.returncode == 0 and secured.node_id in done.stdout, done.stderr

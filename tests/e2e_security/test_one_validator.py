@@ -72,7 +72,8 @@ def file_verdict(factory: BrokerFactory, *args: str, config: str | None = None) 
 
 async def put_verdict(node: BrokerProcess, key: str, value: Any) -> tuple[bool, str]:
     async with aiohttp.ClientSession() as http:
-        async with http.put(f"{node.admin_url}/api/v1/config/{key}", data=json.dumps(value)) as response:
+        headers = {"Authorization": f"Bearer {node.admin_token}"}
+        async with http.put(f"{node.admin_url}/api/v1/config/{key}", data=json.dumps(value), headers=headers) as response:
             text = await response.text()
             assert response.status in (200, 400), text  # a refusal is a 400 with a reason, never a 500
             return response.status == 200, text
@@ -85,7 +86,7 @@ def node(module_broker_factory: BrokerFactory, pki: Pki) -> BrokerProcess:
     key_file.write_bytes((pki.root / "keys" / "ed25519-public.pem").read_bytes())
     args = pki.jwt_args()
     args[args.index(str(pki.jwt_keys))] = str(key_file)
-    return module_broker_factory.start(*args)
+    return module_broker_factory.start(*args, admin_token=pki.admin_token())
 
 
 @pytest.fixture(scope="module")

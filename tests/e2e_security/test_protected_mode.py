@@ -32,6 +32,7 @@ class PeerSession:
     peer: tuple[Any, ...] | None
     tls_principal: Principal | None = None
     broker: _Broker = field(default_factory=_Broker)
+    id: int = 1
 
     @property
     def peer_text(self) -> str:

@@ -189,7 +189,7 @@ def test_reassembly_stays_within_its_limits(loop: asyncio.AbstractEventLoop, ste
             if frame.type == FrameType.ERROR and frame.stream_id:
                 code, message = frame.error
                 if code == ErrorCode.REJECTED:
-                    assert any(name in message for name in broker.limit_hits), message
+                    assert any(name in message for name in broker.meter.limit_hits), message
         provider.take()
 
 

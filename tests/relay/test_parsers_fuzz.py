@@ -3,21 +3,36 @@
 Two kinds of input, as h11's fuzzing does: whole random byte strings, and valid frames
 mutated byte by byte (flipped, inserted, deleted, truncated). Parsers get the same
 ``(buf, off, end)`` views the relay passes them, including non-zero offsets.
+
+The relay runs the hot path (``broker.hotpath``), not the readable references in
+``broker.frames``: both hot-path implementations, pure Python and compiled, are fuzzed here
+and must agree with the references and with each other, result for result, error for error.
 """
 
 from __future__ import annotations
 
 import json
+from types import ModuleType
 from typing import Any, Callable
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from broker import _hotpath
 from broker import frames as fr
 from broker import metadata as md
 from broker.frames import FrameError, FrameType
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+try:
+    from broker import _hotpath_c
+except ImportError:  # not built: tests/relay/test_hotpath.py makes that red in CI
+    _hotpath_c = None
+
+#: every hot-path implementation this interpreter can load, pure Python first
+HOT_PATHS: list[ModuleType] = [_hotpath] + ([_hotpath_c] if _hotpath_c is not None else [])
 
 
 def _only_frame_errors(parse: Callable[[], Any]) -> Any:
@@ -141,6 +156,185 @@ def test_valid_frames_parse(frame: bytes) -> None:
         if metadata:
             assert md.route_of(metadata, md.COMPOSITE_MIME)
     assert fr.split_frames(fr.with_length_prefix(frame), 0, len(frame)) == ([(3, 3 + len(frame))], 3 + len(frame))
+
+
+# -- broker.hotpath (both implementations) against the references -------------------------
+
+
+def _outcome(call: Callable[[], Any]) -> tuple[Any, ...]:
+    """What a call did, comparable across implementations: its result, or its FrameError."""
+    try:
+        return ("ok", call())
+    except FrameError as exc:
+        return (type(exc), str(exc), exc.code)
+
+
+class Recorder:
+    """The session side of the hot path with no streams: every frame reaches ``other_frame``."""
+
+    def __init__(self, frame_limit: int = fr.MAX_FRAME_LENGTH) -> None:
+        self.streams: dict[int, Any] = {}
+        self.frames_in = 0
+        self.frame_limit = frame_limit
+        self.closing = False
+        self.seen: list[tuple[int, int, int, int, int]] = []
+        self.refused: list[tuple[Any, ...]] = []
+
+    def other_frame(self, buf: Any, off: int, end: int, sid: int, ftype: int, type_flags: int) -> None:
+        self.seen.append((off, end, sid, ftype, type_flags))
+
+    def refuse_oversized(self, length: int) -> None:
+        self.refused.append(("oversized", length))
+        self.closing = True
+
+    def fail(self, code: int, message: str) -> None:
+        self.refused.append(("fail", code, message))
+        self.closing = True
+
+
+_streams_in = st.one_of(
+    st.binary(max_size=200),
+    st.lists(valid_frames(), max_size=4).map(lambda fs: b"".join(fr.with_length_prefix(f) for f in fs)).flatmap(
+        lambda b: mutated(st.just(b))
+    ),
+)
+
+
+@FUZZ
+@given(buf=_streams_in, max_length=st.integers(0, 300))
+def test_hot_path_framing_matches_split_frames_and_header(buf: bytes, max_length: int) -> None:
+    """read_frames relays exactly the frames split_frames finds, with frames.header's reading
+    of each header, refuses where it fails (with its message), and asks for the bytes the next
+    frame needs."""
+    reference = _outcome(lambda: fr.split_frames(buf, 0, max_length))
+    runs = []
+    for hot in HOT_PATHS:
+        session = Recorder(max_length)
+        outcome = _outcome(lambda: hot.read_frames(session, buf))  # noqa: B023
+        runs.append((outcome, session.seen, session.refused, session.frames_in))
+        if reference[0] == "ok":
+            frames, consumed = reference[1]
+            left = len(buf) - consumed
+            need = 3 + ((buf[consumed] << 16) | (buf[consumed + 1] << 8) | buf[consumed + 2]) if left >= 3 else 3
+            assert outcome == ("ok", (consumed, need)) and session.refused == []
+        else:
+            error, message, code = reference
+            last_end = session.seen[-1][1] if session.seen else 0
+            frames = fr.split_frames(buf[:last_end], 0, max_length)[0]
+            assert outcome == ("ok", (last_end, 0))
+            if error is fr.FrameTooLarge:
+                [(what, length)] = session.refused
+                assert what == "oversized"
+                assert message == f"frame of {length} bytes exceeds the maximum frame size of {max_length} bytes"
+            else:
+                assert session.refused == [("fail", code, message)]
+        assert [(off, end) for off, end, *_ in session.seen] == frames
+        assert session.frames_in == len(frames)
+        for off, _end, sid, ftype, type_flags in session.seen:
+            assert (sid & 0x7FFFFFFF, ftype, type_flags & 0x3FF) == fr.header(buf, off)
+            assert type_flags >> 10 == ftype and sid == int.from_bytes(buf[off : off + 4], "big")
+    assert all(run == runs[0] for run in runs)
+
+
+@pytest.mark.parametrize("hot", HOT_PATHS, ids=lambda m: m.__name__)
+def test_hot_path_reads_the_frame_limit_for_every_frame(hot: ModuleType) -> None:
+    """Accepting SETUP raises the limit: a large frame right behind it in the same read passes."""
+
+    class Growing(Recorder):
+        def other_frame(self, *args: Any) -> None:
+            super().other_frame(*args)
+            self.frame_limit = 1000
+
+    small, large = fr.setup_frame(), fr.payload_frame(1, b"x" * 500)
+    session = Growing(len(small))
+    data = fr.with_length_prefix(small) + fr.with_length_prefix(large)
+    assert hot.read_frames(session, data) == (len(data), 3)
+    assert [(off, end) for off, end, *_ in session.seen] == [(3, 3 + len(small)), (6 + len(small), len(data))]
+    assert session.refused == []
+
+
+@FUZZ
+@given(views(), st.integers(-3, 3), st.integers(-3, 3))
+def test_hot_path_relay_frame_bounds(view: tuple[bytes, int, int], shift_off: int, shift_end: int) -> None:
+    """Any view, in bounds or not: both implementations read the same header or refuse alike."""
+    buf, off, end = view
+    off, end = off + shift_off, end + shift_end
+    runs = []
+    for hot in HOT_PATHS:
+        session = Recorder()
+        runs.append((_outcome(lambda: hot.relay_frame(session, buf, off, end)), session.seen))  # noqa: B023
+    if 0 <= off and end <= len(buf) and end - off >= fr.HEADER_LENGTH:
+        assert runs[0] == (("ok", None), [(off, end, *_raw_header(buf, off))])
+    else:
+        assert runs[0][0][0] is FrameError and not runs[0][1]
+    assert all(run == runs[0] for run in runs)
+
+
+def _raw_header(buf: bytes, off: int) -> tuple[int, int, int]:
+    sid, type_flags = int.from_bytes(buf[off : off + 4], "big"), int.from_bytes(buf[off + 4 : off + 6], "big")
+    return sid, type_flags >> 10, type_flags
+
+
+@FUZZ
+@given(views())
+def test_hot_path_request_metadata_matches_reference(view: tuple[bytes, int, int]) -> None:
+    reference = _outcome(lambda: fr.request_metadata(*view))
+    for hot in HOT_PATHS:
+        assert _outcome(lambda: hot.request_metadata(*view)) == reference  # noqa: B023
+
+
+class Broker:
+    def __init__(self) -> None:
+        self.dirty: list[Any] = []
+
+    def mark_dirty(self, session: Any) -> None:
+        self.dirty.append(session)
+
+
+class Wire:
+    """A length-prefixed destination: what the TCP shell holds between flushes."""
+
+    def __init__(self) -> None:
+        self.wire_out = bytearray()
+        self.frames_out = 0
+        self._queued = False
+        self.broker = Broker()
+
+
+class Whole:
+    """A destination taking whole frames (WebSocket's way)."""
+
+    wire_out = None
+
+    def __init__(self) -> None:
+        self.got: list[bytes] = []
+
+    def forward(self, sid: bytes, buf: Any, off: int, end: int) -> None:
+        self.got.append(sid + bytes(buf[off + 4 : end]))
+
+
+@FUZZ
+@given(st.lists(st.tuples(views(st.binary(min_size=6, max_size=64)), st.binary(min_size=4, max_size=4)), min_size=1, max_size=4))
+def test_hot_path_forward_coalesces_rewritten_frames(items: list[tuple[tuple[bytes, int, int], bytes]]) -> None:
+    """Frames forwarded in one turn come out as one buffer of prefixed frames with the new ids,
+    the destination marked for flushing once; a whole-frame destination gets each frame."""
+    expected = [sid + buf[off + 4 : end] for (buf, off, end), sid in items]
+    for hot in HOT_PATHS:
+        wire, whole = Wire(), Whole()
+        for (buf, off, end), sid in items:
+            hot.forward(wire, sid, buf, off, end)
+            hot.forward(whole, sid, buf, off, end)
+        assert bytes(wire.wire_out) == b"".join(fr.with_length_prefix(f) for f in expected)
+        assert wire.frames_out == len(items) and wire._queued and wire.broker.dirty == [wire]
+        assert whole.got == expected
+
+
+@pytest.mark.parametrize("hot", HOT_PATHS, ids=lambda m: m.__name__)
+def test_hot_path_forward_refuses_views_outside_the_buffer(hot: ModuleType) -> None:
+    frame = fr.payload_frame(1, b"data")
+    for off, end in ((0, len(frame) + 1), (-1, 6), (2, 7)):
+        with pytest.raises(FrameError):
+            hot.forward(Wire(), b"\0\0\0\2", frame, off, end)
 
 
 # -- broker.metadata --------------------------------------------------------------------------

@@ -52,10 +52,14 @@ async def test_config_file_named_by_the_environment(broker_factory: BrokerFactor
         (["--max-service-name-bytes", "300"], {}, None, "max_service_name_bytes may be at most 255: gossip packets"),
         ([], {"RSBROKER_MAX_FRAGMENTS": "0"}, None, "max_fragments must be positive"),
         ([], {}, "reassembly_timeout_s = -1\n", "reassembly_timeout_s must be positive"),
+        # the gossip profiles are cluster's to name: checked by the composition root, every door
+        (["--gossip-profile", "lna"], {}, None, "gossip_profile must be one of failover, lan, local, wan"),
+        ([], {"RSBROKER_GOSSIP_PROFILE": "lna"}, None, "gossip_profile must be one of failover, lan, local, wan"),
+        ([], {}, 'gossip_profile = "lna"\n', "gossip_profile must be one of failover, lan, local, wan"),
     ],
     ids=[
         "flag-range", "flag-address", "env-number", "env-policy", "toml-unknown", "toml-service-policy", "toml-syntax",
-        "flag-name-ceiling", "env-limit", "toml-limit",
+        "flag-name-ceiling", "env-limit", "toml-limit", "flag-gossip-profile", "env-gossip-profile", "toml-gossip-profile",
     ],  # fmt: skip
 )
 def test_invalid_settings_exit_2_naming_the_setting(
@@ -77,5 +81,5 @@ def test_limit_flags_explain_themselves() -> None:
     result = run_rsbroker("serve", "--help")
     assert result.returncode == 0, result
     text = " ".join(result.stdout.split())
-    assert "--max-reassembly-bytes MAX_REASSEMBLY_BYTES bytes of unfinished fragmented requests one connection" in text
-    assert "--max-service-name-bytes MAX_SERVICE_NAME_BYTES longest service name, UTF-8 bytes (at most 255" in text
+    assert "--max-reassembly-bytes N bytes of unfinished fragmented requests one connection" in text
+    assert "--max-service-name-bytes N longest service name, UTF-8 bytes (at most 255" in text

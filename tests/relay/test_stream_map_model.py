@@ -3,8 +3,9 @@
 Hypothesis drives three in-process sessions (each a provider of its own service and a
 requester of any) through random interleavings of requests, frames in both directions,
 late frames for ended streams, and connection losses. After every step the real
-``Session.streams`` maps and ``outstanding`` counters must match the model, and every
-frame must come out exactly where the model says, with the id the model expects.
+``Session.streams`` maps and ``outstanding`` counters must match the model, every
+frame must come out exactly where the model says, with the id the model expects, and each
+route's meter must count the model's bytes each way, streams in flight and streams ended.
 
 The sessions are real ``broker.session.Session`` objects on a real ``Broker``; only the
 transport is replaced by a list (what the TCP/WS shells would write).
@@ -21,6 +22,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from broker import frames as fr
 from broker import metadata as md
+from broker import metering
 from broker.frames import FLAG_COMPLETE, FLAG_NEXT, ErrorCode, FrameType
 from broker.relay import Broker
 from broker.session import State
@@ -57,6 +59,10 @@ class StreamMaps(RuleBasedStateMachine):
         self.next_rid = [1] * SESSIONS
         self.live: dict[tuple[int, int], ModelStream] = {}
         self.ended: list[tuple[int, int]] = []
+        #: per provider index: requests sent to its route, and frame bytes relayed each way
+        self.requests = [0] * SESSIONS
+        self.bytes_in = [0] * SESSIONS
+        self.bytes_out = [0] * SESSIONS
 
     def teardown(self) -> None:
         if hasattr(self, "loop"):
@@ -88,7 +94,9 @@ class StreamMaps(RuleBasedStateMachine):
         rid = self.next_rid[req]
         self.next_rid[req] += 2
         complete = complete and kind == CHANNEL
-        self.sessions[req].feed(fr.request_frame(kind, rid, md.route_metadata(f"s{prov}.m"), b"%d" % rid, complete=complete))
+        request = fr.request_frame(kind, rid, md.route_metadata(f"s{prov}.m"), b"%d" % rid, complete=complete)
+        self.sessions[req].feed(request)
+        self.requests[prov] += 1
         if not self.open[prov]:
             if kind != FNF:
                 [err] = self.sessions[req].take()
@@ -98,6 +106,7 @@ class StreamMaps(RuleBasedStateMachine):
         [got] = self.sessions[prov].take()
         assert got.type == kind and got.data == b"%d" % rid
         pid = got.stream_id
+        self.bytes_in[prov] += len(request)
         assert pid % 2 == 0 and (prov, pid) not in self.live, f"provider id {pid} is even and unused"
         self._silent()
         if kind == FNF:
@@ -127,6 +136,10 @@ class StreamMaps(RuleBasedStateMachine):
         [got] = self.sessions[dst].take()
         assert got.stream_id == did and got.raw[4:] == frame[4:]
         self._silent()
+        if from_requester:
+            self.bytes_in[m.prov] += len(frame)
+        else:
+            self.bytes_out[m.prov] += len(frame)
         flags = got.flags
         if what == "error":
             m.in_done = m.out_done = True
@@ -198,6 +211,24 @@ class StreamMaps(RuleBasedStateMachine):
                 if idx == i:
                     st_ = s.streams[sid]
                     assert (st_.req_id, st_.prov_id, st_.kind) == (m.rid, m.pid, m.kind)
+
+    @invariant()
+    def meters_match_the_model(self) -> None:
+        """Every request to ``s{i}.m`` is in flight or ended with one outcome; no byte is missed."""
+        if not hasattr(self, "sessions"):
+            return
+        meters = {m.route: m for m in self.broker.meter.meters()}
+        for i in range(SESSIONS):
+            meter = meters.get(f"s{i}.m")
+            if meter is None:
+                assert self.requests[i] == 0
+                continue
+            inflight = sum(1 for m in self._streams() if m.prov == i)
+            assert meter.inflight == inflight
+            assert sum(meter.outcomes) == self.requests[i] - inflight
+            hist = meter.complete[metering.OK]
+            assert (sum(hist.counts) if hist else 0) == meter.outcomes[metering.OK]
+            assert (meter.bytes_in, meter.bytes_out) == (self.bytes_in[i], self.bytes_out[i])
 
 
 TestStreamMaps = StreamMaps.TestCase

@@ -11,6 +11,8 @@ import argparse
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from broker.settings import Settings, SettingsError, add_arguments, load
 
@@ -32,7 +34,8 @@ def test_admin_on_loopback_without_authentication_is_the_developer_case(address:
 
 def test_admin_off_loopback_with_jwt_keys_requires_the_token(tmp_path: Path) -> None:
     keys = tmp_path / "jwt.pem"
-    keys.write_text("")
+    public = ed25519.Ed25519PrivateKey.generate().public_key()
+    keys.write_bytes(public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
     settings = Settings(admin="0.0.0.0:7002", jwt_keys=str(keys))
     settings.validate()
     assert settings.admin_token_required

@@ -12,7 +12,7 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from broker.auth import JwtVerifier
-from broker.cli import main
+from rsbroker.cli import main
 
 EXPECTED_ALG = {"rsa": "RS256", "ec": "ES256", "ed25519": "EdDSA"}
 

@@ -66,7 +66,7 @@ def rsbroker_command() -> list[str]:
     script = Path(sys.executable).with_name("rsbroker")
     if script.exists():
         return [str(script)]
-    return [sys.executable, "-m", "broker.cli"]
+    return [sys.executable, "-m", "rsbroker"]
 
 
 def _child_env(extra: Mapping[str, str] | None) -> dict[str, str]:

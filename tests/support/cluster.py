@@ -31,7 +31,7 @@ from cluster.crypto import new_key
 from tests.support.admin import Admin, get_json, send_json, wait_for
 from tests.support.brokerproc import BrokerFactory, BrokerProcess
 
-__all__ = ["CONVERGE_TIMEOUT_S", "Cluster", "ClusterFactory", "member_states", "members", "put_config"]
+__all__ = ["CONVERGE_TIMEOUT_S", "Cluster", "ClusterFactory", "member_states", "members", "put_config", "view_agrees"]
 
 #: Bound on a cluster agreeing after a start or a fault heals: join, gossip, Raft catch-up on
 #: a busy machine; it bounds the wait, it is no claim about speed.
@@ -56,6 +56,14 @@ async def put_config(admin: Admin, key: str, value: Any) -> int:
     status, body = await send_json(admin, "PUT", f"/api/v1/config/{key}", value)
     assert status == 200, body
     return int(body["index"])
+
+
+def view_agrees(expected: set[str], states: dict[str, str], raft: dict[str, Any] | None) -> bool:
+    """One node's view is converged: every expected node alive, a Raft leader, all of them voters."""
+    if any(states.get(other) != "alive" for other in expected) or not raft or not raft.get("leader"):
+        return False
+    voters = {m for m, info in raft.get("members", {}).items() if info.get("voter")}
+    return expected <= voters
 
 
 class Cluster:
@@ -128,14 +136,8 @@ class Cluster:
         with every running node as a voter."""
         expected = {n.node_id for n in self.running}
         for node in self.running:
-            states = await member_states(node)
-            if any(states.get(other) != "alive" for other in expected):
-                return False
             status, raft = await get_json(node, "/api/v1/raft")
-            if status != 200 or not raft.get("leader"):
-                return False
-            voters = {m for m, info in raft.get("members", {}).items() if info.get("voter")}
-            if not expected <= voters:
+            if not view_agrees(expected, await member_states(node), raft if status == 200 else None):
                 return False
         return True
 

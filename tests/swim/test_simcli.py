@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from broker.cli import main as rsbroker
+from rsbroker.cli import main as rsbroker
 
 ARGS = ["sim", "gossip", "--nodes", "5", "--loss", "0.1", "--seed", "7", "--steady", "20", "--trials", "2", "--json"]
 

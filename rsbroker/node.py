@@ -1,7 +1,9 @@
 """A broker node: listeners, admin API, and an orderly life from start to drain.
 
 ``Node`` wires the pieces together and nothing more: the relay (``broker.relay``), the
-transport shells (``broker.transports``) and the admin API (``admin.app``). Its lifecycle:
+transport shells (``broker.transports``), the cluster runtime (``cluster.runtime``) and the
+admin API (``admin.app``). It is the composition root: the only module that imports all three
+packages, so that ``broker`` needs neither of the others. Its lifecycle:
 
     start()  → listeners bound, ``rsbroker ready {json}`` printed
     drain()  → listeners closed, new streams refused, open streams given time to end
@@ -20,10 +22,14 @@ from typing import Any
 
 from aiohttp import web
 
+from admin.app import admin_app
 from broker.relay import Broker
 from broker.security import listener_ssl
-from broker.settings import Settings, parse_hostport
+from broker.settings import Settings, SettingsError, parse_hostport
+from broker.supervisor import Supervisor
 from broker.transports import TcpSession, websocket_app
+from cluster.runtime import ClusterRuntime
+from cluster.swim.config import PROFILES as GOSSIP_PROFILES
 
 log = logging.getLogger("rsbroker.node")
 
@@ -35,25 +41,11 @@ def _format(addr: tuple[Any, ...] | None) -> str | None:
     return f"[{host}]:{addr[1]}" if ":" in host else f"{host}:{addr[1]}"
 
 
-def raise_open_file_limit() -> int:
-    """Raise this process's soft open-file limit to its hard limit; return the limit now in force.
-
-    Every client connection is a file descriptor, and distributions start processes with a
-    soft limit (often 1024) far below the hard one: a node holding a device fleet would
-    refuse connections with EMFILE long before its memory or CPU ran out.
-    """
-    try:
-        import resource
-    except ImportError:  # pragma: no cover - Windows
-        return -1
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and soft < hard:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-            soft = hard
-        except (ValueError, OSError) as exc:
-            log.warning("could not raise the open-file limit from %d to %d: %s", soft, hard, exc)
-    return soft
+def validate_cluster_settings(settings: Settings) -> None:
+    """The settings whose choices the cluster package defines, checked where both are known
+    (``broker.settings`` cannot name the gossip profiles without importing ``cluster``)."""
+    if settings.gossip_profile not in GOSSIP_PROFILES:
+        raise SettingsError(f"gossip_profile must be one of {', '.join(sorted(GOSSIP_PROFILES))}")
 
 
 class Node:
@@ -70,14 +62,16 @@ class Node:
         self._stopped = asyncio.Event()
         self.server_ssl: ssl.SSLContext | None = None
         #: the cluster side (gossip, links, Raft config store); set by start()
-        self.runtime: Any = None
+        self.runtime: ClusterRuntime | None = None
+        #: owner of every background loop: a dead one makes /health/live fail
+        self.supervisor = Supervisor()
 
     async def start(self) -> None:
         settings = self.settings
         loop = asyncio.get_running_loop()
         broker = self.broker = Broker(settings, loop)
         self.server_ssl = listener_ssl(settings)
-        broker.start()
+        self.supervisor.watch("relay housekeeping", broker.start())
         if settings.tcp:
             host, port = parse_hostport(settings.tcp, "--tcp")
             self._tcp_server = await loop.create_server(
@@ -87,13 +81,9 @@ class Node:
         if settings.ws:
             self.addresses["ws"] = await self._serve_app(websocket_app(broker), settings.ws, "--ws", self.server_ssl, True)
         if settings.admin:
-            from admin.app import admin_app
-
             admin_ssl = self.server_ssl if settings.admin_tls else None
             self.addresses["admin"] = await self._serve_app(admin_app(self), settings.admin, "--admin", admin_ssl, False)
         # The cluster side starts last: gossip announces the addresses bound above.
-        from cluster.runtime import ClusterRuntime
-
         self.runtime = ClusterRuntime(self)
         await self.runtime.start()
 
@@ -127,6 +117,7 @@ class Node:
             await self.broker.drain(self.settings.drain_timeout_s)
 
     async def stop(self) -> None:
+        self.supervisor.stopping()
         if self.broker is not None:
             await self.broker.stop()
         if self.runtime is not None:

@@ -1,0 +1,217 @@
+"""The relay's per-frame hot path in plain Python: the single source of truth.
+
+``broker/_hotpath_c.pyx`` is a compiled twin with the same behaviour, frame for frame and
+error message for error message; ``broker.hotpath`` picks one at import (the compiled one
+unless ``RSBROKER_NO_EXTENSIONS`` is set or it was not built). Both run the same tests: the
+Hypothesis tests in ``tests/relay/test_parsers_fuzz.py`` hold each to the readable reference
+parsers in ``broker.frames`` and to each other, and CI runs the relay tests once per module.
+
+What lives here, and nothing else:
+
+* :func:`read_frames` — TCP framing: split a received chunk at its 3-byte length prefixes
+  and relay each complete frame (the reference is ``frames.split_frames``);
+* :func:`relay_frame` — read the 6-byte header (reference ``frames.header``), look the stream
+  up, rewrite its id and queue the frame on the other side, with the stream book-keeping and
+  the route metering (``broker.metering``) of the commonest frames; everything else goes to
+  ``Session.other_frame``;
+* :func:`forward` — output coalescing: a frame with its new stream id appended to the
+  destination's ``wire_out`` buffer, flushed once per loop turn;
+* :func:`request_metadata` — the routing metadata of a request (reference
+  ``frames.request_metadata``).
+
+The session side of the contract (``broker.session``): ``streams``, ``frames_in``,
+``frame_limit``, ``peer_parity``, ``outstanding``, ``write_paused``, ``closing``, ``wire_out`` (a bytearray
+for length-prefixed transports, None for transports that queue whole frames through
+``forward``), ``_queued``, ``frames_out``, ``broker.mark_dirty``, ``broker.clock``,
+``broker.tracer.record``, ``failures`` and ``broker.provider_outcome`` (outlier detection), and the methods ``other_frame``, ``refuse_oversized``, ``fail``,
+``_pending_frame``, ``_requester_sent``, ``_provider_sent``, ``_blocked_by``; of a routed
+stream, ``meter`` (bytes, and ``ended`` for its outcome), ``opened_at``, ``first_at`` and
+``trace``. Only :class:`~broker.frames.FrameError` may escape a reader; nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+from broker.frames import (
+    FLAG_COMPLETE,
+    FLAG_FOLLOWS,
+    FLAG_METADATA,
+    FLAG_NEXT,
+    HEADER_LENGTH,
+    ErrorCode,
+    FrameError,
+    FrameType,
+)
+from broker.metering import OK as _OK
+
+__all__ = ["forward", "read_frames", "relay_frame", "request_metadata"]
+
+_PAYLOAD = int(FrameType.PAYLOAD)
+_REQUEST_N = int(FrameType.REQUEST_N)
+_CANCEL = int(FrameType.CANCEL)
+_ERROR = int(FrameType.ERROR)
+_RR = int(FrameType.REQUEST_RESPONSE)
+_STREAM = int(FrameType.REQUEST_STREAM)
+_CHANNEL = int(FrameType.REQUEST_CHANNEL)
+_METADATA_PUSH = int(FrameType.METADATA_PUSH)
+_HEADER = struct.Struct(">IH")
+CONNECTION_ERROR = int(ErrorCode.CONNECTION_ERROR)
+
+
+def _refuse_view(buf: Any, off: int, end: int) -> None:
+    """Raise the FrameError for a view that cannot hold a frame header or lies outside ``buf``."""
+    if end - off < HEADER_LENGTH:
+        raise FrameError(f"frame of {max(0, end - off)} bytes is shorter than the 6-byte frame header")
+    raise FrameError(f"frame bounds {off}:{end} lie outside the {len(buf)}-byte buffer")
+
+
+def read_frames(session: Any, data: bytes) -> tuple[int, int]:
+    """Relay every complete length-prefixed frame in ``data`` to :func:`relay_frame`.
+
+    Returns ``(consumed, need)``: where the first incomplete frame begins, and how many
+    bytes from there the transport must hold before calling again (the whole frame once its
+    prefix is known, else 3), so a large frame arriving in pieces is not re-scanned. The
+    limit is ``session.frame_limit``, read for every frame (accepting SETUP may raise it). A
+    prefix above it goes to ``session.refuse_oversized(length)`` and a frame shorter than its
+    header to ``session.fail``, after the frames before it were relayed and before any byte
+    of it is buffered, so a hostile peer cannot make the broker hold a frame it will never
+    accept. Stops, with ``need`` 0, then or once the session starts closing.
+    """
+    n = len(data)
+    pos = 0
+    while n - pos >= 3:
+        length = (data[pos] << 16) | (data[pos + 1] << 8) | data[pos + 2]
+        if length > session.frame_limit:
+            session.refuse_oversized(length)
+            return pos, 0
+        if length < HEADER_LENGTH:
+            session.fail(CONNECTION_ERROR, f"frame of {length} bytes is shorter than the 6-byte frame header")
+            return pos, 0
+        end = pos + 3 + length
+        if end > n:
+            return pos, end - pos
+        _relay(session, data, pos + 3, end)
+        pos = end
+        if session.closing:
+            return pos, 0
+    return pos, 3
+
+
+def relay_frame(session: Any, buf: Any, off: int, end: int) -> None:
+    """Relay the frame at ``buf[off:end]`` (header included) if it belongs to a known stream.
+
+    The commonest frames stop here: PAYLOAD, REQUEST_N, CANCEL and ERROR on an open stream
+    go to the other side with the id that side knows and count into the stream's route meter
+    (bytes each way, the time of the first response), and a stream's last response frame
+    ends it (metered as OK, traced when the requester sent a trace context). Anything else
+    (requests, connection frames, late frames) goes to ``session.other_frame`` with the
+    header already read.
+    """
+    if off < 0 or end > len(buf) or end - off < HEADER_LENGTH:
+        _refuse_view(buf, off, end)
+    _relay(session, buf, off, end)
+
+
+def _relay(session: Any, buf: Any, off: int, end: int) -> None:
+    """:func:`relay_frame` for a view already known to hold a header within ``buf``."""
+    session.frames_in += 1
+    sid, type_flags = _HEADER.unpack_from(buf, off)
+    ftype = type_flags >> 10
+    if sid and (ftype == _PAYLOAD or ftype == _REQUEST_N or ftype == _CANCEL or ftype == _ERROR):
+        st = session.streams.get(sid & 0x7FFFFFFF)
+        if st is not None:
+            if st.prov is None:
+                session._pending_frame(st, buf, off, end, ftype, type_flags)
+                return
+            # The id's parity says which end this session is: ids of the peer's parity are
+            # streams the peer opened (it is the requester), the others are streams the
+            # broker opened towards it (it is the provider). ``st.req is session`` would not
+            # do: a provider calling its own service is both ends of one stream.
+            if (sid & 1) == session.peer_parity:
+                dest = st.prov
+                _forward(dest, st.prov_sid, buf, off, end)
+                st.meter.bytes_in += end - off
+                session._requester_sent(st, ftype, type_flags)
+            else:
+                dest = st.req
+                _forward(dest, st.req_sid, buf, off, end)
+                st.meter.bytes_out += end - off
+                if not st.first_at:
+                    st.first_at = session.broker.clock()
+                if (
+                    ftype == _PAYLOAD
+                    and st.in_done
+                    and not type_flags & FLAG_FOLLOWS
+                    and (type_flags & FLAG_COMPLETE or (st.kind == _RR and type_flags & FLAG_NEXT))
+                ):
+                    # The commonest end of a stream, inlined: its last response frame. It is
+                    # timed at first_at, which saves a clock read and is exact for a
+                    # request-response (its first response frame is its last).
+                    st.out_done = True
+                    dest.streams.pop(st.req_id, None)
+                    if session.streams.pop(st.prov_id, None) is not None:
+                        session.outstanding -= 1
+                    st.meter.ended(_OK, st.opened_at, st.first_at, st.first_at)
+                    if st.trace is not None:
+                        session.broker.tracer.record(st, _OK, st.first_at)
+                    if session.failures:  # outlier detection: an answer heals the provider
+                        session.broker.provider_outcome(session, st.route, True)
+                else:
+                    session._provider_sent(st, ftype, type_flags, buf, off, end)
+            if dest.write_paused:
+                session._blocked_by(dest)
+            return
+    session.other_frame(buf, off, end, sid, ftype, type_flags)
+
+
+def forward(dest: Any, sid: bytes, buf: Any, off: int, end: int) -> None:
+    """Queue the frame ``buf[off:end]`` on ``dest`` with its 4-byte stream id replaced by ``sid``.
+
+    Length-prefixed transports coalesce: the frame is appended to ``dest.wire_out`` and the
+    destination is marked for one write at the end of the loop turn. Others get ``forward``.
+    """
+    if off < 0 or end > len(buf) or end - off < HEADER_LENGTH:
+        _refuse_view(buf, off, end)
+    _forward(dest, sid, buf, off, end)
+
+
+def _forward(dest: Any, sid: bytes, buf: Any, off: int, end: int) -> None:
+    out = dest.wire_out
+    if out is None:
+        dest.forward(sid, buf, off, end)
+        return
+    out += (end - off).to_bytes(3, "big")
+    out += sid
+    out += memoryview(buf)[off + 4 : end]
+    dest.frames_out += 1
+    if not dest._queued:
+        dest._queued = True
+        dest.broker.mark_dirty(dest)
+
+
+def request_metadata(buf: Any, off: int, end: int) -> tuple[bytes, bool]:
+    """Metadata of a request, PAYLOAD or METADATA_PUSH frame at ``buf[off:end]``.
+
+    Returns ``(metadata, has_data)``; ``has_data`` tells whether payload data follows the
+    metadata in this frame, which for a fragmented request means the metadata is complete.
+    """
+    if off < 0 or end > len(buf) or end - off < HEADER_LENGTH:
+        _refuse_view(buf, off, end)
+    ftype = buf[off + 4] >> 2
+    flags = ((buf[off + 4] << 8) | buf[off + 5]) & 0x3FF
+    if ftype == _METADATA_PUSH:
+        return bytes(buf[off + HEADER_LENGTH : end]), False
+    pos = off + HEADER_LENGTH + 4 if ftype == _STREAM or ftype == _CHANNEL else off + HEADER_LENGTH
+    if pos > end:
+        raise FrameError(f"frame type {ftype} of {end - off} bytes is too short for its fixed fields")
+    if not flags & FLAG_METADATA:
+        return b"", pos < end
+    if end - pos < 3:
+        raise FrameError("frame has the metadata flag but no metadata length")
+    mlen = (buf[pos] << 16) | (buf[pos + 1] << 8) | buf[pos + 2]
+    pos += 3
+    if pos + mlen > end:
+        raise FrameError(f"metadata length {mlen} runs past the end of the frame")
+    return bytes(buf[pos : pos + mlen]), pos + mlen < end

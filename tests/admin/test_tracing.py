@@ -1,0 +1,92 @@
+"""W3C trace context through a real two-node cluster: the requester's trace entry reaches the
+provider unchanged, each node records its hop span (child of the requester's span) with the
+provider it chose, and a malformed entry is ignored without failing the request."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+
+from broker import frames as fr
+from broker import metadata as md
+from broker import tracing
+from broker.frames import ErrorCode, FrameType
+from tests.support.admin import get_json, wait_for
+from tests.support.cluster import Cluster, ClusterFactory
+from tests.support.rawclient import RawClient
+
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+CLIENT_SPAN = "00f067aa0ba902b7"
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    factory = ClusterFactory()
+    try:
+        started = factory.start(2, "--trace-spans-kept", "3")
+        asyncio.run(started.wait_converged())
+        yield started
+    finally:
+        factory.close()
+
+
+async def traced_call(requester: RawClient, provider: RawClient, route: str, trace_entry: bytes) -> bytes:
+    """Send one request-response with ``trace_entry``; return the metadata the provider got."""
+    sid = requester.next_stream_id()
+    metadata = md.route_metadata(route) + trace_entry
+    await requester.send(fr.request_frame(FrameType.REQUEST_RESPONSE, sid, metadata, b"x"))
+    request = await provider.expect(FrameType.REQUEST_RESPONSE)
+    await provider.send(fr.payload_frame(request.stream_id, b"y", next_=True, complete=True))
+    await requester.expect(FrameType.PAYLOAD, stream_id=sid)
+    return request.metadata
+
+
+async def spans(admin: str | None, route: str) -> list[dict]:
+    status, body = await get_json(admin, f"/api/v1/traces?route={route}")
+    assert status == 200, body
+    return list(body["spans"])
+
+
+async def test_each_hop_records_a_span_of_the_same_trace(cluster: Cluster) -> None:
+    n1, n2 = cluster["n1"], cluster["n2"]
+    entry = tracing.entry(f"00-{TRACE_ID}-{CLIENT_SPAN}-01", "vendor=abc")
+    async with await RawClient.tcp(n2.tcp) as provider, await RawClient.tcp(n1.tcp) as requester:
+        await provider.setup(["t.calc"], "calc-1")
+        await cluster.wait_serves("t.calc", {"calc-1"})
+        await requester.setup()
+        received = await traced_call(requester, provider, "t.calc.add", entry)
+    assert md.find_entry(received, tracing.TRACE_MIME) == md.find_entry(entry, tracing.TRACE_MIME)
+    first = await wait_for(lambda: spans(n1.admin, "t.calc.add"), message="n1's span")
+    second = await wait_for(lambda: spans(n2.admin, "t.calc.add"), message="n2's span")
+    for span, node in ((first[0], "n1"), (second[0], "n2")):
+        assert span["trace_id"] == TRACE_ID and span["parent_span_id"] == CLIENT_SPAN, span
+        assert span["node"] == node and span["outcome"] == "ok" and span["tracestate"] == "vendor=abc"
+        assert span["provider"] == "calc-1" and span["provider_node"] == "n2"
+        assert 0 <= span["first_response_s"] <= span["duration_s"]
+        assert len(span["span_id"]) == 16 and span["span_id"] != CLIENT_SPAN
+    assert first[0]["span_id"] != second[0]["span_id"]
+
+
+async def test_only_the_last_spans_are_kept_and_bad_entries_are_ignored(cluster: Cluster) -> None:
+    n1 = cluster["n1"]
+    async with await RawClient.tcp(n1.tcp) as provider, await RawClient.tcp(n1.tcp) as requester:
+        await provider.setup(["t.echo"], "echo-1")
+        await cluster.wait_serves("t.echo", {"echo-1"})
+        await requester.setup()
+        for i in range(5):
+            await traced_call(requester, provider, "t.echo.say", tracing.entry(f"00-{TRACE_ID}-{i + 1:016x}-01"))
+        malformed = [
+            md.composite_entry(tracing.TRACE_MIME, b"not a traceparent"),
+            md.composite_entry(tracing.TRACE_MIME, f"00-{'0' * 32}-{CLIENT_SPAN}-01".encode()),
+            md.composite_entry(tracing.TRACE_MIME, f"00-{TRACE_ID}-{CLIENT_SPAN}-01x".encode()),
+            md.composite_entry(tracing.TRACE_MIME, f"00-{TRACE_ID.upper()}-{CLIENT_SPAN}-01".encode()),
+            md.composite_entry(tracing.TRACE_MIME, f"00-{TRACE_ID}-{CLIENT_SPAN}-01\n".encode() + b"\xff" * 4),
+        ]
+        for bad in malformed:  # the request is served; only its tracing is dropped
+            await traced_call(requester, provider, "t.echo.say", bad)
+        sid = await requester.request(FrameType.REQUEST_RESPONSE, "t.nobody.say")
+        await requester.expect_error(ErrorCode.REJECTED, stream_id=sid)
+    kept = await spans(n1.admin, "t.echo.say")
+    assert [s["parent_span_id"] for s in kept] == [f"{i:016x}" for i in (3, 4, 5)]

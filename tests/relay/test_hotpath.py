@@ -1,0 +1,118 @@
+"""Which hot path runs, and that the relay's stream maps and route metering hold on each of them.
+
+CI must never pass on a silently failed build: with ``CI=true`` and no
+``RSBROKER_NO_EXTENSIONS``, the compiled module has to be the one loaded. The stream-map
+model (tests/relay/test_stream_map_model.py, which checks the route meters' bytes and
+counts too) is run here once per implementation, so both relay the same way in one run; the
+Hypothesis parser tests do the same for the readers. The times a stream's meter and trace span
+get, read on the relay's fast path, are checked on each implementation with a clock the test sets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from types import ModuleType
+
+import pytest
+from hypothesis import settings
+from hypothesis.stateful import run_state_machine_as_test
+
+from broker import frames as fr
+from broker import hotpath, metering, session, tracing
+from broker import metadata as md
+from broker.frames import FrameType
+from broker.relay import Broker
+from broker.settings import Settings
+from tests.relay.test_parsers_fuzz import HOT_PATHS
+from tests.relay.test_stream_map_model import StreamMaps
+from tests.support.memory_session import MemorySession
+
+
+def _loaded(extra_env: dict[str, str], drop: tuple[str, ...] = ()) -> str:
+    """``COMPILED module`` as a fresh interpreter with this environment sees them."""
+    env = {k: v for k, v in os.environ.items() if k not in drop} | extra_env
+    code = "import broker.hotpath as h; print(h.COMPILED, h.relay_frame.__module__)"
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_extension_is_loaded_in_ci() -> None:
+    if os.environ.get("CI", "").lower() != "true":
+        pytest.skip("only CI (CI=true) requires the compiled hot path; a local install may lack a compiler")
+    if hotpath.NO_EXTENSIONS:
+        pytest.skip("RSBROKER_NO_EXTENSIONS is set: this pass tests the pure-Python hot path")
+    assert hotpath.COMPILED, "CI runs without the compiled hot path: the build of broker/_hotpath_c.pyx failed (see pip's warning)"
+
+
+def test_no_extensions_forces_pure_python() -> None:
+    assert _loaded({"RSBROKER_NO_EXTENSIONS": "1"}) == "False broker._hotpath"
+
+
+@pytest.mark.skipif(len(HOT_PATHS) < 2, reason="the compiled hot path is not built here")
+def test_compiled_is_the_default_when_built() -> None:
+    assert _loaded({}, drop=("RSBROKER_NO_EXTENSIONS",)) == "True broker._hotpath_c"
+    assert _loaded({"RSBROKER_NO_EXTENSIONS": "0"}) == "True broker._hotpath_c"
+
+
+@pytest.mark.parametrize("hot", HOT_PATHS, ids=lambda m: m.__name__)
+def test_stream_maps_hold_on_each_hot_path(hot: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dict-model state machine, with the sessions relaying through ``hot``."""
+    _use(hot, monkeypatch)
+    run_state_machine_as_test(StreamMaps, settings=settings(max_examples=30, stateful_step_count=40, deadline=None))
+
+
+def _use(hot: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the sessions relay, read request metadata and forward through ``hot``."""
+    for name in ("relay_frame", "request_metadata", "forward"):
+        monkeypatch.setattr(session, name, getattr(hot, name))
+
+
+@pytest.mark.parametrize("hot", HOT_PATHS, ids=lambda m: m.__name__)
+def test_first_response_and_end_are_metered_and_traced_on_each_hot_path(hot: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A traced request-response and a traced stream: their meter and span get the time of the
+    first response frame, and the request-response its end, as the relay's clock read them."""
+    _use(hot, monkeypatch)
+    loop = asyncio.new_event_loop()
+    try:
+        broker = Broker(Settings(), loop)
+        now = [0.0]
+        broker.clock = lambda: now[0]
+        provider, requester = MemorySession(broker, 42000), MemorySession(broker, 42001)
+        reg = md.Registration(services=("svc",), instance="p")
+        provider.feed(fr.setup_frame(metadata=md.composite_entry(md.REGISTER_MIME, reg.to_json())))
+        requester.feed(fr.setup_frame())
+        traced = md.route_metadata("svc.m") + tracing.entry(f"00-{'ab' * 16}-{'cd' * 8}-01")
+
+        def relay(source: MemorySession, frame: bytes, at: float, dest: MemorySession) -> int:
+            now[0] = at
+            source.feed(frame)
+            [got] = dest.take()
+            return got.stream_id
+
+        rr = fr.request_frame(FrameType.REQUEST_RESPONSE, 1, traced, b"q")
+        pid = relay(requester, rr, 1.0, provider)
+        reply = fr.payload_frame(pid, b"answer", complete=True)
+        relay(provider, reply, 1.25, requester)
+        stream = fr.request_frame(FrameType.REQUEST_STREAM, 3, traced, b"q", initial_n=2)
+        pid = relay(requester, stream, 2.0, provider)
+        first = fr.payload_frame(pid, b"one")
+        relay(provider, first, 2.5, requester)
+        more = fr.request_n_frame(3, 5)
+        relay(requester, more, 3.0, provider)
+        last = fr.payload_frame(pid, b"two", complete=True)
+        relay(provider, last, 4.0, requester)
+
+        [meter] = [m for m in broker.meter.meters() if m.route == "svc.m"]
+        assert meter.inflight == 0 and meter.outcomes[metering.OK] == 2 and sum(meter.outcomes) == 2
+        assert meter.bytes_in == len(rr) + len(stream) + len(more)
+        assert meter.bytes_out == len(reply) + len(first) + len(last)
+        first_latency = meter.first[metering.OK]
+        assert first_latency is not None and first_latency.total == pytest.approx(0.25 + 0.5)
+        spans = list(broker.tracer.recent[("svc", "svc.m")])
+        assert [(span[2], span[3], span[5]) for span in spans] == [("svc.m", 0.25, metering.OK), ("svc.m", 0.5, metering.OK)]
+        assert spans[0][4] == 0.25  # a request-response ends with its first response frame
+        assert not requester.streams and not provider.streams and provider.outstanding == 0
+    finally:
+        loop.close()

@@ -1,0 +1,141 @@
+"""Outlier ejection and canary routing on a real ``rsbroker serve``, configured live through
+the config store (``PUT /api/v1/config/services/<service>``), with ``broker.client``
+providers and requesters.
+
+Requests are sent one after the other, so round robin's turns, and with them every count
+below, are exact; the canary's percentage path is checked within a wide binomial margin.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import re
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from broker import metadata as md
+from broker.canary import TAGS_MIME
+from broker.client import Connection, connect
+from broker.client.errors import RSocketError
+from tests.cluster.peers import client_who_router
+from tests.support.admin import get_text, send_json, service_instances, services, wait_for
+from tests.support.brokerproc import BrokerFactory, BrokerProcess, BrokerStartError
+from tests.support.cluster import put_config
+
+
+@contextlib.asynccontextmanager
+async def _provider(
+    node: BrokerProcess, service: str, instance: str, tags: dict[str, str] | None = None, broken: Callable[[], bool] = lambda: False
+) -> AsyncIterator[Connection]:
+    """A provider answering its instance name, or failing (APPLICATION_ERROR) while ``broken()``."""
+    router = client_who_router(service, instance, broken)
+    async with connect(str(node.tcp), services=[service], router=router, instance=instance, tags=tags) as conn:
+        await wait_for(lambda: _lists(node, service, instance), message=f"'{instance}' registered for '{service}'")
+        yield conn
+
+
+async def _lists(node: BrokerProcess, service: str, instance: str) -> bool:
+    return instance in await service_instances(str(node.admin), service)
+
+
+async def _ask(client: Connection, service: str, metadata: bytes | None = None) -> str:
+    """Who answered, or ``error`` for an APPLICATION_ERROR."""
+    try:
+        return (await client.request_response(f"{service}.who", b"", metadata)).decode()
+    except RSocketError as exc:
+        assert "is broken" in str(exc), exc
+        return "error"
+
+
+async def _counter(node: BrokerProcess, name: str, service: str) -> float:
+    status, text = await get_text(str(node.admin), "/metrics")
+    assert status == 200
+    found = re.search(rf'^{name}{{service="{re.escape(service)}"}} (\S+)$', text, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+async def _provider_view(node: BrokerProcess, service: str, instance: str) -> dict[str, Any]:
+    return next(p for p in (await services(str(node.admin)))[service]["providers"] if p["instance"] == instance)
+
+
+async def test_a_failing_provider_is_ejected_then_probed_back(node: BrokerProcess, service: str) -> None:
+    await put_config(
+        node, f"services/{service}",
+        {"outlier": {"consecutive_errors": 3, "base_ejection_ms": 2000, "max_ejection_percent": 50}},
+    )
+    state = {"broken": True}
+    async with _provider(node, service, "bad", broken=lambda: state["broken"]), _provider(node, service, "good"):
+        async with connect(str(node.tcp)) as client:
+            answers = [await _ask(client, service) for _ in range(20)]
+            # round robin alternates until the third error in a row ejects "bad"; then "good" takes all
+            assert answers.count("error") == 3, answers
+            assert answers[6:] == ["good"] * 14, answers
+            assert await _counter(node, "rsbroker_ejections_total", service) == 1
+            assert (await _provider_view(node, service, "bad"))["ejected"] is True
+
+            state["broken"] = False
+
+            async def probed_back() -> bool:
+                return await _ask(client, service) == "bad"
+
+            await wait_for(probed_back, message="the ejected provider answered a half-open probe")
+            after = collections.Counter([await _ask(client, service) for _ in range(10)])
+            assert after == {"bad": 5, "good": 5}  # circuit closed: round robin again
+            assert (await _provider_view(node, service, "bad"))["ejected"] is False
+            assert await _counter(node, "rsbroker_ejections_total", service) == 1
+
+
+async def test_without_an_outlier_policy_errors_never_eject(node: BrokerProcess, service: str) -> None:
+    async with _provider(node, service, "bad", broken=lambda: True), _provider(node, service, "good"):
+        async with connect(str(node.tcp)) as client:
+            answers = collections.Counter([await _ask(client, service) for _ in range(20)])
+    assert answers == {"error": 10, "good": 10}
+    assert await _counter(node, "rsbroker_ejections_total", service) == 0
+
+
+def _tags(tags: dict[str, str]) -> bytes:
+    return md.composite_entry(TAGS_MIME, json.dumps(tags).encode())
+
+
+async def test_canary_by_tag_and_by_percentage(node: BrokerProcess, service: str) -> None:
+    await put_config(
+        node, f"services/{service}",
+        {"canary": {"tags": {"version": "2"}, "percent": 20, "header": {"canary": "1"}}},
+    )
+    v1, v2 = {"version": "1"}, {"version": "2"}
+    async with _provider(node, service, "v1a", v1), _provider(node, service, "v1b", v1), _provider(node, service, "v2", v2):
+        async with connect(str(node.tcp)) as client:
+            tagged = collections.Counter([await _ask(client, service, _tags({"canary": "1"})) for _ in range(30)])
+            assert tagged == {"v2": 30}  # the tag path is deterministic
+            plain = collections.Counter([await _ask(client, service) for _ in range(400)])
+    assert set(plain) <= {"v1a", "v1b", "v2"}
+    assert 40 <= plain["v2"] <= 120, plain  # 20 % of 400: mean 80, sd 8; a ±5 sd margin
+    assert abs(plain["v1a"] - plain["v1b"]) <= 1  # the stable set shares by round robin
+    assert await _counter(node, "rsbroker_canary_requests_total", service) == 30 + plain["v2"]
+
+
+async def test_a_bad_policy_is_refused_with_the_field_named(node: BrokerProcess, service: str) -> None:
+    status, body = await send_json(
+        str(node.admin), "PUT", f"/api/v1/config/services/{service}", {"outlier": {"consecutive_errors": 0}}
+    )
+    assert status == 400, body
+    assert "'outlier.consecutive_errors' must be an integer >= 1" in json.dumps(body)
+
+
+@pytest.fixture
+def service(request: pytest.FixtureRequest) -> str:
+    return "tp." + re.sub(r"[^a-z0-9]+", "_", request.node.name.lower()).strip("_")
+
+
+def test_the_config_file_door_uses_the_same_parser(broker_factory: BrokerFactory) -> None:
+    """A traffic policy in ``[services."<service>"]`` is read by the parser the store uses:
+    a good one starts the node, a bad one stops it with the field named."""
+    good = '[services."tp.file"]\npolicy = "p2c"\noutlier = { consecutive_errors = 3 }\n' \
+           'canary = { tags = { version = "2" }, percent = 10 }\n'
+    broker_factory.start(config=good).stop()
+    with pytest.raises(BrokerStartError, match=r"'canary' needs a 'percent' above 0 or a 'header'"):
+        broker_factory.start(config='[services."tp.file"]\ncanary = { tags = { version = "2" } }\n')
