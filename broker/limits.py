@@ -74,3 +74,34 @@ class NameLimits:
                 raise exceeded("max_tag_key_bytes", self.max_tag_key_bytes, "bytes", f"tag key {_short(key)}", code)
             if len(value.encode()) > self.max_tag_value_bytes:
                 raise exceeded("max_tag_value_bytes", self.max_tag_value_bytes, "bytes", f"value of tag {_short(key)}", code)
+
+
+class SetupRate:
+    """How many SETUPs a node accepts per second, and when a refused client should come back.
+
+    A token bucket of ``per_s`` tokens (a second's worth of burst), refilled continuously.
+    A refused client is told to retry at the next free slot after those already promised
+    to clients refused before it, so a storm of refusals comes back spread at the rate the
+    node accepts, not as one herd a second later. ``per_s`` of 0 turns the limit off.
+    Sans-IO: the caller passes its clock.
+    """
+
+    def __init__(self, per_s: int) -> None:
+        self.per_s = per_s
+        self._tokens = float(per_s)
+        self._at: float | None = None
+        #: the latest retry time promised to a refused client (clock seconds)
+        self._promised = 0.0
+
+    def retry_after_ms(self, now: float) -> int:
+        """0 to accept a SETUP now, else the milliseconds the client should wait."""
+        if self.per_s <= 0:
+            return 0
+        if self._at is not None:
+            self._tokens = min(float(self.per_s), self._tokens + (now - self._at) * self.per_s)
+        self._at = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return 0
+        self._promised = max(self._promised, now + (1.0 - self._tokens) / self.per_s) + 1.0 / self.per_s
+        return max(1, int((self._promised - now) * 1000 + 0.999))

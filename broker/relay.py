@@ -18,6 +18,7 @@ from broker import metadata as md
 from broker.auth.acl import CALL, REGISTER, denied_message
 from broker.auth.principal import Principal
 from broker.frames import ErrorCode, FrameError, error_frame, lease_frame
+from broker.limits import LimitExceeded, SetupRate
 from broker.logformat import conn_fields
 from broker.metering import Metering
 from broker.peers import LinkAuthority
@@ -91,6 +92,17 @@ class Broker:
         #: called with the services whose local providers changed (routing-table gossip;
         #: naming them keeps a registration O(its services) however many services exist)
         self.registry_listeners: list[Callable[[frozenset[str]], None]] = []
+        #: deadline wheel: slot (time // HOUSEKEEPING_INTERVAL_S) -> sessions to check then;
+        #: each session sits in about one slot, at its next SETUP or keepalive deadline, so an
+        #: idle fleet costs one check per device per max lifetime, not one per pass
+        self._wheel: dict[int, list[Session]] = collections.defaultdict(list)
+        self._wheel_done = -1  # the last slot checked; set from the clock on first use
+        self._next_check: dict[Session, int] = {}
+        #: sessions holding fragmented requests (checked every pass: reassembly_timeout_s)
+        self._reassembling: set[Session] = set()
+        #: sessions that negotiated leases (renewed every pass as needed)
+        self._leased: set[Session] = set()
+        self.setup_rate = SetupRate(settings.max_setups_per_s)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -152,10 +164,14 @@ class Broker:
 
     def add_session(self, session: Session) -> None:
         self.sessions.add(session)
+        self.watch(session, session.connected_at + self.settings.setup_timeout_s)
         self._per_source[str(session.peer[0]) if session.peer else "?"] += 1
         self.stats["connections_accepted"] += 1
 
     def remove_session(self, session: Session) -> None:
+        self._reassembling.discard(session)
+        self._leased.discard(session)
+        self._next_check.pop(session, None)
         if session in self.sessions:
             self.sessions.discard(session)
             key = str(session.peer[0]) if session.peer else "?"
@@ -186,6 +202,17 @@ class Broker:
     def authenticate(self, session: Session, auth_entry: bytes | None) -> Any:
         """Principal for a SETUP, or raise FrameError(REJECTED_SETUP) with the reason."""
         return self.security.authenticate(session, auth_entry)
+
+    def check_setup_rate(self) -> None:
+        """Raise LimitExceeded(max_setups_per_s, REJECTED_SETUP) with a retry hint when over the rate."""
+        wait_ms = self.setup_rate.retry_after_ms(self.clock())
+        if wait_ms:
+            raise LimitExceeded(
+                "max_setups_per_s",
+                f"too many connections being set up: this node accepts {self.settings.max_setups_per_s} SETUPs per "
+                f"second (max_setups_per_s); retry after {wait_ms} ms",
+                ErrorCode.REJECTED_SETUP,
+            )
 
     def check_registration(self, session: Session, registration: md.Registration) -> None:
         if session.is_link:
@@ -363,7 +390,9 @@ class Broker:
     # -- hooks -----------------------------------------------------------------------------
 
     def on_setup(self, session: Session) -> None:
+        self.watch(session, session.last_recv + session.max_lifetime_ms / 1000.0)
         if session.lease_enabled:
+            self._leased.add(session)
             self._grant_lease(session)
         for listener in self.setup_listeners:
             listener(session)
@@ -404,27 +433,74 @@ class Broker:
             session.last_recv += stalled
             session.connected_at += stalled
 
+    def watch(self, session: Session, when: float) -> None:
+        """Check ``session``'s deadlines at ``when`` (broker clock), at most one pass late.
+
+        A session has one pending check (``_next_check``); an earlier one already pending
+        stands, since the check reschedules from the session's state at the time.
+        """
+        if self._wheel_done < 0:
+            self._wheel_done = int(self.clock() // HOUSEKEEPING_INTERVAL_S) - 1
+        slot = max(int(when // HOUSEKEEPING_INTERVAL_S), self._wheel_done + 1)
+        pending = self._next_check.get(session)
+        if pending is not None and self._wheel_done < pending <= slot:
+            return
+        self._next_check[session] = slot
+        self._wheel[slot].append(session)
+
+    def watch_reassembly(self, session: Session) -> None:
+        """``session`` holds a fragmented request now: expire it by reassembly_timeout_s."""
+        self._reassembling.add(session)
+
     def housekeeping(self, now: float) -> None:
-        """Enforce SETUP timeouts and keepalive lifetimes; renew leases we granted."""
-        setup_timeout = self.settings.setup_timeout_s
+        """Enforce SETUP timeouts and keepalive lifetimes of the sessions due; renew leases we
+        granted; expire unfinished fragmented requests."""
+        current = int(now // HOUSEKEEPING_INTERVAL_S)
+        if self._wheel_done < 0:
+            self._wheel_done = current - 1
+        due: list[tuple[int, Session]] = []
+        for slot in range(self._wheel_done + 1, current + 1):
+            due.extend((slot, session) for session in self._wheel.pop(slot, ()))
+        self._wheel_done = max(self._wheel_done, current)
+        next_check = self._next_check
+        for slot, session in due:
+            if next_check.get(session) != slot:
+                continue  # moved to an earlier check, or gone
+            del next_check[session]
+            if session.state is State.CLOSED or session.closing:
+                continue
+            deadline = self._check_deadline(session, now)
+            if deadline is not None:
+                self.watch(session, deadline)
         renew_margin = self.settings.lease_ttl_ms / 2000.0
-        for session in list(self.sessions):
-            if session.state is State.AWAIT_SETUP:
-                if now - session.connected_at > setup_timeout:
-                    self.stats["setup_timeouts"] += 1
-                    session.fail(ErrorCode.INVALID_SETUP, f"no SETUP frame within {setup_timeout:g} s")
-            elif session.state is State.SERVING:
-                if now - session.last_recv > session.max_lifetime_ms / 1000.0:
-                    self.stats["keepalive_timeouts"] += 1
-                    session.timed_out = True
-                    session.fail(
-                        ErrorCode.CONNECTION_ERROR,
-                        f"no frame from the client within its max lifetime of {session.max_lifetime_ms} ms",
-                    )
-                elif session.lease_enabled and session.lease_granted_until - now < renew_margin:
-                    self._grant_lease(session)
-                if session.reassembling:
-                    session.expire_reassembly(now)
+        for session in list(self._leased):
+            if session.state is State.SERVING and not session.closing and session.lease_granted_until - now < renew_margin:
+                self._grant_lease(session)
+        for session in list(self._reassembling):
+            if session.reassembling:
+                session.expire_reassembly(now)
+            if not session.reassembling:
+                self._reassembling.discard(session)
+
+    def _check_deadline(self, session: Session, now: float) -> float | None:
+        """Close ``session`` if its SETUP or keepalive deadline passed; else its next deadline."""
+        if session.state is State.AWAIT_SETUP:
+            timeout = self.settings.setup_timeout_s
+            if now - session.connected_at > timeout:
+                self.stats["setup_timeouts"] += 1
+                session.fail(ErrorCode.INVALID_SETUP, f"no SETUP frame within {timeout:g} s")
+                return None
+            return session.connected_at + timeout
+        lifetime = session.max_lifetime_ms / 1000.0
+        if now - session.last_recv > lifetime:
+            self.stats["keepalive_timeouts"] += 1
+            session.timed_out = True
+            session.fail(
+                ErrorCode.CONNECTION_ERROR,
+                f"no frame from the client within its max lifetime of {session.max_lifetime_ms} ms",
+            )
+            return None
+        return session.last_recv + lifetime
 
     # -- views ------------------------------------------------------------------------------
 

@@ -327,11 +327,11 @@ class Session:
     def _transition(self, event: str) -> None:
         self.state = _TRANSITIONS[(self.state, event)]
 
-    def fail(self, code: int, message: str) -> None:
+    def fail(self, code: int, message: str, level: int = logging.WARNING) -> None:
         """Protocol error: tell the peer why, then close the connection."""
         if self.state is State.CLOSED or self.closing:
             return
-        log.warning("closing connection %s from %s: %s (0x%x)", self.id, self.peer_text, message, code, extra=conn_fields(self))
+        log.log(level, "closing connection %s from %s: %s (0x%x)", self.id, self.peer_text, message, code, extra=conn_fields(self))
         self.broker.stats["protocol_errors"] += 1
         self.close_reason = message
         self.send_frame(error_frame(0, code, message))
@@ -353,6 +353,9 @@ class Session:
         """:meth:`fail` for a parser's error, counting it when it is a limit."""
         if isinstance(exc, LimitExceeded):
             self.broker.limit_hit(exc.limit)
+            if exc.limit == "max_setups_per_s":  # thousands a second in a storm: counted, not logged
+                self.fail(exc.code, str(exc), logging.DEBUG)
+                return
         self.fail(exc.code, str(exc))
 
     def close(self) -> None:
@@ -464,6 +467,8 @@ class Session:
                     link = content
                 elif mime == md.TOPOLOGY_MIME:
                     self.wants_topology = True
+        if link is None:
+            self.broker.check_setup_rate()  # broker links are exempt: a storm must not cut the cluster
         if link is not None:
             if registration is not None:
                 raise FrameError("a broker link cannot register services", ErrorCode.INVALID_SETUP)
@@ -509,6 +514,7 @@ class Session:
             st.started = self.broker.clock()
             self.streams[sid] = st
             self.reassembling[sid] = st
+            self.broker.watch_reassembly(self)
             self._hold_fragment(st, bytes(buf[off:end]))
             return
         dest = self._route_stream(st, metadata, type_flags)

@@ -114,6 +114,8 @@ class Settings:
     max_tags: int = limits.GOSSIP_MAX_TAGS
     max_tag_key_bytes: int = limits.GOSSIP_MAX_TAG_KEY_BYTES
     max_tag_value_bytes: int = limits.GOSSIP_MAX_TAG_VALUE_BYTES
+    #: SETUPs accepted per second (connect storms); 0 = off
+    max_setups_per_s: int = 10_000
     # -- end of client-port limits
     #: SIGTERM waits this long for in-flight streams before closing connections
     drain_timeout_s: float = 30.0
@@ -285,6 +287,8 @@ class Settings:
         ):  # fmt: skip
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be positive")
+        if self.max_setups_per_s < 0:
+            raise SettingsError("max_setups_per_s must be 0 (no limit) or positive")
         if self.max_setup_frame_size < 64:
             raise SettingsError("max_setup_frame_size must be at least 64 (a SETUP's fixed fields); above max_frame_size it has no effect")
         for name, ceiling in _NAME_CEILINGS.items():

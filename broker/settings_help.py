@@ -82,6 +82,7 @@ HELP: dict[str, tuple[str, str]] = {
     "max_tags": ("limits", f"most tags on one registration (at most {limits.GOSSIP_MAX_TAGS})"),
     "max_tag_key_bytes": ("limits", f"longest tag key, UTF-8 bytes (at most {limits.GOSSIP_MAX_TAG_KEY_BYTES})"),
     "max_tag_value_bytes": ("limits", f"longest tag value, UTF-8 bytes (at most {limits.GOSSIP_MAX_TAG_VALUE_BYTES})"),
+    "max_setups_per_s": ("limits", "most SETUPs accepted per second on this node (connect storms); over it a client gets REJECTED_SETUP saying 'retry after N ms'; broker links are exempt; 0 turns the limit off"),
     "admin_allowed_hosts": ("security", "comma-separated extra Host names the admin API answers to (a load balancer's or ingress's name); its own addresses, localhost and the host name always work; '*' turns the Host check off"),
     "ws_allowed_origins": ("security", "comma-separated origins (scheme://host[:port]) whose pages may open the WebSocket listener; clients sending no Origin and pages of this node's own names always may; '*' allows every origin"),
     "bootstrap_expect": (

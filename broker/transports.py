@@ -14,11 +14,11 @@ in 64 KiB pieces costs one copy, not hundreds).
 from __future__ import annotations
 
 import asyncio
-import collections
+import base64
 import logging
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from broker.auth.tls import peer_principal
 from broker.frames import HEADER_LENGTH, ErrorCode
@@ -27,6 +27,7 @@ from broker.hotpath import forward, read_frames
 from broker.origins import NodeNames, OriginPolicy
 from broker.relay import Broker
 from broker.session import Session, State
+from broker.websocket import OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, WebSocketError, accept_key, frame_header, parse_frames
 
 log = logging.getLogger("rsbroker.transport")
 
@@ -41,6 +42,8 @@ class TcpSession(Session, asyncio.Protocol):
     """A client connected over TCP (optionally TLS)."""
 
     transport_name = "tcp"
+    #: the name when the socket is TLS
+    tls_name = "tls"
 
     def __init__(self, broker: Broker) -> None:
         super().__init__(broker, None)
@@ -56,7 +59,7 @@ class TcpSession(Session, asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]  # uvloop's are not asyncio.Transport subclasses
         self.peer = transport.get_extra_info("peername")
         if transport.get_extra_info("sslcontext") is not None:
-            self.transport_name = "tls"
+            self.transport_name = self.tls_name
             self.tls_principal = peer_principal(transport)
         high = self.broker.settings.max_pending_bytes
         transport.set_write_buffer_limits(high=high, low=high // 4)  # type: ignore[attr-defined]
@@ -134,124 +137,137 @@ class TcpSession(Session, asyncio.Protocol):
             self.transport.resume_reading()
 
 
-#: aiohttp refuses a message of ``max_msg_size`` bytes or more before buffering it, closing the
-#: socket with code 1009 and no RSocket ERROR. Accepting a little more than the frame limit
-#: lets a slightly oversized frame arrive whole, so it gets ERROR(CONNECTION_ERROR) naming its
-#: size as it would on TCP; memory stays bounded by the limit plus this margin.
-WS_OVERSIZE_MARGIN = 64 * 1024
+class WsSession(TcpSession):
+    """A client connected over WebSocket: one RSocket frame per binary message.
 
-
-class WsSession(Session):
-    """A client connected over WebSocket: one RSocket frame per binary message."""
+    aiohttp answers the HTTP side (routing, the Origin check, refusals); once a request is
+    a valid upgrade, :func:`websocket_app` writes the 101 itself and moves the socket to
+    this protocol, so an established connection costs what a TCP one does (issue 13: an
+    aiohttp request handler, request, WebSocketResponse, reader, writer and task per idle
+    device were most of its 18 KiB). Frames are parsed with :mod:`broker.websocket`; a
+    message longer than the frame limit is refused when its header arrives, unbuffered.
+    """
 
     transport_name = "ws"
+    tls_name = "wss"
 
-    def __init__(
-        self, broker: Broker, peer: Any, ws: web.WebSocketResponse, transport: asyncio.Transport | None = None
-    ) -> None:
-        super().__init__(broker, peer)
-        self.ws = ws
-        #: the underlying socket's transport, aborted if a graceful close cannot finish
-        self._raw_transport = transport
-        self._out: collections.deque[bytes] = collections.deque()
-        self._pending_bytes = 0
-        self._queued = False
-        self._wake = asyncio.Event()
-        self._readable = asyncio.Event()
-        self._readable.set()
-        self._high = broker.settings.max_pending_bytes
-        self.writer = asyncio.get_running_loop().create_task(self._write_loop())
+    def __init__(self, broker: Broker) -> None:
+        super().__init__(broker)
+        # No length-prefixed coalescing: the hot path hands every relayed frame to
+        # :meth:`forward`, which frames it as one WebSocket message into ``_out``.
+        self.wire_out = None  # type: ignore[assignment]  # Session.wire_out: None means 'through forward'
+        self._out = bytearray()
+        #: a message arriving in several WebSocket frames (continuations), rarely used
+        self._message: bytearray | None = None
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        self.last_recv = self.broker.clock()
+        if self._buf:
+            self._buf += data
+            if len(self._buf) < self._need:
+                return
+            data = bytes(self._buf)
+            self._buf = bytearray()
+        try:
+            frames, used = parse_frames(data, self.frame_limit)
+        except WebSocketError as exc:
+            if exc.size:
+                self.refuse_oversized(exc.size)
+            else:
+                self.fail(ErrorCode.CONNECTION_ERROR, f"WebSocket protocol error: {exc}")
+            return
+        for fin, opcode, payload in frames:
+            if opcode == OP_BINARY or opcode == OP_CONT:
+                self._on_message_part(fin, opcode, payload)
+            elif opcode == OP_PING:
+                self._write_ws(OP_PONG, payload)
+            elif opcode == OP_CLOSE:
+                self.close_reason = self.close_reason or "closed by the client"
+                self.close()
+            elif opcode == OP_TEXT:
+                self.fail(ErrorCode.CONNECTION_ERROR, "text messages are not RSocket frames: send binary messages")
+            if self.closing:
+                return
+        self._need = 0
+        if used < len(data):
+            self._buf = bytearray(memoryview(data)[used:])
+            self._need = len(self._buf) + 1  # at least one more byte before parsing again
+
+    def _on_message_part(self, fin: int, opcode: int, payload: bytes) -> None:
+        if opcode == OP_BINARY and fin and self._message is None:
+            self._handle_message(payload)
+            return
+        if (opcode == OP_BINARY) == (self._message is not None):
+            self.fail(ErrorCode.CONNECTION_ERROR, "WebSocket protocol error: continuation frame out of place")
+            return
+        message = self._message = (self._message or bytearray()) + payload
+        if len(message) > self.frame_limit:
+            self.refuse_oversized(len(message))
+        elif fin:
+            self._message = None
+            self._handle_message(bytes(message))
+
+    def _handle_message(self, data: bytes) -> None:
+        if len(data) < HEADER_LENGTH:
+            self.fail(ErrorCode.CONNECTION_ERROR, f"frame of {len(data)} bytes is shorter than the 6-byte header")
+        else:
+            self.handle_frame(data, 0, len(data))
+
+    # -- Session hooks ----------------------------------------------------------------------
 
     def forward(self, sid: bytes, buf: Any, off: int, end: int) -> None:
-        self._enqueue(sid + memoryview(buf)[off + 4 : end])
+        out = self._out
+        out += frame_header(OP_BINARY, end - off)
+        out += sid
+        out += memoryview(buf)[off + 4 : end]
+        self.frames_out += 1
+        if not self._queued:
+            self._queued = True
+            self.broker.mark_dirty(self)
 
     def send_frame(self, frame: bytes) -> None:
-        if self.state is not State.CLOSED:
-            self._enqueue(frame)
-
-    def _enqueue(self, frame: bytes) -> None:
-        self._out.append(frame)
-        self._pending_bytes += len(frame)
+        if self.state is State.CLOSED:
+            return
+        self._write_ws(OP_BINARY, frame)
         self.frames_out += 1
-        if self._pending_bytes > self._high:
-            self.write_paused = True
+
+    def _write_ws(self, opcode: int, payload: bytes) -> None:
+        self._out += frame_header(opcode, len(payload))
+        self._out += payload
         if not self._queued:
             self._queued = True
             self.broker.mark_dirty(self)
 
     def flush(self) -> None:
         self._queued = False
-        self._wake.set()
-
-    async def _write_loop(self) -> None:
-        """Send queued frames in order; close the socket once asked to and drained."""
-        ws = self.ws
-        try:
-            while True:
-                await self._wake.wait()
-                self._wake.clear()
-                while self._out:
-                    frame = self._out.popleft()
-                    self._pending_bytes -= len(frame)
-                    await ws.send_bytes(frame)
-                    if self.write_paused and self._pending_bytes <= self._high // 4:
-                        self.on_write_resumed()
-                if self.closing or self.state is State.CLOSED:
-                    await ws.close()
-                    return
-        except (ConnectionError, RuntimeError) as exc:
-            log.debug("websocket %s write failed: %s", self.id, exc)
-        except asyncio.CancelledError:
-            pass
+        if self._out and self.transport is not None and not self.transport.is_closing():
+            data, self._out = self._out, bytearray()
+            self.transport.write(data)
 
     def _close_transport(self) -> None:
-        self._wake.set()
-        self._readable.set()
-        self.broker.loop.call_later(CLOSE_GRACE_S, self._abort_if_open)
+        if self.transport is not None and not self.transport.is_closing():
+            self._write_ws(OP_CLOSE, (1000).to_bytes(2, "big"))
+        super()._close_transport()
 
-    def _abort_if_open(self) -> None:
-        if self.state is not State.CLOSED and self._raw_transport is not None:
-            log.info("websocket %s did not take its last frames within %g s: aborted", self.id, CLOSE_GRACE_S)
-            self._raw_transport.abort()
 
-    def pause_reading(self) -> None:
-        self._readable.clear()
-
-    def resume_reading(self) -> None:
-        self._readable.set()
-
-    async def serve(self) -> None:
-        """Read messages until the socket or the session closes."""
-        ws = self.ws
-        try:
-            async for msg in ws:
-                if msg.type == WSMsgType.BINARY:
-                    data = msg.data
-                    self.last_recv = self.broker.clock()
-                    if len(data) < HEADER_LENGTH:
-                        self.fail(ErrorCode.CONNECTION_ERROR, f"frame of {len(data)} bytes is shorter than the 6-byte header")
-                    elif len(data) > self.frame_limit:
-                        self.refuse_oversized(len(data))
-                    else:
-                        self.handle_frame(data, 0, len(data))
-                elif msg.type == WSMsgType.TEXT:
-                    self.fail(ErrorCode.CONNECTION_ERROR, "text messages are not RSocket frames: send binary messages")
-                elif msg.type == WSMsgType.ERROR:
-                    self.close_reason = f"websocket error: {ws.exception()}"
-                    break
-                if self.closing:
-                    break
-                if not self._readable.is_set():
-                    await self._readable.wait()
-        finally:
-            if self.closing:
-                # let the writer send the ERROR frame (if any) and close the socket
-                try:
-                    await asyncio.wait_for(asyncio.shield(self.writer), timeout=5)
-                except (asyncio.TimeoutError, asyncio.CancelledError):
-                    pass
-            self.connection_closed()
-            self.writer.cancel()
+def _upgrade_refusal(request: web.Request) -> str:
+    """Why ``request`` is not a WebSocket upgrade this listener takes (RFC 6455 §4.2.1), or ''."""
+    headers = request.headers
+    if headers.get("Upgrade", "").lower() != "websocket":
+        return "this endpoint speaks RSocket over WebSocket: send an upgrade request (Upgrade: websocket)"
+    if "upgrade" not in headers.get("Connection", "").lower():
+        return "the upgrade request's Connection header must include 'upgrade'"
+    if headers.get("Sec-WebSocket-Version") != "13":
+        return "Sec-WebSocket-Version must be 13"
+    try:
+        key_ok = len(base64.b64decode(headers.get("Sec-WebSocket-Key", ""), validate=True)) == 16
+    except ValueError:
+        key_ok = False
+    if not key_ok:
+        return "Sec-WebSocket-Key must be 16 bytes in base64"
+    return ""
 
 
 def _local_host(request: web.Request) -> str | None:
@@ -269,24 +285,35 @@ def websocket_app(broker: Broker) -> web.Application:
     policy = OriginPolicy(NodeNames.of(broker.settings), broker.settings.ws_allowed_origins)
 
     async def handler(request: web.Request) -> web.StreamResponse:
-        peer = request.transport.get_extra_info("peername") if request.transport else None
+        transport = request.transport
+        peer = transport.get_extra_info("peername") if transport else None
         refusal = policy.refusal(request.headers.get("Origin"), _local_host(request))
         if refusal:
             broker.stats["ws_origins_refused"] += 1
             log.info("refused a WebSocket upgrade from %s: %s", peer, refusal)
             return web.Response(status=403, text=refusal)
-        ws = web.WebSocketResponse(max_msg_size=broker.settings.max_frame_size + WS_OVERSIZE_MARGIN, compress=False)
-        await ws.prepare(request)
-        refusal = broker.admit(peer)
-        session = WsSession(broker, peer, ws, request.transport)
-        if request.transport is not None and request.transport.get_extra_info("sslcontext") is not None:
-            session.transport_name = "wss"
-            session.tls_principal = peer_principal(request.transport)
-        broker.add_session(session)
+        refusal = _upgrade_refusal(request)
         if refusal:
-            session.fail(ErrorCode.REJECTED_SETUP, refusal)
-        await session.serve()
-        return ws
+            return web.Response(status=400, text=refusal)
+        if transport is None or transport.is_closing():
+            return web.Response(status=400, text="connection closed")
+        # From here on, nothing awaits: no byte can reach aiohttp between the 101 and the move.
+        transport.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: " + accept_key(request.headers["Sec-WebSocket-Key"]).encode() + b"\r\n\r\n"
+        )
+        # aiohttp lets go of the socket as if it were gone: without a transport it neither
+        # reads, writes nor closes it again, and its handler and request are freed once this
+        # returns ...
+        protocol = request.protocol
+        protocol.transport = None
+        protocol.connection_lost(None)
+        # ... and the session owns it from now on.
+        session = WsSession(broker)
+        transport.set_protocol(session)
+        session.connection_made(transport)
+        # aiohttp's attempt to send this finds no socket and ends the request quietly
+        return web.Response(status=101)
 
     app = web.Application()
     app.router.add_get("/rsocket", handler)

@@ -25,6 +25,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str, str]] = {
     ("connections",): ("admin.ctl:run:connections", "admin.ctl:build_parser:connections", "a node's connections"),
     ("config",): ("admin.ctl:run:config", "admin.ctl:build_parser:config", "get|put|delete|list the config store"),
     ("demo-provider",): ("broker.demo:provider_main", "broker.demo:provider_parser", "serve the demo service"),
+    ("devices",): ("broker.devices.cli:main", "broker.devices.cli:build_parser", "a simulated device fleet (connect storms, telemetry, fail-over)"),
     ("sim", "gossip"): ("cluster.swim.simcli:main", "cluster.swim.simcli:build_parser", "SWIM simulator"),
     ("sim", "raft"): ("cluster.raft.simcli:main", "cluster.raft.simcli:build_parser", "Raft simulator"),
     ("token",): ("broker.auth.tools:token_main", "broker.auth.tools:token_parser", "mint a development JWT"),

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 from typing import Any
 
+from broker.fdlimit import raise_open_file_limit
 from broker.logformat import setup_logging
 from broker.settings import Settings, SettingsError, add_arguments, load
 from rsbroker.node import Node, validate_cluster_settings
@@ -57,6 +58,7 @@ def demo_parser() -> argparse.ArgumentParser:
 def serve_main(argv: list[str]) -> int:
     settings = _load_settings(serve_parser(), argv)
     setup_logging(settings.log_level, settings.log_format, settings.node_id)
+    raise_open_file_limit()
 
     async def run() -> None:
         node = Node(settings)

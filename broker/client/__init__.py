@@ -18,7 +18,7 @@
 
 Modules: :mod:`~broker.client.connection` (one RSocket connection), :mod:`~.router`
 (handlers), :mod:`~.streams` (windowed inbound, credited outbound), :mod:`~.transport`
-(TCP/TLS/WebSocket), :mod:`~.fragments` (payloads over a frame), :mod:`~.eager` (handlers
+(TCP/TLS/WebSocket), :mod:`~.websocket` (a bare RFC 6455 client), :mod:`~.fragments` (payloads over a frame), :mod:`~.eager` (handlers
 run without a task until they wait), :mod:`~.cluster` (fail-over across nodes), :mod:`~.errors`,
 :mod:`~.handshake` (SETUP metadata), and :mod:`~.rsocketpy` (the same SETUP for rsocket-py
 users). Frames are read and written with :mod:`broker.frames` and :mod:`broker.metadata`.

@@ -8,6 +8,9 @@
   consecutive failures and is capped at ``backoff_max_s``. A node that accepts the TCP
   connection but never answers the SETUP (a paused node: its kernel still accepts) costs
   ``setup_timeout_s``, then the next node is tried.
+* **Connect storms:** a SETUP refused with a hint (``... retry after 250 ms``, a node over
+  its ``max_setups_per_s``) is tried again after that long plus up to 20 % jitter (the node
+  already gave each refused client its own slot), even before the first connection succeeded.
 * **Re-registration:** a provider's services ride in every SETUP, so whichever node the
   client reaches, it is registered there.
 * Requests in flight when the connection ends fail with
@@ -21,13 +24,14 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 from typing import Any, AsyncIterable, AsyncIterator, Iterable
 
 from broker import metadata as md
 from broker.backoff import Backoff
 from broker.client.api import default_instance, open_connection
 from broker.client.connection import Connection
-from broker.client.errors import ConnectionLostError, SetupError
+from broker.client.errors import ConnectionLostError, SetupError, retry_after_s
 from broker.client.router import Router
 from broker.client.streams import Inbound
 from broker.client.transport import parse_address
@@ -70,8 +74,12 @@ class Topology:
             return
         fresh = [f"{self.scheme}{a}/rsocket" if self.websocket else f"{self.scheme}{a}" for a in fresh]
         if fresh:
-            # keep the node we are on first so a push does not move a healthy connection
-            self.addresses = sorted(fresh, key=lambda a: a != self.current)
+            # keep the node we are on first so a push does not move a healthy connection; the
+            # others in random order, so the clients of a node that dies spread over the rest
+            # instead of all moving to the same next one
+            others = [a for a in fresh if a != self.current]
+            random.shuffle(others)
+            self.addresses = [a for a in fresh if a == self.current] + others
             self.cursor = 1 if self.current in fresh else 0
             self.pushes += 1
 
@@ -114,7 +122,10 @@ class ClusterClient:
     # -- life ------------------------------------------------------------------------------
 
     async def start(self, timeout_s: float = 30.0) -> None:
-        """Start the supervisor and wait for the first connection (or raise why there is none)."""
+        """Start the supervisor and wait for the first connection (or raise why there is none).
+
+        A client whose start failed may be started again."""
+        self._closing = False
         self._task = asyncio.get_running_loop().create_task(self._supervise(), name="rsbroker-cluster-client")
         waiter = asyncio.ensure_future(self._connected.wait())
         done, _ = await asyncio.wait({waiter, self._task}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
@@ -157,9 +168,14 @@ class ClusterClient:
                 )
             except SetupError as exc:
                 self._failed(address, exc)
-                if not self._ever_connected:
+                hint = retry_after_s(exc)
+                if hint is None and not self._ever_connected:
                     return  # a refused first SETUP (bad token) will not get better by retrying
-                await self.backoff.wait()
+                if hint is not None:
+                    # a node shedding a connect storm says when to come back; jitter spreads the herd
+                    await asyncio.sleep(hint * random.uniform(1.0, 1.2))
+                else:
+                    await self.backoff.wait()
                 continue
             except (OSError, ConnectionLostError, asyncio.TimeoutError) as exc:
                 self._failed(address, exc)

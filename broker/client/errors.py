@@ -13,6 +13,8 @@ becomes APPLICATION_ERROR with its text.
 
 from __future__ import annotations
 
+import re
+
 from broker.frames import ErrorCode
 
 __all__ = [
@@ -76,6 +78,19 @@ class SetupError(RSocketError):
     REJECTED_SETUP — a bad or missing token, say — or REJECTED_RESUME)."""
 
     default_code = ErrorCode.REJECTED_SETUP
+
+
+def retry_after_s(error: BaseException) -> float | None:
+    """The wait a broker asked for in a refusal (``... retry after 250 ms``), in seconds, or None.
+
+    A node over its ``max_setups_per_s`` refuses SETUP with such a hint: the refusal is
+    about load, not about the client, so the client should come back then.
+    """
+    match = _RETRY_AFTER.search(str(error))
+    return int(match.group(1)) / 1000.0 if match else None
+
+
+_RETRY_AFTER = re.compile(r"retry after (\d+) ms")
 
 
 class ConnectionLostError(RSocketError):

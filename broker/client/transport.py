@@ -21,12 +21,12 @@ tested with; nothing here reads a frame's contents.
 from __future__ import annotations
 
 import asyncio
-import collections
 import socket
 import ssl as ssl_module
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from broker.client.websocket import open_websocket
 from broker.frames import MAX_FRAME_LENGTH, FrameError, split_frames
 
 __all__ = ["Address", "FrameSink", "FrameTransport", "open_transport", "parse_address"]
@@ -162,59 +162,6 @@ class _TcpProtocol(asyncio.Protocol):
             self.transport.close()
 
 
-#: frames queued for the WebSocket writer above which the connection's streams wait
-_WS_HIGH_WATER = 1024
-
-
-class _WsTransport:
-    """RSocket over an aiohttp WebSocket: one frame per binary message."""
-
-    def __init__(self, sink: FrameSink, session: Any, ws: Any, peer: str) -> None:
-        self.sink = sink
-        self.session = session
-        self.ws = ws
-        self.peer = peer
-        self._pending: collections.deque[bytes] = collections.deque()
-        self._writer: asyncio.Task[None] | None = None
-        self._reader = asyncio.get_running_loop().create_task(self._read())
-
-    async def _read(self) -> None:
-        from aiohttp import WSMsgType
-
-        reason = f"WebSocket to {self.peer} closed"
-        try:
-            async for message in self.ws:
-                if message.type == WSMsgType.BINARY:
-                    data = message.data
-                    self.sink.frame_received(data, 0, len(data))
-                elif message.type == WSMsgType.ERROR:
-                    reason = f"WebSocket to {self.peer} failed: {self.ws.exception()}"
-                    break
-        except Exception as exc:  # noqa: BLE001 — any failure of the socket ends the connection the same way
-            reason = f"WebSocket to {self.peer} failed: {exc}"
-        finally:
-            await self.ws.close()
-            await self.session.close()
-            self.sink.transport_lost(reason)
-
-    def write_frames(self, frames: list[bytes]) -> None:
-        self._pending.extend(frames)
-        if len(self._pending) > _WS_HIGH_WATER:
-            self.sink.writing_paused()
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.get_running_loop().create_task(self._write())
-
-    async def _write(self) -> None:
-        while self._pending and not self.ws.closed:
-            await self.ws.send_bytes(self._pending.popleft())
-            if len(self._pending) == _WS_HIGH_WATER // 4:
-                self.sink.writing_resumed()
-        self.sink.writing_resumed()
-
-    def close(self) -> None:
-        self._reader.cancel()
-
-
 async def open_transport(
     address: Address,
     sink: FrameSink,
@@ -231,13 +178,5 @@ async def open_transport(
             lambda: _TcpProtocol(sink, max_frame), address.host, address.port, ssl=context
         )
         return protocol
-    import aiohttp
-
-    session = aiohttp.ClientSession()
-    try:
-        tls = {"ssl": context} if context is not None else {}
-        ws = await session.ws_connect(address.url, max_msg_size=max_frame + 1, headers=headers, **tls)
-    except BaseException:
-        await session.close()
-        raise
-    return _WsTransport(sink, session, ws, address.url)
+    path = "/" + address.url.split("://", 1)[1].partition("/")[2]
+    return await open_websocket(sink, address.host, address.port, path, ssl=context, max_frame=max_frame, headers=headers)

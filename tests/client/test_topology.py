@@ -39,7 +39,19 @@ def test_a_push_replaces_the_list_keeping_the_current_node_first() -> None:
 def test_pushed_nodes_are_dialled_like_the_first_address(given: str, expected: list[str]) -> None:
     topology = Topology([given])
     topology.update(push(N1, N2))
-    assert topology.addresses == expected
+    assert sorted(topology.addresses) == expected  # in random order (see below)
+
+
+def test_the_clients_of_a_dead_node_spread_over_the_others() -> None:
+    """All clients of one node get the same push; if they all failed over to the same next
+    node, that node would take the whole herd."""
+    firsts = set()
+    for _ in range(50):
+        topology = Topology(["10.0.0.9:7000"])
+        topology.next_address()
+        topology.update(push(N1, N2, {**N1, "node_id": "n4", "tcp": "10.0.0.4:7000"}))
+        firsts.add(topology.next_address())
+    assert firsts == {"10.0.0.1:7000", "10.0.0.2:7000", "10.0.0.4:7000"}
 
 
 @pytest.mark.parametrize("body", [b"not json", b"[]", b'{"nodes": 3}', b'{"nodes": [7]}', push(N3_DEAD)])

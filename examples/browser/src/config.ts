@@ -19,6 +19,12 @@ export interface DemoConfig {
   readonly count: number;
   /** Credits per REQUEST_N: the stream is requested `batch` items at a time. */
   readonly batch: number;
+  /** "demo" calls a service; "device" registers `device.<deviceId>` and answers calls (device.ts). */
+  readonly mode: "demo" | "device";
+  /** The device's number, in its service name `device.<id>`. */
+  readonly deviceId: string;
+  /** Nodes a device fails over across (WebSocket URLs); empty: just `url`. */
+  readonly nodes: string[];
 }
 
 function positiveInt(raw: string | null, fallback: number, max: number): number {
@@ -40,5 +46,8 @@ export function readConfig(search: string): DemoConfig {
     name: query.get("name") || "browser",
     count: positiveInt(query.get("count"), 5, 10_000),
     batch: positiveInt(query.get("batch"), 2, 1_000),
+    mode: query.get("mode") === "device" ? "device" : "demo",
+    deviceId: /^[A-Za-z0-9_-]{1,64}$/.test(query.get("id") ?? "") ? (query.get("id") as string) : "1",
+    nodes: (query.get("nodes") ?? "").split(",").map((n) => n.trim()).filter((n) => n.length > 0),
   };
 }

@@ -9,6 +9,7 @@ import type { RSocket } from "rsocket-core";
 import { WebsocketClientTransport } from "rsocket-websocket-client";
 import { describeError, fireAndForget, requestResponse, requestStream } from "./calls";
 import { readConfig } from "./config";
+import { runDevice } from "./device";
 import type { DemoConfig } from "./config";
 import { COMPOSITE_METADATA_MIME, DATA_MIME, setupMetadata } from "./metadata";
 import { newReport, render } from "./report";
@@ -61,6 +62,10 @@ async function run(): Promise<void> {
   const config = readConfig(window.location.search);
   const report = newReport(config.url);
   render(report);
+  if (config.mode === "device") {
+    await runDevice(config, report);
+    return;
+  }
   let rsocket: RSocket | null = null;
   // When the broker closes the connection (a refused SETUP, a drain), rsocket-js fails each
   // open request with a generic "Closed" error; the connection's own error keeps the code.

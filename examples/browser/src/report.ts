@@ -24,8 +24,11 @@ export interface DemoReport {
   firstReplyMs: number | null;
   /** Milliseconds from page start: every call finished. */
   totalMs: number | null;
-  /** Why the run stopped, when state is "failed". */
+  /** Why the run stopped, when state is "failed" (a device: its last failed attempt). */
   error: CallError | null;
+  /** Device mode only: its service, the node it is on (null while reconnecting), how many
+   * times it connected, attempts made, calls answered. */
+  device?: { service: string; node: string | null; connects: number; attempts: number; calls: number };
 }
 
 declare global {

@@ -1,0 +1,220 @@
+"""Idle WebSocket devices on one real ``rsbroker serve`` node (issue 13): memory, idle CPU,
+connect rate, telemetry to a two-provider backend.
+
+Run it standalone (the machine is shared: sizes are what it allows)::
+
+    python -m benchmarks.devices_bench [--sizes 1000,10000,19000] [--rate 5000] [--idle-s 20]
+                                       [--telemetry-s 20] [--failover 10000] [--json FILE]
+
+Per size, a fresh node (default settings but ``--max-connections-per-source``: every device
+comes from 127.0.0.1) and:
+
+* ``rss_per_device_kib`` — (node RSS with N devices connected and idle − RSS before) / N;
+* ``idle_cpu_pct`` — the node's CPU over ``--idle-s`` seconds with N idle devices (30 s
+  keepalives), as % of one core;
+* ``connect`` — the simulator's summary (``rsbroker devices``: connected, connect rate,
+  failures by reason); the simulator shares the cores with the node, so the rate is a
+  lower bound of what the node accepts;
+* ``connect_cpu_ms_per_device`` — the node's CPU from the first connect to the last device
+  seen connected (WebSocket upgrade, SETUP, registration, admin polls) per device, and
+  ``accept_capacity_per_core_s`` = its inverse: the connect rate one core of the node
+  sustains when the clients run elsewhere;
+* ``telemetry`` (``--telemetry-s`` > 0) — two providers of ``telemetry`` count the
+  fire-and-forgets each device sends once a second; ``lost`` = sent − received.
+
+* ``failover`` (``--failover N``) — N devices connect to n1 of a 3-node cluster and learn the
+  other nodes from topology pushes; n1 is SIGKILLed; ``seconds_to_all_moved`` until n2 and n3
+  hold all N (polled every 0.1 s).
+
+The simulator is driven as a user would: ``rsbroker devices`` in a subprocess, stopped
+with SIGINT after the readings, its JSON summary read from stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+from benchmarks.procstat import cpu_seconds, rss_bytes
+from broker.client import Router, connect
+from tests.support.admin import get_json
+from tests.support.brokerproc import BrokerProcess, rsbroker_command
+
+#: what the issue measured on this machine for comparison, KB per idle connection
+REFERENCE_KB = {"aiohttp WebSocket server": 14.7, "nats-server": 48.6}
+
+
+async def _connections(admin: str, others: int | None = None) -> int:
+    """Device connections on the node: its connection count less ``others`` (cheap, for a lone
+    node), else those registering a ``device.`` service (a scan of every connection)."""
+    if others is not None:
+        status, body = await get_json(admin, "/api/v1/node")
+        return int(body.get("connections", 0)) - others if status == 200 else -1
+    status, body = await get_json(admin, "/api/v1/connections?prefix=device.&limit=1")
+    return int(body.get("total", -1)) if status == 200 else -1
+
+
+async def _wait_connections(admin: str, count: int, timeout: float, others: int | None = None) -> tuple[float, int]:
+    """Seconds until ``count`` devices are connected, or until their number stopped growing for
+    10 s (some failed: the simulator's summary says why); and how many there are."""
+    started = time.monotonic()
+    last, since = -1, started
+    while time.monotonic() - started < timeout:
+        now_count = await _connections(admin, others)
+        if now_count >= count:
+            return time.monotonic() - started, now_count
+        if now_count != last:
+            last, since = now_count, time.monotonic()
+        elif now_count > 0 and time.monotonic() - since > 10.0:
+            return since - started, now_count
+        await asyncio.sleep(0.5)
+    raise TimeoutError(f"{count} connections not reached in {timeout:g} s (have {await _connections(admin)})")
+
+
+def _simulator(ws: str, count: int, rate: float, telemetry: bool) -> subprocess.Popen[str]:
+    args = [*rsbroker_command(), "devices", "--nodes", f"ws://{ws}/rsocket", "--count", str(count), "--rate", str(rate),
+            "--duration", "100000", "--keepalive", "30", "--lifetime", "120"]
+    if telemetry:
+        args += ["--telemetry", "1/s", "--telemetry-route", "telemetry.ingest"]
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+
+def _stop_simulator(sim: subprocess.Popen[str]) -> dict[str, Any]:
+    sim.send_signal(signal.SIGINT)
+    out, _ = sim.communicate(timeout=120)
+    return json.loads(out) if out.strip() else {}
+
+
+def _counting_router(received: list[int], index: int) -> Router:
+    """A telemetry backend: counts the fire-and-forgets it gets in ``received[index]``."""
+    router = Router()
+
+    @router.fire_and_forget("telemetry.ingest")
+    async def ingest(data: bytes) -> None:
+        received[index] += 1
+
+    return router
+
+
+async def measure(size: int, rate: float, idle_s: float, telemetry_s: float) -> dict[str, Any]:
+    # every simulated device comes from 127.0.0.1: lift the per-source cap (10,000 by default)
+    node = BrokerProcess([*rsbroker_command(), "serve", "--node-id", "d1", "--tcp", "127.0.0.1:0",
+                          "--ws", "127.0.0.1:0", "--admin", "127.0.0.1:0",
+                          "--max-connections-per-source", "100000"]).wait_ready()
+    try:
+        assert node.ws and node.admin and node.tcp
+        await asyncio.sleep(1.0)
+        base = rss_bytes(node.pid)
+        received = [0, 0]
+        routers = []
+        for i in range(2):
+            routers.append(_counting_router(received, i))
+        result: dict[str, Any] = {"devices": size}
+        async with connect(node.tcp, services=["telemetry"], router=routers[0], instance="backend-1"), \
+                connect(node.tcp, services=["telemetry"], router=routers[1], instance="backend-2"):
+            cpu_start = cpu_seconds(node.pid)
+            sim = _simulator(node.ws, size, rate, telemetry=False)
+            try:
+                seconds, connected = await _wait_connections(node.admin, size, size / rate + 120, others=2)
+                result["connected_after_s"], result["connected"] = round(seconds, 1), connected
+                connect_cpu = cpu_seconds(node.pid) - cpu_start
+                result["connect_cpu_ms_per_device"] = round(1000 * connect_cpu / connected, 3)
+                # what one core of the node could accept if the clients were elsewhere
+                result["accept_capacity_per_core_s"] = round(connected / connect_cpu) if connect_cpu else None
+                await asyncio.sleep(2.0)  # let the last SETUPs' garbage go
+                rss = rss_bytes(node.pid)
+                cpu0, t0 = cpu_seconds(node.pid), time.monotonic()
+                await asyncio.sleep(idle_s)
+                cpu1, t1 = cpu_seconds(node.pid), time.monotonic()
+                result["rss_mib"] = round(rss / 2**20, 1)
+                result["rss_per_device_kib"] = round((rss - base) / connected / 1024, 2)
+                result["idle_cpu_pct"] = round(100 * (cpu1 - cpu0) / (t1 - t0), 1)
+            finally:
+                result["connect"] = _stop_simulator(sim)
+            if telemetry_s > 0:
+                result["telemetry"] = await _telemetry(node, size, rate, telemetry_s, received)
+        return result
+    finally:
+        node.stop()
+
+
+async def _telemetry(node: BrokerProcess, size: int, rate: float, seconds: float, received: list[int]) -> dict[str, Any]:
+    assert node.ws and node.admin
+    while await _connections(node.admin, others=2) > 0:  # the first fleet has left
+        await asyncio.sleep(0.5)
+    received[:] = [0, 0]
+    sim = _simulator(node.ws, size, rate, telemetry=True)
+    try:
+        connected = (await _wait_connections(node.admin, size, size / rate + 120, others=2))[1]
+        await asyncio.sleep(seconds)
+    finally:
+        summary = _stop_simulator(sim)
+    await asyncio.sleep(2.0)  # the last fire-and-forgets in flight
+    sent = summary.get("telemetry", {}).get("sent", 0)
+    return {"devices": connected, "seconds": seconds, "sent": sent, "received": sum(received), "per_provider": list(received),
+            "lost": sent - sum(received), "per_s": round(sent / seconds, 1)}
+
+
+async def failover(size: int, rate: float) -> dict[str, Any]:
+    """``size`` devices on n1 of a 3-node cluster (they learn n2 and n3 from topology pushes);
+    SIGKILL n1; seconds until n2 and n3 hold them all."""
+    from tests.support.cluster import ClusterFactory
+
+    with ClusterFactory() as factory:
+        cluster = factory.start(3, "--max-connections-per-source", "100000")
+        await cluster.wait_converged()
+        n1, n2, n3 = cluster["n1"], cluster["n2"], cluster["n3"]
+        assert n1.ws and n1.admin and n2.admin and n3.admin
+        sim = _simulator(n1.ws, size, rate, telemetry=False)
+        try:
+            size = (await _wait_connections(n1.admin, size, size / rate + 120))[1]
+            await asyncio.sleep(2.0)
+            n1.kill()
+            killed = time.monotonic()
+            while True:
+                moved = await _connections(n2.admin) + await _connections(n3.admin)
+                if moved >= size or time.monotonic() - killed > 120:
+                    break
+                await asyncio.sleep(0.1)
+            seconds = time.monotonic() - killed
+            split = [await _connections(n2.admin), await _connections(n3.admin)]
+        finally:
+            summary = _stop_simulator(sim)
+    return {"devices": size, "moved": moved, "seconds_to_all_moved": round(seconds, 2), "per_survivor": split,
+            "reconnects": summary.get("reconnects"), "failures": summary.get("failures")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="1000,10000", help="devices per run, comma-separated (default: 1000,10000)")
+    parser.add_argument("--rate", type=float, default=5000.0, help="connects per second asked of the simulator (default: 5000)")
+    parser.add_argument("--idle-s", type=float, default=20.0, help="idle CPU window, seconds (default: 20)")
+    parser.add_argument("--telemetry-s", type=float, default=0.0, help="telemetry run length, seconds (default: none)")
+    parser.add_argument("--failover", type=int, default=0,
+                        help="also: this many devices on one node of 3, that node SIGKILLed (default: skip)")
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args(argv)
+    results = []
+    for size in (int(s) for s in args.sizes.split(",") if s):
+        result = asyncio.run(measure(size, args.rate, args.idle_s, args.telemetry_s))
+        print(json.dumps(result), flush=True)
+        results.append(result)
+    report: dict[str, Any] = {"machine": {"cpus": os.cpu_count()}, "reference_kb_per_connection": REFERENCE_KB, "runs": results}
+    if args.failover:
+        report["failover"] = asyncio.run(failover(args.failover, args.rate))
+        print(json.dumps(report["failover"]), flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

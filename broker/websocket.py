@@ -1,0 +1,102 @@
+"""RFC 6455 framing, sans-IO: the opening handshake's key, frame headers, masking, parsing.
+
+Both ends of the project's WebSocket use it: the broker's listener (``broker.transports``)
+after the upgrade and the client (``broker.client.websocket``). No socket in sight: bytes
+in, ``(fin, opcode, payload)`` out; payload in, frame bytes out.
+
+Rules: a frame whose declared length passes the caller's limit raises :class:`WebSocketError`
+before its payload is buffered; control frames (close, ping, pong) are at most 125 bytes
+and never fragmented (§5.5); reserved bits must be zero (no extension is negotiated).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+
+__all__ = ["OP_BINARY", "OP_CLOSE", "OP_CONT", "OP_PING", "OP_PONG", "OP_TEXT", "WebSocketError", "accept_key",
+           "encode_frame", "frame_header", "mask", "parse_frames"]
+
+OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+class WebSocketError(ConnectionError):
+    """The peer broke the WebSocket protocol; ``size`` is set when the error is a too-large frame."""
+
+    def __init__(self, message: str, size: int = 0) -> None:
+        super().__init__(message)
+        self.size = size
+
+
+def accept_key(key: str | bytes) -> str:
+    """``Sec-WebSocket-Accept`` for a ``Sec-WebSocket-Key`` (§4.2.2)."""
+    raw = key.encode() if isinstance(key, str) else key
+    return base64.b64encode(hashlib.sha1(raw.strip() + _GUID).digest()).decode()
+
+
+def mask(payload: bytes, key: bytes) -> bytes:
+    """XOR ``payload`` with the 4-byte ``key`` repeated (§5.3), as one big-integer XOR."""
+    n = len(payload)
+    if not n:
+        return b""
+    stream = (key * (n // 4 + 1))[:n]
+    return (int.from_bytes(payload, "little") ^ int.from_bytes(stream, "little")).to_bytes(n, "little")
+
+
+def frame_header(opcode: int, length: int, masked: bool = False) -> bytes:
+    """The header of one final frame of ``length`` payload bytes (mask key not included)."""
+    bit = 0x80 if masked else 0
+    if length < 126:
+        return bytes((0x80 | opcode, bit | length))
+    if length < 65536:
+        return bytes((0x80 | opcode, bit | 126)) + length.to_bytes(2, "big")
+    return bytes((0x80 | opcode, bit | 127)) + length.to_bytes(8, "big")
+
+
+def encode_frame(opcode: int, payload: bytes, masked: bool = False) -> bytes:
+    """One final frame; a client's (``masked``) with a fresh random key."""
+    if not masked:
+        return frame_header(opcode, len(payload)) + payload
+    key = os.urandom(4)
+    return frame_header(opcode, len(payload), True) + key + mask(payload, key)
+
+
+def parse_frames(buf: bytes, limit: int) -> tuple[list[tuple[int, int, bytes]], int]:
+    """Every whole frame at the start of ``buf`` as ``(fin, opcode, payload)`` (unmasked), and
+    how many bytes they took. Raises :class:`WebSocketError` for a frame longer than ``limit``
+    (as soon as its header is in) or one that breaks §5.2 / §5.5."""
+    frames: list[tuple[int, int, bytes]] = []
+    pos, n = 0, len(buf)
+    while n - pos >= 2:
+        b0, b1 = buf[pos], buf[pos + 1]
+        if b0 & 0x70:
+            raise WebSocketError("frame with reserved bits set (no extension was negotiated)")
+        opcode = b0 & 0x0F
+        length, head = b1 & 0x7F, 2
+        if length == 126:
+            if n - pos < 4:
+                break
+            length, head = int.from_bytes(buf[pos + 2 : pos + 4], "big"), 4
+        elif length == 127:
+            if n - pos < 10:
+                break
+            length, head = int.from_bytes(buf[pos + 2 : pos + 10], "big"), 10
+        if opcode >= 0x8 and (length > 125 or not b0 & 0x80):
+            raise WebSocketError("control frame longer than 125 bytes or fragmented")
+        if length > limit:
+            raise WebSocketError(f"message of {length} bytes", size=length)
+        key = b""
+        if b1 & 0x80:
+            if n - pos < head + 4:
+                break
+            key = buf[pos + head : pos + head + 4]
+            head += 4
+        end = pos + head + length
+        if end > n:
+            break
+        payload = buf[pos + head : end]
+        frames.append((b0 & 0x80, opcode, mask(payload, key) if key else payload))
+        pos = end
+    return frames, pos
