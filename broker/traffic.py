@@ -291,7 +291,7 @@ class TrafficRules:
         """Drop answered requests from the queues once they have doubled: O(open requests) held,
         not O(rate x deadline), at an amortised O(1) per request."""
         for ms, queue in self._queues.items():
-            self._queues[ms] = collections.deque(st for st in queue if not st.out_done)
+            self._queues[ms] = collections.deque([st for st in queue if not st.out_done])
         self._tracked = sum(len(queue) for queue in self._queues.values())
         self._compact_at = max(COMPACT_MIN, 2 * self._tracked)
 
