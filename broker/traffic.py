@@ -121,18 +121,6 @@ def _shape(lim: RateLimit, share: int) -> tuple[float, float]:
     return interval, (burst - 1.0) * interval
 
 
-def _spend(buckets: list[tuple[RateLimit, _Bucket]], now: float) -> RateLimit | None:
-    """Spend one request of each bucket; the limit of the first that had none left."""
-    for lim, bucket in buckets:
-        tat = bucket.tat
-        if tat < now:
-            tat = now
-        if tat - now > bucket.tolerance:
-            return lim
-        bucket.tat = tat + bucket.interval
-    return None
-
-
 class TrafficRules:
     """Rate limits and deadlines of one node."""
 
@@ -155,6 +143,12 @@ class TrafficRules:
         #: buckets by service, and by principal name (made on a principal's first request)
         self._by_service: dict[str, list[tuple[RateLimit, _Bucket]]] = {}
         self._by_principal: dict[str, list[tuple[RateLimit, _Bucket]]] = {}
+        #: what :meth:`admit` spends, resolved once: for each service with a limit, by principal
+        #: name, its service buckets then the principal's (the same bucket objects, so one
+        #: principal has one bucket per limit whichever service it calls). Services without a
+        #: limit use ``_by_principal`` itself; so the entries are bounded by the configured
+        #: service limits times the principals kept, whatever services requesters name.
+        self._plans: dict[str, dict[str, list[tuple[RateLimit, _Bucket]]]] = {}
         #: any limit configured: the relay asks :meth:`admit` only then
         self.active = False
         #: live nodes sharing each limit (1 without a cluster)
@@ -163,8 +157,10 @@ class TrafficRules:
         self.refused: collections.Counter[str] = collections.Counter()
         self.timeouts: collections.Counter[str] = collections.Counter()
         #: requests watched for their deadline: one FIFO per duration (ms), so each is in
-        #: deadline order and appending is O(1); one timer armed for the earliest head
-        self._queues: dict[int, collections.deque[tuple[float, Stream]]] = {}
+        #: deadline order and appending is O(1); one timer armed for the earliest head. A
+        #: request's deadline is its ``opened_at`` plus the FIFO's duration: the stream alone is
+        #: kept, no tuple per request
+        self._queues: dict[int, collections.deque[Stream]] = {}
         self._tracked = 0
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
@@ -185,6 +181,7 @@ class TrafficRules:
             if lim.service is not None:
                 self._by_service.setdefault(lim.service, []).append((lim, _Bucket(lim, self.live_nodes, now)))
         self._by_principal = {}
+        self._plans = {service: {} for service in self._by_service}
         self.active = bool(merged)
 
     def set_live_nodes(self, count: int) -> None:
@@ -202,29 +199,45 @@ class TrafficRules:
                 bucket.tat = now + used * bucket.interval
 
     def admit(self, principal: Any, service: str, now: float) -> str:
-        """'' when a request of ``principal`` for ``service`` may go on; else why not (spends a token)."""
-        buckets = self._by_service.get(service)
-        if buckets is not None:
-            lim = _spend(buckets, now)
-            if lim is not None:
-                return self._refusal(lim, f"service '{service}'")
-        if self._principal_limits:
-            name = principal.name  # every session has one once its SETUP is accepted
-            buckets = self._by_principal.get(name)
-            if buckets is None:
-                buckets = self._principal_buckets(name, now)
-            lim = _spend(buckets, now)
-            if lim is not None:
-                return self._refusal(lim, f"principal '{name}'")
+        """'' when a request of ``principal`` for ``service`` may go on; else why not (spends a
+        token of each bucket in turn, the service's first, up to the first that has none left).
+
+        On every request while any limit is set: two dict lookups and one loop, the buckets
+        that apply having been resolved on the first request of this principal (and service)."""
+        name = principal.name  # every session has one once its SETUP is accepted
+        plan = self._plans.get(service, self._by_principal).get(name)
+        if plan is None:
+            plan = self._plan(name, service, now)
+        for lim, bucket in plan:
+            tat = bucket.tat
+            if tat < now:
+                tat = now
+            if tat - now > bucket.tolerance:
+                return self._refusal(lim, f"service '{service}'" if lim.service is not None else f"principal '{name}'")
+            bucket.tat = tat + bucket.interval
         return ""
 
+    def _plan(self, name: str, service: str, now: float) -> list[tuple[RateLimit, _Bucket]]:
+        """The buckets a request of principal ``name`` for ``service`` spends, kept for the next."""
+        buckets = self._by_principal.get(name)
+        if buckets is None:
+            buckets = self._principal_buckets(name, now)
+        plans = self._plans.get(service)
+        if plans is None:
+            return buckets
+        plan = plans[name] = self._by_service[service] + buckets
+        return plan
+
     def _principal_buckets(self, name: str, now: float) -> list[tuple[RateLimit, _Bucket]]:
-        """The buckets of principal ``name``: one per limit whose glob matches it, made on its first request."""
+        """The buckets of principal ``name``: one per limit whose glob matches it (none for most
+        when no principal limit is set), made on its first request."""
         if len(self._by_principal) >= MAX_BUCKETS:
-            # a principal whose buckets have all refilled is the same as one never seen: forget those
+            # a principal whose buckets have all refilled is the same as one never seen: forget
+            # those, and the plans holding their buckets (rebuilt on the next request)
             self._by_principal = {
                 n: b for n, b in self._by_principal.items() if any(x.tat > now for _, x in b)
             }
+            self._plans = {service: {} for service in self._plans}
         buckets = [
             (lim, _Bucket(lim, self.live_nodes, now))
             for lim in self._principal_limits
@@ -248,9 +261,10 @@ class TrafficRules:
     # -- deadlines --------------------------------------------------------------------------
 
     def track(self, st: "Stream", service: str, metadata: bytes, now: float) -> None:
-        """Watch a request-response: the deadline of its service, or the requester's if shorter."""
+        """Watch a request-response opened at ``now`` (its ``opened_at``): the deadline of its
+        service, or the requester's if shorter."""
         ms = self.deadlines.get(service)
-        if DEADLINE_TAG in metadata:
+        if metadata.find(DEADLINE_TAG) >= 0:  # half the cost of ``in`` (no buffer protocol)
             asked = requested_deadline(metadata)
             if asked is not None and (ms is None or asked < ms):
                 ms = asked
@@ -260,9 +274,9 @@ class TrafficRules:
         if queue is None:
             queue = self._queues[ms] = collections.deque()
         when = now + ms / 1000.0
-        queue.append((when, st))
-        self._tracked += 1
-        if self._tracked > self._compact_at:
+        queue.append(st)
+        tracked = self._tracked = self._tracked + 1
+        if tracked > self._compact_at:
             self._compact()
         if when < self._timer_at:
             self._arm(when, now)
@@ -277,7 +291,7 @@ class TrafficRules:
         """Drop answered requests from the queues once they have doubled: O(open requests) held,
         not O(rate x deadline), at an amortised O(1) per request."""
         for ms, queue in self._queues.items():
-            self._queues[ms] = collections.deque(entry for entry in queue if not entry[1].out_done)
+            self._queues[ms] = collections.deque([st for st in queue if not st.out_done])
         self._tracked = sum(len(queue) for queue in self._queues.values())
         self._compact_at = max(COMPACT_MIN, 2 * self._tracked)
 
@@ -287,13 +301,14 @@ class TrafficRules:
         self._timer, self._timer_at = None, math.inf
         earliest = math.inf
         for ms, queue in list(self._queues.items()):
-            while queue and queue[0][0] <= now:
-                _, st = queue.popleft()
+            span = ms / 1000.0
+            while queue and queue[0].opened_at + span <= now:
+                st = queue.popleft()
                 self._tracked -= 1
                 if not st.out_done and st.prov is not None:
                     self._end(st, ms)
             if queue:
-                earliest = min(earliest, queue[0][0])
+                earliest = min(earliest, queue[0].opened_at + span)
             else:
                 del self._queues[ms]
         if earliest < math.inf:
@@ -316,8 +331,10 @@ class TrafficRules:
         retries = self.retries.get(service)
         if retries:
             st.retry = (None, retries)
-            budget = self.retry_budget + RETRY_BUDGET
-            self.retry_budget = budget if budget < RETRY_CAP else float(RETRY_CAP)
+            budget = self.retry_budget
+            if budget < RETRY_CAP:  # a busy node's budget stays full: nothing to add
+                budget += RETRY_BUDGET
+                self.retry_budget = budget if budget < RETRY_CAP else float(RETRY_CAP)
 
     def retry_rejected(self, st: "Stream", buf: Any, off: int, end: int) -> bool:
         """The provider answered ERROR: send the request again if that was REJECTED (True when sent)."""
