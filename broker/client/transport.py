@@ -24,7 +24,7 @@ import asyncio
 import socket
 import ssl as ssl_module
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from broker.client.websocket import open_websocket
 from broker.frames import MAX_FRAME_LENGTH, FrameError, split_frames

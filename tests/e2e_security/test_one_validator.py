@@ -11,7 +11,6 @@ a token it signed is admitted.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import aiohttp

@@ -28,7 +28,6 @@ from broker.relay import Broker
 from broker.session import State
 from broker.settings import Settings
 from tests.support.memory_session import MemorySession
-from tests.support.rawclient import Frame
 
 SESSIONS = 3
 RR, FNF, STREAM, CHANNEL = FrameType.REQUEST_RESPONSE, FrameType.REQUEST_FNF, FrameType.REQUEST_STREAM, FrameType.REQUEST_CHANNEL

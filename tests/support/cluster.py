@@ -25,7 +25,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Self
 
-import aiohttp
 
 from cluster.crypto import new_key
 from tests.support.admin import Admin, get_json, send_json, wait_for
