@@ -84,14 +84,14 @@ def render_services(body: dict[str, Any]) -> str:
 
 
 def render_connections(body: dict[str, Any]) -> str:
-    rows = [("ID", "TRANSPORT", "PEER", "STATE", "PRINCIPAL", "INSTANCE", "SERVICES", "STREAMS", "AGE_S")]
+    rows: list[tuple[str, ...]] = [("ID", "TRANSPORT", "PEER", "STATE", "PRINCIPAL", "INSTANCE", "SERVICES", "STREAMS", "AGE_S")]
     for c in body["connections"]:
         rows.append(tuple(_cell(c.get(k)) for k in ("id", "transport", "peer", "state", "principal", "instance", "services", "streams", "connected_s")))
     return table(rows)
 
 
 def render_members(body: dict[str, Any]) -> str:
-    rows = [("NODE", "STATE", "INCARNATION", "GOSSIP", "TCP", "ADMIN", "SERVICES")]
+    rows: list[tuple[str, ...]] = [("NODE", "STATE", "INCARNATION", "GOSSIP", "TCP", "ADMIN", "SERVICES")]
     for m in body["members"]:
         meta = m.get("meta") or {}
         rows.append(tuple(_cell(v) for v in (m["node_id"], m["state"], m.get("incarnation"), m.get("address"), meta.get("tcp"), meta.get("admin"), m.get("services"))))

@@ -196,7 +196,9 @@ def _traffic_families(broker: Any) -> Iterator[Any]:
 
 def _cluster_families(node: "Node") -> Iterator[Any]:
     """The cluster plane's counters (see ``ClusterRuntime.counters``), when the cluster runs."""
-    counters = node.runtime.counters() if node.runtime is not None else {"dropped": {}, "link_auth_failures": 0}
+    counters: dict[str, Any] = (
+        node.runtime.counters() if node.runtime is not None else {"dropped": {}, "link_auth_failures": 0}
+    )
     dropped = CounterMetricFamily(
         "rsbroker_cluster_dropped",
         "Gossip and Raft messages dropped before any state changed (bad seal, undecodable, oversize, timeout, ...)",

@@ -51,7 +51,7 @@ def page_params(request: web.Request) -> Page:
 
 def page_of(keys: Sequence[K], page: Page, cursor_of: Callable[[str], K]) -> tuple[list[K], K | None]:
     """The page of sorted ``keys`` after ``page.cursor``, and the cursor of the next page."""
-    start = bisect.bisect_right(keys, cursor_of(page.cursor)) if page.cursor is not None else 0  # type: ignore[arg-type]
+    start = bisect.bisect_right(keys, cursor_of(page.cursor)) if page.cursor is not None else 0  # type: ignore[arg-type, call-overload]
     chosen = list(keys[start:start + page.limit])
     more = start + page.limit < len(keys)
     return chosen, (chosen[-1] if more and chosen else None)

@@ -90,7 +90,8 @@ class CanaryPolicy:
 
     def split(self, providers: Sequence[Any]) -> tuple[list[Any], list[Any]]:
         """``(canary, stable)`` providers; the registry keeps it per membership change."""
-        canary, stable = [], []
+        canary: list[Any] = []
+        stable: list[Any] = []
         for p in providers:
             (canary if self.is_canary(p.tags) else stable).append(p)
         return canary, stable

@@ -19,6 +19,7 @@ from typing import Any, Mapping
 from urllib.parse import urlsplit
 
 from broker import limits, otlp
+from broker.limits import NameLimits
 from broker.auth.acl import rules_from_config
 from broker.auth.keys import load_key_file
 from broker.frames import MAX_FRAME_LENGTH
@@ -296,9 +297,9 @@ class Settings:
                 raise SettingsError(f"{name} may be at most {ceiling}: gossip packets must always carry a registration")
 
     @property
-    def name_limits(self) -> limits.NameLimits:
+    def name_limits(self) -> NameLimits:
         """The registration limits, as the metadata reader takes them."""
-        return limits.NameLimits(**{name: getattr(self, name) for name in _NAME_CEILINGS})
+        return NameLimits(**{name: getattr(self, name) for name in _NAME_CEILINGS})
 
     @property
     def auth_enabled(self) -> bool:

@@ -241,7 +241,7 @@ class TrafficRules:
         buckets = [
             (lim, _Bucket(lim, self.live_nodes, now))
             for lim in self._principal_limits
-            if fnmatch.fnmatchcase(name, lim.principal)  # type: ignore[arg-type]
+            if lim.principal is not None and fnmatch.fnmatchcase(name, lim.principal)
         ]
         self._by_principal[name] = buckets
         return buckets

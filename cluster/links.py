@@ -100,7 +100,7 @@ def _unb64(text: Any, what: str) -> bytes:
         raise ValueError(f"{what} is not base64") from None
 
 
-def _entry(metadata: bytes, code: int) -> dict[str, Any] | None:
+def _entry(metadata: bytes, code: ErrorCode) -> dict[str, Any] | None:
     """The JSON object of the link entry in composite ``metadata``, or None when it has none."""
     raw = md.find_entry(metadata, md.LINK_MIME)
     if raw is None:
@@ -374,6 +374,7 @@ class Links:
                     timeout=2.0,
                 )
                 async with asyncio.timeout(HANDSHAKE_TIMEOUT_S):
+                    assert link is not None
                     if await link.handshake:
                         continue
             except (OSError, asyncio.TimeoutError, ssl.SSLError) as exc:

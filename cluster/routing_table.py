@@ -274,7 +274,7 @@ class RoutingTable:
 
     def lookup(self, service: str) -> list[RemoteEntry]:
         """Entries of other nodes for ``service``, sorted by node and instance: O(members)."""
-        found = []
+        found: list[RemoteEntry] = []
         for owner, o in self._remote.items():
             slot = o.routes.get(service)
             if slot is not None:

@@ -412,7 +412,7 @@ class Connection:
         route_metadata = self._metadata(route, metadata)
         consumer = weakref.ref(inbound)  # the sending task must not keep the consumer's iterator alive
 
-        async def opened() -> AsyncIterable[bytes]:
+        async def opened() -> AsyncIterable[bytes] | tuple[()]:
             # the first item rides in the request itself; the rest wait for REQUEST_N
             try:
                 try:
