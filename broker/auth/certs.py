@@ -39,6 +39,7 @@ __all__ = [
     "generate_private_key",
     "issue_client_cert",
     "issue_node_cert",
+    "public_pem",
     "write_keypair",
 ]
 
@@ -79,6 +80,11 @@ def _private_pem(key: PrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
+
+
+def public_pem(key: PrivateKey) -> bytes:
+    """``key``'s public half as PEM (SubjectPublicKeyInfo): what ``--jwt-keys`` and ``keys/`` take."""
+    return key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 def _write(path: Path, data: bytes, *, secret: bool, overwrite: bool) -> Path:
@@ -257,9 +263,7 @@ def write_keypair(kind: str, out_dir: str | os.PathLike[str], *, name: str = "jw
     """
     key = generate_private_key(kind)
     out = Path(out_dir)
-    public = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+    public = public_pem(key)
     key_path = _write(
         out / f"{_check_name(name)}-private.pem", _private_pem(key), secret=True, overwrite=False
     )

@@ -15,10 +15,10 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from playwright.async_api import Page
 
+from broker.auth.certs import public_pem
 from broker.auth.tokens import mint_token
 from tests.support.brokerproc import BrokerFactory, BrokerProcess
 from tests.support.cluster import Cluster, ClusterFactory
@@ -42,7 +42,7 @@ register = ["{SERVICE}"]
 def public_key_file(directory: Path, key: Ed25519PrivateKey) -> Path:
     """``key``'s public half as a PEM file in ``directory``, for ``--jwt-keys``."""
     path = directory / "jwt-public.pem"
-    path.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    path.write_bytes(public_pem(key))
     return path
 
 

@@ -14,10 +14,10 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from playwright.async_api import Browser, Page, async_playwright
 
+from broker.auth.certs import public_pem
 from broker.auth.tokens import mint_token
 from tests.support.brokerproc import BrokerFactory, BrokerProcess
 
@@ -77,11 +77,9 @@ async def test_the_dashboard_asks_for_an_admin_token_when_authentication_is_on(
     page: Page, broker_factory: BrokerFactory
 ) -> None:
     key = Ed25519PrivateKey.generate()
-    public_pem = broker_factory.tmpdir() / "jwt-public.pem"
-    public_pem.write_bytes(
-        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    )
-    node = await asyncio.to_thread(broker_factory.start, "--jwt-keys", str(public_pem), node_id="secured")
+    key_file = broker_factory.tmpdir() / "jwt-public.pem"
+    key_file.write_bytes(public_pem(key))
+    node = await asyncio.to_thread(broker_factory.start, "--jwt-keys", str(key_file), node_id="secured")
     await page.goto(f"{node.admin_url}/")
     await page.wait_for_selector("#auth", state="visible", timeout=PAGE_TIMEOUT_MS)
     assert "requires 'Authorization: Bearer <token>'" in (await page.text_content("#err") or "")

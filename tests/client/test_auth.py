@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from broker.auth.certs import public_pem
 from broker.auth.tokens import mint_token
 from broker.client import RejectedError, SetupError, connect
 from broker.frames import ErrorCode
@@ -34,9 +34,7 @@ def signing_key() -> Ed25519PrivateKey:
 @pytest.fixture(scope="module")
 def secured(module_broker_factory: BrokerFactory, signing_key: Ed25519PrivateKey) -> BrokerProcess:
     pem = module_broker_factory.tmpdir() / "jwt.pem"
-    pem.write_bytes(
-        signing_key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    )
+    pem.write_bytes(public_pem(signing_key))
     return module_broker_factory.start("--jwt-keys", str(pem), config=ACCESS_RULES)
 
 

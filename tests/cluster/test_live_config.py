@@ -11,9 +11,9 @@ import functools
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from broker.auth.certs import public_pem
 from broker.auth.tokens import mint_token
 from tests.cluster.peers import ask_who, provider, requester
 from tests.support.admin import send_json, wait_for
@@ -28,9 +28,7 @@ def signing_key() -> Ed25519PrivateKey:
 @pytest.fixture
 async def secured(cluster_factory: ClusterFactory, signing_key: Ed25519PrivateKey) -> Cluster:
     keys = cluster_factory.brokers.tmpdir() / "jwt-keys.pem"
-    Path(keys).write_bytes(
-        signing_key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    )
+    Path(keys).write_bytes(public_pem(signing_key))
     admin = mint_token(signing_key, sub="operator", roles=["admin"])
     cluster = cluster_factory.start(3, "--jwt-keys", str(keys), "--cluster-key", str(cluster_factory.key_file()), admin_token=admin)
     await cluster.wait_converged()

@@ -21,9 +21,9 @@ from typing import Any
 
 import aiohttp
 import pytest
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from broker.auth.certs import public_pem
 from broker.auth.tokens import mint_token
 from tests.e2e_security.pki import AUDIENCE, ISSUER, Pki
 from tests.support.brokerproc import BrokerFactory, BrokerProcess, run_rsbroker
@@ -76,13 +76,9 @@ async def call(
             return response.status, decoded, dict(response.headers)
 
 
-def _public_pem(key: Ed25519PrivateKey) -> str:
-    return key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
-
-
 async def test_a_client_without_credentials_cannot_take_over_the_cluster(secured: BrokerProcess, pki: Pki) -> None:
     attacker_key = Ed25519PrivateKey.generate()
-    status, body, _ = await call(secured, "PUT", "/api/v1/config/keys/mallory", body=_public_pem(attacker_key))
+    status, body, _ = await call(secured, "PUT", "/api/v1/config/keys/mallory", body=public_pem(attacker_key).decode())
     assert status == 401, f"installing a signing key without credentials got {status}: {body}"
     assert "Bearer" in body["error"] and "admin" in body["error"]
 
@@ -92,7 +88,7 @@ async def test_a_client_without_credentials_cannot_take_over_the_cluster(secured
 
     writes = [
         ("PUT", "/api/v1/config/acl/mallory", {"principals": ["mallory"], "register": ["*"], "call": ["*"]}),
-        ("PUT", "/api/v1/config/keys/mallory", {"pem": _public_pem(attacker_key)}),
+        ("PUT", "/api/v1/config/keys/mallory", {"pem": public_pem(attacker_key).decode()}),
         ("DELETE", "/api/v1/raft/members/n1", None),
         ("DELETE", "/api/v1/config/acl/anything", None),
     ]

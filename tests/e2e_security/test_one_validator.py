@@ -19,6 +19,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from broker.auth.certs import public_pem
 from broker.auth.tokens import load_private_key, mint_token
 from tests.e2e_security.pki import AUDIENCE, ISSUER, Pki
 from tests.e2e_security.test_key_rotation import admitted
@@ -96,9 +97,7 @@ def keys(pki: Pki) -> dict[str, tuple[bool, Any, str]]:
     ec_key = serialization.load_pem_public_key(ec_pem.encode())
     ec_jwk = dict(jwt.get_algorithm_by_name("ES256").to_jwk(ec_key, as_dict=True))  # type: ignore[arg-type]
     small = rsa.generate_private_key(public_exponent=65537, key_size=1024)
-    small_pem = small.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode()
+    small_pem = public_pem(small).decode()
     private_pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     ).decode()

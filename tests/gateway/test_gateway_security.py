@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from broker.auth.certs import public_pem
 from broker.auth.tokens import mint_token
 from broker.client import connect
 from tests.gateway.peers import SERVICE, Seen, gateway_router, http, wait_served
@@ -36,9 +36,7 @@ def signing_key() -> Ed25519PrivateKey:
 @pytest.fixture(scope="module")
 def secured(module_broker_factory: BrokerFactory, signing_key: Ed25519PrivateKey) -> BrokerProcess:
     pem = module_broker_factory.tmpdir() / "jwt.pem"
-    pem.write_bytes(
-        signing_key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    )
+    pem.write_bytes(public_pem(signing_key))
     admin = mint_token(signing_key, sub="operator", roles=["admin"], ttl=300)
     return module_broker_factory.start("--jwt-keys", str(pem), "--jwt-max-ttl-s", "600", config=RULES, admin_token=admin)
 

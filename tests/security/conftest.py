@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
+from broker.auth.certs import public_pem
 from broker.auth.keys import PrivateKey
 
 #: A fixed "now" for every verifier under test: 2027-01-15T08:00:00Z.
@@ -23,12 +23,6 @@ class KeyPair:
     public_path: Path
 
 
-def _public_pem(key: PrivateKey) -> bytes:
-    return key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-
-
 def _make(kind: str, directory: Path) -> KeyPair:
     private: PrivateKey
     if kind == "rsa":
@@ -37,7 +31,7 @@ def _make(kind: str, directory: Path) -> KeyPair:
         private = ec.generate_private_key(ec.SECP256R1())
     else:
         private = ed25519.Ed25519PrivateKey.generate()
-    pem = _public_pem(private)
+    pem = public_pem(private)
     path = directory / f"{kind}-public.pem"
     path.write_bytes(pem)
     return KeyPair(kind, private, pem, path)

@@ -11,9 +11,9 @@ import argparse
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from broker.auth.certs import public_pem
 from broker.settings import Settings, SettingsError, add_arguments, load
 
 
@@ -34,8 +34,7 @@ def test_admin_on_loopback_without_authentication_is_the_developer_case(address:
 
 def test_admin_off_loopback_with_jwt_keys_requires_the_token(tmp_path: Path) -> None:
     keys = tmp_path / "jwt.pem"
-    public = ed25519.Ed25519PrivateKey.generate().public_key()
-    keys.write_bytes(public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    keys.write_bytes(public_pem(ed25519.Ed25519PrivateKey.generate()))
     settings = Settings(admin="0.0.0.0:7002", jwt_keys=str(keys))
     settings.validate()
     assert settings.admin_token_required
