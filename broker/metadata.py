@@ -29,6 +29,9 @@ TOPOLOGY_MIME = "message/x.rsbroker.topology.v0"
 LINK_MIME = "message/x.rsbroker.link.v0"
 #: a requester's deadline for one request: ASCII decimal milliseconds from its arrival
 DEADLINE_MIME = "message/x.rsbroker.deadline.v0"
+#: who asked (UTF-8 subject of the requester's authenticated principal), set by the broker
+#: on requests to services whose policy has ``forward_principal``; never taken from a client
+PRINCIPAL_MIME = "message/x.rsbroker.principal.v0"
 
 #: Well-known MIME ids used by the composite metadata extension (subset the broker needs).
 WELL_KNOWN: dict[int, str] = {

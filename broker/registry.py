@@ -48,7 +48,7 @@ POLICIES = ("round_robin", "least_outstanding", "weighted", "p2c")
 NO_CAPACITY = 1 << 31
 #: most times one request may be sent again
 MAX_RETRIES = 5
-_POLICY_FIELDS = ("policy", "weights", "prefer_local", "outlier", "canary", "deadline_ms", "idempotent", "retries")
+_POLICY_FIELDS = ("policy", "weights", "prefer_local", "outlier", "canary", "deadline_ms", "idempotent", "retries", "forward_principal")
 
 
 class Provider(Protocol):
@@ -109,6 +109,8 @@ class ServicePolicy:
     #: its request-responses may be sent again (broker.traffic retries), and how many times
     idempotent: bool = False
     retries: int = 0
+    #: requests to it carry who asked (``broker.principal``); off, requests pay nothing for it
+    forward_principal: bool = False
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -126,6 +128,8 @@ class ServicePolicy:
             raise ValueError(f"'idempotent' must be true or false, got {self.idempotent!r}")
         if type(self.retries) is not int or not 0 <= self.retries <= MAX_RETRIES:
             raise ValueError(f"'retries' must be an integer from 0 to {MAX_RETRIES}, got {self.retries!r}")
+        if not isinstance(self.forward_principal, bool):
+            raise ValueError(f"'forward_principal' must be true or false, got {self.forward_principal!r}")
         if self.retries and not self.idempotent:
             raise ValueError("'retries' needs \"idempotent\": true: only idempotent routes may be sent twice")
 
@@ -158,6 +162,7 @@ class ServicePolicy:
             deadline_ms=obj.get("deadline_ms"),
             idempotent=obj.get("idempotent", False),
             retries=obj.get("retries", 1 if obj.get("idempotent") is True else 0),
+            forward_principal=obj.get("forward_principal", False),
         )
 
 

@@ -34,7 +34,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    """What a handler may want besides the data: the route and the request's metadata."""
+    """What a handler may want besides the data: the route, the request's metadata and, for
+    services that opted in, who asked (:attr:`principal`)."""
 
     route: str
     #: composite metadata as the requester sent it (routing tag included)
@@ -43,6 +44,18 @@ class Request:
     def entry(self, mime: str) -> bytes | None:
         """The content of the first composite-metadata entry of type ``mime``, or None."""
         return md.find_entry(self.metadata, mime)
+
+    @property
+    def principal(self) -> str | None:
+        """Who asked: the subject the broker authenticated the requester as, or None.
+
+        The broker adds it (``message/x.rsbroker.principal.v0``) only for services whose
+        policy has ``"forward_principal": true`` and only for authenticated requesters; it
+        refuses any request that carries the entry itself, so the entry cannot be forged
+        through the broker. A provider reached directly (no broker) must not trust it.
+        """
+        entry = md.find_entry(self.metadata, md.PRINCIPAL_MIME)
+        return entry.decode("utf-8", "replace") if entry is not None else None
 
 
 @dataclass(frozen=True, slots=True)
