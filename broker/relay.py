@@ -81,6 +81,8 @@ class Broker:
         self.traffic = TrafficRules(self.loop, self.clock, self.registry)
         self.traffic.file_limits = limits_from_config(settings.limits)
         self.traffic.set_limits({})
+        #: services whose requests carry who asked (broker.principal); empty: nothing is added
+        self.forward_principal: set[str] = set()
         for service, obj in settings.services.items():
             self.set_policy(service, ServicePolicy.from_obj(obj))
         #: admits broker links from other nodes when this node is in a cluster (cluster.links.Links)
@@ -248,6 +250,9 @@ class Broker:
             self.traffic.deadlines[service] = policy.deadline_ms
         if policy is not None and policy.retries:
             self.traffic.retries[service] = policy.retries
+        self.forward_principal.discard(service)
+        if policy is not None and policy.forward_principal:
+            self.forward_principal.add(service)
 
     def register(self, session: Session, registration: md.Registration) -> None:
         """Replace the services ``session`` provides with those of ``registration``."""

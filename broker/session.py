@@ -26,7 +26,7 @@ import struct
 from typing import TYPE_CHECKING, Any
 
 from broker import metadata as md
-from broker import metering
+from broker import metering, principal
 from broker.logformat import conn_fields
 from broker.frames import (
     FLAG_COMPLETE,
@@ -520,11 +520,14 @@ class Session:
         dest = self._route_stream(st, metadata, type_flags)
         if dest is None:
             return
-        if self.metadata_mime == md.ROUTING_MIME:
+        if self.metadata_mime == md.ROUTING_MIME or self.broker.forward_principal:
             # Every provider and broker link reads composite metadata (registering needs it):
             # bare routing tags read as composite could name another route than the one checked.
-            buf = replace_metadata(buf, off, end, md.for_composite_peer(metadata, md.ROUTING_MIME))
-            off, end = 0, len(buf)
+            # Services that opted in also learn who asked (broker.principal).
+            composite = principal.outgoing(self, st.route, metadata)
+            if composite is not metadata:
+                buf = replace_metadata(buf, off, end, composite)
+                off, end = 0, len(buf)
         forward(dest, st.prov_sid, buf, off, end)
         st.meter.bytes_in += end - off  # type: ignore[union-attr]
         if st.retry is not None and not type_flags & FLAG_FOLLOWS:
@@ -555,8 +558,10 @@ class Session:
             dest = self._route_stream(st, whole, type_flags)
             if dest is None:
                 return
-            if self.metadata_mime == md.ROUTING_MIME:
-                frames = self._as_composite(st, frames, whole)
+            if self.metadata_mime == md.ROUTING_MIME or self.broker.forward_principal:
+                composite = principal.outgoing(self, st.route, whole)
+                if composite is not whole:
+                    frames = self._as_composite(st, frames, composite)
             for frame in frames:
                 forward(dest, st.prov_sid, frame, 0, len(frame))
                 st.meter.bytes_in += len(frame)  # type: ignore[union-attr]
@@ -564,18 +569,17 @@ class Session:
                 self._blocked_by(dest)
 
     @staticmethod
-    def _as_composite(st: Stream, frames: list[bytes], routing: bytes) -> list[bytes]:
-        """A fragmented request of bare routing metadata, re-encoded for a composite reader:
-        the whole metadata in the request frame, then the rest of the last fragment (its data
-        and flags) as one PAYLOAD fragment when there is any. Only the last fragment carries
-        data: the metadata was incomplete until it."""
+    def _as_composite(st: Stream, frames: list[bytes], meta: bytes) -> list[bytes]:
+        """A fragmented request re-framed with the composite metadata ``meta`` (bare routing
+        re-encoded, or a principal entry added): the whole metadata in the request frame,
+        then the rest of the last fragment (its data and flags) as one PAYLOAD fragment when
+        there is any. Only the last fragment carries data: the metadata was incomplete until it."""
         first, last = frames[0], frames[-1]
         flags = header(last)[2]
         data = request_data(last, 0, len(last))
         rest = bool(data) or bool(flags & FLAG_FOLLOWS)
         initial_n = parse_request_n(first, 0, len(first)) if st.kind == _STREAM or st.kind == _CHANNEL else 0
         complete = st.kind == _CHANNEL and bool(flags & FLAG_COMPLETE) and not rest
-        meta = md.for_composite_peer(routing, md.ROUTING_MIME)
         out = [request_frame(st.kind, st.req_id, meta, b"", initial_n=initial_n, follows=rest, complete=complete)]
         if rest:
             out.append(
@@ -667,6 +671,11 @@ class Session:
             return None
         route, service, trace_entry = resolved
         meter = broker.meter.route(route, service)
+        if principal.MARKER in metadata and not self.is_link:
+            forgery = principal.forged(metadata, self.metadata_mime, broker.settings.max_metadata_entries)
+            if forgery:
+                self._reject(sid, ftype, ErrorCode.INVALID, forgery, meter)
+                return None
         if broker.draining or broker.security.enabled or self.is_link:
             refusal = broker.refuse_request(self, route)
             if refusal:
@@ -845,6 +854,8 @@ class Session:
             self.broker.stats["ignored_frames"] += 1
             return
         refusal = self.broker.refuse_request(self, route)
+        if not refusal and principal.MARKER in metadata:
+            refusal = principal.forged(metadata, self.metadata_mime, settings.max_metadata_entries)
         if refusal:
             log.info("dropped METADATA_PUSH from connection %s: %s", self.id, refusal, extra=conn_fields(self, route))
             self.broker.stats["rejected"] += 1
