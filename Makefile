@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 
 .PHONY: demo demo-down test test-slow bench install
 
-$(VENV)/.installed: pyproject.toml setup.py broker/_hotpath_c.pyx
+$(VENV)/.installed: pyproject.toml setup.py broker/_hotpath_c.pyx broker/client/_codec_c.pyx
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -e '.[test,bench,otlp]'
 	touch $@
@@ -20,12 +20,13 @@ demo: $(VENV)/.installed
 demo-down: $(VENV)/.installed
 	$(BIN)/rsbroker cluster down
 
-# The second pass runs the relay tests on the pure-Python hot path (the first ran the
-# compiled one, which tests/relay/test_hotpath.py requires under CI=true).
+# The second pass runs the relay and client tests on the pure-Python modules (the first ran
+# the compiled ones, which tests/relay/test_hotpath.py and tests/client/test_codec.py
+# require under CI=true).
 test: $(VENV)/.installed
 	bash scripts/browser-deps.sh
 	$(BIN)/pytest -q
-	RSBROKER_NO_EXTENSIONS=1 $(BIN)/pytest -q tests/relay
+	RSBROKER_NO_EXTENSIONS=1 $(BIN)/pytest -q tests/relay tests/client
 
 test-slow: $(VENV)/.installed
 	$(BIN)/pytest -q -m slow

@@ -1,7 +1,8 @@
-"""Build the optional compiled hot path (``broker/_hotpath_c.pyx``); everything else is in pyproject.toml.
+"""Build the optional compiled modules — the relay's hot path (``broker/_hotpath_c.pyx``) and
+the client's codec (``broker/client/_codec_c.pyx``); everything else is in pyproject.toml.
 
 A failed build (no compiler, no Python headers, no Cython) never fails the install: it warns
-and the broker runs its pure-Python hot path, as aiohttp and msgpack do.
+and the broker and client run their pure-Python twins, as aiohttp and msgpack do.
 ``RSBROKER_NO_EXTENSIONS=1`` skips the build altogether.
 """
 
@@ -17,7 +18,7 @@ NO_EXTENSIONS = os.environ.get("RSBROKER_NO_EXTENSIONS", "").strip().lower() not
 
 
 def _warn(message: str) -> None:
-    sys.stderr.write(f"WARNING: {message}; rsbroker will use its pure-Python hot path\n")
+    sys.stderr.write(f"WARNING: {message}; rsbroker will use its pure-Python modules\n")
 
 
 class OptionalBuildExt(build_ext):
@@ -30,7 +31,7 @@ class OptionalBuildExt(build_ext):
             super().run()
         except Exception as exc:  # noqa: BLE001 - distutils raises a zoo of error types here
             if not self.failed:  # a failed compile already said why; the copy after it fails too
-                _warn(f"building the compiled hot path failed ({exc})")
+                _warn(f"building the compiled modules failed ({exc})")
 
     def build_extension(self, ext: Extension) -> None:
         try:
@@ -50,11 +51,14 @@ def _extensions() -> list[Extension]:
         return []
     try:
         return cythonize(
-            [Extension("broker._hotpath_c", ["broker/_hotpath_c.pyx"])],
+            [
+                Extension("broker._hotpath_c", ["broker/_hotpath_c.pyx"]),
+                Extension("broker.client._codec_c", ["broker/client/_codec_c.pyx"]),
+            ],
             compiler_directives={"language_level": "3"},
         )
     except Exception as exc:  # noqa: BLE001 - a Cython compile error must not break the install
-        _warn(f"cythonizing the hot path failed ({exc})")
+        _warn(f"cythonizing the compiled modules failed ({exc})")
         return []
 
 

@@ -9,8 +9,10 @@ Rules this module keeps:
 * **No per-frame objects beyond the frame.** A request-response is one future in a dict; a
   stream is an :class:`~broker.client.streams.Inbound` (a deque, no task); a handler that
   answers without waiting runs without a task (:mod:`broker.client.eager`).
-* **Frames are read with** :mod:`broker.frames` **and** :mod:`broker.metadata`, the codec the
-  broker's parsers are fuzzed with.
+* **Per-frame work is** :mod:`broker.client.codec` (compiled when built, pure Python
+  otherwise): header, dispatch by stream id, request and answer frames. It is fuzzed against
+  :mod:`broker.frames`, the codec the broker's parsers are fuzzed with; the rarer frames are
+  read with that codec directly.
 * **Liveness:** a KEEPALIVE (respond) every ``keepalive_s``; no frame at all from the peer
   for ``max_lifetime_s`` closes the connection with :class:`ConnectionLostError`. That is
   what finds a paused or partitioned node whose socket still looks open.
@@ -28,6 +30,7 @@ from typing import Any, AsyncIterable, Callable, Iterable
 
 from broker import metadata as md
 from broker.client import eager
+from broker.client.codec import encode_payload, encode_request, received
 from broker.client.fragments import Reassembly, split
 from broker.client.handshake import registration
 from broker.client.errors import (
@@ -44,8 +47,6 @@ from broker.frames import (
     FLAG_COMPLETE,
     FLAG_FOLLOWS,
     FLAG_IGNORE,
-    FLAG_METADATA,
-    FLAG_NEXT,
     FLAG_RESPOND,
     HEADER_LENGTH,
     ErrorCode,
@@ -61,9 +62,6 @@ from broker.frames import (
     parse_error,
     parse_request_n,
     payload_frame,
-    request_data,
-    request_frame,
-    request_metadata,
     request_n_frame,
 )
 
@@ -300,7 +298,7 @@ class Connection:
     ) -> None:
         """A request, in fragments when it is larger than ``fragment_size``."""
         if len(metadata) + len(data) + _FRAME_OVERHEAD <= self.fragment_size:
-            self._send(request_frame(ftype, sid, metadata, data, initial_n=initial_n, complete=complete))
+            self._send(encode_request(ftype, sid, metadata, data, initial_n, complete))
         else:
             for frame in split(ftype, sid, metadata, data, self.fragment_size, initial_n=initial_n, complete=complete):
                 self._send(frame)
@@ -308,7 +306,7 @@ class Connection:
     def _send_payload(self, sid: int, data: bytes, complete: bool) -> None:
         """PAYLOAD(NEXT), in fragments when it is larger than ``fragment_size``."""
         if len(data) + _FRAME_OVERHEAD <= self.fragment_size:
-            self._send(payload_frame(sid, data, complete=complete))
+            self._send(encode_payload(sid, data, complete))
         else:
             for frame in split(_PAYLOAD, sid, None, data, self.fragment_size, complete=complete):
                 self._send(frame)
@@ -455,42 +453,33 @@ class Connection:
     # -- reading ---------------------------------------------------------------------------
 
     def frame_received(self, buf: bytes, off: int, end: int) -> None:
-        self._heard = True
+        """One frame from the transport: dispatched by :func:`broker.client.codec.received`,
+        which answers futures and starts handlers itself and hands the rest to
+        :meth:`_other_frame`. Malformed input is a protocol error that ends the connection."""
         try:
-            sid, ftype, flags = header(buf, off)
-            if sid == 0:
-                self._connection_frame(buf, off, end, ftype, flags)
-            elif ftype == _PAYLOAD:
-                if flags & FLAG_FOLLOWS or (self._reassembly and sid in self._reassembly):
-                    self._fragment(buf, off, end, sid, ftype, flags)
-                    return
-                future = self._pending.pop(sid, None)
-                if future is not None:
-                    if not future.done():
-                        future.set_result(request_data(buf, off, end) if flags & FLAG_NEXT else b"")
-                    return
-                stream = self._streams.get(sid)
-                if stream is not None:
-                    self._on_payload(stream, buf, off, end, flags)
-            elif ftype == _ERROR:
-                code, message = parse_error(buf, off, end)
-                self._on_error(sid, error_for(code, message))
-            elif ftype == _REQUEST_N:
-                stream = self._streams.get(sid)
-                outbound = stream.outbound if isinstance(stream, _Channel) else stream
-                if isinstance(outbound, Outbound):
-                    outbound.on_request_n(parse_request_n(buf, off, end))
-            elif ftype == _CANCEL:
-                self._on_cancel(sid)
-            elif ftype in _REQUESTS:
-                if flags & FLAG_FOLLOWS:
-                    self._fragment(buf, off, end, sid, ftype, flags)
-                    return
-                self._on_request(buf, off, end, sid, ftype, flags)
-            elif not flags & FLAG_IGNORE:
-                self._protocol_error(f"frame type 0x{ftype:02x} is not valid on stream {sid}")
+            received(self, buf, off, end)
         except FrameError as exc:
             self._protocol_error(str(exc))
+
+    def _other_frame(self, buf: bytes, off: int, end: int, sid: int, ftype: int, flags: int) -> None:
+        """A frame the codec did not dispatch: stream 0, fragments, ERROR, REQUEST_N, CANCEL,
+        a PAYLOAD for a stream being reassembled, unknown types."""
+        if sid == 0:
+            self._connection_frame(buf, off, end, ftype, flags)
+        elif ftype == _PAYLOAD or (ftype in _REQUESTS and flags & FLAG_FOLLOWS):
+            self._fragment(buf, off, end, sid, ftype, flags)
+        elif ftype == _ERROR:
+            code, message = parse_error(buf, off, end)
+            self._on_error(sid, error_for(code, message))
+        elif ftype == _REQUEST_N:
+            stream = self._streams.get(sid)
+            outbound = stream.outbound if isinstance(stream, _Channel) else stream
+            if isinstance(outbound, Outbound):
+                outbound.on_request_n(parse_request_n(buf, off, end))
+        elif ftype == _CANCEL:
+            self._on_cancel(sid)
+        elif not flags & FLAG_IGNORE:
+            self._protocol_error(f"frame type 0x{ftype:02x} is not valid on stream {sid}")
 
     def transport_lost(self, reason: str) -> None:
         self._lose(ConnectionLostError(reason))
@@ -534,12 +523,13 @@ class Connection:
         elif not flags & FLAG_IGNORE:
             raise FrameError(f"frame type 0x{ftype:02x} is not valid on stream 0")
 
-    def _on_payload(self, stream: Any, buf: bytes, off: int, end: int, flags: int) -> None:
+    def _on_payload(self, stream: Any, data: bytes | None, flags: int) -> None:
+        """A whole PAYLOAD for a stream or channel; ``data`` is None without NEXT."""
         inbound = _inbound_of(stream)
         if inbound is None:
             return
-        if flags & FLAG_NEXT:
-            inbound.on_next(request_data(buf, off, end), bool(flags & FLAG_COMPLETE))
+        if data is not None:
+            inbound.on_next(data, bool(flags & FLAG_COMPLETE))
         elif flags & FLAG_COMPLETE:
             inbound.on_complete()
 
@@ -575,10 +565,11 @@ class Connection:
 
     # -- responder side --------------------------------------------------------------------
 
-    def _on_request(self, buf: bytes, off: int, end: int, sid: int, ftype: int, flags: int) -> None:
-        metadata = request_metadata(buf, off, end)[0] if flags & FLAG_METADATA else b""
-        data = request_data(buf, off, end)
-        route = self._routes.get(metadata)
+    def _on_request(
+        self, buf: bytes, off: int, end: int, sid: int, ftype: int, flags: int, metadata: bytes, data: bytes, route: str | None
+    ) -> None:
+        """A whole request, read by the codec; ``route`` is what ``_routes`` held for its
+        metadata (None: not seen yet, or no route)."""
         if route is None:
             try:
                 route = md.route_of(metadata, self.metadata_mime) if metadata else None

@@ -14,8 +14,10 @@ Addresses::
     ws://host:port/rsocket              WebSocket, one frame per binary message
     wss://host:port/rsocket             WebSocket over TLS
 
-The TCP framing is :func:`broker.frames.split_frames`, the codec the broker's parsers are
-tested with; nothing here reads a frame's contents.
+The TCP framing is :func:`broker.client.codec.read_frames` and
+:func:`broker.client.codec.prefixed` (compiled when built; fuzzed against
+:func:`broker.frames.split_frames` and :func:`broker.frames.with_length_prefix`); nothing
+here reads a frame's contents.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from broker.client.websocket import open_websocket
-from broker.frames import MAX_FRAME_LENGTH, FrameError, split_frames
+from broker.client.codec import prefixed, read_frames
+from broker.frames import MAX_FRAME_LENGTH, FrameError
 
 __all__ = ["Address", "FrameSink", "FrameTransport", "open_transport", "parse_address"]
 
@@ -117,17 +120,14 @@ class _TcpProtocol(asyncio.Protocol):
             data = bytes(self._buf)
             self._buf = bytearray()
         try:
-            frames, consumed = split_frames(data, 0, self.max_frame)
+            consumed, need = read_frames(self.sink, data, self.max_frame)
         except FrameError as exc:
             self.sink.transport_lost(f"bad framing from {self.peer}: {exc}")
             self.close()
             return
-        received = self.sink.frame_received
-        for off, end in frames:
-            received(data, off, end)
         if consumed < len(data):
             self._buf = bytearray(memoryview(data)[consumed:])
-            self._need = 3 + int.from_bytes(self._buf[:3], "big") if len(self._buf) >= 3 else 3
+            self._need = need
 
     def eof_received(self) -> bool:
         return False
@@ -147,15 +147,7 @@ class _TcpProtocol(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        if len(frames) == 1:
-            frame = frames[0]
-            transport.write(len(frame).to_bytes(3, "big") + frame)
-            return
-        parts: list[bytes] = []
-        for frame in frames:
-            parts.append(len(frame).to_bytes(3, "big"))
-            parts.append(frame)
-        transport.write(b"".join(parts))
+        transport.write(prefixed(frames))
 
     def close(self) -> None:
         if self.transport is not None:
