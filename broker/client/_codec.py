@@ -22,7 +22,8 @@ profiled at both ends of a request-response — and nothing else:
   ``frames.payload_frame``, ``frames.with_length_prefix``).
 
 The connection side of the contract (``broker.client.connection``): ``_heard``,
-``_reassembly`` (truthy while fragments are in progress; ``sid in`` it), ``_pending``
+``_reassembly`` (its ``partial`` dict and ``skipping`` set, empty unless fragments are in
+progress, and ``sid in`` it), ``_pending``
 (request-response futures by stream id), ``_streams``, ``_routes`` (route by request
 metadata), and the methods ``_on_payload(stream, data, flags)``, ``_on_request(buf, off,
 end, sid, ftype, flags, metadata, data, cached_route)`` and ``_other_frame(buf, off, end,
@@ -106,7 +107,7 @@ def received(conn: Any, buf: Any, off: int, end: int) -> None:
         if ftype == _PAYLOAD:
             if not flags & FLAG_FOLLOWS:
                 reassembly = conn._reassembly
-                if not (reassembly and sid in reassembly):
+                if not ((reassembly.partial or reassembly.skipping) and sid in reassembly):
                     future = conn._pending.pop(sid, None)
                     if future is not None:
                         if not future.done():

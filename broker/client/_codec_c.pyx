@@ -122,7 +122,7 @@ def received(object conn, object buf, Py_ssize_t off, Py_ssize_t end):
         if ftype == PAYLOAD:
             if not flags & FLAG_FOLLOWS:
                 reassembly = conn._reassembly
-                if not (reassembly and sid in reassembly):
+                if not (((<dict?>reassembly.partial) or (<set?>reassembly.skipping)) and sid in reassembly):
                     future = (<dict?>conn._pending).pop(sid, None)
                     if future is not None:
                         if not future.done():

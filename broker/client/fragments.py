@@ -89,18 +89,19 @@ class Reassembly:
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
-        self._partial: dict[int, _Partial] = {}
-        #: streams whose payload was dropped; their fragments are skipped up to the last one
-        self._skipping: set[int] = set()
+        #: payloads in progress, and streams whose payload was dropped (their fragments are
+        #: skipped up to the last one); the codec tests both for emptiness on every PAYLOAD
+        self.partial: dict[int, _Partial] = {}
+        self.skipping: set[int] = set()
 
     def __bool__(self) -> bool:
-        return bool(self._partial or self._skipping)
+        return bool(self.partial or self.skipping)
 
     def __contains__(self, sid: int) -> bool:
-        return sid in self._partial or sid in self._skipping
+        return sid in self.partial or sid in self.skipping
 
     def drop(self, sid: int) -> None:
-        self._partial.pop(sid, None)
+        self.partial.pop(sid, None)
 
     def add(self, buf: bytes, off: int, end: int, sid: int, ftype: int, flags: int) -> bytes | None:
         """Take one fragment; return the whole frame (FOLLOWS cleared) once the last arrived.
@@ -108,18 +109,18 @@ class Reassembly:
         Raises :class:`PayloadTooLarge` (once per payload) when the payload passes
         ``max_bytes``, and FrameError for a fragment of another type in the middle of one.
         """
-        if sid in self._skipping:
+        if sid in self.skipping:
             if not flags & FLAG_FOLLOWS:
-                self._skipping.discard(sid)
+                self.skipping.discard(sid)
             return None
-        part = self._partial.get(sid)
+        part = self.partial.get(sid)
         meta = request_metadata(buf, off, end)[0] if flags & FLAG_METADATA else None
         data = request_data(buf, off, end)
         if part is None:
             initial_n = parse_request_n(buf, off, end) if ftype in _WITH_REQUEST_N else 0
-            part = self._partial[sid] = _Partial(ftype, flags, initial_n, None, bytearray())
+            part = self.partial[sid] = _Partial(ftype, flags, initial_n, None, bytearray())
         elif ftype != _PAYLOAD:
-            del self._partial[sid]
+            del self.partial[sid]
             raise FrameError(f"stream {sid}: a {FrameType(ftype).name} frame came in the middle of a fragmented payload")
         elif part.ftype == _PAYLOAD:
             part.flags = flags  # NEXT and COMPLETE count on the last fragment
@@ -132,13 +133,13 @@ class Reassembly:
         part.data += data
         part.size += len(data) + (len(meta) if meta is not None else 0)
         if part.size > self.max_bytes:
-            del self._partial[sid]
+            del self.partial[sid]
             if flags & FLAG_FOLLOWS:
-                self._skipping.add(sid)
+                self.skipping.add(sid)
             raise PayloadTooLarge(f"fragmented payload on stream {sid} exceeds max_payload_bytes={self.max_bytes}")
         if flags & FLAG_FOLLOWS:
             return None
-        del self._partial[sid]
+        del self.partial[sid]
         metadata = bytes(part.metadata) if part.metadata is not None else None
         if part.ftype == _PAYLOAD:
             return payload_frame(
