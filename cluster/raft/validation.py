@@ -7,7 +7,8 @@ Every key has a prefix that decides its type:
 ``services/S`` load-balancing policy of service S:
                ``{"policy": "round_robin"|"least_outstanding"|"weighted",
                "weights": {instance: int >= 0}, "prefer_local": bool,
-               "deadline_ms": int, "idempotent": bool, "retries": int}`` (each optional)
+               "deadline_ms": int, "idempotent": bool, "retries": int,
+               "forward_principal": bool}`` (each optional)
 ``keys/KID``   a JWT verification key: a public JWK (object), ``{"pem": PEM}`` or PEM text
 ``revoked/J``  a revoked token id: ``{"expires_at": unix seconds}``
 ``limits/N``   a rate limit: ``{"principal": glob | "service": name, "rate": per second,

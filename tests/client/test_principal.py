@@ -26,7 +26,7 @@ from broker import metadata as md
 from broker.auth.certs import public_pem
 from broker.auth.tokens import mint_token
 from broker.client import Connection, InvalidError, Request, Router, connect
-from tests.support.admin import service_instances, wait_for
+from tests.support.admin import send_json, service_instances, wait_for
 from tests.support.brokerproc import BrokerFactory, BrokerProcess
 from tests.support.cluster import Cluster, ClusterFactory, put_config
 
@@ -241,3 +241,10 @@ async def _answers(client: Connection, expected: bytes | None = None) -> bool:
     except Exception:  # noqa: BLE001 — not routed yet (REJECTED) while the route spreads
         return False
     return expected is None or reply == expected
+
+
+async def test_a_policy_with_a_bad_forward_principal_is_refused_with_the_field_named(secured: BrokerProcess) -> None:
+    """The config store takes the policy through the same parser as the config file."""
+    status, body = await send_json(secured, "PUT", f"/api/v1/config/services/{PLAIN}", {"forward_principal": "yes"})
+    assert status == 400, body
+    assert "'forward_principal' must be true or false" in str(body), body
