@@ -14,8 +14,8 @@
     async def echo(items: AsyncIterator[bytes]): ...
 
 A handler takes the request's data (for a channel: the inbound items, the first one
-included) and, when it declares a second parameter, the :class:`Request` with the route and
-the raw composite metadata. The route is the first routing tag, as the broker routes on it.
+included) and, when it declares a second parameter, the :class:`Request` with the route, the
+raw composite metadata and who asked (for services whose policy forwards the principal). The route is the first routing tag, as the broker routes on it.
 """
 
 from __future__ import annotations
