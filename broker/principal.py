@@ -17,6 +17,8 @@ Rules this module keeps:
 * **The default path pays nothing:** the check is a substring test of the metadata, read in
   full only when the MIME type's bytes appear; nothing is added unless the service opted in.
 * Anonymous requesters (authentication off, protected mode) have nobody to name: no entry.
+* The MIME type is matched exactly, as ``Request.principal`` reads it: an entry spelled in
+  other case is some other entry to the broker and to the client alike.
 """
 
 from __future__ import annotations

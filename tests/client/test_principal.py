@@ -248,3 +248,16 @@ async def test_a_policy_with_a_bad_forward_principal_is_refused_with_the_field_n
     status, body = await send_json(secured, "PUT", f"/api/v1/config/services/{PLAIN}", {"forward_principal": "yes"})
     assert status == 400, body
     assert "'forward_principal' must be true or false" in str(body), body
+
+
+@pytest.mark.parametrize("service", [OPTED_IN, PLAIN])
+async def test_a_look_alike_entry_is_not_read_as_the_principal(
+    secured: BrokerProcess, signing_key: Ed25519PrivateKey, seen: Seen, service: str
+) -> None:
+    """MIME types are matched exactly: an entry spelled in other case, or the MIME type's bytes
+    inside another entry, passes the broker but is never read as who asked."""
+    look_alikes = md.composite_entry(md.PRINCIPAL_MIME.upper(), FORGED) + md.composite_entry("text/plain", md.PRINCIPAL_MIME.encode())
+    expected = b"mallory" if service == OPTED_IN else b"-"
+    async with connect(str(secured.tcp), token=mint_token(signing_key, sub="mallory")) as mallory:
+        assert await mallory.request_response(f"{service}.who", b"", metadata=look_alikes) == expected
+    assert not seen.forged_seen, seen.entries
