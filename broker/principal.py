@@ -27,7 +27,7 @@ from __future__ import annotations
 from typing import Any
 
 from broker import metadata as md
-from broker.frames import ErrorCode
+from broker.frames import ErrorCode, FrameError
 
 __all__ = ["MARKER", "forged", "outgoing"]
 
@@ -43,15 +43,20 @@ _REFUSAL = (
 def forged(metadata: bytes, metadata_mime: str, max_entries: int) -> str:
     """Why a client's request metadata may not pass (it carries a principal entry), or ''.
 
-    Call it when :data:`MARKER` occurs in ``metadata`` (``metadata.find(MARKER) >= 0``): the bytes may also sit inside another
-    entry (a routing tag, a payload of a custom entry), so the entries are read to tell.
-    Bare routing metadata has no entries at all (the broker re-encodes it for providers).
+    Call it when :data:`MARKER` occurs in ``metadata`` (``metadata.find(MARKER) >= 0``): the
+    bytes may also sit inside another entry (a routing tag, the content of a custom entry), so
+    the entries are read to tell. Bare routing metadata has no entries at all (the broker
+    re-encodes it for providers). Metadata that does not read is refused too: the route was
+    read from it already, so this never happens unless the two readers disagree.
     """
     if metadata_mime != md.COMPOSITE_MIME:
         return ""
-    for mime, _, _ in md.entry_spans(metadata, ErrorCode.INVALID, max_entries):
-        if mime == md.PRINCIPAL_MIME:
-            return _REFUSAL
+    try:
+        for mime, _, _ in md.entry_spans(metadata, ErrorCode.INVALID, max_entries):
+            if mime == md.PRINCIPAL_MIME:
+                return _REFUSAL
+    except FrameError as exc:
+        return f"unreadable request metadata: {exc}"
     return ""
 
 
