@@ -56,7 +56,6 @@ from broker.frames import (
     MAX_REQUEST_N,
     cancel_frame,
     error_frame,
-    header,
     keepalive_frame,
     metadata_push_frame,
     parse_error,

@@ -30,7 +30,7 @@ from broker import metadata as md
 from broker.client import Router, codec, connection
 from broker.client import _codec as pure
 from broker.client.connection import Connection
-from broker.frames import FrameError, FrameType
+from broker.frames import FrameType
 from tests.relay.test_parsers_fuzz import FUZZ, frames_in, mutated, valid_frames, views
 
 try:
