@@ -14,13 +14,16 @@ from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyBy
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.string cimport memcpy
 
+from broker._hotpath import MAX_STREAM_ID as _MAX_STREAM_ID, OPEN_CACHE_SIZE, Stream
 from broker.frames import ErrorCode, FrameError
 from broker.metering import OK as _OK
 
 cdef object CONNECTION_ERROR = int(ErrorCode.CONNECTION_ERROR)
+cdef object REJECTED = int(ErrorCode.REJECTED)
 cdef object OK = _OK
+cdef long MAX_STREAM_ID = _MAX_STREAM_ID
 
-__all__ = ["forward", "read_frames", "relay_frame", "request_metadata"]
+__all__ = ["OPEN_CACHE_SIZE", "Stream", "forward", "read_frames", "relay_frame", "request_metadata"]
 
 cdef enum:
     HEADER_LENGTH = 6
@@ -137,8 +140,83 @@ cdef int _relay(object session, object buf, const unsigned char* p, Py_ssize_t o
             if dest.write_paused:
                 session._blocked_by(dest)
             return 0
+    elif (
+        (ftype == RR or ftype == STREAM or ftype == CHANNEL)
+        and not type_flags & FLAG_FOLLOWS
+        and session.open_cache
+        and _open(session, buf, p, off, end, sid & 0x7FFFFFFF, ftype, type_flags)
+    ):
+        return 0
     session.other_frame(buf, off, end, sid, ftype, type_flags)
     return 0
+
+
+cdef bint _open(
+    object session, object buf, const unsigned char* p, Py_ssize_t off, Py_ssize_t end, long sid, unsigned int ftype,
+    unsigned int type_flags,
+) except -1:
+    """``_hotpath._open``: a repeat request opened from the connection's route cache."""
+    broker = session.broker
+    if session.open_gen != broker.config_generation + broker.security.access.generation or broker.draining:
+        return False
+    cdef dict streams = session.streams
+    if not sid & 1 or sid in streams or len(streams) - session.outstanding >= broker.settings.max_streams:
+        return False
+    cdef Py_ssize_t pos = off + HEADER_LENGTH if ftype == RR else off + HEADER_LENGTH + 4
+    if not type_flags & FLAG_METADATA or end - pos < 3:
+        return False
+    cdef Py_ssize_t mlen = (<Py_ssize_t>p[pos] << 16) | (p[pos + 1] << 8) | p[pos + 2]
+    pos += 3
+    if pos + mlen > end:
+        return False
+    metadata = PyBytes_FromStringAndSize(<const char*>p + pos, mlen)
+    entry = (<dict?>session.open_cache).get(metadata)
+    if entry is None or (broker.traffic.active and not session.is_link):
+        return False
+    route, service, meter = <tuple?>entry
+    now = broker.clock()
+    provider, why = broker.registry.pick(service, now, session.is_link, metadata, session.metadata_mime)
+    cdef long pid
+    if provider is None:
+        session._reject(sid, ftype, REJECTED, why, meter)
+    else:
+        dest = provider.target
+        dest_streams = dest.streams
+        pid = dest.next_local_id
+        if pid > MAX_STREAM_ID or pid in dest_streams:
+            pid = dest.allocate_local_id()
+        else:
+            dest.next_local_id = pid + 2
+        st = Stream(ftype, session, sid)
+        st.route = route
+        st.meter = meter
+        st.opened_at = now
+        meter.inflight += 1
+        st.prov = dest
+        st.prov_id = pid
+        prov_sid = PyBytes_FromStringAndSize(NULL, 4)
+        _put_sid(<unsigned char*>PyBytes_AS_STRING(prov_sid), pid)
+        st.prov_sid = prov_sid
+        streams[sid] = st
+        dest_streams[pid] = st
+        dest.outstanding += 1
+        broker.stats["requests"] += 1
+        if ftype != CHANNEL or type_flags & FLAG_COMPLETE:
+            st.in_done = True
+        _forward(dest, prov_sid, buf, p, off, end)
+        meter.bytes_in += end - off
+        if dest.write_paused:
+            session._blocked_by(dest)
+    if session.write_paused and not session.closing:
+        session._blocked_by(session)
+    return True
+
+
+cdef inline void _put_sid(unsigned char* q, unsigned long sid):
+    q[0] = (sid >> 24) & 0xFF
+    q[1] = (sid >> 16) & 0xFF
+    q[2] = (sid >> 8) & 0xFF
+    q[3] = sid & 0xFF
 
 
 def forward(object dest, object sid, object buf, Py_ssize_t off, Py_ssize_t end):

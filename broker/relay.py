@@ -70,6 +70,9 @@ class Broker:
             settings.otlp_endpoint,
         )
         self.draining = False
+        #: bumped by every change of a service policy: with the access rules' own generation
+        #: it says whether a connection's route cache (``Session.open_cache``) still holds
+        self.config_generation = 0
         self._dirty: list[Session] = []
         self._flush_scheduled = False
         self._route_cache: dict[bytes, tuple[str, str, bytes | None] | None] = {}
@@ -241,6 +244,7 @@ class Broker:
 
     def set_policy(self, service: str, policy: ServicePolicy | None) -> None:
         """Set (None: clear) a service's policy: its load balancing, deadline and retries."""
+        self.config_generation += 1
         self.registry.set_policy(service, policy)
         self.traffic.deadlines.pop(service, None)
         self.traffic.retries.pop(service, None)

@@ -212,6 +212,8 @@ class AccessPolicy:
         self.enabled = enabled
         self._cache_size = cache_size
         self._snapshot = _Snapshot(dict(rules or {}), {})
+        #: bumped by every change of the rules, for decisions cached elsewhere (Session.open_cache)
+        self.generation = 0
 
     @property
     def rules(self) -> dict[str, AccessRule]:
@@ -221,6 +223,7 @@ class AccessPolicy:
     def set_rules(self, rules: Mapping[str, AccessRule]) -> None:
         """Replace every rule at once."""
         self._snapshot = _Snapshot(dict(rules), {})
+        self.generation += 1
 
     def upsert(self, name: str, rule: AccessRule) -> None:
         """Add or replace one named rule."""
