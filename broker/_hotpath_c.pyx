@@ -14,7 +14,7 @@ from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyBy
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.string cimport memcpy
 
-from broker._hotpath import MAX_STREAM_ID as _MAX_STREAM_ID, OPEN_CACHE_SIZE, Stream
+from broker._hotpath import MAX_STREAM_ID as _MAX_STREAM_ID, OPEN_CACHE_SIZE
 from broker.frames import ErrorCode, FrameError
 from broker.metering import OK as _OK
 
@@ -42,6 +42,74 @@ cdef enum:
     FLAG_NEXT = 0x20
 
 cdef bytes _EMPTY = b""
+
+
+cdef inline bytes _sid_bytes(unsigned long sid):
+    """The 4-byte big-endian stream id field (``struct.pack(">I", sid)``)."""
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, 4)
+    cdef unsigned char* q = <unsigned char*>PyBytes_AS_STRING(out)
+    q[0] = (sid >> 24) & 0xFF
+    q[1] = (sid >> 16) & 0xFF
+    q[2] = (sid >> 8) & 0xFF
+    q[3] = sid & 0xFF
+    return out
+
+
+cdef class Stream:
+    """``_hotpath.Stream`` as a C struct: the relay reads and writes its fields without a
+    Python attribute lookup. Every field is public, with the pure twin's name and meaning."""
+
+    cdef public long kind
+    cdef public object req
+    cdef public long req_id
+    cdef public bytes req_sid
+    cdef public object prov
+    cdef public long prov_id
+    cdef public bytes prov_sid
+    cdef public bint in_done
+    cdef public bint out_done
+    cdef public object pending
+    cdef public Py_ssize_t pending_bytes
+    cdef public double started
+    cdef public str route
+    cdef public object meter
+    cdef public double opened_at
+    cdef public double first_at
+    cdef public object trace
+    cdef public object retry
+
+    def __init__(self, long kind, object req, long req_id):
+        self.kind = kind
+        self.req = req
+        self.req_id = req_id
+        self.req_sid = _sid_bytes(req_id)
+        self.prov = None
+        self.prov_id = 0
+        self.prov_sid = _EMPTY
+        self.in_done = False
+        self.out_done = False
+        self.pending = None
+        self.pending_bytes = 0
+        self.started = 0.0
+        self.route = ""
+        self.meter = None
+        self.opened_at = 0.0
+        self.first_at = 0.0
+        self.trace = None
+        self.retry = None
+
+
+cdef inline Stream _new_stream(long kind, object req, long req_id):
+    """``Stream(kind, req, req_id)`` without the Python call: ``tp_new`` sets the object fields
+    to None and the numbers to 0, and the rest is set here as ``__init__`` would."""
+    cdef Stream st = Stream.__new__(Stream)
+    st.kind = kind
+    st.req = req
+    st.req_id = req_id
+    st.req_sid = _sid_bytes(req_id)
+    st.prov_sid = _EMPTY
+    st.route = ""
+    return st
 
 
 cdef inline const unsigned char* _start(const unsigned char[:] view):
@@ -99,10 +167,12 @@ cdef int _relay(object session, object buf, const unsigned char* p, Py_ssize_t o
     cdef unsigned int type_flags = (p[off + 4] << 8) | p[off + 5]
     cdef unsigned int ftype = type_flags >> 10
     cdef dict streams
+    cdef Stream st
     if sid and (ftype == PAYLOAD or ftype == REQUEST_N or ftype == CANCEL or ftype == ERROR):
         streams = session.streams
-        st = streams.get(<long>(sid & 0x7FFFFFFF))
-        if st is not None:
+        found = streams.get(<long>(sid & 0x7FFFFFFF))
+        if found is not None:
+            st = <Stream?>found
             if st.prov is None:
                 session._pending_frame(st, buf, off, end, ftype, type_flags)
                 return 0
@@ -177,6 +247,7 @@ cdef bint _open(
     now = broker.clock()
     provider, why = broker.registry.pick(service, now, session.is_link, metadata, session.metadata_mime)
     cdef long pid
+    cdef Stream st
     if provider is None:
         session._reject(sid, ftype, REJECTED, why, meter)
     else:
@@ -187,16 +258,14 @@ cdef bint _open(
             pid = dest.allocate_local_id()
         else:
             dest.next_local_id = pid + 2
-        st = Stream(ftype, session, sid)
+        st = _new_stream(ftype, session, sid)
         st.route = route
         st.meter = meter
         st.opened_at = now
         meter.inflight += 1
         st.prov = dest
         st.prov_id = pid
-        prov_sid = PyBytes_FromStringAndSize(NULL, 4)
-        _put_sid(<unsigned char*>PyBytes_AS_STRING(prov_sid), pid)
-        st.prov_sid = prov_sid
+        st.prov_sid = prov_sid = _sid_bytes(pid)
         streams[sid] = st
         dest_streams[pid] = st
         dest.outstanding += 1
@@ -210,13 +279,6 @@ cdef bint _open(
     if session.write_paused and not session.closing:
         session._blocked_by(session)
     return True
-
-
-cdef inline void _put_sid(unsigned char* q, unsigned long sid):
-    q[0] = (sid >> 24) & 0xFF
-    q[1] = (sid >> 16) & 0xFF
-    q[2] = (sid >> 8) & 0xFF
-    q[3] = sid & 0xFF
 
 
 def forward(object dest, object sid, object buf, Py_ssize_t off, Py_ssize_t end):

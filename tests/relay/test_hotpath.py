@@ -64,8 +64,8 @@ def test_stream_maps_hold_on_each_hot_path(hot: ModuleType, monkeypatch: pytest.
 
 
 def _use(hot: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make the sessions relay, read request metadata and forward through ``hot``."""
-    for name in ("relay_frame", "request_metadata", "forward"):
+    """Make the sessions relay, read request metadata, forward and keep streams through ``hot``."""
+    for name in ("relay_frame", "request_metadata", "forward", "Stream"):
         monkeypatch.setattr(session, name, getattr(hot, name))
 
 
