@@ -24,20 +24,21 @@ What lives here, and nothing else:
   ``frames.request_metadata``).
 
 The session side of the contract (``broker.session``): ``streams``, ``frames_in``,
-``frame_limit``, ``peer_parity``, ``outstanding``, ``open_cache`` and ``open_gen`` (see :func:`_open`), ``write_paused``, ``closing``, ``wire_out`` (a bytearray
-for length-prefixed transports, None for transports that queue whole frames through
-``forward``), ``_queued``, ``frames_out``, ``broker.mark_dirty``, ``broker.clock``,
-``broker.tracer.record``, ``failures`` and ``broker.provider_outcome`` (outlier detection),
-``broker.traffic.retry_rejected`` (retries), and the methods ``other_frame``, ``refuse_oversized``, ``fail``,
-``_pending_frame``, ``_requester_sent``, ``_provider_sent``, ``_blocked_by``, and to open a
-request from the route cache ``broker.config_generation``, ``broker.security.access.generation``,
-``broker.draining``, ``broker.settings.max_streams``, ``broker.traffic.active``,
-``broker.registry.pick``, ``broker.stats``, ``is_link``, ``metadata_mime``, ``_reject`` and a
-provider's ``target``, ``next_local_id`` and ``allocate_local_id``; of a routed
-stream, ``meter`` (bytes, and ``ended`` for its outcome), ``opened_at``, ``first_at``,
-``trace`` and ``retry`` (set while an idempotent request may be sent again: a provider's
-ERROR is offered to ``retry_rejected`` before it is relayed, since a relayed frame cannot be
-taken back; ``_provider_sent`` only sees frames already on their way). Only :class:`~broker.frames.FrameError` may escape a reader; nothing here does I/O.
+``frame_limit``, ``peer_parity``, ``outstanding``, ``open_cache`` and ``open_gen`` (see
+:func:`_open`), ``write_paused``, ``closing``, ``wire_out`` (a bytearray for length-prefixed
+transports, None for transports that queue whole frames through ``forward``), ``_queued``,
+``frames_out``, ``broker.mark_dirty``, ``broker.clock``, ``broker.tracer.record``, ``failures``
+and ``broker.provider_outcome`` (outlier detection), ``broker.traffic.retry_rejected``
+(retries), and the methods ``other_frame``, ``refuse_oversized``, ``fail``, ``_pending_frame``,
+``_requester_sent``, ``_provider_sent``, ``_blocked_by``; to open a request from the route
+cache, ``broker.open_generation``, ``broker.draining``, ``broker.settings.max_streams``,
+``broker.traffic.active``, ``broker.registry.pick``, ``broker.stats``, ``is_link``,
+``metadata_mime``, ``_reject`` and a provider's ``target``, ``next_local_id`` and
+``allocate_local_id``; of a routed stream, ``meter`` (bytes, and ``ended`` for its outcome),
+``opened_at``, ``first_at``, ``trace`` and ``retry`` (set while an idempotent request may be
+sent again: a provider's ERROR is offered to ``retry_rejected`` before it is relayed, since a
+relayed frame cannot be taken back; ``_provider_sent`` only sees frames already on their way).
+Only :class:`~broker.frames.FrameError` may escape a reader; nothing here does I/O.
 """
 
 from __future__ import annotations
@@ -257,14 +258,14 @@ def _open(session: Any, buf: Any, off: int, end: int, sid: int, ftype: int, type
     ``Session._route_stream`` resolved and admitted for this connection's principal; it
     holds only what needs nothing but a provider pick (no trace context, deadline, retry or
     fragment; see ``Session._remember_route``). An entry counts only while
-    ``session.open_gen`` equals the broker's ``config_generation`` plus its access rules'
-    ``generation``: a changed rule or service policy sends the next request through the
-    full checks. Returns False, having done nothing, for anything else (a new route, a
-    reused or server-parity id, too many streams, a draining node, rate limits); the caller
-    then takes ``other_frame``'s path, which decides and reports it.
+    ``session.open_gen`` equals the broker's ``open_generation``: a changed access rule or
+    service policy sends the next request through the full checks. Returns False, having
+    done nothing, for anything else (a new route, a reused or server-parity id, too many
+    streams, a draining node, rate limits); the caller then takes ``other_frame``'s path,
+    which decides and reports it.
     """
     broker = session.broker
-    if session.open_gen != broker.config_generation + broker.security.access.generation or broker.draining:
+    if session.open_gen != broker.open_generation or broker.draining:
         return False
     sid &= 0x7FFFFFFF
     streams = session.streams

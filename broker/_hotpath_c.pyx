@@ -227,7 +227,7 @@ cdef bint _open(
 ) except -1:
     """``_hotpath._open``: a repeat request opened from the connection's route cache."""
     broker = session.broker
-    if session.open_gen != broker.config_generation + broker.security.access.generation or broker.draining:
+    if session.open_gen != broker.open_generation or broker.draining:
         return False
     cdef dict streams = session.streams
     if not sid & 1 or sid in streams or len(streams) - session.outstanding >= broker.settings.max_streams:

@@ -681,14 +681,13 @@ class Session:
         picks a provider for a repeat. Only what a repeat needs nothing else for is kept (the
         caller leaves out traced, fragmented, deadline and retried requests), only for
         composite metadata (bare routing metadata is rewritten for providers) and only small
-        keys. The entry is tied to the broker's configuration generation: a changed access
-        rule or service policy empties the cache on the next request, which then meets the
-        full checks again; the principal is fixed for the connection's life.
+        keys. The entry is tied to the broker's ``open_generation``: a changed access rule or
+        service policy, or draining, empties the cache on the next request, which then meets
+        the full checks again; the principal is fixed for the connection's life.
         """
         if self.metadata_mime != md.COMPOSITE_MIME or len(metadata) > OPEN_CACHE_MAX_KEY:
             return
-        broker = self.broker
-        generation = broker.config_generation + broker.security.access.generation
+        generation = self.broker.open_generation
         cache = self.open_cache
         if cache is None or self.open_gen != generation or len(cache) >= OPEN_CACHE_SIZE:
             cache = self.open_cache = {}
