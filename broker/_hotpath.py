@@ -78,8 +78,9 @@ REJECTED = int(ErrorCode.REJECTED)
 #: Stream ids are 31 bits; the top bit of the field is reserved.
 MAX_STREAM_ID = 0x7FFFFFFF
 #: routes a connection remembers for :func:`_open` (``Session.open_cache``); a connection
-#: calls a handful, and one that cycles through more starts its cache over
-OPEN_CACHE_SIZE = 64
+#: calls a handful, and one that cycles through more starts its cache over. With keys of at
+#: most ``session.OPEN_CACHE_MAX_KEY`` bytes a connection holds at most 4 KiB of them.
+OPEN_CACHE_SIZE = 16
 
 
 class Stream:
