@@ -144,7 +144,7 @@ def _refuse_view(buf: Any, off: int, end: int) -> None:
     raise FrameError(f"frame bounds {off}:{end} lie outside the {len(buf)}-byte buffer")
 
 
-def read_frames(session: Any, data: bytes) -> tuple[int, int]:
+def read_frames(session: Any, data: bytes, now: float = 0.0) -> tuple[int, int]:
     """Relay every complete length-prefixed frame in ``data`` to :func:`relay_frame`.
 
     Returns ``(consumed, need)``: where the first incomplete frame begins, and how many
@@ -155,25 +155,34 @@ def read_frames(session: Any, data: bytes) -> tuple[int, int]:
     header to ``session.fail``, after the frames before it were relayed and before any byte
     of it is buffered, so a hostile peer cannot make the broker hold a frame it will never
     accept. Stops, with ``need`` 0, then or once the session starts closing.
+
+    ``now`` is when ``data`` arrived (broker clock): the time of the streams it opens and of
+    the first responses it carries (0: the clock is read when one is needed). The frames are
+    added to ``session.frames_in`` once, when the chunk is done.
     """
     n = len(data)
     pos = 0
-    while n - pos >= 3:
-        length = (data[pos] << 16) | (data[pos + 1] << 8) | data[pos + 2]
-        if length > session.frame_limit:
-            session.refuse_oversized(length)
-            return pos, 0
-        if length < HEADER_LENGTH:
-            session.fail(CONNECTION_ERROR, f"frame of {length} bytes is shorter than the 6-byte frame header")
-            return pos, 0
-        end = pos + 3 + length
-        if end > n:
-            return pos, end - pos
-        _relay(session, data, pos + 3, end)
-        pos = end
-        if session.closing:
-            return pos, 0
-    return pos, 3
+    relayed = 0
+    try:
+        while n - pos >= 3:
+            length = (data[pos] << 16) | (data[pos + 1] << 8) | data[pos + 2]
+            if length > session.frame_limit:
+                session.refuse_oversized(length)
+                return pos, 0
+            if length < HEADER_LENGTH:
+                session.fail(CONNECTION_ERROR, f"frame of {length} bytes is shorter than the 6-byte frame header")
+                return pos, 0
+            end = pos + 3 + length
+            if end > n:
+                return pos, end - pos
+            relayed += 1
+            _relay(session, data, pos + 3, end, now)
+            pos = end
+            if session.closing:
+                return pos, 0
+        return pos, 3
+    finally:
+        session.frames_in += relayed
 
 
 def relay_frame(session: Any, buf: Any, off: int, end: int) -> None:
@@ -188,12 +197,13 @@ def relay_frame(session: Any, buf: Any, off: int, end: int) -> None:
     """
     if off < 0 or end > len(buf) or end - off < HEADER_LENGTH:
         _refuse_view(buf, off, end)
-    _relay(session, buf, off, end)
-
-
-def _relay(session: Any, buf: Any, off: int, end: int) -> None:
-    """:func:`relay_frame` for a view already known to hold a header within ``buf``."""
     session.frames_in += 1
+    _relay(session, buf, off, end, 0.0)
+
+
+def _relay(session: Any, buf: Any, off: int, end: int, now: float) -> None:
+    """:func:`relay_frame` for a view already known to hold a header within ``buf``, counted
+    in ``frames_in`` by the caller; ``now`` as :func:`read_frames` says."""
     sid, type_flags = _HEADER.unpack_from(buf, off)
     ftype = type_flags >> 10
     if sid and (ftype == _PAYLOAD or ftype == _REQUEST_N or ftype == _CANCEL or ftype == _ERROR):
@@ -218,7 +228,7 @@ def _relay(session: Any, buf: Any, off: int, end: int) -> None:
                 _forward(dest, st.req_sid, buf, off, end)
                 st.meter.bytes_out += end - off
                 if not st.first_at:
-                    st.first_at = session.broker.clock()
+                    st.first_at = now or session.broker.clock()
                 if (
                     ftype == _PAYLOAD
                     and st.in_done
@@ -246,13 +256,13 @@ def _relay(session: Any, buf: Any, off: int, end: int) -> None:
         (ftype == _RR or ftype == _STREAM or ftype == _CHANNEL)
         and not type_flags & FLAG_FOLLOWS
         and session.open_cache
-        and _open(session, buf, off, end, sid, ftype, type_flags)
+        and _open(session, buf, off, end, sid, ftype, type_flags, now)
     ):
         return
     session.other_frame(buf, off, end, sid, ftype, type_flags)
 
 
-def _open(session: Any, buf: Any, off: int, end: int, sid: int, ftype: int, type_flags: int) -> bool:
+def _open(session: Any, buf: Any, off: int, end: int, sid: int, ftype: int, type_flags: int, now: float) -> bool:
     """Open a request whose metadata this connection sent before, as ``Session.other_frame`` would.
 
     ``session.open_cache`` maps request metadata to the ``(route, service, meter)`` that
@@ -284,7 +294,7 @@ def _open(session: Any, buf: Any, off: int, end: int, sid: int, ftype: int, type
     if entry is None or (broker.traffic.active and not session.is_link):
         return False
     route, service, meter = entry
-    now = broker.clock()
+    now = now or broker.clock()
     provider, why = broker.registry.pick(service, now, session.is_link, metadata, session.metadata_mime)
     if provider is None:
         session._reject(sid, ftype, REJECTED, why, meter)

@@ -127,40 +127,47 @@ cdef inline int _check_view(Py_ssize_t size, Py_ssize_t off, Py_ssize_t end) exc
     return 0
 
 
-def read_frames(object session, object data):
+def read_frames(object session, object data, double now=0.0):
     cdef const unsigned char[:] view = data
     cdef const unsigned char* p = _start(view)
     cdef Py_ssize_t n = view.shape[0]
     cdef Py_ssize_t pos = 0
     cdef Py_ssize_t end
     cdef long long length
-    while n - pos >= 3:
-        length = (<long long>p[pos] << 16) | (p[pos + 1] << 8) | p[pos + 2]
-        if length > session.frame_limit:
-            session.refuse_oversized(length)
-            return pos, 0
-        if length < HEADER_LENGTH:
-            session.fail(CONNECTION_ERROR, f"frame of {length} bytes is shorter than the 6-byte frame header")
-            return pos, 0
-        end = pos + 3 + <Py_ssize_t>length
-        if end > n:
-            return pos, end - pos
-        _relay(session, data, p, pos + 3, end)
-        pos = end
-        if session.closing:
-            return pos, 0
-    return pos, 3
+    cdef long relayed = 0
+    try:
+        while n - pos >= 3:
+            length = (<long long>p[pos] << 16) | (p[pos + 1] << 8) | p[pos + 2]
+            if length > session.frame_limit:
+                session.refuse_oversized(length)
+                return pos, 0
+            if length < HEADER_LENGTH:
+                session.fail(CONNECTION_ERROR, f"frame of {length} bytes is shorter than the 6-byte frame header")
+                return pos, 0
+            end = pos + 3 + <Py_ssize_t>length
+            if end > n:
+                return pos, end - pos
+            relayed += 1
+            _relay(session, data, p, pos + 3, end, now)
+            pos = end
+            if session.closing:
+                return pos, 0
+        return pos, 3
+    finally:
+        session.frames_in += relayed
 
 
 def relay_frame(object session, object buf, Py_ssize_t off, Py_ssize_t end):
     cdef const unsigned char[:] view = buf
     _check_view(view.shape[0], off, end)
-    _relay(session, buf, _start(view), off, end)
-
-
-cdef int _relay(object session, object buf, const unsigned char* p, Py_ssize_t off, Py_ssize_t end) except -1:
-    """``relay_frame`` on a frame already known to lie within ``p``'s buffer."""
     session.frames_in += 1
+    _relay(session, buf, _start(view), off, end, 0.0)
+
+
+cdef int _relay(
+    object session, object buf, const unsigned char* p, Py_ssize_t off, Py_ssize_t end, double now
+) except -1:
+    """``relay_frame`` on a frame already known to lie within ``p``'s buffer (counted by the caller)."""
     cdef unsigned long sid = (
         (<unsigned long>p[off] << 24) | (<unsigned long>p[off + 1] << 16) | (p[off + 2] << 8) | p[off + 3]
     )
@@ -188,7 +195,7 @@ cdef int _relay(object session, object buf, const unsigned char* p, Py_ssize_t o
                 _forward(dest, st.req_sid, buf, p, off, end)
                 st.meter.bytes_out += end - off
                 if not st.first_at:
-                    st.first_at = session.broker.clock()
+                    st.first_at = now if now else session.broker.clock()
                 if (
                     ftype == PAYLOAD
                     and st.in_done
@@ -214,7 +221,7 @@ cdef int _relay(object session, object buf, const unsigned char* p, Py_ssize_t o
         (ftype == RR or ftype == STREAM or ftype == CHANNEL)
         and not type_flags & FLAG_FOLLOWS
         and session.open_cache
-        and _open(session, buf, p, off, end, sid & 0x7FFFFFFF, ftype, type_flags)
+        and _open(session, buf, p, off, end, sid & 0x7FFFFFFF, ftype, type_flags, now)
     ):
         return 0
     session.other_frame(buf, off, end, sid, ftype, type_flags)
@@ -223,7 +230,7 @@ cdef int _relay(object session, object buf, const unsigned char* p, Py_ssize_t o
 
 cdef bint _open(
     object session, object buf, const unsigned char* p, Py_ssize_t off, Py_ssize_t end, long sid, unsigned int ftype,
-    unsigned int type_flags,
+    unsigned int type_flags, double now,
 ) except -1:
     """``_hotpath._open``: a repeat request opened from the connection's route cache."""
     broker = session.broker
@@ -244,7 +251,8 @@ cdef bint _open(
     if entry is None or (broker.traffic.active and not session.is_link):
         return False
     route, service, meter = <tuple?>entry
-    now = broker.clock()
+    if not now:
+        now = broker.clock()
     provider, why = broker.registry.pick(service, now, session.is_link, metadata, session.metadata_mime)
     cdef long pid
     cdef Stream st
