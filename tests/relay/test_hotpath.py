@@ -26,6 +26,7 @@ from broker import metadata as md
 from broker.frames import ErrorCode, FrameType
 from broker.registry import ServicePolicy
 from broker.relay import Broker
+from broker.traffic import RateLimit
 from broker.settings import Settings
 from tests.relay.test_parsers_fuzz import HOT_PATHS
 from tests.relay.test_stream_map_model import StreamMaps
@@ -160,5 +161,29 @@ def test_a_repeat_request_from_the_route_cache_meets_what_the_full_path_would(ho
         assert error.stream_id == 0 and error.error == (ErrorCode.CONNECTION_ERROR, "stream id 7 is already in use")
         assert requester.closing  # and its open streams are cancelled at the provider
         assert sorted((f.type, f.stream_id) for f in provider.take()) == [(FrameType.CANCEL, 2), (FrameType.CANCEL, fourth.stream_id)]
+    finally:
+        loop.close()
+
+
+@pytest.mark.parametrize("hot", HOT_PATHS, ids=lambda m: m.__name__)
+def test_a_rate_limit_set_after_a_route_was_remembered_holds_for_its_repeats(hot: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rate limits are per request, so the route cache never answers for them: a limit set at
+    run time (as the config store does) counts and refuses repeats of a remembered route."""
+    _use(hot, monkeypatch)
+    loop = asyncio.new_event_loop()
+    try:
+        broker = Broker(Settings(), loop)
+        provider, requester = _pair(broker)
+        meta = md.route_metadata("svc.m")
+        rr = FrameType.REQUEST_RESPONSE
+        requester.feed(fr.request_frame(rr, 1, meta, b"a"))
+        assert requester.open_cache is not None and meta in requester.open_cache and len(provider.take()) == 1
+        one = {"service": "svc", "rate": 0.001, "burst": 1}  # one request, then one per 1000 s
+        broker.traffic.set_limits({"svc-limit": RateLimit.from_obj("svc-limit", one)})
+        requester.feed(fr.request_frame(rr, 3, meta, b"b"))  # the bucket's one token
+        requester.feed(fr.request_frame(rr, 5, meta, b"c"))  # none left
+        assert [f.data for f in provider.take()] == [b"b"]
+        [refused] = requester.take()
+        assert refused.stream_id == 5 and refused.error[0] == ErrorCode.REJECTED and "svc-limit" in refused.error[1]
     finally:
         loop.close()
