@@ -26,8 +26,8 @@ from broker import metadata as md
 from broker.frames import ErrorCode, FrameType
 from broker.registry import ServicePolicy
 from broker.relay import Broker
-from broker.traffic import RateLimit
 from broker.settings import Settings
+from broker.traffic import RateLimit
 from tests.relay.test_parsers_fuzz import HOT_PATHS
 from tests.relay.test_stream_map_model import StreamMaps
 from tests.support.memory_session import MemorySession
