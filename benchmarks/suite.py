@@ -66,7 +66,7 @@ QUICK = Plan(
     idle=(("tcp", 1000),),
     pair_rounds=2,
     pair_window_s=0.3,
-    pair_ratios=("issue3_rsocketpy_hop", "issue3_capacity", "py_vs_nats", "py_vs_aiohttp",
+    pair_ratios=("issue3_rsocketpy_hop", "issue3_capacity", "py_vs_nats", "py_vs_aiohttp", "py_cross_node_vs_one_node",
                  "p2c_vs_round_robin", "outlier_vs_round_robin", "canary_vs_round_robin"),
 )
 #: the smallest configuration that still exercises every code path (the harness's smoke test)

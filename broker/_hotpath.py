@@ -14,28 +14,37 @@ What lives here, and nothing else:
   up, rewrite its id and queue the frame on the other side, with the stream book-keeping and
   the route metering (``broker.metering``) of the commonest frames; everything else goes to
   ``Session.other_frame``;
+* :class:`Stream` — the record of one relayed stream, and :func:`_open`, which opens a
+  request-response, stream or channel whose metadata the connection sent before from its route
+  cache (``Session.open_cache``), with the provider pick as its only Python call; anything
+  unusual goes to ``Session.other_frame``;
 * :func:`forward` — output coalescing: a frame with its new stream id appended to the
   destination's ``wire_out`` buffer, flushed once per loop turn;
 * :func:`request_metadata` — the routing metadata of a request (reference
   ``frames.request_metadata``).
 
 The session side of the contract (``broker.session``): ``streams``, ``frames_in``,
-``frame_limit``, ``peer_parity``, ``outstanding``, ``write_paused``, ``closing``, ``wire_out`` (a bytearray
-for length-prefixed transports, None for transports that queue whole frames through
-``forward``), ``_queued``, ``frames_out``, ``broker.mark_dirty``, ``broker.clock``,
-``broker.tracer.record``, ``failures`` and ``broker.provider_outcome`` (outlier detection),
-``broker.traffic.retry_rejected`` (retries), and the methods ``other_frame``, ``refuse_oversized``, ``fail``,
-``_pending_frame``, ``_requester_sent``, ``_provider_sent``, ``_blocked_by``; of a routed
-stream, ``meter`` (bytes, and ``ended`` for its outcome), ``opened_at``, ``first_at``,
-``trace`` and ``retry`` (set while an idempotent request may be sent again: a provider's
-ERROR is offered to ``retry_rejected`` before it is relayed, since a relayed frame cannot be
-taken back; ``_provider_sent`` only sees frames already on their way). Only :class:`~broker.frames.FrameError` may escape a reader; nothing here does I/O.
+``frame_limit``, ``peer_parity``, ``outstanding``, ``open_cache`` and ``open_gen`` (see
+:func:`_open`), ``write_paused``, ``closing``, ``wire_out`` (a bytearray for length-prefixed
+transports, None for transports that queue whole frames through ``forward``), ``_queued``,
+``frames_out``, ``broker.mark_dirty``, ``broker.clock``, ``broker.tracer.record``, ``failures``
+and ``broker.provider_outcome`` (outlier detection), ``broker.traffic.retry_rejected``
+(retries), and the methods ``other_frame``, ``refuse_oversized``, ``fail``, ``_pending_frame``,
+``_requester_sent``, ``_provider_sent``, ``_blocked_by``; to open a request from the route
+cache, ``broker.open_generation``, ``broker.draining``, ``broker.settings.max_streams``,
+``broker.traffic.active``, ``broker.registry.pick``, ``broker.stats``, ``is_link``,
+``metadata_mime``, ``_reject`` and a provider's ``target``, ``next_local_id`` and
+``allocate_local_id``; of a routed stream, ``meter`` (bytes, and ``ended`` for its outcome),
+``opened_at``, ``first_at``, ``trace`` and ``retry`` (set while an idempotent request may be
+sent again: a provider's ERROR is offered to ``retry_rejected`` before it is relayed, since a
+relayed frame cannot be taken back; ``_provider_sent`` only sees frames already on their way).
+Only :class:`~broker.frames.FrameError` may escape a reader; nothing here does I/O.
 """
 
 from __future__ import annotations
 
 import struct
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from broker.frames import (
     FLAG_COMPLETE,
@@ -49,7 +58,10 @@ from broker.frames import (
 )
 from broker.metering import OK as _OK
 
-__all__ = ["forward", "read_frames", "relay_frame", "request_metadata"]
+if TYPE_CHECKING:
+    from broker.metering import RouteMeter
+
+__all__ = ["OPEN_CACHE_SIZE", "Stream", "forward", "read_frames", "relay_frame", "request_metadata"]
 
 _PAYLOAD = int(FrameType.PAYLOAD)
 _REQUEST_N = int(FrameType.REQUEST_N)
@@ -60,7 +72,69 @@ _STREAM = int(FrameType.REQUEST_STREAM)
 _CHANNEL = int(FrameType.REQUEST_CHANNEL)
 _METADATA_PUSH = int(FrameType.METADATA_PUSH)
 _HEADER = struct.Struct(">IH")
+_SID = struct.Struct(">I")
 CONNECTION_ERROR = int(ErrorCode.CONNECTION_ERROR)
+REJECTED = int(ErrorCode.REJECTED)
+#: Stream ids are 31 bits; the top bit of the field is reserved.
+MAX_STREAM_ID = 0x7FFFFFFF
+#: routes a connection remembers for :func:`_open` (``Session.open_cache``); a connection
+#: calls a handful, and one that cycles through more starts its cache over. With keys of at
+#: most ``session.OPEN_CACHE_MAX_KEY`` bytes a connection holds at most 4 KiB of them.
+OPEN_CACHE_SIZE = 16
+
+
+class Stream:
+    """One relayed stream: the requester's side and the provider's side."""
+
+    __slots__ = (
+        "kind",
+        "req",
+        "req_id",
+        "req_sid",
+        "prov",
+        "prov_id",
+        "prov_sid",
+        "in_done",
+        "out_done",
+        "pending",
+        "pending_bytes",
+        "started",
+        "route",
+        "meter",
+        "opened_at",
+        "first_at",
+        "trace",
+        "retry",
+    )
+
+    def __init__(self, kind: int, req: Any, req_id: int) -> None:
+        self.kind = kind
+        self.req = req
+        self.req_id = req_id
+        self.req_sid = _SID.pack(req_id)
+        self.prov: Any = None
+        self.prov_id = 0
+        self.prov_sid = b""
+        #: requester→provider direction finished (request fully sent / channel completed)
+        self.in_done = False
+        #: provider→requester direction finished (response, completion or error)
+        self.out_done = False
+        #: frames of a fragmented request held until its metadata (and so its route) is complete,
+        #: and what they cost (bytes plus HELD_FRAGMENT_OVERHEAD each)
+        self.pending: list[bytes] | None = None
+        self.pending_bytes = 0
+        #: when its first fragment arrived (broker clock), for reassembly_timeout_s
+        self.started = 0.0
+        self.route = ""
+        #: where this stream is counted, and when it opened / got its first response (loop time)
+        self.meter: RouteMeter | None = None
+        self.opened_at = 0.0
+        self.first_at = 0.0
+        #: the requester's W3C trace context, when it sent one (broker.tracing)
+        self.trace: Any = None
+        #: (request frame, sends left) of an idempotent request-response (broker.traffic
+        #: retries); the frame is None while it is not known whole (fragmented: never retried)
+        self.retry: tuple[bytes | None, int] | None = None
 
 
 def _refuse_view(buf: Any, off: int, end: int) -> None:
@@ -70,7 +144,7 @@ def _refuse_view(buf: Any, off: int, end: int) -> None:
     raise FrameError(f"frame bounds {off}:{end} lie outside the {len(buf)}-byte buffer")
 
 
-def read_frames(session: Any, data: bytes) -> tuple[int, int]:
+def read_frames(session: Any, data: bytes, now: float = 0.0) -> tuple[int, int]:
     """Relay every complete length-prefixed frame in ``data`` to :func:`relay_frame`.
 
     Returns ``(consumed, need)``: where the first incomplete frame begins, and how many
@@ -81,25 +155,34 @@ def read_frames(session: Any, data: bytes) -> tuple[int, int]:
     header to ``session.fail``, after the frames before it were relayed and before any byte
     of it is buffered, so a hostile peer cannot make the broker hold a frame it will never
     accept. Stops, with ``need`` 0, then or once the session starts closing.
+
+    ``now`` is when ``data`` arrived (broker clock): the time of the streams it opens and of
+    the first responses it carries (0: the clock is read when one is needed). The frames are
+    added to ``session.frames_in`` once, when the chunk is done.
     """
     n = len(data)
     pos = 0
-    while n - pos >= 3:
-        length = (data[pos] << 16) | (data[pos + 1] << 8) | data[pos + 2]
-        if length > session.frame_limit:
-            session.refuse_oversized(length)
-            return pos, 0
-        if length < HEADER_LENGTH:
-            session.fail(CONNECTION_ERROR, f"frame of {length} bytes is shorter than the 6-byte frame header")
-            return pos, 0
-        end = pos + 3 + length
-        if end > n:
-            return pos, end - pos
-        _relay(session, data, pos + 3, end)
-        pos = end
-        if session.closing:
-            return pos, 0
-    return pos, 3
+    relayed = 0
+    try:
+        while n - pos >= 3:
+            length = (data[pos] << 16) | (data[pos + 1] << 8) | data[pos + 2]
+            if length > session.frame_limit:
+                session.refuse_oversized(length)
+                return pos, 0
+            if length < HEADER_LENGTH:
+                session.fail(CONNECTION_ERROR, f"frame of {length} bytes is shorter than the 6-byte frame header")
+                return pos, 0
+            end = pos + 3 + length
+            if end > n:
+                return pos, end - pos
+            relayed += 1
+            _relay(session, data, pos + 3, end, now)
+            pos = end
+            if session.closing:
+                return pos, 0
+        return pos, 3
+    finally:
+        session.frames_in += relayed
 
 
 def relay_frame(session: Any, buf: Any, off: int, end: int) -> None:
@@ -114,12 +197,13 @@ def relay_frame(session: Any, buf: Any, off: int, end: int) -> None:
     """
     if off < 0 or end > len(buf) or end - off < HEADER_LENGTH:
         _refuse_view(buf, off, end)
-    _relay(session, buf, off, end)
-
-
-def _relay(session: Any, buf: Any, off: int, end: int) -> None:
-    """:func:`relay_frame` for a view already known to hold a header within ``buf``."""
     session.frames_in += 1
+    _relay(session, buf, off, end, 0.0)
+
+
+def _relay(session: Any, buf: Any, off: int, end: int, now: float) -> None:
+    """:func:`relay_frame` for a view already known to hold a header within ``buf``, counted
+    in ``frames_in`` by the caller; ``now`` as :func:`read_frames` says."""
     sid, type_flags = _HEADER.unpack_from(buf, off)
     ftype = type_flags >> 10
     if sid and (ftype == _PAYLOAD or ftype == _REQUEST_N or ftype == _CANCEL or ftype == _ERROR):
@@ -144,7 +228,7 @@ def _relay(session: Any, buf: Any, off: int, end: int) -> None:
                 _forward(dest, st.req_sid, buf, off, end)
                 st.meter.bytes_out += end - off
                 if not st.first_at:
-                    st.first_at = session.broker.clock()
+                    st.first_at = now or session.broker.clock()
                 if (
                     ftype == _PAYLOAD
                     and st.in_done
@@ -168,7 +252,80 @@ def _relay(session: Any, buf: Any, off: int, end: int) -> None:
             if dest.write_paused:
                 session._blocked_by(dest)
             return
+    elif (
+        (ftype == _RR or ftype == _STREAM or ftype == _CHANNEL)
+        and not type_flags & FLAG_FOLLOWS
+        and session.open_cache
+        and _open(session, buf, off, end, sid, ftype, type_flags, now)
+    ):
+        return
     session.other_frame(buf, off, end, sid, ftype, type_flags)
+
+
+def _open(session: Any, buf: Any, off: int, end: int, sid: int, ftype: int, type_flags: int, now: float) -> bool:
+    """Open a request whose metadata this connection sent before, as ``Session.other_frame`` would.
+
+    ``session.open_cache`` maps request metadata to the ``(route, service, meter)`` that
+    ``Session._route_stream`` resolved and admitted for this connection's principal; it
+    holds only what needs nothing but a provider pick (no trace context, deadline, retry or
+    fragment; see ``Session._remember_route``). An entry counts only while
+    ``session.open_gen`` equals the broker's ``open_generation``: a changed access rule or
+    service policy sends the next request through the full checks. Returns False, having
+    done nothing, for anything else (a new route, a reused or server-parity id, too many
+    streams, a draining node, rate limits); the caller then takes ``other_frame``'s path,
+    which decides and reports it.
+    """
+    broker = session.broker
+    if session.open_gen != broker.open_generation or broker.draining:
+        return False
+    sid &= 0x7FFFFFFF
+    streams = session.streams
+    if not sid & 1 or sid in streams or len(streams) - session.outstanding >= broker.settings.max_streams:
+        return False
+    pos = off + HEADER_LENGTH if ftype == _RR else off + HEADER_LENGTH + 4
+    if not type_flags & FLAG_METADATA or end - pos < 3:
+        return False
+    mlen = (buf[pos] << 16) | (buf[pos + 1] << 8) | buf[pos + 2]
+    pos += 3
+    if pos + mlen > end:
+        return False
+    metadata = bytes(buf[pos : pos + mlen])
+    entry = session.open_cache.get(metadata)
+    if entry is None or (broker.traffic.active and not session.is_link):
+        return False
+    route, service, meter = entry
+    now = now or broker.clock()
+    provider, why = broker.registry.pick(service, now, session.is_link, metadata, session.metadata_mime)
+    if provider is None:
+        session._reject(sid, ftype, REJECTED, why, meter)
+    else:
+        dest = provider.target
+        pid = dest.next_local_id
+        if pid > MAX_STREAM_ID or pid in dest.streams:
+            pid = dest.allocate_local_id()
+        else:
+            dest.next_local_id = pid + 2
+        st = Stream(ftype, session, sid)
+        st.route = route
+        st.meter = meter
+        st.opened_at = now
+        meter.inflight += 1
+        st.prov = dest
+        st.prov_id = pid
+        st.prov_sid = prov_sid = _SID.pack(pid)
+        streams[sid] = st
+        dest.streams[pid] = st
+        dest.outstanding += 1
+        broker.stats["requests"] += 1
+        if ftype != _CHANNEL or type_flags & FLAG_COMPLETE:
+            st.in_done = True
+        _forward(dest, prov_sid, buf, off, end)
+        meter.bytes_in += end - off
+        if dest.write_paused:
+            session._blocked_by(dest)
+    if session.write_paused and not session.closing:
+        session._blocked_by(session)  # our answers to this peer are piling up: read no more for now
+    return True
 
 
 def forward(dest: Any, sid: bytes, buf: Any, off: int, end: int) -> None:

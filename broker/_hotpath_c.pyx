@@ -14,13 +14,16 @@ from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyBy
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.string cimport memcpy
 
+from broker._hotpath import MAX_STREAM_ID as _MAX_STREAM_ID, OPEN_CACHE_SIZE
 from broker.frames import ErrorCode, FrameError
 from broker.metering import OK as _OK
 
 cdef object CONNECTION_ERROR = int(ErrorCode.CONNECTION_ERROR)
+cdef object REJECTED = int(ErrorCode.REJECTED)
 cdef object OK = _OK
+cdef long MAX_STREAM_ID = _MAX_STREAM_ID
 
-__all__ = ["forward", "read_frames", "relay_frame", "request_metadata"]
+__all__ = ["OPEN_CACHE_SIZE", "Stream", "forward", "read_frames", "relay_frame", "request_metadata"]
 
 cdef enum:
     HEADER_LENGTH = 6
@@ -41,6 +44,74 @@ cdef enum:
 cdef bytes _EMPTY = b""
 
 
+cdef inline bytes _sid_bytes(unsigned long sid):
+    """The 4-byte big-endian stream id field (``struct.pack(">I", sid)``)."""
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, 4)
+    cdef unsigned char* q = <unsigned char*>PyBytes_AS_STRING(out)
+    q[0] = (sid >> 24) & 0xFF
+    q[1] = (sid >> 16) & 0xFF
+    q[2] = (sid >> 8) & 0xFF
+    q[3] = sid & 0xFF
+    return out
+
+
+cdef class Stream:
+    """``_hotpath.Stream`` as a C struct: the relay reads and writes its fields without a
+    Python attribute lookup. Every field is public, with the pure twin's name and meaning."""
+
+    cdef public long kind
+    cdef public object req
+    cdef public long req_id
+    cdef public bytes req_sid
+    cdef public object prov
+    cdef public long prov_id
+    cdef public bytes prov_sid
+    cdef public bint in_done
+    cdef public bint out_done
+    cdef public object pending
+    cdef public Py_ssize_t pending_bytes
+    cdef public double started
+    cdef public str route
+    cdef public object meter
+    cdef public double opened_at
+    cdef public double first_at
+    cdef public object trace
+    cdef public object retry
+
+    def __init__(self, long kind, object req, long req_id):
+        self.kind = kind
+        self.req = req
+        self.req_id = req_id
+        self.req_sid = _sid_bytes(req_id)
+        self.prov = None
+        self.prov_id = 0
+        self.prov_sid = _EMPTY
+        self.in_done = False
+        self.out_done = False
+        self.pending = None
+        self.pending_bytes = 0
+        self.started = 0.0
+        self.route = ""
+        self.meter = None
+        self.opened_at = 0.0
+        self.first_at = 0.0
+        self.trace = None
+        self.retry = None
+
+
+cdef inline Stream _new_stream(long kind, object req, long req_id):
+    """``Stream(kind, req, req_id)`` without the Python call: ``tp_new`` sets the object fields
+    to None and the numbers to 0, and the rest is set here as ``__init__`` would."""
+    cdef Stream st = Stream.__new__(Stream)
+    st.kind = kind
+    st.req = req
+    st.req_id = req_id
+    st.req_sid = _sid_bytes(req_id)
+    st.prov_sid = _EMPTY
+    st.route = ""
+    return st
+
+
 cdef inline const unsigned char* _start(const unsigned char[:] view):
     """Pointer to the first byte of ``view`` (NULL for an empty one, which is never read)."""
     if view.shape[0] == 0:
@@ -56,50 +127,59 @@ cdef inline int _check_view(Py_ssize_t size, Py_ssize_t off, Py_ssize_t end) exc
     return 0
 
 
-def read_frames(object session, object data):
+def read_frames(object session, object data, double now=0.0):
     cdef const unsigned char[:] view = data
     cdef const unsigned char* p = _start(view)
     cdef Py_ssize_t n = view.shape[0]
     cdef Py_ssize_t pos = 0
     cdef Py_ssize_t end
     cdef long long length
-    while n - pos >= 3:
-        length = (<long long>p[pos] << 16) | (p[pos + 1] << 8) | p[pos + 2]
-        if length > session.frame_limit:
-            session.refuse_oversized(length)
-            return pos, 0
-        if length < HEADER_LENGTH:
-            session.fail(CONNECTION_ERROR, f"frame of {length} bytes is shorter than the 6-byte frame header")
-            return pos, 0
-        end = pos + 3 + <Py_ssize_t>length
-        if end > n:
-            return pos, end - pos
-        _relay(session, data, p, pos + 3, end)
-        pos = end
-        if session.closing:
-            return pos, 0
-    return pos, 3
+    cdef long relayed = 0
+    try:
+        while n - pos >= 3:
+            length = (<long long>p[pos] << 16) | (p[pos + 1] << 8) | p[pos + 2]
+            if length > session.frame_limit:
+                session.refuse_oversized(length)
+                return pos, 0
+            if length < HEADER_LENGTH:
+                session.fail(CONNECTION_ERROR, f"frame of {length} bytes is shorter than the 6-byte frame header")
+                return pos, 0
+            end = pos + 3 + <Py_ssize_t>length
+            if end > n:
+                return pos, end - pos
+            relayed += 1
+            _relay(session, data, p, pos + 3, end, now)
+            pos = end
+            if session.closing:
+                return pos, 0
+        return pos, 3
+    finally:
+        session.frames_in += relayed
 
 
 def relay_frame(object session, object buf, Py_ssize_t off, Py_ssize_t end):
     cdef const unsigned char[:] view = buf
     _check_view(view.shape[0], off, end)
-    _relay(session, buf, _start(view), off, end)
-
-
-cdef int _relay(object session, object buf, const unsigned char* p, Py_ssize_t off, Py_ssize_t end) except -1:
-    """``relay_frame`` on a frame already known to lie within ``p``'s buffer."""
     session.frames_in += 1
+    _relay(session, buf, _start(view), off, end, 0.0)
+
+
+cdef int _relay(
+    object session, object buf, const unsigned char* p, Py_ssize_t off, Py_ssize_t end, double now
+) except -1:
+    """``relay_frame`` on a frame already known to lie within ``p``'s buffer (counted by the caller)."""
     cdef unsigned long sid = (
         (<unsigned long>p[off] << 24) | (<unsigned long>p[off + 1] << 16) | (p[off + 2] << 8) | p[off + 3]
     )
     cdef unsigned int type_flags = (p[off + 4] << 8) | p[off + 5]
     cdef unsigned int ftype = type_flags >> 10
     cdef dict streams
+    cdef Stream st
     if sid and (ftype == PAYLOAD or ftype == REQUEST_N or ftype == CANCEL or ftype == ERROR):
         streams = session.streams
-        st = streams.get(<long>(sid & 0x7FFFFFFF))
-        if st is not None:
+        found = streams.get(<long>(sid & 0x7FFFFFFF))
+        if found is not None:
+            st = <Stream?>found
             if st.prov is None:
                 session._pending_frame(st, buf, off, end, ftype, type_flags)
                 return 0
@@ -115,7 +195,7 @@ cdef int _relay(object session, object buf, const unsigned char* p, Py_ssize_t o
                 _forward(dest, st.req_sid, buf, p, off, end)
                 st.meter.bytes_out += end - off
                 if not st.first_at:
-                    st.first_at = session.broker.clock()
+                    st.first_at = now if now else session.broker.clock()
                 if (
                     ftype == PAYLOAD
                     and st.in_done
@@ -137,8 +217,76 @@ cdef int _relay(object session, object buf, const unsigned char* p, Py_ssize_t o
             if dest.write_paused:
                 session._blocked_by(dest)
             return 0
+    elif (
+        (ftype == RR or ftype == STREAM or ftype == CHANNEL)
+        and not type_flags & FLAG_FOLLOWS
+        and session.open_cache
+        and _open(session, buf, p, off, end, sid & 0x7FFFFFFF, ftype, type_flags, now)
+    ):
+        return 0
     session.other_frame(buf, off, end, sid, ftype, type_flags)
     return 0
+
+
+cdef bint _open(
+    object session, object buf, const unsigned char* p, Py_ssize_t off, Py_ssize_t end, long sid, unsigned int ftype,
+    unsigned int type_flags, double now,
+) except -1:
+    """``_hotpath._open``: a repeat request opened from the connection's route cache."""
+    broker = session.broker
+    if session.open_gen != broker.open_generation or broker.draining:
+        return False
+    cdef dict streams = session.streams
+    if not sid & 1 or sid in streams or len(streams) - session.outstanding >= broker.settings.max_streams:
+        return False
+    cdef Py_ssize_t pos = off + HEADER_LENGTH if ftype == RR else off + HEADER_LENGTH + 4
+    if not type_flags & FLAG_METADATA or end - pos < 3:
+        return False
+    cdef Py_ssize_t mlen = (<Py_ssize_t>p[pos] << 16) | (p[pos + 1] << 8) | p[pos + 2]
+    pos += 3
+    if pos + mlen > end:
+        return False
+    metadata = PyBytes_FromStringAndSize(<const char*>p + pos, mlen)
+    entry = (<dict?>session.open_cache).get(metadata)
+    if entry is None or (broker.traffic.active and not session.is_link):
+        return False
+    route, service, meter = <tuple?>entry
+    if not now:
+        now = broker.clock()
+    provider, why = broker.registry.pick(service, now, session.is_link, metadata, session.metadata_mime)
+    cdef long pid
+    cdef Stream st
+    if provider is None:
+        session._reject(sid, ftype, REJECTED, why, meter)
+    else:
+        dest = provider.target
+        dest_streams = dest.streams
+        pid = dest.next_local_id
+        if pid > MAX_STREAM_ID or pid in dest_streams:
+            pid = dest.allocate_local_id()
+        else:
+            dest.next_local_id = pid + 2
+        st = _new_stream(ftype, session, sid)
+        st.route = route
+        st.meter = meter
+        st.opened_at = now
+        meter.inflight += 1
+        st.prov = dest
+        st.prov_id = pid
+        st.prov_sid = prov_sid = _sid_bytes(pid)
+        streams[sid] = st
+        dest_streams[pid] = st
+        dest.outstanding += 1
+        broker.stats["requests"] += 1
+        if ftype != CHANNEL or type_flags & FLAG_COMPLETE:
+            st.in_done = True
+        _forward(dest, prov_sid, buf, p, off, end)
+        meter.bytes_in += end - off
+        if dest.write_paused:
+            session._blocked_by(dest)
+    if session.write_paused and not session.closing:
+        session._blocked_by(session)
+    return True
 
 
 def forward(object dest, object sid, object buf, Py_ssize_t off, Py_ssize_t end):

@@ -70,6 +70,10 @@ class Broker:
             settings.otlp_endpoint,
         )
         self.draining = False
+        #: bumped by every change that can alter whether or how a request is admitted (access
+        #: rules, service policies, draining): a connection's route cache (``Session.open_cache``)
+        #: holds only while its generation is this one
+        self.open_generation = 0
         self._dirty: list[Session] = []
         self._flush_scheduled = False
         self._route_cache: dict[bytes, tuple[str, str, bytes | None] | None] = {}
@@ -77,6 +81,7 @@ class Broker:
         self._traced_route_cache: dict[tuple[int, bytes], tuple[str, str]] = {}
         self._housekeeping: asyncio.Task[None] | None = None
         self.security = Security(settings)
+        self.security.access.on_change.append(self.forget_admissions)
         #: rate limits, deadlines and retries (broker.traffic); the cluster side sets the live node count
         self.traffic = TrafficRules(self.loop, self.clock, self.registry)
         self.traffic.file_limits = limits_from_config(settings.limits)
@@ -134,6 +139,7 @@ class Broker:
         so clients move to another node at once instead of meeting REJECTED here.
         """
         self.draining = True
+        self.forget_admissions()
         deadline = self.clock() + timeout
         while True:
             inbound = [s for s in self.sessions if not s.outbound]
@@ -241,8 +247,14 @@ class Broker:
 
     # -- registry ---------------------------------------------------------------------------
 
+    def forget_admissions(self) -> None:
+        """Send every connection's next requests through the full checks again (access, policy,
+        draining): the route caches of ``Session.open_cache`` are dropped as they are next read."""
+        self.open_generation += 1
+
     def set_policy(self, service: str, policy: ServicePolicy | None) -> None:
         """Set (None: clear) a service's policy: its load balancing, deadline and retries."""
+        self.forget_admissions()
         self.registry.set_policy(service, policy)
         self.traffic.deadlines.pop(service, None)
         self.traffic.retries.pop(service, None)

@@ -54,13 +54,13 @@ from broker.frames import (
     request_data,
     request_frame,
 )
-from broker.hotpath import forward, relay_frame, request_metadata
+from broker._hotpath import MAX_STREAM_ID
+from broker.hotpath import OPEN_CACHE_SIZE, Stream, forward, relay_frame, request_metadata
 from broker.limits import LimitExceeded, exceeded
 from broker.traffic import DEADLINE_TAG
 
 if TYPE_CHECKING:
     from broker.relay import Broker
-    from broker.tracing import HopContext
 
 log = logging.getLogger("rsbroker.session")
 
@@ -76,14 +76,15 @@ _FNF = FrameType.REQUEST_FNF
 _STREAM = FrameType.REQUEST_STREAM
 _CHANNEL = FrameType.REQUEST_CHANNEL
 _REQUESTS = frozenset((_RR, _FNF, _STREAM, _CHANNEL))
+#: the longest request metadata a connection's route cache keeps (``open_cache``): routing plus
+#: a little more; a client sending big blobs must not pin them in broker memory
+OPEN_CACHE_MAX_KEY = 256
 _KNOWN_TYPES = frozenset(int(t) for t in FrameType) - {FrameType.RESERVED, FrameType.EXT}
 _ERROR_CODES = frozenset(int(c) for c in ErrorCode)
 
 #: ERROR codes from a provider that mean something else than the application failing
 _ERROR_OUTCOMES = {ErrorCode.REJECTED: metering.REJECTED, ErrorCode.CANCELED: metering.CANCELED}
 
-#: Stream ids are 31 bits; the top bit of the field is reserved.
-MAX_STREAM_ID = 0x7FFFFFFF
 #: What holding one fragment costs besides its bytes (bytes object header, list slot, a share
 #: of its Stream), charged to max_request_metadata and max_reassembly_bytes so that a flood of
 #: tiny fragments is bounded like a few big ones.
@@ -105,60 +106,6 @@ _TRANSITIONS: dict[tuple[State, str], State] = {
 }
 
 _session_ids = itertools.count(1)
-
-
-class Stream:
-    """One relayed stream: the requester's side and the provider's side."""
-
-    __slots__ = (
-        "kind",
-        "req",
-        "req_id",
-        "req_sid",
-        "prov",
-        "prov_id",
-        "prov_sid",
-        "in_done",
-        "out_done",
-        "pending",
-        "pending_bytes",
-        "started",
-        "route",
-        "meter",
-        "opened_at",
-        "first_at",
-        "trace",
-        "retry",
-    )
-
-    def __init__(self, kind: int, req: "Session", req_id: int) -> None:
-        self.kind = kind
-        self.req = req
-        self.req_id = req_id
-        self.req_sid = _SID.pack(req_id)
-        self.prov: Session | None = None
-        self.prov_id = 0
-        self.prov_sid = b""
-        #: requester→provider direction finished (request fully sent / channel completed)
-        self.in_done = False
-        #: provider→requester direction finished (response, completion or error)
-        self.out_done = False
-        #: frames of a fragmented request held until its metadata (and so its route) is complete,
-        #: and what they cost (bytes plus HELD_FRAGMENT_OVERHEAD each)
-        self.pending: list[bytes] | None = None
-        self.pending_bytes = 0
-        #: when its first fragment arrived (broker clock), for reassembly_timeout_s
-        self.started = 0.0
-        self.route = ""
-        #: where this stream is counted, and when it opened / got its first response (loop time)
-        self.meter: metering.RouteMeter | None = None
-        self.opened_at = 0.0
-        self.first_at = 0.0
-        #: the requester's W3C trace context, when it sent one (broker.tracing)
-        self.trace: HopContext | None = None
-        #: (request frame, sends left) of an idempotent request-response (broker.traffic
-        #: retries); the frame is None while it is not known whole (fragmented: never retried)
-        self.retry: tuple[bytes | None, int] | None = None
 
 
 class Session:
@@ -226,6 +173,11 @@ class Session:
         #: fragmented requests whose metadata is incomplete, oldest first, and the bytes they hold
         self.reassembling: dict[int, Stream] = {}
         self.reassembly_bytes = 0
+        #: request metadata -> (route, service, meter) this connection may open without the
+        #: full checks, valid while open_gen is current (``broker.hotpath``'s ``_open``; filled
+        #: by _remember_route); None until a request earns an entry
+        self.open_cache: dict[bytes, tuple[str, str, metering.RouteMeter]] | None = None
+        self.open_gen = -1
 
     # -- identity used by the registry ----------------------------------------------------
 
@@ -723,7 +675,34 @@ class Session:
             self._finish(st, metering.OK)
         elif ftype != _CHANNEL or last_flags & FLAG_COMPLETE:
             st.in_done = True
+        if (
+            trace_entry is None
+            and not last_flags & FLAG_FOLLOWS
+            and ftype != _FNF
+            and (self.is_link or not (traffic.deadlines or traffic.retries or DEADLINE_TAG in metadata))
+        ):
+            self._remember_route(metadata, route, service, meter)
         return dest
+
+    def _remember_route(self, metadata: bytes, route: str, service: str, meter: metering.RouteMeter) -> None:
+        """Let the next request with these metadata bytes skip resolving and the access check.
+
+        Called once a request was admitted by every check; the hot path's ``_open`` then only
+        picks a provider for a repeat. Only what a repeat needs nothing else for is kept (the
+        caller leaves out traced, fragmented, deadline and retried requests), only for
+        composite metadata (bare routing metadata is rewritten for providers) and only small
+        keys. The entry is tied to the broker's ``open_generation``: a changed access rule or
+        service policy, or draining, empties the cache on the next request, which then meets
+        the full checks again; the principal is fixed for the connection's life.
+        """
+        if self.metadata_mime != md.COMPOSITE_MIME or len(metadata) > OPEN_CACHE_MAX_KEY:
+            return
+        generation = self.broker.open_generation
+        cache = self.open_cache
+        if cache is None or self.open_gen != generation or len(cache) >= OPEN_CACHE_SIZE:
+            cache = self.open_cache = {}
+            self.open_gen = generation
+        cache[metadata] = (route, service, meter)
 
     def allocate_local_id(self) -> int:
         """The id of a new stream the broker opens towards this peer (even, or odd on an

@@ -71,14 +71,14 @@ class TcpSession(Session, asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
-        self.last_recv = self.broker.clock()
+        self._last_recv = now = self.broker.clock()  # Session.last_recv's own field: no property call per read
         if self._buf:
             self._buf += data
             if len(self._buf) < self._need:
                 return
             data = bytes(self._buf)
             self._buf = bytearray()
-        pos, self._need = read_frames(self, data)
+        pos, self._need = read_frames(self, data, now)
         if pos < len(data) and not self.closing:
             self._buf = bytearray(memoryview(data)[pos:])
 
@@ -163,7 +163,7 @@ class WsSession(TcpSession):
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
-        self.last_recv = self.broker.clock()
+        self._last_recv = self.broker.clock()
         if self._buf:
             self._buf += data
             if len(self._buf) < self._need:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -212,6 +212,9 @@ class AccessPolicy:
         self.enabled = enabled
         self._cache_size = cache_size
         self._snapshot = _Snapshot(dict(rules or {}), {})
+        #: called after every change of the rules, by those who keep decisions of their own
+        #: (the relay's route caches, ``Broker.forget_admissions``)
+        self.on_change: list[Callable[[], None]] = []
 
     @property
     def rules(self) -> dict[str, AccessRule]:
@@ -221,6 +224,8 @@ class AccessPolicy:
     def set_rules(self, rules: Mapping[str, AccessRule]) -> None:
         """Replace every rule at once."""
         self._snapshot = _Snapshot(dict(rules), {})
+        for listener in self.on_change:
+            listener()
 
     def upsert(self, name: str, rule: AccessRule) -> None:
         """Add or replace one named rule."""

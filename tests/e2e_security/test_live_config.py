@@ -92,3 +92,23 @@ async def test_revoked_token_closes_its_connection_and_is_refused_after(node: Br
     finally:
         await bystander.close()
         await config(node, "DELETE", f"revoked/{jti}")
+
+
+async def test_a_route_called_again_and_again_is_denied_after_its_rule_goes(node: BrokerProcess, pki: Pki) -> None:
+    """The relay remembers a connection's admitted routes (``Session.open_cache``) so that a
+    repeat request skips resolving and the access check; a rule taken away at run time must
+    still deny the very connection that has called the route many times, on its next requests."""
+    rule = {"principals": ["repeat-caller"], "call": [f"{SERVICE}.*"]}
+    async with Provider(node, SERVICE, token=pki.token("repeat-provider", ("admin",))):
+        caller = await raw_with_token(node, pki.token("repeat-caller"))
+        try:
+            await config(node, "PUT", "acl/repeat-callers", rule)
+            await wait_for(lambda: allowed(caller), message="the store rule in force")
+            for _ in range(20):  # the same metadata bytes each time: the route is remembered
+                assert await allowed(caller)
+            await config(node, "PUT", "acl/repeat-callers", {**rule, "call": []})
+            await wait_for(lambda: _denied(caller), message="the remembered route denied after the rule changed")
+            assert not await allowed(caller)
+        finally:
+            await config(node, "DELETE", "acl/repeat-callers")
+            await caller.close()

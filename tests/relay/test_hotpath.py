@@ -23,9 +23,11 @@ from hypothesis.stateful import run_state_machine_as_test
 from broker import frames as fr
 from broker import hotpath, metering, session, tracing
 from broker import metadata as md
-from broker.frames import FrameType
+from broker.frames import ErrorCode, FrameType
+from broker.registry import ServicePolicy
 from broker.relay import Broker
 from broker.settings import Settings
+from broker.traffic import RateLimit
 from tests.relay.test_parsers_fuzz import HOT_PATHS
 from tests.relay.test_stream_map_model import StreamMaps
 from tests.support.memory_session import MemorySession
@@ -64,8 +66,8 @@ def test_stream_maps_hold_on_each_hot_path(hot: ModuleType, monkeypatch: pytest.
 
 
 def _use(hot: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make the sessions relay, read request metadata and forward through ``hot``."""
-    for name in ("relay_frame", "request_metadata", "forward"):
+    """Make the sessions relay, read request metadata, forward and keep streams through ``hot``."""
+    for name in ("relay_frame", "request_metadata", "forward", "Stream"):
         monkeypatch.setattr(session, name, getattr(hot, name))
 
 
@@ -114,5 +116,74 @@ def test_first_response_and_end_are_metered_and_traced_on_each_hot_path(hot: Mod
         assert [(span["route"], span["first_response_s"], span["outcome"]) for span in spans] == [("svc.m", 0.25, "ok"), ("svc.m", 0.5, "ok")]
         assert spans[0]["duration_s"] == 0.25  # a request-response ends with its first response frame
         assert not requester.streams and not provider.streams and provider.outstanding == 0
+    finally:
+        loop.close()
+
+
+def _pair(broker: Broker) -> tuple[MemorySession, MemorySession]:
+    provider, requester = MemorySession(broker, 43000), MemorySession(broker, 43001)
+    reg = md.Registration(services=("svc",), instance="p")
+    provider.feed(fr.setup_frame(metadata=md.composite_entry(md.REGISTER_MIME, reg.to_json())))
+    requester.feed(fr.setup_frame())
+    return provider, requester
+
+
+@pytest.mark.parametrize("hot", HOT_PATHS, ids=lambda m: m.__name__)
+def test_a_repeat_request_from_the_route_cache_meets_what_the_full_path_would(hot: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The route cache (``Session.open_cache``, read by the hot path's ``_open``) only spares a
+    repeat request the resolving: a reused id, too many streams and a service policy changed
+    since the route was remembered are decided as on the full path."""
+    _use(hot, monkeypatch)
+    loop = asyncio.new_event_loop()
+    try:
+        broker = Broker(Settings(max_streams=2), loop)
+        provider, requester = _pair(broker)
+        meta = md.route_metadata("svc.m")
+        rr = FrameType.REQUEST_RESPONSE
+        requester.feed(fr.request_frame(rr, 1, meta, b"a"))
+        assert requester.open_cache is not None and meta in requester.open_cache  # remembered
+        [first] = provider.take()
+        requester.feed(fr.request_frame(rr, 3, meta, b"b"))  # from the cache
+        [second] = provider.take()
+        assert (first.stream_id, second.stream_id) == (2, 4) and second.data == b"b"
+        requester.feed(fr.request_frame(rr, 5, meta, b"c"))  # a third concurrent stream: over max_streams
+        [refused] = requester.take()
+        assert refused.stream_id == 5 and refused.error == (ErrorCode.REJECTED, "too many concurrent streams on this connection (limit 2)")
+        assert not provider.take() and broker.meter.limit_hits["max_streams"] == 1
+        provider.feed(fr.payload_frame(second.stream_id, b"B", complete=True))
+        assert [f.data for f in requester.take()] == [b"B"]
+        broker.set_policy("svc", ServicePolicy.from_obj({"idempotent": True, "retries": 1}))
+        requester.feed(fr.request_frame(rr, 7, meta, b"d"))  # the policy changed: the full path keeps it for retry
+        [fourth] = provider.take()
+        assert requester.streams[7].retry is not None and fourth.data == b"d"
+        requester.feed(fr.request_frame(rr, 7, meta, b"e"))  # an id in use, on a remembered route
+        [error] = requester.take()
+        assert error.stream_id == 0 and error.error == (ErrorCode.CONNECTION_ERROR, "stream id 7 is already in use")
+        assert requester.closing  # and its open streams are cancelled at the provider
+        assert sorted((f.type, f.stream_id) for f in provider.take()) == [(FrameType.CANCEL, 2), (FrameType.CANCEL, fourth.stream_id)]
+    finally:
+        loop.close()
+
+
+@pytest.mark.parametrize("hot", HOT_PATHS, ids=lambda m: m.__name__)
+def test_a_rate_limit_set_after_a_route_was_remembered_holds_for_its_repeats(hot: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rate limits are per request, so the route cache never answers for them: a limit set at
+    run time (as the config store does) counts and refuses repeats of a remembered route."""
+    _use(hot, monkeypatch)
+    loop = asyncio.new_event_loop()
+    try:
+        broker = Broker(Settings(), loop)
+        provider, requester = _pair(broker)
+        meta = md.route_metadata("svc.m")
+        rr = FrameType.REQUEST_RESPONSE
+        requester.feed(fr.request_frame(rr, 1, meta, b"a"))
+        assert requester.open_cache is not None and meta in requester.open_cache and len(provider.take()) == 1
+        one = {"service": "svc", "rate": 0.001, "burst": 1}  # one request, then one per 1000 s
+        broker.traffic.set_limits({"svc-limit": RateLimit.from_obj("svc-limit", one)})
+        requester.feed(fr.request_frame(rr, 3, meta, b"b"))  # the bucket's one token
+        requester.feed(fr.request_frame(rr, 5, meta, b"c"))  # none left
+        assert [f.data for f in provider.take()] == [b"b"]
+        [refused] = requester.take()
+        assert refused.stream_id == 5 and refused.error[0] == ErrorCode.REJECTED and "svc-limit" in refused.error[1]
     finally:
         loop.close()

@@ -174,6 +174,7 @@ class Recorder:
 
     def __init__(self, frame_limit: int = fr.MAX_FRAME_LENGTH) -> None:
         self.streams: dict[int, Any] = {}
+        self.open_cache = None  # no route cache: requests reach other_frame too
         self.frames_in = 0
         self.frame_limit = frame_limit
         self.closing = False
