@@ -680,6 +680,7 @@ class Session:
             and not last_flags & FLAG_FOLLOWS
             and ftype != _FNF
             and (self.is_link or not (traffic.deadlines or traffic.retries or DEADLINE_TAG in metadata))
+            and service not in broker.forward_principal  # its frames are rewritten per request
         ):
             self._remember_route(metadata, route, service, meter)
         return dest
@@ -689,7 +690,8 @@ class Session:
 
         Called once a request was admitted by every check; the hot path's ``_open`` then only
         picks a provider for a repeat. Only what a repeat needs nothing else for is kept (the
-        caller leaves out traced, fragmented, deadline and retried requests), only for
+        caller leaves out traced, fragmented, deadline and retried requests, and services that
+        get the requester's principal entry), only for
         composite metadata (bare routing metadata is rewritten for providers) and only small
         keys. The entry is tied to the broker's ``open_generation``: a changed access rule or
         service policy, or draining, empties the cache on the next request, which then meets

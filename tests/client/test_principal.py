@@ -178,6 +178,8 @@ async def test_an_opted_in_service_learns_who_asked_in_every_model(
 ) -> None:
     async with connect(str(secured.tcp), token=mint_token(signing_key, sub="alice")) as alice:
         assert await alice.request_response(f"{OPTED_IN}.who", b"") == b"alice"
+        # a repeat is where the connection's route cache answers: it must not lose the entry
+        assert await alice.request_response(f"{OPTED_IN}.who", b"") == b"alice"
         assert [item async for item in alice.request_stream(f"{OPTED_IN}.whos", b"")] == [b"alice"]
         assert [item async for item in alice.request_channel(f"{OPTED_IN}.chat", [b"a", b"b"])] == [b"alice", b"alice"]
         seen.event.clear()
