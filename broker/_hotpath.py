@@ -24,6 +24,7 @@ The session side of the contract (``broker.session``): ``streams``, ``frames_in`
 for length-prefixed transports, None for transports that queue whole frames through
 ``forward``), ``_queued``, ``frames_out``, ``broker.mark_dirty``, ``broker.clock``,
 ``broker.tracer.record``, ``failures`` and ``broker.provider_outcome`` (outlier detection),
+``rtt`` and ``rtt_at`` (a provider's round trip, sampled at a stream's first response: ``broker.latency``),
 ``broker.traffic.retry_rejected`` (retries), and the methods ``other_frame``, ``refuse_oversized``, ``fail``,
 ``_pending_frame``, ``_requester_sent``, ``_provider_sent``, ``_blocked_by``; of a routed
 stream, ``meter`` (bytes, and ``ended`` for its outcome), ``opened_at``, ``first_at``,
@@ -47,6 +48,7 @@ from broker.frames import (
     FrameError,
     FrameType,
 )
+from broker.latency import observe
 from broker.metering import OK as _OK
 
 __all__ = ["forward", "read_frames", "relay_frame", "request_metadata"]
@@ -144,7 +146,8 @@ def _relay(session: Any, buf: Any, off: int, end: int) -> None:
                 _forward(dest, st.req_sid, buf, off, end)
                 st.meter.bytes_out += end - off
                 if not st.first_at:
-                    st.first_at = session.broker.clock()
+                    st.first_at = now = session.broker.clock()
+                    observe(session, now - st.opened_at, now)  # p2c's round trip (broker.latency)
                 if (
                     ftype == _PAYLOAD
                     and st.in_done

@@ -15,6 +15,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from libc.string cimport memcpy
 
 from broker.frames import ErrorCode, FrameError
+from broker.latency import observe
 from broker.metering import OK as _OK
 
 cdef object CONNECTION_ERROR = int(ErrorCode.CONNECTION_ERROR)
@@ -115,7 +116,8 @@ cdef int _relay(object session, object buf, const unsigned char* p, Py_ssize_t o
                 _forward(dest, st.req_sid, buf, p, off, end)
                 st.meter.bytes_out += end - off
                 if not st.first_at:
-                    st.first_at = session.broker.clock()
+                    st.first_at = now = session.broker.clock()
+                    observe(session, now - st.opened_at, now)  # p2c's round trip (broker.latency)
                 if (
                     ftype == PAYLOAD
                     and st.in_done

@@ -18,6 +18,7 @@ from broker import metadata as md
 from broker.auth.acl import CALL, REGISTER, denied_message
 from broker.auth.principal import Principal
 from broker.frames import ErrorCode, FrameError, error_frame, lease_frame
+from broker.latency import estimate
 from broker.limits import LimitExceeded, SetupRate
 from broker.logformat import conn_fields
 from broker.metering import Metering
@@ -522,6 +523,7 @@ class Broker:
                         "weight": policy.weights.get(p.instance, p.weight),
                         "outstanding": p.outstanding,
                         "load": p.balance_load,
+                        "rtt_ms": round(estimate(p, now) * 1000.0, 3),
                         "tags": dict(p.tags),
                         "ejected": self.registry.ejected(service, p, now),
                     }

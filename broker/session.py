@@ -201,6 +201,10 @@ class Session:
         self.outstanding = 0
         #: APPLICATION_ERRORs it answered in a row, as a provider (outlier ejection)
         self.failures = 0
+        #: peak-EWMA round trip of the requests it answered, as a provider, and when it was last
+        #: sampled (broker.latency: what p2c weighs; 0.0 until its first answer)
+        self.rtt = 0.0
+        self.rtt_at = 0.0
         now = broker.clock()
         self.connected_at = now
         self.last_recv = now

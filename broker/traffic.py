@@ -15,7 +15,10 @@ Rules of this module:
   to the provider. One structure per node — a FIFO per deadline duration, each in deadline
   order — and one timer armed for the earliest head, never a task or timer per request;
   answered requests leave lazily (swept when the structure doubles). A requester's deadline
-  is rounded down to two significant digits, which bounds the number of FIFOs.
+  is rounded down to two significant digits, which bounds the number of FIFOs. A request
+  ended at its service's ``deadline_ms`` counts as a failure of its provider towards outlier
+  ejection (``broker.outlier``), as an APPLICATION_ERROR does; one ended at a requester's
+  shorter deadline does not. Either is a round-trip sample of its deadline (``broker.latency``).
 * **Retries** (``idempotent`` and ``retries`` of ``services/<service>``): a request-response
   of an idempotent service is kept (one frame, not fragmented) until its provider answers; if
   the provider refuses it (ERROR REJECTED) or its connection is lost before it began to
@@ -39,10 +42,11 @@ from broker import metadata as md
 from broker import metering
 from broker.frames import HEADER_LENGTH, ErrorCode, FrameError, cancel_frame, error_frame
 from broker.hotpath import forward, request_metadata
+from broker.latency import observe
 
 if TYPE_CHECKING:
     from broker.registry import Registry
-    from broker.session import Stream
+    from broker.session import Session, Stream
 
 #: principals whose buckets are kept before those that refilled (same as absent) are dropped
 MAX_BUCKETS = 10_000
@@ -306,7 +310,7 @@ class TrafficRules:
                 st = queue.popleft()
                 self._tracked -= 1
                 if not st.out_done and st.prov is not None:
-                    self._end(st, ms)
+                    self._end(st, st.prov, ms)
             if queue:
                 earliest = min(earliest, queue[0].opened_at + span)
             else:
@@ -314,14 +318,21 @@ class TrafficRules:
         if earliest < math.inf:
             self._arm(earliest, now)
 
-    def _end(self, st: "Stream", ms: int) -> None:
+    def _end(self, st: "Stream", prov: "Session", ms: int) -> None:
         """ERROR(CANCELED) to the requester, CANCEL to the provider, the stream forgotten."""
         service = md.service_of(st.route)
         st.in_done = st.out_done = True
         st.req.send_frame(error_frame(st.req_id, ErrorCode.CANCELED, f"deadline of {ms} ms exceeded for route '{st.route}' (service '{service}')"))
-        st.prov.send_frame(cancel_frame(st.prov_id))  # type: ignore[union-attr]
+        prov.send_frame(cancel_frame(st.prov_id))
         st.req._finish(st, metering.TIMEOUT)
         self.timeouts[service] += 1
+        now = self.clock()
+        observe(prov, now - st.opened_at, now)  # at least this long: what p2c should weigh it by
+        if ms == self.deadlines.get(service):
+            # Outlier ejection counts it as an error (Envoy's consecutive gateway failures) when
+            # the service's own deadline ran out, never a requester's shorter one: a requester
+            # could otherwise eject any provider by asking for 1 ms.
+            st.req.broker.provider_outcome(prov, st.route, False)
 
 
     # -- retries ----------------------------------------------------------------------------

@@ -246,6 +246,19 @@ class RemoteProvider:
         return self.links.up.get(self.node)
 
     @property
+    def rtt(self) -> float:
+        """This node's peak-EWMA round trip through the link to its node (broker.latency):
+        its node picks which of its providers answers, so that round trip is what a pick here
+        weighs; 0.0 (not measured) while the link is down."""
+        link = self.links.up.get(self.node)
+        return link.rtt if link is not None else 0.0
+
+    @property
+    def rtt_at(self) -> float:
+        link = self.links.up.get(self.node)
+        return link.rtt_at if link is not None else 0.0
+
+    @property
     def outstanding(self) -> int:
         link = self.links.up.get(self.node)
         return link.outstanding if link is not None else 0

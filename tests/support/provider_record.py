@@ -20,6 +20,8 @@ class ProviderRecord:
     is_remote: bool = False
     available: bool = True
     failures: int = 0
+    rtt: float = 0.0
+    rtt_at: float = 0.0
 
     @property
     def balance_load(self) -> int:
