@@ -24,7 +24,8 @@ The session side of the contract (``broker.session``): ``streams``, ``frames_in`
 for length-prefixed transports, None for transports that queue whole frames through
 ``forward``), ``_queued``, ``frames_out``, ``broker.mark_dirty``, ``broker.clock``,
 ``broker.tracer.record``, ``failures`` and ``broker.provider_outcome`` (outlier detection),
-``rtt`` and ``rtt_at`` (a provider's round trip, sampled at a stream's first response: ``broker.latency``),
+``measure_rtt``, ``rtt`` and ``rtt_at`` (a provider's round trip, sampled at a stream's first response
+while ``measure_rtt``: ``broker.latency``),
 ``broker.traffic.retry_rejected`` (retries), and the methods ``other_frame``, ``refuse_oversized``, ``fail``,
 ``_pending_frame``, ``_requester_sent``, ``_provider_sent``, ``_blocked_by``; of a routed
 stream, ``meter`` (bytes, and ``ended`` for its outcome), ``opened_at``, ``first_at``,
@@ -147,7 +148,8 @@ def _relay(session: Any, buf: Any, off: int, end: int) -> None:
                 st.meter.bytes_out += end - off
                 if not st.first_at:
                     st.first_at = now = session.broker.clock()
-                    observe(session, now - st.opened_at, now)  # p2c's round trip (broker.latency)
+                    if session.measure_rtt:  # a provider of a p2c service (broker.latency)
+                        observe(session, now - st.opened_at, now)
                 if (
                     ftype == _PAYLOAD
                     and st.in_done

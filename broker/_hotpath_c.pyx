@@ -117,7 +117,8 @@ cdef int _relay(object session, object buf, const unsigned char* p, Py_ssize_t o
                 st.meter.bytes_out += end - off
                 if not st.first_at:
                     st.first_at = now = session.broker.clock()
-                    observe(session, now - st.opened_at, now)  # p2c's round trip (broker.latency)
+                    if session.measure_rtt:  # a provider of a p2c service (broker.latency)
+                        observe(session, now - st.opened_at, now)
                 if (
                     ftype == PAYLOAD
                     and st.in_done

@@ -9,8 +9,10 @@ Rules of this module:
 
 * A sample is what the relay already measures for the route meters: the time from routing
   a request (``Stream.opened_at``) to its first response frame (``Stream.first_at``). The hot
-  path hands it over once per stream, never per frame, and reads no clock of its own for it.
-  A request ended at its deadline is a sample of its deadline (``broker.traffic``).
+  path hands it over once per stream, never per frame, and reads no clock of its own for it;
+  only for providers whose ``measure_rtt`` is set (the registry sets it on providers of a
+  ``p2c`` service; broker links always have it), so no other provider pays the ~140 ns of a
+  sample. A request ended at its deadline is a sample of its deadline (``broker.traffic``).
 * Peak: a sample above the estimate replaces it at once, so a provider that turns slow is
   avoided from its first slow answer. A lower one moves the estimate towards it by a weight
   that grows with the time since the last sample, ``dt / (DECAY_S + dt)``: the estimate

@@ -98,9 +98,11 @@ class Provider(Protocol):
         ...
 
     #: peak-EWMA round trip (s, 0 when not measured yet) and when it was last sampled
-    #: (broker clock): ``broker.latency`` keeps them, ``p2c`` reads them
+    #: (broker clock): ``broker.latency`` keeps them, ``p2c`` reads them; the relay samples a
+    #: local provider only once ``measure_rtt`` is set (it provides a ``p2c`` service)
     rtt: float
     rtt_at: float
+    measure_rtt: bool
 
 
 @dataclass(slots=True)
@@ -241,6 +243,8 @@ class Registry:
             entry.providers.append(provider)
             entry.changed()
             self._track(service, entry)
+            if not provider.is_remote and self.policy(service).policy == "p2c":
+                provider.measure_rtt = True
         else:
             entry.split = None  # registered again: its tags may have changed
 
@@ -286,6 +290,10 @@ class Registry:
         entry = self._services.get(service)
         if entry is not None and (policy or self.default_policy).outlier is None:
             entry.outliers = None  # outlier ejection turned off: nobody stays out
+        if entry is not None and (policy or self.default_policy).policy == "p2c":
+            for provider in entry.providers:  # sampled from now on (and for as long as they stay)
+                if not provider.is_remote:
+                    provider.measure_rtt = True
 
     def policy(self, service: str) -> ServicePolicy:
         return self._policies.get(service, self.default_policy)

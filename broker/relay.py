@@ -79,7 +79,7 @@ class Broker:
         self._housekeeping: asyncio.Task[None] | None = None
         self.security = Security(settings)
         #: rate limits, deadlines and retries (broker.traffic); the cluster side sets the live node count
-        self.traffic = TrafficRules(self.loop, self.clock, self.registry)
+        self.traffic = TrafficRules(self.loop, self.clock, self.registry, settings.max_retry_frame_size)
         self.traffic.file_limits = limits_from_config(settings.limits)
         self.traffic.set_limits({})
         for service, obj in settings.services.items():
@@ -243,12 +243,10 @@ class Broker:
     def set_policy(self, service: str, policy: ServicePolicy | None) -> None:
         """Set (None: clear) a service's policy: its load balancing, deadline and retries."""
         self.registry.set_policy(service, policy)
-        self.traffic.deadlines.pop(service, None)
-        self.traffic.retries.pop(service, None)
-        if policy is not None and policy.deadline_ms is not None:
-            self.traffic.deadlines[service] = policy.deadline_ms
-        if policy is not None and policy.retries:
-            self.traffic.retries[service] = policy.retries
+        if policy is None:
+            self.traffic.set_service(service, None, 0)
+        else:
+            self.traffic.set_service(service, policy.deadline_ms, policy.retries)
 
     def register(self, session: Session, registration: md.Registration) -> None:
         """Replace the services ``session`` provides with those of ``registration``."""

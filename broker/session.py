@@ -55,7 +55,7 @@ from broker.frames import (
 )
 from broker.hotpath import forward, relay_frame, request_metadata
 from broker.limits import LimitExceeded, exceeded
-from broker.traffic import DEADLINE_TAG
+from broker.traffic import DEADLINE_ENTRY_MIN, DEADLINE_TAG
 
 if TYPE_CHECKING:
     from broker.relay import Broker
@@ -155,9 +155,9 @@ class Stream:
         self.first_at = 0.0
         #: the requester's W3C trace context, when it sent one (broker.tracing)
         self.trace: HopContext | None = None
-        #: (request frame, sends left) of an idempotent request-response (broker.traffic
-        #: retries); the frame is None while it is not known whole (fragmented: never retried)
-        self.retry: tuple[bytes | None, int] | None = None
+        #: sends left of an idempotent request-response (broker.traffic retries), then
+        #: (request frame, sends left) once its frame is kept (a fragmented one never is)
+        self.retry: tuple[bytes, int] | int | None = None
 
 
 class Session:
@@ -177,6 +177,9 @@ class Session:
     wire_out: bytearray | None = None
     #: closed by the broker because the peer went silent: its streams end as 'timeout'
     timed_out = False
+    #: the hot path samples its round trips (``rtt``): set by the registry while it provides a
+    #: ``p2c`` service, so no other provider pays for the sampling
+    measure_rtt = False
 
     def __init__(self, broker: "Broker", peer: tuple[Any, ...] | None) -> None:
         self.broker = broker
@@ -532,7 +535,7 @@ class Session:
         forward(dest, st.prov_sid, buf, off, end)
         st.meter.bytes_in += end - off  # type: ignore[union-attr]
         if st.retry is not None and not type_flags & FLAG_FOLLOWS:
-            st.retry = (bytes(buf[off:end]), st.retry[1])  # kept whole: it may be sent again
+            self.broker.traffic.keep(st, buf, off, end)  # kept whole: it may be sent again
         if dest.write_paused:
             self._blocked_by(dest)
 
@@ -705,11 +708,12 @@ class Session:
         dest.streams[pid] = st
         dest.outstanding += 1
         broker.stats["requests"] += 1
-        if ftype == _RR and not self.is_link:  # a link's requests are timed and retried at their edge
-            if traffic.deadlines or DEADLINE_TAG in metadata:
-                traffic.track(st, service, metadata, now)
-            if traffic.retries:
-                traffic.keep_for_retry(st, service)
+        if (  # deadlines and retries; a link's requests are timed and retried at their edge
+            ftype == _RR
+            and not self.is_link
+            and (traffic.per_request or (len(metadata) >= DEADLINE_ENTRY_MIN and metadata.find(DEADLINE_TAG) >= 0))
+        ):
+            traffic.opened(st, service, metadata, now)
         if last_flags & FLAG_FOLLOWS:
             pass  # more fragments of the request follow; they arrive as PAYLOAD frames
         elif ftype == _FNF:

@@ -130,6 +130,8 @@ class LinkSession(TcpSession):
     transport_name = "link-out"
     peer_parity = 0  # the other node only answers our (odd) streams
     outbound = True
+    #: its round trip is what p2c weighs its node's providers by (broker.latency)
+    measure_rtt = True
 
     def __init__(self, broker: "Broker", links: "Links", node: str) -> None:
         super().__init__(broker)

@@ -162,5 +162,5 @@ async def test_retries_stop_when_the_budget_is_spent(node: BrokerProcess) -> Non
     sent_again = await retries(node, "safe")
     assert 0 < sent_again <= 10 + 0.2 * 40
     status, text = await get_text(node, "/metrics")
-    assert 'rsbroker_retries_refused_total{service="safe"}' in text
+    assert 'rsbroker_retries_refused_total{reason="budget",service="safe"}' in text
     assert len(refusals) == 40 + sent_again

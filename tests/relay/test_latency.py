@@ -8,6 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from broker.latency import DECAY_S, MIN_RTT_S, estimate, observe, p2c
+from broker.registry import Registry, ServicePolicy
 from tests.support.provider_record import ProviderRecord
 
 
@@ -69,3 +70,17 @@ def test_p2c_draws_two_distinct_providers() -> None:
     picked = {p2c(providers, _draw(k / 12), 0.0).instance for k in range(12)}
     # each of the 12 ordered pairs once: the busier never wins, so "3" is never chosen
     assert picked == {"0", "1", "2"}
+
+
+def test_only_providers_of_a_p2c_service_are_sampled() -> None:
+    """The relay samples a provider's round trips while its ``measure_rtt`` is set: the
+    registry sets it for providers of a ``p2c`` service, whether the policy came first or the
+    provider did, and leaves every other provider alone (no cost for them)."""
+    registry = Registry()
+    registry.set_policy("fast.lane", ServicePolicy(policy="p2c"))
+    early, plain = ProviderRecord("early"), ProviderRecord("plain")
+    registry.add("fast.lane", early)
+    registry.add("plain", plain)
+    assert early.measure_rtt and not plain.measure_rtt
+    registry.set_policy("plain", ServicePolicy(policy="p2c"))
+    assert plain.measure_rtt

@@ -22,6 +22,7 @@ class ProviderRecord:
     failures: int = 0
     rtt: float = 0.0
     rtt_at: float = 0.0
+    measure_rtt: bool = False
 
     @property
     def balance_load(self) -> int:
