@@ -81,8 +81,9 @@ def p2c(providers: Sequence[Any], draw: Callable[[], float], now: float) -> Any:
 
     A provider not measured yet is weighed with the other's estimate (the neutral prior), so
     the loads alone decide then. A local provider's load is its open streams, a remote one's
-    its ``balance_load`` (``broker.registry``). :func:`estimate` is spelled out: this runs on
-    every ``p2c`` pick."""
+    its ``balance_load`` (``broker.registry``). :func:`estimate` is spelled out and multiplied
+    out: this runs on every ``p2c`` pick. (A sample time after ``now`` would weigh that
+    estimate up a little instead of leaving it as it is; the broker's clock never does that.)"""
     n = len(providers)
     i, j = divmod(int(draw() * n * (n - 1)), n - 1)  # one draw, an ordered pair
     a, b = providers[i], providers[j + 1 if j >= i else j]
@@ -92,11 +93,8 @@ def p2c(providers: Sequence[Any], draw: Callable[[], float], now: float) -> Any:
     rtt_a = a.rtt
     rtt_b = b.rtt
     if rtt_a and rtt_b:
-        dt = now - a.rtt_at
-        if dt > 0.0:
-            rtt_a *= DECAY_S / (DECAY_S + dt)
-        dt = now - b.rtt_at
-        if dt > 0.0:
-            rtt_b *= DECAY_S / (DECAY_S + dt)
-        return a if rtt_a * (load_a + 1) <= rtt_b * (load_b + 1) else b
+        # rtt_a x D / (D + dt_a) x (load_a + 1) <= the same of b, multiplied out by both
+        # (positive) denominators: no division; D cancels from the numerators
+        later = now + DECAY_S
+        return a if rtt_a * (load_a + 1) * (later - b.rtt_at) <= rtt_b * (load_b + 1) * (later - a.rtt_at) else b
     return a if load_a <= load_b else b

@@ -224,6 +224,8 @@ class Registry:
         self._policies: dict[str, ServicePolicy] = {}
         self.default_policy = ServicePolicy(policy=default_policy)
         self._random = random.Random(seed)
+        #: its draw, bound once (p2c draws on every pick)
+        self._draw = self._random.random
         #: providers ejected, by service (``rsbroker_ejections_total``)
         self.ejections: collections.Counter[str] = collections.Counter()
         #: requests sent to a service's canary (``rsbroker_canary_requests_total``)
@@ -348,7 +350,7 @@ class Registry:
         if len(providers) == 1:
             chosen = providers[0]
         elif policy.policy == "p2c":
-            chosen = p2c(providers, self._random.random, now)
+            chosen = p2c(providers, self._draw, now)
         elif policy.policy == "least_outstanding":
             chosen = self._least_outstanding(entry, providers)
         elif policy.policy == "weighted":

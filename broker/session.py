@@ -177,8 +177,8 @@ class Session:
     wire_out: bytearray | None = None
     #: closed by the broker because the peer went silent: its streams end as 'timeout'
     timed_out = False
-    #: the hot path samples its round trips (``rtt``): set by the registry while it provides a
-    #: ``p2c`` service, so no other provider pays for the sampling
+    #: the hot path samples its round trips (``rtt``): set by the registry once it provides a
+    #: ``p2c`` service (and kept), so no other provider pays for the sampling
     measure_rtt = False
 
     def __init__(self, broker: "Broker", peer: tuple[Any, ...] | None) -> None:
