@@ -97,11 +97,19 @@ class Provider(Protocol):
         """Its load as ``p2c`` compares it (see the module docstring)."""
         ...
 
-    #: peak-EWMA round trip (s, 0 when not measured yet) and when it was last sampled
-    #: (broker clock): ``broker.latency`` keeps them, ``p2c`` reads them; the relay samples a
-    #: local provider only once ``measure_rtt`` is set (it provides a ``p2c`` service)
-    rtt: float
-    rtt_at: float
+    @property
+    def rtt(self) -> float:
+        """Its peak-EWMA round trip, s (0: not measured yet): ``broker.latency`` keeps it,
+        ``p2c`` reads it."""
+        ...
+
+    @property
+    def rtt_at(self) -> float:
+        """When ``rtt`` was last sampled (broker clock)."""
+        ...
+
+    #: the relay samples a local provider's round trips only once this is set (the registry
+    #: sets it when the provider serves a ``p2c`` service)
     measure_rtt: bool
 
 

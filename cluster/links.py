@@ -224,6 +224,8 @@ class RemoteProvider:
     #: never counted here: its own node judges its answers (broker.outlier)
     failures: int = 0
     is_remote = True
+    #: never sampled itself: the link to its node is (LinkSession.measure_rtt)
+    measure_rtt = False
     lease_enabled = False
     lease_remaining = 0
     lease_expires = 0.0

@@ -27,3 +27,8 @@ class ProviderRecord:
     @property
     def balance_load(self) -> int:
         return self.outstanding
+
+    @property
+    def target(self) -> "ProviderRecord":
+        """Where a request picked for it goes: itself, as a local connection's."""
+        return self
