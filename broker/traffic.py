@@ -138,7 +138,7 @@ def _shape(lim: RateLimit, share: int) -> tuple[float, float]:
 
 
 class TrafficRules:
-    """Rate limits and deadlines of one node."""
+    """Rate limits, deadlines and retries of one node."""
 
     def __init__(
         self, loop: asyncio.AbstractEventLoop, clock: Callable[[], float], registry: "Registry", max_kept: int = 64 * 1024
