@@ -711,7 +711,7 @@ class Session:
         if (  # deadlines and retries; a link's requests are timed and retried at their edge
             ftype == _RR
             and not self.is_link
-            and (traffic.per_request or (len(metadata) >= DEADLINE_ENTRY_MIN and metadata.find(DEADLINE_TAG) >= 0))
+            and (service in traffic.watched or (len(metadata) >= DEADLINE_ENTRY_MIN and metadata.find(DEADLINE_TAG) >= 0))
         ):
             traffic.opened(st, service, metadata, now)
         if last_flags & FLAG_FOLLOWS:

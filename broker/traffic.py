@@ -164,9 +164,9 @@ class TrafficRules:
         self._limits: dict[str, RateLimit] = {}
         #: deadline_ms of the services that have one (kept by :meth:`set_service`)
         self.deadlines: dict[str, int] = {}
-        #: some service has a deadline or retries: the relay calls :meth:`opened` for every
-        #: request-response (else only for one whose metadata holds a deadline entry)
-        self.per_request = False
+        #: services with a deadline or retries: the relay calls :meth:`opened` for their
+        #: request-responses (for others only when the metadata may hold a deadline entry)
+        self.watched: set[str] = set()
         self._principal_limits: list[RateLimit] = []
         #: buckets by service, and by principal name (made on a principal's first request)
         self._by_service: dict[str, list[tuple[RateLimit, _Bucket]]] = {}
@@ -296,13 +296,16 @@ class TrafficRules:
             self.deadlines[service] = deadline_ms
         if retries:
             self.retries[service] = retries
-        self.per_request = bool(self.deadlines or self.retries)
+        if deadline_ms is not None or retries:
+            self.watched.add(service)
+        else:
+            self.watched.discard(service)
 
     def opened(self, st: "Stream", service: str, metadata: bytes, now: float) -> None:
         """A request-response of a requester on this node was routed at ``now`` (its
         ``opened_at``): watch its deadline, and mark it to be kept for a retry. One call per
-        request for both rules; the relay makes it when :attr:`per_request` is set or the
-        metadata may hold a deadline entry."""
+        request for both rules; the relay makes it for a service in :attr:`watched`, or when
+        the metadata may hold a deadline entry."""
         retries = self.retries.get(service)
         if retries:
             st.retry = retries  # sends left; :meth:`keep` adds the frame
