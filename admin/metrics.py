@@ -184,9 +184,13 @@ def _traffic_families(broker: Any) -> Iterator[Any]:
     for service, count in sorted(traffic.retried.items()):
         retried.add_metric([service], count)
     yield retried
-    spent = CounterMetricFamily("rsbroker_retries_refused", "Retries not made because the retry budget was spent, by service", labels=["service"])
-    for service, count in sorted(traffic.retries_refused.items()):
-        spent.add_metric([service], count)
+    spent = CounterMetricFamily(
+        "rsbroker_retries_refused",
+        "Retries not made, by service and reason: budget (the retry budget was spent) or too_large (over max_retry_frame_size)",
+        labels=["service", "reason"],
+    )
+    for (service, reason), count in sorted(traffic.retries_refused.items()):
+        spent.add_metric([service, reason], count)
     yield spent
     answers = CounterMetricFamily("rsbroker_gateway_responses", "HTTP gateway answers by status code", labels=["status"])
     for status, count in sorted((broker.gateway.responses if broker.gateway else {}).items()):

@@ -15,18 +15,21 @@ to n1 and half on one to n2, each send one request-response after the other unti
 uses the providers of both), first ``round_robin``, then ``p2c``. Per policy: requests/s,
 p50/p99/max latency (ms) and each provider's share of the requests.
 
-Why the slow provider's share falls under ``p2c``: a pick compares the open streams of two
-providers drawn at random; a slow provider keeps its streams open longer, so it loses most
-comparisons while it has any. At equal open streams its share is its speed relative to the
-others', which is why a provider a hundred times slower than the others' latency ends up
-with well under 1 % of the requests and out of the p99, while one ten times slower keeps a few
-per cent, and so its place in the p99.
+Why the slow provider's share falls under ``p2c``: a pick compares two providers drawn at
+random by peak-EWMA round trip x (open streams + 1) (``broker.latency``). A slow provider's
+round trip is its delay, so it wins a comparison only while the other has about
+delay / (its round trip) times as many open streams; at a few in flight per provider that
+never happens. What is left is the fast providers' own tail: providers, requesters and
+both brokers share two cores, so at 32 in flight ``p2c``, which about doubles the
+throughput, queues the fast answers too (their peak round trips reach ~10 ms), and a
+provider only ten times slower than the median is not that much slower than their peaks.
 
 Providers, requesters and both brokers share the 2 cores: absolute figures are upper bounds.
 
-``--pick-cost`` times ``Registry.pick`` alone, in this process, for two providers under each
-traffic policy (as the ``broker-1-*`` line-ups of the suite configure them): the figure that
-a machine shared with other jobs moves least, to hold against the broker's CPU per request.
+``--pick-cost`` times ``Registry.pick`` alone, in this process, for two providers (both with
+a measured round trip) under each traffic policy (as the ``broker-1-*`` line-ups of the suite
+configure them): the figure that a machine shared with other jobs moves least, to hold
+against the broker's CPU per request.
 """
 
 from __future__ import annotations
@@ -154,9 +157,10 @@ def pick_cost(picks: int = 200_000) -> dict[str, float]:
     for system, policy in POLICY_CONFIGS.items():
         registry = Registry()
         registry.set_policy("svc", ServicePolicy.from_obj(policy))
-        registry.add("svc", ProviderRecord("a", tags={"version": "1"}))
-        registry.add("svc", ProviderRecord("b", tags={"version": "2"}))
-        timer = timeit.Timer(lambda: registry.pick("svc", 0.0, False, metadata, md.COMPOSITE_MIME))
+        # both measured (``p2c``'s whole cost: two round trips decayed since their last sample)
+        registry.add("svc", ProviderRecord("a", tags={"version": "1"}, rtt=0.002, rtt_at=0.5))
+        registry.add("svc", ProviderRecord("b", tags={"version": "2"}, rtt=0.003, rtt_at=0.5))
+        timer = timeit.Timer(lambda: registry.pick("svc", 1.0, False, metadata, md.COMPOSITE_MIME))
         out[system] = round(min(timer.repeat(5, picks)) / picks * 1e9)
     return out
 

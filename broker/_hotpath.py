@@ -28,8 +28,9 @@ The session side of the contract (``broker.session``): ``streams``, ``frames_in`
 :func:`_open`), ``write_paused``, ``closing``, ``wire_out`` (a bytearray for length-prefixed
 transports, None for transports that queue whole frames through ``forward``), ``_queued``,
 ``frames_out``, ``broker.mark_dirty``, ``broker.clock``, ``broker.tracer.record``, ``failures``
-and ``broker.provider_outcome`` (outlier detection), ``broker.traffic.retry_rejected``
-(retries), and the methods ``other_frame``, ``refuse_oversized``, ``fail``, ``_pending_frame``,
+and ``broker.provider_outcome`` (outlier detection), ``measure_rtt``, ``rtt`` and ``rtt_at`` (a
+provider's round trip, sampled at a stream's first response while ``measure_rtt``:
+``broker.latency``), ``broker.traffic.retry_rejected`` (retries), and the methods ``other_frame``, ``refuse_oversized``, ``fail``, ``_pending_frame``,
 ``_requester_sent``, ``_provider_sent``, ``_blocked_by``; to open a request from the route
 cache, ``broker.open_generation``, ``broker.draining``, ``broker.settings.max_streams``,
 ``broker.traffic.active``, ``broker.registry.pick``, ``broker.stats``, ``is_link``,
@@ -56,6 +57,7 @@ from broker.frames import (
     FrameError,
     FrameType,
 )
+from broker.latency import observe
 from broker.metering import OK as _OK
 
 if TYPE_CHECKING:
@@ -132,9 +134,9 @@ class Stream:
         self.first_at = 0.0
         #: the requester's W3C trace context, when it sent one (broker.tracing)
         self.trace: Any = None
-        #: (request frame, sends left) of an idempotent request-response (broker.traffic
-        #: retries); the frame is None while it is not known whole (fragmented: never retried)
-        self.retry: tuple[bytes | None, int] | None = None
+        #: sends left of an idempotent request-response (broker.traffic retries), then
+        #: (request frame, sends left) once its frame is kept (a fragmented one never is)
+        self.retry: tuple[bytes, int] | int | None = None
 
 
 def _refuse_view(buf: Any, off: int, end: int) -> None:
@@ -228,7 +230,9 @@ def _relay(session: Any, buf: Any, off: int, end: int, now: float) -> None:
                 _forward(dest, st.req_sid, buf, off, end)
                 st.meter.bytes_out += end - off
                 if not st.first_at:
-                    st.first_at = now or session.broker.clock()
+                    st.first_at = now = now or session.broker.clock()
+                    if session.measure_rtt:  # a provider of a p2c service (broker.latency)
+                        observe(session, now - st.opened_at, now)
                 if (
                     ftype == _PAYLOAD
                     and st.in_done

@@ -16,6 +16,7 @@ from libc.string cimport memcpy
 
 from broker._hotpath import MAX_STREAM_ID as _MAX_STREAM_ID, OPEN_CACHE_SIZE
 from broker.frames import ErrorCode, FrameError
+from broker.latency import observe
 from broker.metering import OK as _OK
 
 cdef object CONNECTION_ERROR = int(ErrorCode.CONNECTION_ERROR)
@@ -195,7 +196,9 @@ cdef int _relay(
                 _forward(dest, st.req_sid, buf, p, off, end)
                 st.meter.bytes_out += end - off
                 if not st.first_at:
-                    st.first_at = now if now else session.broker.clock()
+                    st.first_at = now = now if now else session.broker.clock()
+                    if session.measure_rtt:  # a provider of a p2c service (broker.latency)
+                        observe(session, now - st.opened_at, now)
                 if (
                     ftype == PAYLOAD
                     and st.in_done

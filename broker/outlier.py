@@ -3,9 +3,11 @@
 Rules of this module:
 
 * A provider is judged by the node it is connected to, the only node that sees its answers
-  first-hand: ``consecutive_errors`` APPLICATION_ERRORs (or timeouts, reported by whoever
-  times a request out) in a row eject it from its service for ``base_ejection_ms`` × the
-  number of times it was ejected, capped at ``max_ejection_ms``. Other nodes see an
+  first-hand: ``consecutive_errors`` APPLICATION_ERRORs (or timeouts at the service's own
+  ``deadline_ms``, reported by ``broker.traffic``) in a row eject it from its service for
+  ``base_ejection_ms`` × the number of times it was ejected, capped at ``max_ejection_ms``.
+  A request timed out by another node (its edge) arrives here as a plain CANCEL and does not
+  count; a requester's own shorter deadline never counts (it could eject anyone). Other nodes see an
   ejected provider as one that takes no requests (its gossiped load says so) and send
   that service's requests to the other providers.
 * ``max_ejection_percent`` bounds how many providers of a service are out at once, and

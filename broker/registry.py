@@ -8,12 +8,16 @@ broker links to other nodes later) and applies the service's load-balancing poli
   (ties broken round-robin, so equal providers still share);
 * ``weighted`` — smooth weighted round robin (nginx's algorithm): deterministic, spreads
   picks evenly in proportion to the weights, no randomness to make tests flaky;
-* ``p2c`` — power of two choices: two providers drawn at random, the less loaded one wins.
-  A local provider's load is its open streams (exact: every stream to it passes here); a
-  remote one's is the larger of the figure its node gossips (at most once a second, see
+* ``p2c`` — power of two choices: two providers drawn at random, the cheaper one wins. Its
+  cost is Finagle's and Linkerd's: peak-EWMA round-trip time x (load + 1), the time a new
+  request can expect to wait there (``broker.latency``; a provider not measured yet is
+  weighed as the other candidate, so the loads decide). A local provider's load is its open
+  streams (exact: every stream to it passes here) and its round trip is measured here; a
+  remote one's load is the larger of the figure its node gossips (at most once a second, see
   ``cluster.load_gossip``) and this node's own open streams on the link to that node, per
-  instance there. Drawing two at random is what keeps nodes that act on the same stale
-  figures from all herding onto the one that looked idlest. Round robin stays the default
+  instance there, and its round trip is this node's through that link. Drawing two at
+  random is what keeps nodes that act on the same stale figures from all herding onto the
+  one that looked idlest. Round robin stays the default
   (deterministic, and what existing deployments count on); ``p2c`` is the policy to set for
   services whose providers span nodes or differ in speed.
 
@@ -40,6 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Protocol
 
 from broker.canary import CanaryPolicy
+from broker.latency import p2c
 from broker.outlier import OutlierPolicy, Outliers
 
 POLICIES = ("round_robin", "least_outstanding", "weighted", "p2c")
@@ -91,6 +96,21 @@ class Provider(Protocol):
     def balance_load(self) -> int:
         """Its load as ``p2c`` compares it (see the module docstring)."""
         ...
+
+    @property
+    def rtt(self) -> float:
+        """Its peak-EWMA round trip, s (0: not measured yet): ``broker.latency`` keeps it,
+        ``p2c`` reads it."""
+        ...
+
+    @property
+    def rtt_at(self) -> float:
+        """When ``rtt`` was last sampled (broker clock)."""
+        ...
+
+    #: the relay samples a local provider's round trips only once this is set (the registry
+    #: sets it when the provider serves a ``p2c`` service)
+    measure_rtt: bool
 
 
 @dataclass(slots=True)
@@ -217,6 +237,8 @@ class Registry:
         self._policies: dict[str, ServicePolicy] = {}
         self.default_policy = ServicePolicy(policy=default_policy)
         self._random = random.Random(seed)
+        #: its draw, bound once (p2c draws on every pick)
+        self._draw = self._random.random
         #: providers ejected, by service (``rsbroker_ejections_total``)
         self.ejections: collections.Counter[str] = collections.Counter()
         #: requests sent to a service's canary (``rsbroker_canary_requests_total``)
@@ -236,6 +258,8 @@ class Registry:
             entry.providers.append(provider)
             entry.changed()
             self._track(service, entry)
+            if not provider.is_remote and self.policy(service).policy == "p2c":
+                provider.measure_rtt = True
         else:
             entry.split = None  # registered again: its tags may have changed
 
@@ -281,6 +305,10 @@ class Registry:
         entry = self._services.get(service)
         if entry is not None and (policy or self.default_policy).outlier is None:
             entry.outliers = None  # outlier ejection turned off: nobody stays out
+        if entry is not None and (policy or self.default_policy).policy == "p2c":
+            for provider in entry.providers:  # sampled from now on (and for as long as they stay)
+                if not provider.is_remote:
+                    provider.measure_rtt = True
 
     def policy(self, service: str) -> ServicePolicy:
         return self._policies.get(service, self.default_policy)
@@ -335,7 +363,7 @@ class Registry:
         if len(providers) == 1:
             chosen = providers[0]
         elif policy.policy == "p2c":
-            chosen = self._p2c(providers)
+            chosen = p2c(providers, self._draw, now)
         elif policy.policy == "least_outstanding":
             chosen = self._least_outstanding(entry, providers)
         elif policy.policy == "weighted":
@@ -346,16 +374,6 @@ class Registry:
         if chosen.lease_enabled:
             chosen.lease_remaining -= 1
         return chosen, ""
-
-    def _p2c(self, providers: list[Provider]) -> Provider:
-        """Power of two choices: the less loaded of two distinct providers drawn at random."""
-        n = len(providers)
-        i, j = divmod(int(self._random.random() * n * (n - 1)), n - 1)  # one draw, an ordered pair
-        a, b = providers[i], providers[j + 1 if j >= i else j]
-        # a local provider's load is its open streams: read them without the property call
-        load_a = a.balance_load if a.is_remote else a.outstanding
-        load_b = b.balance_load if b.is_remote else b.outstanding
-        return a if load_a <= load_b else b
 
     # -- outcomes (outlier ejection) ------------------------------------------------------
 

@@ -18,6 +18,7 @@ from broker import metadata as md
 from broker.auth.acl import CALL, REGISTER, denied_message
 from broker.auth.principal import Principal
 from broker.frames import ErrorCode, FrameError, error_frame, lease_frame
+from broker.latency import estimate
 from broker.limits import LimitExceeded, SetupRate
 from broker.logformat import conn_fields
 from broker.metering import Metering
@@ -83,7 +84,7 @@ class Broker:
         self.security = Security(settings)
         self.security.access.on_change.append(self.forget_admissions)
         #: rate limits, deadlines and retries (broker.traffic); the cluster side sets the live node count
-        self.traffic = TrafficRules(self.loop, self.clock, self.registry)
+        self.traffic = TrafficRules(self.loop, self.clock, self.registry, settings.max_retry_frame_size)
         self.traffic.file_limits = limits_from_config(settings.limits)
         self.traffic.set_limits({})
         #: services whose requests carry who asked (broker.principal); empty: nothing is added
@@ -256,12 +257,10 @@ class Broker:
         """Set (None: clear) a service's policy: its load balancing, deadline and retries."""
         self.forget_admissions()
         self.registry.set_policy(service, policy)
-        self.traffic.deadlines.pop(service, None)
-        self.traffic.retries.pop(service, None)
-        if policy is not None and policy.deadline_ms is not None:
-            self.traffic.deadlines[service] = policy.deadline_ms
-        if policy is not None and policy.retries:
-            self.traffic.retries[service] = policy.retries
+        if policy is None:
+            self.traffic.set_service(service, None, 0)
+        else:
+            self.traffic.set_service(service, policy.deadline_ms, policy.retries)
         self.forward_principal.discard(service)
         if policy is not None and policy.forward_principal:
             self.forward_principal.add(service)
@@ -539,6 +538,7 @@ class Broker:
                         "weight": policy.weights.get(p.instance, p.weight),
                         "outstanding": p.outstanding,
                         "load": p.balance_load,
+                        "rtt_ms": round(estimate(p, now) * 1000.0, 3),
                         "tags": dict(p.tags),
                         "ejected": self.registry.ejected(service, p, now),
                     }

@@ -57,7 +57,7 @@ from broker.frames import (
 from broker._hotpath import MAX_STREAM_ID
 from broker.hotpath import OPEN_CACHE_SIZE, Stream, forward, relay_frame, request_metadata
 from broker.limits import LimitExceeded, exceeded
-from broker.traffic import DEADLINE_TAG
+from broker.traffic import DEADLINE_ENTRY_MIN, DEADLINE_TAG
 
 if TYPE_CHECKING:
     from broker.relay import Broker
@@ -125,6 +125,9 @@ class Session:
     wire_out: bytearray | None = None
     #: closed by the broker because the peer went silent: its streams end as 'timeout'
     timed_out = False
+    #: the hot path samples its round trips (``rtt``): set by the registry once it provides a
+    #: ``p2c`` service (and kept), so no other provider pays for the sampling
+    measure_rtt = False
 
     def __init__(self, broker: "Broker", peer: tuple[Any, ...] | None) -> None:
         self.broker = broker
@@ -149,6 +152,10 @@ class Session:
         self.outstanding = 0
         #: APPLICATION_ERRORs it answered in a row, as a provider (outlier ejection)
         self.failures = 0
+        #: peak-EWMA round trip of the requests it answered, as a provider, and when it was last
+        #: sampled (broker.latency: what p2c weighs; 0.0 until its first answer)
+        self.rtt = 0.0
+        self.rtt_at = 0.0
         now = broker.clock()
         self.connected_at = now
         self.last_recv = now
@@ -484,7 +491,7 @@ class Session:
         forward(dest, st.prov_sid, buf, off, end)
         st.meter.bytes_in += end - off  # type: ignore[union-attr]
         if st.retry is not None and not type_flags & FLAG_FOLLOWS:
-            st.retry = (bytes(buf[off:end]), st.retry[1])  # kept whole: it may be sent again
+            self.broker.traffic.keep(st, buf, off, end)  # kept whole: it may be sent again
         if dest.write_paused:
             self._blocked_by(dest)
 
@@ -663,11 +670,12 @@ class Session:
         dest.streams[pid] = st
         dest.outstanding += 1
         broker.stats["requests"] += 1
-        if ftype == _RR and not self.is_link:  # a link's requests are timed and retried at their edge
-            if traffic.deadlines or DEADLINE_TAG in metadata:
-                traffic.track(st, service, metadata, now)
-            if traffic.retries:
-                traffic.keep_for_retry(st, service)
+        # deadlines and retries (request-response only); a link's requests are timed and retried at their edge
+        watched = not self.is_link and (
+            service in traffic.watched or (len(metadata) >= DEADLINE_ENTRY_MIN and metadata.find(DEADLINE_TAG) >= 0)
+        )
+        if watched and ftype == _RR:
+            traffic.opened(st, service, metadata, now)
         if last_flags & FLAG_FOLLOWS:
             pass  # more fragments of the request follow; they arrive as PAYLOAD frames
         elif ftype == _FNF:
@@ -679,7 +687,7 @@ class Session:
             trace_entry is None
             and not last_flags & FLAG_FOLLOWS
             and ftype != _FNF
-            and (self.is_link or not (traffic.deadlines or traffic.retries or DEADLINE_TAG in metadata))
+            and not watched  # the cache is keyed by metadata alone: whatever the model, never for these
             and service not in broker.forward_principal  # its frames are rewritten per request
         ):
             self._remember_route(metadata, route, service, meter)

@@ -124,6 +124,9 @@ class Settings:
     lease_ttl_ms: int = 30_000
     lease_requests: int = 0x7FFFFFFF
     default_policy: str = "round_robin"
+    #: an idempotent request larger than this is not kept for a retry (broker.traffic): a
+    #: retry holds a copy of each request in flight until its provider answers
+    max_retry_frame_size: int = 64 * 1024
     services: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: rate limits, ``[limits.<name>]``: the base the config store's ``limits/`` are laid over
     limits: dict[str, Any] = field(default_factory=dict)
@@ -288,6 +291,8 @@ class Settings:
         ):  # fmt: skip
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be positive")
+        if self.max_retry_frame_size < 0:
+            raise SettingsError("max_retry_frame_size must be 0 (no request is kept for a retry) or positive, bytes")
         if self.max_setups_per_s < 0:
             raise SettingsError("max_setups_per_s must be 0 (no limit) or positive")
         if self.max_setup_frame_size < 64:

@@ -130,6 +130,8 @@ class LinkSession(TcpSession):
     transport_name = "link-out"
     peer_parity = 0  # the other node only answers our (odd) streams
     outbound = True
+    #: its round trip is what p2c weighs its node's providers by (broker.latency)
+    measure_rtt = True
 
     def __init__(self, broker: "Broker", links: "Links", node: str) -> None:
         super().__init__(broker)
@@ -222,6 +224,8 @@ class RemoteProvider:
     #: never counted here: its own node judges its answers (broker.outlier)
     failures: int = 0
     is_remote = True
+    #: never sampled itself: the link to its node is (LinkSession.measure_rtt)
+    measure_rtt = False
     lease_enabled = False
     lease_remaining = 0
     lease_expires = 0.0
@@ -244,6 +248,19 @@ class RemoteProvider:
     @property
     def target(self) -> LinkSession | None:
         return self.links.up.get(self.node)
+
+    @property
+    def rtt(self) -> float:
+        """This node's peak-EWMA round trip through the link to its node (broker.latency):
+        its node picks which of its providers answers, so that round trip is what a pick here
+        weighs; 0.0 (not measured) while the link is down."""
+        link = self.links.up.get(self.node)
+        return link.rtt if link is not None else 0.0
+
+    @property
+    def rtt_at(self) -> float:
+        link = self.links.up.get(self.node)
+        return link.rtt_at if link is not None else 0.0
 
     @property
     def outstanding(self) -> int:

@@ -59,13 +59,18 @@ def who_router(service: str, instance: str, recorder: Recorder | None = None) ->
     return router
 
 
-def client_who_router(service: str, instance: str, broken: Callable[[], bool] = lambda: False) -> Router:
-    """A ``broker.client`` router answering ``<service>.who`` with ``instance``, or failing
-    with APPLICATION_ERROR ``<instance> is broken`` while ``broken()``."""
+def client_who_router(
+    service: str, instance: str, broken: Callable[[], bool] = lambda: False, delay_s: float = 0.0
+) -> Router:
+    """A ``broker.client`` router answering ``<service>.who`` with ``instance`` after
+    ``delay_s`` seconds, or failing with APPLICATION_ERROR ``<instance> is broken`` while
+    ``broken()``."""
     router = Router()
 
     @router.response(f"{service}.who")
     async def who(data: bytes) -> bytes:
+        if delay_s:
+            await asyncio.sleep(delay_s)
         if broken():
             raise RuntimeError(f"{instance} is broken")
         return instance.encode()

@@ -172,6 +172,36 @@ async def test_a_provider_ejected_on_its_node_gets_no_requests_from_the_other(pa
     assert status == 200 and f'rsbroker_ejections_total{{service="{service}"}} 1.0' in text
 
 
+async def test_p2c_weighs_a_remote_provider_by_the_round_trip_over_its_link(pair: Cluster) -> None:
+    """n1 measures what it gets through its link to n2 (n2 picks the instance there): with
+    one request at a time, open streams are equal at every pick, and once both providers
+    answered once, every request goes to n1's fast provider, none to n2's slow one."""
+    service = "c.balance.rtt"
+    n1, n2 = pair["n1"], pair["n2"]
+    await put_config(n1, f"services/{service}", {"policy": "p2c", "prefer_local": False})
+    slow, fast = client_who_router(service, "slow", delay_s=1.0), client_who_router(service, "fast")
+    async with connect(str(n2.tcp), services=[service], router=slow, instance="slow"), \
+            connect(str(n1.tcp), services=[service], router=fast, instance="fast"), \
+            connect(str(n1.tcp)) as client:
+        await pair.wait_serves(service, {"slow", "fast"})
+
+        async def applied() -> bool:
+            return (await services(str(n1.admin)))[service]["policy"] == "p2c"
+
+        await wait_for(applied, message="n1 to apply p2c")
+        seen: set[bytes] = set()
+
+        async def both_measured() -> bool:
+            seen.add(await client.request_response(f"{service}.who", b""))
+            return seen == {b"slow", b"fast"}
+
+        await wait_for(both_measured, message="both providers answered once")
+        answers = collections.Counter([await client.request_response(f"{service}.who", b"") for _ in range(20)])
+        view = {p["instance"]: p for p in (await services(str(n1.admin)))[service]["providers"]}
+    assert answers == {b"fast": 20}, (answers, view)
+    assert view["slow"]["remote"] and view["slow"]["rtt_ms"] >= 500.0, view  # the link's, from n1
+
+
 async def test_a_slow_provider_gets_a_smaller_share_under_p2c() -> None:
     """Four providers on two nodes, one 100 ms slow: round robin gives it its quarter; p2c,
     comparing open streams, far less (a benchmark run gives it under 1 %)."""

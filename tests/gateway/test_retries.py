@@ -23,6 +23,8 @@ from tests.support.admin import get_text, service_instances, wait_for
 from tests.support.brokerproc import BrokerFactory, BrokerProcess
 
 CONFIG = """
+max_retry_frame_size = 4096
+
 [services.safe]
 idempotent = true
 retries = 1
@@ -88,6 +90,30 @@ async def test_a_refused_idempotent_request_goes_to_another_provider(node: Broke
     _, text = await get_text(node, "/metrics")
     assert 'rsbroker_route_requests_total{outcome="ok",route="safe.get",service="safe"} 4.0' in text.splitlines()
     assert 'outcome="rejected",route="safe.get"' not in text
+
+
+async def test_a_request_over_max_retry_frame_size_is_not_kept_nor_sent_again(node: BrokerProcess) -> None:
+    """The node keeps no copy of a request over ``max_retry_frame_size`` (4096 here): the one
+    that round robin gives the refusing provider fails with its refusal, counted as a retry
+    refused for its size; a small request after it is retried as usual."""
+    answers: list[str] = []
+    refusals: list[str] = []
+    async with connect(str(node.tcp), services=["safe"], router=refusing("safe", refusals), instance="bad"):
+        async with connect(str(node.tcp), services=["safe"], router=answering("safe", answers), instance="good"):
+            await wait_instances(node, "safe", 2)
+            async with connect(str(node.tcp)) as client:
+                outcomes = []
+                for _ in range(2):  # round robin: one of the two goes to the refusing provider
+                    try:
+                        outcomes.append(await client.request_response("safe.get", b"x" * 8000))
+                    except RejectedError as exc:
+                        outcomes.append(str(exc).encode())
+                assert sorted(outcomes) == [b"REJECTED: overloaded, try another", b"good"], outcomes
+                for _ in range(2):
+                    assert await client.request_response("safe.get", b"small") == b"good"
+    status, text = await get_text(node, "/metrics")
+    assert 'rsbroker_retries_refused_total{reason="too_large",service="safe"} 1.0' in text.splitlines()
+    assert await retries(node, "safe") == 1.0  # the small one refused, and sent again
 
 
 async def test_a_request_of_a_service_not_marked_idempotent_is_never_sent_twice(node: BrokerProcess) -> None:
@@ -162,5 +188,5 @@ async def test_retries_stop_when_the_budget_is_spent(node: BrokerProcess) -> Non
     sent_again = await retries(node, "safe")
     assert 0 < sent_again <= 10 + 0.2 * 40
     status, text = await get_text(node, "/metrics")
-    assert 'rsbroker_retries_refused_total{service="safe"}' in text
+    assert 'rsbroker_retries_refused_total{reason="budget",service="safe"}' in text
     assert len(refusals) == 40 + sent_again

@@ -1,4 +1,4 @@
-"""Outlier ejection and canary routing on a real ``rsbroker serve``, configured live through
+"""Outlier ejection, canary routing and p2c's latency on a real ``rsbroker serve``, configured live through
 the config store (``PUT /api/v1/config/services/<service>``), with ``broker.client``
 providers and requesters.
 
@@ -8,6 +8,7 @@ below, are exact; the canary's percentage path is checked within a wide binomial
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import contextlib
 import json
@@ -20,7 +21,7 @@ import pytest
 from broker import metadata as md
 from broker.canary import TAGS_MIME
 from broker.client import Connection, connect
-from broker.client.errors import RSocketError
+from broker.client.errors import CanceledError, RSocketError
 from tests.cluster.peers import client_who_router
 from tests.support.admin import get_text, send_json, service_instances, services, wait_for
 from tests.support.brokerproc import BrokerFactory, BrokerProcess, BrokerStartError
@@ -29,10 +30,15 @@ from tests.support.cluster import put_config
 
 @contextlib.asynccontextmanager
 async def _provider(
-    node: BrokerProcess, service: str, instance: str, tags: dict[str, str] | None = None, broken: Callable[[], bool] = lambda: False
+    node: BrokerProcess,
+    service: str,
+    instance: str,
+    tags: dict[str, str] | None = None,
+    broken: Callable[[], bool] = lambda: False,
+    delay_s: float = 0.0,
 ) -> AsyncIterator[Connection]:
-    """A provider answering its instance name, or failing (APPLICATION_ERROR) while ``broken()``."""
-    router = client_who_router(service, instance, broken)
+    """A provider answering its instance name after ``delay_s``, or failing (APPLICATION_ERROR) while ``broken()``."""
+    router = client_who_router(service, instance, broken, delay_s)
     async with connect(str(node.tcp), services=[service], router=router, instance=instance, tags=tags) as conn:
         await wait_for(lambda: _lists(node, service, instance), message=f"'{instance}' registered for '{service}'")
         yield conn
@@ -95,6 +101,78 @@ async def test_without_an_outlier_policy_errors_never_eject(node: BrokerProcess,
             answers = collections.Counter([await _ask(client, service) for _ in range(20)])
     assert answers == {"error": 10, "good": 10}
     assert await _counter(node, "rsbroker_ejections_total", service) == 0
+
+
+async def _ask_timed(client: Connection, service: str, metadata: bytes | None = None) -> str:
+    """Who answered, or ``timeout`` when the request's deadline ran out."""
+    try:
+        return (await asyncio.wait_for(client.request_response(f"{service}.who", b"", metadata), 60)).decode()
+    except CanceledError as exc:
+        assert "deadline of" in str(exc), exc
+        return "timeout"
+
+
+async def test_timeouts_at_the_services_deadline_eject_a_provider(node: BrokerProcess, service: str) -> None:
+    """Envoy's consecutive gateway failures: a provider that lets requests run into the
+    service's ``deadline_ms`` is ejected like one that answers errors."""
+    await put_config(
+        node, f"services/{service}",
+        {"deadline_ms": 300, "outlier": {"consecutive_errors": 2, "base_ejection_ms": 60_000, "max_ejection_percent": 50}},
+    )
+    async with _provider(node, service, "hung", delay_s=3600.0), _provider(node, service, "good"):
+        async with connect(str(node.tcp)) as client:
+            answers = [await _ask_timed(client, service) for _ in range(12)]
+            # round robin alternates until the second timeout in a row ejects "hung"
+            assert answers.count("timeout") == 2, answers
+            assert answers[4:] == ["good"] * 8, answers
+            assert await _counter(node, "rsbroker_ejections_total", service) == 1
+            assert await _counter(node, "rsbroker_deadline_timeouts_total", service) == 2
+            assert (await _provider_view(node, service, "hung"))["ejected"] is True
+
+
+async def test_a_requesters_own_short_deadline_cannot_eject_a_provider(node: BrokerProcess, service: str) -> None:
+    """Attack: a requester asks for a 100 ms deadline on requests a provider needs 1 s for,
+    to get that provider ejected for everyone. Only the service's own deadline counts."""
+    await put_config(
+        node, f"services/{service}",
+        {"deadline_ms": 30_000, "outlier": {"consecutive_errors": 2, "base_ejection_ms": 60_000, "max_ejection_percent": 50}},
+    )
+    short = md.composite_entry(md.DEADLINE_MIME, b"100")
+    async with _provider(node, service, "slow", delay_s=1.0), _provider(node, service, "good"):
+        async with connect(str(node.tcp)) as client:
+            answers = [await _ask_timed(client, service, short) for _ in range(8)]
+            assert answers.count("timeout") == 4, answers  # every request to "slow" ran out ...
+            assert await _counter(node, "rsbroker_deadline_timeouts_total", service) == 4
+            # ... and "slow" still serves: nobody ejected it
+            assert await _counter(node, "rsbroker_ejections_total", service) == 0
+            assert (await _provider_view(node, service, "slow"))["ejected"] is False
+            assert collections.Counter([await _ask_timed(client, service) for _ in range(4)]) == {"slow": 2, "good": 2}
+
+
+async def test_p2c_weighs_round_trips_a_slow_provider_loses_to_a_fast_one(node: BrokerProcess, service: str) -> None:
+    """One request at a time, so both providers have no open stream at every pick: open
+    streams alone would split evenly; the round trip measured (peak EWMA, broker.latency)
+    sends every request to the fast provider once both answered once (until then, a provider
+    not measured yet is weighed as the other: the open streams decide)."""
+    await put_config(node, f"services/{service}", {"policy": "p2c"})
+    async with _provider(node, service, "slow", delay_s=1.0), _provider(node, service, "fast"):
+        async def applied() -> bool:
+            return (await services(str(node.admin)))[service]["policy"] == "p2c"
+
+        await wait_for(applied, message="the node to apply p2c")
+        async with connect(str(node.tcp)) as client:
+            seen: set[str] = set()
+
+            async def both_measured() -> bool:
+                seen.add(await _ask(client, service))
+                return seen == {"slow", "fast"}
+
+            await wait_for(both_measured, message="both providers answered once")
+            answers = collections.Counter([await _ask(client, service) for _ in range(20)])
+            view = {p["instance"]: p for p in (await services(str(node.admin)))[service]["providers"]}
+    assert answers == {"fast": 20}, (answers, [(p["rtt_ms"], p["outstanding"], p["load"]) for p in view.values()])
+    assert view["slow"]["rtt_ms"] >= 500.0, view  # 1 s, decayed by at most a third since
+    assert 0.0 < view["fast"]["rtt_ms"] < view["slow"]["rtt_ms"], view
 
 
 def _tags(tags: dict[str, str]) -> bytes:

@@ -20,7 +20,15 @@ class ProviderRecord:
     is_remote: bool = False
     available: bool = True
     failures: int = 0
+    rtt: float = 0.0
+    rtt_at: float = 0.0
+    measure_rtt: bool = False
 
     @property
     def balance_load(self) -> int:
         return self.outstanding
+
+    @property
+    def target(self) -> "ProviderRecord":
+        """Where a request picked for it goes: itself, as a local connection's."""
+        return self
