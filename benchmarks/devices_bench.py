@@ -4,7 +4,7 @@ connect rate, telemetry to a two-provider backend.
 Run it standalone (the machine is shared: sizes are what it allows)::
 
     python -m benchmarks.devices_bench [--sizes 1000,10000,19000] [--rate 5000] [--idle-s 20]
-                                       [--telemetry-s 20] [--failover 10000] [--json FILE]
+                                       [--telemetry-s 20] [--json FILE]
 
 Per size, a fresh node (default settings but ``--max-connections-per-source``: every device
 comes from 127.0.0.1) and:
@@ -22,9 +22,7 @@ comes from 127.0.0.1) and:
 * ``telemetry`` (``--telemetry-s`` > 0) — two providers of ``telemetry`` count the
   fire-and-forgets each device sends once a second; ``lost`` = sent − received.
 
-* ``failover`` (``--failover N``) — N devices connect to n1 of a 3-node cluster and learn the
-  other nodes from topology pushes; n1 is SIGKILLed; ``seconds_to_all_moved`` until n2 and n3
-  hold all N (polled every 0.1 s).
+Fail-over (a node of three SIGKILLed under its devices) is ``benchmarks.failover_bench``.
 
 The simulator is driven as a user would: ``rsbroker devices`` in a subprocess, stopped
 with SIGINT after the readings, its JSON summary read from stdout.
@@ -162,43 +160,12 @@ async def _telemetry(node: BrokerProcess, size: int, rate: float, seconds: float
             "lost": sent - sum(received), "per_s": round(sent / seconds, 1)}
 
 
-async def failover(size: int, rate: float) -> dict[str, Any]:
-    """``size`` devices on n1 of a 3-node cluster (they learn n2 and n3 from topology pushes);
-    SIGKILL n1; seconds until n2 and n3 hold them all."""
-    from tests.support.cluster import ClusterFactory
-
-    with ClusterFactory() as factory:
-        cluster = factory.start(3, "--max-connections-per-source", "100000")
-        await cluster.wait_converged()
-        n1, n2, n3 = cluster["n1"], cluster["n2"], cluster["n3"]
-        assert n1.ws and n1.admin and n2.admin and n3.admin
-        sim = _simulator(n1.ws, size, rate, telemetry=False)
-        try:
-            size = (await _wait_connections(n1.admin, size, size / rate + 120))[1]
-            await asyncio.sleep(2.0)
-            n1.kill()
-            killed = time.monotonic()
-            while True:
-                moved = await _connections(n2.admin) + await _connections(n3.admin)
-                if moved >= size or time.monotonic() - killed > 120:
-                    break
-                await asyncio.sleep(0.1)
-            seconds = time.monotonic() - killed
-            split = [await _connections(n2.admin), await _connections(n3.admin)]
-        finally:
-            summary = _stop_simulator(sim)
-    return {"devices": size, "moved": moved, "seconds_to_all_moved": round(seconds, 2), "per_survivor": split,
-            "reconnects": summary.get("reconnects"), "failures": summary.get("failures")}
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="1000,10000", help="devices per run, comma-separated (default: 1000,10000)")
     parser.add_argument("--rate", type=float, default=5000.0, help="connects per second asked of the simulator (default: 5000)")
     parser.add_argument("--idle-s", type=float, default=20.0, help="idle CPU window, seconds (default: 20)")
     parser.add_argument("--telemetry-s", type=float, default=0.0, help="telemetry run length, seconds (default: none)")
-    parser.add_argument("--failover", type=int, default=0,
-                        help="also: this many devices on one node of 3, that node SIGKILLed (default: skip)")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
     results = []
@@ -207,9 +174,6 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result), flush=True)
         results.append(result)
     report: dict[str, Any] = {"machine": {"cpus": os.cpu_count()}, "reference_kb_per_connection": REFERENCE_KB, "runs": results}
-    if args.failover:
-        report["failover"] = asyncio.run(failover(args.failover, args.rate))
-        print(json.dumps(report["failover"]), flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)

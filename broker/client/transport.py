@@ -21,7 +21,6 @@ tested with; nothing here reads a frame's contents.
 from __future__ import annotations
 
 import asyncio
-import socket
 import ssl as ssl_module
 from dataclasses import dataclass
 from typing import Protocol
@@ -45,6 +44,11 @@ class FrameSink(Protocol):
 
 
 class FrameTransport(Protocol):
+    #: loop times: the TCP connection was made; the stream could carry frames (TCP: the
+    #: same moment; WebSocket: the upgrade was answered). A fleet's fail-over timeline.
+    connected_at: float
+    ready_at: float
+
     def write_frames(self, frames: list[bytes]) -> None: ...
 
     def close(self) -> None: ...
@@ -99,13 +103,12 @@ class _TcpProtocol(asyncio.Protocol):
         self._buf = bytearray()
         self._need = 0  # bytes the buffered partial frame needs before it is worth splitting
         self.peer = "?"
+        self.connected_at = self.ready_at = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # Nagle is off already: asyncio and uvloop set TCP_NODELAY on every TCP connection
         self.transport = transport  # type: ignore[assignment]
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            # a request-response is one small frame each way: never wait for Nagle
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.connected_at = self.ready_at = asyncio.get_running_loop().time()
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
 

@@ -35,7 +35,7 @@ from typing import Any, TextIO
 
 from broker.client import ClusterClient, RejectedError, RSocketError
 from broker.client.transport import parse_address
-from broker.devices.fleet import FleetSpec, worker_main
+from broker.devices.fleet import FleetSpec, Move, worker_main
 
 #: connections per worker process by default: well under the 20,000 open-file limit, and
 #: small enough that several processes share the connect work on a multi-core machine
@@ -276,9 +276,37 @@ def summarize(args: argparse.Namespace, processes: int, stats: list[dict[str, An
             "skipped": sum(s["telemetry_skipped"] for s in stats),
         },
     }
+    moves = [Move(*m) for s in stats for m in s.get("moves", ())]
+    if moves:
+        summary["failover"] = failover_timeline(moves)
     if calls is not None:
         summary["calls"] = calls
     return summary
+
+
+def failover_timeline(moves: list[Move]) -> dict[str, Any]:
+    """Where the devices' way back to the cluster went, after their node was lost: when the
+    last was back (seconds after the first loss) and p50/p90/p99/max of each phase."""
+    first = min(m.lost for m in moves)
+
+    def spread(values: list[float]) -> dict[str, float | None]:
+        return {"p50": _percentile(values, 0.5), "p90": _percentile(values, 0.9), "p99": _percentile(values, 0.99),
+                "max": round(max(values), 3)}
+
+    return {
+        "moved": len(moves),
+        "first_loss_at": first,
+        "last_back_at": max(m.back for m in moves),
+        "back_after_first_loss_s": spread([m.back - first for m in moves]),
+        "phases_s": {
+            "loss_seen_after_first": spread([m.lost - first for m in moves]),
+            "backoff": spread([m.backoff_s for m in moves]),
+            "loss_to_last_attempt": spread([m.started - m.lost for m in moves]),
+            "tcp_connect": spread([m.connected - m.started for m in moves]),
+            "upgrade": spread([m.upgraded - m.connected for m in moves]),
+            "setup": spread([m.back - m.upgraded for m in moves]),
+        },
+    }
 
 
 def main(argv: list[str]) -> int:

@@ -21,7 +21,7 @@ import collections
 import signal
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from broker.backoff import Backoff
 from broker.client import ClusterClient, ConnectionLostError, Router, RSocketError, SetupError
@@ -75,7 +75,9 @@ def failure_reason(exc: BaseException) -> str:
 class Device(ClusterClient):
     """One simulated device; counts its failed attempts by reason into the fleet's counter."""
 
-    def __init__(self, number: int, service: str, nodes: list[str], failures: collections.Counter[str], **options: Any) -> None:
+    def __init__(
+        self, number: int, service: str, nodes: list[str], failures: collections.Counter[str], moves: list[Move], **options: Any
+    ) -> None:
         router = Router()
 
         @router.response(f"{service}.ping")
@@ -91,10 +93,32 @@ class Device(ClusterClient):
         super().__init__(nodes[start:] + nodes[:start], services=[service], router=router, instance=f"dev-{number}", **options)
         self.number = number
         self._failures = failures
+        self._moves = moves
 
     def _failed(self, address: str, exc: BaseException) -> None:
         super()._failed(address, exc)
         self._failures[failure_reason(exc)] += 1
+
+    def _reconnected(self, started: float, connection: Any) -> None:
+        now = asyncio.get_running_loop().time()
+        wall = time.time() - now  # loop time -> wall clock, which the parent and a benchmark share
+        transport = connection.transport
+        self._moves.append(Move(self.lost_at + wall, self.lost_wait_s, started + wall, transport.connected_at + wall,
+                                transport.ready_at + wall, now + wall))
+
+
+class Move(NamedTuple):
+    """One device's way back after losing its node (wall-clock seconds), for the summary's
+    fail-over timeline: connection lost → backoff → attempt started → TCP connected →
+    upgraded → SETUP answered (registered). Earlier failed attempts fall between ``lost``
+    and ``started`` (they are counted by reason in ``failures``)."""
+
+    lost: float
+    backoff_s: float
+    started: float
+    connected: float
+    upgraded: float
+    back: float
 
 
 class Fleet:
@@ -106,6 +130,7 @@ class Fleet:
         self.connected = 0
         self.failed = 0
         self.failures: collections.Counter[str] = collections.Counter()
+        self.moves: list[Move] = []
         self.telemetry_sent = 0
         self.telemetry_skipped = 0
         self.first_connect_at = 0.0
@@ -135,7 +160,7 @@ class Fleet:
             wait = due - loop.time()
             if wait > 0:
                 await asyncio.sleep(wait)
-            device = Device(number, spec.register.format(id=number), spec.nodes, self.failures, **options)
+            device = Device(number, spec.register.format(id=number), spec.nodes, self.failures, self.moves, **options)
             self.devices.append(device)
             task = loop.create_task(self._start(device))
             pending.add(task)
@@ -200,6 +225,7 @@ class Fleet:
             "telemetry_skipped": self.telemetry_skipped,
             "first_connect_at": self.first_connect_at,
             "last_connected_at": self.last_connected_at,
+            "moves": [tuple(m) for m in self.moves],
         }
 
     async def close(self) -> None:
