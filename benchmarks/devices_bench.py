@@ -15,6 +15,7 @@ comes from 127.0.0.1) and:
 * ``connect`` — the simulator's summary (``rsbroker devices``: connected, connect rate,
   failures by reason); the simulator shares the cores with the node, so the rate is a
   lower bound of what the node accepts;
+* ``simulator_cpu_ms_per_device`` — the simulator's CPU (its workers) per connect;
 * ``connect_cpu_ms_per_device`` — the node's CPU from the first connect to the last device
   seen connected (WebSocket upgrade, SETUP, registration, admin polls) per device, and
   ``accept_capacity_per_core_s`` = its inverse: the connect rate one core of the node
@@ -40,7 +41,7 @@ import sys
 import time
 from typing import Any
 
-from benchmarks.procstat import cpu_seconds, rss_bytes
+from benchmarks.procstat import cpu_seconds, process_tree, rss_bytes, total_cpu_seconds
 from broker.client import Router, connect
 from tests.support.admin import get_json
 from tests.support.brokerproc import BrokerProcess, rsbroker_command
@@ -120,10 +121,15 @@ async def measure(size: int, rate: float, idle_s: float, telemetry_s: float) -> 
             cpu_start = cpu_seconds(node.pid)
             sim = _simulator(node.ws, size, rate, telemetry=False)
             try:
+                await asyncio.sleep(0.5)  # the simulator's workers are started
+                sim_pids = process_tree(sim.pid)
+                sim_cpu_start = total_cpu_seconds(sim_pids)
                 seconds, connected = await _wait_connections(node.admin, size, size / rate + 120, others=2)
                 result["connected_after_s"], result["connected"] = round(seconds, 1), connected
                 connect_cpu = cpu_seconds(node.pid) - cpu_start
                 result["connect_cpu_ms_per_device"] = round(1000 * connect_cpu / connected, 3)
+                # the load generator's side of each connect (its start-up, before the first, excluded)
+                result["simulator_cpu_ms_per_device"] = round(1000 * (total_cpu_seconds(sim_pids) - sim_cpu_start) / connected, 3)
                 # what one core of the node could accept if the clients were elsewhere
                 result["accept_capacity_per_core_s"] = round(connected / connect_cpu) if connect_cpu else None
                 await asyncio.sleep(2.0)  # let the last SETUPs' garbage go

@@ -36,7 +36,7 @@ import sys
 import time
 from typing import Any
 
-from benchmarks.procstat import cpu_seconds
+from benchmarks.procstat import process_tree, total_cpu_seconds
 from tests.support.admin import get_json
 from tests.support.brokerproc import rsbroker_command
 from tests.support.cluster import ClusterFactory
@@ -48,25 +48,6 @@ def listen_drops() -> int:
         lines = [line.split() for line in f if line.startswith("TcpExt:")]
     names, values = lines[0], lines[1]
     return int(values[names.index("ListenDrops")])
-
-
-def _process_tree(pid: int) -> list[int]:
-    """``pid`` and its children (the simulator and its worker processes)."""
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [pid, *(int(c) for c in f.read().split())]
-    except OSError:
-        return [pid]
-
-
-def _cpu(pids: list[int]) -> float:
-    total = 0.0
-    for pid in pids:
-        try:
-            total += cpu_seconds(pid)
-        except OSError:
-            pass  # a process that already ended
-    return total
 
 
 async def _devices_on(admin: str) -> int:
@@ -106,8 +87,8 @@ async def one_run(devices: int, rate: float, backoff_base: float | None) -> dict
             if not await _wait(lambda: _devices_on_at_least(admin1, devices), devices / rate + 120, 0.5):
                 raise RuntimeError(f"only {await _devices_on(n1.admin)} of {devices} devices reached n1")
             await asyncio.sleep(2.0)  # the last topology pushes and route gossip settle
-            pids = {"n2": [n2.pid], "n3": [n3.pid], "simulator": _process_tree(sim.pid)}
-            cpu0 = {name: _cpu(p) for name, p in pids.items()}
+            pids = {"n2": [n2.pid], "n3": [n3.pid], "simulator": process_tree(sim.pid)}
+            cpu0 = {name: total_cpu_seconds(p) for name, p in pids.items()}
             drops0 = listen_drops()
             n1.kill()
             killed_at = time.time()
@@ -118,7 +99,7 @@ async def one_run(devices: int, rate: float, backoff_base: float | None) -> dict
                 return await _devices_on(n2.admin) + await _devices_on(n3.admin) >= devices
 
             moved = await _wait(all_moved, 120.0)
-            cpu = {name: round(_cpu(p) - cpu0[name], 2) for name, p in pids.items()}
+            cpu = {name: round(total_cpu_seconds(p) - cpu0[name], 2) for name, p in pids.items()}
             drops = listen_drops() - drops0
             split = [await _devices_on(n2.admin), await _devices_on(n3.admin)]
         finally:
