@@ -61,9 +61,11 @@ def _nodes(text: str) -> list[str]:
     nodes = [n.strip() for n in text.split(",") if n.strip()]
     for node in nodes:
         try:
-            parse_address(node)
+            kind = parse_address(node).kind
         except ValueError as exc:
             raise argparse.ArgumentTypeError(str(exc)) from None
+        if kind != "ws":
+            raise argparse.ArgumentTypeError(f"{node}: simulated devices are WebSocket devices; give ws://HOST:PORT/rsocket or wss://")
     if not nodes:
         raise argparse.ArgumentTypeError("give at least one node address")
     return nodes
@@ -72,7 +74,7 @@ def _nodes(text: str) -> list[str]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rsbroker devices", description=__doc__.split("\n\n")[0])
     add = parser.add_argument
-    add("--nodes", type=_nodes, required=True, help="comma-separated node addresses (ws://HOST:PORT/rsocket or HOST:PORT)")
+    add("--nodes", type=_nodes, required=True, help="comma-separated node addresses (ws://HOST:PORT/rsocket or wss://...)")
     add("--count", type=int, default=1000, help="devices to simulate (default: 1000)")
     add("--rate", type=float, default=1000.0, help="connections started per second, all processes together (default: 1000)")
     add("--register", default="device.{id}", help="service each device registers; {id} is its number (default: device.{id})")
