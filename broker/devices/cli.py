@@ -13,7 +13,10 @@ prints one JSON summary on stdout:
 
 ``devices, connected, failed, connect_s, connect_rate_per_s, reconnects, failures`` (failed
 connection attempts by reason, e.g. ``setup_rate_limited``), ``telemetry`` (sent, skipped
-while reconnecting) and ``calls`` (sent, ok, failed by reason, p50_ms, p99_ms).
+while reconnecting), ``calls`` (sent, ok, failed by reason, p50_ms, p99_ms) and, when devices
+lost their node and came back, ``failover``: how many moved, when the last was back after the
+first loss, and p50/p90/p99/max of each phase of the way back (loss seen, backoff, loss to the
+attempt that worked, TCP connect, upgrade, SETUP answered).
 The exit code is 0 when every device connected and every call succeeded.
 """
 
