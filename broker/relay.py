@@ -19,7 +19,7 @@ from broker.auth.acl import CALL, REGISTER, denied_message
 from broker.auth.principal import Principal
 from broker.frames import ErrorCode, FrameError, error_frame, lease_frame
 from broker.limits import LimitExceeded, SetupRate
-from broker.logformat import conn_fields
+from broker.logformat import LogBudget, conn_fields
 from broker.looplag import LoopLag
 from broker.metering import Metering
 from broker.peers import LinkAuthority
@@ -107,6 +107,8 @@ class Broker:
         #: when the loop ran behind: not held against a client's SETUP deadline (broker.looplag)
         self.lag = LoopLag(2 * settings.setup_timeout_s + STALL_THRESHOLD_S)
         self._last_pass = -1.0
+        #: a fleet registers by the thousand a second: those lines are counted past 20 a second
+        self._registration_log = LogBudget(log, "registrations")
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -261,13 +263,14 @@ class Broker:
             self.registry.remove(service, session)
         for service in registration.services:
             self.registry.add(service, session)
-        log.info(
-            "connection %s registered instance '%s' for %s",
-            session.id,
-            registration.instance,
-            ", ".join(registration.services) or "no services",
-            extra=conn_fields(session),
-        )
+        if self._registration_log.allow(self.clock()):
+            log.info(
+                "connection %s registered instance '%s' for %s",
+                session.id,
+                registration.instance,
+                ", ".join(registration.services) or "no services",
+                extra=conn_fields(session),
+            )
         self._registry_changed(frozenset(old) | frozenset(registration.services))
 
     def unregister(self, session: Session) -> None:

@@ -236,6 +236,13 @@ class WsSession(TcpSession):
         self._write_ws(OP_BINARY, frame)
         self.frames_out += 1
 
+    def write_raw(self, data: bytes) -> None:
+        """Queue bytes that are not a WebSocket frame (the upgrade's 101) before any frame."""
+        self._out += data
+        if not self._queued:
+            self._queued = True
+            self.broker.mark_dirty(self)
+
     def _write_ws(self, opcode: int, payload: bytes) -> None:
         self._out += frame_header(opcode, len(payload))
         self._out += payload
@@ -341,8 +348,9 @@ class UpgradeSniffer(asyncio.Protocol):
             return
         transport = self.transport
         assert transport is not None
-        transport.write(upgrade_response(request.headers["sec-websocket-key"]))
         session = WsSession(self.broker)
+        # the 101 leaves with the session's first frames (one write, not two)
+        session.write_raw(upgrade_response(request.headers["sec-websocket-key"]))
         transport.set_protocol(session)
         session.connection_made(transport)
         if len(buf) > end + 4 and not session.closing:  # frames sent right behind the request
