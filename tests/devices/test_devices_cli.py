@@ -128,3 +128,19 @@ async def test_tcp_node_addresses_are_refused_with_a_reason() -> None:
     sim = await _devices("--nodes", "127.0.0.1:7000", "--count", "1")
     _, err = await asyncio.wait_for(sim.communicate(), 60)
     assert sim.returncode == 2 and b"simulated devices are WebSocket devices" in err
+
+
+async def test_devices_refused_with_a_retry_hint_come_back_then() -> None:
+    """A node over its --max-setups-per-s refuses with ``retry after N ms``: every device comes
+    back after its hint (jittered) and registers; none gives up."""
+    with ClusterFactory() as factory:
+        cluster = factory.start(1, "--max-setups-per-s", "40")
+        node = cluster["n1"]
+        sim = await _devices("--nodes", f"ws://{node.ws}/rsocket", "--count", "150", "--rate", "1000",
+                             "--connect-timeout", "60")
+        out, err = await asyncio.wait_for(sim.communicate(), 180)
+        assert sim.returncode == 0, err.decode()[-2000:]
+        summary = json.loads(out)
+        assert summary["connected"] == 150 and summary["failed"] == 0
+        assert summary["failures"].get("setup_rate_limited", 0) > 0, summary["failures"]
+        assert set(summary["failures"]) == {"setup_rate_limited"}, summary["failures"]
