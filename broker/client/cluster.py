@@ -124,9 +124,6 @@ class ClusterClient:
         #: connection attempts that failed (refused, timed out, SETUP refused)
         self.failed_attempts = 0
         self.last_error: BaseException | None = None
-        #: loop time the last connection ended, and the backoff drawn right after it
-        self.lost_at = 0.0
-        self.lost_wait_s = 0.0
         self._connected = asyncio.Event()
         self._closing = False
         self._ever_connected = False
@@ -167,10 +164,8 @@ class ClusterClient:
             raise
 
     async def _connect_forever(self) -> None:
-        loop = asyncio.get_running_loop()
         while not self._closing:
             address = self.topology.next_address()
-            started = loop.time()
             try:
                 connection = await open_connection(
                     address,
@@ -198,25 +193,18 @@ class ClusterClient:
                 continue
             if self._ever_connected:
                 self.reconnects += 1
-                self._reconnected(started, connection)
             self._ever_connected = True
             self.backoff.reset()
             self.connection = connection
             self._connected.set()
             log.info("connected to %s", address)
             reason = await connection.wait_closed()
-            self.lost_at = loop.time()
             self._connected.clear()
             self.connection = None
             self.last_error = reason
             if not self._closing:
                 log.warning("connection to %s ended (%s); moving to the next node", address, reason)
-                self.lost_wait_s = self.backoff.next_delay()
-                await asyncio.sleep(self.lost_wait_s)
-
-    def _reconnected(self, started: float, connection: Connection) -> None:
-        """A connection was made after one was lost (``lost_at``, ``lost_wait_s``); the last
-        attempt started at ``started`` (loop time). For subclasses that keep a timeline."""
+                await self.backoff.wait()
 
     def _failed(self, address: str, exc: BaseException) -> None:
         self.failed_attempts += 1

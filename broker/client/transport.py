@@ -44,11 +44,6 @@ class FrameSink(Protocol):
 
 
 class FrameTransport(Protocol):
-    #: loop times: the TCP connection was made; the stream could carry frames (TCP: the
-    #: same moment; WebSocket: the upgrade was answered). A fleet's fail-over timeline.
-    connected_at: float
-    ready_at: float
-
     def write_frames(self, frames: list[bytes]) -> None: ...
 
     def close(self) -> None: ...
@@ -103,12 +98,10 @@ class _TcpProtocol(asyncio.Protocol):
         self._buf = bytearray()
         self._need = 0  # bytes the buffered partial frame needs before it is worth splitting
         self.peer = "?"
-        self.connected_at = self.ready_at = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # Nagle is off already: asyncio and uvloop set TCP_NODELAY on every TCP connection
         self.transport = transport  # type: ignore[assignment]
-        self.connected_at = self.ready_at = asyncio.get_running_loop().time()
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
 

@@ -53,15 +53,12 @@ class WebSocketProtocol(asyncio.Protocol):
         self._message = bytearray()  # a fragmented message being reassembled
         self._upgraded: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._lost = False
-        #: loop times of the TCP connection and of the upgrade's answer (FrameTransport)
-        self.connected_at = self.ready_at = 0.0
 
     # -- asyncio.Protocol --------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # Nagle is off already: asyncio and uvloop set TCP_NODELAY on every TCP connection
         self.transport = transport  # type: ignore[assignment]
-        self.connected_at = self._upgraded.get_loop().time()
         transport.write(self._request)  # type: ignore[attr-defined]
 
     def data_received(self, data: bytes) -> None:
@@ -109,7 +106,6 @@ class WebSocketProtocol(asyncio.Protocol):
         if fields.get("sec-websocket-accept") != accept_key(self._key):
             self._fail_upgrade("the upgrade answer's Sec-WebSocket-Accept does not match the key")
             return
-        self.ready_at = self._upgraded.get_loop().time()
         self._upgraded.set_result(None)
 
     def _fail_upgrade(self, reason: str) -> None:
