@@ -1,12 +1,13 @@
-"""One simulated device on the wire: RSocket over WebSocket on a single asyncio protocol.
+"""One simulated device on the wire: RSocket over WebSocket on a bare asyncio protocol.
 
 Why not :mod:`broker.client`: a load generator has to be cheaper than what it measures. A
 cluster client costs a supervisor task, a connection object with its timers, a router, a
 transport protocol and a handful of futures per connect — about 0.25 ms of CPU, more than
 the node's 0.1 ms — so the simulator, sharing the machine, was what capped the connect rate
-(issue 13). Here a device is this protocol object and a backoff; the upgrade request, the
-SETUP and the first KEEPALIVE leave in one write, right behind each other (the node's
-listener takes frames sent behind the request).
+(issue 13). Here a device is one object, a backoff and, per connection, a four-field
+asyncio protocol (:class:`_Link`); the upgrade request, the SETUP and the first KEEPALIVE
+leave in one write, right behind each other (the node's listener takes frames sent behind
+the request).
 
 What a device does, and no more:
 
@@ -98,7 +99,43 @@ def _masked(frame: bytes) -> bytes:
     return encode_frame(OP_BINARY, frame, masked=True)
 
 
-class WireDevice(asyncio.Protocol):
+class _Link(asyncio.Protocol):
+    """One connection of a device: the asyncio protocol, so that a late callback of an
+    abandoned connection (a timed-out attempt) can be told from the current one's."""
+
+    __slots__ = ("device", "transport", "accept", "buf", "upgraded")
+
+    def __init__(self, device: "WireDevice", accept: bytes) -> None:
+        self.device = device
+        self.transport: asyncio.Transport | None = None
+        self.accept = accept
+        self.buf = b""
+        self.upgraded = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's are not asyncio.Transport subclasses
+        if self.device.link is self:
+            self.device.connected(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.device.link is self:
+            self.device.received(self, data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        if self.device.link is self:
+            self.device.lost(self)
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+
+class WireDevice:
     """A device; its fleet (:class:`broker.devices.fleet.Fleet`) owns the counters and tickers."""
 
     def __init__(self, fleet: "Fleet", number: int, service: str, setup: bytes, nodes: list[str]) -> None:
@@ -111,15 +148,13 @@ class WireDevice(asyncio.Protocol):
         start = number % len(nodes)
         self.topology = Topology(nodes[start:] + nodes[:start])
         self.backoff = Backoff(fleet.spec.backoff_base_s, fleet.spec.backoff_max_s)
-        self.transport: asyncio.Transport | None = None
+        #: the connection in use or being set up
+        self.link: _Link | None = None
         self.registered = False
         self.ever_registered = False
         self.reconnects = 0
         self.next_sid = 1
         self.last_heard = 0.0
-        self._buf = b""
-        self._accept = b""
-        self._upgraded = False
         self._timer: asyncio.TimerHandle | None = None
         self._dialing: asyncio.Task[None] | None = None
         #: why the attempt in progress failed, when the device itself ended it
@@ -140,18 +175,17 @@ class WireDevice(asyncio.Protocol):
         loop = fleet.loop
         self._started = loop.time()
         self._why, self._hint = "", None
-        self._timer = loop.call_later(fleet.setup_timeout_s, self._attempt_timed_out)
-        self._dialing = loop.create_task(self._connect(target))
-
-    async def _connect(self, target: Target) -> None:
         key = base64.b64encode(os.urandom(16))
-        self._accept = b"sec-websocket-accept: " + accept_key(key).encode().lower()
-        request = target.head + key + target.tail
+        link = self.link = _Link(self, b"sec-websocket-accept: " + accept_key(key).encode().lower())
+        self._timer = loop.call_later(fleet.setup_timeout_s, self._attempt_timed_out)
+        self._dialing = loop.create_task(self._connect(target, link, target.head + key + target.tail))
+
+    async def _connect(self, target: Target, link: _Link, request: bytes) -> None:
         try:
             await self.fleet.loop.create_connection(
-                lambda: self, target.host, target.port, ssl=target.ssl, server_hostname=target.host if target.ssl else None
+                lambda: link, target.host, target.port, ssl=target.ssl, server_hostname=target.host if target.ssl else None
             )
-        except asyncio.CancelledError:
+        except asyncio.CancelledError:  # the attempt timed out (or the fleet stops)
             self._attempt_failed(self._why or "timeout")
             return
         except OSError as exc:
@@ -160,23 +194,23 @@ class WireDevice(asyncio.Protocol):
             return
         finally:
             self._dialing = None
-        transport = self.transport
-        if transport is None:  # made and lost again before this coroutine resumed
+        if link.transport is None:  # made and lost again before this coroutine resumed
             self._attempt_failed(self._why or "connection_lost")
         else:  # the upgrade request, the SETUP and a KEEPALIVE to answer, in one write
-            transport.write(request + _masked(self.setup) + _masked(keepalive_frame(True)))
+            link.write(request + _masked(self.setup) + _masked(keepalive_frame(True)))
 
     def _attempt_timed_out(self) -> None:
         self._timer = None
         self._why = "timeout"
         if self._dialing is not None:
             self._dialing.cancel()
-        elif self.transport is not None:
-            self.transport.abort()
+        elif self.link is not None:
+            self.link.abort()
 
     def _attempt_failed(self, reason: str) -> None:
         fleet = self.fleet
         self._cancel_timer()
+        self.link = None
         if fleet.stopping:
             return
         fleet.failures[reason] += 1
@@ -191,49 +225,47 @@ class WireDevice(asyncio.Protocol):
             self._timer.cancel()
             self._timer = None
 
-    # -- asyncio.Protocol -------------------------------------------------------------------
+    # -- the current connection's events (from _Link) -------------------------------------
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's are not asyncio.Transport subclasses
+    def connected(self, link: _Link) -> None:
         self._connected_at = self.last_heard = self.fleet.loop.time()
-        self._buf, self._upgraded = b"", False
 
-    def data_received(self, data: bytes) -> None:
+    def received(self, link: _Link, data: bytes) -> None:
         self.last_heard = self.fleet.loop.time()
-        buf = self._buf + data if self._buf else data
-        if not self._upgraded:
+        buf = link.buf + data if link.buf else data
+        if not link.upgraded:
             end = buf.find(b"\r\n\r\n")
             if end < 0:
                 if len(buf) > _MAX_HEAD:
                     self._end("upgrade_refused")
                 else:
-                    self._buf = buf
+                    link.buf = buf
                 return
             head = buf[:end].lower()
-            if not head.startswith(b"http/1.1 101 ") or self._accept not in head:
+            if not head.startswith(b"http/1.1 101 ") or link.accept not in head:
                 self._end("upgrade_refused")
                 return
-            self._upgraded = True
+            link.upgraded = True
             self._upgraded_at = self.last_heard
             buf = buf[end + 4 :]
         try:
             frames, used = parse_frames(buf, MAX_FRAME_LENGTH)
             for _, opcode, payload in frames:
                 if opcode == OP_BINARY and len(payload) >= 6:
-                    self._frame(payload)
+                    self._frame(link, payload)
                 elif opcode == OP_PING:
-                    self._write(encode_frame(OP_PONG, payload, masked=True))
+                    link.write(encode_frame(OP_PONG, payload, masked=True))
                 elif opcode == OP_CLOSE:
                     self._end("connection_lost")
-                if self.transport is None or self.transport.is_closing():
+                if self.link is not link or link.transport is None or link.transport.is_closing():
                     return
         except (WebSocketError, FrameError):
             self._end("protocol_error")
             return
-        self._buf = buf[used:]
+        link.buf = buf[used:]
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.transport = None
+    def lost(self, link: _Link) -> None:
+        self.link = None
         if self.registered:
             self.registered = False
             loop = self.fleet.loop
@@ -241,20 +273,20 @@ class WireDevice(asyncio.Protocol):
             if not self.fleet.stopping:
                 self._lost_wait = self.backoff.next_delay()
                 loop.call_later(self._lost_wait, self.dial)
-        elif self._dialing is None:  # a connection made, then lost before it was registered
+        elif self._dialing is None:  # made, then lost before it was registered
             self._attempt_failed(self._why or "connection_lost")
 
     # -- frames from the node -------------------------------------------------------------
 
-    def _frame(self, frame: bytes) -> None:
+    def _frame(self, link: _Link, frame: bytes) -> None:
         sid, ftype, flags = header(frame)
         if ftype == FrameType.KEEPALIVE:
             if flags & FLAG_RESPOND:
-                self._write(_masked(keepalive_frame(False)))
+                link.write(_masked(keepalive_frame(False)))
             elif not self.registered:
                 self._registered()
         elif ftype == FrameType.REQUEST_RESPONSE:
-            self._answer(sid, frame)
+            link.write(_masked(self._answer(sid, frame)))
         elif ftype == FrameType.METADATA_PUSH:
             body = md.find_entry(frame[6:], md.TOPOLOGY_MIME)
             if body is not None:
@@ -267,17 +299,15 @@ class WireDevice(asyncio.Protocol):
             else:
                 self._end("connection_lost")
         elif ftype in (FrameType.REQUEST_STREAM, FrameType.REQUEST_CHANNEL):
-            self._write(_masked(error_frame(sid, ErrorCode.REJECTED, "a simulated device answers request-response only")))
+            link.write(_masked(error_frame(sid, ErrorCode.REJECTED, "a simulated device answers request-response only")))
 
-    def _answer(self, sid: int, frame: bytes) -> None:
+    def _answer(self, sid: int, frame: bytes) -> bytes:
         route = md.route_of(request_metadata(frame, 0, len(frame))[0], md.COMPOSITE_MIME)
         if route == self.ping_route:
-            reply = payload_frame(sid, request_data(frame, 0, len(frame)), complete=True)
-        elif route == self.info_route:
-            reply = payload_frame(sid, b'{"id": %d, "reconnects": %d}' % (self.number, self.reconnects), complete=True)
-        else:
-            reply = error_frame(sid, ErrorCode.APPLICATION_ERROR, f"device {self.number} has no route '{route}'")
-        self._write(_masked(reply))
+            return payload_frame(sid, request_data(frame, 0, len(frame)), complete=True)
+        if route == self.info_route:
+            return payload_frame(sid, b'{"id": %d, "reconnects": %d}' % (self.number, self.reconnects), complete=True)
+        return error_frame(sid, ErrorCode.APPLICATION_ERROR, f"device {self.number} has no route '{route}'")
 
     def _registered(self) -> None:
         self._cancel_timer()
@@ -297,24 +327,20 @@ class WireDevice(asyncio.Protocol):
 
     def send(self, frame: bytes) -> bool:
         """Send ``frame`` if registered; whether it went."""
-        if not self.registered:
+        if not self.registered or self.link is None:
             return False
-        self._write(_masked(frame))
+        self.link.write(_masked(frame))
         return True
 
     def stream_id(self) -> int:
         sid, self.next_sid = self.next_sid, self.next_sid + 2
         return sid
 
-    def _write(self, data: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
-
     def _end(self, reason: str) -> None:
         """Drop the connection; its attempt failed for ``reason`` (if it was one)."""
         self._why = reason
-        if self.transport is not None:
-            self.transport.abort()
+        if self.link is not None:
+            self.link.abort()
 
     def drop(self, reason: str) -> None:
         """Leave a registered connection (its node went silent) and move to the next node."""
@@ -325,6 +351,7 @@ class WireDevice(asyncio.Protocol):
         self._cancel_timer()
         if self._dialing is not None:
             self._dialing.cancel()
-        if self.transport is not None:
-            self.transport.write(encode_frame(OP_CLOSE, (1000).to_bytes(2, "big"), masked=True))
-            self.transport.close()
+        link, self.link = self.link, None
+        if link is not None and link.transport is not None:
+            link.write(encode_frame(OP_CLOSE, (1000).to_bytes(2, "big"), masked=True))
+            link.transport.close()
