@@ -64,11 +64,9 @@ def _nodes(text: str) -> list[str]:
     nodes = [n.strip() for n in text.split(",") if n.strip()]
     for node in nodes:
         try:
-            kind = parse_address(node).kind
+            parse_address(node)
         except ValueError as exc:
             raise argparse.ArgumentTypeError(str(exc)) from None
-        if kind != "ws":
-            raise argparse.ArgumentTypeError(f"{node}: simulated devices are WebSocket devices; give ws://HOST:PORT/rsocket or wss://")
     if not nodes:
         raise argparse.ArgumentTypeError("give at least one node address")
     return nodes
@@ -77,7 +75,7 @@ def _nodes(text: str) -> list[str]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rsbroker devices", description=__doc__.split("\n\n")[0])
     add = parser.add_argument
-    add("--nodes", type=_nodes, required=True, help="comma-separated node addresses (ws://HOST:PORT/rsocket or wss://...)")
+    add("--nodes", type=_nodes, required=True, help="comma-separated node addresses (ws://HOST:PORT/rsocket, wss://..., or HOST:PORT for TCP)")
     add("--count", type=int, default=1000, help="devices to simulate (default: 1000)")
     add("--rate", type=float, default=1000.0, help="connections started per second, all processes together (default: 1000)")
     add("--register", default="device.{id}", help="service each device registers; {id} is its number (default: device.{id})")

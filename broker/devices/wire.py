@@ -1,4 +1,4 @@
-"""One simulated device on the wire: RSocket over WebSocket on a bare asyncio protocol.
+"""One simulated device on the wire: RSocket over WebSocket (or TCP) on a bare asyncio protocol.
 
 Why not :mod:`broker.client`: a load generator has to be cheaper than what it measures. A
 cluster client costs a supervisor task, a connection object with its timers, a router, a
@@ -43,7 +43,7 @@ from broker.client.errors import retry_after_s
 from broker.client.transport import parse_address
 from broker.frames import (
     FLAG_RESPOND, MAX_FRAME_LENGTH, ErrorCode, FrameError, FrameType, error_frame, header, keepalive_frame, parse_error,
-    payload_frame, request_data, request_metadata,
+    payload_frame, request_data, request_metadata, split_frames,
 )  # fmt: skip
 from broker.websocket import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, WebSocketError, accept_key, encode_frame, parse_frames
 
@@ -72,31 +72,29 @@ class Move(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """A node as the devices dial it: where, with what TLS, and the upgrade request around
-    its ``Sec-WebSocket-Key`` line (the key is fresh per connection, the rest is built once)."""
+    """A node as the devices dial it: where, with what TLS, and for WebSocket the upgrade
+    request around its ``Sec-WebSocket-Key`` line (the key is fresh per connection, the rest
+    is built once). A TCP node (``host:port``, ``tls://``) takes length-prefixed frames."""
 
     host: str
     port: int
     ssl: ssl_module.SSLContext | None
+    websocket: bool
     head: bytes
     tail: bytes
 
     @classmethod
     def of(cls, address: str, headers: dict[str, str]) -> "Target":
         parsed = parse_address(address)
+        context = ssl_module.create_default_context() if parsed.tls else None
         if parsed.kind != "ws":
-            raise ValueError(f"simulated devices speak WebSocket: {address} is not ws:// or wss://")
+            return cls(parsed.host, parsed.port, context, False, b"", b"")
         path = "/" + parsed.url.split("://", 1)[1].partition("/")[2]
         hostport = f"[{parsed.host}]:{parsed.port}" if ":" in parsed.host else f"{parsed.host}:{parsed.port}"
         extra = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
         head = f"GET {path} HTTP/1.1\r\nHost: {hostport}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: "
         tail = f"\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
-        context = ssl_module.create_default_context() if parsed.tls else None
-        return cls(parsed.host, parsed.port, context, head.encode(), tail.encode())
-
-
-def _masked(frame: bytes) -> bytes:
-    return encode_frame(OP_BINARY, frame, masked=True)
+        return cls(parsed.host, parsed.port, context, True, head.encode(), tail.encode())
 
 
 class _Link(asyncio.Protocol):
@@ -105,12 +103,13 @@ class _Link(asyncio.Protocol):
 
     __slots__ = ("device", "transport", "accept", "buf", "upgraded")
 
-    def __init__(self, device: "WireDevice", accept: bytes) -> None:
+    def __init__(self, device: "WireDevice", accept: bytes | None) -> None:
         self.device = device
         self.transport: asyncio.Transport | None = None
+        #: the expected ``sec-websocket-accept`` line; None on a TCP connection
         self.accept = accept
         self.buf = b""
-        self.upgraded = False
+        self.upgraded = accept is None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's are not asyncio.Transport subclasses
@@ -129,6 +128,15 @@ class _Link(asyncio.Protocol):
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
+
+    def framed(self, frame: bytes) -> bytes:
+        """``frame`` as this connection carries it: a masked WebSocket message, or length-prefixed."""
+        if self.accept is None:
+            return len(frame).to_bytes(3, "big") + frame
+        return encode_frame(OP_BINARY, frame, masked=True)
+
+    def send_frame(self, frame: bytes) -> None:
+        self.write(self.framed(frame))
 
     def abort(self) -> None:
         if self.transport is not None:
@@ -175,10 +183,15 @@ class WireDevice:
         loop = fleet.loop
         self._started = loop.time()
         self._why, self._hint = "", None
-        key = base64.b64encode(os.urandom(16))
-        link = self.link = _Link(self, b"sec-websocket-accept: " + accept_key(key).encode().lower())
+        if target.websocket:
+            key = base64.b64encode(os.urandom(16))
+            link = self.link = _Link(self, b"sec-websocket-accept: " + accept_key(key).encode().lower())
+            request = target.head + key + target.tail
+        else:
+            link = self.link = _Link(self, None)
+            request = b""
         self._timer = loop.call_later(fleet.setup_timeout_s, self._attempt_timed_out)
-        self._dialing = loop.create_task(self._connect(target, link, target.head + key + target.tail))
+        self._dialing = loop.create_task(self._connect(target, link, request))
 
     async def _connect(self, target: Target, link: _Link, request: bytes) -> None:
         try:
@@ -197,7 +210,7 @@ class WireDevice:
         if link.transport is None:  # made and lost again before this coroutine resumed
             self._attempt_failed(self._why or "connection_lost")
         else:  # the upgrade request, the SETUP and a KEEPALIVE to answer, in one write
-            link.write(request + _masked(self.setup) + _masked(keepalive_frame(True)))
+            link.write(request + link.framed(self.setup) + link.framed(keepalive_frame(True)))
 
     def _attempt_timed_out(self) -> None:
         self._timer = None
@@ -228,7 +241,7 @@ class WireDevice:
     # -- the current connection's events (from _Link) -------------------------------------
 
     def connected(self, link: _Link) -> None:
-        self._connected_at = self.last_heard = self.fleet.loop.time()
+        self._connected_at = self._upgraded_at = self.last_heard = self.fleet.loop.time()
 
     def received(self, link: _Link, data: bytes) -> None:
         self.last_heard = self.fleet.loop.time()
@@ -248,6 +261,9 @@ class WireDevice:
             link.upgraded = True
             self._upgraded_at = self.last_heard
             buf = buf[end + 4 :]
+        if link.accept is None:
+            self._received_tcp(link, buf)
+            return
         try:
             frames, used = parse_frames(buf, MAX_FRAME_LENGTH)
             for _, opcode, payload in frames:
@@ -260,6 +276,19 @@ class WireDevice:
                 if self.link is not link or link.transport is None or link.transport.is_closing():
                     return
         except (WebSocketError, FrameError):
+            self._end("protocol_error")
+            return
+        link.buf = buf[used:]
+
+    def _received_tcp(self, link: _Link, buf: bytes) -> None:
+        try:
+            spans, used = split_frames(buf, 0, MAX_FRAME_LENGTH)
+            for off, end in spans:
+                if end - off >= 6:
+                    self._frame(link, buf[off:end])
+                if self.link is not link or link.transport is None or link.transport.is_closing():
+                    return
+        except FrameError:
             self._end("protocol_error")
             return
         link.buf = buf[used:]
@@ -282,11 +311,11 @@ class WireDevice:
         sid, ftype, flags = header(frame)
         if ftype == FrameType.KEEPALIVE:
             if flags & FLAG_RESPOND:
-                link.write(_masked(keepalive_frame(False)))
+                link.send_frame(keepalive_frame(False))
             elif not self.registered:
                 self._registered()
         elif ftype == FrameType.REQUEST_RESPONSE:
-            link.write(_masked(self._answer(sid, frame)))
+            link.send_frame(self._answer(sid, frame))
         elif ftype == FrameType.METADATA_PUSH:
             body = md.find_entry(frame[6:], md.TOPOLOGY_MIME)
             if body is not None:
@@ -299,7 +328,7 @@ class WireDevice:
             else:
                 self._end("connection_lost")
         elif ftype in (FrameType.REQUEST_STREAM, FrameType.REQUEST_CHANNEL):
-            link.write(_masked(error_frame(sid, ErrorCode.REJECTED, "a simulated device answers request-response only")))
+            link.send_frame(error_frame(sid, ErrorCode.REJECTED, "a simulated device answers request-response only"))
 
     def _answer(self, sid: int, frame: bytes) -> bytes:
         route = md.route_of(request_metadata(frame, 0, len(frame))[0], md.COMPOSITE_MIME)
@@ -329,7 +358,7 @@ class WireDevice:
         """Send ``frame`` if registered; whether it went."""
         if not self.registered or self.link is None:
             return False
-        self.link.write(_masked(frame))
+        self.link.send_frame(frame)
         return True
 
     def stream_id(self) -> int:
@@ -353,5 +382,6 @@ class WireDevice:
             self._dialing.cancel()
         link, self.link = self.link, None
         if link is not None and link.transport is not None:
-            link.write(encode_frame(OP_CLOSE, (1000).to_bytes(2, "big"), masked=True))
+            if link.accept is not None:
+                link.write(encode_frame(OP_CLOSE, (1000).to_bytes(2, "big"), masked=True))
             link.transport.close()

@@ -124,10 +124,18 @@ async def test_a_device_answers_its_calls_and_refuses_what_it_does_not_serve() -
             await asyncio.wait_for(sim.communicate(), 120)
 
 
-async def test_tcp_node_addresses_are_refused_with_a_reason() -> None:
-    sim = await _devices("--nodes", "127.0.0.1:7000", "--count", "1")
-    _, err = await asyncio.wait_for(sim.communicate(), 60)
-    assert sim.returncode == 2 and b"simulated devices are WebSocket devices" in err
+async def test_devices_over_tcp_answer_calls_too() -> None:
+    with ClusterFactory() as factory:
+        cluster = factory.start(2)
+        await cluster.wait_converged()
+        nodes = ",".join(str(n.tcp) for n in cluster)
+        sim = await _devices("--nodes", nodes, "--count", "60", "--rate", "400", "--calls", "20", "--telemetry", "2/s",
+                             "--duration", "1")
+        out, err = await asyncio.wait_for(sim.communicate(), 180)
+        assert sim.returncode == 0, err.decode()[-2000:]
+        summary = json.loads(out)
+        assert summary["connected"] == 60 and summary["failures"] == {}
+        assert summary["calls"]["ok"] == 20 and summary["telemetry"]["sent"] > 0
 
 
 async def test_devices_refused_with_a_retry_hint_come_back_then() -> None:
