@@ -93,15 +93,17 @@ async def one_run(devices: int, rate: float, backoff_base: float | None) -> dict
             n1.kill()
             killed_at = time.time()
 
+            admin2, admin3 = n2.admin, n3.admin
+
             async def all_moved() -> bool:
-                if await _node_connections(n2.admin) + await _node_connections(n3.admin) < devices:
+                if await _node_connections(admin2) + await _node_connections(admin3) < devices:
                     return False  # cheap check first; the exact count scans every connection
-                return await _devices_on(n2.admin) + await _devices_on(n3.admin) >= devices
+                return await _devices_on(admin2) + await _devices_on(admin3) >= devices
 
             moved = await _wait(all_moved, 120.0)
             cpu = {name: round(total_cpu_seconds(p) - cpu0[name], 2) for name, p in pids.items()}
             drops = listen_drops() - drops0
-            split = [await _devices_on(n2.admin), await _devices_on(n3.admin)]
+            split = [await _devices_on(admin2), await _devices_on(admin3)]
         finally:
             sim.send_signal(signal.SIGINT)
             out, _ = sim.communicate(timeout=120)

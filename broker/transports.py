@@ -378,7 +378,7 @@ class UpgradeSniffer(asyncio.Protocol):
 
 async def serve_websocket(
     broker: Broker, host: str, port: int, ssl_context: ssl.SSLContext | None, backlog: int
-) -> tuple[asyncio.AbstractServer, web.AppRunner]:
+) -> tuple[asyncio.Server, web.AppRunner]:
     """Listen for WebSocket devices and HTTP gateway clients on ``host:port``: device upgrades
     are answered by :class:`UpgradeSniffer`, the rest by :func:`websocket_app`'s aiohttp
     runner. The caller closes the server (no new connections) and cleans the runner up."""

@@ -63,7 +63,7 @@ class Node:
         self.addresses: dict[str, str | None] = {"tcp": None, "ws": None, "admin": None, "cluster": None}
         self._tcp_server: asyncio.AbstractServer | None = None
         self._runners: list[web.AppRunner] = []
-        self._ws_servers: list[asyncio.AbstractServer] = []
+        self._ws_servers: list[asyncio.Server] = []
         self._stopped = asyncio.Event()
         self.server_ssl: ssl.SSLContext | None = None
         #: the cluster side (gossip, links, Raft config store); set by start()

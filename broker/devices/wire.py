@@ -255,7 +255,7 @@ class WireDevice:
                     link.buf = buf
                 return
             head = buf[:end].lower()
-            if not head.startswith(b"http/1.1 101 ") or link.accept not in head:
+            if not head.startswith(b"http/1.1 101 ") or link.accept is None or link.accept not in head:
                 self._end("upgrade_refused")
                 return
             link.upgraded = True
