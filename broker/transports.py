@@ -321,7 +321,7 @@ class UpgradeSniffer(asyncio.Protocol):
     upgrade needs one ``find``, one split and one SHA-1 (issue 13).
     """
 
-    __slots__ = ("broker", "policy", "http", "transport", "_buf")
+    __slots__ = ("broker", "policy", "http", "transport", "_buf", "_deadline", "_accepted_at")
 
     def __init__(self, broker: Broker, policy: OriginPolicy, http: Callable[[], asyncio.BaseProtocol]) -> None:
         self.broker = broker
@@ -329,9 +329,42 @@ class UpgradeSniffer(asyncio.Protocol):
         self.http = http
         self.transport: asyncio.Transport | None = None
         self._buf = b""
+        self._deadline: asyncio.TimerHandle | None = None
+        self._accepted_at = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's are not asyncio.Transport subclasses
+        # a socket that never finishes its request head must not hold a descriptor forever:
+        # it gets the SETUP deadline, as a TCP client that sends no SETUP does (and, like it,
+        # not counting the time this node's loop was behind: broker.looplag)
+        broker = self.broker
+        self._accepted_at = broker.clock()
+        self._deadline = broker.loop.call_later(broker.settings.setup_timeout_s, self._timed_out)
+
+    def _timed_out(self) -> None:
+        self._deadline = None
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        broker = self.broker
+        timeout = broker.settings.setup_timeout_s
+        left = self._accepted_at + timeout + min(broker.lag.since(self._accepted_at), timeout) - broker.clock()
+        if left > 0:
+            self._deadline = broker.loop.call_later(left, self._timed_out)
+            return
+        broker.stats["setup_timeouts"] += 1
+        reason = f"no complete upgrade request within {timeout:g} s (setup_timeout_s)".encode()
+        transport.write(b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Type: text/plain\r\n"
+                        b"Content-Length: %d\r\n\r\n%s" % (len(reason), reason))
+        transport.close()
+
+    def _hand_over(self) -> asyncio.Transport:
+        """Stop the deadline: the socket goes to a session or to aiohttp, with their own."""
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        assert self.transport is not None
+        return self.transport
 
     def data_received(self, data: bytes) -> None:
         buf = self._buf + data if self._buf else data
@@ -346,8 +379,7 @@ class UpgradeSniffer(asyncio.Protocol):
         if request is None or request.path != "/rsocket" or upgrade_refusal(request.headers) or self._origin_refused(request):
             self._to_http(buf)
             return
-        transport = self.transport
-        assert transport is not None
+        transport = self._hand_over()
         session = WsSession(self.broker)
         # the 101 leaves with the session's first frames (one write, not two)
         session.write_raw(upgrade_response(request.headers["sec-websocket-key"]))
@@ -362,8 +394,7 @@ class UpgradeSniffer(asyncio.Protocol):
         return bool(self.policy.refusal(request.headers.get("origin"), str(local[0]) if local else None))
 
     def _to_http(self, buf: bytes) -> None:
-        transport = self.transport
-        assert transport is not None
+        transport = self._hand_over()
         protocol = self.http()
         transport.set_protocol(protocol)
         protocol.connection_made(transport)
@@ -374,6 +405,9 @@ class UpgradeSniffer(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
 
 
 async def serve_websocket(

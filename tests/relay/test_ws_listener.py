@@ -130,3 +130,20 @@ async def test_an_upgrade_request_arriving_in_pieces_is_answered(node) -> None:
     opcode, payload = await ws.recv()
     assert opcode == OP_BINARY and fr.header(payload, 0)[1] == FrameType.KEEPALIVE
     ws.close()
+
+
+async def test_a_connection_that_never_sends_its_request_is_closed_at_the_setup_timeout(broker_factory) -> None:
+    """Slow loris on the WebSocket port: a socket that sends no request (or never ends its
+    head) must not hold a file descriptor forever; it gets the SETUP timeout, like a socket
+    on the TCP port that sends no SETUP."""
+    node = broker_factory.start("--setup-timeout-s", "1")
+    host, _, port = node.ws.rpartition(":")
+    silent = await asyncio.open_connection(host, int(port))
+    partial = await asyncio.open_connection(host, int(port))
+    partial[1].write(b"GET /rsocket HTTP/1.1\r\nHost: x\r\n")  # and never the blank line
+    for reader, writer in (silent, partial):
+        answer = await asyncio.wait_for(reader.read(), 15)  # read() returns once the node closed
+        assert answer.startswith(b"HTTP/1.1 408 ") and b"within 1 s (setup_timeout_s)" in answer, answer
+        writer.close()
+    async with await RawClient.ws(node.ws) as other:  # the node serves everyone else
+        await other.setup()
