@@ -314,7 +314,8 @@ class UpgradeSniffer(asyncio.Protocol):
     head and, when it is an upgrade to ``/rsocket`` that the Origin policy allows, answers
     101 and moves the socket to a :class:`WsSession` itself. Anything else (the gateway's
     ``/rpc/{route}``, a refused or malformed upgrade, a request it cannot read) goes, bytes
-    and all, to aiohttp, which answers it as before.
+    and all, to aiohttp, which answers it as before. A socket whose request head is not
+    complete by the SETUP deadline gets HTTP 408 naming ``setup_timeout_s`` and is closed.
 
     Why: in a connect storm aiohttp's per-request machinery (protocol, parser, request,
     task, middleware chain, response) was most of a WebSocket connect's CPU; a device's
