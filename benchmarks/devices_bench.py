@@ -15,6 +15,9 @@ comes from 127.0.0.1) and:
 * ``connect`` — the simulator's summary (``rsbroker devices``: connected, connect rate,
   failures by reason); the simulator shares the cores with the node, so the rate is a
   lower bound of what the node accepts;
+* ``peak_accept_rate_per_s`` — the node's connection count read every 0.25 s; the most it
+  gained over any second of the storm (the average, ``connect.connect_rate_per_s``, includes
+  the ramp and the tail);
 * ``simulator_cpu_ms_per_device`` — the simulator's CPU (its workers) per connect;
 * ``connect_cpu_ms_per_device`` — the node's CPU from the first connect to the last device
   seen connected (WebSocket upgrade, SETUP, registration, admin polls) per device, and
@@ -60,21 +63,39 @@ async def _connections(admin: str, others: int | None = None) -> int:
     return int(body.get("total", -1)) if status == 200 else -1
 
 
-async def _wait_connections(admin: str, count: int, timeout: float, others: int | None = None) -> tuple[float, int]:
+async def _wait_connections(
+    admin: str, count: int, timeout: float, others: int | None = None, samples: list[tuple[float, int]] | None = None
+) -> tuple[float, int]:
     """Seconds until ``count`` devices are connected, or until their number stopped growing for
-    10 s (some failed: the simulator's summary says why); and how many there are."""
+    10 s (some failed: the simulator's summary says why); and how many there are. Each reading
+    (monotonic time, count) is appended to ``samples`` when given."""
     started = time.monotonic()
     last, since = -1, started
     while time.monotonic() - started < timeout:
         now_count = await _connections(admin, others)
+        if samples is not None:
+            samples.append((time.monotonic(), now_count))
         if now_count >= count:
             return time.monotonic() - started, now_count
         if now_count != last:
             last, since = now_count, time.monotonic()
         elif now_count > 0 and time.monotonic() - since > 10.0:
             return since - started, now_count
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(0.25)
     raise TimeoutError(f"{count} connections not reached in {timeout:g} s (have {await _connections(admin)})")
+
+
+def peak_rate(samples: list[tuple[float, int]], window_s: float = 1.0) -> float | None:
+    """The most connections the node gained over any ``window_s`` (or longer) between two
+    readings, per second: its accept rate at the storm's height, without the ramp and tail."""
+    best = None
+    for i, (t0, c0) in enumerate(samples):
+        for t1, c1 in samples[i + 1 :]:
+            if t1 - t0 >= window_s:
+                rate = (c1 - c0) / (t1 - t0)
+                best = rate if best is None or rate > best else best
+                break
+    return round(best, 1) if best is not None else None
 
 
 def _simulator(ws: str, count: int, rate: float, telemetry: bool) -> subprocess.Popen[str]:
@@ -124,8 +145,10 @@ async def measure(size: int, rate: float, idle_s: float, telemetry_s: float) -> 
                 await asyncio.sleep(0.5)  # the simulator's workers are started
                 sim_pids = process_tree(sim.pid)
                 sim_cpu_start = total_cpu_seconds(sim_pids)
-                seconds, connected = await _wait_connections(node.admin, size, size / rate + 120, others=2)
+                samples: list[tuple[float, int]] = []
+                seconds, connected = await _wait_connections(node.admin, size, size / rate + 120, others=2, samples=samples)
                 result["connected_after_s"], result["connected"] = round(seconds, 1), connected
+                result["peak_accept_rate_per_s"] = peak_rate(samples)
                 connect_cpu = cpu_seconds(node.pid) - cpu_start
                 result["connect_cpu_ms_per_device"] = round(1000 * connect_cpu / connected, 3)
                 # the load generator's side of each connect (its start-up, before the first, excluded)
