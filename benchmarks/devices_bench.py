@@ -4,7 +4,7 @@ connect rate, telemetry to a two-provider backend.
 Run it standalone (the machine is shared: sizes are what it allows)::
 
     python -m benchmarks.devices_bench [--sizes 1000,10000,19000] [--rate 5000] [--idle-s 20]
-                                       [--telemetry-s 20] [--failover 10000] [--json FILE]
+                                       [--telemetry-s 20] [--json FILE]
 
 Per size, a fresh node (default settings but ``--max-connections-per-source``: every device
 comes from 127.0.0.1) and:
@@ -15,6 +15,10 @@ comes from 127.0.0.1) and:
 * ``connect`` — the simulator's summary (``rsbroker devices``: connected, connect rate,
   failures by reason); the simulator shares the cores with the node, so the rate is a
   lower bound of what the node accepts;
+* ``peak_accept_rate_per_s`` — the node's connection count read every 0.25 s; the most it
+  gained over any second of the storm (the average, ``connect.connect_rate_per_s``, includes
+  the ramp and the tail);
+* ``simulator_cpu_ms_per_device`` — the simulator's CPU (its workers) per connect;
 * ``connect_cpu_ms_per_device`` — the node's CPU from the first connect to the last device
   seen connected (WebSocket upgrade, SETUP, registration, admin polls) per device, and
   ``accept_capacity_per_core_s`` = its inverse: the connect rate one core of the node
@@ -22,9 +26,7 @@ comes from 127.0.0.1) and:
 * ``telemetry`` (``--telemetry-s`` > 0) — two providers of ``telemetry`` count the
   fire-and-forgets each device sends once a second; ``lost`` = sent − received.
 
-* ``failover`` (``--failover N``) — N devices connect to n1 of a 3-node cluster and learn the
-  other nodes from topology pushes; n1 is SIGKILLed; ``seconds_to_all_moved`` until n2 and n3
-  hold all N (polled every 0.1 s).
+Fail-over (a node of three SIGKILLed under its devices) is ``benchmarks.failover_bench``.
 
 The simulator is driven as a user would: ``rsbroker devices`` in a subprocess, stopped
 with SIGINT after the readings, its JSON summary read from stdout.
@@ -42,7 +44,7 @@ import sys
 import time
 from typing import Any
 
-from benchmarks.procstat import cpu_seconds, rss_bytes
+from benchmarks.procstat import cpu_seconds, process_tree, rss_bytes, total_cpu_seconds
 from broker.client import Router, connect
 from tests.support.admin import get_json
 from tests.support.brokerproc import BrokerProcess, rsbroker_command
@@ -61,21 +63,39 @@ async def _connections(admin: str, others: int | None = None) -> int:
     return int(body.get("total", -1)) if status == 200 else -1
 
 
-async def _wait_connections(admin: str, count: int, timeout: float, others: int | None = None) -> tuple[float, int]:
+async def _wait_connections(
+    admin: str, count: int, timeout: float, others: int | None = None, samples: list[tuple[float, int]] | None = None
+) -> tuple[float, int]:
     """Seconds until ``count`` devices are connected, or until their number stopped growing for
-    10 s (some failed: the simulator's summary says why); and how many there are."""
+    10 s (some failed: the simulator's summary says why); and how many there are. Each reading
+    (monotonic time, count) is appended to ``samples`` when given."""
     started = time.monotonic()
     last, since = -1, started
     while time.monotonic() - started < timeout:
         now_count = await _connections(admin, others)
+        if samples is not None:
+            samples.append((time.monotonic(), now_count))
         if now_count >= count:
             return time.monotonic() - started, now_count
         if now_count != last:
             last, since = now_count, time.monotonic()
         elif now_count > 0 and time.monotonic() - since > 10.0:
             return since - started, now_count
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(0.25)
     raise TimeoutError(f"{count} connections not reached in {timeout:g} s (have {await _connections(admin)})")
+
+
+def peak_rate(samples: list[tuple[float, int]], window_s: float = 1.0) -> float | None:
+    """The most connections the node gained over any ``window_s`` (or longer) between two
+    readings, per second: its accept rate at the storm's height, without the ramp and tail."""
+    best = None
+    for i, (t0, c0) in enumerate(samples):
+        for t1, c1 in samples[i + 1 :]:
+            if t1 - t0 >= window_s:
+                rate = (c1 - c0) / (t1 - t0)
+                best = rate if best is None or rate > best else best
+                break
+    return round(best, 1) if best is not None else None
 
 
 def _simulator(ws: str, count: int, rate: float, telemetry: bool) -> subprocess.Popen[str]:
@@ -122,10 +142,17 @@ async def measure(size: int, rate: float, idle_s: float, telemetry_s: float) -> 
             cpu_start = cpu_seconds(node.pid)
             sim = _simulator(node.ws, size, rate, telemetry=False)
             try:
-                seconds, connected = await _wait_connections(node.admin, size, size / rate + 120, others=2)
+                await asyncio.sleep(0.5)  # the simulator's workers are started
+                sim_pids = process_tree(sim.pid)
+                sim_cpu_start = total_cpu_seconds(sim_pids)
+                samples: list[tuple[float, int]] = []
+                seconds, connected = await _wait_connections(node.admin, size, size / rate + 120, others=2, samples=samples)
                 result["connected_after_s"], result["connected"] = round(seconds, 1), connected
+                result["peak_accept_rate_per_s"] = peak_rate(samples)
                 connect_cpu = cpu_seconds(node.pid) - cpu_start
                 result["connect_cpu_ms_per_device"] = round(1000 * connect_cpu / connected, 3)
+                # the load generator's side of each connect (its start-up, before the first, excluded)
+                result["simulator_cpu_ms_per_device"] = round(1000 * (total_cpu_seconds(sim_pids) - sim_cpu_start) / connected, 3)
                 # what one core of the node could accept if the clients were elsewhere
                 result["accept_capacity_per_core_s"] = round(connected / connect_cpu) if connect_cpu else None
                 await asyncio.sleep(2.0)  # let the last SETUPs' garbage go
@@ -162,43 +189,12 @@ async def _telemetry(node: BrokerProcess, size: int, rate: float, seconds: float
             "lost": sent - sum(received), "per_s": round(sent / seconds, 1)}
 
 
-async def failover(size: int, rate: float) -> dict[str, Any]:
-    """``size`` devices on n1 of a 3-node cluster (they learn n2 and n3 from topology pushes);
-    SIGKILL n1; seconds until n2 and n3 hold them all."""
-    from tests.support.cluster import ClusterFactory
-
-    with ClusterFactory() as factory:
-        cluster = factory.start(3, "--max-connections-per-source", "100000")
-        await cluster.wait_converged()
-        n1, n2, n3 = cluster["n1"], cluster["n2"], cluster["n3"]
-        assert n1.ws and n1.admin and n2.admin and n3.admin
-        sim = _simulator(n1.ws, size, rate, telemetry=False)
-        try:
-            size = (await _wait_connections(n1.admin, size, size / rate + 120))[1]
-            await asyncio.sleep(2.0)
-            n1.kill()
-            killed = time.monotonic()
-            while True:
-                moved = await _connections(n2.admin) + await _connections(n3.admin)
-                if moved >= size or time.monotonic() - killed > 120:
-                    break
-                await asyncio.sleep(0.1)
-            seconds = time.monotonic() - killed
-            split = [await _connections(n2.admin), await _connections(n3.admin)]
-        finally:
-            summary = _stop_simulator(sim)
-    return {"devices": size, "moved": moved, "seconds_to_all_moved": round(seconds, 2), "per_survivor": split,
-            "reconnects": summary.get("reconnects"), "failures": summary.get("failures")}
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="1000,10000", help="devices per run, comma-separated (default: 1000,10000)")
     parser.add_argument("--rate", type=float, default=5000.0, help="connects per second asked of the simulator (default: 5000)")
     parser.add_argument("--idle-s", type=float, default=20.0, help="idle CPU window, seconds (default: 20)")
     parser.add_argument("--telemetry-s", type=float, default=0.0, help="telemetry run length, seconds (default: none)")
-    parser.add_argument("--failover", type=int, default=0,
-                        help="also: this many devices on one node of 3, that node SIGKILLed (default: skip)")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
     results = []
@@ -207,9 +203,6 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result), flush=True)
         results.append(result)
     report: dict[str, Any] = {"machine": {"cpus": os.cpu_count()}, "reference_kb_per_connection": REFERENCE_KB, "runs": results}
-    if args.failover:
-        report["failover"] = asyncio.run(failover(args.failover, args.rate))
-        print(json.dumps(report["failover"]), flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)

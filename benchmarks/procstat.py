@@ -28,3 +28,23 @@ def rss_bytes(pid: int) -> int:
 
 def cpu_snapshot(pids: dict[str, int]) -> dict[str, float]:
     return {name: cpu_seconds(pid) for name, pid in pids.items()}
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its direct children (a simulator and its worker processes)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [pid, *(int(c) for c in f.read().split())]
+    except OSError:
+        return [pid]
+
+
+def total_cpu_seconds(pids: list[int]) -> float:
+    """CPU seconds of ``pids`` together; a process that already ended counts nothing."""
+    total = 0.0
+    for pid in pids:
+        try:
+            total += cpu_seconds(pid)
+        except OSError:
+            pass
+    return total

@@ -20,7 +20,8 @@ from broker.auth.principal import Principal
 from broker.frames import ErrorCode, FrameError, error_frame, lease_frame
 from broker.latency import estimate
 from broker.limits import LimitExceeded, SetupRate
-from broker.logformat import conn_fields
+from broker.logformat import LogBudget, conn_fields
+from broker.looplag import LoopLag
 from broker.metering import Metering
 from broker.peers import LinkAuthority
 from broker.tracing import MARKER as TRACE_MARKER
@@ -111,6 +112,11 @@ class Broker:
         #: sessions that negotiated leases (renewed every pass as needed)
         self._leased: set[Session] = set()
         self.setup_rate = SetupRate(settings.max_setups_per_s)
+        #: when the loop ran behind: not held against a client's SETUP deadline (broker.looplag)
+        self.lag = LoopLag(2 * settings.setup_timeout_s + STALL_THRESHOLD_S)
+        self._last_pass = -1.0
+        #: a fleet registers by the thousand a second: those lines are counted past 20 a second
+        self._registration_log = LogBudget(log, "registrations")
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -273,13 +279,14 @@ class Broker:
             self.registry.remove(service, session)
         for service in registration.services:
             self.registry.add(service, session)
-        log.info(
-            "connection %s registered instance '%s' for %s",
-            session.id,
-            registration.instance,
-            ", ".join(registration.services) or "no services",
-            extra=conn_fields(session),
-        )
+        if self._registration_log.allow(self.clock()):
+            log.info(
+                "connection %s registered instance '%s' for %s",
+                session.id,
+                registration.instance,
+                ", ".join(registration.services) or "no services",
+                extra=conn_fields(session),
+            )
         self._registry_changed(frozenset(old) | frozenset(registration.services))
 
     def unregister(self, session: Session) -> None:
@@ -471,6 +478,10 @@ class Broker:
     def housekeeping(self, now: float) -> None:
         """Enforce SETUP timeouts and keepalive lifetimes of the sessions due; renew leases we
         granted; expire unfinished fragmented requests."""
+        late = now - self._last_pass - HOUSEKEEPING_INTERVAL_S if self._last_pass >= 0 else 0.0
+        if late <= STALL_THRESHOLD_S:  # a longer stall was excused whole (excuse_stall)
+            self.lag.add(now, late)
+        self._last_pass = now
         current = int(now // HOUSEKEEPING_INTERVAL_S)
         if self._wheel_done < 0:
             self._wheel_done = current - 1
@@ -501,12 +512,16 @@ class Broker:
     def _check_deadline(self, session: Session, now: float) -> float | None:
         """Close ``session`` if its SETUP or keepalive deadline passed; else its next deadline."""
         if session.state is State.AWAIT_SETUP:
+            # counted from accept, less the time this node was behind (at most the timeout
+            # again): a node late in a storm must not blame its clients (broker.looplag)
             timeout = self.settings.setup_timeout_s
-            if now - session.connected_at > timeout:
+            excused = min(self.lag.since(session.connected_at), timeout)
+            if now - session.connected_at > timeout + excused:
                 self.stats["setup_timeouts"] += 1
-                session.fail(ErrorCode.INVALID_SETUP, f"no SETUP frame within {timeout:g} s")
+                behind = f" (not counting {excused:.1f} s this node was behind)" if excused >= 0.05 else ""
+                session.fail(ErrorCode.INVALID_SETUP, f"no SETUP frame within {timeout:g} s{behind}")
                 return None
-            return session.connected_at + timeout
+            return session.connected_at + timeout + excused
         lifetime = session.max_lifetime_ms / 1000.0
         if now - session.last_recv > lifetime:
             self.stats["keepalive_timeouts"] += 1

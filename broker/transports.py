@@ -14,9 +14,9 @@ in 64 KiB pieces costs one copy, not hundreds).
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
-from typing import Any
+import ssl
+from typing import Any, Callable
 
 from aiohttp import web
 
@@ -27,7 +27,10 @@ from broker.hotpath import forward, read_frames
 from broker.origins import NodeNames, OriginPolicy
 from broker.relay import Broker
 from broker.session import Session, State
-from broker.websocket import OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, WebSocketError, accept_key, frame_header, parse_frames
+from broker.websocket import (
+    MAX_REQUEST_HEAD, OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, WebSocketError, frame_header, parse_frames,
+    parse_upgrade_request, upgrade_refusal, upgrade_response,
+)  # fmt: skip
 
 log = logging.getLogger("rsbroker.transport")
 
@@ -233,6 +236,13 @@ class WsSession(TcpSession):
         self._write_ws(OP_BINARY, frame)
         self.frames_out += 1
 
+    def write_raw(self, data: bytes) -> None:
+        """Queue bytes that are not a WebSocket frame (the upgrade's 101) before any frame."""
+        self._out += data
+        if not self._queued:
+            self._queued = True
+            self.broker.mark_dirty(self)
+
     def _write_ws(self, opcode: int, payload: bytes) -> None:
         self._out += frame_header(opcode, len(payload))
         self._out += payload
@@ -252,37 +262,18 @@ class WsSession(TcpSession):
         super()._close_transport()
 
 
-def _upgrade_refusal(request: web.Request) -> str:
-    """Why ``request`` is not a WebSocket upgrade this listener takes (RFC 6455 §4.2.1), or ''."""
-    headers = request.headers
-    if headers.get("Upgrade", "").lower() != "websocket":
-        return "this endpoint speaks RSocket over WebSocket: send an upgrade request (Upgrade: websocket)"
-    if "upgrade" not in headers.get("Connection", "").lower():
-        return "the upgrade request's Connection header must include 'upgrade'"
-    if headers.get("Sec-WebSocket-Version") != "13":
-        return "Sec-WebSocket-Version must be 13"
-    try:
-        key_ok = len(base64.b64decode(headers.get("Sec-WebSocket-Key", ""), validate=True)) == 16
-    except ValueError:
-        key_ok = False
-    if not key_ok:
-        return "Sec-WebSocket-Key must be 16 bytes in base64"
-    return ""
-
-
 def _local_host(request: web.Request) -> str | None:
     """The address this request arrived on (one of this node's, whatever the listener's bind)."""
     local = request.transport.get_extra_info("sockname") if request.transport else None
     return str(local[0]) if local else None
 
 
-def websocket_app(broker: Broker) -> web.Application:
+def websocket_app(broker: Broker, policy: OriginPolicy) -> web.Application:
     """The aiohttp application serving ``/rsocket`` and the HTTP gateway's ``/rpc/{route}``.
 
     A browser page may open it only if the Origin policy allows its origin (see
     ``broker.origins``): refused upgrades get HTTP 403 saying why, before any RSocket frame.
     """
-    policy = OriginPolicy(NodeNames.of(broker.settings), broker.settings.ws_allowed_origins)
 
     async def handler(request: web.Request) -> web.StreamResponse:
         transport = request.transport
@@ -292,16 +283,13 @@ def websocket_app(broker: Broker) -> web.Application:
             broker.stats["ws_origins_refused"] += 1
             log.info("refused a WebSocket upgrade from %s: %s", peer, refusal)
             return web.Response(status=403, text=refusal)
-        refusal = _upgrade_refusal(request)
+        refusal = upgrade_refusal(request.headers)
         if refusal:
             return web.Response(status=400, text=refusal)
         if transport is None or transport.is_closing():
             return web.Response(status=400, text="connection closed")
         # From here on, nothing awaits: no byte can reach aiohttp between the 101 and the move.
-        transport.write(
-            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Accept: " + accept_key(request.headers["Sec-WebSocket-Key"]).encode() + b"\r\n\r\n"
-        )
+        transport.write(upgrade_response(request.headers["Sec-WebSocket-Key"]))
         # aiohttp lets go of the socket as if it were gone: without a transport it neither
         # reads, writes nor closes it again, and its handler and request are freed once this
         # returns ...
@@ -319,3 +307,122 @@ def websocket_app(broker: Broker) -> web.Application:
     app.router.add_get("/rsocket", handler)
     Gateway(broker, policy).routes(app)  # /rpc/{route}: HTTP clients of the relay (broker.gateway)
     return app
+
+
+class UpgradeSniffer(asyncio.Protocol):
+    """The first protocol of every connection to the ``--ws`` listener: it reads the request
+    head and, when it is an upgrade to ``/rsocket`` that the Origin policy allows, answers
+    101 and moves the socket to a :class:`WsSession` itself. Anything else (the gateway's
+    ``/rpc/{route}``, a refused or malformed upgrade, a request it cannot read) goes, bytes
+    and all, to aiohttp, which answers it as before. A socket whose request head is not
+    complete by the SETUP deadline gets HTTP 408 naming ``setup_timeout_s`` and is closed.
+
+    Why: in a connect storm aiohttp's per-request machinery (protocol, parser, request,
+    task, middleware chain, response) was most of a WebSocket connect's CPU; a device's
+    upgrade needs one ``find``, one split and one SHA-1 (issue 13).
+    """
+
+    __slots__ = ("broker", "policy", "http", "transport", "_buf", "_deadline", "_accepted_at")
+
+    def __init__(self, broker: Broker, policy: OriginPolicy, http: Callable[[], asyncio.BaseProtocol]) -> None:
+        self.broker = broker
+        self.policy = policy
+        self.http = http
+        self.transport: asyncio.Transport | None = None
+        self._buf = b""
+        self._deadline: asyncio.TimerHandle | None = None
+        self._accepted_at = 0.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's are not asyncio.Transport subclasses
+        # a socket that never finishes its request head must not hold a descriptor forever:
+        # it gets the SETUP deadline, as a TCP client that sends no SETUP does (and, like it,
+        # not counting the time this node's loop was behind: broker.looplag)
+        broker = self.broker
+        self._accepted_at = broker.clock()
+        self._deadline = broker.loop.call_later(broker.settings.setup_timeout_s, self._timed_out)
+
+    def _timed_out(self) -> None:
+        self._deadline = None
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        broker = self.broker
+        timeout = broker.settings.setup_timeout_s
+        left = self._accepted_at + timeout + min(broker.lag.since(self._accepted_at), timeout) - broker.clock()
+        if left > 0:
+            self._deadline = broker.loop.call_later(left, self._timed_out)
+            return
+        broker.stats["setup_timeouts"] += 1
+        reason = f"no complete upgrade request within {timeout:g} s (setup_timeout_s)".encode()
+        transport.write(b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Type: text/plain\r\n"
+                        b"Content-Length: %d\r\n\r\n%s" % (len(reason), reason))
+        transport.close()
+
+    def _hand_over(self) -> asyncio.Transport:
+        """Stop the deadline: the socket goes to a session or to aiohttp, with their own."""
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        assert self.transport is not None
+        return self.transport
+
+    def data_received(self, data: bytes) -> None:
+        buf = self._buf + data if self._buf else data
+        end = buf.find(b"\r\n\r\n", 0, MAX_REQUEST_HEAD + 4)
+        if end < 0:
+            if len(buf) > MAX_REQUEST_HEAD:
+                self._to_http(buf)  # aiohttp says what is too long
+            else:
+                self._buf = buf
+            return
+        request = parse_upgrade_request(buf[:end])
+        if request is None or request.path != "/rsocket" or upgrade_refusal(request.headers) or self._origin_refused(request):
+            self._to_http(buf)
+            return
+        transport = self._hand_over()
+        session = WsSession(self.broker)
+        # the 101 leaves with the session's first frames (one write, not two)
+        session.write_raw(upgrade_response(request.headers["sec-websocket-key"]))
+        transport.set_protocol(session)
+        session.connection_made(transport)
+        if len(buf) > end + 4 and not session.closing:  # frames sent right behind the request
+            session.data_received(buf[end + 4 :])
+
+    def _origin_refused(self, request: Any) -> bool:
+        assert self.transport is not None
+        local = self.transport.get_extra_info("sockname")
+        return bool(self.policy.refusal(request.headers.get("origin"), str(local[0]) if local else None))
+
+    def _to_http(self, buf: bytes) -> None:
+        transport = self._hand_over()
+        protocol = self.http()
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        protocol.data_received(buf)  # type: ignore[attr-defined]  # aiohttp's RequestHandler
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+
+async def serve_websocket(
+    broker: Broker, host: str, port: int, ssl_context: ssl.SSLContext | None, backlog: int
+) -> tuple[asyncio.Server, web.AppRunner]:
+    """Listen for WebSocket devices and HTTP gateway clients on ``host:port``: device upgrades
+    are answered by :class:`UpgradeSniffer`, the rest by :func:`websocket_app`'s aiohttp
+    runner. The caller closes the server (no new connections) and cleans the runner up."""
+    policy = OriginPolicy(NodeNames.of(broker.settings), broker.settings.ws_allowed_origins)
+    runner = web.AppRunner(websocket_app(broker, policy), access_log=None, handle_signals=False)
+    await runner.setup()
+    http = runner.server
+    assert http is not None
+    server = await asyncio.get_running_loop().create_server(
+        lambda: UpgradeSniffer(broker, policy, http), host, port, ssl=ssl_context, reuse_address=True, backlog=backlog
+    )
+    return server, runner

@@ -12,11 +12,15 @@ and never fragmented (§5.5); reserved bits must be zero (no extension is negoti
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import os
+from dataclasses import dataclass
+from typing import Mapping
 
-__all__ = ["OP_BINARY", "OP_CLOSE", "OP_CONT", "OP_PING", "OP_PONG", "OP_TEXT", "WebSocketError", "accept_key",
-           "encode_frame", "frame_header", "mask", "parse_frames"]
+__all__ = ["OP_BINARY", "OP_CLOSE", "OP_CONT", "OP_PING", "OP_PONG", "OP_TEXT", "MAX_REQUEST_HEAD", "UpgradeRequest",
+           "WebSocketError", "accept_key", "encode_frame", "frame_header", "mask", "parse_frames", "parse_upgrade_request",
+           "upgrade_refusal", "upgrade_response"]
 
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -100,3 +104,61 @@ def parse_frames(buf: bytes, limit: int) -> tuple[list[tuple[int, int, bytes]], 
         frames.append((b0 & 0x80, opcode, mask(payload, key) if key else payload))
         pos = end
     return frames, pos
+
+
+#: the longest request head :func:`parse_upgrade_request` reads (aiohttp's line limit)
+MAX_REQUEST_HEAD = 8190
+
+
+@dataclass(frozen=True, slots=True)
+class UpgradeRequest:
+    """An HTTP/1.1 GET request head: its path (query cut off) and headers (names lowercased,
+    the first of repeated ones kept, as aiohttp's ``headers.get`` answers)."""
+
+    path: str
+    headers: dict[str, str]
+
+
+def parse_upgrade_request(head: bytes) -> UpgradeRequest | None:
+    """The request head ``head`` (up to, not including, the blank line) if it is a plain
+    ``GET ... HTTP/1.1`` without a body; None for anything else (the caller hands such
+    requests to a full HTTP server, which answers them or says what is wrong)."""
+    lines = head.split(b"\r\n")
+    parts = lines[0].split(b" ")
+    if len(parts) != 3 or parts[0] != b"GET" or parts[2] != b"HTTP/1.1" or not parts[1].startswith(b"/"):
+        return None
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        if not colon or not name or name != name.strip() or b" " in name:
+            return None  # folded or malformed: the full server's to refuse
+        key = name.decode("latin-1").lower()
+        if key not in headers:
+            headers[key] = value.strip().decode("latin-1")
+    if headers.get("content-length", "0") != "0" or "transfer-encoding" in headers:
+        return None
+    return UpgradeRequest(parts[1].partition(b"?")[0].decode("latin-1"), headers)
+
+
+def upgrade_refusal(headers: Mapping[str, str]) -> str:
+    """Why a request with ``headers`` (looked up by lowercase name) is not a WebSocket
+    upgrade a server takes (RFC 6455 §4.2.1), or ''."""
+    if headers.get("upgrade", "").lower() != "websocket":
+        return "this endpoint speaks RSocket over WebSocket: send an upgrade request (Upgrade: websocket)"
+    if "upgrade" not in headers.get("connection", "").lower():
+        return "the upgrade request's Connection header must include 'upgrade'"
+    if headers.get("sec-websocket-version") != "13":
+        return "Sec-WebSocket-Version must be 13"
+    try:
+        key_ok = len(base64.b64decode(headers.get("sec-websocket-key", ""), validate=True)) == 16
+    except (ValueError, binascii.Error):
+        key_ok = False
+    if not key_ok:
+        return "Sec-WebSocket-Key must be 16 bytes in base64"
+    return ""
+
+
+def upgrade_response(key: str) -> bytes:
+    """The server's 101 answer to an upgrade request carrying ``Sec-WebSocket-Key: key``."""
+    return (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: " + accept_key(key).encode() + b"\r\n\r\n")

@@ -112,6 +112,9 @@ class ClusterRuntime:
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._meta: dict[str, str] = {}
         self.leaving = False
+        #: the last topology push built, and the member fields it was built from
+        self._topology_frame = b""
+        self._topology_nodes: tuple[tuple[Any, ...], ...] = ()
         #: provider load figures re-announced (``rsbroker_load_updates_total``)
         self.load_updates = 0
         #: removals from the Raft group, so that membership sync does not undo them
@@ -434,11 +437,37 @@ class ClusterRuntime:
 
     def topology_push(self) -> bytes:
         """What a cluster-aware client needs to connect, and no more: any authenticated
-        principal may ask for it, so admin addresses and other internals stay out."""
-        view = self.topology_view()
-        nodes = [{key: node[key] for key in CLIENT_TOPOLOGY_FIELDS} for node in view["nodes"]]
-        body = json.dumps({"self": view["self"], "nodes": nodes}).encode()
-        return metadata_push_frame(md.composite_entry(md.TOPOLOGY_MIME, body))
+        principal may ask for it, so admin addresses and other internals stay out.
+
+        Every SETUP asking for topology gets one, so in a connect storm this runs thousands
+        of times a second: it reads only the member list (O(members), never the routes or
+        the sessions, which made each SETUP cost O(fleet) — issue 13's fail-over storm spent
+        three quarters of a survivor's CPU here) and reuses the frame while the list is
+        unchanged."""
+        nodes = tuple(self._client_node(m) for m in self._members())
+        if nodes != self._topology_nodes:
+            body = json.dumps({"self": self.settings.node_id, "nodes": [dict(zip(CLIENT_TOPOLOGY_FIELDS, n)) for n in nodes]})
+            self._topology_frame = metadata_push_frame(md.composite_entry(md.TOPOLOGY_MIME, body.encode()))
+            self._topology_nodes = nodes
+        return self._topology_frame
+
+    def _members(self) -> list[dict[str, Any]]:
+        """The gossip member list sorted by node id (just this node before gossip starts)."""
+        if self.gossip is None:
+            meta = {k: v for k, v in self.node.addresses.items() if k in ("tcp", "ws") and v}
+            return [{"node_id": self.settings.node_id, "state": "alive", "meta": meta}]
+        return sorted(self.gossip.members(), key=lambda m: m["node_id"])
+
+    def _client_node(self, member: dict[str, Any]) -> tuple[Any, ...]:
+        """A member's :data:`CLIENT_TOPOLOGY_FIELDS`, as the topology view shows them."""
+        meta = member["meta"] if "meta" in member else member["metadata"]
+        return (member["node_id"], self._member_state(member), meta.get("tcp"), meta.get("ws"))
+
+    def _member_state(self, member: dict[str, Any]) -> str:
+        """A member's state as this node reports it: its own is 'leaving' once it leaves."""
+        if member["node_id"] == self.settings.node_id and self.leaving:
+            return "leaving"
+        return str(member["state"])
 
     def _greet(self, session: "Session") -> None:
         if session.wants_topology:
@@ -458,7 +487,7 @@ class ClusterRuntime:
             return [self._self_view(prefix, limit)]
         table = self.gossip.table
         out = []
-        for member in sorted(self.gossip.members(), key=lambda m: m["node_id"]):
+        for member in self._members():
             total, names = table.service_names(member["node_id"], prefix, limit)
             view = {
                 "node_id": member["node_id"],
@@ -498,7 +527,7 @@ class ClusterRuntime:
             nodes.append(
                 {
                     "node_id": node_id,
-                    "state": ("leaving" if self.leaving else member["state"]) if is_self else member["state"],
+                    "state": self._member_state(member),
                     "tcp": member["meta"].get("tcp"),
                     "ws": member["meta"].get("ws"),
                     "admin": member["meta"].get("admin"),

@@ -27,11 +27,16 @@ from broker.relay import Broker
 from broker.security import listener_ssl
 from broker.settings import Settings, SettingsError, parse_hostport
 from broker.supervisor import Supervisor
-from broker.transports import TcpSession, websocket_app
+from broker.transports import TcpSession, serve_websocket
 from cluster.runtime import ClusterRuntime
 from cluster.swim.config import PROFILES as GOSSIP_PROFILES
 
 log = logging.getLogger("rsbroker.node")
+#: Accept queue asked for on the client and admin listeners. The kernel caps it at
+#: ``net.core.somaxconn`` (4096 on current Linux), so asking for more lets an operator who
+#: raised that limit for device fleets get it: a full queue drops SYNs, and each dropped
+#: one costs its client a retransmit after 1 s, 3 s, 7 s ... (issue 13's fail-over storm).
+LISTEN_BACKLOG = 65535
 
 
 def _format(addr: tuple[Any, ...] | None) -> str | None:
@@ -58,7 +63,7 @@ class Node:
         self.addresses: dict[str, str | None] = {"tcp": None, "ws": None, "admin": None, "cluster": None}
         self._tcp_server: asyncio.AbstractServer | None = None
         self._runners: list[web.AppRunner] = []
-        self._ws_sites: list[web.BaseSite] = []
+        self._ws_servers: list[asyncio.Server] = []
         self._stopped = asyncio.Event()
         self.server_ssl: ssl.SSLContext | None = None
         #: the cluster side (gossip, links, Raft config store); set by start()
@@ -75,29 +80,29 @@ class Node:
         if settings.tcp:
             host, port = parse_hostport(settings.tcp, "--tcp")
             self._tcp_server = await loop.create_server(
-                lambda: TcpSession(broker), host, port, ssl=self.server_ssl, reuse_address=True, backlog=4096
+                lambda: TcpSession(broker), host, port, ssl=self.server_ssl, reuse_address=True, backlog=LISTEN_BACKLOG
             )
             self.addresses["tcp"] = _format(self._tcp_server.sockets[0].getsockname())
         if settings.ws:
-            self.addresses["ws"] = await self._serve_app(websocket_app(broker), settings.ws, "--ws", self.server_ssl, True)
+            host, port = parse_hostport(settings.ws, "--ws")
+            server, runner = await serve_websocket(broker, host, port, self.server_ssl, LISTEN_BACKLOG)
+            self._ws_servers.append(server)
+            self._runners.append(runner)
+            self.addresses["ws"] = _format(server.sockets[0].getsockname())
         if settings.admin:
             admin_ssl = self.server_ssl if settings.admin_tls else None
-            self.addresses["admin"] = await self._serve_app(admin_app(self), settings.admin, "--admin", admin_ssl, False)
+            self.addresses["admin"] = await self._serve_app(admin_app(self), settings.admin, "--admin", admin_ssl)
         # The cluster side starts last: gossip announces the addresses bound above.
         self.runtime = ClusterRuntime(self)
         await self.runtime.start()
 
-    async def _serve_app(
-        self, app: web.Application, where: str, flag: str, ssl_context: ssl.SSLContext | None, is_ws: bool
-    ) -> str | None:
+    async def _serve_app(self, app: web.Application, where: str, flag: str, ssl_context: ssl.SSLContext | None) -> str | None:
         host, port = parse_hostport(where, flag)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
-        site = web.TCPSite(runner, host, port, ssl_context=ssl_context, reuse_address=True, backlog=4096)
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_context, reuse_address=True, backlog=LISTEN_BACKLOG)
         await site.start()
         self._runners.append(runner)
-        if is_ws:
-            self._ws_sites.append(site)
         return _format(runner.addresses[-1])
 
     def ready_line(self) -> str:
@@ -111,8 +116,8 @@ class Node:
             await self.runtime.leave()
         if self._tcp_server is not None:
             self._tcp_server.close()
-        for site in self._ws_sites:
-            await site.stop()
+        for server in self._ws_servers:
+            server.close()
         if self.broker is not None:
             await self.broker.drain(self.settings.drain_timeout_s)
 
@@ -124,6 +129,8 @@ class Node:
             await self.runtime.stop()
         if self._tcp_server is not None:
             self._tcp_server.close()
+        for server in self._ws_servers:
+            server.close()
         # give the close frames a moment to leave before tearing the runners down
         await asyncio.sleep(0.05)
         for runner in reversed(self._runners):

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import random
@@ -65,14 +66,11 @@ class Topology:
 
     def update(self, body: bytes) -> None:
         """Take the node list of a ``message/x.rsbroker.topology.v0`` push (JSON)."""
-        try:
-            nodes = json.loads(body)["nodes"]
-            key = "ws" if self.websocket else "tcp"
-            fresh = [n[key] for n in nodes if n.get(key) and n.get("state", "alive") == "alive"]
-        except (ValueError, KeyError, TypeError, AttributeError):
+        alive = _alive_nodes(body, "ws" if self.websocket else "tcp")
+        if alive is None:
             log.info("ignored a topology push that is not the expected JSON")
             return
-        fresh = [f"{self.scheme}{a}/rsocket" if self.websocket else f"{self.scheme}{a}" for a in fresh]
+        fresh = [f"{self.scheme}{a}/rsocket" if self.websocket else f"{self.scheme}{a}" for a in alive]
         if fresh:
             # keep the node we are on first so a push does not move a healthy connection; the
             # others in random order, so the clients of a node that dies spread over the rest
@@ -82,6 +80,18 @@ class Topology:
             self.addresses = [a for a in fresh if a == self.current] + others
             self.cursor = 1 if self.current in fresh else 0
             self.pushes += 1
+
+
+@functools.lru_cache(maxsize=16)
+def _alive_nodes(body: bytes, key: str) -> tuple[str, ...] | None:
+    """The ``key`` addresses (``ws`` or ``tcp``) of the alive nodes of a topology push, or None
+    when it is not the expected JSON. Cached: a node sends the same push to every client (a
+    fleet simulator parses one per device per connect)."""
+    try:
+        nodes = json.loads(body)["nodes"]
+        return tuple(n[key] for n in nodes if n.get(key) and n.get("state", "alive") == "alive")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
 
 
 class ClusterClient:

@@ -23,7 +23,6 @@ here reads a frame's contents.
 from __future__ import annotations
 
 import asyncio
-import socket
 import ssl as ssl_module
 from dataclasses import dataclass
 from typing import Protocol
@@ -104,11 +103,8 @@ class _TcpProtocol(asyncio.Protocol):
         self.peer = "?"
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # Nagle is off already: asyncio and uvloop set TCP_NODELAY on every TCP connection
         self.transport = transport  # type: ignore[assignment]
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            # a request-response is one small frame each way: never wait for Nagle
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
 

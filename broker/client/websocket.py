@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-import socket
 import ssl as ssl_module
 from typing import Any
 
@@ -58,10 +57,8 @@ class WebSocketProtocol(asyncio.Protocol):
     # -- asyncio.Protocol --------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # Nagle is off already: asyncio and uvloop set TCP_NODELAY on every TCP connection
         self.transport = transport  # type: ignore[assignment]
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # small frames: never wait for Nagle
         transport.write(self._request)  # type: ignore[attr-defined]
 
     def data_received(self, data: bytes) -> None:

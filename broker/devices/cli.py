@@ -13,7 +13,10 @@ prints one JSON summary on stdout:
 
 ``devices, connected, failed, connect_s, connect_rate_per_s, reconnects, failures`` (failed
 connection attempts by reason, e.g. ``setup_rate_limited``), ``telemetry`` (sent, skipped
-while reconnecting) and ``calls`` (sent, ok, failed by reason, p50_ms, p99_ms).
+while reconnecting), ``calls`` (sent, ok, failed by reason, p50_ms, p99_ms) and, when devices
+lost their node and came back, ``failover``: how many moved, when the last was back after the
+first loss, and p50/p90/p99/max of each phase of the way back (loss seen, backoff, loss to the
+attempt that worked, TCP connect, upgrade, SETUP answered).
 The exit code is 0 when every device connected and every call succeeded.
 """
 
@@ -35,7 +38,7 @@ from typing import Any, TextIO
 
 from broker.client import ClusterClient, RejectedError, RSocketError
 from broker.client.transport import parse_address
-from broker.devices.fleet import FleetSpec, worker_main
+from broker.devices.fleet import FleetSpec, Move, worker_main
 
 #: connections per worker process by default: well under the 20,000 open-file limit, and
 #: small enough that several processes share the connect work on a multi-core machine
@@ -72,7 +75,7 @@ def _nodes(text: str) -> list[str]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rsbroker devices", description=__doc__.split("\n\n")[0])
     add = parser.add_argument
-    add("--nodes", type=_nodes, required=True, help="comma-separated node addresses (ws://HOST:PORT/rsocket or HOST:PORT)")
+    add("--nodes", type=_nodes, required=True, help="comma-separated node addresses (ws://HOST:PORT/rsocket, wss://..., or HOST:PORT for TCP)")
     add("--count", type=int, default=1000, help="devices to simulate (default: 1000)")
     add("--rate", type=float, default=1000.0, help="connections started per second, all processes together (default: 1000)")
     add("--register", default="device.{id}", help="service each device registers; {id} is its number (default: device.{id})")
@@ -276,9 +279,37 @@ def summarize(args: argparse.Namespace, processes: int, stats: list[dict[str, An
             "skipped": sum(s["telemetry_skipped"] for s in stats),
         },
     }
+    moves = [Move(*m) for s in stats for m in s.get("moves", ())]
+    if moves:
+        summary["failover"] = failover_timeline(moves)
     if calls is not None:
         summary["calls"] = calls
     return summary
+
+
+def failover_timeline(moves: list[Move]) -> dict[str, Any]:
+    """Where the devices' way back to the cluster went, after their node was lost: when the
+    last was back (seconds after the first loss) and p50/p90/p99/max of each phase."""
+    first = min(m.lost for m in moves)
+
+    def spread(values: list[float]) -> dict[str, float | None]:
+        return {"p50": _percentile(values, 0.5), "p90": _percentile(values, 0.9), "p99": _percentile(values, 0.99),
+                "max": round(max(values), 3)}
+
+    return {
+        "moved": len(moves),
+        "first_loss_at": first,
+        "last_back_at": max(m.back for m in moves),
+        "back_after_first_loss_s": spread([m.back - first for m in moves]),
+        "phases_s": {
+            "loss_seen_after_first": spread([m.lost - first for m in moves]),
+            "backoff": spread([m.backoff_s for m in moves]),
+            "loss_to_last_attempt": spread([m.started - m.lost for m in moves]),
+            "tcp_connect": spread([m.connected - m.started for m in moves]),
+            "upgrade": spread([m.upgraded - m.connected for m in moves]),
+            "setup": spread([m.back - m.upgraded for m in moves]),
+        },
+    }
 
 
 def main(argv: list[str]) -> int:

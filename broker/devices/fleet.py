@@ -1,14 +1,14 @@
-"""The devices of one simulator process: each a cluster client that registers ``device.<id>``.
+"""The devices of one simulator process: each a :class:`~broker.devices.wire.WireDevice` that
+registers ``device.<id>``, answers calls and fails over when its node dies.
 
-A device is a :class:`broker.client.ClusterClient` (one WebSocket or TCP connection, the
-bare RFC 6455 transport of :mod:`broker.client.websocket`) whose SETUP registers its own
-service and whose router answers ``<service>.ping`` (echo) and ``<service>.info`` (its id
-and connection count). When its node dies it moves to another node with full-jitter
-backoff; a node shedding a storm tells it when to come back (``retry after N ms``).
+The fleet owns what the devices share: the counters, the node targets (upgrade requests
+built once per node), and two tickers, so that the process wakes a few times per period
+however many devices it holds:
 
-Telemetry is one ticker per process, not a timer per device: every tenth of the period it
-sends a fire-and-forget from one tenth of the devices, so the process wakes ten times per
-period however many devices it holds.
+* keepalive: every tenth of the keepalive interval a tenth of the devices send a KEEPALIVE
+  (and a device whose node was silent for the lifetime drops it and moves on);
+* telemetry (``--telemetry``): every tenth of the period a tenth of the devices send a
+  fire-and-forget to the telemetry route.
 
 Runs in a child process (:func:`worker_main`); reports to the parent through a queue:
 ``("progress", index, connected, failed)`` a few times a second and ``("done", index, stats)``.
@@ -23,16 +23,23 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from broker.backoff import Backoff
-from broker.client import ClusterClient, ConnectionLostError, Router, RSocketError, SetupError
-from broker.client.errors import retry_after_s
+from broker import metadata as md
+from broker.client.handshake import client_setup_frame
+from broker.devices.wire import Move, Target, WireDevice
 from broker.fdlimit import raise_open_file_limit
+from broker.frames import FrameType, keepalive_frame, request_frame
+
+__all__ = ["Fleet", "FleetSpec", "Move", "worker_main"]
 
 #: how often a worker tells the parent how far it got, seconds
 PROGRESS_EVERY_S = 0.25
-#: telemetry ticks per period: each tick sends from 1/TICKS of the devices
-TELEMETRY_TICKS = 10
-#: how long a device waits for the answer to its SETUP before trying the next node, seconds
+#: ticks per period: each tick serves 1/TICKS of the devices
+TICKS = 10
+#: the shortest sleep between batches of first dials, seconds
+PACING_S = 0.005
+#: how long one attempt (connect, upgrade, SETUP answered) may take before the next node is
+#: tried, seconds: a node busy with a storm answers late, and giving up early only adds
+#: reconnects to the storm
 SETUP_TIMEOUT_S = 10.0
 
 
@@ -57,137 +64,103 @@ class FleetSpec:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-def failure_reason(exc: BaseException) -> str:
-    """A short, countable name for why a connection attempt failed."""
-    if isinstance(exc, SetupError):
-        return "setup_rate_limited" if retry_after_s(exc) is not None else "setup_rejected"
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection_refused"
-    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
-        return "timeout"
-    if isinstance(exc, ConnectionLostError):
-        return "connection_lost"
-    if isinstance(exc, OSError):
-        return f"os_error_{exc.errno}" if exc.errno else "os_error"
-    return type(exc).__name__
-
-
-class Device(ClusterClient):
-    """One simulated device; counts its failed attempts by reason into the fleet's counter."""
-
-    def __init__(self, number: int, service: str, nodes: list[str], failures: collections.Counter[str], **options: Any) -> None:
-        router = Router()
-
-        @router.response(f"{service}.ping")
-        async def ping(data: bytes) -> bytes:
-            return data
-
-        @router.response(f"{service}.info")
-        async def info(data: bytes) -> bytes:
-            return f'{{"id": {number}, "reconnects": {self.reconnects}}}'.encode()
-
-        # start at a node of its own, so a fleet spreads evenly over the list
-        start = number % len(nodes)
-        super().__init__(nodes[start:] + nodes[:start], services=[service], router=router, instance=f"dev-{number}", **options)
-        self.number = number
-        self._failures = failures
-
-    def _failed(self, address: str, exc: BaseException) -> None:
-        super()._failed(address, exc)
-        self._failures[failure_reason(exc)] += 1
-
-
 class Fleet:
-    """Every device of one process, their connecting, telemetry and counters."""
+    """Every device of one process, their connecting, tickers and counters."""
 
-    def __init__(self, spec: FleetSpec) -> None:
+    def __init__(self, spec: FleetSpec, loop: asyncio.AbstractEventLoop) -> None:
         self.spec = spec
-        self.devices: list[Device] = []
+        self.loop = loop
+        self.devices: list[WireDevice] = []
         self.connected = 0
         self.failed = 0
         self.failures: collections.Counter[str] = collections.Counter()
+        self.moves: list[Move] = []
         self.telemetry_sent = 0
         self.telemetry_skipped = 0
         self.first_connect_at = 0.0
         self.last_connected_at = 0.0
+        self.stopping = False
+        self.setup_timeout_s = SETUP_TIMEOUT_S
+        #: loop time after which a device that never registered stops trying
+        self.deadline = loop.time() + spec.connect_timeout_s
+        self._targets: dict[str, Target] = {}
+        self._settled = asyncio.Event()
 
-    async def connect_all(self) -> None:
-        """Start every device's connection at ``spec.rate`` per second (each finishes in its own task)."""
-        spec = self.spec
-        options = {
-            "keepalive_s": spec.keepalive_s,
-            "max_lifetime_s": spec.lifetime_s,
-            "backoff_max_s": spec.backoff_max_s,
-            "backoff_base_s": spec.backoff_base_s,
-            # a node busy with a storm answers SETUP late: giving up at the cluster default of
-            # 2 s would only add reconnects to the storm
-            "setup_timeout_s": SETUP_TIMEOUT_S,
-            "request_wait_s": spec.connect_timeout_s,
-            "token": spec.token,
-            "headers": spec.headers or None,
-        }
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        self.first_connect_at = time.time()
-        pending: set[asyncio.Task[None]] = set()
-        for i, number in enumerate(spec.ids):
-            due = started + i / spec.rate
-            wait = due - loop.time()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            device = Device(number, spec.register.format(id=number), spec.nodes, self.failures, **options)
-            self.devices.append(device)
-            task = loop.create_task(self._start(device))
-            pending.add(task)
-            task.add_done_callback(pending.discard)
-        if pending:
-            await asyncio.wait(pending)
+    def target(self, address: str) -> Target:
+        """How to dial ``address`` (built once per node)."""
+        target = self._targets.get(address)
+        if target is None:
+            target = self._targets[address] = Target.of(address, self.spec.headers)
+        return target
 
-    async def _start(self, device: Device) -> None:
-        """Connect ``device`` within the connect timeout. A refused first SETUP is tried again
-        with backoff too (a cluster client gives up on it): in a storm a node may time out a
-        SETUP it had no time to read, and a simulator should measure that, not stop at it."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.spec.connect_timeout_s
-        backoff = Backoff(self.spec.backoff_base_s, self.spec.backoff_max_s)
-        while True:
-            try:
-                await device.start(timeout_s=max(0.1, deadline - loop.time()))
-                break
-            except SetupError as exc:
-                if loop.time() + 0.1 < deadline:
-                    await asyncio.sleep(min(backoff.next_delay(), max(0.0, deadline - loop.time())))
-                    continue
-                error: Exception = exc
-            except Exception as exc:  # noqa: BLE001 - every failure is counted by its reason
-                error = exc
-            self.failed += 1
-            if not device.failed_attempts:  # attempts that failed are counted by Device._failed
-                self.failures[failure_reason(error)] += 1
-            return
+    def registered(self, device: WireDevice) -> None:
+        """``device`` registered for the first time."""
         self.connected += 1
         self.last_connected_at = time.time()
+        self._settle()
 
-    async def telemetry(self, stop: asyncio.Event) -> None:
+    def gave_up(self, device: WireDevice) -> None:
+        """``device`` did not register within the connect timeout."""
+        self.failed += 1
+        self._settle()
+
+    def _settle(self) -> None:
+        if self.connected + self.failed >= len(self.spec.ids):
+            self._settled.set()
+
+    async def connect_all(self) -> None:
+        """Start every device's first attempt at ``spec.rate`` per second; until all registered
+        or gave up."""
+        spec = self.spec
+        loop = self.loop
+        started = loop.time()
+        self.deadline = started + len(spec.ids) / spec.rate + spec.connect_timeout_s
+        self.first_connect_at = time.time()
+        for i, number in enumerate(spec.ids):
+            wait = started + i / spec.rate - loop.time()
+            if wait > 0:  # those due meanwhile go in one batch: a wake-up costs more than a dial
+                await asyncio.sleep(max(wait, PACING_S))
+            service = spec.register.format(id=number)
+            setup = client_setup_frame(
+                services=[service], instance=f"dev-{number}", weight=1, tags=None, token=spec.token, topology=True,
+                data_mime="application/octet-stream", keepalive_s=spec.keepalive_s, max_lifetime_s=spec.lifetime_s,
+            )
+            device = WireDevice(self, number, service, setup, spec.nodes)
+            self.devices.append(device)
+            device.dial()
+        if spec.ids:
+            await self._settled.wait()
+
+    async def keepalive(self) -> None:
+        """Each registered device sends a KEEPALIVE once per interval; one silent for the
+        lifetime (a paused node) is dropped and moves on."""
+        spec = self.spec
+        frame = keepalive_frame(True)
+        tick = 0
+        while not self.stopping:
+            await asyncio.sleep(spec.keepalive_s / TICKS)
+            now = self.loop.time()
+            for device in self.devices[tick % TICKS :: TICKS]:
+                if device.registered:
+                    if now - device.last_heard > spec.lifetime_s:
+                        device.drop("keepalive_timeout")
+                    else:
+                        device.send(frame)
+            tick += 1
+
+    async def telemetry(self) -> None:
         """Each device sends one fire-and-forget per period to the telemetry route."""
         spec = self.spec
-        tick_s = 1.0 / spec.telemetry_per_s / TELEMETRY_TICKS
-        route = spec.telemetry_route
+        route = md.route_metadata(spec.telemetry_route)
         tick = 0
-        while not stop.is_set():
-            await asyncio.sleep(tick_s)
-            part = tick % TELEMETRY_TICKS
-            for device in self.devices[part::TELEMETRY_TICKS]:
-                connection = device.connection
-                if connection is None or connection.is_closed:
+        while not self.stopping:
+            await asyncio.sleep(1.0 / spec.telemetry_per_s / TICKS)
+            for device in self.devices[tick % TICKS :: TICKS]:
+                frame = request_frame(FrameType.REQUEST_FNF, device.stream_id(), route, b'{"id":%d,"t":%d}' % (device.number, tick))
+                if device.send(frame):
+                    self.telemetry_sent += 1
+                else:
                     self.telemetry_skipped += 1
-                    continue
-                try:
-                    await connection.fire_and_forget(route, b'{"id":%d,"t":%d}' % (device.number, tick))
-                except RSocketError:
-                    self.telemetry_skipped += 1
-                    continue
-                self.telemetry_sent += 1
             tick += 1
 
     def stats(self) -> dict[str, Any]:
@@ -200,15 +173,18 @@ class Fleet:
             "telemetry_skipped": self.telemetry_skipped,
             "first_connect_at": self.first_connect_at,
             "last_connected_at": self.last_connected_at,
+            "moves": [tuple(m) for m in self.moves],
         }
 
-    async def close(self) -> None:
-        await asyncio.gather(*(d.close() for d in self.devices), return_exceptions=True)
+    def close(self) -> None:
+        self.stopping = True
+        for device in self.devices:
+            device.close()
 
 
 async def run_fleet(spec: FleetSpec, queue: Any, stop_flag: Any) -> None:
     """Connect, keep the devices (and their telemetry) until the parent sets ``stop_flag``."""
-    fleet = Fleet(spec)
+    fleet = Fleet(spec, asyncio.get_running_loop())
     stop = asyncio.Event()
 
     async def report() -> None:
@@ -219,18 +195,17 @@ async def run_fleet(spec: FleetSpec, queue: Any, stop_flag: Any) -> None:
                 break
             await asyncio.sleep(PROGRESS_EVERY_S)
 
-    reporter = asyncio.create_task(report())
-    ticker = asyncio.create_task(fleet.telemetry(stop)) if spec.telemetry_per_s > 0 else None
-    connecting = asyncio.create_task(fleet.connect_all())
+    tasks = [asyncio.create_task(report()), asyncio.create_task(fleet.keepalive()), asyncio.create_task(fleet.connect_all())]
+    if spec.telemetry_per_s > 0:
+        tasks.append(asyncio.create_task(fleet.telemetry()))
     await stop.wait()
-    connecting.cancel()
-    for task in (reporter, ticker, connecting):
-        if task is not None:
-            await asyncio.gather(task, return_exceptions=True)
+    fleet.close()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
     queue.put(("progress", spec.index, fleet.connected, fleet.failed))
-    stats = fleet.stats()
-    await fleet.close()
-    queue.put(("done", spec.index, stats))
+    queue.put(("done", spec.index, fleet.stats()))
+    await asyncio.sleep(0.1)  # the close frames leave before the process ends
 
 
 def worker_main(spec: FleetSpec, queue: Any, stop_flag: Any) -> None:

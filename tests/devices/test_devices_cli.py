@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from broker.client import ApplicationError, RejectedError, connect
 from tests.support.admin import get_json
 from tests.support.brokerproc import rsbroker_command
 from tests.support.cluster import ClusterFactory
@@ -86,3 +87,68 @@ async def test_the_devices_of_a_killed_node_move_to_the_survivor() -> None:
         summary = json.loads(out)
         assert summary["connected"] == 100
         assert summary["reconnects"] >= on_n2
+        # the fail-over timeline: every moved device, each phase in order, all within the run
+        timeline = summary["failover"]
+        assert timeline["moved"] == summary["reconnects"]
+        assert timeline["first_loss_at"] <= timeline["last_back_at"]
+        back = timeline["back_after_first_loss_s"]
+        assert 0 <= back["p50"] <= back["p90"] <= back["p99"] <= back["max"] < 60
+        for name, phase in timeline["phases_s"].items():
+            assert 0 <= phase["p50"] <= phase["max"], (name, phase)
+        assert timeline["phases_s"]["backoff"]["max"] <= 1.0  # --backoff-max 1: jittered within it
+
+
+async def test_a_device_answers_its_calls_and_refuses_what_it_does_not_serve() -> None:
+    with ClusterFactory() as factory:
+        cluster = factory.start(1)
+        node = cluster["n1"]
+        sim = await _devices("--nodes", f"ws://{node.ws}/rsocket", "--count", "3", "--rate", "100", "--duration", "600")
+        try:
+            assert node.admin
+            admin = node.admin
+
+            async def all_connected() -> bool:
+                return await _devices_on(admin) == 3
+
+            await _wait(all_connected, 60, "3 devices")
+            async with connect(str(node.tcp)) as client:
+                assert await client.request_response("device.1.ping", b"hello") == b"hello"
+                assert json.loads(await client.request_response("device.2.info", b"")) == {"id": 2, "reconnects": 0}
+                with pytest.raises(ApplicationError, match="device 0 has no route 'device.0.reboot'"):
+                    await client.request_response("device.0.reboot", b"")
+                with pytest.raises(RejectedError, match="request-response only"):
+                    async for _ in client.request_stream("device.0.ping", b"x"):
+                        pass
+        finally:
+            sim.send_signal(signal.SIGINT)
+            await asyncio.wait_for(sim.communicate(), 120)
+
+
+async def test_devices_over_tcp_answer_calls_too() -> None:
+    with ClusterFactory() as factory:
+        cluster = factory.start(2)
+        await cluster.wait_converged()
+        nodes = ",".join(str(n.tcp) for n in cluster)
+        sim = await _devices("--nodes", nodes, "--count", "60", "--rate", "400", "--calls", "20", "--telemetry", "2/s",
+                             "--duration", "1")
+        out, err = await asyncio.wait_for(sim.communicate(), 180)
+        assert sim.returncode == 0, err.decode()[-2000:]
+        summary = json.loads(out)
+        assert summary["connected"] == 60 and summary["failures"] == {}
+        assert summary["calls"]["ok"] == 20 and summary["telemetry"]["sent"] > 0
+
+
+async def test_devices_refused_with_a_retry_hint_come_back_then() -> None:
+    """A node over its --max-setups-per-s refuses with ``retry after N ms``: every device comes
+    back after its hint (jittered) and registers; none gives up."""
+    with ClusterFactory() as factory:
+        cluster = factory.start(1, "--max-setups-per-s", "40")
+        node = cluster["n1"]
+        sim = await _devices("--nodes", f"ws://{node.ws}/rsocket", "--count", "150", "--rate", "1000",
+                             "--connect-timeout", "60")
+        out, err = await asyncio.wait_for(sim.communicate(), 180)
+        assert sim.returncode == 0, err.decode()[-2000:]
+        summary = json.loads(out)
+        assert summary["connected"] == 150 and summary["failed"] == 0
+        assert summary["failures"].get("setup_rate_limited", 0) > 0, summary["failures"]
+        assert set(summary["failures"]) == {"setup_rate_limited"}, summary["failures"]

@@ -8,12 +8,16 @@ waited for the whole message, up to the 16 MiB frame limit, before anyone looked
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import os
+
 import pytest
 
 from broker import frames as fr
 from broker import metadata as md
 from broker.frames import ErrorCode, FrameType
-from broker.websocket import OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT
+from broker.websocket import OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, accept_key, encode_frame
 from tests.support.brokerproc import BrokerFactory
 from tests.support.rawclient import RawClient
 from tests.support.rawws import RawWebSocket
@@ -87,3 +91,59 @@ async def test_a_bad_upgrade_request_gets_400_saying_why(node, headers: dict[str
     body = await ws.reader.read(4096)
     assert status == 400 and reason in body.decode()
     ws.close()
+
+
+async def _raw_upgrade(address: str, chunks: int, behind: bytes = b"") -> RawWebSocket:
+    """Send the upgrade request in ``chunks`` separate writes with ``behind`` (WebSocket
+    frames) right after it, before any answer; check the 101 and hand the socket back."""
+    host, _, port = address.rpartition(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    request = (f"GET /rsocket HTTP/1.1\r\nHost: {address}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode()
+    step = -(-len(request) // chunks)
+    for i in range(0, len(request), step):
+        writer.write(request[i : i + step])
+        await writer.drain()
+        await asyncio.sleep(0.05)  # separate reads on the node's side
+    writer.write(behind)
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    assert head.startswith(b"HTTP/1.1 101 ") and accept_key(key).encode() in head, head
+    return RawWebSocket(reader, writer)
+
+
+def _setup_and_ping() -> bytes:
+    setup = fr.setup_frame(metadata=md.composite_entry(md.REGISTER_MIME, b'{"services": ["ws.eager"], "instance": "e1"}'))
+    return encode_frame(OP_BINARY, setup, masked=True) + encode_frame(OP_BINARY, fr.keepalive_frame(True, b"k"), masked=True)
+
+
+async def test_frames_sent_right_behind_the_upgrade_request_are_taken(node) -> None:
+    ws = await _raw_upgrade(node.ws, 1, behind=_setup_and_ping())
+    opcode, payload = await ws.recv()  # the KEEPALIVE is answered only if the SETUP was taken
+    assert opcode == OP_BINARY and fr.header(payload, 0)[1] == FrameType.KEEPALIVE
+    ws.close()
+
+
+async def test_an_upgrade_request_arriving_in_pieces_is_answered(node) -> None:
+    ws = await _raw_upgrade(node.ws, 4)
+    ws.writer.write(_setup_and_ping())
+    opcode, payload = await ws.recv()
+    assert opcode == OP_BINARY and fr.header(payload, 0)[1] == FrameType.KEEPALIVE
+    ws.close()
+
+
+async def test_a_connection_that_never_sends_its_request_is_closed_at_the_setup_timeout(broker_factory) -> None:
+    """Slow loris on the WebSocket port: a socket that sends no request (or never ends its
+    head) must not hold a file descriptor forever; it gets the SETUP timeout, like a socket
+    on the TCP port that sends no SETUP."""
+    node = broker_factory.start("--setup-timeout-s", "1")
+    host, _, port = node.ws.rpartition(":")
+    silent = await asyncio.open_connection(host, int(port))
+    partial = await asyncio.open_connection(host, int(port))
+    partial[1].write(b"GET /rsocket HTTP/1.1\r\nHost: x\r\n")  # and never the blank line
+    for reader, writer in (silent, partial):
+        answer = await asyncio.wait_for(reader.read(), 15)  # read() returns once the node closed
+        assert answer.startswith(b"HTTP/1.1 408 ") and b"within 1 s (setup_timeout_s)" in answer, answer
+        writer.close()
+    async with await RawClient.ws(node.ws) as other:  # the node serves everyone else
+        await other.setup()
