@@ -127,7 +127,9 @@ class _Challenge:
 class LinkSession(TcpSession):
     """Our outbound connection to another node; we are the client on it."""
 
-    transport_name = "link-out"
+    __slots__ = ("links", "node", "nonce", "handshake")
+
+    plain_name = "link-out"
     peer_parity = 0  # the other node only answers our (odd) streams
     outbound = True
 
