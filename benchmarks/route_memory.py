@@ -60,7 +60,7 @@ def _apply(table: RoutingTable, remote: RemoteRoutes | None, batch: RouteBatch, 
     for event in table.on_batch(batch, now):
         if isinstance(event, RoutesChanged) and remote is not None:
             for service in event.services:
-                remote.update(event.node, service, table.entries(event.node, service))
+                remote.changed(service)
 
 
 def _load(wires: list[bytes], config: Any, registry: bool) -> tuple[int, RoutingTable, Broker, RemoteRoutes | None]:
@@ -72,7 +72,7 @@ def _load(wires: list[bytes], config: Any, registry: bool) -> tuple[int, Routing
     try:
         before, _ = tracemalloc.get_traced_memory()
         table = RoutingTable("n0", 1, config)
-        remote = RemoteRoutes(broker.registry, links) if registry else None
+        remote = RemoteRoutes(broker.registry, links, table) if registry else None
         for wire in wires:
             batch = _decode(wire)
             if remote is None:
@@ -139,7 +139,7 @@ def measure(size: int, owners: int, changes: int) -> dict[str, Any]:
 
 def _held_strings(table: RoutingTable, broker: Broker | None) -> int:
     """Bytes of the distinct str objects the table and registry hold as service or instance
-    names (found by walking what they hold: it reads the table's private owner records)."""
+    names (found by walking what they keep: it reads their private records)."""
     seen: dict[int, int] = {}
 
     def walk(obj: object) -> None:
@@ -153,9 +153,9 @@ def _held_strings(table: RoutingTable, broker: Broker | None) -> int:
         for service, slot in owner.routes.items():
             walk(service)
             walk(slot)
-    for name, providers in (broker.registry.services() if broker else {}).items():
+    for name, entry in (broker.registry._services if broker else {}).items():
         walk(name)
-        for p in providers:
+        for p in entry.providers:
             walk(p.instance)
     return sum(seen.values())
 
