@@ -9,8 +9,9 @@ Rules of this module:
 * Provider objects only where the table alone cannot answer a pick: a service that is one
   instance on one node, as a device registers it (weight 1, no tags, load 0), and that no
   local provider shares, has no registry entry at all. The registry asks
-  :meth:`RemoteRoutes.sole` for it, which makes its provider from the table for that one
-  pick (issue 13: ~400 bytes per remote route kept as objects, 0 now). Any other remote
+  :meth:`RemoteRoutes.sole` for it, which makes its provider from the table when it is
+  picked and keeps the last ``PICKED_KEPT`` of them (issue 13: ~400 bytes per remote route
+  as objects before, a bounded cache now). Any other remote
   service (several instances, weights, tags, a load, or a local provider beside it) has
   its providers in the registry, as before, so policies, ejection and leases see them.
 * Entries are indexed by node, then by service: a node that dies drops its providers in
@@ -32,6 +33,11 @@ if TYPE_CHECKING:
 
 __all__ = ["RemoteRoutes"]
 
+#: Providers kept for services picked that the registry holds no entry for: a device called
+#: again costs one dict lookup instead of a walk over the members, and this bounds what the
+#: cache holds (~200 bytes each), whatever the size of the fleet.
+PICKED_KEPT = 4096
+
 
 class RemoteRoutes:
     """Node -> service -> its providers there, for the services the registry holds (a tuple:
@@ -43,11 +49,14 @@ class RemoteRoutes:
         self._links = links
         self._table = table
         self._by_node: dict[str, dict[str, tuple[RemoteProvider, ...]]] = {}
+        #: providers made by :meth:`sole`, oldest first (dropped first when full)
+        self._picked: dict[str, RemoteProvider] = {}
         registry.remote = self
 
     def changed(self, service: str) -> None:
         """The entries of ``service`` on other nodes changed in the table: give the registry
         provider objects for them, or none when the table answers for it."""
+        self._picked.pop(service, None)
         if self._registry.has_local(service) or self._table.sole_entry(service) is None:
             self._hold(service, self._table.lookup(service))
         else:
@@ -55,6 +64,7 @@ class RemoteRoutes:
 
     def drop(self, node: str) -> None:
         """``node`` is gone: remove all its providers (O(its entries))."""
+        self._picked.clear()  # at most PICKED_KEPT, once per node lost
         for service, providers in self._by_node.pop(node, {}).items():
             for provider in providers:
                 self._registry.remove(service, provider)
@@ -66,8 +76,17 @@ class RemoteRoutes:
     # -- the registry's RemoteServices ----------------------------------------------------
 
     def sole(self, service: str) -> RemoteProvider | None:
+        provider = self._picked.get(service)
+        if provider is not None:
+            return provider
         found = self._table.sole_entry(service)
-        return None if found is None else RemoteProvider(self._links, found[0], found[1], 1)
+        if found is None:
+            return None
+        picked = self._picked
+        if len(picked) >= PICKED_KEPT:
+            del picked[next(iter(picked))]
+        provider = picked[service] = RemoteProvider(self._links, found[0], found[1], 1)
+        return provider
 
     def view(self, service: str) -> list[RemoteProvider]:
         return [self._provider(r.node, r.entry, siblings) for r, siblings in _with_siblings(self._table.lookup(service))]
@@ -76,6 +95,7 @@ class RemoteRoutes:
         return self._table.remote_services()
 
     def attach(self, service: str) -> None:
+        self._picked.pop(service, None)
         self._hold(service, self._table.lookup(service))
 
     # -- internals ---------------------------------------------------------------------------

@@ -71,6 +71,11 @@ def test_a_fleet_on_other_nodes_costs_the_registry_no_entry() -> None:
     assert sorted((p.node, p.instance, p.weight) for p in registry.providers("device.7")) == [("n1", "dev-7b", 3), ("n2", "dev-7", 1)]
     node.announce("n1", "device.7", [])
     assert registry._services == {}
+    # picked once, then the device moves: the next pick goes to its new node
+    assert registry.remote is not None and registry.remote.sole("device.7").node == "n2"  # type: ignore[union-attr]
+    node.announce("n2", "device.7", [])
+    node.announce("n1", "device.7", [ServiceEntry("device.7", "dev-7")])
+    assert registry.remote.sole("device.7").node == "n1"  # type: ignore[union-attr]
 
 
 class RegistryMatchesTable(RuleBasedStateMachine):
@@ -115,6 +120,11 @@ class RegistryMatchesTable(RuleBasedStateMachine):
             assert sorted(p.instance for p in providers if not p.is_remote) == local
             if remote or local:
                 expected_names.add(service)
+            sole = self.node.remote.sole(service)  # what a pick gets when the registry holds no entry
+            if len(remote) == 1 and remote[0][2:] == (1, 0, {}):
+                assert sole is not None and (sole.node, sole.instance) == remote[0][:2]
+            else:
+                assert sole is None
             chosen, why = registry.pick(service, 0.0)
             if local:  # prefer_local, and no link is up for the remote ones
                 assert chosen is not None and chosen.instance in local
