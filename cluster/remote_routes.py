@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Iterable, Iterator
 from cluster.links import RemoteProvider
 
 if TYPE_CHECKING:
-    from broker.registry import Registry
+    from broker.registry import Provider, Registry
     from cluster.links import Links
     from cluster.routing_table import RemoteEntry, RoutingTable, ServiceEntry
 
@@ -88,7 +88,7 @@ class RemoteRoutes:
         provider = picked[service] = RemoteProvider(self._links, found[0], found[1], 1)
         return provider
 
-    def view(self, service: str) -> list[RemoteProvider]:
+    def view(self, service: str) -> list["Provider"]:
         return [self._provider(r.node, r.entry, siblings) for r, siblings in _with_siblings(self._table.lookup(service))]
 
     def names(self) -> Iterator[str]:

@@ -120,7 +120,7 @@ def _seq(rec: _Rec) -> int:
 
 
 def _instance(rec: _Rec) -> str:
-    return rec[8:].decode("utf-8", "surrogatepass") if type(rec) is bytes else rec[0]  # type: ignore[no-any-return]
+    return rec[8:].decode("utf-8", "surrogatepass") if type(rec) is bytes else rec[0]  # type: ignore[return-value]
 
 
 def _fields(rec: _Rec) -> tuple[str, int, int, dict, int]:
