@@ -9,7 +9,8 @@ Run it standalone (the machine is shared: sizes are what it allows)::
 Per size, a fresh node (default settings but ``--max-connections-per-source``: every device
 comes from 127.0.0.1) and:
 
-* ``rss_per_device_kib`` — (node RSS with N devices connected and idle − RSS before) / N;
+* ``rss_per_device_kib`` — (node RSS with N devices connected and idle − RSS before) / N,
+  "connected" meaning SETUP accepted and service registered;
 * ``idle_cpu_pct`` — the node's CPU over ``--idle-s`` seconds with N idle devices (30 s
   keepalives), as % of one core;
 * ``connect`` — the simulator's summary (``rsbroker devices``: connected, connect rate,
@@ -143,7 +144,9 @@ async def _measure(size: int, rate: float, idle_s: float, telemetry_s: float, au
             cpu_start = cpu_seconds(node.pid)
             sim = _simulator(node.ws, size, rate, telemetry=False, token=token)
             try:
-                seconds, connected = await _wait_connections(node, size, size / rate + 120, others=2)
+                # devices whose SETUP was accepted (registered): a token's check is part of the
+                # connect, and the idle window must not start while SETUPs still queue
+                seconds, connected = await _wait_connections(node, size, size / rate + 120)
                 result["connected_after_s"], result["connected"] = round(seconds, 1), connected
                 connect_cpu = cpu_seconds(node.pid) - cpu_start
                 result["connect_cpu_ms_per_device"] = round(1000 * connect_cpu / connected, 3)
