@@ -102,8 +102,9 @@ class RemoteServices(Protocol):
     """Services on other nodes that the registry keeps no entry for (``cluster.remote_routes``)."""
 
     def sole(self, service: str) -> Provider | None:
-        """The provider of ``service`` when the registry holds none of it (made for the
-        caller, not kept), or None when no other node has it."""
+        """The provider of ``service`` when the registry holds none of it (made from the
+        routing table; a bounded number are kept for the next picks), or None when no
+        other node has it."""
         ...
 
     def view(self, service: str) -> list[Provider]:
