@@ -98,7 +98,8 @@ def measure(size: int, owners: int, changes: int) -> dict[str, Any]:
     for t in tables.values():  # what the owners queued while registering went out already
         while t.take_direct(0.0):
             pass
-    table_only = _load(wires, config, registry=False)[0]
+    table_only, _, spare, _ = _load(wires, config, registry=False)
+    spare.loop.close()
     total, table, broker, remote = _load(wires, config, registry=True)
     assert sum(table.count(name) for name in names) == size
     strings = _held_strings(table, broker)
@@ -123,6 +124,7 @@ def measure(size: int, owners: int, changes: int) -> dict[str, Any]:
     for batch in batches:
         _apply(table, remote, batch, now)
     cpu = time.process_time() - t0
+    broker.loop.close()
     return {
         "routes": size,
         "owners": owners,
