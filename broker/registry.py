@@ -120,6 +120,10 @@ class RemoteServices(Protocol):
         so that a pick weighs them against the local one."""
         ...
 
+    def served_by(self, service: str, node: str) -> bool:
+        """Whether ``node`` announces ``service``."""
+        ...
+
 
 @dataclass(slots=True)
 class ServicePolicy:
@@ -303,6 +307,14 @@ class Registry:
         if entry is not None:
             return list(entry.providers)
         return self.remote.view(service) if self.remote is not None else []
+
+    def served_on(self, service: str, node: str, own: str) -> bool:
+        """Whether a provider of ``service`` is on ``node`` (``own`` is this node's id): the
+        admin API's node filter, without making the providers of a remote service."""
+        entry = self._services.get(service)
+        if entry is not None:
+            return any(getattr(p, "node", own) == node for p in entry.providers)
+        return self.remote is not None and self.remote.served_by(service, node)
 
     def has_local(self, service: str) -> bool:
         """Whether a provider on this node serves ``service``."""

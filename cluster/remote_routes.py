@@ -94,6 +94,9 @@ class RemoteRoutes:
     def names(self) -> Iterator[str]:
         return self._table.remote_services()
 
+    def served_by(self, service: str, node: str) -> bool:
+        return self._table.holds(node, service)
+
     def attach(self, service: str) -> None:
         self._picked.pop(service, None)
         self._hold(service, self._table.lookup(service))

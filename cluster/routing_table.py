@@ -347,6 +347,11 @@ class RoutingTable:
         for o in self._remote.values():
             yield from o.routes
 
+    def holds(self, node: str, service: str) -> bool:
+        """Whether ``node`` announces ``service``: O(1)."""
+        o = self._owner(node)
+        return o is not None and service in o.routes
+
     def knows(self, owner: str, service: str, instance: str) -> bool:
         """True if we hold a live entry of ``owner`` for this service instance."""
         o = self._owner(owner)

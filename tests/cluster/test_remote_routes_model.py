@@ -120,6 +120,9 @@ class RegistryMatchesTable(RuleBasedStateMachine):
             assert sorted(p.instance for p in providers if not p.is_remote) == local
             if remote or local:
                 expected_names.add(service)
+            for where in ("n0", *OWNERS):  # the admin API's ?node= filter
+                held = bool(local) if where == "n0" else any(r[0] == where for r in remote)
+                assert registry.served_on(service, where, "n0") == held
             sole = self.node.remote.sole(service)  # what a pick gets when the registry holds no entry
             if len(remote) == 1 and remote[0][2:] == (1, 0, {}):
                 assert sole is not None and (sole.node, sole.instance) == remote[0][:2]
