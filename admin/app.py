@@ -110,7 +110,7 @@ async def services(request: web.Request) -> web.Response:
     names = [n for n in registry.names() if n.startswith(page.prefix)] if page.prefix else registry.names()
     if page.node is not None:
         own = node.settings.node_id
-        names = [n for n in names if any(getattr(p, "node", own) == page.node for p in registry.providers(n))]
+        names = [n for n in names if registry.served_on(n, page.node, own)]
     names.sort()
     chosen, next_cursor = page_of(names, page, str)
     return web.json_response({"total": len(names), "next_cursor": next_cursor, "services": broker.services_view(chosen)})

@@ -91,7 +91,7 @@ class _RelayCollector:
         yield from _balancing_families(broker)
         yield from _traffic_families(broker)
         services = GaugeMetricFamily("rsbroker_services", "Services with at least one local provider")
-        services.add_metric([], len(broker.registry.services()))
+        services.add_metric([], len(broker.registry.names()))
         yield services
         yield from _cluster_families(self._node)
         yield from _supervisor_families(self._node)

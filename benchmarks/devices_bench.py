@@ -4,12 +4,13 @@ connect rate, telemetry to a two-provider backend.
 Run it standalone (the machine is shared: sizes are what it allows)::
 
     python -m benchmarks.devices_bench [--sizes 1000,10000,19000] [--rate 5000] [--idle-s 20]
-                                       [--telemetry-s 20] [--json FILE]
+                                       [--telemetry-s 20] [--jwt] [--json FILE]
 
 Per size, a fresh node (default settings but ``--max-connections-per-source``: every device
 comes from 127.0.0.1) and:
 
-* ``rss_per_device_kib`` — (node RSS with N devices connected and idle − RSS before) / N;
+* ``rss_per_device_kib`` — (node RSS with N devices connected and idle − RSS before) / N,
+  "connected" meaning SETUP accepted and service registered;
 * ``idle_cpu_pct`` — the node's CPU over ``--idle-s`` seconds with N idle devices (30 s
   keepalives), as % of one core;
 * ``connect`` — the simulator's summary (``rsbroker devices``: connected, connect rate,
@@ -23,6 +24,9 @@ comes from 127.0.0.1) and:
   seen connected (WebSocket upgrade, SETUP, registration, admin polls) per device, and
   ``accept_capacity_per_core_s`` = its inverse: the connect rate one core of the node
   sustains when the clients run elsewhere;
+* ``auth`` — ``jwt`` with ``--jwt``: the node authenticates (``--jwt-keys``, a fresh Ed25519
+  key) and every device and backend sends a bearer token valid for an hour, so idle CPU
+  includes what credential expiry costs; else ``none``;
 * ``telemetry`` (``--telemetry-s`` > 0) — two providers of ``telemetry`` count the
   fire-and-forgets each device sends once a second; ``lost`` = sent − received.
 
@@ -41,19 +45,25 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Any
 
 from benchmarks.procstat import cpu_seconds, process_tree, rss_bytes, total_cpu_seconds
+from broker.auth.certs import write_keypair
+from broker.auth.tokens import load_private_key, mint_token
 from broker.client import Router, connect
-from tests.support.admin import get_json
+from tests.support.admin import Admin, get_json
 from tests.support.brokerproc import BrokerProcess, rsbroker_command
 
+#: the device count stopped growing this long (s): the rest failed. SETUPs retried after a
+#: refusal or a timeout on a busy 2-core machine can take 10 s and more to come back
+STALL_S = 30.0
 #: what the issue measured on this machine for comparison, KB per idle connection
 REFERENCE_KB = {"aiohttp WebSocket server": 14.7, "nats-server": 48.6}
 
 
-async def _connections(admin: str, others: int | None = None) -> int:
+async def _connections(admin: Admin, others: int | None = None) -> int:
     """Device connections on the node: its connection count less ``others`` (cheap, for a lone
     node), else those registering a ``device.`` service (a scan of every connection)."""
     if others is not None:
@@ -64,10 +74,10 @@ async def _connections(admin: str, others: int | None = None) -> int:
 
 
 async def _wait_connections(
-    admin: str, count: int, timeout: float, others: int | None = None, samples: list[tuple[float, int]] | None = None
+    admin: Admin, count: int, timeout: float, others: int | None = None, samples: list[tuple[float, int]] | None = None
 ) -> tuple[float, int]:
     """Seconds until ``count`` devices are connected, or until their number stopped growing for
-    10 s (some failed: the simulator's summary says why); and how many there are. Each reading
+    STALL_S (some failed: the simulator's summary says why); and how many there are. Each reading
     (monotonic time, count) is appended to ``samples`` when given."""
     started = time.monotonic()
     last, since = -1, started
@@ -79,7 +89,7 @@ async def _wait_connections(
             return time.monotonic() - started, now_count
         if now_count != last:
             last, since = now_count, time.monotonic()
-        elif now_count > 0 and time.monotonic() - since > 10.0:
+        elif now_count > 0 and time.monotonic() - since > STALL_S:
             return since - started, now_count
         await asyncio.sleep(0.25)
     raise TimeoutError(f"{count} connections not reached in {timeout:g} s (have {await _connections(admin)})")
@@ -98,9 +108,11 @@ def peak_rate(samples: list[tuple[float, int]], window_s: float = 1.0) -> float 
     return round(best, 1) if best is not None else None
 
 
-def _simulator(ws: str, count: int, rate: float, telemetry: bool) -> subprocess.Popen[str]:
+def _simulator(ws: str, count: int, rate: float, telemetry: bool, token: str | None = None) -> subprocess.Popen[str]:
     args = [*rsbroker_command(), "devices", "--nodes", f"ws://{ws}/rsocket", "--count", str(count), "--rate", str(rate),
             "--duration", "100000", "--keepalive", "30", "--lifetime", "120"]
+    if token is not None:
+        args += ["--token", token]
     if telemetry:
         args += ["--telemetry", "1/s", "--telemetry-route", "telemetry.ingest"]
     return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
@@ -123,11 +135,24 @@ def _counting_router(received: list[int], index: int) -> Router:
     return router
 
 
-async def measure(size: int, rate: float, idle_s: float, telemetry_s: float) -> dict[str, Any]:
+async def measure(size: int, rate: float, idle_s: float, telemetry_s: float, jwt: bool = False) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as keys:
+        auth: list[str] = []
+        token = None
+        if jwt:  # one token for all (role admin: no access rules to write), valid for an hour
+            files = write_keypair("ed25519", keys)
+            token = mint_token(load_private_key(files.key), sub="bench-device", roles=("admin",), ttl=3600)
+            auth = ["--jwt-keys", str(files.cert)]
+        return await _measure(size, rate, idle_s, telemetry_s, auth, token)
+
+
+async def _measure(size: int, rate: float, idle_s: float, telemetry_s: float, auth: list[str],
+                   token: str | None) -> dict[str, Any]:
     # every simulated device comes from 127.0.0.1: lift the per-source cap (10,000 by default)
     node = BrokerProcess([*rsbroker_command(), "serve", "--node-id", "d1", "--tcp", "127.0.0.1:0",
                           "--ws", "127.0.0.1:0", "--admin", "127.0.0.1:0",
-                          "--max-connections-per-source", "100000"]).wait_ready()
+                          "--max-connections-per-source", "100000", *auth]).wait_ready()
+    node.admin_token = token
     try:
         assert node.ws and node.admin and node.tcp
         await asyncio.sleep(1.0)
@@ -136,17 +161,19 @@ async def measure(size: int, rate: float, idle_s: float, telemetry_s: float) -> 
         routers = []
         for i in range(2):
             routers.append(_counting_router(received, i))
-        result: dict[str, Any] = {"devices": size}
-        async with connect(node.tcp, services=["telemetry"], router=routers[0], instance="backend-1"), \
-                connect(node.tcp, services=["telemetry"], router=routers[1], instance="backend-2"):
+        result: dict[str, Any] = {"devices": size, "auth": "jwt" if token else "none"}
+        async with connect(node.tcp, services=["telemetry"], router=routers[0], instance="backend-1", token=token), \
+                connect(node.tcp, services=["telemetry"], router=routers[1], instance="backend-2", token=token):
             cpu_start = cpu_seconds(node.pid)
-            sim = _simulator(node.ws, size, rate, telemetry=False)
+            sim = _simulator(node.ws, size, rate, telemetry=False, token=token)
             try:
                 await asyncio.sleep(0.5)  # the simulator's workers are started
                 sim_pids = process_tree(sim.pid)
                 sim_cpu_start = total_cpu_seconds(sim_pids)
+                # devices whose SETUP was accepted (registered): a token's check is part of the
+                # connect, and the idle window must not start while SETUPs still queue
                 samples: list[tuple[float, int]] = []
-                seconds, connected = await _wait_connections(node.admin, size, size / rate + 120, others=2, samples=samples)
+                seconds, connected = await _wait_connections(node, size, size / rate + 120, samples=samples)
                 result["connected_after_s"], result["connected"] = round(seconds, 1), connected
                 result["peak_accept_rate_per_s"] = peak_rate(samples)
                 connect_cpu = cpu_seconds(node.pid) - cpu_start
@@ -166,20 +193,21 @@ async def measure(size: int, rate: float, idle_s: float, telemetry_s: float) -> 
             finally:
                 result["connect"] = _stop_simulator(sim)
             if telemetry_s > 0:
-                result["telemetry"] = await _telemetry(node, size, rate, telemetry_s, received)
+                result["telemetry"] = await _telemetry(node, size, rate, telemetry_s, received, token)
         return result
     finally:
         node.stop()
 
 
-async def _telemetry(node: BrokerProcess, size: int, rate: float, seconds: float, received: list[int]) -> dict[str, Any]:
+async def _telemetry(node: BrokerProcess, size: int, rate: float, seconds: float, received: list[int],
+                     token: str | None) -> dict[str, Any]:
     assert node.ws and node.admin
-    while await _connections(node.admin, others=2) > 0:  # the first fleet has left
+    while await _connections(node, others=2) > 0:  # the first fleet has left
         await asyncio.sleep(0.5)
     received[:] = [0, 0]
-    sim = _simulator(node.ws, size, rate, telemetry=True)
+    sim = _simulator(node.ws, size, rate, telemetry=True, token=token)
     try:
-        connected = (await _wait_connections(node.admin, size, size / rate + 120, others=2))[1]
+        connected = (await _wait_connections(node, size, size / rate + 120, others=2))[1]
         await asyncio.sleep(seconds)
     finally:
         summary = _stop_simulator(sim)
@@ -195,11 +223,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=5000.0, help="connects per second asked of the simulator (default: 5000)")
     parser.add_argument("--idle-s", type=float, default=20.0, help="idle CPU window, seconds (default: 20)")
     parser.add_argument("--telemetry-s", type=float, default=0.0, help="telemetry run length, seconds (default: none)")
+    parser.add_argument("--jwt", action="store_true",
+                        help="the node authenticates (--jwt-keys) and every device sends a bearer token (default: no auth)")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
     results = []
     for size in (int(s) for s in args.sizes.split(",") if s):
-        result = asyncio.run(measure(size, args.rate, args.idle_s, args.telemetry_s))
+        result = asyncio.run(measure(size, args.rate, args.idle_s, args.telemetry_s, args.jwt))
         print(json.dumps(result), flush=True)
         results.append(result)
     report: dict[str, Any] = {"machine": {"cpus": os.cpu_count()}, "reference_kb_per_connection": REFERENCE_KB, "runs": results}

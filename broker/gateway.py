@@ -113,7 +113,9 @@ class GatewaySession(Session):
     ``("next", data, metadata, complete)``, ``("complete",)`` or ``("error", code, message)``.
     """
 
-    transport_name = "http"
+    __slots__ = ("events", "_waiter", "_parts", "_parts_bytes", "_writable")
+
+    plain_name = "http"
 
     def __init__(self, broker: Broker, peer: Any) -> None:
         super().__init__(broker, peer)

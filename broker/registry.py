@@ -33,6 +33,11 @@ service's ``prefer_local`` (the default) a local provider wins whenever there is
 request that arrived over a broker link is only ever given to a local provider, so a
 request crosses at most one hop. A remote provider whose link is down is not
 ``available`` and is skipped.
+
+A remote service that is one instance on one node, as a device registers it, has no entry
+here at all (issue 13: tens of thousands of them on every node, each ~400 bytes as provider
+objects): ``remote`` (``cluster.remote_routes``) answers for it from the routing table.
+Any other remote service, or one a local provider shares, has its providers here.
 """
 
 from __future__ import annotations
@@ -111,6 +116,33 @@ class Provider(Protocol):
     #: the relay samples a local provider's round trips only once this is set (the registry
     #: sets it when the provider serves a ``p2c`` service)
     measure_rtt: bool
+
+
+class RemoteServices(Protocol):
+    """Services on other nodes that the registry keeps no entry for (``cluster.remote_routes``)."""
+
+    def sole(self, service: str) -> Provider | None:
+        """The provider of ``service`` when the registry holds none of it (made from the
+        routing table; a bounded number are kept for the next picks), or None when no
+        other node has it."""
+        ...
+
+    def view(self, service: str) -> list[Provider]:
+        """Its providers on other nodes as views show them (made for the caller, not kept)."""
+        ...
+
+    def names(self) -> Iterable[str]:
+        """Every service on other nodes (repeats allowed)."""
+        ...
+
+    def attach(self, service: str) -> None:
+        """A local provider now serves ``service``: add its remote providers to the registry,
+        so that a pick weighs them against the local one."""
+        ...
+
+    def served_by(self, service: str, node: str) -> bool:
+        """Whether ``node`` announces ``service``."""
+        ...
 
 
 @dataclass(slots=True)
@@ -247,6 +279,8 @@ class Registry:
         #: Kept per change, so the load announcer walks only these (a fleet's one-device
         #: services never enter it).
         self.balanced: set[str] = set()
+        #: remote services held outside the registry (set by the cluster side)
+        self.remote: RemoteServices | None = None
 
     # -- membership -------------------------------------------------------------------
 
@@ -254,6 +288,8 @@ class Registry:
         entry = self._services.get(service)
         if entry is None:
             entry = self._services[service] = _Service()
+            if self.remote is not None and not provider.is_remote:
+                self.remote.attach(service)
         if provider not in entry.providers:
             entry.providers.append(provider)
             entry.changed()
@@ -285,15 +321,34 @@ class Registry:
             self.balanced.discard(service)
 
     def services(self) -> dict[str, list[Provider]]:
-        return {name: list(entry.providers) for name, entry in self._services.items()}
+        return {name: self.providers(name) for name in self.names()}
 
     def names(self) -> list[str]:
-        """Every service with a provider (no copies of the provider lists)."""
-        return list(self._services)
+        """Every service with a provider, here or on another node (no provider lists made)."""
+        names = list(self._services)
+        if self.remote is not None:
+            held = self._services
+            names.extend({name for name in self.remote.names() if name not in held})
+        return names
 
     def providers(self, service: str) -> list[Provider]:
         entry = self._services.get(service)
-        return list(entry.providers) if entry else []
+        if entry is not None:
+            return list(entry.providers)
+        return self.remote.view(service) if self.remote is not None else []
+
+    def served_on(self, service: str, node: str, own: str) -> bool:
+        """Whether a provider of ``service`` is on ``node`` (``own`` is this node's id): the
+        admin API's node filter, without making the providers of a remote service."""
+        entry = self._services.get(service)
+        if entry is not None:
+            return any(getattr(p, "node", own) == node for p in entry.providers)
+        return self.remote is not None and self.remote.served_by(service, node)
+
+    def has_local(self, service: str) -> bool:
+        """Whether a provider on this node serves ``service``."""
+        entry = self._services.get(service)
+        return entry is not None and entry.remote < len(entry.providers)
 
     # -- policies ---------------------------------------------------------------------
 
@@ -324,7 +379,7 @@ class Registry:
         """
         entry = self._services.get(service)
         if entry is None:
-            return None, f"no provider for service '{service}'"
+            return self._pick_sole(service, local_only)
         if entry.only is not None:
             return entry.only, ""
         providers = entry.providers
@@ -335,8 +390,7 @@ class Registry:
             else:
                 providers = [p for p in providers if not p.is_remote or p.available]
             if not providers:
-                where = "on this node" if local_only else "reachable (links to its nodes are down)"
-                return None, f"no provider for service '{service}' {where}"
+                return None, _none_left(service, local_only)
         if entry.outliers is not None and entry.outliers.records:
             usable = entry.outliers.usable  # if all that are left here are ejected, they serve
             providers = [p for p in providers if usable(p, now)] or providers
@@ -374,6 +428,16 @@ class Registry:
         if chosen.lease_enabled:
             chosen.lease_remaining -= 1
         return chosen, ""
+
+    def _pick_sole(self, service: str, local_only: bool) -> tuple[Provider | None, str]:
+        """A service the registry holds no entry for: the one provider of it on another
+        node, if any, by the rules :meth:`pick` applies to a lone remote provider."""
+        sole = self.remote.sole(service) if self.remote is not None else None
+        if sole is None:
+            return None, f"no provider for service '{service}'"
+        if local_only or not sole.available:
+            return None, _none_left(service, local_only)
+        return sole, ""
 
     # -- outcomes (outlier ejection) ------------------------------------------------------
 
@@ -437,6 +501,12 @@ class Registry:
         assert best is not None
         current[id(best)] = best_current - total
         return best
+
+
+def _none_left(service: str, local_only: bool) -> str:
+    """Why a service whose providers are all remote has none to pick now."""
+    where = "on this node" if local_only else "reachable (links to its nodes are down)"
+    return f"no provider for service '{service}' {where}"
 
 
 def _has_lease(provider: Provider, now: float) -> bool:

@@ -413,7 +413,10 @@ class Broker:
     # -- hooks -----------------------------------------------------------------------------
 
     def on_setup(self, session: Session) -> None:
-        self.watch(session, session.last_recv + session.max_lifetime_ms / 1000.0)
+        deadline = self._credential_deadline(session, self.clock(), session.last_recv + session.max_lifetime_ms / 1000.0)
+        if deadline is None:
+            return
+        self.watch(session, deadline)
         if session.lease_enabled:
             self._leased.add(session)
             self._grant_lease(session)
@@ -531,7 +534,17 @@ class Broker:
                 f"no frame from the client within its max lifetime of {session.max_lifetime_ms} ms",
             )
             return None
-        return session.last_recv + lifetime
+        return self._credential_deadline(session, now, session.last_recv + lifetime)
+
+    def _credential_deadline(self, session: Session, now: float, deadline: float) -> float | None:
+        """``deadline``, or the earlier time ``session``'s credentials run out; None (and the
+        session closed) if they ran out or were revoked already."""
+        reason, left = self.security.credentials_left(session.principal)
+        if reason:
+            self.stats["credential_closes"] += 1
+            session.fail(ErrorCode.CONNECTION_CLOSE, reason)
+            return None
+        return deadline if left is None or now + left >= deadline else now + left
 
     # -- views ------------------------------------------------------------------------------
 

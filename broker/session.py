@@ -109,9 +109,27 @@ _session_ids = itertools.count(1)
 
 
 class Session:
-    """Transport-independent relay state of one connection."""
+    """Transport-independent relay state of one connection.
 
-    transport_name = "?"
+    Slotted, as are its transport subclasses: an idle device is mostly this object, and a
+    ``__dict__`` per connection cost about 1.5 KiB of the issue 13 budget (10 KiB per idle
+    WebSocket device). An attribute another part sets on a session must be listed here.
+    """
+
+    __slots__ = (
+        "broker", "id", "peer", "state", "streams", "next_local_id", "metadata_mime", "data_mime",
+        "registration", "principal", "tls_principal", "keepalive_ms", "max_lifetime_ms",
+        "lease_enabled", "lease_remaining", "lease_expires", "lease_granted_until", "outstanding",
+        "failures", "connected_at", "_last_recv", "frames_in", "frames_out", "close_reason",
+        "_blocked_sources", "write_paused", "read_paused", "self_blocked", "closing", "is_link",
+        "wants_topology", "frame_limit", "reassembling", "reassembly_bytes", "transport_name",
+        "wire_out", "timed_out", "open_cache", "open_gen", "measure_rtt", "rtt", "rtt_at",
+        # links.Links keeps inbound sessions between SETUP and proof in a WeakKeyDictionary
+        "__weakref__",
+    )
+
+    #: what ``transport_name`` starts as (the admin API and metrics show it)
+    plain_name = "?"
     #: a local connection is never a remote provider and is always reachable (registry.Provider)
     is_remote = False
     available = True
@@ -120,17 +138,15 @@ class Session:
     peer_parity = 1
     #: a connection this node opened (a broker link), not one a client opened to it
     outbound = False
-    #: output buffer of a length-prefixed transport, where ``broker.hotpath`` appends relayed
-    #: frames itself (coalescing); None: frames go through :meth:`forward` one by one
-    wire_out: bytearray | None = None
-    #: closed by the broker because the peer went silent: its streams end as 'timeout'
-    timed_out = False
-    #: the hot path samples its round trips (``rtt``): set by the registry once it provides a
-    #: ``p2c`` service (and kept), so no other provider pays for the sampling
-    measure_rtt = False
 
     def __init__(self, broker: "Broker", peer: tuple[Any, ...] | None) -> None:
         self.broker = broker
+        self.transport_name = self.plain_name
+        #: output buffer of a length-prefixed transport, where ``broker.hotpath`` appends relayed
+        #: frames itself (coalescing); None: frames go through :meth:`forward` one by one
+        self.wire_out: bytearray | None = None
+        #: closed by the broker because the peer went silent: its streams end as 'timeout'
+        self.timed_out = False
         self.id = next(_session_ids)
         self.peer = peer
         self.state = State.AWAIT_SETUP
@@ -156,6 +172,9 @@ class Session:
         #: sampled (broker.latency: what p2c weighs; 0.0 until its first answer)
         self.rtt = 0.0
         self.rtt_at = 0.0
+        #: the hot path samples its round trips (``rtt``): set by the registry once it provides a
+        #: ``p2c`` service (and kept), so no other provider pays for the sampling
+        self.measure_rtt = False
         now = broker.clock()
         self.connected_at = now
         self.last_recv = now

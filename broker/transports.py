@@ -44,7 +44,9 @@ CLOSE_GRACE_S = 5.0
 class TcpSession(Session, asyncio.Protocol):
     """A client connected over TCP (optionally TLS)."""
 
-    transport_name = "tcp"
+    __slots__ = ("transport", "_buf", "_need", "_queued")
+
+    plain_name = "tcp"
     #: the name when the socket is TLS
     tls_name = "tls"
 
@@ -151,7 +153,9 @@ class WsSession(TcpSession):
     message longer than the frame limit is refused when its header arrives, unbuffered.
     """
 
-    transport_name = "ws"
+    __slots__ = ("_out", "_message")
+
+    plain_name = "ws"
     tls_name = "wss"
 
     def __init__(self, broker: Broker) -> None:

@@ -127,14 +127,16 @@ class _Challenge:
 class LinkSession(TcpSession):
     """Our outbound connection to another node; we are the client on it."""
 
-    transport_name = "link-out"
+    __slots__ = ("links", "node", "nonce", "handshake")
+
+    plain_name = "link-out"
     peer_parity = 0  # the other node only answers our (odd) streams
     outbound = True
-    #: its round trip is what p2c weighs its node's providers by (broker.latency)
-    measure_rtt = True
 
     def __init__(self, broker: "Broker", links: "Links", node: str) -> None:
         super().__init__(broker)
+        #: its round trip is what p2c weighs its node's providers by (broker.latency)
+        self.measure_rtt = True
         self.links = links
         self.node = node
         self.next_local_id = 1  # we are the client on this connection: odd stream ids

@@ -26,10 +26,14 @@ Rules of this module:
 * Only entries every node can decode are announced: an entry whose route the gossip
   decoder would refuse (e.g. a service name over ``MAX_ROUTE_NAME``) is left out and
   logged, so one bad registration can never make peers drop this node's packets.
-* Memory: an entry is one small tuple ``(instance, seq)`` under its service name, tags of
-  entries without tags share one empty dict; the name and instance strings are the decoded
-  ones, shared (not copied) by the registry's providers. No ``sys.intern``: its table
-  would cost more per entry than sharing saves.
+* Memory (issue 13: tens of thousands of device routes on every node): an entry as a device
+  registers it (weight 1, no tags, load 0) is one ``bytes`` under its service name: its
+  sequence number (8 bytes) and its instance name (UTF-8), about 50 bytes where a tuple, an
+  int and a str took 140. Other entries are a tuple ``(instance, seq, weight, tags, load)``.
+  The service name is the decoded string, the dict key, and the registry shares it when it
+  holds providers of the service at all (``cluster.remote_routes`` makes them only for
+  services that need more than the table says). No ``sys.intern``: its table would cost more
+  per entry than sharing saves.
 * Sans-IO: no sockets, no clock (``now`` is passed in), no threads.
 """
 
@@ -38,8 +42,9 @@ from __future__ import annotations
 import collections
 import heapq
 import logging
+import struct
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence, Union
+from typing import Iterable, Iterator, Mapping, Sequence, Union
 
 from cluster.swim.config import Config
 from cluster.swim.core import MemberChanged
@@ -87,11 +92,13 @@ class RoutesChanged:
     services: frozenset[str]
 
 
-#: A live entry: ``(instance, seq, weight, tags, load)``, or just ``(instance, seq)`` for
-#: weight 1, no tags, load 0 (a device: 56 bytes instead of 80). Several instances of one
-#: service at one owner are a tuple of these (the rare case: one device, one instance).
-_Rec = tuple
+#: A live entry: for weight 1, no tags, load 0 (every device) ``bytes``: its seq packed in 8
+#: bytes, then its instance in UTF-8 (``surrogatepass``: any str round-trips); else the tuple
+#: ``(instance, seq, weight, tags, load)``. Several instances of one service at one owner
+#: are a tuple of these (the rare case: one device, one instance).
+_Rec = Union[bytes, tuple]
 _Slot = Union[_Rec, tuple[_Rec, ...]]
+_SEQ = struct.Struct(">Q")
 
 
 def _mix(seq: int) -> int:
@@ -103,16 +110,28 @@ def _mix(seq: int) -> int:
 
 
 def _rec(instance: str, seq: int, weight: int, tags: dict, load: int) -> _Rec:
-    return (instance, seq) if weight == 1 and not tags and not load else (instance, seq, weight, tags, load)
+    if weight == 1 and not tags and not load:
+        return _SEQ.pack(seq) + instance.encode("utf-8", "surrogatepass")
+    return (instance, seq, weight, tags, load)
+
+
+def _seq(rec: _Rec) -> int:
+    return _SEQ.unpack_from(rec)[0] if type(rec) is bytes else rec[1]  # type: ignore[no-any-return]
+
+
+def _instance(rec: _Rec) -> str:
+    return rec[8:].decode("utf-8", "surrogatepass") if type(rec) is bytes else rec[0]  # type: ignore[return-value]
 
 
 def _fields(rec: _Rec) -> tuple[str, int, int, dict, int]:
-    """``(instance, seq, weight, tags, load)`` of a short or full record."""
-    return (rec[0], rec[1], 1, _NO_TAGS, 0) if len(rec) == 2 else rec  # type: ignore[return-value]
+    """``(instance, seq, weight, tags, load)`` of a packed or full record."""
+    if type(rec) is bytes:
+        return rec[8:].decode("utf-8", "surrogatepass"), _SEQ.unpack_from(rec)[0], 1, _NO_TAGS, 0
+    return rec  # type: ignore[return-value]
 
 
 def _recs(slot: _Slot) -> tuple[_Rec, ...]:
-    return (slot,) if type(slot[0]) is str else slot  # type: ignore[return-value]
+    return (slot,) if type(slot) is bytes or type(slot[0]) is str else slot  # type: ignore[return-value]
 
 
 def _tags(tags: Mapping[str, str]) -> dict[str, str]:
@@ -142,7 +161,7 @@ class _Owner:
         if slot is None:
             return None
         for rec in _recs(slot):
-            if rec[0] == instance:
+            if _instance(rec) == instance:
                 return rec
         return None
 
@@ -154,14 +173,15 @@ class _Owner:
             self.routes[service] = rec
         else:
             recs = _recs(slot)
-            kept = tuple(r for r in recs if r[0] != rec[0])
-            old = next((r for r in recs if r[0] == rec[0]), None)
+            instance = _instance(rec)
+            kept = tuple(r for r in recs if _instance(r) != instance)
+            old = next((r for r in recs if _instance(r) == instance), None)
             self.routes[service] = rec if not kept else kept + (rec,)
         if old is not None:
-            self.mix ^= _mix(old[1])
+            self.mix ^= _mix(_seq(old))
         else:
             self.count += 1
-        self.mix ^= _mix(rec[1])
+        self.mix ^= _mix(_seq(rec))
         return old
 
     def delete(self, service: str, instance: str) -> _Rec | None:
@@ -169,16 +189,16 @@ class _Owner:
         if slot is None:
             return None
         recs = _recs(slot)
-        old = next((r for r in recs if r[0] == instance), None)
+        old = next((r for r in recs if _instance(r) == instance), None)
         if old is None:
             return None
-        kept = tuple(r for r in recs if r[0] != instance)
+        kept = tuple(r for r in recs if _instance(r) != instance)
         if not kept:
             del self.routes[service]
         else:
             self.routes[service] = kept[0] if len(kept) == 1 else kept
         self.count -= 1
-        self.mix ^= _mix(old[1])
+        self.mix ^= _mix(_seq(old))
         return old
 
     def digest(self, owner: str) -> RouteDigest:
@@ -240,7 +260,7 @@ class RoutingTable:
         registration takes."""
         mine = self._mine
         wanted = {e.instance: e for e in entries if e.service == service and self._carriable(e)}
-        current = {rec[0]: rec for rec in _recs(mine.routes[service])} if service in mine.routes else {}
+        current = {_instance(rec): rec for rec in _recs(mine.routes[service])} if service in mine.routes else {}
         for instance, e in wanted.items():
             old = current.get(instance)
             tags = _tags(e.tags)
@@ -306,6 +326,31 @@ class RoutingTable:
             return 0, []
         names = [s for s in o.routes if s.startswith(prefix)] if prefix else list(o.routes)
         return len(names), sorted(names) if limit is None else heapq.nsmallest(limit, names)
+
+    def sole_entry(self, service: str) -> tuple[str, str] | None:
+        """``(node, instance)`` of the one entry of ``service`` on other nodes, when it is the
+        only one and as a device registers it (weight 1, no tags, load 0); else None.
+        O(members): the relay's pick of a service it keeps no provider object for
+        (``cluster.remote_routes``)."""
+        found = None
+        for owner, o in self._remote.items():
+            slot = o.routes.get(service)
+            if slot is not None:
+                if found is not None or type(slot) is not bytes:
+                    return None
+                found = (owner, slot)
+        return None if found is None else (found[0], _instance(found[1]))
+
+    def remote_services(self) -> Iterator[str]:
+        """The services other nodes announce (one held by several nodes comes once per node):
+        O(table), for views."""
+        for o in self._remote.values():
+            yield from o.routes
+
+    def holds(self, node: str, service: str) -> bool:
+        """Whether ``node`` announces ``service``: O(1)."""
+        o = self._owner(node)
+        return o is not None and service in o.routes
 
     def knows(self, owner: str, service: str, instance: str) -> bool:
         """True if we hold a live entry of ``owner`` for this service instance."""
@@ -442,7 +487,7 @@ class RoutingTable:
         for seq, service, instance, weight, load, tags, removed in group.items:
             rec = o.get(service, instance)
             tomb = o.tombs.get((service, instance))
-            if (rec is not None and rec[1] >= seq) or (tomb is not None and tomb[0] >= seq):
+            if (rec is not None and _seq(rec) >= seq) or (tomb is not None and tomb[0] >= seq):
                 continue
             if removed:
                 if rec is not None:
@@ -458,8 +503,9 @@ class RoutingTable:
             sent = {(item[1], item[2]) for item in group.items}
             for service in list(o.routes):
                 for rec in _recs(o.routes[service]):
-                    if rec[1] <= group.upto and (service, rec[0]) not in sent:
-                        o.delete(service, rec[0])
+                    instance = _instance(rec)
+                    if _seq(rec) <= group.upto and (service, instance) not in sent:
+                        o.delete(service, instance)
                         changed.add(service)
         return changed
 

@@ -308,7 +308,7 @@ class ClusterRuntime:
         bound = await self.gossip.start()
         self.node.addresses["cluster"] = f"{bound[0]}:{bound[1]}"
         self.links = Links(self.broker, settings.node_id, self.keyring, self._link_ssl())
-        self.remote = RemoteRoutes(self.broker.registry, self.links)
+        self.remote = RemoteRoutes(self.broker.registry, self.links, self.gossip.table)
         self.links.start()
         self._supervise_links()
         self.broker.registry_listeners.append(self._publish_local)
@@ -412,7 +412,7 @@ class ClusterRuntime:
         if self.remote is None or change.node == self.settings.node_id:
             return
         for service in change.services:
-            self.remote.update(change.node, service, self.gossip.table.entries(change.node, service))
+            self.remote.changed(service)
 
     def _publish_local(self, services: frozenset[str]) -> None:
         if self.gossip is not None:

@@ -10,7 +10,7 @@ as devices connect to any node), and measures:
 * ``cpu_s``: process CPU time of the whole simulation of the convergence (all nodes run
   in this one process, so it is the sum over nodes);
 * ``bytes_per_route``: tracemalloc of one node's table holding every remote route,
-  strings included, and without the service and instance strings;
+  without the service-name strings (``table``) and those strings alone (``strings``);
 * ``one_change``: entries applied and serialized, summed over all nodes, for one device
   that moves from one node to another once everything converged (instrumented counters:
   O(change) means this stays the same whatever ``routes`` is), and how long (virtual)
@@ -119,8 +119,9 @@ def move_one(sim: Simulator, old: str, new: str, per_node: dict[str, list[Servic
 def memory_per_route(sim: Simulator, name: str) -> dict[str, float]:
     """Bytes one table takes per remote route: the other nodes' complete sets are encoded,
     then decoded and applied to a fresh table under tracemalloc. ``table`` is its own
-    structure, ``strings`` the service and instance strings it keeps (a real node shares
-    them with its registry's providers instead of copying them)."""
+    structure (a device's instance name is inside its packed entry), ``strings`` the
+    service-name strings it keeps (a real node's registry shares them, when it holds the
+    service at all)."""
     wires = [msgpack.packb(m.to_wire()) for n in sim.nodes.values() if n.name != name for m in n.table.greeting()]
     table = RoutingTable(name, 1, sim.config)
     tracemalloc.start()
@@ -133,6 +134,6 @@ def memory_per_route(sim: Simulator, name: str) -> dict[str, float]:
         total, _ = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    entries = [e for n in sim.nodes.values() if n.name != name for e in table.services_of(n.name)]
-    strings = sum(sys.getsizeof(e.service) + sys.getsizeof(e.instance) for e in entries)
-    return {"table": round((total - strings) / len(entries), 1), "strings": round(strings / len(entries), 1)}
+    routes = sum(table.count(n.name) for n in sim.nodes.values() if n.name != name)
+    strings = sum(sys.getsizeof(service) for service in table.remote_services())
+    return {"table": round((total - strings) / routes, 1), "strings": round(strings / routes, 1)}

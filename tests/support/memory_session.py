@@ -18,7 +18,7 @@ __all__ = ["MemorySession"]
 class MemorySession(Session):
     """A session whose transport is a list of the frames it would write."""
 
-    transport_name = "memory"
+    plain_name = "memory"
 
     def __init__(self, broker: Broker, port: int) -> None:
         super().__init__(broker, ("127.0.0.1", port))
