@@ -17,7 +17,12 @@ What lives here, and nothing else:
 * :func:`forward` — output coalescing: a frame with its new stream id appended to the
   destination's ``wire_out`` buffer, flushed once per loop turn;
 * :func:`request_metadata` — the routing metadata of a request (reference
-  ``frames.request_metadata``).
+  ``frames.request_metadata``);
+* :func:`trace_entry` — where the first trace-context entry of composite metadata is, if its
+  content is a well-formed W3C trace context, and the key the route cache knows it by
+  (reference: ``metadata.entry_spans`` and ``tracing.ENTRY``);
+* :func:`stamp_parent` — a copy of a traced request frame whose ``traceparent`` names this
+  hop's span as the parent (the 16 hex digits rewritten in place, nothing re-encoded).
 
 The session side of the contract (``broker.session``): ``streams``, ``frames_in``,
 ``frame_limit``, ``peer_parity``, ``outstanding``, ``write_paused``, ``closing``, ``wire_out`` (a bytearray
@@ -49,7 +54,10 @@ from broker.frames import (
 )
 from broker.metering import OK as _OK
 
-__all__ = ["forward", "read_frames", "relay_frame", "request_metadata"]
+from broker.tracing import ENTRY as _ENTRY
+from broker.tracing import MARKER as _TRACE_MIME
+
+__all__ = ["forward", "read_frames", "relay_frame", "request_metadata", "stamp_parent", "trace_entry"]
 
 _PAYLOAD = int(FrameType.PAYLOAD)
 _REQUEST_N = int(FrameType.REQUEST_N)
@@ -60,6 +68,8 @@ _STREAM = int(FrameType.REQUEST_STREAM)
 _CHANNEL = int(FrameType.REQUEST_CHANNEL)
 _METADATA_PUSH = int(FrameType.METADATA_PUSH)
 _HEADER = struct.Struct(">IH")
+#: the length of a ``traceparent``'s parent id (16 hex digits)
+_PARENT_LEN = 16
 CONNECTION_ERROR = int(ErrorCode.CONNECTION_ERROR)
 
 
@@ -220,3 +230,62 @@ def request_metadata(buf: Any, off: int, end: int) -> tuple[bytes, bool]:
     if pos + mlen > end:
         raise FrameError(f"metadata length {mlen} runs past the end of the frame")
     return bytes(buf[pos : pos + mlen]), pos + mlen < end
+
+
+def trace_entry(metadata: bytes, max_entries: int) -> tuple[bytes, int]:
+    """``(route key, content offset)`` of composite ``metadata`` whose first trace entry holds a
+    well-formed trace context; ``(metadata, -1)`` when it has none (or an ill-formed one).
+
+    One walk over the entries' headers, as ``metadata.entry_spans`` reads and checks them,
+    stopping at the first trace entry or after ``max_entries`` (a read past the limit, or of
+    a broken entry before the trace entry, is refused by the full read; this walk says -1). The
+    route key is ``metadata`` with that entry's content cut out and its length set to 0: itself
+    metadata whose full read names the same route and fails the same way (the content is
+    opaque to routing), so the relay's route cache can answer a traced request, whose trace
+    entry differs every time, from the key, and a full read of the key is a full read.
+    """
+    pos, total, count = 0, len(metadata), 0
+    while pos < total and count < max_entries:
+        count += 1
+        first = metadata[pos]
+        if first & 0x80:
+            traced = False
+            pos += 1
+        else:
+            traced = first == len(_TRACE_MIME) - 1 and metadata.startswith(_TRACE_MIME, pos + 1)
+            if not traced and not metadata[pos + 1 : pos + 2 + first].isascii():
+                return metadata, -1
+            pos += 2 + first
+        if total - pos < 3:
+            return metadata, -1
+        length = (metadata[pos] << 16) | (metadata[pos + 1] << 8) | metadata[pos + 2]
+        pos += 3
+        if pos + length > total:
+            return metadata, -1
+        if traced:
+            if _ENTRY.fullmatch(metadata, pos, pos + length) is None:
+                return metadata, -1
+            return metadata[: pos - 3] + b"\0\0\0" + metadata[pos + length :], pos
+        pos += length
+    return metadata, -1
+
+
+def stamp_parent(buf: Any, off: int, end: int, at: int, span: int) -> bytes:
+    """A copy of the request frame ``buf[off:end]`` whose trace entry names ``span`` as parent.
+
+    ``at`` is where the 16 hex digits of the ``traceparent``'s parent id lie in the frame's
+    metadata (36 bytes into the content :func:`trace_entry` found); they are overwritten with
+    ``span``'s (lower-case, as W3C asks), so the provider, or the next node, sees this hop's
+    span as its parent and nothing else in the frame changes.
+    """
+    if off < 0 or end > len(buf) or end - off < HEADER_LENGTH:
+        _refuse_view(buf, off, end)
+    ftype = buf[off + 4] >> 2
+    field = -1
+    if 0 <= at <= end - off:
+        field = (HEADER_LENGTH + 4 if ftype == _STREAM or ftype == _CHANNEL else HEADER_LENGTH) + 3 + at
+    if field < 0 or field + _PARENT_LEN > end - off or not 0 < span < 1 << 64:
+        raise FrameError(f"no traceparent parent id fits at metadata offset {at} of a {end - off}-byte frame")
+    frame = bytearray(memoryview(buf)[off:end])
+    frame[field : field + _PARENT_LEN] = b"%016x" % span
+    return bytes(frame)

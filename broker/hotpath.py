@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 
-__all__ = ["COMPILED", "NO_EXTENSIONS", "forward", "read_frames", "relay_frame", "request_metadata"]
+__all__ = ["COMPILED", "NO_EXTENSIONS", "forward", "read_frames", "relay_frame", "request_metadata", "stamp_parent", "trace_entry"]
 
 log = logging.getLogger("rsbroker.hotpath")
 
@@ -19,16 +19,23 @@ log = logging.getLogger("rsbroker.hotpath")
 NO_EXTENSIONS = os.environ.get("RSBROKER_NO_EXTENSIONS", "").strip().lower() not in ("", "0", "false", "no")
 
 if NO_EXTENSIONS:
-    from broker._hotpath import forward, read_frames, relay_frame, request_metadata
+    from broker._hotpath import forward, read_frames, relay_frame, request_metadata, stamp_parent, trace_entry
 
     COMPILED = False
 else:
     try:
-        from broker._hotpath_c import forward, read_frames, relay_frame, request_metadata  # type: ignore[no-redef]
+        from broker._hotpath_c import (  # type: ignore[no-redef]
+            forward,
+            read_frames,
+            relay_frame,
+            request_metadata,
+            stamp_parent,
+            trace_entry,
+        )
 
         COMPILED = True
     except ImportError as exc:  # not built (no compiler when installed): same behaviour, slower
         log.debug("compiled hot path unavailable (%s): using pure Python", exc)
-        from broker._hotpath import forward, read_frames, relay_frame, request_metadata
+        from broker._hotpath import forward, read_frames, relay_frame, request_metadata, stamp_parent, trace_entry
 
         COMPILED = False

@@ -53,7 +53,7 @@ from broker.frames import (
     request_data,
     request_frame,
 )
-from broker.hotpath import forward, relay_frame, request_metadata
+from broker.hotpath import forward, relay_frame, request_metadata, stamp_parent
 from broker.limits import LimitExceeded, exceeded
 from broker.traffic import DEADLINE_TAG
 
@@ -520,6 +520,9 @@ class Session:
         dest = self._route_stream(st, metadata, type_flags)
         if dest is None:
             return
+        if st.trace is not None:  # the provider's span becomes a child of this hop's (broker.tracing)
+            buf = stamp_parent(buf, off, end, st.trace[1], st.trace[2])
+            off, end = 0, len(buf)
         if self.metadata_mime == md.ROUTING_MIME:
             # Every provider and broker link reads composite metadata (registering needs it):
             # bare routing tags read as composite could name another route than the one checked.
@@ -557,11 +560,28 @@ class Session:
                 return
             if self.metadata_mime == md.ROUTING_MIME:
                 frames = self._as_composite(st, frames, whole)
+            elif st.trace is not None:
+                frames = self._stamp_fragments(st.trace, frames)
             for frame in frames:
                 forward(dest, st.prov_sid, frame, 0, len(frame))
                 st.meter.bytes_in += len(frame)  # type: ignore[union-attr]
             if dest.write_paused:
                 self._blocked_by(dest)
+
+    @staticmethod
+    def _stamp_fragments(trace: HopContext, frames: list[bytes]) -> list[Any]:
+        """The fragments of a traced request with this hop's span as the parent id
+        (``stamp_parent`` on the fragment whose metadata holds its 16 digits). Digits split
+        across two fragments are left as they came: the provider's span is then a sibling of
+        this hop's, as it would be without the rewrite."""
+        _, parent_at, span, _ = trace
+        start = 0
+        for i, frame in enumerate(frames):
+            length = len(request_metadata(frame, 0, len(frame))[0])
+            if start <= parent_at and parent_at + 16 <= start + length:
+                return [*frames[:i], stamp_parent(frame, 0, len(frame), parent_at - start, span), *frames[i + 1 :]]
+            start += length
+        return frames
 
     @staticmethod
     def _as_composite(st: Stream, frames: list[bytes], routing: bytes) -> list[bytes]:
@@ -665,7 +685,7 @@ class Session:
                 sid, ftype, ErrorCode.INVALID, f"request has no route: add '{md.ROUTING_MIME}' metadata naming 'service.method'"
             )
             return None
-        route, service, trace_entry = resolved
+        route, service, trace_at = resolved
         meter = broker.meter.route(route, service)
         if broker.draining or broker.security.enabled or self.is_link:
             refusal = broker.refuse_request(self, route)
@@ -692,7 +712,7 @@ class Session:
         st.route = route
         st.meter = meter
         st.opened_at = now
-        st.trace = broker.tracer.context(trace_entry, provider) if trace_entry is not None else None
+        st.trace = broker.tracer.context(metadata, trace_at, provider) if trace_at is not None else None
         meter.inflight += 1
         st.prov = dest
         st.prov_id = pid

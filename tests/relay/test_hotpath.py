@@ -21,7 +21,7 @@ from hypothesis import settings
 from hypothesis.stateful import run_state_machine_as_test
 
 from broker import frames as fr
-from broker import hotpath, metering, session, tracing
+from broker import hotpath, metering, relay, session, tracing
 from broker import metadata as md
 from broker.frames import FrameType
 from broker.relay import Broker
@@ -64,15 +64,18 @@ def test_stream_maps_hold_on_each_hot_path(hot: ModuleType, monkeypatch: pytest.
 
 
 def _use(hot: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make the sessions relay, read request metadata and forward through ``hot``."""
-    for name in ("relay_frame", "request_metadata", "forward"):
+    """Make the sessions relay, read request metadata, stamp trace parents and forward through
+    ``hot``, and the broker find trace entries with it."""
+    for name in ("relay_frame", "request_metadata", "forward", "stamp_parent"):
         monkeypatch.setattr(session, name, getattr(hot, name))
+    monkeypatch.setattr(relay, "trace_entry", hot.trace_entry)
 
 
 @pytest.mark.parametrize("hot", HOT_PATHS, ids=lambda m: m.__name__)
 def test_first_response_and_end_are_metered_and_traced_on_each_hot_path(hot: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
     """A traced request-response and a traced stream: their meter and span get the time of the
-    first response frame, and the request-response its end, as the relay's clock read them."""
+    first response frame, and the request-response its end, as the relay's clock read them; the
+    provider gets each request with this hop's span id as its parent id, and nothing else changed."""
     _use(hot, monkeypatch)
     loop = asyncio.new_event_loop()
     try:
@@ -85,10 +88,13 @@ def test_first_response_and_end_are_metered_and_traced_on_each_hot_path(hot: Mod
         requester.feed(fr.setup_frame())
         traced = md.route_metadata("svc.m") + tracing.entry(f"00-{'ab' * 16}-{'cd' * 8}-01")
 
+        received: list[bytes] = []
+
         def relay(source: MemorySession, frame: bytes, at: float, dest: MemorySession) -> int:
             now[0] = at
             source.feed(frame)
             [got] = dest.take()
+            received.append(got.raw)
             return got.stream_id
 
         rr = fr.request_frame(FrameType.REQUEST_RESPONSE, 1, traced, b"q")
@@ -113,6 +119,9 @@ def test_first_response_and_end_are_metered_and_traced_on_each_hot_path(hot: Mod
         spans = broker.tracer.view("svc.m")
         assert [(span["route"], span["first_response_s"], span["outcome"]) for span in spans] == [("svc.m", 0.25, "ok"), ("svc.m", 0.5, "ok")]
         assert spans[0]["duration_s"] == 0.25  # a request-response ends with its first response frame
+        for span, sent, got in ((spans[0], rr, received[0]), (spans[1], stream, received[2])):
+            assert span["parent_span_id"] == "cd" * 8 and span["span_id"] != "cd" * 8
+            assert got[4:] == sent[4:].replace(b"cd" * 8, span["span_id"].encode())
         assert not requester.streams and not provider.streams and provider.outstanding == 0
     finally:
         loop.close()
