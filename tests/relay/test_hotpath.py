@@ -125,3 +125,36 @@ def test_first_response_and_end_are_metered_and_traced_on_each_hot_path(hot: Mod
         assert not requester.streams and not provider.streams and provider.outstanding == 0
     finally:
         loop.close()
+
+
+@pytest.mark.parametrize("hot", HOT_PATHS, ids=lambda m: m.__name__)
+@pytest.mark.parametrize(("cut", "stamped"), [(9, True), (90, False), (102, True)], ids=["before", "inside", "after"])
+def test_a_fragmented_traced_request_is_stamped_in_the_fragment_holding_the_parent_id(
+    hot: ModuleType, monkeypatch: pytest.MonkeyPatch, cut: int, stamped: bool
+) -> None:
+    """A traced request whose metadata comes in two fragments, cut before the parent id's 16
+    digits, inside them, or after them: the provider gets the same fragments, with the digits
+    rewritten to the hop's span id where one fragment holds them all (split digits are left as
+    they came, and the hop span is then a sibling of the provider's)."""
+    _use(hot, monkeypatch)
+    loop = asyncio.new_event_loop()
+    try:
+        broker = Broker(Settings(), loop)
+        provider, requester = MemorySession(broker, 42000), MemorySession(broker, 42001)
+        reg = md.Registration(services=("svc",), instance="p")
+        provider.feed(fr.setup_frame(metadata=md.composite_entry(md.REGISTER_MIME, reg.to_json())))
+        requester.feed(fr.setup_frame())
+        metadata = md.route_metadata("svc.m") + tracing.entry(f"00-{'ab' * 16}-{'cd' * 8}-01")
+        parent = metadata.index(b"cd" * 8)
+        assert (cut <= parent) or (cut >= parent + 16) or not stamped
+        requester.feed(fr.request_frame(FrameType.REQUEST_RESPONSE, 1, metadata[:cut], b"", follows=True))
+        requester.feed(fr.payload_frame(1, b"q", metadata[cut:], next_=True, complete=True))
+        got = provider.take()
+        forwarded = b"".join(hot.request_metadata(f.raw, 0, len(f.raw))[0] for f in got)
+        provider.feed(fr.payload_frame(got[0].stream_id, b"a", next_=True, complete=True))
+        [span] = broker.tracer.view("svc.m")
+        assert span["parent_span_id"] == "cd" * 8
+        assert forwarded == (metadata.replace(b"cd" * 8, span["span_id"].encode()) if stamped else metadata)
+        assert [f.data for f in got] == [b"", b"q"] and requester.take()[0].data == b"a"
+    finally:
+        loop.close()
