@@ -55,8 +55,10 @@ ENTRY = re.compile(
 )
 #: span ids must not collide across nodes and restarts, but need not be secret: a PRNG seeded
 #: from os.urandom (never the time, which two nodes started together share) is ten times
-#: cheaper than reading os.urandom per span
-_span_ids = random.Random(os.urandom(32)).getrandbits
+#: cheaper than reading os.urandom per span; a forked child reseeds, or it would repeat its parent's ids
+_span_rng = random.Random(os.urandom(32))
+_span_ids = _span_rng.getrandbits
+os.register_at_fork(after_in_child=lambda: _span_rng.seed(os.urandom(32)))
 
 #: where, in a trace entry's content, the ``traceparent``'s parent id lies (``00-<32 hex>-``)
 PARENT_AT = 36

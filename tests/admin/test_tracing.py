@@ -6,6 +6,7 @@ request."""
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -95,3 +96,19 @@ async def test_only_the_last_spans_are_kept_and_bad_entries_are_ignored(cluster:
         await requester.expect_error(ErrorCode.REJECTED, stream_id=sid)
     kept = await spans(n1.admin, "t.echo.say")
     assert [s["parent_span_id"] for s in kept] == [f"{i:016x}" for i in (3, 4, 5)]
+
+
+def test_a_forked_child_mints_other_span_ids_than_its_parent() -> None:
+    """Span ids come from a PRNG seeded from os.urandom: a forked process must reseed it, or
+    parent and child would mint the same ids from then on."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next ids, then out without running anything of pytest's
+        os.write(write, b" ".join(b"%d" % tracing._span_ids(64) for _ in range(4)))
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child = [int(n) for n in os.read(read, 1000).split()]
+    os.close(read)
+    parent = [tracing._span_ids(64) for _ in range(4)]
+    assert len(child) == 4 and child != parent
