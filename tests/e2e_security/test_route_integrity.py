@@ -135,7 +135,7 @@ async def test_routing_requester_cannot_run_another_route_across_a_link(two_node
 
 async def test_a_cached_traced_route_is_not_reused_for_other_metadata(node: BrokerProcess, pki: Pki) -> None:
     """Traced requests resolve their route from a cache keyed by all their metadata but the
-    trace entry's content (``Broker._resolve_traced``). Once an allowed traced request has
+    trace entry's content (``Broker.resolve``, ``hotpath.trace_entry``). Once an allowed traced request has
     warmed it, metadata that shares those bytes but hides a second routing entry, or a
     forbidden route behind the same trace entry, must be judged as a full read judges it."""
     trace = tracing.entry("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
