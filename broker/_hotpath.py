@@ -68,6 +68,9 @@ _STREAM = int(FrameType.REQUEST_STREAM)
 _CHANNEL = int(FrameType.REQUEST_CHANNEL)
 _METADATA_PUSH = int(FrameType.METADATA_PUSH)
 _HEADER = struct.Struct(">IH")
+#: how a trace entry starts: its MIME type's length - 1, then the MIME type
+_TRACE_HEAD = bytes((len(_TRACE_MIME) - 1,)) + _TRACE_MIME
+_TRACE_HEAD_LEN = len(_TRACE_HEAD) + 3  # and its 3-byte content length
 #: the length of a ``traceparent``'s parent id (16 hex digits)
 _PARENT_LEN = 16
 CONNECTION_ERROR = int(ErrorCode.CONNECTION_ERROR)
@@ -244,31 +247,27 @@ def trace_entry(metadata: bytes, max_entries: int) -> tuple[bytes, int]:
     opaque to routing), so the relay's route cache can answer a traced request, whose trace
     entry differs every time, from the key, and a full read of the key is a full read.
     """
-    if _TRACE_MIME not in metadata:  # most requests: one substring search instead of a walk
-        return metadata, -1
     pos, total, count = 0, len(metadata), 0
     while pos < total and count < max_entries:
         count += 1
         first = metadata[pos]
         if first & 0x80:
-            traced = False
-            pos += 1
+            pos += 4
+        elif metadata.startswith(_TRACE_HEAD, pos):
+            pos += _TRACE_HEAD_LEN
+            if pos > total:
+                break
+            end = pos + ((metadata[pos - 3] << 16) | (metadata[pos - 2] << 8) | metadata[pos - 1])
+            if end > total or _ENTRY.fullmatch(metadata, pos, end) is None:
+                break
+            return metadata[: pos - 3] + b"\0\0\0" + metadata[end:], pos
+        elif metadata[pos + 1 : pos + 2 + first].isascii():
+            pos += first + 5
         else:
-            traced = first == len(_TRACE_MIME) - 1 and metadata.startswith(_TRACE_MIME, pos + 1)
-            if not traced and not metadata[pos + 1 : pos + 2 + first].isascii():
-                return metadata, -1
-            pos += 2 + first
-        if total - pos < 3:
-            return metadata, -1
-        length = (metadata[pos] << 16) | (metadata[pos + 1] << 8) | metadata[pos + 2]
-        pos += 3
-        if pos + length > total:
-            return metadata, -1
-        if traced:
-            if _ENTRY.fullmatch(metadata, pos, pos + length) is None:
-                return metadata, -1
-            return metadata[: pos - 3] + b"\0\0\0" + metadata[pos + length :], pos
-        pos += length
+            break
+        if pos > total:  # no room for the entry's length; past the end, the loop stops
+            break
+        pos += (metadata[pos - 3] << 16) | (metadata[pos - 2] << 8) | metadata[pos - 1]
     return metadata, -1
 
 
@@ -288,6 +287,5 @@ def stamp_parent(buf: Any, off: int, end: int, at: int, span: int) -> bytes:
         field = (HEADER_LENGTH + 4 if ftype == _STREAM or ftype == _CHANNEL else HEADER_LENGTH) + 3 + at
     if field < 0 or field + _PARENT_LEN > end - off or not 0 < span < 1 << 64:
         raise FrameError(f"no traceparent parent id fits at metadata offset {at} of a {end - off}-byte frame")
-    frame = bytearray(memoryview(buf)[off:end])
-    frame[field : field + _PARENT_LEN] = b"%016x" % span
-    return bytes(frame)
+    field += off
+    return bytes(buf[off:field]) + b"%016x" % span + bytes(buf[field + _PARENT_LEN : end])
