@@ -18,11 +18,11 @@ from broker import metadata as md
 from broker.auth.acl import CALL, REGISTER, denied_message
 from broker.auth.principal import Principal
 from broker.frames import ErrorCode, FrameError, error_frame, lease_frame
+from broker.hotpath import trace_entry
 from broker.limits import LimitExceeded, SetupRate
 from broker.logformat import conn_fields
 from broker.metering import Metering
 from broker.peers import LinkAuthority
-from broker.hotpath import trace_entry
 from broker.tracing import Tracer
 from broker.registry import Registry, ServicePolicy
 from broker.security import Security, is_proven_link
