@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
-from typing import Any
+from typing import Any, Callable
 
 from benchmarks import frames
 from broker import metadata as md
@@ -46,8 +46,14 @@ CONFIGS["retries"] = {"services": {frames.SERVICE: {"idempotent": True, "retries
 CONFIGS["all three"] = {**CONFIGS["rate limits"], "services": {frames.SERVICE: {"deadline_ms": 60_000, "idempotent": True, "retries": 1}}}
 
 
-def _cpu_per_request(config: dict[str, Any], requests: int) -> float:
-    """Process CPU seconds per relayed request-response under ``config``."""
+def route_only(sid: int) -> bytes:
+    """The metadata of an untraced request: the route alone."""
+    return md.route_metadata(frames.ROUTE)
+
+
+def cpu_per_request(config: dict[str, Any], requests: int, metadata: Callable[[int], bytes] = route_only) -> float:
+    """Process CPU seconds per relayed request-response under ``config``, each request with
+    ``metadata(stream id)``."""
     loop = asyncio.new_event_loop()
     try:
         broker = Broker(Settings(**config), loop)
@@ -55,9 +61,8 @@ def _cpu_per_request(config: dict[str, Any], requests: int) -> float:
         register = md.composite_entry(md.REGISTER_MIME, md.Registration([frames.SERVICE], "p1").to_json())
         provider.feed(setup_frame(metadata=register))
         requester.feed(setup_frame())
-        meta = md.route_metadata(frames.ROUTE)
         data = b"x" * 100
-        requests_out = [request_frame(FrameType.REQUEST_RESPONSE, sid, meta, data) for sid in range(1, 2 * IN_FLIGHT, 2)]
+        requests_out = [request_frame(FrameType.REQUEST_RESPONSE, sid, metadata(sid), data) for sid in range(1, 2 * IN_FLIGHT, 2)]
         answers: dict[bytes, bytes] = {}  # by the stream id the broker gave the provider
         started = time.process_time()
         done = 0
@@ -89,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     runs: dict[str, list[float]] = {name: [] for name in CONFIGS}
     for _ in range(args.rounds):
         for name, config in CONFIGS.items():
-            runs[name].append(_cpu_per_request(config, args.requests))
+            runs[name].append(cpu_per_request(config, args.requests))
     base = min(runs["no rules"])
     print(f"| relay CPU per request-response ({IN_FLIGHT} in flight, best of {args.rounds}) | µs | overhead |")
     print("|---|---|---|")

@@ -21,7 +21,12 @@ What lives here, and nothing else:
 * :func:`forward` — output coalescing: a frame with its new stream id appended to the
   destination's ``wire_out`` buffer, flushed once per loop turn;
 * :func:`request_metadata` — the routing metadata of a request (reference
-  ``frames.request_metadata``).
+  ``frames.request_metadata``);
+* :func:`trace_entry` — where the first trace-context entry of composite metadata is, if its
+  content is a well-formed W3C trace context, and the key the route cache knows it by
+  (reference: ``metadata.entry_spans`` and ``tracing.ENTRY``);
+* :func:`stamp_parent` — a copy of a traced request frame whose ``traceparent`` names this
+  hop's span as the parent (the 16 hex digits rewritten in place, nothing re-encoded).
 
 The session side of the contract (``broker.session``): ``streams``, ``frames_in``,
 ``frame_limit``, ``peer_parity``, ``outstanding``, ``open_cache`` and ``open_gen`` (see
@@ -60,10 +65,13 @@ from broker.frames import (
 from broker.latency import observe
 from broker.metering import OK as _OK
 
+from broker.tracing import ENTRY as _ENTRY
+from broker.tracing import MARKER as _TRACE_MIME
+
 if TYPE_CHECKING:
     from broker.metering import RouteMeter
 
-__all__ = ["OPEN_CACHE_SIZE", "Stream", "forward", "read_frames", "relay_frame", "request_metadata"]
+__all__ = ["OPEN_CACHE_SIZE", "Stream", "forward", "read_frames", "relay_frame", "request_metadata", "stamp_parent", "trace_entry"]
 
 _PAYLOAD = int(FrameType.PAYLOAD)
 _REQUEST_N = int(FrameType.REQUEST_N)
@@ -75,6 +83,11 @@ _CHANNEL = int(FrameType.REQUEST_CHANNEL)
 _METADATA_PUSH = int(FrameType.METADATA_PUSH)
 _HEADER = struct.Struct(">IH")
 _SID = struct.Struct(">I")
+#: how a trace entry starts: its MIME type's length - 1, then the MIME type
+_TRACE_HEAD = bytes((len(_TRACE_MIME) - 1,)) + _TRACE_MIME
+_TRACE_HEAD_LEN = len(_TRACE_HEAD) + 3  # and its 3-byte content length
+#: the length of a ``traceparent``'s parent id (16 hex digits)
+_PARENT_LEN = 16
 CONNECTION_ERROR = int(ErrorCode.CONNECTION_ERROR)
 REJECTED = int(ErrorCode.REJECTED)
 #: Stream ids are 31 bits; the top bit of the field is reserved.
@@ -381,3 +394,59 @@ def request_metadata(buf: Any, off: int, end: int) -> tuple[bytes, bool]:
     if pos + mlen > end:
         raise FrameError(f"metadata length {mlen} runs past the end of the frame")
     return bytes(buf[pos : pos + mlen]), pos + mlen < end
+
+
+def trace_entry(metadata: bytes, max_entries: int) -> tuple[bytes, int]:
+    """``(route key, content offset)`` of composite ``metadata`` whose first trace entry holds a
+    well-formed trace context; ``(metadata, -1)`` when it has none (or an ill-formed one).
+
+    One walk over the entries' headers, as ``metadata.entry_spans`` reads and checks them,
+    stopping at the first trace entry or after ``max_entries`` (a read past the limit, or of
+    a broken entry before the trace entry, is refused by the full read; this walk says -1). The
+    route key is ``metadata`` with that entry's content cut out and its length set to 0: itself
+    metadata whose full read names the same route and fails the same way (the content is
+    opaque to routing), so the relay's route cache can answer a traced request, whose trace
+    entry differs every time, from the key, and a full read of the key is a full read.
+    """
+    pos, total, count = 0, len(metadata), 0
+    while pos < total and count < max_entries:
+        count += 1
+        first = metadata[pos]
+        if first & 0x80:
+            pos += 4
+        elif metadata.startswith(_TRACE_HEAD, pos):
+            pos += _TRACE_HEAD_LEN
+            if pos > total:
+                break
+            end = pos + ((metadata[pos - 3] << 16) | (metadata[pos - 2] << 8) | metadata[pos - 1])
+            if end > total or _ENTRY.fullmatch(metadata, pos, end) is None:
+                break
+            return metadata[: pos - 3] + b"\0\0\0" + metadata[end:], pos
+        elif metadata[pos + 1 : pos + 2 + first].isascii():
+            pos += first + 5
+        else:
+            break
+        if pos > total:  # no room for the entry's length; past the end, the loop stops
+            break
+        pos += (metadata[pos - 3] << 16) | (metadata[pos - 2] << 8) | metadata[pos - 1]
+    return metadata, -1
+
+
+def stamp_parent(buf: Any, off: int, end: int, at: int, span: int) -> bytes:
+    """A copy of the request frame ``buf[off:end]`` whose trace entry names ``span`` as parent.
+
+    ``at`` is where the 16 hex digits of the ``traceparent``'s parent id lie in the frame's
+    metadata (36 bytes into the content :func:`trace_entry` found); they are overwritten with
+    ``span``'s (lower-case, as W3C asks), so the provider, or the next node, sees this hop's
+    span as its parent and nothing else in the frame changes.
+    """
+    if off < 0 or end > len(buf) or end - off < HEADER_LENGTH:
+        _refuse_view(buf, off, end)
+    ftype = buf[off + 4] >> 2
+    field = -1
+    if 0 <= at <= end - off:
+        field = (HEADER_LENGTH + 4 if ftype == _STREAM or ftype == _CHANNEL else HEADER_LENGTH) + 3 + at
+    if field < 0 or field + _PARENT_LEN > end - off or not 0 < span < 1 << 64:
+        raise FrameError(f"no traceparent parent id fits at metadata offset {at} of a {end - off}-byte frame")
+    field += off
+    return bytes(buf[off:field]) + b"%016x" % span + bytes(buf[field + _PARENT_LEN : end])

@@ -1,5 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""Compiled twin of ``broker/_hotpath.py``: the same four functions, the same behaviour and
+"""Compiled twin of ``broker/_hotpath.py``: the same six functions, the same behaviour and
 the same error messages; read that module for what each does and why.
 
 Why it is faster: a received chunk is read through one typed view and a raw pointer, the
@@ -12,19 +12,20 @@ that is what its readers (``admin/metrics.py``) see.
 
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from libc.string cimport memcpy
+from libc.string cimport memcmp, memcpy
 
 from broker._hotpath import MAX_STREAM_ID as _MAX_STREAM_ID, OPEN_CACHE_SIZE
 from broker.frames import ErrorCode, FrameError
 from broker.latency import observe
 from broker.metering import OK as _OK
+from broker.tracing import MARKER as _MARKER
 
 cdef object CONNECTION_ERROR = int(ErrorCode.CONNECTION_ERROR)
 cdef object REJECTED = int(ErrorCode.REJECTED)
 cdef object OK = _OK
 cdef long MAX_STREAM_ID = _MAX_STREAM_ID
 
-__all__ = ["OPEN_CACHE_SIZE", "Stream", "forward", "read_frames", "relay_frame", "request_metadata"]
+__all__ = ["OPEN_CACHE_SIZE", "Stream", "forward", "read_frames", "relay_frame", "request_metadata", "stamp_parent", "trace_entry"]
 
 cdef enum:
     HEADER_LENGTH = 6
@@ -41,8 +42,17 @@ cdef enum:
     FLAG_FOLLOWS = 0x80
     FLAG_COMPLETE = 0x40
     FLAG_NEXT = 0x20
+    PARENT_AT = 36
+    PARENT_LEN = 16
+    TRACEPARENT_LEN = 55
+    MAX_TRACESTATE = 512
 
 cdef bytes _EMPTY = b""
+cdef bytes TRACE_MIME = _MARKER
+cdef Py_ssize_t TRACE_MIME_LEN = len(_MARKER)
+cdef const char* TRACE_MIME_P = TRACE_MIME
+cdef const char* HEX = b"0123456789abcdef"
+cdef object SPAN_LIMIT = int("10000000000000000", 16)  # span ids are 64 bits
 
 
 cdef inline bytes _sid_bytes(unsigned long sid):
@@ -118,6 +128,14 @@ cdef inline const unsigned char* _start(const unsigned char[:] view):
     if view.shape[0] == 0:
         return NULL
     return &view[0]
+
+
+cdef inline const unsigned char* _bytes_of(object buf):
+    """The bytes of ``buf`` when it is a ``bytes`` object (what the TCP shell reads), else NULL:
+    the caller then takes a typed view, which costs more than the frame's whole work."""
+    if type(buf) is bytes:
+        return <const unsigned char*>PyBytes_AS_STRING(buf)
+    return NULL
 
 
 cdef inline int _check_view(Py_ssize_t size, Py_ssize_t off, Py_ssize_t end) except -1:
@@ -326,9 +344,12 @@ cdef int _forward(object dest, object sid, object buf, const unsigned char* p, P
 
 
 def request_metadata(object buf, Py_ssize_t off, Py_ssize_t end):
-    cdef const unsigned char[:] view = buf
-    _check_view(view.shape[0], off, end)
-    cdef const unsigned char* p = _start(view)
+    cdef const unsigned char* p = _bytes_of(buf)
+    _check_view(len(buf) if p == NULL else PyBytes_GET_SIZE(buf), off, end)
+    cdef const unsigned char[:] view
+    if p == NULL:
+        view = buf
+        p = _start(view)
     cdef unsigned int ftype = p[off + 4] >> 2
     cdef unsigned int flags = ((p[off + 4] << 8) | p[off + 5]) & 0x3FF
     cdef Py_ssize_t pos
@@ -347,3 +368,103 @@ def request_metadata(object buf, Py_ssize_t off, Py_ssize_t end):
     if pos + mlen > end:
         raise FrameError(f"metadata length {mlen} runs past the end of the frame")
     return PyBytes_FromStringAndSize(<const char*>p + pos, mlen), pos + mlen < end
+
+
+cdef inline bint _hex(const unsigned char* p, Py_ssize_t n, bint nonzero):
+    """``p[0:n]`` is lower-case hex (and, with ``nonzero``, not all '0')."""
+    cdef Py_ssize_t i
+    cdef bint seen = not nonzero
+    cdef unsigned char c
+    for i in range(n):
+        c = p[i]
+        if not ((c >= 48 and c <= 57) or (c >= 97 and c <= 102)):
+            return False
+        if c != 48:
+            seen = True
+    return seen
+
+
+cdef bint _trace_context(const unsigned char* p, Py_ssize_t n):
+    """``tracing.ENTRY.fullmatch``: a W3C version-00 ``traceparent``, then optionally a newline
+    and a printable ASCII ``tracestate`` of at most 512 bytes."""
+    cdef Py_ssize_t i
+    if n < TRACEPARENT_LEN or (n > TRACEPARENT_LEN and (p[TRACEPARENT_LEN] != 10 or n - TRACEPARENT_LEN - 1 > MAX_TRACESTATE)):
+        return False
+    if p[0] != 48 or p[1] != 48 or p[2] != 45 or p[35] != 45 or p[52] != 45:
+        return False
+    if not (_hex(p + 3, 32, True) and _hex(p + PARENT_AT, PARENT_LEN, True) and _hex(p + 53, 2, False)):
+        return False
+    for i in range(TRACEPARENT_LEN + 1, n):
+        if p[i] < 0x20 or p[i] > 0x7E:
+            return False
+    return True
+
+
+def trace_entry(bytes metadata, Py_ssize_t max_entries):
+    cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(metadata)
+    cdef Py_ssize_t total = PyBytes_GET_SIZE(metadata)
+    cdef Py_ssize_t pos = 0
+    cdef Py_ssize_t count = 0
+    cdef Py_ssize_t length
+    cdef unsigned int first
+    cdef Py_ssize_t i
+    cdef bint traced
+    cdef bytes key
+    cdef char* q
+    while pos < total and count < max_entries:
+        count += 1
+        first = p[pos]
+        if first & 0x80:
+            traced = False
+            pos += 1
+        else:
+            traced = (
+                first == TRACE_MIME_LEN - 1
+                and total - pos - 1 >= TRACE_MIME_LEN
+                and memcmp(p + pos + 1, TRACE_MIME_P, TRACE_MIME_LEN) == 0
+            )
+            if not traced:
+                for i in range(pos + 1, min(pos + 2 + first, total)):
+                    if p[i] & 0x80:
+                        return metadata, -1
+            pos += 2 + first
+        if total - pos < 3:
+            return metadata, -1
+        length = (<Py_ssize_t>p[pos] << 16) | (p[pos + 1] << 8) | p[pos + 2]
+        pos += 3
+        if pos + length > total:
+            return metadata, -1
+        if traced:
+            if not _trace_context(p + pos, length):
+                return metadata, -1
+            key = PyBytes_FromStringAndSize(NULL, total - length)
+            q = PyBytes_AS_STRING(key)
+            memcpy(q, p, pos - 3)
+            q[pos - 3] = q[pos - 2] = q[pos - 1] = 0
+            memcpy(q + pos, p + pos + length, total - pos - length)
+            return key, pos
+        pos += length
+    return metadata, -1
+
+
+def stamp_parent(object buf, Py_ssize_t off, Py_ssize_t end, Py_ssize_t at, object span):
+    cdef const unsigned char* p = _bytes_of(buf)
+    _check_view(len(buf) if p == NULL else PyBytes_GET_SIZE(buf), off, end)
+    cdef const unsigned char[:] view
+    if p == NULL:
+        view = buf
+        p = _start(view)
+    cdef unsigned int ftype = p[off + 4] >> 2
+    cdef Py_ssize_t field = -1
+    if 0 <= at <= end - off:
+        field = (HEADER_LENGTH + 4 if ftype == STREAM or ftype == CHANNEL else HEADER_LENGTH) + 3 + at
+    if field < 0 or field + PARENT_LEN > end - off or not 0 < span < SPAN_LIMIT:
+        raise FrameError(f"no traceparent parent id fits at metadata offset {at} of a {end - off}-byte frame")
+    cdef unsigned long long value = span
+    cdef bytes frame = PyBytes_FromStringAndSize(<const char*>p + off, end - off)
+    cdef unsigned char* q = <unsigned char*>PyBytes_AS_STRING(frame) + field
+    cdef int i
+    for i in range(PARENT_LEN - 1, -1, -1):
+        q[i] = HEX[value & 0xF]
+        value >>= 4
+    return frame

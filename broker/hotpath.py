@@ -20,6 +20,8 @@ __all__ = [
     "read_frames",
     "relay_frame",
     "request_metadata",
+    "stamp_parent",
+    "trace_entry",
 ]
 
 log = logging.getLogger("rsbroker.hotpath")
@@ -35,6 +37,8 @@ if NO_EXTENSIONS:
         read_frames,
         relay_frame,
         request_metadata,
+        stamp_parent,
+        trace_entry,
     )
 
     COMPILED = False
@@ -47,6 +51,8 @@ else:
             read_frames,
             relay_frame,
             request_metadata,
+            stamp_parent,
+            trace_entry,
         )
 
         COMPILED = True
@@ -59,6 +65,8 @@ else:
             read_frames,
             relay_frame,
             request_metadata,
+            stamp_parent,
+            trace_entry,
         )
 
         COMPILED = False

@@ -1,9 +1,9 @@
 """OTLP export of hop spans (the ``otlp`` extra: ``pip install 'rsbroker[otlp]'``).
 
 With ``--otlp-endpoint`` each hop span the tracer records is also sent to an OpenTelemetry
-collector over OTLP/HTTP (protobuf), as a SERVER span that is a child of the requester's
-span (same trace id, the requester's span id as parent), so a tracing backend shows the
-broker hop between the requester and the provider. The OpenTelemetry SDK is optional: it is
+collector over OTLP/HTTP (protobuf), as a SERVER span whose parent is the span the request
+came with: the requester's, or the previous node's hop span (``broker.tracing`` forwards each
+hop's span id as the parent), so a tracing backend shows requester → node → node → provider. The OpenTelemetry SDK is optional: it is
 imported only when an endpoint is configured, and the settings refuse the endpoint when the
 packages are missing (:func:`missing`), so a node never starts without the export it was
 asked for. Spans are queued and sent from a thread of the exporter's own (:class:`OtlpExport`):

@@ -19,13 +19,12 @@ from broker.auth.acl import CALL, REGISTER, denied_message
 from broker.auth.principal import Principal
 from broker.frames import ErrorCode, FrameError, error_frame, lease_frame
 from broker.latency import estimate
+from broker.hotpath import trace_entry
 from broker.limits import LimitExceeded, SetupRate
 from broker.logformat import LogBudget, conn_fields
 from broker.looplag import LoopLag
 from broker.metering import Metering
 from broker.peers import LinkAuthority
-from broker.tracing import MARKER as TRACE_MARKER
-from broker.tracing import TRACE_MIME
 from broker.tracing import Tracer
 from broker.registry import Registry, ServicePolicy
 from broker.security import Security, is_proven_link
@@ -78,9 +77,10 @@ class Broker:
         self.open_generation = 0
         self._dirty: list[Session] = []
         self._flush_scheduled = False
-        self._route_cache: dict[bytes, tuple[str, str, bytes | None] | None] = {}
-        #: route and service of traced metadata, keyed as _resolve_traced says
-        self._traced_route_cache: dict[tuple[int, bytes], tuple[str, str]] = {}
+        #: resolved routes of composite metadata and of bare routing tags, keyed as resolve says;
+        #: two maps, since the same bytes read as either can name different routes
+        self._route_cache: dict[bytes, tuple[str, str, None] | None] = {}
+        self._tags_route_cache: dict[bytes, tuple[str, str, None] | None] = {}
         self._housekeeping: asyncio.Task[None] | None = None
         self.security = Security(settings)
         self.security.access.on_change.append(self.forget_admissions)
@@ -317,66 +317,45 @@ class Broker:
         for listener in self.registry_listeners:
             listener(services)
 
-    def resolve(self, metadata: bytes, metadata_mime: str) -> tuple[str, str, bytes | None] | None:
-        """``(route, service, trace entry content)`` of a request's metadata, or None when it
-        names no route.
+    def resolve(self, metadata: bytes, metadata_mime: str) -> tuple[str, str, int | None] | None:
+        """``(route, service, trace)`` of a request's metadata, or None when it names no route;
+        ``trace`` is where a well-formed trace entry's content starts in ``metadata`` (None
+        without one). Raises FrameError for unreadable metadata.
 
         Cached, because clients repeat the same bytes; only small metadata is cached
         (routing plus a little more): caching big blobs as keys would let a client pin
-        megabytes of broker memory per request. Traced metadata differs on every request
-        (its trace entry): see :meth:`_resolve_traced`. Raises FrameError for unreadable metadata.
+        megabytes of broker memory per request. Traced metadata differs on every request (its
+        trace entry), so it is cached by the key ``hotpath.trace_entry`` gives: the same
+        metadata with that entry's content cut out, itself metadata whose full read names the
+        same route and refuses what this one's does. A full read of the request's own bytes
+        is what fills the cache.
         """
-        max_entries = self.settings.max_metadata_entries
+        trace: int | None = None
         if metadata_mime == md.COMPOSITE_MIME:
-            at = metadata.find(TRACE_MARKER)
+            cache = self._route_cache
+            key, at = trace_entry(metadata, self.settings.max_metadata_entries)
             if at >= 0:
-                return self._resolve_traced(metadata, at, max_entries)
-        if len(metadata) > _ROUTE_CACHE_MAX_KEY:
-            route = md.route_of(metadata, metadata_mime, max_entries)
-            return (route, md.service_of(route), None) if route is not None else None
-        key = metadata if metadata_mime == md.COMPOSITE_MIME else b"R" + metadata
-        try:
-            return self._route_cache[key]
-        except KeyError:
-            pass
-        route = md.route_of(metadata, metadata_mime, max_entries)
-        resolved = (route, md.service_of(route), None) if route is not None else None
-        if len(self._route_cache) >= _ROUTE_CACHE_SIZE:
-            self._route_cache.clear()
-        self._route_cache[key] = resolved
-        return resolved
+                trace = at
+        else:
+            cache, key = self._tags_route_cache, metadata
+        if len(key) > _ROUTE_CACHE_MAX_KEY:
+            resolved = self._read_route(metadata, metadata_mime)
+        else:
+            try:
+                resolved = cache[key]
+            except KeyError:
+                resolved = self._read_route(metadata, metadata_mime)
+                if len(cache) >= _ROUTE_CACHE_SIZE:
+                    cache.clear()
+                cache[key] = resolved
+        if trace is None or resolved is None:
+            return resolved
+        return resolved[0], resolved[1], trace
 
-    def _resolve_traced(self, metadata: bytes, at: int, max_entries: int) -> tuple[str, str, bytes | None] | None:
-        """:meth:`resolve` of composite metadata in which the trace MIME type appears at ``at``.
-
-        The cache key is where the trace entry starts and every byte of the metadata but
-        the entry's content: all that decides the route and whether the metadata reads.
-        A key is stored only after a full read found the first trace entry exactly there
-        (not, say, inside a routing tag), and a hit is taken only when the bytes there form a
-        whole trace entry. Then the same bytes before it read as the same entries (none of
-        them a trace or second routing entry), and the read resumes at the same bytes after
-        it: the route checked is the route a full read, and every provider, would find.
-        """
-        start, head, total = at - 1, at + len(TRACE_MARKER), len(metadata)
-        key: tuple[int, bytes] | None = None
-        end = 0
-        if start >= 0 and metadata[start] == len(TRACE_MARKER) - 1 and head + 3 <= total:
-            end = head + 3 + ((metadata[head] << 16) | (metadata[head + 1] << 8) | metadata[head + 2])
-            if end <= total:
-                key = (start, metadata[:start] + metadata[end:])
-                hit = self._traced_route_cache.get(key)
-                if hit is not None:
-                    return hit[0], hit[1], metadata[head + 3 : end]
-        routing, trace_at = md.routing_entry(metadata, max_entries, TRACE_MIME)
-        route = md.first_route_tag(routing) if routing is not None else None
-        if route is None:
-            return None
-        service = md.service_of(route)
-        if key is not None and trace_at == (head + 3, end) and len(key[1]) <= _ROUTE_CACHE_MAX_KEY:
-            if len(self._traced_route_cache) >= _ROUTE_CACHE_SIZE:
-                self._traced_route_cache.clear()
-            self._traced_route_cache[key] = (route, service)
-        return route, service, metadata[trace_at[0] : trace_at[1]] if trace_at is not None else None
+    def _read_route(self, metadata: bytes, metadata_mime: str) -> tuple[str, str, None] | None:
+        """The full read :meth:`resolve` caches."""
+        route = md.route_of(metadata, metadata_mime, self.settings.max_metadata_entries)
+        return (route, md.service_of(route), None) if route is not None else None
 
     def authenticate_link(self, session: Session, link_entry: bytes) -> Principal:
         """Principal of an inbound broker link; refused unless a cluster is configured."""

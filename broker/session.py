@@ -55,12 +55,13 @@ from broker.frames import (
     request_frame,
 )
 from broker._hotpath import MAX_STREAM_ID
-from broker.hotpath import OPEN_CACHE_SIZE, Stream, forward, relay_frame, request_metadata
+from broker.hotpath import OPEN_CACHE_SIZE, Stream, forward, relay_frame, request_metadata, stamp_parent
 from broker.limits import LimitExceeded, exceeded
 from broker.traffic import DEADLINE_ENTRY_MIN, DEADLINE_TAG
 
 if TYPE_CHECKING:
     from broker.relay import Broker
+    from broker.tracing import HopContext
 
 log = logging.getLogger("rsbroker.session")
 
@@ -502,11 +503,15 @@ class Session:
         if self.metadata_mime == md.ROUTING_MIME or self.broker.forward_principal:
             # Every provider and broker link reads composite metadata (registering needs it):
             # bare routing tags read as composite could name another route than the one checked.
-            # Services that opted in also learn who asked (broker.principal).
+            # Services that opted in also learn who asked (broker.principal), in an entry
+            # appended after the others: a trace entry keeps its offset.
             composite = principal.outgoing(self, st.route, metadata)
             if composite is not metadata:
                 buf = replace_metadata(buf, off, end, composite)
                 off, end = 0, len(buf)
+        if st.trace is not None:  # the provider's span becomes a child of this hop's (broker.tracing)
+            buf = stamp_parent(buf, off, end, st.trace[1], st.trace[2])
+            off, end = 0, len(buf)
         forward(dest, st.prov_sid, buf, off, end)
         st.meter.bytes_in += end - off  # type: ignore[union-attr]
         if st.retry is not None and not type_flags & FLAG_FOLLOWS:
@@ -541,11 +546,28 @@ class Session:
                 composite = principal.outgoing(self, st.route, whole)
                 if composite is not whole:
                     frames = self._as_composite(st, frames, composite)
+            if st.trace is not None:  # the provider's span becomes a child of this hop's (broker.tracing)
+                frames = self._stamp_fragments(st.trace, frames)
             for frame in frames:
                 forward(dest, st.prov_sid, frame, 0, len(frame))
                 st.meter.bytes_in += len(frame)  # type: ignore[union-attr]
             if dest.write_paused:
                 self._blocked_by(dest)
+
+    @staticmethod
+    def _stamp_fragments(trace: HopContext, frames: list[bytes]) -> list[Any]:
+        """The fragments of a traced request with this hop's span as the parent id
+        (``stamp_parent`` on the fragment whose metadata holds its 16 digits). Digits split
+        across two fragments are left as they came: the provider's span is then a sibling of
+        this hop's, as it would be without the rewrite."""
+        _, parent_at, span, _ = trace
+        start = 0
+        for i, frame in enumerate(frames):
+            length = len(request_metadata(frame, 0, len(frame))[0])
+            if start <= parent_at and parent_at + 16 <= start + length:
+                return [*frames[:i], stamp_parent(frame, 0, len(frame), parent_at - start, span), *frames[i + 1 :]]
+            start += length
+        return frames
 
     @staticmethod
     def _as_composite(st: Stream, frames: list[bytes], meta: bytes) -> list[bytes]:
@@ -648,7 +670,7 @@ class Session:
                 sid, ftype, ErrorCode.INVALID, f"request has no route: add '{md.ROUTING_MIME}' metadata naming 'service.method'"
             )
             return None
-        route, service, trace_entry = resolved
+        route, service, trace_at = resolved
         meter = broker.meter.route(route, service)
         if metadata.find(PRINCIPAL_MARKER) >= 0 and not self.is_link:  # find: `in` costs an exception
             forgery = principal.forged(metadata, self.metadata_mime, broker.settings.max_metadata_entries)
@@ -680,7 +702,7 @@ class Session:
         st.route = route
         st.meter = meter
         st.opened_at = now
-        st.trace = broker.tracer.context(trace_entry, provider) if trace_entry is not None else None
+        st.trace = broker.tracer.context(metadata, trace_at, provider) if trace_at is not None else None
         meter.inflight += 1
         st.prov = dest
         st.prov_id = pid
@@ -703,7 +725,7 @@ class Session:
         elif ftype != _CHANNEL or last_flags & FLAG_COMPLETE:
             st.in_done = True
         if (
-            trace_entry is None
+            trace_at is None
             and not last_flags & FLAG_FOLLOWS
             and ftype != _FNF
             and not watched  # the cache is keyed by metadata alone: whatever the model, never for these

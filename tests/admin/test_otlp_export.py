@@ -70,7 +70,7 @@ async def collector() -> AsyncIterator[Collector]:
 
 
 @needs_otlp
-async def test_hop_span_reaches_the_collector_as_a_child_of_the_requesters_span(
+async def test_hop_span_reaches_the_collector_between_the_requesters_and_the_providers_spans(
     broker_factory: BrokerFactory, collector: Collector
 ) -> None:
     # the collector URL without a path: the node posts to its /v1/traces, as OTLP/HTTP says
@@ -89,6 +89,8 @@ async def test_hop_span_reaches_the_collector_as_a_child_of_the_requesters_span(
     [span] = await wait_for(collector.spans, timeout=30, message="the hop span at the collector")
     assert span.trace_id == bytes.fromhex(TRACE_ID) and span.parent_span_id == bytes.fromhex(CLIENT_SPAN)
     assert len(span.span_id) == 8 and span.span_id != bytes.fromhex(CLIENT_SPAN)
+    # the provider got the hop span as its parent: its own spans nest under the exported one
+    assert md.find_entry(request.metadata, tracing.TRACE_MIME) == f"00-{TRACE_ID}-{span.span_id.hex()}-01\nvendor=abc".encode()
     assert span.name == "t.calc.add" and span.trace_state == "vendor=abc"
     attributes = {a.key: a.value for a in span.attributes}
     assert attributes["rsbroker.node"].string_value == node.node_id

@@ -1,10 +1,12 @@
-"""W3C trace context through a real two-node cluster: the requester's trace entry reaches the
-provider unchanged, each node records its hop span (child of the requester's span) with the
-provider it chose, and a malformed entry is ignored without failing the request."""
+"""W3C trace context through a real two-node cluster: each node records its hop span with the
+provider it chose and forwards the trace entry with its own span as the parent, so the spans
+nest (requester → n1 → n2 → provider), and a malformed entry is ignored without failing the
+request."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -49,24 +51,28 @@ async def spans(admin: str | None, route: str) -> list[dict]:
     return list(body["spans"])
 
 
-async def test_each_hop_records_a_span_of_the_same_trace(cluster: Cluster) -> None:
+async def test_hop_spans_nest_from_the_requester_through_both_nodes_to_the_provider(cluster: Cluster) -> None:
     n1, n2 = cluster["n1"], cluster["n2"]
-    entry = tracing.entry(f"00-{TRACE_ID}-{CLIENT_SPAN}-01", "vendor=abc")
+    traceparent = f"00-{TRACE_ID}-{CLIENT_SPAN}-01"
+    entry = tracing.entry(traceparent, "vendor=abc")
     async with await RawClient.tcp(n2.tcp) as provider, await RawClient.tcp(n1.tcp) as requester:
         await provider.setup(["t.calc"], "calc-1")
         await cluster.wait_serves("t.calc", {"calc-1"})
         await requester.setup()
         received = await traced_call(requester, provider, "t.calc.add", entry)
-    assert md.find_entry(received, tracing.TRACE_MIME) == md.find_entry(entry, tracing.TRACE_MIME)
-    first = await wait_for(lambda: spans(n1.admin, "t.calc.add"), message="n1's span")
-    second = await wait_for(lambda: spans(n2.admin, "t.calc.add"), message="n2's span")
-    for span, node in ((first[0], "n1"), (second[0], "n2")):
-        assert span["trace_id"] == TRACE_ID and span["parent_span_id"] == CLIENT_SPAN, span
+    [first] = await wait_for(lambda: spans(n1.admin, "t.calc.add"), message="n1's span")
+    [second] = await wait_for(lambda: spans(n2.admin, "t.calc.add"), message="n2's span")
+    # the provider's parent is n2's hop span, whose parent is n1's, whose parent is the requester's
+    got = md.find_entry(received, tracing.TRACE_MIME)
+    assert got == f"00-{TRACE_ID}-{second['span_id']}-01\nvendor=abc".encode(), got
+    assert received == md.route_metadata("t.calc.add") + entry.replace(CLIENT_SPAN.encode(), second["span_id"].encode())
+    assert second["parent_span_id"] == first["span_id"] and first["parent_span_id"] == CLIENT_SPAN
+    assert len({CLIENT_SPAN, first["span_id"], second["span_id"]}) == 3
+    for span, node in ((first, "n1"), (second, "n2")):
+        assert span["trace_id"] == TRACE_ID and span["trace_flags"] == "01" and len(span["span_id"]) == 16, span
         assert span["node"] == node and span["outcome"] == "ok" and span["tracestate"] == "vendor=abc"
         assert span["provider"] == "calc-1" and span["provider_node"] == "n2"
         assert 0 <= span["first_response_s"] <= span["duration_s"]
-        assert len(span["span_id"]) == 16 and span["span_id"] != CLIENT_SPAN
-    assert first[0]["span_id"] != second[0]["span_id"]
 
 
 async def test_only_the_last_spans_are_kept_and_bad_entries_are_ignored(cluster: Cluster) -> None:
@@ -90,3 +96,19 @@ async def test_only_the_last_spans_are_kept_and_bad_entries_are_ignored(cluster:
         await requester.expect_error(ErrorCode.REJECTED, stream_id=sid)
     kept = await spans(n1.admin, "t.echo.say")
     assert [s["parent_span_id"] for s in kept] == [f"{i:016x}" for i in (3, 4, 5)]
+
+
+def test_a_forked_child_mints_other_span_ids_than_its_parent() -> None:
+    """Span ids come from a PRNG seeded from os.urandom: a forked process must reseed it, or
+    parent and child would mint the same ids from then on."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next ids, then out without running anything of pytest's
+        os.write(write, b" ".join(b"%d" % tracing._span_ids(64) for _ in range(4)))
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child = [int(n) for n in os.read(read, 1000).split()]
+    os.close(read)
+    parent = [tracing._span_ids(64) for _ in range(4)]
+    assert len(child) == 4 and child != parent

@@ -31,7 +31,7 @@ from tests.support.admin import wait_for
 from tests.support.brokerproc import BrokerFactory, BrokerProcess
 from tests.support.cluster import Cluster, ClusterFactory
 from tests.support.rawclient import RawClient
-from tests.support.route_confusion import confused_metadata
+from tests.support.route_confusion import cache_colliding_metadata, confused_metadata
 
 SERVICE = "ri.svc"
 ALLOWED = f"{SERVICE}.echo"
@@ -49,6 +49,9 @@ def test_the_crafted_bytes_read_two_ways() -> None:
     metadata = confused_metadata(ALLOWED, FORBIDDEN)
     assert md.route_of(metadata, md.ROUTING_MIME) == ALLOWED
     assert md.route_of(metadata, md.COMPOSITE_MIME) == FORBIDDEN
+    tags, composite = cache_colliding_metadata(ALLOWED, FORBIDDEN)
+    assert composite == b"R" + tags
+    assert md.route_of(tags, md.ROUTING_MIME) == ALLOWED and md.route_of(composite, md.COMPOSITE_MIME) == FORBIDDEN
 
 
 def device_context(pki: Pki) -> ssl.SSLContext:
@@ -132,7 +135,7 @@ async def test_routing_requester_cannot_run_another_route_across_a_link(two_node
 
 async def test_a_cached_traced_route_is_not_reused_for_other_metadata(node: BrokerProcess, pki: Pki) -> None:
     """Traced requests resolve their route from a cache keyed by all their metadata but the
-    trace entry's content (``Broker._resolve_traced``). Once an allowed traced request has
+    trace entry's content (``Broker.resolve``, ``hotpath.trace_entry``). Once an allowed traced request has
     warmed it, metadata that shares those bytes but hides a second routing entry, or a
     forbidden route behind the same trace entry, must be judged as a full read judges it."""
     trace = tracing.entry("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
@@ -159,3 +162,23 @@ async def test_a_cached_traced_route_is_not_reused_for_other_metadata(node: Brok
                 message = await client.expect_error(code, stream_id=sid)
                 assert reason in message, f"{name}: {message}"
     assert provider.received == [ALLOWED, ALLOWED]
+
+
+async def test_a_route_cached_for_bare_routing_tags_is_not_reused_for_composite_metadata(node: BrokerProcess, pki: Pki) -> None:
+    """``Broker.resolve`` caches routes by metadata bytes. Bare routing tags and composite
+    metadata that are the same bytes but for a leading ``R`` (the key the tags were once
+    cached under) name different routes: a composite request must not be answered with the
+    route checked for the tags."""
+    tags, composite = cache_colliding_metadata(ALLOWED, FORBIDDEN)
+    async with Provider(node, SERVICE, ssl_context=device_context(pki)) as provider:
+        async with await routing_requester(node, pki) as client:
+            sid = client.next_stream_id()
+            await client.send(fr.request_frame(FrameType.REQUEST_RESPONSE, sid, tags, b"q"))
+            assert (await client.expect(FrameType.PAYLOAD, stream_id=sid)).data == b"q"
+        async with await RawClient.tcp(node.tcp, ssl_context=device_context(pki)) as client:
+            await client.send(fr.setup_frame())
+            sid = client.next_stream_id()
+            await client.send(fr.request_frame(FrameType.REQUEST_RESPONSE, sid, composite, b"q"))
+            message = await client.expect_error(ErrorCode.REJECTED, stream_id=sid)
+            assert "access denied" in message, message
+    assert provider.received == [ALLOWED], f"access was checked for {ALLOWED}, the provider ran {provider.received}"

@@ -21,7 +21,7 @@ from hypothesis import settings
 from hypothesis.stateful import run_state_machine_as_test
 
 from broker import frames as fr
-from broker import hotpath, metering, session, tracing
+from broker import hotpath, metering, relay, session, tracing
 from broker import metadata as md
 from broker.frames import ErrorCode, FrameType
 from broker.registry import ServicePolicy
@@ -66,15 +66,18 @@ def test_stream_maps_hold_on_each_hot_path(hot: ModuleType, monkeypatch: pytest.
 
 
 def _use(hot: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make the sessions relay, read request metadata, forward and keep streams through ``hot``."""
-    for name in ("relay_frame", "request_metadata", "forward", "Stream"):
+    """Make the sessions relay, read request metadata, stamp trace parents, forward and keep streams
+    through ``hot``, and the broker find trace entries with it."""
+    for name in ("relay_frame", "request_metadata", "forward", "stamp_parent", "Stream"):
         monkeypatch.setattr(session, name, getattr(hot, name))
+    monkeypatch.setattr(relay, "trace_entry", hot.trace_entry)
 
 
 @pytest.mark.parametrize("hot", HOT_PATHS, ids=lambda m: m.__name__)
 def test_first_response_and_end_are_metered_and_traced_on_each_hot_path(hot: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
     """A traced request-response and a traced stream: their meter and span get the time of the
-    first response frame, and the request-response its end, as the relay's clock read them."""
+    first response frame, and the request-response its end, as the relay's clock read them; the
+    provider gets each request with this hop's span id as its parent id, and nothing else changed."""
     _use(hot, monkeypatch)
     loop = asyncio.new_event_loop()
     try:
@@ -87,10 +90,13 @@ def test_first_response_and_end_are_metered_and_traced_on_each_hot_path(hot: Mod
         requester.feed(fr.setup_frame())
         traced = md.route_metadata("svc.m") + tracing.entry(f"00-{'ab' * 16}-{'cd' * 8}-01")
 
+        received: list[bytes] = []
+
         def relay(source: MemorySession, frame: bytes, at: float, dest: MemorySession) -> int:
             now[0] = at
             source.feed(frame)
             [got] = dest.take()
+            received.append(got.raw)
             return got.stream_id
 
         rr = fr.request_frame(FrameType.REQUEST_RESPONSE, 1, traced, b"q")
@@ -115,6 +121,9 @@ def test_first_response_and_end_are_metered_and_traced_on_each_hot_path(hot: Mod
         spans = broker.tracer.view("svc.m")
         assert [(span["route"], span["first_response_s"], span["outcome"]) for span in spans] == [("svc.m", 0.25, "ok"), ("svc.m", 0.5, "ok")]
         assert spans[0]["duration_s"] == 0.25  # a request-response ends with its first response frame
+        for span, sent, got in ((spans[0], rr, received[0]), (spans[1], stream, received[2])):
+            assert span["parent_span_id"] == "cd" * 8 and span["span_id"] != "cd" * 8
+            assert got[4:] == sent[4:].replace(b"cd" * 8, span["span_id"].encode())
         assert not requester.streams and not provider.streams and provider.outstanding == 0
     finally:
         loop.close()
@@ -185,5 +194,38 @@ def test_a_rate_limit_set_after_a_route_was_remembered_holds_for_its_repeats(hot
         assert [f.data for f in provider.take()] == [b"b"]
         [refused] = requester.take()
         assert refused.stream_id == 5 and refused.error[0] == ErrorCode.REJECTED and "svc-limit" in refused.error[1]
+    finally:
+        loop.close()
+
+
+@pytest.mark.parametrize("hot", HOT_PATHS, ids=lambda m: m.__name__)
+@pytest.mark.parametrize(("cut", "stamped"), [(9, True), (90, False), (102, True)], ids=["before", "inside", "after"])
+def test_a_fragmented_traced_request_is_stamped_in_the_fragment_holding_the_parent_id(
+    hot: ModuleType, monkeypatch: pytest.MonkeyPatch, cut: int, stamped: bool
+) -> None:
+    """A traced request whose metadata comes in two fragments, cut before the parent id's 16
+    digits, inside them, or after them: the provider gets the same fragments, with the digits
+    rewritten to the hop's span id where one fragment holds them all (split digits are left as
+    they came, and the hop span is then a sibling of the provider's)."""
+    _use(hot, monkeypatch)
+    loop = asyncio.new_event_loop()
+    try:
+        broker = Broker(Settings(), loop)
+        provider, requester = MemorySession(broker, 42000), MemorySession(broker, 42001)
+        reg = md.Registration(services=("svc",), instance="p")
+        provider.feed(fr.setup_frame(metadata=md.composite_entry(md.REGISTER_MIME, reg.to_json())))
+        requester.feed(fr.setup_frame())
+        metadata = md.route_metadata("svc.m") + tracing.entry(f"00-{'ab' * 16}-{'cd' * 8}-01")
+        parent = metadata.index(b"cd" * 8)
+        assert (cut <= parent) or (cut >= parent + 16) or not stamped
+        requester.feed(fr.request_frame(FrameType.REQUEST_RESPONSE, 1, metadata[:cut], b"", follows=True))
+        requester.feed(fr.payload_frame(1, b"q", metadata[cut:], next_=True, complete=True))
+        got = provider.take()
+        forwarded = b"".join(hot.request_metadata(f.raw, 0, len(f.raw))[0] for f in got)
+        provider.feed(fr.payload_frame(got[0].stream_id, b"a", next_=True, complete=True))
+        [span] = broker.tracer.view("svc.m")
+        assert span["parent_span_id"] == "cd" * 8
+        assert forwarded == (metadata.replace(b"cd" * 8, span["span_id"].encode()) if stamped else metadata)
+        assert [f.data for f in got] == [b"", b"q"] and requester.take()[0].data == b"a"
     finally:
         loop.close()

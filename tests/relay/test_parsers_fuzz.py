@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from broker import _hotpath
+from broker import _hotpath, tracing
 from broker import frames as fr
 from broker import metadata as md
 from broker.frames import FrameError, FrameType
@@ -282,6 +282,119 @@ def test_hot_path_request_metadata_matches_reference(view: tuple[bytes, int, int
     reference = _outcome(lambda: fr.request_metadata(*view))
     for hot in HOT_PATHS:
         assert _outcome(lambda: hot.request_metadata(*view)) == reference  # noqa: B023
+
+
+#: the fields of a well-formed ``traceparent`` (two choices each), and wrong values of each
+_GOOD = {"version": ["00"], "trace": ["ab" * 16, "0" * 31 + "1"], "parent": ["cd" * 8, "0" * 15 + "1"], "flags": ["01", "00"]}
+_BAD = {
+    "version": ["01", "0", "ff"],
+    "trace": ["0" * 32, "AB" * 16, "ab" * 15 + "ag", "ab" * 16 + "a"],
+    "parent": ["0" * 16, "cD" * 8, "cd" * 7, "-" * 16],
+    "flags": ["1", "fF", "0x"],
+}
+_GOOD_STATES = [b"", b"\nk=v", b"\n", b"\n" + b"v" * 512]
+_BAD_STATES = [b"\n" + b"v" * 513, b"\nk=\x7f", b"\n\xff", b"x", b"\r\nk=v", b"\n\n"]
+
+
+@st.composite
+def trace_contents(draw: st.DrawFn) -> bytes:
+    """A trace entry's content: well formed, or wrong in exactly one place (a field or the state)."""
+    fields = {name: draw(st.sampled_from(values)) for name, values in _GOOD.items()}
+    wrong = draw(st.sampled_from([None, None, None, "state", *_BAD]))
+    if wrong in _BAD:
+        fields[wrong] = draw(st.sampled_from(_BAD[wrong]))
+    state = draw(st.sampled_from(_BAD_STATES if wrong == "state" else _GOOD_STATES))
+    return "-".join(fields.values()).encode() + state
+
+
+_trace_entries = trace_contents().map(lambda content: md.composite_entry(tracing.TRACE_MIME, content))
+_metadata_entries = st.one_of(
+    st.builds(md.route_metadata, _routes),
+    _trace_entries,
+    _trace_entries,
+    st.sampled_from([md.composite_entry("text/plain", b"x"), md.composite_entry("x" * 128, b""), b"\x01\xffa\x00\x00\x00"]),
+    st.binary(max_size=6),
+)
+#: whole entries to put before a trace entry; the last has a MIME type that is not ASCII
+_prefix_entries = st.lists(
+    st.sampled_from([md.route_metadata("a.b"), md.composite_entry("text/plain", b"x"), b"\x01\xffa\x00\x00\x00"]), max_size=2
+)
+traced_metadata = st.one_of(
+    st.tuples(_prefix_entries.map(b"".join), _trace_entries, st.lists(_metadata_entries, max_size=2).map(b"".join)).map(b"".join),
+    st.lists(_metadata_entries, max_size=5).map(b"".join),
+    mutated(st.lists(_metadata_entries, min_size=1, max_size=4).map(b"".join)),
+)
+
+
+def _trace_entry_reference(metadata: bytes, max_entries: int) -> tuple[bytes, int]:
+    """``trace_entry`` spelled with the readable readers: ``entry_spans`` up to the first trace
+    entry, ``tracing.ENTRY`` on its content."""
+    try:
+        for mime, start, end in md.entry_spans(metadata, max_entries=max_entries):
+            if mime == tracing.TRACE_MIME:
+                if tracing.ENTRY.fullmatch(metadata[start:end]) is None:
+                    return metadata, -1
+                return metadata[: start - 3] + bytes(3) + metadata[end:], start
+    except FrameError:
+        pass
+    return metadata, -1
+
+
+@FUZZ
+@given(traced_metadata, st.integers(1, 6))
+def test_hot_path_trace_entry_matches_reference(metadata: bytes, max_entries: int) -> None:
+    """Both implementations find the same trace entry as the readable readers, refuse the same
+    ill-formed contexts, and give a route key that a full read routes as it routes ``metadata``."""
+    reference = _trace_entry_reference(metadata, max_entries)
+    for hot in HOT_PATHS:
+        assert hot.trace_entry(metadata, max_entries) == reference
+    key, at = reference
+    if at >= 0:
+        assert _outcome(lambda: md.route_of(key, md.COMPOSITE_MIME, max_entries)) == _outcome(
+            lambda: md.route_of(metadata, md.COMPOSITE_MIME, max_entries)
+        )
+
+
+@FUZZ
+@given(
+    st.lists(_metadata_entries, max_size=3).map(b"".join),
+    st.binary(max_size=8).map(lambda b: b"\n" + b if b else b""),
+    st.sampled_from([FrameType.REQUEST_RESPONSE, FrameType.REQUEST_FNF, FrameType.REQUEST_STREAM, FrameType.REQUEST_CHANNEL]),
+    st.binary(max_size=16),
+    st.integers(1, 2**64 - 1),
+    st.binary(max_size=4),
+    st.sampled_from([bytes, bytearray, memoryview]),
+)
+def test_hot_path_stamp_parent_rewrites_only_the_parent_id(
+    before: bytes, state: bytes, ftype: FrameType, data: bytes, span: int, pad: bytes, kind: type
+) -> None:
+    """The frame the provider gets is the request the relay read with the 16 digits of the
+    parent id replaced by the hop's span id: the frame a requester would have built with that
+    parent, byte for byte, on both implementations and from any buffer type."""
+    content = b"00-" + b"ab" * 16 + b"-" + b"cd" * 8 + b"-01" + state
+    metadata = before + md.composite_entry(tracing.TRACE_MIME, content) + md.route_metadata("a.b")
+    _, at = _trace_entry_reference(metadata, 64)
+    if at < 0:  # an entry before it made the metadata unreadable, or hid the trace entry
+        return
+    frame = fr.request_frame(ftype, 7, metadata, data, initial_n=3)
+    parent = at + tracing.PARENT_AT  # the first trace entry's (``before`` may hold one)
+    expected = fr.request_frame(ftype, 7, metadata[:parent] + b"%016x" % span + metadata[parent + 16 :], data, initial_n=3)
+    buf = kind(pad + frame + pad)
+    for hot in HOT_PATHS:
+        stamped = hot.stamp_parent(buf, len(pad), len(pad) + len(frame), parent, span)
+        assert type(stamped) is bytes and stamped == expected
+
+
+@FUZZ
+@given(views(), st.integers(-3, 200), st.sampled_from([0, 1, 2**64 - 1, 2**64]))
+def test_hot_path_stamp_parent_refuses_fields_outside_the_frame(view: tuple[bytes, int, int], at: int, span: int) -> None:
+    """Any frame, any offset, any span id: both implementations stamp the same bytes or refuse
+    with the same FrameError; nothing is written outside the copy."""
+    runs = [_outcome(lambda: hot.stamp_parent(*view, at, span)) for hot in HOT_PATHS]  # noqa: B023
+    assert all(run == runs[0] for run in runs)
+    if runs[0][0] == "ok":
+        buf, off, end = view
+        assert len(runs[0][1]) == end - off and 0 < span < 2**64
 
 
 class Broker:

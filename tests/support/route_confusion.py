@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from broker import metadata as md
 
-__all__ = ["confused_metadata"]
+__all__ = ["cache_colliding_metadata", "confused_metadata"]
 
 
 def confused_metadata(allowed: str, executed: str) -> bytes:
@@ -26,3 +26,23 @@ def confused_metadata(allowed: str, executed: str) -> bytes:
     raw = allowed.encode()
     assert len(rest) < 0x80 and len(raw) < 0x80
     return bytes((len(raw),)) + raw + bytes((len(rest),)) + rest
+
+
+def cache_colliding_metadata(allowed: str, executed: str) -> tuple[bytes, bytes]:
+    """``(tags, composite)``: bare routing tags naming ``allowed``, and composite metadata naming
+    ``executed`` that is the same bytes behind one ``R``.
+
+    A route cache keyed by ``b"R" + tags`` for bare routing and by the bytes themselves for
+    composite metadata would answer the composite request with the route checked for the tags.
+    Composite reading: ``R`` (0x52) is the length byte of an 83-byte custom MIME type spanning the
+    tags' first bytes, with empty content, then a routing entry (custom MIME spelling) naming
+    ``executed``; routing reading: tag ``allowed``, then one tag covering the rest.
+    """
+    mime = md.ROUTING_MIME.encode()
+    routing = md.routing(executed)
+    second = bytes((len(mime) - 1,)) + mime + len(routing).to_bytes(3, "big") + routing
+    raw = allowed.encode()
+    rest = b"a" * (81 - len(raw)) + b"\x00\x00\x00" + second  # the MIME type ends 83 bytes in
+    assert len(raw) < 81 and len(rest) < 0x80
+    tags = bytes((len(raw),)) + raw + bytes((len(rest),)) + rest
+    return tags, b"R" + tags
