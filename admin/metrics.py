@@ -54,6 +54,25 @@ _LIMIT_COUNTERS = {
 _ROUTE_LABELS = ["service", "route"]
 
 
+def _jwt_cache_families(broker: Any) -> Iterator[Any]:
+    """Lookups in the verified-token cache (``--jwt-cache-size``), when JWT authentication is on."""
+    verifier = broker.security.verifier
+    if verifier is None:
+        return
+    cache = verifier.cache
+    lookups = CounterMetricFamily(
+        "rsbroker_jwt_cache",
+        "Bearer tokens looked up in the verified-token cache: hit = signature not verified again, miss = verified",
+        labels=["result"],
+    )
+    lookups.add_metric(["hit"], cache.hits)
+    lookups.add_metric(["miss"], cache.misses)
+    yield lookups
+    entries = GaugeMetricFamily("rsbroker_jwt_cache_entries", "Verified tokens held in the cache now")
+    entries.add_metric([], len(cache))
+    yield entries
+
+
 class _RelayCollector:
     def __init__(self, node: "Node") -> None:
         self._node = node
@@ -88,6 +107,7 @@ class _RelayCollector:
         for limit, count in sorted(hits.items()):
             limits.add_metric([limit], count)
         yield limits
+        yield from _jwt_cache_families(broker)
         yield from _balancing_families(broker)
         yield from _traffic_families(broker)
         services = GaugeMetricFamily("rsbroker_services", "Services with at least one local provider")

@@ -87,6 +87,7 @@ class Security:
                 audience=settings.jwt_audience,
                 leeway=settings.jwt_leeway_s,
                 max_ttl=settings.jwt_max_ttl_s,
+                cache_size=settings.jwt_cache_size,
                 clock=clock,
             )
         try:

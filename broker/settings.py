@@ -77,6 +77,8 @@ class Settings:
     jwt_leeway_s: float = 30.0  # clock skew tolerated on exp/nbf, as most IdPs suggest
     #: a day: a stolen token is worth at most that long, and clients refresh far more often
     jwt_max_ttl_s: float = 86_400.0
+    #: verified tokens remembered (LRU) so a fleet's shared or reused token is not verified again
+    jwt_cache_size: int = 10_000
     close_on_token_expiry: bool = True
     tls_cert: str | None = None
     tls_key: str | None = None
@@ -223,6 +225,8 @@ class Settings:
             raise SettingsError("--admin-require-token needs --jwt-keys to verify admin tokens")
         if self.jwt_max_ttl_s <= 0:
             raise SettingsError("jwt_max_ttl_s must be positive")
+        if self.jwt_cache_size < 0:
+            raise SettingsError("jwt_cache_size must be 0 (no cache) or positive")
         self._validate_admin_exposure()
         # gossip_profile names a cluster.swim profile: rsbroker.node checks it (broker/ imports no cluster/)
         if self.log_format not in LOG_FORMATS:

@@ -37,6 +37,7 @@ HELP: dict[str, tuple[str, str]] = {
     "jwt_issuer": ("security", "required 'iss' claim of client JWTs"),
     "jwt_audience": ("security", "required 'aud' claim of client JWTs"),
     "jwt_leeway_s": ("security", "clock skew tolerated on JWT exp/nbf, seconds"),
+    "jwt_cache_size": ("security", "verified JWTs remembered (least recently used out) so the same token's signature is not verified again; its claims, expiry and revocation are still checked at every SETUP, and new keys empty it; 0 turns it off"),
     "close_on_token_expiry": ("security", "close a connection when its JWT expires"),
     "tls_cert": ("security", "PEM certificate chain of the TLS listeners"),
     "tls_key": ("security", "PEM private key of --tls-cert"),

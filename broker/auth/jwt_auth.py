@@ -17,6 +17,10 @@ ignored: a token never brings its own key; keys come only from configuration.
 Messages never contain the token (see ``errors.py``). Keys come from a file that is
 re-read when it changes and from the cluster config store (``set_extra_keys``); revoked
 token ids (``jti``) from the config store (``set_revoked``). Both apply to the next SETUP.
+
+A token whose signature was verified once is remembered (``token_cache.TokenCache``, keyed
+by SHA-256 of its exact text) and not verified again; its claims go through step 4 on every
+use, and the cache is emptied whenever the keys change.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from .errors import AuthError
 from .keys import KeyFile, VerificationKey, key_from_config
 from .metadata import NO_TOKEN, bearer_token
 from .principal import Principal
+from .token_cache import TokenCache
 
 __all__ = ["ALLOWED_ALGORITHMS", "MAX_TOKEN_BYTES", "JwtVerifier"]
 
@@ -107,7 +112,8 @@ class JwtVerifier:
     ``require_exp``: refuse tokens that never expire. ``max_ttl``: refuse tokens valid for
     longer than this many seconds, counted from ``iat`` or from now, whichever is earlier (a
     token claiming a future ``iat`` cannot stretch its life); None: no bound.
-    ``clock``: epoch seconds, injectable.
+    ``cache_size``: verified tokens remembered so their signature is not checked again
+    (0: every token is verified every time). ``clock``: epoch seconds, injectable.
     """
 
     def __init__(
@@ -119,6 +125,7 @@ class JwtVerifier:
         leeway: float = 30.0,
         require_exp: bool = True,
         max_ttl: float | None = None,
+        cache_size: int = 0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if leeway < 0:
@@ -135,12 +142,19 @@ class JwtVerifier:
         self._extra: tuple[VerificationKey, ...] = ()
         self._revoked: frozenset[str] = frozenset()
         self._jws = jwt.PyJWS()
+        self.cache = TokenCache(cache_size)
 
     # -- live configuration -------------------------------------------------------------
 
     def reload(self) -> bool:
-        """Re-read the key file if it changed; ``verify`` does this itself on every call."""
-        return self._file.refresh() if self._file is not None else False
+        """Re-read the key file if it changed; ``verify`` does this itself on every call.
+
+        New keys empty the token cache: a token verified with a key that is gone must be refused.
+        """
+        changed = self._file.refresh() if self._file is not None else False
+        if changed:
+            self.cache.clear()
+        return changed
 
     def set_extra_keys(self, entries: Mapping[str, object]) -> list[str]:
         """Replace the keys from the config store (``{kid: stored value}``, see ``key_from_config``).
@@ -157,6 +171,7 @@ class JwtVerifier:
                 problems.append(str(exc))
                 log.warning("ignoring JWT key from the config store: %s", exc)
         self._extra = tuple(keys)
+        self.cache.clear()  # a key removed or replaced must not keep its tokens admitted
         return problems
 
     def set_revoked(self, token_ids: Iterable[str]) -> None:
@@ -188,6 +203,14 @@ class JwtVerifier:
         if not _SHAPE.fullmatch(token):
             raise AuthError("malformed token: expected a JWT (three base64url parts separated by dots)")
         self.reload()
+        key = self.cache.key(token)
+        cached = self.cache.get(key)
+        if cached is not None:
+            try:
+                return self._principal(cached)  # every claim checked again: expiry, revocation, ...
+            except AuthError:
+                self.cache.discard(key)
+                raise
         header = _header(token)
         alg = header.get("alg")
         if not isinstance(alg, str):
@@ -199,7 +222,9 @@ class JwtVerifier:
             raise AuthError("malformed token: the header's 'kid' is not a string")
         payload = self._verified_payload(token, alg, kid)
         claims = _json_object(payload, "payload")
-        return self._principal(claims)
+        principal = self._principal(claims)
+        self.cache.put(key, claims)
+        return principal
 
     def _verified_payload(self, token: str, alg: str, kid: str | None) -> bytes:
         """The payload bytes once a fitting key verifies the signature."""
