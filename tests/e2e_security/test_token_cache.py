@@ -94,6 +94,7 @@ def _one_byte_changed(token: str) -> str:
 async def test_a_tampered_copy_of_a_cached_token_is_refused(node: BrokerProcess, pki: Pki) -> None:
     token = pki.token("cached-original", ("admin",))
     await assert_cached(node, token)
+    assert not await admitted(node, _one_byte_changed(token))
     async with await raw_with_token(node, _one_byte_changed(token)) as raw:
         await raw.expect_error(ErrorCode.REJECTED_SETUP, contains="signature does not match any configured key")
     assert await admitted(node, token)  # the original still passes
