@@ -4,7 +4,7 @@ connect rate, telemetry to a two-provider backend.
 Run it standalone (the machine is shared: sizes are what it allows)::
 
     python -m benchmarks.devices_bench [--sizes 1000,10000,19000] [--rate 5000] [--idle-s 20]
-                                       [--telemetry-s 20] [--jwt] [--json FILE]
+                                       [--telemetry-s 20] [--jwt [--jwt-cache-size N]] [--json FILE]
 
 Per size, a fresh node (default settings but ``--max-connections-per-source``: every device
 comes from 127.0.0.1) and:
@@ -26,7 +26,9 @@ comes from 127.0.0.1) and:
   sustains when the clients run elsewhere;
 * ``auth`` — ``jwt`` with ``--jwt``: the node authenticates (``--jwt-keys``, a fresh Ed25519
   key) and every device and backend sends a bearer token valid for an hour, so idle CPU
-  includes what credential expiry costs; else ``none``;
+  includes what credential expiry costs; else ``none``. All devices share one token (the
+  simulator sends one ``--token``): with the verified-token cache on (the node's default; ``0``
+  turns it off) the signature is verified once, and ``jwt_cache`` gives the node's hits and misses;
 * ``telemetry`` (``--telemetry-s`` > 0) — two providers of ``telemetry`` count the
   fire-and-forgets each device sends once a second; ``lost`` = sent − received.
 
@@ -49,11 +51,13 @@ import tempfile
 import time
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from benchmarks.procstat import cpu_seconds, process_tree, rss_bytes, total_cpu_seconds
 from broker.auth.certs import write_keypair
 from broker.auth.tokens import load_private_key, mint_token
 from broker.client import Router, connect
-from tests.support.admin import Admin, get_json
+from tests.support.admin import Admin, get_json, get_text
 from tests.support.brokerproc import BrokerProcess, rsbroker_command
 
 #: the device count stopped growing this long (s): the rest failed. SETUPs retried after a
@@ -135,7 +139,8 @@ def _counting_router(received: list[int], index: int) -> Router:
     return router
 
 
-async def measure(size: int, rate: float, idle_s: float, telemetry_s: float, jwt: bool = False) -> dict[str, Any]:
+async def measure(size: int, rate: float, idle_s: float, telemetry_s: float, jwt: bool = False,
+                  jwt_cache_size: int | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as keys:
         auth: list[str] = []
         token = None
@@ -143,6 +148,8 @@ async def measure(size: int, rate: float, idle_s: float, telemetry_s: float, jwt
             files = write_keypair("ed25519", keys)
             token = mint_token(load_private_key(files.key), sub="bench-device", roles=("admin",), ttl=3600)
             auth = ["--jwt-keys", str(files.cert)]
+            if jwt_cache_size is not None:
+                auth += ["--jwt-cache-size", str(jwt_cache_size)]
         return await _measure(size, rate, idle_s, telemetry_s, auth, token)
 
 
@@ -190,6 +197,8 @@ async def _measure(size: int, rate: float, idle_s: float, telemetry_s: float, au
                 result["rss_mib"] = round(rss / 2**20, 1)
                 result["rss_per_device_kib"] = round((rss - base) / connected / 1024, 2)
                 result["idle_cpu_pct"] = round(100 * (cpu1 - cpu0) / (t1 - t0), 1)
+                if token:
+                    result["jwt_cache"] = await _jwt_cache(node)
             finally:
                 result["connect"] = _stop_simulator(sim)
             if telemetry_s > 0:
@@ -197,6 +206,18 @@ async def _measure(size: int, rate: float, idle_s: float, telemetry_s: float, au
         return result
     finally:
         node.stop()
+
+
+async def _jwt_cache(node: BrokerProcess) -> dict[str, float]:
+    """The node's ``rsbroker_jwt_cache_total`` by result (the admin API's own token lookups included)."""
+    status, text = await get_text(node, "/metrics")
+    assert status == 200, text
+    return {
+        sample.labels["result"]: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "rsbroker_jwt_cache_total"
+    }
 
 
 async def _telemetry(node: BrokerProcess, size: int, rate: float, seconds: float, received: list[int],
@@ -225,11 +246,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--telemetry-s", type=float, default=0.0, help="telemetry run length, seconds (default: none)")
     parser.add_argument("--jwt", action="store_true",
                         help="the node authenticates (--jwt-keys) and every device sends a bearer token (default: no auth)")
+    parser.add_argument("--jwt-cache-size", type=int, default=None,
+                        help="with --jwt: the node's --jwt-cache-size (default: the node's default; 0: every token verified)")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
     results = []
     for size in (int(s) for s in args.sizes.split(",") if s):
-        result = asyncio.run(measure(size, args.rate, args.idle_s, args.telemetry_s, args.jwt))
+        result = asyncio.run(measure(size, args.rate, args.idle_s, args.telemetry_s, args.jwt, args.jwt_cache_size))
         print(json.dumps(result), flush=True)
         results.append(result)
     report: dict[str, Any] = {"machine": {"cpus": os.cpu_count()}, "reference_kb_per_connection": REFERENCE_KB, "runs": results}
