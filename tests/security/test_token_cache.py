@@ -10,6 +10,8 @@ import pytest
 
 from broker.auth import JwtVerifier
 from broker.auth.token_cache import MAX_CACHED_TOKEN_BYTES, TokenCache
+from broker.security import Security
+from broker.settings import Settings, SettingsError, from_env
 
 from .conftest import NOW, KeyPair
 from .test_jwt import claims, rejected, sign
@@ -86,3 +88,12 @@ def test_size_zero_stores_nothing_and_long_tokens_are_never_stored() -> None:
     assert TokenCache.key("x" * (MAX_CACHED_TOKEN_BYTES + 1)) is None
     with pytest.raises(ValueError):
         TokenCache(-1)
+
+
+def test_the_setting_comes_from_the_environment_and_is_validated(ed: KeyPair) -> None:
+    sized = Settings(jwt_keys=str(ed.public_path), **from_env({"RSBROKER_JWT_CACHE_SIZE": "3"}))
+    sized.validate()
+    security = Security(sized)
+    assert security.verifier is not None and security.verifier.cache.max_entries == 3
+    with pytest.raises(SettingsError, match="jwt_cache_size must be 0"):
+        Settings(jwt_cache_size=-1).validate()
