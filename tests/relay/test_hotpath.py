@@ -66,9 +66,9 @@ def test_stream_maps_hold_on_each_hot_path(hot: ModuleType, monkeypatch: pytest.
 
 
 def _use(hot: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make the sessions relay, read request metadata, stamp trace parents, forward and keep streams
-    through ``hot``, and the broker find trace entries with it."""
-    for name in ("relay_frame", "request_metadata", "forward", "stamp_parent", "Stream"):
+    """Make the sessions relay, read request metadata, stamp trace parents, forward, keep streams and
+    key traced routes through ``hot``, and the broker find trace entries with it."""
+    for name in ("relay_frame", "request_metadata", "forward", "stamp_parent", "trace_entry", "Stream"):
         monkeypatch.setattr(session, name, getattr(hot, name))
     monkeypatch.setattr(relay, "trace_entry", hot.trace_entry)
 
