@@ -18,7 +18,8 @@ from types import ModuleType
 from typing import Callable
 
 import pytest
-from hypothesis import settings
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from hypothesis.stateful import run_state_machine_as_test
 
 from broker import frames as fr
@@ -279,11 +280,11 @@ def _on_both_paths(
                 opened_in_full = full_opens[0] - before
             frames = [(f"s{i}", raw) for i, s in enumerate(sessions) for raw in s.out]
             spans = [{k: v for k, v in span.items() if k != "start"} for span in broker.tracer.view()]
-            [meter] = [m for m in broker.meter.meters() if m.route == "svc.m"]
+            meters = [m for m in broker.meter.meters() if m.service == "svc"]
             counts = {
-                "outcomes": list(meter.outcomes),
-                "inflight": meter.inflight,
-                "bytes": (meter.bytes_in, meter.bytes_out),
+                "outcomes": [sum(col) for col in zip(*(m.outcomes for m in meters))] or [0] * len(metering.OUTCOMES),
+                "inflight": sum(m.inflight for m in meters),
+                "bytes": [(m.route, m.bytes_in, m.bytes_out) for m in meters],
                 "stats": (broker.stats["requests"], broker.stats["rejected"]),
                 "refused": dict(broker.traffic.refused),
                 "timeouts": dict(broker.traffic.timeouts),
@@ -426,3 +427,75 @@ def test_a_rate_limit_refuses_repeats_from_the_route_cache_as_the_full_path_does
     assert [r.error[1].split(" exceeded")[0] for r in refusals] == ["rate limit 'svc-limit'"] * 3 + ["rate limit 'everyone'"]
     assert counts["refused"] == {"svc-limit": 3, "everyone": 1} and counts["outcomes"][metering.REJECTED] == 4
     assert sum(1 for who, _ in frames if who != "s2") == 5
+
+
+_RR, _STREAM = FrameType.REQUEST_RESPONSE, FrameType.REQUEST_STREAM
+#: one step of the requester, a provider or the clock: a request (kind, traced, deadline entry,
+#: which of two routes), an answer by provider 0 or 1 to its oldest unanswered request, or time passing
+_steps = st.lists(
+    st.one_of(
+        st.tuples(st.just("request"), st.sampled_from([_RR, _STREAM]), st.booleans(), st.sampled_from([None, b"150", b"5000"]), st.booleans()),
+        st.tuples(st.just("answer"), st.integers(0, 1), st.sampled_from([None, ErrorCode.REJECTED, ErrorCode.APPLICATION_ERROR])),
+        st.tuples(st.just("advance"), st.sampled_from([0.1, 0.2, 0.4, 1.0])),
+    ),
+    max_size=30,
+)
+
+
+@given(
+    steps=_steps,
+    deadline=st.sampled_from([None, 300]),
+    retries=st.booleans(),
+    limit=st.sampled_from([None, (2.0, 3.0), (1e9, 1e9)]),
+)
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_the_route_cache_and_the_full_path_and_both_twins_agree(
+    steps: list[tuple[object, ...]], deadline: int | None, retries: bool, limit: tuple[float, float] | None
+) -> None:
+    """Any mix of traced and untraced requests, with and without a deadline entry, on two routes,
+    under any of a deadline, retries and a rate limit, answered, refused or left to time out:
+    the route cache opens them as the full path does (same frames, spans and counts), and the
+    compiled hot path as the pure one."""
+    policy: dict[str, object] = {}
+    if deadline is not None:
+        policy["deadline_ms"] = deadline
+    if retries:
+        policy.update(idempotent=True, retries=1)
+
+    def scenario(broker: Broker, sessions: list[MemorySession], advance: "Callable[[float], None]") -> None:
+        if policy:
+            broker.set_policy("svc", ServicePolicy.from_obj(policy))
+        if limit is not None:
+            broker.traffic.set_limits({"lim": RateLimit.from_obj("lim", {"service": "svc", "rate": limit[0], "burst": limit[1]})})
+        requester, now, sid = sessions[2], 100.0, 1
+        answered: list[set[int]] = [set(), set()]
+        for step in steps:
+            if step[0] == "request":
+                _, kind, traced, asked, other = step
+                meta = md.composite_entry(md.ROUTING_MIME, md.routing("svc.m", "v=2")) if other else md.route_metadata("svc.m")
+                if asked is not None:
+                    meta += md.composite_entry(md.DEADLINE_MIME, asked)
+                if traced:
+                    meta += tracing.entry(f"00-{'ab' * 16}-{sid:016x}-01")
+                requester.feed(fr.request_frame(kind, sid, meta, b"q", initial_n=1 if kind == _STREAM else 0))
+                sid += 2
+            elif step[0] == "answer":
+                _, i, code = step
+                provider = sessions[int(i)]  # type: ignore[call-overload]
+                todo = [f for f in map(Frame, provider.out) if f.type in (_RR, _STREAM) and f.stream_id not in answered[int(i)]]  # type: ignore[call-overload]
+                if todo:
+                    answered[int(i)].add(todo[0].stream_id)  # type: ignore[call-overload]
+                    if code is None:
+                        provider.feed(fr.payload_frame(todo[0].stream_id, b"a", complete=True))
+                    else:
+                        provider.feed(fr.error_frame(todo[0].stream_id, code, "no"))  # type: ignore[arg-type]
+            else:
+                now += step[1]  # type: ignore[operator]
+                advance(now)
+                broker.traffic.expire()
+
+    seen = []
+    for hot in HOT_PATHS:
+        with pytest.MonkeyPatch.context() as mp:
+            seen.append(_on_both_paths(hot, mp, scenario)[0])
+    assert all(other == seen[0] for other in seen[1:])
