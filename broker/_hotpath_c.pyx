@@ -280,17 +280,18 @@ cdef bint _open(
         if entry is None:
             return False
     route, service, meter, watched = <tuple?>entry
-    if not now:
-        now = broker.clock()
+    # the time as the Python float the rule hooks and the pick take: boxed once, not per call
+    when = broker.clock() if not now else now
+    now = when
     traffic = broker.traffic
-    refusal = traffic.admit(session.principal, service, now) if traffic.active and not session.is_link else _EMPTY_STR
+    refusal = traffic.admit(session.principal, service, when) if traffic.active and not session.is_link else _EMPTY_STR
     cdef long pid
     cdef Stream st
     if refusal:
         session._reject(sid, ftype, REJECTED, refusal, meter)
         provider = None
     else:
-        provider, why = broker.registry.pick(service, now, session.is_link, metadata, session.metadata_mime)
+        provider, why = broker.registry.pick(service, when, session.is_link, metadata, session.metadata_mime)
         if provider is None:
             session._reject(sid, ftype, REJECTED, why, meter)
     if provider is not None:
@@ -321,7 +322,7 @@ cdef bint _open(
         dest.outstanding += 1
         broker.stats["requests"] += 1
         if watched and ftype == RR:  # deadlines and retries (broker.traffic)
-            traffic.opened(st, service, metadata, now)
+            traffic.opened(st, service, metadata, when)
         if ftype != CHANNEL or type_flags & FLAG_COMPLETE:
             st.in_done = True
         _forward(dest, prov_sid, buf, p, off, end)
