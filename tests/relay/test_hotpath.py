@@ -179,8 +179,9 @@ def test_a_repeat_request_from_the_route_cache_meets_what_the_full_path_would(ho
 
 @pytest.mark.parametrize("hot", HOT_PATHS, ids=lambda m: m.__name__)
 def test_a_rate_limit_set_after_a_route_was_remembered_holds_for_its_repeats(hot: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Rate limits are per request, so the route cache never answers for them: a limit set at
-    run time (as the config store does) counts and refuses repeats of a remembered route."""
+    """Rate limits are per request, so a repeat opened from the route cache spends its token
+    there: a limit set at run time (as the config store does, without emptying the caches)
+    counts and refuses repeats of a remembered route."""
     _use(hot, monkeypatch)
     loop = asyncio.new_event_loop()
     try:
