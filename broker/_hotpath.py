@@ -16,8 +16,8 @@ What lives here, and nothing else:
   ``Session.other_frame``;
 * :class:`Stream` — the record of one relayed stream, and :func:`_open`, which opens a
   request-response, stream or channel whose metadata the connection sent before from its route
-  cache (``Session.open_cache``), with the provider pick as its only Python call; anything
-  unusual goes to ``Session.other_frame``;
+  cache (``Session.open_cache``), traced or under traffic rules alike; anything unusual goes to
+  ``Session.other_frame``;
 * :func:`forward` — output coalescing: a frame with its new stream id appended to the
   destination's ``wire_out`` buffer, flushed once per loop turn;
 * :func:`request_metadata` — the routing metadata of a request (reference
@@ -38,7 +38,8 @@ provider's round trip, sampled at a stream's first response while ``measure_rtt`
 ``broker.latency``), ``broker.traffic.retry_rejected`` (retries), and the methods ``other_frame``, ``refuse_oversized``, ``fail``, ``_pending_frame``,
 ``_requester_sent``, ``_provider_sent``, ``_blocked_by``; to open a request from the route
 cache, ``broker.open_generation``, ``broker.draining``, ``broker.settings.max_streams``,
-``broker.traffic.active``, ``broker.registry.pick``, ``broker.stats``, ``is_link``,
+``broker.settings.max_metadata_entries``, ``broker.traffic`` (``active``, ``admit``, ``opened``,
+``keep``), ``broker.tracer.context``, ``broker.registry.pick``, ``broker.stats``, ``principal``, ``is_link``,
 ``metadata_mime``, ``_reject`` and a provider's ``target``, ``next_local_id`` and
 ``allocate_local_id``; of a routed stream, ``meter`` (bytes, and ``ended`` for its outcome),
 ``opened_at``, ``first_at``, ``trace`` and ``retry`` (set while an idempotent request may be
@@ -282,15 +283,20 @@ def _relay(session: Any, buf: Any, off: int, end: int, now: float) -> None:
 def _open(session: Any, buf: Any, off: int, end: int, sid: int, ftype: int, type_flags: int, now: float) -> bool:
     """Open a request whose metadata this connection sent before, as ``Session.other_frame`` would.
 
-    ``session.open_cache`` maps request metadata to the ``(route, service, meter)`` that
-    ``Session._route_stream`` resolved and admitted for this connection's principal; it
-    holds only what needs nothing but a provider pick (no trace context, deadline, retry or
-    fragment; see ``Session._remember_route``). An entry counts only while
-    ``session.open_gen`` equals the broker's ``open_generation``: a changed access rule or
-    service policy sends the next request through the full checks. Returns False, having
-    done nothing, for anything else (a new route, a reused or server-parity id, too many
-    streams, a draining node, rate limits); the caller then takes ``other_frame``'s path,
-    which decides and reports it.
+    ``session.open_cache`` maps request metadata (a traced request's by its route key, see
+    :func:`trace_entry`) to the ``(route, service, meter, watched)`` that
+    ``Session._route_stream`` resolved and admitted for this connection's principal; it holds
+    no fragment and nothing of a service that gets the requester's principal entry (see
+    ``Session._remember_route``). What the full path does per request is done here too, in its
+    order: the rate limits (``traffic.admit``, while any is set; a refusal is answered here),
+    the provider pick, the hop's trace context and its stamped parent id (``tracer.context``,
+    :func:`stamp_parent`), the deadline and retry marks of a ``watched`` request-response
+    (``traffic.opened``) and the kept frame of a retried one (``traffic.keep``). An entry
+    counts only while ``session.open_gen`` equals the broker's ``open_generation``: a changed
+    access rule or service policy sends the next request through the full checks. Returns
+    False, having done nothing, for anything else (a new route, a reused or server-parity id,
+    too many streams, a draining node); the caller then takes ``other_frame``'s path, which
+    decides and reports it.
     """
     broker = session.broker
     if session.open_gen != broker.open_generation or broker.draining:
@@ -307,15 +313,28 @@ def _open(session: Any, buf: Any, off: int, end: int, sid: int, ftype: int, type
     if pos + mlen > end:
         return False
     metadata = bytes(buf[pos : pos + mlen])
-    entry = session.open_cache.get(metadata)
-    if entry is None or (broker.traffic.active and not session.is_link):
-        return False
-    route, service, meter = entry
+    cache = session.open_cache
+    entry = cache.get(metadata)
+    at = -1
+    if entry is None:  # a traced request is remembered by its route key (trace_entry)
+        key, at = trace_entry(metadata, broker.settings.max_metadata_entries)
+        if at < 0:
+            return False
+        entry = cache.get(key)
+        if entry is None:
+            return False
+    route, service, meter, watched = entry
     now = now or broker.clock()
-    provider, why = broker.registry.pick(service, now, session.is_link, metadata, session.metadata_mime)
-    if provider is None:
-        session._reject(sid, ftype, REJECTED, why, meter)
+    traffic = broker.traffic
+    refusal = traffic.admit(session.principal, service, now) if traffic.active and not session.is_link else ""
+    if refusal:
+        session._reject(sid, ftype, REJECTED, refusal, meter)
+        provider = None
     else:
+        provider, why = broker.registry.pick(service, now, session.is_link, metadata, session.metadata_mime)
+        if provider is None:
+            session._reject(sid, ftype, REJECTED, why, meter)
+    if provider is not None:
         dest = provider.target
         pid = dest.next_local_id
         if pid > MAX_STREAM_ID or pid in dest.streams:
@@ -326,6 +345,11 @@ def _open(session: Any, buf: Any, off: int, end: int, sid: int, ftype: int, type
         st.route = route
         st.meter = meter
         st.opened_at = now
+        if at >= 0:
+            trace = st.trace = broker.tracer.context(metadata, at, provider)
+            if trace is not None:  # the provider's span becomes a child of this hop's (broker.tracing)
+                buf = stamp_parent(buf, off, end, trace[1], trace[2])
+                off, end = 0, len(buf)
         meter.inflight += 1
         st.prov = dest
         st.prov_id = pid
@@ -334,10 +358,14 @@ def _open(session: Any, buf: Any, off: int, end: int, sid: int, ftype: int, type
         dest.streams[pid] = st
         dest.outstanding += 1
         broker.stats["requests"] += 1
+        if watched and ftype == _RR:  # deadlines and retries (broker.traffic)
+            traffic.opened(st, service, metadata, now)
         if ftype != _CHANNEL or type_flags & FLAG_COMPLETE:
             st.in_done = True
         _forward(dest, prov_sid, buf, off, end)
         meter.bytes_in += end - off
+        if st.retry is not None:
+            traffic.keep(st, buf, off, end)  # kept whole, as the provider got it: it may be sent again
         if dest.write_paused:
             session._blocked_by(dest)
     if session.write_paused and not session.closing:

@@ -48,6 +48,7 @@ cdef enum:
     MAX_TRACESTATE = 512
 
 cdef bytes _EMPTY = b""
+cdef str _EMPTY_STR = ""
 cdef bytes TRACE_MIME = _MARKER
 cdef Py_ssize_t TRACE_MIME_LEN = len(_MARKER)
 cdef const char* TRACE_MIME_P = TRACE_MIME
@@ -267,19 +268,33 @@ cdef bint _open(
     pos += 3
     if pos + mlen > end:
         return False
-    metadata = PyBytes_FromStringAndSize(<const char*>p + pos, mlen)
-    entry = (<dict?>session.open_cache).get(metadata)
-    if entry is None or (broker.traffic.active and not session.is_link):
-        return False
-    route, service, meter = <tuple?>entry
-    if not now:
-        now = broker.clock()
-    provider, why = broker.registry.pick(service, now, session.is_link, metadata, session.metadata_mime)
+    cdef bytes metadata = PyBytes_FromStringAndSize(<const char*>p + pos, mlen)
+    cdef dict cache = session.open_cache
+    entry = cache.get(metadata)
+    cdef Py_ssize_t at = -1
+    if entry is None:  # a traced request is remembered by its route key (trace_entry)
+        key = _trace_key(metadata, broker.settings.max_metadata_entries, &at)
+        if at < 0:
+            return False
+        entry = cache.get(key)
+        if entry is None:
+            return False
+    route, service, meter, watched = <tuple?>entry
+    # the time as the Python float the rule hooks and the pick take: boxed once, not per call
+    when = broker.clock() if not now else now
+    now = when
+    traffic = broker.traffic
+    refusal = traffic.admit(session.principal, service, when) if traffic.active and not session.is_link else _EMPTY_STR
     cdef long pid
     cdef Stream st
-    if provider is None:
-        session._reject(sid, ftype, REJECTED, why, meter)
+    if refusal:
+        session._reject(sid, ftype, REJECTED, refusal, meter)
+        provider = None
     else:
+        provider, why = broker.registry.pick(service, when, session.is_link, metadata, session.metadata_mime)
+        if provider is None:
+            session._reject(sid, ftype, REJECTED, why, meter)
+    if provider is not None:
         dest = provider.target
         dest_streams = dest.streams
         pid = dest.next_local_id
@@ -291,6 +306,13 @@ cdef bint _open(
         st.route = route
         st.meter = meter
         st.opened_at = now
+        if at >= 0:
+            trace = st.trace = broker.tracer.context(metadata, at, provider)
+            if trace is not None:  # the provider's span becomes a child of this hop's (broker.tracing)
+                buf = _stamp(p, off, end, (<tuple?>trace)[1], (<tuple>trace)[2])
+                p = <const unsigned char*>PyBytes_AS_STRING(buf)
+                end -= off
+                off = 0
         meter.inflight += 1
         st.prov = dest
         st.prov_id = pid
@@ -299,10 +321,14 @@ cdef bint _open(
         dest_streams[pid] = st
         dest.outstanding += 1
         broker.stats["requests"] += 1
+        if watched and ftype == RR:  # deadlines and retries (broker.traffic)
+            traffic.opened(st, service, metadata, when)
         if ftype != CHANNEL or type_flags & FLAG_COMPLETE:
             st.in_done = True
         _forward(dest, prov_sid, buf, p, off, end)
         meter.bytes_in += end - off
+        if st.retry is not None:
+            traffic.keep(st, buf, off, end)  # kept whole, as the provider got it: it may be sent again
         if dest.write_paused:
             session._blocked_by(dest)
     if session.write_paused and not session.closing:
@@ -401,6 +427,13 @@ cdef bint _trace_context(const unsigned char* p, Py_ssize_t n):
 
 
 def trace_entry(bytes metadata, Py_ssize_t max_entries):
+    cdef Py_ssize_t at = -1
+    key = _trace_key(metadata, max_entries, &at)
+    return key, at
+
+
+cdef bytes _trace_key(bytes metadata, Py_ssize_t max_entries, Py_ssize_t* at):
+    """``trace_entry``: the route key returned, the content offset (or -1) put in ``at``."""
     cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(metadata)
     cdef Py_ssize_t total = PyBytes_GET_SIZE(metadata)
     cdef Py_ssize_t pos = 0
@@ -426,25 +459,26 @@ def trace_entry(bytes metadata, Py_ssize_t max_entries):
             if not traced:
                 for i in range(pos + 1, min(pos + 2 + first, total)):
                     if p[i] & 0x80:
-                        return metadata, -1
+                        return metadata
             pos += 2 + first
         if total - pos < 3:
-            return metadata, -1
+            return metadata
         length = (<Py_ssize_t>p[pos] << 16) | (p[pos + 1] << 8) | p[pos + 2]
         pos += 3
         if pos + length > total:
-            return metadata, -1
+            return metadata
         if traced:
             if not _trace_context(p + pos, length):
-                return metadata, -1
+                return metadata
             key = PyBytes_FromStringAndSize(NULL, total - length)
             q = PyBytes_AS_STRING(key)
             memcpy(q, p, pos - 3)
             q[pos - 3] = q[pos - 2] = q[pos - 1] = 0
             memcpy(q + pos, p + pos + length, total - pos - length)
-            return key, pos
+            at[0] = pos
+            return key
         pos += length
-    return metadata, -1
+    return metadata
 
 
 def stamp_parent(object buf, Py_ssize_t off, Py_ssize_t end, Py_ssize_t at, object span):
@@ -454,6 +488,11 @@ def stamp_parent(object buf, Py_ssize_t off, Py_ssize_t end, Py_ssize_t at, obje
     if p == NULL:
         view = buf
         p = _start(view)
+    return _stamp(p, off, end, at, span)
+
+
+cdef bytes _stamp(const unsigned char* p, Py_ssize_t off, Py_ssize_t end, Py_ssize_t at, object span):
+    """``stamp_parent`` on a frame known to hold its header within ``p``'s buffer."""
     cdef unsigned int ftype = p[off + 4] >> 2
     cdef Py_ssize_t field = -1
     if 0 <= at <= end - off:

@@ -55,9 +55,8 @@ from broker.frames import (
     request_frame,
 )
 from broker._hotpath import MAX_STREAM_ID
-from broker.hotpath import OPEN_CACHE_SIZE, Stream, forward, relay_frame, request_metadata, stamp_parent
+from broker.hotpath import OPEN_CACHE_SIZE, Stream, forward, relay_frame, request_metadata, stamp_parent, trace_entry
 from broker.limits import LimitExceeded, exceeded
-from broker.traffic import DEADLINE_ENTRY_MIN, DEADLINE_TAG
 
 if TYPE_CHECKING:
     from broker.relay import Broker
@@ -200,10 +199,10 @@ class Session:
         #: fragmented requests whose metadata is incomplete, oldest first, and the bytes they hold
         self.reassembling: dict[int, Stream] = {}
         self.reassembly_bytes = 0
-        #: request metadata -> (route, service, meter) this connection may open without the
-        #: full checks, valid while open_gen is current (``broker.hotpath``'s ``_open``; filled
-        #: by _remember_route); None until a request earns an entry
-        self.open_cache: dict[bytes, tuple[str, str, metering.RouteMeter]] | None = None
+        #: request metadata (a traced request's route key) -> (route, service, meter, watched)
+        #: this connection may open without the full checks, valid while open_gen is current
+        #: (``broker.hotpath``'s ``_open``; filled by _remember_route); None until a request earns an entry
+        self.open_cache: dict[bytes, tuple[str, str, metering.RouteMeter, bool]] | None = None
         self.open_gen = -1
 
     # -- identity used by the registry ----------------------------------------------------
@@ -712,9 +711,7 @@ class Session:
         dest.outstanding += 1
         broker.stats["requests"] += 1
         # deadlines and retries (request-response only); a link's requests are timed and retried at their edge
-        watched = not self.is_link and (
-            service in traffic.watched or (len(metadata) >= DEADLINE_ENTRY_MIN and metadata.find(DEADLINE_TAG) >= 0)
-        )
+        watched = not self.is_link and traffic.watches(service, metadata)
         if watched and ftype == _RR:
             traffic.opened(st, service, metadata, now)
         if last_flags & FLAG_FOLLOWS:
@@ -725,35 +722,43 @@ class Session:
         elif ftype != _CHANNEL or last_flags & FLAG_COMPLETE:
             st.in_done = True
         if (
-            trace_at is None
-            and not last_flags & FLAG_FOLLOWS
+            not last_flags & FLAG_FOLLOWS
             and ftype != _FNF
-            and not watched  # the cache is keyed by metadata alone: whatever the model, never for these
             and service not in broker.forward_principal  # its frames are rewritten per request
         ):
-            self._remember_route(metadata, route, service, meter)
+            self._remember_route(metadata, route, service, meter, trace_at is not None)
         return dest
 
-    def _remember_route(self, metadata: bytes, route: str, service: str, meter: metering.RouteMeter) -> None:
+    def _remember_route(self, metadata: bytes, route: str, service: str, meter: metering.RouteMeter, traced: bool) -> None:
         """Let the next request with these metadata bytes skip resolving and the access check.
 
-        Called once a request was admitted by every check; the hot path's ``_open`` then only
-        picks a provider for a repeat. Only what a repeat needs nothing else for is kept (the
-        caller leaves out traced, fragmented, deadline and retried requests, and services that
-        get the requester's principal entry), only for
-        composite metadata (bare routing metadata is rewritten for providers) and only small
-        keys. The entry is tied to the broker's ``open_generation``: a changed access rule or
-        service policy, or draining, empties the cache on the next request, which then meets
-        the full checks again; the principal is fixed for the connection's life.
+        Called once a request was admitted by every check; the hot path's ``_open`` then does
+        for a repeat only what varies per request: rate limits, the provider pick, a trace
+        context, deadline and retry marks. So it is not called for fragmented requests and
+        services that get the requester's principal entry (their frames are rewritten), and
+        keeps only composite metadata (bare routing metadata is rewritten for providers) and
+        small keys. A traced request is kept by its route key (``hotpath.trace_entry``: the
+        metadata without the trace entry's content, which differs every time), as
+        ``Broker.resolve`` keeps it. Whether its request-responses are ``watched`` (deadlines,
+        retries) is kept too: it depends on the service's policy and the key's deadline entry
+        only (a deadline tag inside the trace content is not an entry, and ``traffic.opened``
+        finds nothing there). The entry is tied to the broker's ``open_generation``: a changed
+        access rule or service policy, or draining, empties the cache on the next request, which
+        then meets the full checks again; the principal is fixed for the connection's life.
         """
-        if self.metadata_mime != md.COMPOSITE_MIME or len(metadata) > OPEN_CACHE_MAX_KEY:
+        if self.metadata_mime != md.COMPOSITE_MIME:
             return
-        generation = self.broker.open_generation
+        broker = self.broker
+        if traced:
+            metadata = trace_entry(metadata, broker.settings.max_metadata_entries)[0]
+        if len(metadata) > OPEN_CACHE_MAX_KEY:
+            return
+        generation = broker.open_generation
         cache = self.open_cache
         if cache is None or self.open_gen != generation or len(cache) >= OPEN_CACHE_SIZE:
             cache = self.open_cache = {}
             self.open_gen = generation
-        cache[metadata] = (route, service, meter)
+        cache[metadata] = (route, service, meter, not self.is_link and broker.traffic.watches(service, metadata))
 
     def allocate_local_id(self) -> int:
         """The id of a new stream the broker opens towards this peer (even, or odd on an

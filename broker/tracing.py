@@ -11,8 +11,10 @@ A span here is one hop through one node: route, the provider chosen, time to the
 response and to the end, and the outcome. The last ``trace_spans_kept`` spans per route label
 (the bounded labels of ``broker.metering``) are kept in memory for the admin API and, with
 ``--otlp-endpoint``, exported over OTLP (``broker.otlp``). Requests without the entry cost
-one walk over their metadata's entry headers (in the hot path); a malformed entry is ignored, as the W3C
-specification asks, and never fails the request.
+one walk over their metadata's entry headers (in the hot path), and repeats of a route
+none (the connection's route cache answers them first); a malformed entry is ignored, as the W3C
+specification asks, and never fails the request. A traced repeat opens from the route cache too,
+by its route key: its costs are :meth:`Tracer.context`, the stamped copy and :meth:`Tracer.record`.
 
 Tracing is priced per request, so the relay's part is kept to checks and tuples, and the
 byte work is in the hot path (``broker.hotpath``): ``trace_entry`` finds and checks the entry in

@@ -301,11 +301,17 @@ class TrafficRules:
         else:
             self.watched.discard(service)
 
+    def watches(self, service: str, metadata: bytes) -> bool:
+        """Whether a request-response for ``service`` with ``metadata`` needs :meth:`opened`: its
+        service has a deadline or retries, or the metadata may hold a deadline entry (a cheap
+        pre-check; :meth:`opened` reads the entry)."""
+        return service in self.watched or (len(metadata) >= DEADLINE_ENTRY_MIN and metadata.find(DEADLINE_TAG) >= 0)
+
     def opened(self, st: "Stream", service: str, metadata: bytes, now: float) -> None:
         """A request-response of a requester on this node was routed at ``now`` (its
         ``opened_at``): watch its deadline, and mark it to be kept for a retry. One call per
-        request for both rules; the relay makes it for a service in :attr:`watched`, or when
-        the metadata may hold a deadline entry."""
+        request for both rules; the relay makes it when :meth:`watches` says so (for a repeat
+        opened from the route cache, ``hotpath._open``, as it said for the first)."""
         retries = self.retries.get(service)
         if retries:
             st.retry = retries  # sends left; :meth:`keep` adds the frame

@@ -15,9 +15,11 @@ import os
 import subprocess
 import sys
 from types import ModuleType
+from typing import Callable
 
 import pytest
-from hypothesis import settings
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from hypothesis.stateful import run_state_machine_as_test
 
 from broker import frames as fr
@@ -31,6 +33,7 @@ from broker.traffic import RateLimit
 from tests.relay.test_parsers_fuzz import HOT_PATHS
 from tests.relay.test_stream_map_model import StreamMaps
 from tests.support.memory_session import MemorySession
+from tests.support.rawclient import Frame
 
 
 def _loaded(extra_env: dict[str, str], drop: tuple[str, ...] = ()) -> str:
@@ -66,9 +69,9 @@ def test_stream_maps_hold_on_each_hot_path(hot: ModuleType, monkeypatch: pytest.
 
 
 def _use(hot: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make the sessions relay, read request metadata, stamp trace parents, forward and keep streams
-    through ``hot``, and the broker find trace entries with it."""
-    for name in ("relay_frame", "request_metadata", "forward", "stamp_parent", "Stream"):
+    """Make the sessions relay, read request metadata, stamp trace parents, forward, keep streams and
+    key traced routes through ``hot``, and the broker find trace entries with it."""
+    for name in ("relay_frame", "request_metadata", "forward", "stamp_parent", "trace_entry", "Stream"):
         monkeypatch.setattr(session, name, getattr(hot, name))
     monkeypatch.setattr(relay, "trace_entry", hot.trace_entry)
 
@@ -176,8 +179,9 @@ def test_a_repeat_request_from_the_route_cache_meets_what_the_full_path_would(ho
 
 @pytest.mark.parametrize("hot", HOT_PATHS, ids=lambda m: m.__name__)
 def test_a_rate_limit_set_after_a_route_was_remembered_holds_for_its_repeats(hot: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Rate limits are per request, so the route cache never answers for them: a limit set at
-    run time (as the config store does) counts and refuses repeats of a remembered route."""
+    """Rate limits are per request, so a repeat opened from the route cache spends its token
+    there: a limit set at run time (as the config store does, without emptying the caches)
+    counts and refuses repeats of a remembered route."""
     _use(hot, monkeypatch)
     loop = asyncio.new_event_loop()
     try:
@@ -229,3 +233,270 @@ def test_a_fragmented_traced_request_is_stamped_in_the_fragment_holding_the_pare
         assert [f.data for f in got] == [b"", b"q"] and requester.take()[0].data == b"a"
     finally:
         loop.close()
+
+
+#: what a run of a scenario is judged by: every frame each side got, in order, and the counts
+_Seen = tuple[list[tuple[str, bytes]], list[dict[str, object]], dict[str, object]]
+
+
+def _on_both_paths(
+    hot: ModuleType, monkeypatch: pytest.MonkeyPatch, scenario: "Callable[[Broker, list[MemorySession], Callable[[float], None]], None]"
+) -> tuple[_Seen, int]:
+    """Run ``scenario`` on a fresh broker twice: with the route cache, then with every request
+    through the full path (``Session._remember_route`` keeps nothing). Asserts that the two runs
+    saw the same frames, spans (their span ids drawn from the same seed) and counts, and returns
+    them with how many requests the cached run's full path opened."""
+    _use(hot, monkeypatch)
+    full_opens = [0]
+    other_frame = session.Session.other_frame
+
+    def counted(self: session.Session, buf: object, off: int, end: int, sid: int, ftype: int, type_flags: int) -> None:
+        if ftype in (FrameType.REQUEST_RESPONSE, FrameType.REQUEST_STREAM, FrameType.REQUEST_CHANNEL):
+            full_opens[0] += 1
+        other_frame(self, buf, off, end, sid, ftype, type_flags)
+
+    monkeypatch.setattr(session.Session, "other_frame", counted)
+    seen: list[_Seen] = []
+    for cached in (True, False):
+        if not cached:
+            monkeypatch.setattr(session.Session, "_remember_route", lambda *args: None)
+        loop = asyncio.new_event_loop()
+        try:
+            broker = Broker(Settings(), loop)
+            now = [100.0]
+            broker.clock = broker.traffic.clock = lambda: now[0]
+            sessions = [MemorySession(broker, 44000 + i) for i in range(3)]
+            for i, provider in enumerate(sessions[:2]):
+                reg = md.Registration(services=("svc",), instance=f"p{i}")
+                provider.feed(fr.setup_frame(metadata=md.composite_entry(md.REGISTER_MIME, reg.to_json())))
+            sessions[2].feed(fr.setup_frame())
+            tracing._span_rng.seed(15)
+            before = full_opens[0]
+
+            def advance(to: float) -> None:
+                now[0] = to
+
+            scenario(broker, sessions, advance)
+            if cached:
+                opened_in_full = full_opens[0] - before
+            frames = [(f"s{i}", raw) for i, s in enumerate(sessions) for raw in s.out]
+            spans = [{k: v for k, v in span.items() if k != "start"} for span in broker.tracer.view()]
+            meters = [m for m in broker.meter.meters() if m.service == "svc"]
+            counts = {
+                "outcomes": [sum(col) for col in zip(*(m.outcomes for m in meters))] or [0] * len(metering.OUTCOMES),
+                "inflight": sum(m.inflight for m in meters),
+                "bytes": [(m.route, m.bytes_in, m.bytes_out) for m in meters],
+                "stats": (broker.stats["requests"], broker.stats["rejected"]),
+                "refused": dict(broker.traffic.refused),
+                "timeouts": dict(broker.traffic.timeouts),
+                "retried": dict(broker.traffic.retried),
+                "streams": [len(s.streams) for s in sessions],
+            }
+            seen.append((frames, spans, counts))
+        finally:
+            loop.close()
+    assert seen[0] == seen[1]
+    return seen[0], opened_in_full
+
+
+def _traced(sid: int, extra: bytes = b"") -> bytes:
+    """Metadata naming svc.m, with a trace entry whose parent id is the stream id's."""
+    return md.route_metadata("svc.m") + extra + tracing.entry(f"00-{'ab' * 16}-{sid:016x}-01", "k=v")
+
+
+@pytest.mark.parametrize("hot", HOT_PATHS, ids=lambda m: m.__name__)
+def test_a_repeat_traced_request_gets_its_own_span_and_stamped_parent_from_the_route_cache(
+    hot: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Traced requests, each with its own parent id, are opened from the route cache after the
+    first (remembered by their route key): each hop gets a new span id, each provider the frame
+    with that id as its parent and nothing else changed, each span the requester's parent, as on
+    the full path."""
+
+    def scenario(broker: Broker, sessions: list[MemorySession], advance: "Callable[[float], None]") -> None:
+        requester = sessions[2]
+        for sid in (1, 3, 5, 7):
+            advance(100.0 + sid)
+            requester.feed(fr.request_frame(FrameType.REQUEST_RESPONSE, sid, _traced(sid), b"q"))
+        for provider in sessions[:2]:
+            for got in [Frame(raw) for raw in provider.out]:
+                provider.feed(fr.payload_frame(got.stream_id, b"a", complete=True))
+
+    (frames, spans, counts), full_opens = _on_both_paths(hot, monkeypatch, scenario)
+    assert full_opens == 1  # the first; the three repeats came from the route cache
+    sent = {f"{sid:016x}": fr.request_frame(FrameType.REQUEST_RESPONSE, sid, _traced(sid), b"q") for sid in (1, 3, 5, 7)}
+    assert sorted(str(span["parent_span_id"]) for span in spans) == sorted(sent) and len({span["span_id"] for span in spans}) == 4
+    forwarded = [raw for who, raw in frames if who != "s2"]
+    for span in spans:
+        parent, hop = str(span["parent_span_id"]), str(span["span_id"])
+        assert sum(raw[4:] == sent[parent][4:].replace(parent.encode(), hop.encode()) for raw in forwarded) == 1
+    assert counts["outcomes"][metering.OK] == 4 and counts["inflight"] == 0
+
+
+@pytest.mark.parametrize("hot", HOT_PATHS, ids=lambda m: m.__name__)
+def test_a_repeat_request_under_a_deadline_times_out_from_the_route_cache(hot: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A service deadline, and a requester's shorter deadline entry, hold for repeats opened from
+    the route cache: unanswered at the deadline, the requester gets ERROR(CANCELED) and the
+    provider a CANCEL, counted as timeouts, as on the full path; an answered one is not touched."""
+
+    def scenario(broker: Broker, sessions: list[MemorySession], advance: "Callable[[float], None]") -> None:
+        broker.set_policy("svc", ServicePolicy.from_obj({"deadline_ms": 1000}))
+        requester = sessions[2]
+        short = md.route_metadata("svc.m") + md.composite_entry(md.DEADLINE_MIME, b"200")
+        for sid, meta in ((1, md.route_metadata("svc.m")), (3, md.route_metadata("svc.m")), (5, md.route_metadata("svc.m")), (7, short), (9, short)):
+            requester.feed(fr.request_frame(FrameType.REQUEST_RESPONSE, sid, meta, b"q"))
+        answered = Frame(sessions[0].out[0])
+        sessions[0].feed(fr.payload_frame(answered.stream_id, b"a", complete=True))
+        advance(100.5)
+        broker.traffic.expire()  # the requester's 200 ms ran out
+        advance(101.5)
+        broker.traffic.expire()  # the service's 1000 ms ran out
+
+    (frames, _, counts), full_opens = _on_both_paths(hot, monkeypatch, scenario)
+    assert full_opens == 2  # one per distinct metadata
+    errors = [Frame(raw) for who, raw in frames if who == "s2" and Frame(raw).type == FrameType.ERROR]
+    # the requester's 200 ms ran out first (7, 9), then the service's 1000 ms for the two of 1, 3, 5 unanswered
+    assert {e.stream_id for e in errors[:2]} == {7, 9} and len({e.stream_id for e in errors[2:]} & {1, 3, 5}) == 2
+    assert all(e.error[0] == ErrorCode.CANCELED for e in errors) and len(errors) == 4
+    assert [e.error[1].split(" exceeded")[0] for e in errors] == ["deadline of 200 ms"] * 2 + ["deadline of 1000 ms"] * 2
+    cancels = [raw for who, raw in frames if who != "s2" and Frame(raw).type == FrameType.CANCEL]
+    assert len(cancels) == 4 and counts["timeouts"] == {"svc": 4}
+    assert counts["outcomes"][metering.TIMEOUT] == 4 and counts["outcomes"][metering.OK] == 1 and counts["inflight"] == 0
+
+
+@pytest.mark.parametrize("hot", HOT_PATHS, ids=lambda m: m.__name__)
+def test_a_repeat_idempotent_request_is_retried_from_the_route_cache(hot: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Repeats of an idempotent request opened from the route cache are kept as the provider got
+    them (traced: stamped) and, refused by their provider with REJECTED, sent to the other one,
+    byte for byte, as on the full path."""
+
+    def scenario(broker: Broker, sessions: list[MemorySession], advance: "Callable[[float], None]") -> None:
+        broker.set_policy("svc", ServicePolicy.from_obj({"idempotent": True, "retries": 1}))
+        requester = sessions[2]
+        providers = sessions[:2]
+        for sid in (1, 3, 5):  # one at a time: the round robin sends each retry to the other provider
+            seen = [len(p.out) for p in providers]
+            requester.feed(fr.request_frame(FrameType.REQUEST_RESPONSE, sid, _traced(sid), b"q%d" % sid))
+            [(refusing, frame)] = [(p, Frame(p.out[-1])) for p, n in zip(providers, seen) if len(p.out) > n]
+            seen = [len(p.out) for p in providers]
+            refusing.feed(fr.error_frame(frame.stream_id, ErrorCode.REJECTED, "busy"))
+            [(answering, frame)] = [(p, Frame(p.out[-1])) for p, n in zip(providers, seen) if len(p.out) > n]
+            assert answering is not refusing
+            answering.feed(fr.payload_frame(frame.stream_id, frame.data.upper(), complete=True))
+
+    (frames, spans, counts), full_opens = _on_both_paths(hot, monkeypatch, scenario)
+    assert full_opens == 1 and counts["retried"] == {"svc": 3}
+    p0 = [raw for who, raw in frames if who == "s0"]
+    p1 = [raw for who, raw in frames if who == "s1"]
+    # each request went to one provider, then the same bytes (its own stamped parent) to the other
+    requests = [raw for raw in p0 + p1 if Frame(raw).type == FrameType.REQUEST_RESPONSE]
+    assert len(requests) == 6 and len({raw[4:] for raw in requests}) == 3
+    answers = [Frame(raw) for who, raw in frames if who == "s2"]
+    assert sorted((a.stream_id, a.data) for a in answers) == [(1, b"Q1"), (3, b"Q3"), (5, b"Q5")]
+    assert counts["outcomes"][metering.OK] == 3 and len(spans) == 3
+
+
+@pytest.mark.parametrize("hot", HOT_PATHS, ids=lambda m: m.__name__)
+def test_a_rate_limit_refuses_repeats_from_the_route_cache_as_the_full_path_does(
+    hot: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A service limit and a principal limit: repeats opened from the route cache spend their
+    tokens, and are refused with the same REJECTED message and counts, as on the full path."""
+
+    def scenario(broker: Broker, sessions: list[MemorySession], advance: "Callable[[float], None]") -> None:
+        broker.traffic.set_limits(
+            {
+                "svc-limit": RateLimit.from_obj("svc-limit", {"service": "svc", "rate": 1, "burst": 3}),
+                "everyone": RateLimit.from_obj("everyone", {"principal": "*", "rate": 0.5, "burst": 4}),
+            }
+        )
+        requester = sessions[2]
+        for sid in range(1, 12, 2):
+            requester.feed(fr.request_frame(FrameType.REQUEST_RESPONSE, sid, _traced(sid), b"q"))
+        advance(101.0)  # one more service token
+        requester.feed(fr.request_frame(FrameType.REQUEST_RESPONSE, 13, _traced(13), b"q"))
+        advance(102.0)  # and another
+        requester.feed(fr.request_frame(FrameType.REQUEST_RESPONSE, 15, _traced(15), b"q"))
+        advance(103.0)  # and another, but the principal's 4 and its one token in 2 s are spent
+        requester.feed(fr.request_frame(FrameType.REQUEST_RESPONSE, 17, _traced(17), b"q"))
+
+    (frames, _, counts), full_opens = _on_both_paths(hot, monkeypatch, scenario)
+    assert full_opens == 1
+    refusals = [Frame(raw) for who, raw in frames if who == "s2"]
+    assert [r.stream_id for r in refusals] == [7, 9, 11, 17]
+    assert all(r.error[0] == ErrorCode.REJECTED for r in refusals)
+    assert [r.error[1].split(" exceeded")[0] for r in refusals] == ["rate limit 'svc-limit'"] * 3 + ["rate limit 'everyone'"]
+    assert counts["refused"] == {"svc-limit": 3, "everyone": 1} and counts["outcomes"][metering.REJECTED] == 4
+    assert sum(1 for who, _ in frames if who != "s2") == 5
+
+
+_RR, _STREAM = FrameType.REQUEST_RESPONSE, FrameType.REQUEST_STREAM
+#: one step of the requester, a provider or the clock: a request (kind, traced, deadline entry,
+#: which of two routes), an answer by provider 0 or 1 to its oldest unanswered request, or time passing
+_steps = st.lists(
+    st.one_of(
+        st.tuples(st.just("request"), st.sampled_from([_RR, _STREAM]), st.booleans(), st.sampled_from([None, b"150", b"5000"]), st.booleans()),
+        st.tuples(st.just("answer"), st.integers(0, 1), st.sampled_from([None, ErrorCode.REJECTED, ErrorCode.APPLICATION_ERROR])),
+        st.tuples(st.just("advance"), st.sampled_from([0.1, 0.2, 0.4, 1.0])),
+    ),
+    max_size=30,
+)
+
+
+@given(
+    steps=_steps,
+    deadline=st.sampled_from([None, 300]),
+    retries=st.booleans(),
+    limit=st.sampled_from([None, (2.0, 3.0), (1e9, 1e9)]),
+)
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_the_route_cache_and_the_full_path_and_both_twins_agree(
+    steps: list[tuple[object, ...]], deadline: int | None, retries: bool, limit: tuple[float, float] | None
+) -> None:
+    """Any mix of traced and untraced requests, with and without a deadline entry, on two routes,
+    under any of a deadline, retries and a rate limit, answered, refused or left to time out:
+    the route cache opens them as the full path does (same frames, spans and counts), and the
+    compiled hot path as the pure one."""
+    policy: dict[str, object] = {}
+    if deadline is not None:
+        policy["deadline_ms"] = deadline
+    if retries:
+        policy.update(idempotent=True, retries=1)
+
+    def scenario(broker: Broker, sessions: list[MemorySession], advance: "Callable[[float], None]") -> None:
+        if policy:
+            broker.set_policy("svc", ServicePolicy.from_obj(policy))
+        if limit is not None:
+            broker.traffic.set_limits({"lim": RateLimit.from_obj("lim", {"service": "svc", "rate": limit[0], "burst": limit[1]})})
+        requester, now, sid = sessions[2], 100.0, 1
+        answered: list[set[int]] = [set(), set()]
+        for step in steps:
+            if step[0] == "request":
+                _, kind, traced, asked, other = step
+                meta = md.composite_entry(md.ROUTING_MIME, md.routing("svc.m", "v=2")) if other else md.route_metadata("svc.m")
+                if asked is not None:
+                    meta += md.composite_entry(md.DEADLINE_MIME, asked)
+                if traced:
+                    meta += tracing.entry(f"00-{'ab' * 16}-{sid:016x}-01")
+                requester.feed(fr.request_frame(kind, sid, meta, b"q", initial_n=1 if kind == _STREAM else 0))
+                sid += 2
+            elif step[0] == "answer":
+                _, i, code = step
+                provider = sessions[int(i)]  # type: ignore[call-overload]
+                todo = [f for f in map(Frame, provider.out) if f.type in (_RR, _STREAM) and f.stream_id not in answered[int(i)]]  # type: ignore[call-overload]
+                if todo:
+                    answered[int(i)].add(todo[0].stream_id)  # type: ignore[call-overload]
+                    if code is None:
+                        provider.feed(fr.payload_frame(todo[0].stream_id, b"a", complete=True))
+                    else:
+                        provider.feed(fr.error_frame(todo[0].stream_id, code, "no"))  # type: ignore[arg-type]
+            else:
+                now += step[1]  # type: ignore[operator]
+                advance(now)
+                broker.traffic.expire()
+
+    seen = []
+    for hot in HOT_PATHS:
+        with pytest.MonkeyPatch.context() as mp:
+            seen.append(_on_both_paths(hot, mp, scenario)[0])
+    assert all(other == seen[0] for other in seen[1:])
