@@ -117,6 +117,10 @@ def limits_from_config(obj: Mapping[str, object]) -> dict[str, RateLimit]:
     return {name: RateLimit.from_obj(name, value) for name, value in obj.items()}
 
 
+#: headroom added to every bucket, in intervals (see _shape)
+_ROUNDING_SLACK = 1e-9
+
+
 class _Bucket:
     """A token bucket kept as GCRA does (one number per bucket, no refill arithmetic):
     ``tat`` is when the bucket would be full again; a request may go while that is at most
@@ -131,10 +135,14 @@ class _Bucket:
 
 
 def _shape(lim: RateLimit, share: int) -> tuple[float, float]:
-    """(seconds per request, burst headroom in seconds) of this node's share of ``lim``."""
+    """(seconds per request, burst headroom in seconds) of this node's share of ``lim``.
+
+    The headroom gets a billionth of an interval of slack: ``tat`` is a sum of intervals, and
+    its rounding could put a burst's last request spent at one instant (one tick of the loop's
+    millisecond clock) a hair past the headroom, refusing it."""
     interval = share / lim.rate
     burst = lim.burst / share if lim.burst >= share else 1.0
-    return interval, (burst - 1.0) * interval
+    return interval, (burst - 1.0 + _ROUNDING_SLACK) * interval
 
 
 class TrafficRules:
