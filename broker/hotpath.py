@@ -29,20 +29,8 @@ log = logging.getLogger("rsbroker.hotpath")
 #: True when the environment asks for pure Python (any value but "", "0", "false", "no").
 NO_EXTENSIONS = os.environ.get("RSBROKER_NO_EXTENSIONS", "").strip().lower() not in ("", "0", "false", "no")
 
-if NO_EXTENSIONS:
-    from broker._hotpath import (
-        OPEN_CACHE_SIZE,
-        Stream,
-        forward,
-        read_frames,
-        relay_frame,
-        request_metadata,
-        stamp_parent,
-        trace_entry,
-    )
-
-    COMPILED = False
-else:
+COMPILED = False
+if not NO_EXTENSIONS:
     try:
         from broker._hotpath_c import (  # type: ignore[no-redef]
             OPEN_CACHE_SIZE,
@@ -58,15 +46,14 @@ else:
         COMPILED = True
     except ImportError as exc:  # not built (no compiler when installed): same behaviour, slower
         log.debug("compiled hot path unavailable (%s): using pure Python", exc)
-        from broker._hotpath import (
-            OPEN_CACHE_SIZE,
-            Stream,
-            forward,
-            read_frames,
-            relay_frame,
-            request_metadata,
-            stamp_parent,
-            trace_entry,
-        )
-
-        COMPILED = False
+if not COMPILED:
+    from broker._hotpath import (  # type: ignore[no-redef]
+        OPEN_CACHE_SIZE,
+        Stream,
+        forward,
+        read_frames,
+        relay_frame,
+        request_metadata,
+        stamp_parent,
+        trace_entry,
+    )

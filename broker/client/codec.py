@@ -17,11 +17,8 @@ __all__ = ["COMPILED", "encode_payload", "encode_request", "prefixed", "read_fra
 
 log = logging.getLogger("rsbroker.client")
 
-if NO_EXTENSIONS:
-    from broker.client._codec import encode_payload, encode_request, prefixed, read_frames, received, request_parts
-
-    COMPILED = False
-else:
+COMPILED = False
+if not NO_EXTENSIONS:
     try:
         from broker.client._codec_c import (  # type: ignore[import-not-found,no-redef]
             encode_payload,
@@ -35,6 +32,12 @@ else:
         COMPILED = True
     except ImportError as exc:  # not built (no compiler when installed): same behaviour, slower
         log.debug("compiled client codec unavailable (%s): using pure Python", exc)
-        from broker.client._codec import encode_payload, encode_request, prefixed, read_frames, received, request_parts
-
-        COMPILED = False
+if not COMPILED:
+    from broker.client._codec import (  # type: ignore[no-redef]
+        encode_payload,
+        encode_request,
+        prefixed,
+        read_frames,
+        received,
+        request_parts,
+    )
