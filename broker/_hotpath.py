@@ -253,16 +253,17 @@ def _relay(session: Any, buf: Any, off: int, end: int, now: float) -> None:
                     and not type_flags & FLAG_FOLLOWS
                     and (type_flags & FLAG_COMPLETE or (st.kind == _RR and type_flags & FLAG_NEXT))
                 ):
-                    # The commonest end of a stream, inlined: its last response frame. It is
-                    # timed at first_at, which saves a clock read and is exact for a
-                    # request-response (its first response frame is its last).
+                    # The commonest end of a stream, inlined: its last response frame. A
+                    # request-response ends at first_at (its first response frame is its last),
+                    # which saves a clock read; a stream ends now, at the chunk's time.
                     st.out_done = True
                     dest.streams.pop(st.req_id, None)
                     if session.streams.pop(st.prov_id, None) is not None:
                         session.outstanding -= 1
-                    st.meter.ended(_OK, st.opened_at, st.first_at, st.first_at)
+                    ended = st.first_at if st.kind == _RR else now or session.broker.clock()
+                    st.meter.ended(_OK, st.opened_at, st.first_at, ended)
                     if st.trace is not None:
-                        session.broker.tracer.record(st, _OK, st.first_at)
+                        session.broker.tracer.record(st, _OK, ended)
                     if session.failures:  # outlier detection: an answer heals the provider
                         session.broker.provider_outcome(session, st.route, True)
                 else:

@@ -228,10 +228,10 @@ cdef int _relay(
                     (<dict?>dest.streams).pop(st.req_id, None)
                     if streams.pop(st.prov_id, None) is not None:
                         session.outstanding -= 1
-                    first_at = st.first_at
-                    st.meter.ended(OK, st.opened_at, first_at, first_at)
+                    ended = st.first_at if st.kind == RR else (now if now else session.broker.clock())
+                    st.meter.ended(OK, st.opened_at, st.first_at, ended)
                     if st.trace is not None:
-                        session.broker.tracer.record(st, OK, first_at)
+                        session.broker.tracer.record(st, OK, ended)
                     if session.failures:  # outlier detection: an answer heals the provider
                         session.broker.provider_outcome(session, st.route, True)
                 else:

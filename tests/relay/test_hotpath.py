@@ -79,7 +79,8 @@ def _use(hot: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize("hot", HOT_PATHS, ids=lambda m: m.__name__)
 def test_first_response_and_end_are_metered_and_traced_on_each_hot_path(hot: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
     """A traced request-response and a traced stream: their meter and span get the time of the
-    first response frame, and the request-response its end, as the relay's clock read them; the
+    first response frame, and each its end (a request-response's is its first response frame),
+    as the relay's clock read them; the
     provider gets each request with this hop's span id as its parent id, and nothing else changed."""
     _use(hot, monkeypatch)
     loop = asyncio.new_event_loop()
@@ -124,6 +125,9 @@ def test_first_response_and_end_are_metered_and_traced_on_each_hot_path(hot: Mod
         spans = broker.tracer.view("svc.m")
         assert [(span["route"], span["first_response_s"], span["outcome"]) for span in spans] == [("svc.m", 0.25, "ok"), ("svc.m", 0.5, "ok")]
         assert spans[0]["duration_s"] == 0.25  # a request-response ends with its first response frame
+        assert spans[1]["duration_s"] == 2.0  # a stream with its last, read when that came
+        complete = meter.complete[metering.OK]
+        assert complete is not None and complete.total == pytest.approx(0.25 + 2.0)
         for span, sent, got in ((spans[0], rr, received[0]), (spans[1], stream, received[2])):
             assert span["parent_span_id"] == "cd" * 8 and span["span_id"] != "cd" * 8
             assert got[4:] == sent[4:].replace(b"cd" * 8, span["span_id"].encode())
