@@ -20,24 +20,16 @@ windows, whose CPU figures are counted in 10 ms ticks; the full plan's 2 s windo
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
-import subprocess
-import sys
-import tempfile
-from pathlib import Path
 
 from benchmarks import frames
 from benchmarks.clients.frames_client import TRACE_ENV
-from benchmarks.traffic_cost import IN_FLIGHT, cpu_per_request, route_only
+from benchmarks.traffic_cost import IN_FLIGHT, cpu_per_request, end_to_end, route_only
 from broker import hotpath
 from broker import metadata as md
 from broker import tracing
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
-#: the payload of the end-to-end rows compared (the full plan also runs 16 KiB)
-PAYLOAD = 100
 
 
 def traced(sid: int) -> bytes:
@@ -57,20 +49,6 @@ def in_process(requests: int, rounds: int) -> list[tuple[float, float]]:
             on = cpu_per_request({}, requests, traced)
         pairs.append((off, on))
     return pairs
-
-
-def end_to_end(trace: bool, quick: bool) -> tuple[float, float]:
-    """Broker CPU seconds per request and requests/s of ``broker-1[frames]`` at 64 in flight."""
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "run.json"
-        command = [sys.executable, "-m", "benchmarks", "run", "--only", "broker-1[frames]", "--scenario", "request-response",
-                   "--no-resources", "--json", str(out)] + (["--quick"] if quick else [])  # fmt: skip
-        subprocess.run(command, check=True, env={**os.environ, TRACE_ENV: "1" if trace else "0"},
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-        report = json.loads(out.read_text())
-    [row] = [r for r in report["results"] if r["inflight"] == IN_FLIGHT and r["payload_bytes"] == PAYLOAD]
-    [cpu] = [r for r in report["resources"]["broker_cpu_per_million_requests"] if r["inflight"] == IN_FLIGHT and r["payload_bytes"] == PAYLOAD]
-    return cpu["broker_cpu_s_per_million"] / 1e6, row["ops_per_s"]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -93,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
         runs = []
         for i in range(args.e2e):
             order = (False, True) if i % 2 == 0 else (True, False)
-            got = {trace: end_to_end(trace, args.quick) for trace in order}
+            got = {trace: end_to_end({TRACE_ENV: "1" if trace else "0"}, args.quick) for trace in order}
             runs.append((got[False], got[True]))
         cpu = [on[0] / off[0] for off, on in runs]
         rate = [on[1] / off[1] for off, on in runs]

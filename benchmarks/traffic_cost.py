@@ -1,6 +1,6 @@
 """What the traffic rules cost the relay per request, in CPU time, without sockets or scheduling noise.
 
-``python -m benchmarks.traffic_cost [--requests 200000] [--rounds 5]``
+``python -m benchmarks.traffic_cost [--requests 200000] [--rounds 7] [--e2e ROUNDS [--quick]]``
 
 A real ``Broker`` with two real relay sessions whose transport is a list
 (``tests.support.memory_session``): a provider registered for ``bench.responder`` and a
@@ -12,16 +12,28 @@ watched), retries (every request kept until answered), and all three. Rounds alt
 between the configurations; the fastest round of each is printed (the one least disturbed by
 other processes: on a shared machine even CPU time per request varies by ±10 % between rounds).
 
-The end-to-end figure at 64 in flight (``python -m benchmarks run --quick --only
-'broker-1[frames]'`` with ``RSBROKER_CONFIG`` pointing at such rules) is the same comparison
-through sockets, but on a shared 2-core machine its run-to-run spread (±30 %) hides a few %.
+End to end (``--e2e N``): N rounds of ``python -m benchmarks run --only 'broker-1[frames]'
+--scenario request-response --no-resources`` (the frame generator through sockets) per
+configuration, the broker started with ``RSBROKER_CONFIG`` naming a file that holds the rules,
+the configurations in turn and their order reversed every round: the broker's CPU per request
+and requests/s at 64 in flight, each against the no-rules run of the same round, as the
+median of the rounds. ``--quick`` uses 0.3 s windows, whose CPU figures are counted in 10 ms ticks.
+
+``RSBROKER_NO_EXTENSIONS=1`` in the environment measures the pure-Python hot path (both parts).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 from benchmarks import frames
@@ -32,6 +44,8 @@ from broker.settings import Settings
 from tests.support.memory_session import MemorySession
 
 IN_FLIGHT = 64
+#: the payload of the end-to-end rows compared (the full plan also runs 16 KiB)
+PAYLOAD = 100
 CONFIGS: dict[str, dict[str, Any]] = {
     "no rules": {},
     "rate limits": {
@@ -85,11 +99,39 @@ def cpu_per_request(config: dict[str, Any], requests: int, metadata: Callable[[i
         loop.close()
 
 
+def end_to_end(env: dict[str, str], quick: bool) -> tuple[float, float]:
+    """Broker CPU seconds per request and requests/s of ``broker-1[frames]`` at 64 in flight,
+    the benchmark (and so the broker it starts) run with ``env`` added to this environment."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "run.json"
+        command = [sys.executable, "-m", "benchmarks", "run", "--only", "broker-1[frames]", "--scenario", "request-response",
+                   "--no-resources", "--json", str(out)] + (["--quick"] if quick else [])  # fmt: skip
+        subprocess.run(command, check=True, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        report = json.loads(out.read_text())
+    [row] = [r for r in report["results"] if r["inflight"] == IN_FLIGHT and r["payload_bytes"] == PAYLOAD]
+    [cpu] = [r for r in report["resources"]["broker_cpu_per_million_requests"] if r["inflight"] == IN_FLIGHT and r["payload_bytes"] == PAYLOAD]
+    return cpu["broker_cpu_s_per_million"] / 1e6, row["ops_per_s"]
+
+
+def config_file(config: dict[str, Any], path: Path) -> dict[str, str]:
+    """Write ``config`` (tables of tables of scalars, as ``CONFIGS``) as a TOML config file at
+    ``path``; the environment that makes ``rsbroker serve`` read it."""
+    lines = []
+    for table, entries in config.items():
+        for name, fields in entries.items():
+            lines.append(f"[{table}.{json.dumps(name)}]")  # a JSON string is a TOML basic string
+            lines += [f"{key} = {json.dumps(value)}" for key, value in fields.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return {"RSBROKER_CONFIG": str(path)}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.traffic_cost", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("--requests", type=int, default=200_000, help="requests per measurement")
     parser.add_argument("--rounds", type=int, default=7, help="alternating rounds")
+    parser.add_argument("--e2e", type=int, default=0, metavar="ROUNDS", help="end-to-end rounds through sockets (0: none)")
+    parser.add_argument("--quick", action="store_true", help="end to end with the quick plan's 0.3 s windows")
     args = parser.parse_args(argv)
     runs: dict[str, list[float]] = {name: [] for name in CONFIGS}
     for _ in range(args.rounds):
@@ -101,6 +143,22 @@ def main(argv: list[str] | None = None) -> None:
     for name, values in runs.items():
         value = min(values)
         print(f"| {name} | {value * 1e6:.2f} | {value / base - 1:+.1%} |")
+    if args.e2e:
+        with tempfile.TemporaryDirectory() as tmp:
+            envs = {name: config_file(config, Path(tmp) / f"{i}.toml") for i, (name, config) in enumerate(CONFIGS.items())}
+            rounds = []
+            for i in range(args.e2e):
+                names = list(CONFIGS) if i % 2 == 0 else list(reversed(CONFIGS))
+                rounds.append({name: end_to_end(envs[name], args.quick) for name in names})
+        print()
+        print(f"| broker-1[frames], {IN_FLIGHT} in flight, {args.e2e} rounds | broker CPU per request, µs | overhead (median of rounds) | requests/s | ratio |")
+        print("|---|---|---|---|---|")
+        for name in CONFIGS:
+            cpu = statistics.median(r[name][0] for r in rounds)
+            over = statistics.median(r[name][0] / r["no rules"][0] - 1 for r in rounds)
+            rate = statistics.median(r[name][1] for r in rounds)
+            ratio = statistics.median(r[name][1] / r["no rules"][1] for r in rounds)
+            print(f"| {name} | {cpu * 1e6:.2f} | {over:+.1%} | {rate:,.0f} | ×{ratio:.3f} |")
 
 
 if __name__ == "__main__":
