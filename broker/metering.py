@@ -52,7 +52,7 @@ class Histogram:
 class RouteMeter:
     """Numbers for one (service label, route label) pair."""
 
-    __slots__ = ("service", "route", "inflight", "bytes_in", "bytes_out", "outcomes", "first", "complete")
+    __slots__ = ("service", "route", "inflight", "bytes_in", "bytes_out", "outcomes", "first", "complete", "spans")
 
     def __init__(self, service: str, route: str) -> None:
         self.service = service
@@ -65,6 +65,9 @@ class RouteMeter:
         #: latency to the first response frame and to the end of the stream, per outcome
         self.first: list[Histogram | None] = [None] * len(OUTCOMES)
         self.complete: list[Histogram | None] = [None] * len(OUTCOMES)
+        #: the last hop spans of this label (``broker.tracing.Tracer.ring``), made on its first
+        #: traced request: here, the relay's hot path reaches them with one attribute read
+        self.spans: Any = None
 
     def ended(self, outcome: int, opened_at: float, first_at: float, now: float) -> None:
         """A stream that opened at ``opened_at`` ended; ``first_at`` is 0 when no response came.
