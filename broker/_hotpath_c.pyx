@@ -329,11 +329,11 @@ cdef bint _open(
         return False
     # One walk over the entry headers, in the frame: a traced request is remembered by its route
     # key (trace_entry), made straight from the frame, and to the rules (canary tags, a deadline
-    # entry) the key reads as its metadata does; an untraced one by its metadata.
+    # entry) the key reads as its metadata does; an untraced one by its metadata. The walk needs
+    # no max_metadata_entries: a key in the cache passed a full read, which counts every entry,
+    # so a request whose trace entry lies past the limit has a key no cache holds.
     cdef Py_ssize_t count = 0
     cdef Py_ssize_t at = _find_trace(p + pos, mlen, &count)
-    if at >= 0 and count > 1 and count > broker.settings.max_metadata_entries:
-        at = -1  # past the entries a full read takes: trace_entry stops before it
     cdef bytes metadata = (
         _route_key(p + pos, mlen, at) if at >= 0 else PyBytes_FromStringAndSize(<const char*>p + pos, mlen)
     )
