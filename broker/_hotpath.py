@@ -175,16 +175,13 @@ class Stream:
         #: sends left of an idempotent request-response (broker.traffic retries), then
         #: (request frame, sends left) once its frame is kept (a fragmented one never is)
         self.retry: tuple[bytes, int] | int | None = None
-        #: a traced stream's hop span (:func:`trace_stream`; ``trace`` is then the trace entry's
-        #: content): where that content lies in the request's metadata, this hop's span id (0:
-        #: untraced), the provider chosen, and once it ended, when (loop time) and its outcome.
-        #: ``broker.tracing.Tracer`` keeps ended traced streams as its spans and reads only these
-        #: fields (and ``route``, ``opened_at``, ``first_at``) when they are looked at.
-        self.trace_at = 0
-        self.span = 0
-        self.provider: Any = None
-        self.ended_at = 0.0
-        self.outcome = 0
+        # A traced stream's hop span, in the last five slots: where the trace entry's content
+        # (``trace``) lies in the request's metadata (``trace_at``), this hop's ``span`` id and the
+        # ``provider`` chosen (:func:`trace_stream`), and once it ended, when (``ended_at``, loop
+        # time) and its ``outcome`` (``broker.tracing.Tracer.record``). ``Tracer`` keeps ended
+        # traced streams as its spans and reads these (and ``route``, ``opened_at``, ``first_at``)
+        # when they are looked at. They are set only on a traced stream (``trace`` is not None)
+        # and read only there: left unset here, an untraced stream costs no more than before.
 
 
 def _refuse_view(buf: Any, off: int, end: int) -> None:
@@ -381,7 +378,7 @@ def _open(session: Any, buf: Any, off: int, end: int, sid: int, ftype: int, type
         st.opened_at = now
         field = -1
         if at >= 0 and broker.tracer.spans_kept:  # this hop's span (broker.tracing)
-            trace_stream(st, metadata, at, provider)
+            _trace_stream(st, metadata, at, provider)
             field = pos - off + at + PARENT_AT  # the parent id's digits, from the frame's start
         meter.inflight += 1
         st.prov = dest
@@ -518,6 +515,11 @@ def trace_stream(st: Stream, metadata: bytes, at: int, provider: Any) -> None:
     span holds neither the request's frame nor its read buffer."""
     if not 3 <= at <= len(metadata):
         raise ValueError(f"no trace entry content at offset {at} of {len(metadata)} bytes of metadata")
+    _trace_stream(st, metadata, at, provider)
+
+
+def _trace_stream(st: Stream, metadata: bytes, at: int, provider: Any) -> None:
+    """:func:`trace_stream` for an ``at`` that :func:`trace_entry` gave (``_open``'s)."""
     st.trace = metadata[at : at + ((metadata[at - 3] << 16) | (metadata[at - 2] << 8) | metadata[at - 1])]
     st.trace_at = at
     st.span = _span_bits(64) or 1
