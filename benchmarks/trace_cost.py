@@ -5,7 +5,9 @@
 In process (always): the relay of ``benchmarks.traffic_cost`` (a real ``Broker``, real relay
 sessions over list transports, 64 request-responses in flight), once with the route alone and
 once with a W3C trace entry beside it, each stream with its own parent id, as traced traffic
-has. Process CPU time per request; the rounds alternate and the ratio is taken per round
+has. Twice: with sessions that take each relayed frame whole (``forward``, as WebSocket's, where
+a traced request is stamped in a copy) and with sessions that coalesce into ``wire_out`` as
+TCP's (the parent id written in place; the harness splits the frames again, in both runs). Process CPU time per request; the rounds alternate and the ratio is taken per round
 (traced over the untraced run beside it), so a neighbour's load moves both sides of a ratio.
 
 End to end (``--e2e N``): N pairs of ``python -m benchmarks run --only 'broker-1[frames]'
@@ -37,16 +39,16 @@ def traced(sid: int) -> bytes:
     return md.route_metadata(frames.ROUTE) + tracing.entry(f"00-{TRACE_ID}-{sid:016x}-01")
 
 
-def in_process(requests: int, rounds: int) -> list[tuple[float, float]]:
+def in_process(requests: int, rounds: int, coalesce: bool) -> list[tuple[float, float]]:
     """``(untraced, traced)`` CPU seconds per request, one pair per round, order swapped every round."""
     pairs = []
     for i in range(rounds):
         if i % 2:
-            on = cpu_per_request({}, requests, traced)
-            off = cpu_per_request({}, requests, route_only)
+            on = cpu_per_request({}, requests, traced, coalesce)
+            off = cpu_per_request({}, requests, route_only, coalesce)
         else:
-            off = cpu_per_request({}, requests, route_only)
-            on = cpu_per_request({}, requests, traced)
+            off = cpu_per_request({}, requests, route_only, coalesce)
+            on = cpu_per_request({}, requests, traced, coalesce)
         pairs.append((off, on))
     return pairs
 
@@ -60,13 +62,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="end to end with the quick plan's 0.3 s windows")
     args = parser.parse_args(argv)
     build = "compiled" if hotpath.COMPILED else "pure Python"
-    pairs = in_process(args.requests, args.rounds)
-    ratios = [on / off for off, on in pairs]
-    print(f"| relay CPU per request-response ({IN_FLIGHT} in flight, {build} hot path, {args.rounds} rounds) | µs |")
-    print("|---|---|")
-    print(f"| untraced, best | {min(off for off, _ in pairs) * 1e6:.2f} |")
-    print(f"| traced, best | {min(on for _, on in pairs) * 1e6:.2f} |")
-    print(f"| traced / untraced, median of rounds | ×{statistics.median(ratios):.3f} |")
+    print(f"| relay CPU per request-response ({IN_FLIGHT} in flight, {build} hot path, {args.rounds} rounds) | µs, frames whole (as WebSocket) | µs, coalesced (as TCP) |")
+    print("|---|---|---|")
+    rows = [in_process(args.requests, args.rounds, coalesce) for coalesce in (False, True)]
+    print("| untraced, best | " + " | ".join(f"{min(off for off, _ in pairs) * 1e6:.2f}" for pairs in rows) + " |")
+    print("| traced, best | " + " | ".join(f"{min(on for _, on in pairs) * 1e6:.2f}" for pairs in rows) + " |")
+    print("| traced / untraced, median of rounds | " + " | ".join(f"×{statistics.median(on / off for off, on in pairs):.3f}" for pairs in rows) + " |")
     if args.e2e:
         runs = []
         for i in range(args.e2e):

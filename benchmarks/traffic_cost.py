@@ -65,13 +65,17 @@ def route_only(sid: int) -> bytes:
     return md.route_metadata(frames.ROUTE)
 
 
-def cpu_per_request(config: dict[str, Any], requests: int, metadata: Callable[[int], bytes] = route_only) -> float:
+def cpu_per_request(
+    config: dict[str, Any], requests: int, metadata: Callable[[int], bytes] = route_only, coalesce: bool = False
+) -> float:
     """Process CPU seconds per relayed request-response under ``config``, each request with
-    ``metadata(stream id)``."""
+    ``metadata(stream id)``; with ``coalesce``, the sessions queue relayed frames in
+    ``wire_out`` as TCP's do (the harness splits them again), else they take each frame whole
+    through ``forward`` as WebSocket's do."""
     loop = asyncio.new_event_loop()
     try:
         broker = Broker(Settings(**config), loop)
-        provider, requester = MemorySession(broker, 1), MemorySession(broker, 2)
+        provider, requester = MemorySession(broker, 1, coalesce), MemorySession(broker, 2, coalesce)
         register = md.composite_entry(md.REGISTER_MIME, md.Registration([frames.SERVICE], "p1").to_json())
         provider.feed(setup_frame(metadata=register))
         requester.feed(setup_frame())
@@ -83,6 +87,7 @@ def cpu_per_request(config: dict[str, Any], requests: int, metadata: Callable[[i
         while done < requests:
             for frame in requests_out:
                 requester.feed(frame)
+            provider.flush()
             for frame in provider.out:
                 sid = frame[:4]
                 answer = answers.get(sid)
@@ -90,6 +95,8 @@ def cpu_per_request(config: dict[str, Any], requests: int, metadata: Callable[[i
                     answer = answers[sid] = payload_frame(int.from_bytes(sid, "big"), data, complete=True)
                 provider.feed(answer)
             provider.out.clear()
+            requester.flush()
+            broker._dirty.clear()  # no loop runs here to flush them
             if len(requester.out) != IN_FLIGHT or any(f[4] >> 2 != FrameType.PAYLOAD for f in requester.out[:1]):
                 raise RuntimeError(f"the relay did not answer every request: {requester.take()[:1]}")
             requester.out.clear()

@@ -26,20 +26,26 @@ What lives here, and nothing else:
   content is a well-formed W3C trace context, and the key the route cache knows it by
   (reference: ``metadata.entry_spans`` and ``tracing.ENTRY``);
 * :func:`stamp_parent` — a copy of a traced request frame whose ``traceparent`` names this
-  hop's span as the parent (the 16 hex digits rewritten in place, nothing re-encoded).
+  hop's span as the parent (the 16 hex digits rewritten in place, nothing re-encoded); a
+  repeat opened by :func:`_open` towards a length-prefixed provider gets the digits written
+  where its frame was queued in ``wire_out`` instead, with no copy;
+* :func:`trace_stream`, :func:`span_id`, :func:`seed_span_ids` — a traced stream's hop span,
+  carried by its :class:`Stream` (``trace``, ``trace_at``, ``span``, ``provider``, and at its end
+  ``ended_at`` and ``outcome``), which ``broker.tracing.Tracer`` keeps as the span itself.
 
 The session side of the contract (``broker.session``): ``streams``, ``frames_in``,
 ``frame_limit``, ``peer_parity``, ``outstanding``, ``open_cache`` and ``open_gen`` (see
 :func:`_open`), ``write_paused``, ``closing``, ``wire_out`` (a bytearray for length-prefixed
 transports, None for transports that queue whole frames through ``forward``), ``_queued``,
-``frames_out``, ``broker.mark_dirty``, ``broker.clock``, ``broker.tracer.record``, ``failures``
+``frames_out``, ``broker.mark_dirty``, ``broker.clock``, ``broker.tracer.record`` (the compiled
+twin: ``RouteMeter.spans`` and ``broker.tracer.ring``), ``failures``
 and ``broker.provider_outcome`` (outlier detection), ``measure_rtt``, ``rtt`` and ``rtt_at`` (a
 provider's round trip, sampled at a stream's first response while ``measure_rtt``:
 ``broker.latency``), ``broker.traffic.retry_rejected`` (retries), and the methods ``other_frame``, ``refuse_oversized``, ``fail``, ``_pending_frame``,
 ``_requester_sent``, ``_provider_sent``, ``_blocked_by``; to open a request from the route
 cache, ``broker.open_generation``, ``broker.draining``, ``broker.settings.max_streams``,
 ``broker.settings.max_metadata_entries``, ``broker.traffic`` (``active``, ``admit``, ``opened``,
-``keep``), ``broker.tracer.context``, ``broker.registry.pick``, ``broker.stats``, ``principal``, ``is_link``,
+``keep``), ``broker.tracer.spans_kept``, ``broker.registry.pick``, ``broker.stats``, ``principal``, ``is_link``,
 ``metadata_mime``, ``_reject`` and a provider's ``target``, ``next_local_id`` and
 ``allocate_local_id``; of a routed stream, ``meter`` (bytes, and ``ended`` for its outcome),
 ``opened_at``, ``first_at``, ``trace`` and ``retry`` (set while an idempotent request may be
@@ -50,6 +56,8 @@ Only :class:`~broker.frames.FrameError` may escape a reader; nothing here does I
 
 from __future__ import annotations
 
+import os
+import random
 import struct
 from typing import TYPE_CHECKING, Any
 
@@ -68,11 +76,15 @@ from broker.metering import OK as _OK
 
 from broker.tracing import ENTRY as _ENTRY
 from broker.tracing import MARKER as _TRACE_MIME
+from broker.tracing import PARENT_AT
 
 if TYPE_CHECKING:
     from broker.metering import RouteMeter
 
-__all__ = ["OPEN_CACHE_SIZE", "Stream", "forward", "read_frames", "relay_frame", "request_metadata", "stamp_parent", "trace_entry"]
+__all__ = [
+    "OPEN_CACHE_SIZE", "Stream", "forward", "read_frames", "relay_frame", "request_metadata", "seed_span_ids", "span_id",
+    "stamp_parent", "trace_entry", "trace_stream",
+]  # fmt: skip
 
 _PAYLOAD = int(FrameType.PAYLOAD)
 _REQUEST_N = int(FrameType.REQUEST_N)
@@ -97,6 +109,13 @@ MAX_STREAM_ID = 0x7FFFFFFF
 #: calls a handful, and one that cycles through more starts its cache over. With keys of at
 #: most ``session.OPEN_CACHE_MAX_KEY`` bytes a connection holds at most 4 KiB of them.
 OPEN_CACHE_SIZE = 16
+#: span ids must not collide across nodes and restarts, but need not be secret: a PRNG seeded
+#: from os.urandom (never the time, which two nodes started together share) is ten times
+#: cheaper than reading os.urandom per span; a forked child reseeds, or it would repeat its
+#: parent's ids. (The compiled twin runs splitmix64 in C: other ids from the same seed.)
+_span_rng = random.Random(os.urandom(32))
+_span_bits = _span_rng.getrandbits
+os.register_at_fork(after_in_child=lambda: _span_rng.seed(os.urandom(32)))
 
 
 class Stream:
@@ -121,6 +140,11 @@ class Stream:
         "first_at",
         "trace",
         "retry",
+        "trace_at",
+        "span",
+        "provider",
+        "ended_at",
+        "outcome",
     )
 
     def __init__(self, kind: int, req: Any, req_id: int) -> None:
@@ -151,6 +175,13 @@ class Stream:
         #: sends left of an idempotent request-response (broker.traffic retries), then
         #: (request frame, sends left) once its frame is kept (a fragmented one never is)
         self.retry: tuple[bytes, int] | int | None = None
+        # A traced stream's hop span, in the last five slots: where the trace entry's content
+        # (``trace``) lies in the request's metadata (``trace_at``), this hop's ``span`` id and the
+        # ``provider`` chosen (:func:`trace_stream`), and once it ended, when (``ended_at``, loop
+        # time) and its ``outcome`` (``broker.tracing.Tracer.record``). ``Tracer`` keeps ended
+        # traced streams as its spans and reads these (and ``route``, ``opened_at``, ``first_at``)
+        # when they are looked at. They are set only on a traced stream (``trace`` is not None)
+        # and read only there: left unset here, an untraced stream costs no more than before.
 
 
 def _refuse_view(buf: Any, off: int, end: int) -> None:
@@ -263,7 +294,7 @@ def _relay(session: Any, buf: Any, off: int, end: int, now: float) -> None:
                     ended = st.first_at if st.kind == _RR else now or session.broker.clock()
                     st.meter.ended(_OK, st.opened_at, st.first_at, ended)
                     if st.trace is not None:
-                        session.broker.tracer.record(st, _OK, ended)
+                        session.broker.tracer.record(st, _OK, ended)  # keeps the stream as its span
                     if session.failures:  # outlier detection: an answer heals the provider
                         session.broker.provider_outcome(session, st.route, True)
                 else:
@@ -290,8 +321,8 @@ def _open(session: Any, buf: Any, off: int, end: int, sid: int, ftype: int, type
     no fragment and nothing of a service that gets the requester's principal entry (see
     ``Session._remember_route``). What the full path does per request is done here too, in its
     order: the rate limits (``traffic.admit``, while any is set; a refusal is answered here),
-    the provider pick, the hop's trace context and its stamped parent id (``tracer.context``,
-    :func:`stamp_parent`), the deadline and retry marks of a ``watched`` request-response
+    the provider pick, the hop's span and its stamped parent id (:func:`trace_stream`, then the
+    digits written in ``wire_out`` once queued, or :func:`stamp_parent`'s copy), the deadline and retry marks of a ``watched`` request-response
     (``traffic.opened``) and the kept frame of a retried one (``traffic.keep``). An entry
     counts only while ``session.open_gen`` equals the broker's ``open_generation``: a changed
     access rule or service policy sends the next request through the full checks. Returns
@@ -346,11 +377,10 @@ def _open(session: Any, buf: Any, off: int, end: int, sid: int, ftype: int, type
         st.route = route
         st.meter = meter
         st.opened_at = now
-        if at >= 0:
-            trace = st.trace = broker.tracer.context(metadata, at, provider)
-            if trace is not None:  # the provider's span becomes a child of this hop's (broker.tracing)
-                buf = stamp_parent(buf, off, end, trace[1], trace[2])
-                off, end = 0, len(buf)
+        field = -1
+        if at >= 0 and broker.tracer.spans_kept:  # this hop's span (broker.tracing)
+            _trace_stream(st, metadata, at, provider)
+            field = pos - off + at + PARENT_AT  # the parent id's digits, from the frame's start
         meter.inflight += 1
         st.prov = dest
         st.prov_id = pid
@@ -363,7 +393,14 @@ def _open(session: Any, buf: Any, off: int, end: int, sid: int, ftype: int, type
             traffic.opened(st, service, metadata, now)
         if ftype != _CHANNEL or type_flags & FLAG_COMPLETE:
             st.in_done = True
+        if field >= 0 and (st.retry is not None or dest.wire_out is None):  # a stamped copy goes out (or is kept)
+            buf = stamp_parent(buf, off, end, at + PARENT_AT, st.span)
+            off, end, field = 0, len(buf), -1
         _forward(dest, prov_sid, buf, off, end)
+        if field >= 0:  # the provider's span becomes a child of this hop's: stamped where _forward queued it
+            out = dest.wire_out
+            field += len(out) - (end - off)
+            out[field : field + _PARENT_LEN] = b"%016x" % st.span
         meter.bytes_in += end - off
         if st.retry is not None:
             traffic.keep(st, buf, off, end)  # kept whole, as the provider got it: it may be sent again
@@ -459,6 +496,35 @@ def trace_entry(metadata: bytes, max_entries: int) -> tuple[bytes, int]:
             break
         pos += (metadata[pos - 3] << 16) | (metadata[pos - 2] << 8) | metadata[pos - 1]
     return metadata, -1
+
+
+def span_id() -> int:
+    """A new 64-bit span id, never 0 (W3C: an all-zero parent id is invalid)."""
+    return _span_bits(64) or 1
+
+
+def seed_span_ids(seed: int) -> None:
+    """Seed the span ids (tests: the same seed, the same ids, on one implementation)."""
+    _span_rng.seed(seed)
+
+
+def trace_stream(st: Stream, metadata: bytes, at: int, provider: Any) -> None:
+    """Make ``st`` a traced stream with a new hop span: the checked trace entry whose content
+    starts at ``at`` in ``metadata`` (:func:`trace_entry`) is kept as ``st.trace``, with its
+    place, this hop's span id and ``provider``; ``broker.tracing.Tracer`` describes the span
+    from these fields when it is looked at. The content is copied out (at most 568 bytes): a kept
+    span holds neither the request's frame nor its read buffer."""
+    if not 3 <= at <= len(metadata):
+        raise ValueError(f"no trace entry content at offset {at} of {len(metadata)} bytes of metadata")
+    _trace_stream(st, metadata, at, provider)
+
+
+def _trace_stream(st: Stream, metadata: bytes, at: int, provider: Any) -> None:
+    """:func:`trace_stream` for an ``at`` that :func:`trace_entry` gave (``_open``'s)."""
+    st.trace = metadata[at : at + ((metadata[at - 3] << 16) | (metadata[at - 2] << 8) | metadata[at - 1])]
+    st.trace_at = at
+    st.span = _span_bits(64) or 1
+    st.provider = provider
 
 
 def stamp_parent(buf: Any, off: int, end: int, at: int, span: int) -> bytes:

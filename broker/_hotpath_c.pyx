@@ -1,18 +1,26 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""Compiled twin of ``broker/_hotpath.py``: the same six functions, the same behaviour and
-the same error messages; read that module for what each does and why.
+"""Compiled twin of ``broker/_hotpath.py``: the same functions, the same behaviour and
+the same error messages; read that module for what each does and why. One difference by
+design: span ids come from splitmix64 in C, so a seed gives other ids than the pure twin's
+(in the same order of draws).
 
 Why it is faster: a received chunk is read through one typed view and a raw pointer, the
 split loop, the header, the stream-id arithmetic and the coalescing copy are C, and no
 Python object is made per frame but the stream-map key and the counters. Bounds are checked by hand
 (``boundscheck`` is off), once per chunk and once per frame, before any byte is read. The
 route metering stays Python attribute updates (and one ``RouteMeter.ended`` call per stream):
-that is what its readers (``admin/metrics.py``) see.
+that is what its readers (``admin/metrics.py``) see. A traced repeat adds, all in C but the
+last: a walk over the frame's entry headers that makes the route key (the untraced walk
+stops after the routing entry), a copy of the trace content, a span id, 16 digits written
+into ``wire_out``, and at its end the stream appended to its route label's ring.
 """
 
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from libc.stdint cimport uint64_t
 from libc.string cimport memcmp, memcpy
+
+import os
 
 from broker._hotpath import MAX_STREAM_ID as _MAX_STREAM_ID, OPEN_CACHE_SIZE
 from broker.frames import ErrorCode, FrameError
@@ -23,9 +31,13 @@ from broker.tracing import MARKER as _MARKER
 cdef object CONNECTION_ERROR = int(ErrorCode.CONNECTION_ERROR)
 cdef object REJECTED = int(ErrorCode.REJECTED)
 cdef object OK = _OK
+cdef int OK_OUTCOME = _OK
 cdef long MAX_STREAM_ID = _MAX_STREAM_ID
 
-__all__ = ["OPEN_CACHE_SIZE", "Stream", "forward", "read_frames", "relay_frame", "request_metadata", "stamp_parent", "trace_entry"]
+__all__ = [
+    "OPEN_CACHE_SIZE", "Stream", "forward", "read_frames", "relay_frame", "request_metadata", "seed_span_ids", "span_id",
+    "stamp_parent", "trace_entry", "trace_stream",
+]
 
 cdef enum:
     HEADER_LENGTH = 6
@@ -54,6 +66,38 @@ cdef Py_ssize_t TRACE_MIME_LEN = len(_MARKER)
 cdef const char* TRACE_MIME_P = TRACE_MIME
 cdef const char* HEX = b"0123456789abcdef"
 cdef object SPAN_LIMIT = int("10000000000000000", 16)  # span ids are 64 bits
+
+#: span ids: splitmix64 (Steele, Lea, Flood 2014) in C, seeded from os.urandom and reseeded in
+#: a forked child, as the pure twin's PRNG is (see there why); a few ns a span, no Python call
+cdef uint64_t _span_state = 0
+
+
+cdef inline uint64_t _next_span() noexcept:
+    """The next span id, never 0 (W3C: an all-zero parent id is invalid)."""
+    global _span_state
+    _span_state += <uint64_t>0x9E3779B97F4A7C15ULL
+    cdef uint64_t z = _span_state
+    z = (z ^ (z >> 30)) * <uint64_t>0xBF58476D1CE4E5B9ULL
+    z = (z ^ (z >> 27)) * <uint64_t>0x94D049BB133111EBULL
+    z ^= z >> 31
+    return z if z else 1
+
+
+def span_id():
+    return _next_span()
+
+
+def seed_span_ids(object seed):
+    global _span_state
+    _span_state = <uint64_t>(seed & 0xFFFFFFFFFFFFFFFF)
+
+
+def _reseed():
+    seed_span_ids(int.from_bytes(os.urandom(8), "big"))
+
+
+_reseed()
+os.register_at_fork(after_in_child=_reseed)
 
 
 cdef inline bytes _sid_bytes(unsigned long sid):
@@ -89,6 +133,11 @@ cdef class Stream:
     cdef public double first_at
     cdef public object trace
     cdef public object retry
+    cdef public Py_ssize_t trace_at
+    cdef public unsigned long long span
+    cdef public object provider
+    cdef public double ended_at
+    cdef public int outcome
 
     def __init__(self, long kind, object req, long req_id):
         self.kind = kind
@@ -109,6 +158,11 @@ cdef class Stream:
         self.first_at = 0.0
         self.trace = None
         self.retry = None
+        self.trace_at = 0
+        self.span = 0
+        self.provider = None
+        self.ended_at = 0.0
+        self.outcome = 0
 
 
 cdef inline Stream _new_stream(long kind, object req, long req_id):
@@ -230,8 +284,13 @@ cdef int _relay(
                         session.outstanding -= 1
                     ended = st.first_at if st.kind == RR else (now if now else session.broker.clock())
                     st.meter.ended(OK, st.opened_at, st.first_at, ended)
-                    if st.trace is not None:
-                        session.broker.tracer.record(st, OK, ended)
+                    if st.trace is not None:  # Tracer.record in C calls: the stream is kept as its span
+                        st.ended_at = ended
+                        st.outcome = OK_OUTCOME
+                        ring = (<object>st.meter).spans
+                        if ring is None:
+                            ring = session.broker.tracer.ring(st.meter)
+                        ring.append(st)
                     if session.failures:  # outlier detection: an answer heals the provider
                         session.broker.provider_outcome(session, st.route, True)
                 else:
@@ -268,17 +327,20 @@ cdef bint _open(
     pos += 3
     if pos + mlen > end:
         return False
-    cdef bytes metadata = PyBytes_FromStringAndSize(<const char*>p + pos, mlen)
+    # One walk over the entry headers, in the frame: a traced request is remembered by its route
+    # key (trace_entry), made straight from the frame, and to the rules (canary tags, a deadline
+    # entry) the key reads as its metadata does; an untraced one by its metadata. The walk needs
+    # no max_metadata_entries: a key in the cache passed a full read, which counts every entry,
+    # so a request whose trace entry lies past the limit has a key no cache holds.
+    cdef Py_ssize_t count = 0
+    cdef Py_ssize_t at = _find_trace(p + pos, mlen, &count)
+    cdef bytes metadata = (
+        _route_key(p + pos, mlen, at) if at >= 0 else PyBytes_FromStringAndSize(<const char*>p + pos, mlen)
+    )
     cdef dict cache = session.open_cache
     entry = cache.get(metadata)
-    cdef Py_ssize_t at = -1
-    if entry is None:  # a traced request is remembered by its route key (trace_entry)
-        key = _trace_key(metadata, broker.settings.max_metadata_entries, &at)
-        if at < 0:
-            return False
-        entry = cache.get(key)
-        if entry is None:
-            return False
+    if entry is None:
+        return False
     route, service, meter, watched = <tuple?>entry
     # the time as the Python float the rule hooks and the pick take: boxed once, not per call
     when = broker.clock() if not now else now
@@ -287,6 +349,7 @@ cdef bint _open(
     refusal = traffic.admit(session.principal, service, when) if traffic.active and not session.is_link else _EMPTY_STR
     cdef long pid
     cdef Stream st
+    cdef Py_ssize_t field = -1
     if refusal:
         session._reject(sid, ftype, REJECTED, refusal, meter)
         provider = None
@@ -306,13 +369,9 @@ cdef bint _open(
         st.route = route
         st.meter = meter
         st.opened_at = now
-        if at >= 0:
-            trace = st.trace = broker.tracer.context(metadata, at, provider)
-            if trace is not None:  # the provider's span becomes a child of this hop's (broker.tracing)
-                buf = _stamp(p, off, end, (<tuple?>trace)[1], (<tuple>trace)[2])
-                p = <const unsigned char*>PyBytes_AS_STRING(buf)
-                end -= off
-                off = 0
+        if at >= 0 and broker.tracer.spans_kept:  # this hop's span (broker.tracing)
+            _trace(st, p + pos, at, _length_before(p + pos + at), provider)
+            field = pos - off + at + PARENT_AT  # the parent id's digits, from the frame's start
         meter.inflight += 1
         st.prov = dest
         st.prov_id = pid
@@ -325,7 +384,13 @@ cdef bint _open(
             traffic.opened(st, service, metadata, when)
         if ftype != CHANNEL or type_flags & FLAG_COMPLETE:
             st.in_done = True
-        _forward(dest, prov_sid, buf, p, off, end)
+        if field >= 0 and st.retry is not None:  # kept to be sent again: a stamped copy, as the provider gets it
+            buf = _stamped_copy(p, off, end, field, st.span)
+            p = <const unsigned char*>PyBytes_AS_STRING(buf)
+            end -= off
+            off = 0
+            field = -1
+        _forward_stamped(dest, prov_sid, buf, p, off, end, field, st.span)  # the provider's span is a child of this hop's
         meter.bytes_in += end - off
         if st.retry is not None:
             traffic.keep(st, buf, off, end)  # kept whole, as the provider got it: it may be sent again
@@ -342,10 +407,24 @@ def forward(object dest, object sid, object buf, Py_ssize_t off, Py_ssize_t end)
     _forward(dest, sid, buf, _start(view), off, end)
 
 
-cdef int _forward(object dest, object sid, object buf, const unsigned char* p, Py_ssize_t off, Py_ssize_t end) except -1:
+cdef inline int _forward(object dest, object sid, object buf, const unsigned char* p, Py_ssize_t off, Py_ssize_t end) except -1:
     """Append ``prefix + sid + buf[off + 4:end]`` to ``dest.wire_out`` in one resize and two copies."""
+    return _forward_stamped(dest, sid, buf, p, off, end, -1, 0)
+
+
+cdef int _forward_stamped(
+    object dest, object sid, object buf, const unsigned char* p, Py_ssize_t off, Py_ssize_t end, Py_ssize_t field,
+    uint64_t span,
+) except -1:
+    """``_forward`` with ``span`` as the parent id whose 16 digits lie ``field`` bytes into the
+    frame (-1: none): written where the frame was queued in ``wire_out``, else (``forward``,
+    a WebSocket) into a stamped copy, as the pure twin's ``stamp_parent`` makes."""
     out = dest.wire_out
     if out is None:
+        if field >= 0:
+            buf = _stamped_copy(p, off, end, field, span)
+            end -= off
+            off = 0
         dest.forward(sid, buf, off, end)
         return 0
     cdef bytearray wire = out
@@ -362,6 +441,8 @@ cdef int _forward(object dest, object sid, object buf, const unsigned char* p, P
     q[2] = size & 0xFF
     memcpy(q + 3, PyBytes_AS_STRING(sid_bytes), sid_len)
     memcpy(q + 3 + sid_len, p + off + 4, size - 4)
+    if field >= 0:
+        _write_hex(q + 3 + sid_len - 4 + field, span)
     dest.frames_out += 1
     if not dest._queued:
         dest._queued = True
@@ -427,25 +508,27 @@ cdef bint _trace_context(const unsigned char* p, Py_ssize_t n):
 
 
 def trace_entry(bytes metadata, Py_ssize_t max_entries):
-    cdef Py_ssize_t at = -1
-    key = _trace_key(metadata, max_entries, &at)
-    return key, at
-
-
-cdef bytes _trace_key(bytes metadata, Py_ssize_t max_entries, Py_ssize_t* at):
-    """``trace_entry``: the route key returned, the content offset (or -1) put in ``at``."""
     cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(metadata)
     cdef Py_ssize_t total = PyBytes_GET_SIZE(metadata)
-    cdef Py_ssize_t pos = 0
     cdef Py_ssize_t count = 0
+    cdef Py_ssize_t at = _find_trace(p, total, &count)
+    if at < 0 or count > max_entries:
+        return metadata, -1
+    return _route_key(p, total, at), at
+
+
+cdef Py_ssize_t _find_trace(const unsigned char* p, Py_ssize_t total, Py_ssize_t* count) noexcept:
+    """Where the content of the first trace entry of the ``total`` bytes of composite metadata
+    at ``p`` starts, when it is a well-formed trace context, else -1 (also for a broken entry
+    before it); ``count`` gets how many entries were walked (``trace_entry`` stops its walk at
+    ``max_entries``, which its callers compare to)."""
+    cdef Py_ssize_t pos = 0
     cdef Py_ssize_t length
     cdef unsigned int first
     cdef Py_ssize_t i
     cdef bint traced
-    cdef bytes key
-    cdef char* q
-    while pos < total and count < max_entries:
-        count += 1
+    while pos < total:
+        count[0] += 1
         first = p[pos]
         if first & 0x80:
             traced = False
@@ -459,26 +542,52 @@ cdef bytes _trace_key(bytes metadata, Py_ssize_t max_entries, Py_ssize_t* at):
             if not traced:
                 for i in range(pos + 1, min(pos + 2 + first, total)):
                     if p[i] & 0x80:
-                        return metadata
+                        return -1
             pos += 2 + first
         if total - pos < 3:
-            return metadata
+            return -1
         length = (<Py_ssize_t>p[pos] << 16) | (p[pos + 1] << 8) | p[pos + 2]
         pos += 3
         if pos + length > total:
-            return metadata
+            return -1
         if traced:
-            if not _trace_context(p + pos, length):
-                return metadata
-            key = PyBytes_FromStringAndSize(NULL, total - length)
-            q = PyBytes_AS_STRING(key)
-            memcpy(q, p, pos - 3)
-            q[pos - 3] = q[pos - 2] = q[pos - 1] = 0
-            memcpy(q + pos, p + pos + length, total - pos - length)
-            at[0] = pos
-            return key
+            return pos if _trace_context(p + pos, length) else -1
         pos += length
-    return metadata
+    return -1
+
+
+cdef inline Py_ssize_t _length_before(const unsigned char* q) noexcept:
+    """The 3-byte big-endian length that precedes ``q`` (an entry's content)."""
+    return (<Py_ssize_t>q[-3] << 16) | (q[-2] << 8) | q[-1]
+
+
+cdef bytes _route_key(const unsigned char* p, Py_ssize_t total, Py_ssize_t at):
+    """``trace_entry``'s route key of the metadata at ``p`` whose trace content starts at ``at``:
+    that content cut out and its length set to 0."""
+    cdef Py_ssize_t length = _length_before(p + at)
+    cdef bytes key = PyBytes_FromStringAndSize(NULL, total - length)
+    cdef char* q = PyBytes_AS_STRING(key)
+    memcpy(q, p, at - 3)
+    q[at - 3] = q[at - 2] = q[at - 1] = 0
+    memcpy(q + at, p + at + length, total - at - length)
+    return key
+
+
+def trace_stream(Stream st, bytes metadata, Py_ssize_t at, object provider):
+    cdef Py_ssize_t size = PyBytes_GET_SIZE(metadata)
+    if not 3 <= at <= size:
+        raise ValueError(f"no trace entry content at offset {at} of {size} bytes of metadata")
+    cdef const unsigned char* m = <const unsigned char*>PyBytes_AS_STRING(metadata)
+    _trace(st, m, at, min(_length_before(m + at), size - at), provider)
+
+
+cdef inline int _trace(Stream st, const unsigned char* m, Py_ssize_t at, Py_ssize_t length, object provider) except -1:
+    """``trace_stream`` on metadata at ``m`` whose trace content is ``m[at:at + length]``."""
+    st.trace = PyBytes_FromStringAndSize(<const char*>m + at, length)
+    st.trace_at = at
+    st.span = _next_span()
+    st.provider = provider
+    return 0
 
 
 def stamp_parent(object buf, Py_ssize_t off, Py_ssize_t end, Py_ssize_t at, object span):
@@ -499,11 +608,19 @@ cdef bytes _stamp(const unsigned char* p, Py_ssize_t off, Py_ssize_t end, Py_ssi
         field = (HEADER_LENGTH + 4 if ftype == STREAM or ftype == CHANNEL else HEADER_LENGTH) + 3 + at
     if field < 0 or field + PARENT_LEN > end - off or not 0 < span < SPAN_LIMIT:
         raise FrameError(f"no traceparent parent id fits at metadata offset {at} of a {end - off}-byte frame")
-    cdef unsigned long long value = span
+    return _stamped_copy(p, off, end, field, span)
+
+
+cdef bytes _stamped_copy(const unsigned char* p, Py_ssize_t off, Py_ssize_t end, Py_ssize_t field, uint64_t span):
+    """A copy of the frame ``p[off:end]`` with ``span``'s digits ``field`` bytes into it (checked)."""
     cdef bytes frame = PyBytes_FromStringAndSize(<const char*>p + off, end - off)
-    cdef unsigned char* q = <unsigned char*>PyBytes_AS_STRING(frame) + field
+    _write_hex(<unsigned char*>PyBytes_AS_STRING(frame) + field, span)
+    return frame
+
+
+cdef inline void _write_hex(unsigned char* q, uint64_t value) noexcept:
+    """The 16 lower-case hex digits of ``value`` at ``q``."""
     cdef int i
     for i in range(PARENT_LEN - 1, -1, -1):
         q[i] = HEX[value & 0xF]
         value >>= 4
-    return frame

@@ -20,8 +20,11 @@ __all__ = [
     "read_frames",
     "relay_frame",
     "request_metadata",
+    "seed_span_ids",
+    "span_id",
     "stamp_parent",
     "trace_entry",
+    "trace_stream",
 ]
 
 log = logging.getLogger("rsbroker.hotpath")
@@ -39,8 +42,11 @@ if not NO_EXTENSIONS:
             read_frames,
             relay_frame,
             request_metadata,
+            seed_span_ids,
+            span_id,
             stamp_parent,
             trace_entry,
+            trace_stream,
         )
 
         COMPILED = True
@@ -54,6 +60,9 @@ if not COMPILED:
         read_frames,
         relay_frame,
         request_metadata,
+        seed_span_ids,
+        span_id,
         stamp_parent,
         trace_entry,
+        trace_stream,
     )

@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import collections
 from bisect import bisect_left
-from typing import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
+
+if TYPE_CHECKING:
+    from broker.hotpath import Stream
 
 #: Stream outcomes, in the order of ``RouteMeter.outcomes``. Append-only: the index is stored.
 OUTCOMES = ("ok", "application_error", "rejected", "canceled", "timeout")
@@ -52,7 +55,7 @@ class Histogram:
 class RouteMeter:
     """Numbers for one (service label, route label) pair."""
 
-    __slots__ = ("service", "route", "inflight", "bytes_in", "bytes_out", "outcomes", "first", "complete")
+    __slots__ = ("service", "route", "inflight", "bytes_in", "bytes_out", "outcomes", "first", "complete", "spans")
 
     def __init__(self, service: str, route: str) -> None:
         self.service = service
@@ -65,6 +68,9 @@ class RouteMeter:
         #: latency to the first response frame and to the end of the stream, per outcome
         self.first: list[Histogram | None] = [None] * len(OUTCOMES)
         self.complete: list[Histogram | None] = [None] * len(OUTCOMES)
+        #: the last hop spans of this label (``broker.tracing.Tracer.ring``), made on its first
+        #: traced request: here, the relay's hot path reaches them with one attribute read
+        self.spans: "collections.deque[Stream] | None" = None
 
     def ended(self, outcome: int, opened_at: float, first_at: float, now: float) -> None:
         """A stream that opened at ``opened_at`` ended; ``first_at`` is 0 when no response came.

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from broker import metadata as md
 from broker import metering, principal
 from broker.principal import MARKER as PRINCIPAL_MARKER
+from broker.tracing import PARENT_AT
 from broker.logformat import conn_fields
 from broker.frames import (
     FLAG_COMPLETE,
@@ -55,12 +56,20 @@ from broker.frames import (
     request_frame,
 )
 from broker._hotpath import MAX_STREAM_ID
-from broker.hotpath import OPEN_CACHE_SIZE, Stream, forward, relay_frame, request_metadata, stamp_parent, trace_entry
+from broker.hotpath import (
+    OPEN_CACHE_SIZE,
+    Stream,
+    forward,
+    relay_frame,
+    request_metadata,
+    stamp_parent,
+    trace_entry,
+    trace_stream,
+)
 from broker.limits import LimitExceeded, exceeded
 
 if TYPE_CHECKING:
     from broker.relay import Broker
-    from broker.tracing import HopContext
 
 log = logging.getLogger("rsbroker.session")
 
@@ -509,7 +518,7 @@ class Session:
                 buf = replace_metadata(buf, off, end, composite)
                 off, end = 0, len(buf)
         if st.trace is not None:  # the provider's span becomes a child of this hop's (broker.tracing)
-            buf = stamp_parent(buf, off, end, st.trace[1], st.trace[2])
+            buf = stamp_parent(buf, off, end, st.trace_at + PARENT_AT, st.span)
             off, end = 0, len(buf)
         forward(dest, st.prov_sid, buf, off, end)
         st.meter.bytes_in += end - off  # type: ignore[union-attr]
@@ -546,7 +555,7 @@ class Session:
                 if composite is not whole:
                     frames = self._as_composite(st, frames, composite)
             if st.trace is not None:  # the provider's span becomes a child of this hop's (broker.tracing)
-                frames = self._stamp_fragments(st.trace, frames)
+                frames = self._stamp_fragments(st.trace_at + PARENT_AT, st.span, frames)
             for frame in frames:
                 forward(dest, st.prov_sid, frame, 0, len(frame))
                 st.meter.bytes_in += len(frame)  # type: ignore[union-attr]
@@ -554,12 +563,11 @@ class Session:
                 self._blocked_by(dest)
 
     @staticmethod
-    def _stamp_fragments(trace: HopContext, frames: list[bytes]) -> list[Any]:
+    def _stamp_fragments(parent_at: int, span: int, frames: list[bytes]) -> list[Any]:
         """The fragments of a traced request with this hop's span as the parent id
         (``stamp_parent`` on the fragment whose metadata holds its 16 digits). Digits split
         across two fragments are left as they came: the provider's span is then a sibling of
         this hop's, as it would be without the rewrite."""
-        _, parent_at, span, _ = trace
         start = 0
         for i, frame in enumerate(frames):
             length = len(request_metadata(frame, 0, len(frame))[0])
@@ -701,7 +709,8 @@ class Session:
         st.route = route
         st.meter = meter
         st.opened_at = now
-        st.trace = broker.tracer.context(metadata, trace_at, provider) if trace_at is not None else None
+        if trace_at is not None and broker.tracer.spans_kept:  # this hop's span (broker.tracing)
+            trace_stream(st, metadata, trace_at, provider)
         meter.inflight += 1
         st.prov = dest
         st.prov_id = pid

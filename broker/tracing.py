@@ -11,29 +11,43 @@ A span here is one hop through one node: route, the provider chosen, time to the
 response and to the end, and the outcome. The last ``trace_spans_kept`` spans per route label
 (the bounded labels of ``broker.metering``) are kept in memory for the admin API and, with
 ``--otlp-endpoint``, exported over OTLP (``broker.otlp``). Requests without the entry cost
-one walk over their metadata's entry headers (in the hot path), and repeats of a route
-none (the connection's route cache answers them first); a malformed entry is ignored, as the W3C
-specification asks, and never fails the request. A traced repeat opens from the route cache too,
-by its route key: its costs are :meth:`Tracer.context`, the stamped copy and :meth:`Tracer.record`.
+one walk over their metadata's entry headers (in the hot path); a malformed entry is ignored,
+as the W3C specification asks, and never fails the request. A traced repeat opens from the
+connection's route cache like any repeat, by its route key (``hotpath.trace_entry``: the
+metadata without the entry's content, which differs every time).
 
-Tracing is priced per request, so the relay's part is kept to checks and tuples, and the
-byte work is in the hot path (``broker.hotpath``): ``trace_entry`` finds and checks the entry in
-one walk over the metadata's headers (and gives the route cache a key without the entry's
-content), and ``stamp_parent`` copies the request frame with the parent id rewritten. A span
-is one tuple appended to a bounded deque; ids and times are decoded only when the admin API
-asks or a span is exported.
+Tracing is priced per request, so all of its per-request work is in the hot path
+(``broker.hotpath``), and in the compiled one it is C with no Python call:
+
+* ``trace_entry`` finds and checks the entry in one walk over the metadata's headers; the
+  compiled ``_open`` walks the frame itself and makes the route key from it (one allocation and
+  one hash, where an untraced repeat makes its metadata's bytes);
+* ``trace_stream`` makes the stream carry its hop span: a copy of the entry's content (at most
+  568 bytes), this hop's span id (a PRNG; splitmix64 in C in the compiled twin) and the provider;
+* the parent id is written where the frame was queued in a length-prefixed (TCP) provider's
+  ``wire_out``, or in a copy of the frame (``stamp_parent``) for a WebSocket provider and for a
+  request kept to be retried;
+* at its end, the stream itself is kept as the span (:meth:`Tracer.record`: its end time and
+  outcome set, then appended to its route label's ring, hung on the ``RouteMeter``). Nothing is
+  decoded or built until the admin API asks or the OTLP export sends it; :meth:`Tracer.describe`
+  is the one reader of a span's fields.
+
+A kept span is an ended ``Stream``: besides its own small fields (route, times, the trace
+content, span id) it holds its meter, the provider entry and both sessions, and a retried
+request's kept frame (at most ``max_retry_frame_size``). At most ``trace_spans_kept`` of them
+per route label, whose count ``broker.metering`` bounds; a closed TCP or WebSocket session lets
+its buffers go when its connection is lost (``broker.transports``), so what a kept span pins of
+a closed connection is the session object, not its traffic.
 
 Spans nest: each node mints a span id for its hop and rewrites the 16 hex digits of the
-forwarded ``traceparent``'s parent id to it (same length, in the copy of the frame that goes
-out), so the provider's span is a child of the last node's hop span, which is a child of the
-node before it, up to the requester's span.
+forwarded ``traceparent``'s parent id to it (same length, nothing re-encoded), so the
+provider's span is a child of the last node's hop span, which is a child of the node before
+it, up to the requester's span.
 """
 
 from __future__ import annotations
 
 import collections
-import os
-import random
 import re
 import time
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple
@@ -55,23 +69,8 @@ _MAX_TRACESTATE = 512
 ENTRY = re.compile(
     rb"00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}(?:\n[\x20-\x7e]{0,%d})?" % _MAX_TRACESTATE
 )
-#: span ids must not collide across nodes and restarts, but need not be secret: a PRNG seeded
-#: from os.urandom (never the time, which two nodes started together share) is ten times
-#: cheaper than reading os.urandom per span; a forked child reseeds, or it would repeat its parent's ids
-_span_rng = random.Random(os.urandom(32))
-_span_ids = _span_rng.getrandbits
-os.register_at_fork(after_in_child=lambda: _span_rng.seed(os.urandom(32)))
-
 #: where, in a trace entry's content, the ``traceparent``'s parent id lies (``00-<32 hex>-``)
 PARENT_AT = 36
-
-#: a traced stream's context as the relay keeps it: (the request's metadata, where the
-#: requester's parent id lies in it, this hop's span id, the provider chosen); see
-#: :class:`TraceContext` for what the entry says. The provider's names are read only when the
-#: span is looked at (its ``instance`` is a property): a kept span holds the provider object
-#: until it leaves the ring, at most ``trace_spans_kept`` spans per route label.
-HopContext = tuple[bytes, int, int, Any]
-
 
 class TraceContext(NamedTuple):
     """The requester's trace context, decoded from a checked trace entry."""
@@ -93,11 +92,6 @@ def entry(traceparent: str, tracestate: str = "") -> bytes:
     return md.composite_entry(TRACE_MIME, content.encode("ascii"))
 
 
-#: what is kept of a span until it is looked at: (context, route, opened at, first response
-#: at or 0, ended at (loop clock), outcome)
-_Kept = tuple[HopContext, str, float, float, float, int]
-
-
 class Tracer:
     """The last spans of each route label on this node."""
 
@@ -112,27 +106,31 @@ class Tracer:
             from broker import otlp
 
             self.export = otlp.OtlpExport(otlp_endpoint, node_id, self.describe)
-        #: kept spans by route meter (its service and route labels name them)
-        self.recent: dict["RouteMeter", collections.deque[_Kept]] = {}
-
-    def context(self, metadata: bytes, at: int, provider: Any) -> HopContext | None:
-        """The context of a request whose metadata holds a checked trace entry with its content
-        at ``at`` (``hotpath.trace_entry`` found it in the same walk that gave the route key),
-        going to ``provider``, with a new span id for this hop; None when tracing is off."""
-        if not self.spans_kept:
-            return None
-        return metadata, at + PARENT_AT, _span_ids(64) or 1, provider
+        #: kept spans (ended traced streams) by route meter (its service and route labels name them)
+        self.recent: dict["RouteMeter", collections.deque[Stream]] = {}
 
     def record(self, st: "Stream", outcome: int, now: float) -> None:
-        """The hop span of a stream that just ended (loop-time ``now``)."""
-        meter = st.meter
-        spans = self.recent.get(meter)  # type: ignore[arg-type]
-        if spans is None:
-            spans = self.recent[meter] = collections.deque(maxlen=self.spans_kept)  # type: ignore[index]
-        span = (st.trace, st.route, st.opened_at, st.first_at, now, outcome)
-        spans.append(span)  # type: ignore[arg-type]
-        if self.export is not None:
-            self.export.put(span)
+        """Keep the hop span of a traced stream that just ended (loop-time ``now``).
+
+        The stream itself is the span: its ``trace``, ``span``, ``provider``, ``route`` and times
+        (``hotpath.trace_stream``) plus the end set here; nothing is decoded until
+        :meth:`describe`. The compiled hot path does the same for the commonest end (a last
+        response frame) with C calls.
+        """
+        st.ended_at = now
+        st.outcome = outcome
+        meter: "RouteMeter" = st.meter  # type: ignore[assignment]
+        (meter.spans if meter.spans is not None else self.ring(meter)).append(st)
+
+    def ring(self, meter: "RouteMeter") -> "collections.deque[Stream]":
+        """The ring that keeps the last ``spans_kept`` spans of ``meter``'s route label, made on
+        its first span and hung on the meter (``RouteMeter.spans``), where the hot path finds it
+        with one attribute read. With an OTLP export, putting a span in it queues it there too."""
+        ring: collections.deque[Stream] = (
+            collections.deque(maxlen=self.spans_kept) if self.export is None else _Exported(self.export, self.spans_kept)
+        )
+        meter.spans = self.recent[meter] = ring
+        return ring
 
     def view(self, route: str | None = None) -> list[dict[str, Any]]:
         """Kept spans, newest last, of every route or of the route label ``route``."""
@@ -143,23 +141,37 @@ class Tracer:
             for span in spans
         ]
 
-    def describe(self, span: _Kept) -> dict[str, Any]:
-        """One kept span as the admin API and the OTLP export show it."""
-        (metadata, parent_at, span_id, provider), full_route, opened, first_at, ended, outcome = span
-        at = parent_at - PARENT_AT
-        trace = TraceContext.of(metadata[at : at + int.from_bytes(metadata[at - 3 : at], "big")])
+    def describe(self, st: "Stream") -> dict[str, Any]:
+        """One kept span (an ended traced stream) as the admin API and the OTLP export show it:
+        the one place that reads a span's fields."""
+        trace = TraceContext.of(st.trace)
+        provider = st.provider
+        opened = st.opened_at
         return {
             "trace_id": trace.trace_id,
-            "span_id": f"{span_id:016x}",
+            "span_id": f"{st.span:016x}",
             "parent_span_id": trace.parent_id,
             "trace_flags": trace.flags,
             "tracestate": trace.state,
             "node": self.node_id,
-            "route": full_route,
+            "route": st.route,
             "provider": provider.instance,
             "provider_node": getattr(provider, "node", self.node_id),
             "start": time.time() - self.clock() + opened,  # loop clock to epoch seconds
-            "first_response_s": first_at - opened if first_at else None,
-            "duration_s": ended - opened,
-            "outcome": OUTCOMES[outcome],
+            "first_response_s": st.first_at - opened if st.first_at else None,
+            "duration_s": st.ended_at - opened,
+            "outcome": OUTCOMES[st.outcome],
         }
+
+
+class _Exported(collections.deque):  # type: ignore[type-arg]
+    """A ring of kept spans whose every new span is also queued for the OTLP export (which
+    counts what its bounded queue drops)."""
+
+    def __init__(self, export: "OtlpExport", kept: int) -> None:
+        super().__init__(maxlen=kept)
+        self.export = export
+
+    def append(self, st: "Stream") -> None:
+        super().append(st)
+        self.export.put(st)

@@ -94,6 +94,14 @@ class TcpSession(Session, asyncio.Protocol):
         if exc is not None and not self.close_reason:
             self.close_reason = str(exc) or type(exc).__name__
         self.connection_closed()
+        self._release_buffers()
+
+    def _release_buffers(self) -> None:
+        """Let a closed connection's buffers go at once: the session object may live on while a
+        kept trace span (an ended stream, ``broker.tracing``) names it, until the span leaves its
+        bounded ring."""
+        self._buf = bytearray()
+        self.wire_out = bytearray()
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -201,6 +209,11 @@ class WsSession(TcpSession):
         if used < len(data):
             self._buf = bytearray(memoryview(data)[used:])
             self._need = len(self._buf) + 1  # at least one more byte before parsing again
+
+    def _release_buffers(self) -> None:
+        self._buf = bytearray()
+        self._out = bytearray()
+        self._message = None
 
     def _on_message_part(self, fin: int, opcode: int, payload: bytes) -> None:
         if opcode == OP_BINARY and fin and self._message is None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Iterator
+from types import ModuleType
 
 import pytest
 
@@ -17,6 +18,7 @@ from broker import tracing
 from broker.frames import ErrorCode, FrameType
 from tests.support.admin import get_json, wait_for
 from tests.support.cluster import Cluster, ClusterFactory
+from tests.relay.test_parsers_fuzz import HOT_PATHS
 from tests.support.rawclient import RawClient
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -98,17 +100,33 @@ async def test_only_the_last_spans_are_kept_and_bad_entries_are_ignored(cluster:
     assert [s["parent_span_id"] for s in kept] == [f"{i:016x}" for i in (3, 4, 5)]
 
 
-def test_a_forked_child_mints_other_span_ids_than_its_parent() -> None:
+@pytest.mark.parametrize("hot", HOT_PATHS, ids=lambda m: m.__name__)
+def test_a_forked_child_mints_other_span_ids_than_its_parent(hot: ModuleType) -> None:
     """Span ids come from a PRNG seeded from os.urandom: a forked process must reseed it, or
-    parent and child would mint the same ids from then on."""
+    parent and child would mint the same ids from then on (on each implementation)."""
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: its next ids, then out without running anything of pytest's
-        os.write(write, b" ".join(b"%d" % tracing._span_ids(64) for _ in range(4)))
+        os.write(write, b" ".join(b"%d" % hot.span_id() for _ in range(4)))
         os._exit(0)
     os.close(write)
     os.waitpid(pid, 0)
     child = [int(n) for n in os.read(read, 1000).split()]
     os.close(read)
-    parent = [tracing._span_ids(64) for _ in range(4)]
+    parent = [hot.span_id() for _ in range(4)]
     assert len(child) == 4 and child != parent
+
+
+@pytest.mark.parametrize("hot", HOT_PATHS, ids=lambda m: m.__name__)
+def test_span_ids_repeat_from_a_seed_and_are_never_zero(hot: ModuleType) -> None:
+    """Seeded, each implementation mints the same ids again (the tests' way to compare runs);
+    the compiled one's splitmix64 whose next output is 0 mints 1 instead (W3C: an all-zero
+    parent id is invalid); the pure one's draw maps 0 to 1 the same way."""
+    hot.seed_span_ids(7)
+    first = [hot.span_id() for _ in range(100)]
+    hot.seed_span_ids(7)
+    assert [hot.span_id() for _ in range(100)] == first
+    assert all(0 < span < 1 << 64 for span in first) and len(set(first)) == 100
+    if hot.__name__ == "broker._hotpath_c":
+        hot.seed_span_ids((1 << 64) - 0x9E3779B97F4A7C15)  # the next state is 0, whose mix is 0
+        assert hot.span_id() == 1

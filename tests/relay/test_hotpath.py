@@ -71,7 +71,7 @@ def test_stream_maps_hold_on_each_hot_path(hot: ModuleType, monkeypatch: pytest.
 def _use(hot: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
     """Make the sessions relay, read request metadata, stamp trace parents, forward, keep streams and
     key traced routes through ``hot``, and the broker find trace entries with it."""
-    for name in ("relay_frame", "request_metadata", "forward", "stamp_parent", "trace_entry", "Stream"):
+    for name in ("relay_frame", "request_metadata", "forward", "stamp_parent", "trace_entry", "trace_stream", "Stream"):
         monkeypatch.setattr(session, name, getattr(hot, name))
     monkeypatch.setattr(relay, "trace_entry", hot.trace_entry)
 
@@ -244,12 +244,17 @@ _Seen = tuple[list[tuple[str, bytes]], list[dict[str, object]], dict[str, object
 
 
 def _on_both_paths(
-    hot: ModuleType, monkeypatch: pytest.MonkeyPatch, scenario: "Callable[[Broker, list[MemorySession], Callable[[float], None]], None]"
+    hot: ModuleType,
+    monkeypatch: pytest.MonkeyPatch,
+    scenario: "Callable[[Broker, list[MemorySession], Callable[[float], None]], None]",
+    coalesce: bool = False,
 ) -> tuple[_Seen, int]:
     """Run ``scenario`` on a fresh broker twice: with the route cache, then with every request
     through the full path (``Session._remember_route`` keeps nothing). Asserts that the two runs
     saw the same frames, spans (their span ids drawn from the same seed) and counts, and returns
-    them with how many requests the cached run's full path opened."""
+    them with how many requests the cached run's full path opened. With ``coalesce`` the sessions
+    queue frames in ``wire_out`` as TCP's do (a scenario flushes a session before reading ``out``),
+    else they take them whole through ``forward`` as WebSocket's do."""
     _use(hot, monkeypatch)
     full_opens = [0]
     other_frame = session.Session.other_frame
@@ -269,12 +274,12 @@ def _on_both_paths(
             broker = Broker(Settings(), loop)
             now = [100.0]
             broker.clock = broker.traffic.clock = lambda: now[0]
-            sessions = [MemorySession(broker, 44000 + i) for i in range(3)]
+            sessions = [MemorySession(broker, 44000 + i, coalesce) for i in range(3)]
             for i, provider in enumerate(sessions[:2]):
                 reg = md.Registration(services=("svc",), instance=f"p{i}")
                 provider.feed(fr.setup_frame(metadata=md.composite_entry(md.REGISTER_MIME, reg.to_json())))
             sessions[2].feed(fr.setup_frame())
-            tracing._span_rng.seed(15)
+            hot.seed_span_ids(15)
             before = full_opens[0]
 
             def advance(to: float) -> None:
@@ -283,6 +288,8 @@ def _on_both_paths(
             scenario(broker, sessions, advance)
             if cached:
                 opened_in_full = full_opens[0] - before
+            for s in sessions:
+                s.flush()
             frames = [(f"s{i}", raw) for i, s in enumerate(sessions) for raw in s.out]
             spans = [{k: v for k, v in span.items() if k != "start"} for span in broker.tracer.view()]
             meters = [m for m in broker.meter.meters() if m.service == "svc"]
@@ -308,14 +315,16 @@ def _traced(sid: int, extra: bytes = b"") -> bytes:
     return md.route_metadata("svc.m") + extra + tracing.entry(f"00-{'ab' * 16}-{sid:016x}-01", "k=v")
 
 
+@pytest.mark.parametrize("coalesce", [False, True], ids=["whole", "wire_out"])
 @pytest.mark.parametrize("hot", HOT_PATHS, ids=lambda m: m.__name__)
 def test_a_repeat_traced_request_gets_its_own_span_and_stamped_parent_from_the_route_cache(
-    hot: ModuleType, monkeypatch: pytest.MonkeyPatch
+    hot: ModuleType, monkeypatch: pytest.MonkeyPatch, coalesce: bool
 ) -> None:
     """Traced requests, each with its own parent id, are opened from the route cache after the
     first (remembered by their route key): each hop gets a new span id, each provider the frame
     with that id as its parent and nothing else changed, each span the requester's parent, as on
-    the full path."""
+    the full path; stamped in a copy for a provider that takes frames whole (WebSocket) and
+    where the frame was queued in ``wire_out`` for a coalescing one (TCP)."""
 
     def scenario(broker: Broker, sessions: list[MemorySession], advance: "Callable[[float], None]") -> None:
         requester = sessions[2]
@@ -323,10 +332,11 @@ def test_a_repeat_traced_request_gets_its_own_span_and_stamped_parent_from_the_r
             advance(100.0 + sid)
             requester.feed(fr.request_frame(FrameType.REQUEST_RESPONSE, sid, _traced(sid), b"q"))
         for provider in sessions[:2]:
+            provider.flush()
             for got in [Frame(raw) for raw in provider.out]:
                 provider.feed(fr.payload_frame(got.stream_id, b"a", complete=True))
 
-    (frames, spans, counts), full_opens = _on_both_paths(hot, monkeypatch, scenario)
+    (frames, spans, counts), full_opens = _on_both_paths(hot, monkeypatch, scenario, coalesce)
     assert full_opens == 1  # the first; the three repeats came from the route cache
     sent = {f"{sid:016x}": fr.request_frame(FrameType.REQUEST_RESPONSE, sid, _traced(sid), b"q") for sid in (1, 3, 5, 7)}
     assert sorted(str(span["parent_span_id"]) for span in spans) == sorted(sent) and len({span["span_id"] for span in spans}) == 4
@@ -452,15 +462,17 @@ _steps = st.lists(
     deadline=st.sampled_from([None, 300]),
     retries=st.booleans(),
     limit=st.sampled_from([None, (2.0, 3.0), (1e9, 1e9)]),
+    coalesce=st.booleans(),
 )
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_the_route_cache_and_the_full_path_and_both_twins_agree(
-    steps: list[tuple[object, ...]], deadline: int | None, retries: bool, limit: tuple[float, float] | None
+    steps: list[tuple[object, ...]], deadline: int | None, retries: bool, limit: tuple[float, float] | None, coalesce: bool
 ) -> None:
     """Any mix of traced and untraced requests, with and without a deadline entry, on two routes,
-    under any of a deadline, retries and a rate limit, answered, refused or left to time out:
-    the route cache opens them as the full path does (same frames, spans and counts), and the
-    compiled hot path as the pure one."""
+    under any of a deadline, retries and a rate limit, answered, refused or left to time out,
+    to providers that coalesce (TCP: a traced repeat's parent id written in ``wire_out``) or
+    take frames whole (WebSocket: stamped in a copy): the route cache opens them as the full path
+    does (same frames, spans and counts), and the compiled hot path as the pure one."""
     policy: dict[str, object] = {}
     if deadline is not None:
         policy["deadline_ms"] = deadline
@@ -487,6 +499,7 @@ def test_the_route_cache_and_the_full_path_and_both_twins_agree(
             elif step[0] == "answer":
                 _, i, code = step
                 provider = sessions[int(i)]  # type: ignore[call-overload]
+                provider.flush()
                 todo = [f for f in map(Frame, provider.out) if f.type in (_RR, _STREAM) and f.stream_id not in answered[int(i)]]  # type: ignore[call-overload]
                 if todo:
                     answered[int(i)].add(todo[0].stream_id)  # type: ignore[call-overload]
@@ -502,5 +515,25 @@ def test_the_route_cache_and_the_full_path_and_both_twins_agree(
     seen = []
     for hot in HOT_PATHS:
         with pytest.MonkeyPatch.context() as mp:
-            seen.append(_on_both_paths(hot, mp, scenario)[0])
+            seen.append(_span_ids_numbered(hot, _on_both_paths(hot, mp, scenario, coalesce)[0]))
     assert all(other == seen[0] for other in seen[1:])
+
+
+def _span_ids_numbered(hot: ModuleType, seen: _Seen) -> _Seen:
+    """``seen`` with each hop span id, in frames and spans, replaced by its place in the order
+    ``hot`` drew them from ``_on_both_paths``' seed: the twins draw the same ids in the same order,
+    but from different generators (the compiled one is splitmix64 in C)."""
+    hot.seed_span_ids(15)
+    numbered = {b"%016x" % hot.span_id(): b"span-%011d" % i for i in range(64)}
+    frames, spans, counts = seen
+
+    def number(raw: bytes) -> bytes:
+        for hexed, place in numbered.items():
+            raw = raw.replace(hexed, place)
+        return raw
+
+    return (
+        [(name, number(raw)) for name, raw in frames],
+        [{**span, "span_id": number(span["span_id"].encode()).decode()} for span in spans],  # type: ignore[attr-defined]
+        counts,
+    )
