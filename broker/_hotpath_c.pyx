@@ -1,20 +1,24 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""Compiled twin of ``broker/_hotpath.py``: the same six functions, the same behaviour and
-the same error messages; read that module for what each does and why.
+"""Compiled twin of ``broker/_hotpath.py``: the same functions and classes, the same behaviour
+and the same error messages; read that module for what each does and why.
 
 Why it is faster: a received chunk is read through one typed view and a raw pointer, the
 split loop, the header, the stream-id arithmetic and the coalescing copy are C, and no
 Python object is made per frame but the stream-map key and the counters. Bounds are checked by hand
 (``boundscheck`` is off), once per chunk and once per frame, before any byte is read. The
 route metering stays Python attribute updates (and one ``RouteMeter.ended`` call per stream):
-that is what its readers (``admin/metrics.py``) see.
+that is what its readers (``admin/metrics.py``) see. The traffic rules' state (buckets, the
+deadline FIFOs' counters, a route cache entry's rules) is C fields, so a repeat request under
+rate limits, a deadline or retries is admitted, watched and kept without a Python call.
 """
 
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.string cimport memcmp, memcpy
 
-from broker._hotpath import MAX_STREAM_ID as _MAX_STREAM_ID, OPEN_CACHE_SIZE
+from collections import deque
+
+from broker._hotpath import MAX_STREAM_ID as _MAX_STREAM_ID, OPEN_CACHE_SIZE, TOO_LARGE
 from broker.frames import ErrorCode, FrameError
 from broker.latency import observe
 from broker.metering import OK as _OK
@@ -25,7 +29,23 @@ cdef object REJECTED = int(ErrorCode.REJECTED)
 cdef object OK = _OK
 cdef long MAX_STREAM_ID = _MAX_STREAM_ID
 
-__all__ = ["OPEN_CACHE_SIZE", "Stream", "forward", "read_frames", "relay_frame", "request_metadata", "stamp_parent", "trace_entry"]
+__all__ = [
+    "OPEN_CACHE_SIZE",
+    "TOO_LARGE",
+    "Bucket",
+    "RouteRules",
+    "Stream",
+    "TrafficState",
+    "forward",
+    "keep",
+    "read_frames",
+    "relay_frame",
+    "request_metadata",
+    "spend",
+    "stamp_parent",
+    "trace_entry",
+    "watch",
+]
 
 cdef enum:
     HEADER_LENGTH = 6
@@ -48,6 +68,7 @@ cdef enum:
     MAX_TRACESTATE = 512
 
 cdef bytes _EMPTY = b""
+cdef bytes _TOO_LARGE = TOO_LARGE
 cdef str _EMPTY_STR = ""
 cdef bytes TRACE_MIME = _MARKER
 cdef Py_ssize_t TRACE_MIME_LEN = len(_MARKER)
@@ -89,6 +110,7 @@ cdef class Stream:
     cdef public double first_at
     cdef public object trace
     cdef public object retry
+    cdef public object kept
 
     def __init__(self, long kind, object req, long req_id):
         self.kind = kind
@@ -109,6 +131,126 @@ cdef class Stream:
         self.first_at = 0.0
         self.trace = None
         self.retry = None
+        self.kept = None
+
+
+cdef class Bucket:
+    """``_hotpath.Bucket``: a rate limit's GCRA state as C doubles."""
+
+    cdef public object limit
+    cdef public double tat
+    cdef public double interval
+    cdef public double tolerance
+
+    def __init__(self, object limit, double tat, double interval, double tolerance):
+        self.limit = limit
+        self.tat = tat
+        self.interval = interval
+        self.tolerance = tolerance
+
+
+cdef class TrafficState:
+    """``_hotpath.TrafficState``: the counters every watched request updates, as C fields."""
+
+    cdef public object rules
+    cdef public dict queues
+    cdef public long tracked
+    cdef public long compact_at
+    cdef public double timer_at
+    cdef public long marked
+    cdef public Py_ssize_t max_kept
+
+    def __init__(self, object rules, Py_ssize_t max_kept, long compact_at):
+        self.rules = rules
+        self.queues = {}
+        self.tracked = 0
+        self.compact_at = compact_at
+        self.timer_at = float("inf")
+        self.marked = 0
+        self.max_kept = max_kept
+
+
+cdef class RouteRules:
+    """``_hotpath.RouteRules``, with the deadline's duration in seconds worked out once."""
+
+    cdef public TrafficState state
+    cdef public tuple plan
+    cdef public object ms
+    cdef public long retries
+    cdef double span
+
+    def __init__(self, TrafficState state, tuple plan, object ms, long retries):
+        self.state = state
+        self.plan = plan
+        self.ms = ms
+        self.retries = retries
+        self.span = ms / 1000.0 if ms is not None else 0.0
+
+
+def spend(tuple plan, double now):
+    return _spend(plan, now)
+
+
+cdef inline Bucket _spend(tuple plan, double now):
+    """``_hotpath.spend``: the first bucket of ``plan`` without a token, or None."""
+    cdef Bucket bucket
+    cdef double tat
+    for item in plan:
+        bucket = <Bucket?>item
+        tat = bucket.tat
+        if tat < now:
+            tat = now
+        if tat - now > bucket.tolerance:
+            return bucket
+        bucket.tat = tat + bucket.interval
+    return None
+
+
+def watch(TrafficState state, Stream st, object ms, long retries, double now):
+    _watch(state, st, ms, ms / 1000.0 if ms is not None else 0.0, retries, now)
+
+
+cdef inline int _watch(TrafficState state, Stream st, object ms, double span, long retries, double now) except -1:
+    """``_hotpath.watch``, with ``span`` the deadline in seconds (``ms / 1000.0``)."""
+    if retries:
+        st.retry = retries
+        state.marked += 1
+    if ms is None:
+        return 0
+    queue = state.queues.get(ms)
+    if queue is None:
+        queue = state.queues[ms] = deque()
+    queue.append(st)
+    state.tracked += 1
+    if state.tracked > state.compact_at:
+        state.rules.compact()
+    cdef double when = now + span
+    if when < state.timer_at:
+        state.rules.arm(when, now)
+    return 0
+
+
+def keep(TrafficState state, Stream st, object buf, Py_ssize_t off, Py_ssize_t end):
+    cdef const unsigned char* p = _bytes_of(buf)
+    _check_view(len(buf) if p == NULL else PyBytes_GET_SIZE(buf), off, end)
+    cdef const unsigned char[:] view
+    if p == NULL:
+        view = buf
+        p = _start(view)
+    _keep(state, st, buf, p, off, end)
+
+
+cdef inline int _keep(
+    TrafficState state, Stream st, object buf, const unsigned char* p, Py_ssize_t off, Py_ssize_t end
+) except -1:
+    """``_hotpath.keep`` on a frame known to lie within ``p``'s buffer (``buf``'s bytes)."""
+    if end - off > state.max_kept:
+        st.kept = _TOO_LARGE
+    elif type(buf) is bytes and off == 0 and end == PyBytes_GET_SIZE(buf):
+        st.kept = buf  # the whole of a bytes object is itself, not a copy
+    else:
+        st.kept = PyBytes_FromStringAndSize(<const char*>p + off, end - off)
+    return 0
 
 
 cdef inline Stream _new_stream(long kind, object req, long req_id):
@@ -279,12 +421,17 @@ cdef bint _open(
         entry = cache.get(key)
         if entry is None:
             return False
-    route, service, meter, watched = <tuple?>entry
-    # the time as the Python float the rule hooks and the pick take: boxed once, not per call
+    route, service, meter, entry_rules = <tuple?>entry
+    # the time as the Python float the pick takes: boxed once, not per call
     when = broker.clock() if not now else now
     now = when
-    traffic = broker.traffic
-    refusal = traffic.admit(session.principal, service, when) if traffic.active and not session.is_link else _EMPTY_STR
+    cdef RouteRules rules = entry_rules
+    cdef Bucket spent
+    refusal = _EMPTY_STR
+    if rules is not None and rules.plan is not None:  # rate limits (broker.traffic)
+        spent = _spend(rules.plan, now)
+        if spent is not None:
+            refusal = rules.state.rules.refusal(spent.limit, session.principal, service)
     cdef long pid
     cdef Stream st
     if refusal:
@@ -321,14 +468,14 @@ cdef bint _open(
         dest_streams[pid] = st
         dest.outstanding += 1
         broker.stats["requests"] += 1
-        if watched and ftype == RR:  # deadlines and retries (broker.traffic)
-            traffic.opened(st, service, metadata, when)
+        if rules is not None and ftype == RR:  # deadlines and retries (broker.traffic)
+            _watch(rules.state, st, rules.ms, rules.span, rules.retries, now)
         if ftype != CHANNEL or type_flags & FLAG_COMPLETE:
             st.in_done = True
         _forward(dest, prov_sid, buf, p, off, end)
         meter.bytes_in += end - off
         if st.retry is not None:
-            traffic.keep(st, buf, off, end)  # kept whole, as the provider got it: it may be sent again
+            _keep(rules.state, st, buf, p, off, end)  # kept whole, as the provider got it: it may be sent again
         if dest.write_paused:
             session._blocked_by(dest)
     if session.write_paused and not session.closing:

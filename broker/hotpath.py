@@ -15,13 +15,20 @@ __all__ = [
     "COMPILED",
     "NO_EXTENSIONS",
     "OPEN_CACHE_SIZE",
+    "TOO_LARGE",
+    "Bucket",
+    "RouteRules",
     "Stream",
+    "TrafficState",
     "forward",
+    "keep",
     "read_frames",
     "relay_frame",
     "request_metadata",
+    "spend",
     "stamp_parent",
     "trace_entry",
+    "watch",
 ]
 
 log = logging.getLogger("rsbroker.hotpath")
@@ -34,13 +41,20 @@ if not NO_EXTENSIONS:
     try:
         from broker._hotpath_c import (  # type: ignore[no-redef]
             OPEN_CACHE_SIZE,
+            TOO_LARGE,
+            Bucket,
+            RouteRules,
             Stream,
+            TrafficState,
             forward,
+            keep,
             read_frames,
             relay_frame,
             request_metadata,
+            spend,
             stamp_parent,
             trace_entry,
+            watch,
         )
 
         COMPILED = True
@@ -49,11 +63,18 @@ if not NO_EXTENSIONS:
 if not COMPILED:
     from broker._hotpath import (  # type: ignore[no-redef]
         OPEN_CACHE_SIZE,
+        TOO_LARGE,
+        Bucket,
+        RouteRules,
         Stream,
+        TrafficState,
         forward,
+        keep,
         read_frames,
         relay_frame,
         request_metadata,
+        spend,
         stamp_parent,
         trace_entry,
+        watch,
     )

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import run_state_machine_as_test
 
 from broker import frames as fr
-from broker import hotpath, metering, relay, session, tracing
+from broker import hotpath, metering, relay, session, tracing, traffic
 from broker import metadata as md
 from broker.frames import ErrorCode, FrameType
 from broker.registry import ServicePolicy
@@ -69,11 +69,15 @@ def test_stream_maps_hold_on_each_hot_path(hot: ModuleType, monkeypatch: pytest.
 
 
 def _use(hot: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make the sessions relay, read request metadata, stamp trace parents, forward, keep streams and
-    key traced routes through ``hot``, and the broker find trace entries with it."""
-    for name in ("relay_frame", "request_metadata", "forward", "stamp_parent", "trace_entry", "Stream"):
+    """Make the sessions relay, read request metadata, stamp trace parents, forward, keep streams,
+    keep frames for retries and key traced routes through ``hot``, the broker find trace entries
+    with it, and the traffic rules keep their state in its classes and do their per-request
+    work with its functions (brokers made after this call)."""
+    for name in ("relay_frame", "request_metadata", "forward", "stamp_parent", "trace_entry", "Stream", "RouteRules", "keep"):
         monkeypatch.setattr(session, name, getattr(hot, name))
     monkeypatch.setattr(relay, "trace_entry", hot.trace_entry)
+    for name in ("Bucket", "RouteRules", "TrafficState", "spend", "watch", "forward", "request_metadata"):
+        monkeypatch.setattr(traffic, name, getattr(hot, name))
 
 
 @pytest.mark.parametrize("hot", HOT_PATHS, ids=lambda m: m.__name__)
