@@ -20,8 +20,9 @@ What lives here, and nothing else:
   ``Session.other_frame``;
 * the traffic rules' per-request work (``broker.traffic`` owns the rules and their state):
   :func:`spend` of a rate limit's buckets (:class:`Bucket`), :func:`watch` of a request's
-  deadline and retry marks (on the node's :class:`TrafficState`), :func:`keep` of its frame for
-  a retry; :class:`RouteRules` is what a route cache entry resolved of them;
+  deadline and retry marks (on the node's :class:`TrafficState`), :func:`sweep` of the answered
+  ones out of a deadline FIFO, :func:`keep` of its frame for a retry; :class:`RouteRules` is
+  what a route cache entry resolved of them;
 * :func:`forward` — output coalescing: a frame with its new stream id appended to the
   destination's ``wire_out`` buffer, flushed once per loop turn;
 * :func:`request_metadata` — the routing metadata of a request (reference
@@ -56,7 +57,6 @@ Only :class:`~broker.frames.FrameError` may escape a reader; nothing here does I
 
 from __future__ import annotations
 
-import collections
 import struct
 from typing import TYPE_CHECKING, Any
 
@@ -93,6 +93,7 @@ __all__ = [
     "request_metadata",
     "spend",
     "stamp_parent",
+    "sweep",
     "trace_entry",
     "watch",
 ]
@@ -212,7 +213,7 @@ class TrafficState:
 
     def __init__(self, rules: Any, max_kept: int, compact_at: int) -> None:
         self.rules = rules
-        self.queues: dict[int, collections.deque[Stream]] = {}
+        self.queues: dict[int, list[Stream]] = {}
         self.tracked = 0
         self.compact_at = compact_at
         self.timer_at = float("inf")
@@ -261,7 +262,7 @@ def watch(state: TrafficState, st: Stream, ms: int | None, retries: int, now: fl
         return
     queue = state.queues.get(ms)
     if queue is None:
-        queue = state.queues[ms] = collections.deque()
+        queue = state.queues[ms] = []
     queue.append(st)
     state.tracked += 1
     if state.tracked > state.compact_at:
@@ -269,6 +270,11 @@ def watch(state: TrafficState, st: Stream, ms: int | None, retries: int, now: fl
     when = now + ms / 1000.0
     if when < state.timer_at:
         state.rules.arm(when, now)
+
+
+def sweep(queue: list[Stream]) -> list[Stream]:
+    """The requests of a deadline FIFO not answered yet, in their order (``TrafficRules.compact``)."""
+    return [st for st in queue if not st.out_done]
 
 
 def keep(state: TrafficState, st: Stream, buf: Any, off: int, end: int) -> None:

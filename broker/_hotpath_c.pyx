@@ -16,8 +16,6 @@ from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyBy
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.string cimport memcmp, memcpy
 
-from collections import deque
-
 from broker._hotpath import MAX_STREAM_ID as _MAX_STREAM_ID, OPEN_CACHE_SIZE, TOO_LARGE
 from broker.frames import ErrorCode, FrameError
 from broker.latency import observe
@@ -43,6 +41,7 @@ __all__ = [
     "request_metadata",
     "spend",
     "stamp_parent",
+    "sweep",
     "trace_entry",
     "watch",
 ]
@@ -217,9 +216,9 @@ cdef inline int _watch(TrafficState state, Stream st, object ms, double span, lo
         state.marked += 1
     if ms is None:
         return 0
-    queue = state.queues.get(ms)
+    cdef list queue = state.queues.get(ms)
     if queue is None:
-        queue = state.queues[ms] = deque()
+        queue = state.queues[ms] = []
     queue.append(st)
     state.tracked += 1
     if state.tracked > state.compact_at:
@@ -228,6 +227,16 @@ cdef inline int _watch(TrafficState state, Stream st, object ms, double span, lo
     if when < state.timer_at:
         state.rules.arm(when, now)
     return 0
+
+
+def sweep(list queue):
+    cdef list left = []
+    cdef Stream st
+    for item in queue:
+        st = <Stream?>item
+        if not st.out_done:
+            left.append(st)
+    return left
 
 
 def keep(TrafficState state, Stream st, object buf, Py_ssize_t off, Py_ssize_t end):

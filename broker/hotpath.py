@@ -27,6 +27,7 @@ __all__ = [
     "request_metadata",
     "spend",
     "stamp_parent",
+    "sweep",
     "trace_entry",
     "watch",
 ]
@@ -53,6 +54,7 @@ if not NO_EXTENSIONS:
             request_metadata,
             spend,
             stamp_parent,
+            sweep,
             trace_entry,
             watch,
         )
@@ -75,6 +77,7 @@ if not COMPILED:
         request_metadata,
         spend,
         stamp_parent,
+        sweep,
         trace_entry,
         watch,
     )

@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from broker import metadata as md
 from broker import metering
 from broker.frames import HEADER_LENGTH, ErrorCode, FrameError, cancel_frame, error_frame
-from broker.hotpath import TOO_LARGE, Bucket, RouteRules, TrafficState, forward, request_metadata, spend, watch
+from broker.hotpath import TOO_LARGE, Bucket, RouteRules, TrafficState, forward, request_metadata, spend, sweep, watch
 from broker.latency import observe
 
 if TYPE_CHECKING:
@@ -196,8 +196,9 @@ class TrafficRules:
         #: refusals by limit name, deadline expiries by service (for /metrics)
         self.refused: collections.Counter[str] = collections.Counter()
         self.timeouts: collections.Counter[str] = collections.Counter()
-        #: requests watched for their deadline: one FIFO per duration (ms, ``state.queues``), so
-        #: each is in deadline order and appending is O(1); one timer armed for the earliest head
+        #: requests watched for their deadline: one FIFO per duration (ms, ``state.queues``: a
+        #: list, appended to by the hot path and cut at its head by :meth:`expire`), so each is
+        #: in deadline order and appending is O(1); one timer armed for the earliest head
         #: (at ``state.timer_at``). A request's deadline is its ``opened_at`` plus the FIFO's
         #: duration: the stream alone is kept, no tuple per request. ``state.tracked`` counts the
         #: watched requests; at ``state.compact_at`` answered ones are swept out (amortised O(1)
@@ -371,7 +372,7 @@ class TrafficRules:
         state = self.state
         queues = state.queues
         for ms, queue in queues.items():
-            queues[ms] = collections.deque([st for st in queue if not st.out_done])
+            queues[ms] = sweep(queue)
         state.tracked = sum(len(queue) for queue in queues.values())
         state.compact_at = max(COMPACT_MIN, 2 * state.tracked)
 
@@ -383,11 +384,14 @@ class TrafficRules:
         earliest = math.inf
         for ms, queue in list(state.queues.items()):
             span = ms / 1000.0
-            while queue and queue[0].opened_at + span <= now:
-                st = queue.popleft()
-                state.tracked -= 1
+            done = 0  # the requests at the head past their deadline, cut off at once
+            while done < len(queue) and queue[done].opened_at + span <= now:
+                st = queue[done]
+                done += 1
                 if not st.out_done and st.prov is not None:
                     self._end(st, st.prov, ms)
+            del queue[:done]
+            state.tracked -= done
             if queue:
                 earliest = min(earliest, queue[0].opened_at + span)
             else:

@@ -80,7 +80,7 @@ def _use(hot: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("relay_frame", "request_metadata", "forward", "stamp_parent", "trace_entry", "Stream", "RouteRules", "keep"):
         monkeypatch.setattr(session, name, getattr(hot, name))
     monkeypatch.setattr(relay, "trace_entry", hot.trace_entry)
-    for name in ("Bucket", "RouteRules", "TrafficState", "spend", "watch", "forward", "request_metadata"):
+    for name in ("Bucket", "RouteRules", "TrafficState", "spend", "watch", "sweep", "forward", "request_metadata"):
         monkeypatch.setattr(traffic, name, getattr(hot, name))
 
 
@@ -510,6 +510,54 @@ def test_the_sweep_of_refilled_buckets_cannot_give_a_principal_two_buckets(
         assert all(a.startswith("rate limit 'everyone' exceeded by principal 'alice'") for a in answers[2:]), answers
         [plan] = {entry[3].plan for conn in (alice, again) for entry in conn.open_cache.values()}  # type: ignore[union-attr]
         assert len(plan) == 1  # one bucket of hers, held by both connections' route caches
+    finally:
+        loop.close()
+
+
+@pytest.mark.parametrize("hot", HOT_PATHS, ids=lambda m: m.__name__)
+def test_the_deadline_fifo_keeps_the_open_requests_and_ends_each_at_its_deadline(
+    hot: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """600 requests under a 1 s deadline, opened 1 ms apart, three in four answered at once: the
+    answered ones are swept out of the FIFO as it grows (it holds O(open requests), not all 600),
+    and each unanswered one ends at its own deadline, the older half at one expiry and the rest
+    at the next, with ERROR(CANCELED) to the requester and CANCEL to the provider, once."""
+    _use(hot, monkeypatch)
+    loop = asyncio.new_event_loop()
+    try:
+        broker = Broker(Settings(), loop)
+        now = [100.0]
+        broker.clock = broker.traffic.clock = lambda: now[0]
+        provider, requester = _pair(broker)
+        broker.set_policy("svc", ServicePolicy.from_obj({"deadline_ms": 1000}))
+        state = broker.traffic.state
+        unanswered: dict[int, int] = {}  # the requester's stream id -> the provider's
+        for i in range(600):
+            now[0] = 100.0 + i * 0.001
+            requester.feed(fr.request_frame(FrameType.REQUEST_RESPONSE, 2 * i + 1, md.route_metadata("svc.m"), b"q"))
+            [got] = provider.take()
+            if i % 4 == 3:
+                unanswered[2 * i + 1] = got.stream_id
+            else:
+                provider.feed(fr.payload_frame(got.stream_id, b"a", complete=True))
+        assert len(requester.take()) == 450 and len(unanswered) == 150
+        held = [st.req_id for queue in state.queues.values() for st in queue]
+        assert state.tracked == len(held) < 2 * 150 + traffic.COMPACT_MIN  # swept, and counted right
+        assert set(unanswered) <= set(held)
+
+        def expire_at(t: float) -> tuple[list[int], list[int]]:
+            now[0] = t
+            broker.traffic.expire()
+            errors = requester.take()
+            assert all(e.error == (ErrorCode.CANCELED, "deadline of 1000 ms exceeded for route 'svc.m' (service 'svc')") for e in errors)
+            return [e.stream_id for e in errors], [f.stream_id for f in provider.take() if f.type == FrameType.CANCEL]
+
+        older = [sid for sid in unanswered if sid <= 2 * 299 + 1]  # opened by 100.299 s
+        assert expire_at(101.2995) == (older, [unanswered[sid] for sid in older])
+        rest = [sid for sid in unanswered if sid not in older]
+        assert expire_at(102.0) == (rest, [unanswered[sid] for sid in rest])
+        assert expire_at(103.0) == ([], [])
+        assert state.tracked == 0 and not state.queues and broker.traffic.timeouts["svc"] == 150
     finally:
         loop.close()
 
