@@ -199,7 +199,8 @@ class Session:
         #: fragmented requests whose metadata is incomplete, oldest first, and the bytes they hold
         self.reassembling: dict[int, Stream] = {}
         self.reassembly_bytes = 0
-        #: request metadata (a traced request's route key) -> (route, service, meter, watched)
+        #: request metadata (a traced request's route key) -> (route, service, meter, rules), rules
+        #: being what the traffic rules do to its repeats (``hotpath.RouteRules``, None: nothing)
         #: this connection may open without the full checks, valid while open_gen is current
         #: (``broker.hotpath``'s ``_open``; filled by _remember_route); None until a request earns an entry
         self.open_cache: dict[bytes, tuple[str, str, metering.RouteMeter, RouteRules | None]] | None = None

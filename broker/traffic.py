@@ -29,13 +29,14 @@ Rules of this module:
 * Requests that arrive over a broker link were held to these rules at their edge node and
   are not counted again.
 * **Where the work is done:** this module owns the rules and decides; the per-request
-  arithmetic runs in the relay's hot path (``broker.hotpath``: ``spend`` of a plan's
-  buckets (``Bucket``), ``watch`` of a deadline and retry marks on the node's ``TrafficState``, ``keep``
-  of a retried frame), compiled when it can be. A repeat request opened from a connection's
-  route cache uses the ``RouteRules`` resolved once for that entry (:meth:`TrafficRules.route_rules`:
-  the buckets of its principal and service, its deadline, its retries); so a change of the
-  limits, a sweep of principals' buckets (``on_change``) and a change of a service's policy
-  (``Broker.set_policy``) each drop the route caches (``Broker.forget_admissions``).
+  arithmetic runs in the relay's hot path (``broker.hotpath``, compiled when it can be):
+  ``spend`` of a plan's buckets (``Bucket``), ``watch`` of a deadline and retry marks on the
+  node's ``TrafficState``, ``sweep`` of the deadline FIFOs, ``keep`` of a retried frame. A
+  repeat request opened from a connection's route cache uses the ``RouteRules`` resolved once
+  for that entry (:meth:`TrafficRules.route_rules`: the buckets of its principal and service,
+  its deadline, its retries); so a change of the limits, a sweep of principals' buckets
+  (``on_change``) and a change of a service's policy (``Broker.set_policy``) each drop the
+  route caches (``Broker.forget_admissions``).
 """
 
 from __future__ import annotations
