@@ -170,12 +170,13 @@ cdef class TrafficState:
 
 
 cdef class RouteRules:
-    """``_hotpath.RouteRules``, with the deadline's duration in seconds worked out once."""
+    """``_hotpath.RouteRules``, with the deadline's duration in seconds worked out once (so
+    the fields are read-only: an entry's rules never change, a new entry is made instead)."""
 
-    cdef public TrafficState state
-    cdef public tuple plan
-    cdef public object ms
-    cdef public long retries
+    cdef readonly TrafficState state
+    cdef readonly tuple plan
+    cdef readonly object ms
+    cdef readonly long retries
     cdef double span
 
     def __init__(self, TrafficState state, tuple plan, object ms, long retries):
