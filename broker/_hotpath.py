@@ -18,6 +18,11 @@ What lives here, and nothing else:
   request-response, stream or channel whose metadata the connection sent before from its route
   cache (``Session.open_cache``), traced or under traffic rules alike; anything unusual goes to
   ``Session.other_frame``;
+* the traffic rules' per-request work (``broker.traffic`` owns the rules and their state):
+  :func:`spend` of a rate limit's buckets (:class:`Bucket`), :func:`watch` of a request's
+  deadline and retry marks (on the node's :class:`TrafficState`), :func:`sweep` of the answered
+  ones out of a deadline FIFO, :func:`keep` of its frame for a retry; :class:`RouteRules` is
+  what a route cache entry resolved of them;
 * :func:`forward` — output coalescing: a frame with its new stream id appended to the
   destination's ``wire_out`` buffer, flushed once per loop turn;
 * :func:`request_metadata` — the routing metadata of a request (reference
@@ -44,13 +49,15 @@ provider's round trip, sampled at a stream's first response while ``measure_rtt`
 ``broker.latency``), ``broker.traffic.retry_rejected`` (retries), and the methods ``other_frame``, ``refuse_oversized``, ``fail``, ``_pending_frame``,
 ``_requester_sent``, ``_provider_sent``, ``_blocked_by``; to open a request from the route
 cache, ``broker.open_generation``, ``broker.draining``, ``broker.settings.max_streams``,
-``broker.settings.max_metadata_entries``, ``broker.traffic`` (``active``, ``admit``, ``opened``,
-``keep``), ``broker.tracer.spans_kept``, ``broker.registry.pick``, ``broker.stats``, ``principal``, ``is_link``,
+``broker.settings.max_metadata_entries``, ``broker.tracer.spans_kept``, ``broker.registry.pick``, ``broker.stats``, ``principal``, ``is_link``,
 ``metadata_mime``, ``_reject`` and a provider's ``target``, ``next_local_id`` and
 ``allocate_local_id``; of a routed stream, ``meter`` (bytes, and ``ended`` for its outcome),
-``opened_at``, ``first_at``, ``trace`` and ``retry`` (set while an idempotent request may be
+``opened_at``, ``first_at``, ``trace``, ``retry`` (set while an idempotent request may be
 sent again: a provider's ERROR is offered to ``retry_rejected`` before it is relayed, since a
-relayed frame cannot be taken back; ``_provider_sent`` only sees frames already on their way).
+relayed frame cannot be taken back; ``_provider_sent`` only sees frames already on their way)
+and ``kept``. The traffic rules' side (``broker.traffic``): :class:`Bucket`,
+:class:`TrafficState` and :class:`RouteRules` are its state, read and written here and there;
+it is called back for ``refusal``, ``compact`` and ``arm``.
 Only :class:`~broker.frames.FrameError` may escape a reader; nothing here does I/O.
 """
 
@@ -82,9 +89,26 @@ if TYPE_CHECKING:
     from broker.metering import RouteMeter
 
 __all__ = [
-    "OPEN_CACHE_SIZE", "Stream", "forward", "read_frames", "relay_frame", "request_metadata", "seed_span_ids", "span_id",
-    "stamp_parent", "trace_entry", "trace_stream",
-]  # fmt: skip
+    "OPEN_CACHE_SIZE",
+    "TOO_LARGE",
+    "Bucket",
+    "RouteRules",
+    "Stream",
+    "TrafficState",
+    "forward",
+    "keep",
+    "read_frames",
+    "relay_frame",
+    "request_metadata",
+    "seed_span_ids",
+    "span_id",
+    "spend",
+    "stamp_parent",
+    "sweep",
+    "trace_entry",
+    "trace_stream",
+    "watch",
+]
 
 _PAYLOAD = int(FrameType.PAYLOAD)
 _REQUEST_N = int(FrameType.REQUEST_N)
@@ -116,6 +140,10 @@ OPEN_CACHE_SIZE = 16
 _span_rng = random.Random(os.urandom(32))
 _span_bits = _span_rng.getrandbits
 os.register_at_fork(after_in_child=lambda: _span_rng.seed(os.urandom(32)))
+#: stands for the kept frame of a request over ``max_retry_frame_size`` (never sent again);
+#: compared by identity, so a distinct object (``b""`` would be CPython's shared empty bytes).
+#: The compiled twin imports this very object.
+TOO_LARGE = bytes(HEADER_LENGTH)
 
 
 class Stream:
@@ -145,6 +173,7 @@ class Stream:
         "provider",
         "ended_at",
         "outcome",
+        "kept",
     )
 
     def __init__(self, kind: int, req: Any, req_id: int) -> None:
@@ -172,16 +201,125 @@ class Stream:
         self.first_at = 0.0
         #: the requester's W3C trace context, when it sent one (broker.tracing)
         self.trace: Any = None
-        #: sends left of an idempotent request-response (broker.traffic retries), then
-        #: (request frame, sends left) once its frame is kept (a fragmented one never is)
-        self.retry: tuple[bytes, int] | int | None = None
-        # A traced stream's hop span, in the last five slots: where the trace entry's content
+        #: sends left of an idempotent request-response (broker.traffic retries); None once it
+        #: may not be sent again
+        self.retry: int | None = None
+        #: its request frame as the provider got it, kept to send again (:func:`keep`; a
+        #: fragmented request's never is), or :data:`TOO_LARGE`
+        self.kept: bytes | None = None
+        # A traced stream's hop span, in the five slots after ``retry``: where the trace entry's content
         # (``trace``) lies in the request's metadata (``trace_at``), this hop's ``span`` id and the
         # ``provider`` chosen (:func:`trace_stream`), and once it ended, when (``ended_at``, loop
         # time) and its ``outcome`` (``broker.tracing.Tracer.record``). ``Tracer`` keeps ended
         # traced streams as its spans and reads these (and ``route``, ``opened_at``, ``first_at``)
         # when they are looked at. They are set only on a traced stream (``trace`` is not None)
         # and read only there: left unset here, an untraced stream costs no more than before.
+
+
+class Bucket:
+    """One token bucket of a rate limit (``broker.traffic``), kept as GCRA does: ``tat`` is when
+    it would be full again (loop time, s); a request may go while that is at most ``tolerance``
+    s ahead of now, and moves it ``interval`` s on (:func:`spend`). ``limit`` is its
+    ``RateLimit``, for the refusal's message; the numbers are this node's share of it."""
+
+    __slots__ = ("limit", "tat", "interval", "tolerance")
+
+    def __init__(self, limit: Any, tat: float, interval: float, tolerance: float) -> None:
+        self.limit = limit
+        self.tat = tat
+        self.interval = interval
+        self.tolerance = tolerance
+
+
+class TrafficState:
+    """What every request under a deadline or retries updates, of one node's traffic rules
+    (``broker.traffic.TrafficRules``, its ``rules``, which owns and explains each field and is
+    called back only to sweep the deadline FIFOs or re-arm their timer): the FIFO of watched
+    requests per deadline in ms (``queues``), how many they hold (``tracked``) and at how many
+    they are swept (``compact_at``), when the timer fires (``timer_at``, inf: not armed), the
+    requests marked for retries since the retry budget was brought up to date (``marked``), and
+    the largest frame kept for a retry (``max_kept``, bytes)."""
+
+    __slots__ = ("rules", "queues", "tracked", "compact_at", "timer_at", "marked", "max_kept")
+
+    def __init__(self, rules: Any, max_kept: int, compact_at: int) -> None:
+        self.rules = rules
+        self.queues: dict[int, list[Stream]] = {}
+        self.tracked = 0
+        self.compact_at = compact_at
+        self.timer_at = float("inf")
+        self.marked = 0
+        self.max_kept = max_kept
+
+
+class RouteRules:
+    """The traffic rules of the repeats of one route cache entry (``Session.open_cache``), resolved
+    once by ``TrafficRules.route_rules`` for the connection's principal, the service and the
+    exact metadata: the buckets a request spends (``plan``, None: no limit applies), its
+    deadline in ms (``ms``, None: none; the service's, or the requester's entry when shorter) and
+    the service's ``retries`` (0: none). It holds while the entry does: a change of any of them
+    moves ``Broker.open_generation``."""
+
+    __slots__ = ("state", "plan", "ms", "retries")
+
+    def __init__(self, state: TrafficState, plan: tuple[Bucket, ...] | None, ms: int | None, retries: int) -> None:
+        self.state = state
+        self.plan = plan
+        self.ms = ms
+        self.retries = retries
+
+
+def spend(plan: tuple[Bucket, ...], now: float) -> Bucket | None:
+    """Spend a token of each bucket of ``plan`` in turn, at ``now``: None when each had one, else
+    the first that had none (it and the buckets after it are left as they were)."""
+    for bucket in plan:
+        tat = bucket.tat
+        if tat < now:
+            tat = now
+        if tat - now > bucket.tolerance:
+            return bucket
+        bucket.tat = tat + bucket.interval
+    return None
+
+
+def watch(state: TrafficState, st: Stream, ms: int | None, retries: int, now: float) -> None:
+    """Mark the request-response ``st``, opened at ``now`` (its ``opened_at``), for the traffic
+    rules: ``retries`` sends left (0: it is never sent again; :func:`keep` keeps its frame), and
+    its deadline of ``ms`` (None: none) watched at the end of the FIFO of that duration."""
+    if retries:
+        st.retry = retries
+        state.marked += 1
+    if ms is None:
+        return
+    queue = state.queues.get(ms)
+    if queue is None:
+        queue = state.queues[ms] = []
+    queue.append(st)
+    state.tracked += 1
+    if state.tracked > state.compact_at:
+        state.rules.compact()
+    when = now + ms / 1000.0
+    if when < state.timer_at:
+        state.rules.arm(when, now)
+
+
+def sweep(queue: list[Stream]) -> list[Stream]:
+    """The requests of a deadline FIFO not answered yet, in their order (``TrafficRules.compact``)."""
+    return [st for st in queue if not st.out_done]
+
+
+def keep(state: TrafficState, st: Stream, buf: Any, off: int, end: int) -> None:
+    """Keep the request frame ``buf[off:end]`` of a stream marked for retries, as it went to the
+    provider, to send it again: one copy, or none when ``buf`` is the frame's own bytes; a frame
+    over ``state.max_kept`` is not kept (:data:`TOO_LARGE`), and so never sent again."""
+    if off < 0 or end > len(buf) or end - off < HEADER_LENGTH:
+        _refuse_view(buf, off, end)
+    if end - off > state.max_kept:
+        st.kept = TOO_LARGE
+    elif type(buf) is bytes:
+        st.kept = buf[off:end]  # the whole of a bytes object is itself, not a copy
+    else:
+        st.kept = bytes(memoryview(buf)[off:end])
 
 
 def _refuse_view(buf: Any, off: int, end: int) -> None:
@@ -316,16 +454,18 @@ def _open(session: Any, buf: Any, off: int, end: int, sid: int, ftype: int, type
     """Open a request whose metadata this connection sent before, as ``Session.other_frame`` would.
 
     ``session.open_cache`` maps request metadata (a traced request's by its route key, see
-    :func:`trace_entry`) to the ``(route, service, meter, watched)`` that
-    ``Session._route_stream`` resolved and admitted for this connection's principal; it holds
-    no fragment and nothing of a service that gets the requester's principal entry (see
+    :func:`trace_entry`) to the ``(route, service, meter, rules)`` that
+    ``Session._route_stream`` resolved and admitted for this connection's principal, ``rules``
+    being the entry's :class:`RouteRules` (None: no traffic rule applies); it holds no fragment
+    and nothing of a service that gets the requester's principal entry (see
     ``Session._remember_route``). What the full path does per request is done here too, in its
-    order: the rate limits (``traffic.admit``, while any is set; a refusal is answered here),
-    the provider pick, the hop's span and its stamped parent id (:func:`trace_stream`, then the
-    digits written in ``wire_out`` once queued, or :func:`stamp_parent`'s copy), the deadline and retry marks of a ``watched`` request-response
-    (``traffic.opened``) and the kept frame of a retried one (``traffic.keep``). An entry
-    counts only while ``session.open_gen`` equals the broker's ``open_generation``: a changed
-    access rule or service policy sends the next request through the full checks. Returns
+    order: the rate limits (:func:`spend` of the entry's plan; a refusal, worded by
+    ``TrafficRules.refusal``, is answered here), the provider pick, the hop's span and its
+    stamped parent id (:func:`trace_stream`, then the digits written in ``wire_out`` once
+    queued, or :func:`stamp_parent`'s copy), the deadline and retry marks of a request-response
+    (:func:`watch`) and the kept frame of a retried one (:func:`keep`). An entry counts only
+    while ``session.open_gen`` equals the broker's ``open_generation``: a changed access rule,
+    service policy or rate limit sends the next request through the full checks. Returns
     False, having done nothing, for anything else (a new route, a reused or server-parity id,
     too many streams, a draining node); the caller then takes ``other_frame``'s path, which
     decides and reports it.
@@ -355,10 +495,13 @@ def _open(session: Any, buf: Any, off: int, end: int, sid: int, ftype: int, type
         entry = cache.get(key)
         if entry is None:
             return False
-    route, service, meter, watched = entry
+    route, service, meter, rules = entry
     now = now or broker.clock()
-    traffic = broker.traffic
-    refusal = traffic.admit(session.principal, service, now) if traffic.active and not session.is_link else ""
+    refusal = ""
+    if rules is not None and rules.plan is not None:  # rate limits (broker.traffic)
+        spent = spend(rules.plan, now)
+        if spent is not None:
+            refusal = rules.state.rules.refusal(spent.limit, session.principal, service)
     if refusal:
         session._reject(sid, ftype, REJECTED, refusal, meter)
         provider = None
@@ -389,8 +532,8 @@ def _open(session: Any, buf: Any, off: int, end: int, sid: int, ftype: int, type
         dest.streams[pid] = st
         dest.outstanding += 1
         broker.stats["requests"] += 1
-        if watched and ftype == _RR:  # deadlines and retries (broker.traffic)
-            traffic.opened(st, service, metadata, now)
+        if rules is not None and ftype == _RR:  # deadlines and retries (broker.traffic)
+            watch(rules.state, st, rules.ms, rules.retries, now)
         if ftype != _CHANNEL or type_flags & FLAG_COMPLETE:
             st.in_done = True
         if field >= 0 and (st.retry is not None or dest.wire_out is None):  # a stamped copy goes out (or is kept)
@@ -403,7 +546,7 @@ def _open(session: Any, buf: Any, off: int, end: int, sid: int, ftype: int, type
             out[field : field + _PARENT_LEN] = b"%016x" % st.span
         meter.bytes_in += end - off
         if st.retry is not None:
-            traffic.keep(st, buf, off, end)  # kept whole, as the provider got it: it may be sent again
+            keep(rules.state, st, buf, off, end)  # kept whole, as the provider got it: it may be sent again
         if dest.write_paused:
             session._blocked_by(dest)
     if session.write_paused and not session.closing:

@@ -1,6 +1,6 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""Compiled twin of ``broker/_hotpath.py``: the same functions, the same behaviour and
-the same error messages; read that module for what each does and why. One difference by
+"""Compiled twin of ``broker/_hotpath.py``: the same functions and classes, the same behaviour
+and the same error messages; read that module for what each does and why. One difference by
 design: span ids come from splitmix64 in C, so a seed gives other ids than the pure twin's
 (in the same order of draws).
 
@@ -13,6 +13,9 @@ that is what its readers (``admin/metrics.py``) see. A traced repeat adds, all i
 last: a walk over the frame's entry headers that makes the route key (the untraced walk
 stops after the routing entry), a copy of the trace content, a span id, 16 digits written
 into ``wire_out``, and at its end the stream appended to its route label's ring.
+The traffic rules' state (buckets, the deadline FIFOs' counters, a route cache entry's rules)
+is C fields, so a repeat request under rate limits, a deadline or retries is admitted, watched
+and kept without a Python call.
 """
 
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
@@ -22,7 +25,7 @@ from libc.string cimport memcmp, memcpy
 
 import os
 
-from broker._hotpath import MAX_STREAM_ID as _MAX_STREAM_ID, OPEN_CACHE_SIZE
+from broker._hotpath import MAX_STREAM_ID as _MAX_STREAM_ID, OPEN_CACHE_SIZE, TOO_LARGE
 from broker.frames import ErrorCode, FrameError
 from broker.latency import observe
 from broker.metering import OK as _OK
@@ -35,8 +38,25 @@ cdef int OK_OUTCOME = _OK
 cdef long MAX_STREAM_ID = _MAX_STREAM_ID
 
 __all__ = [
-    "OPEN_CACHE_SIZE", "Stream", "forward", "read_frames", "relay_frame", "request_metadata", "seed_span_ids", "span_id",
-    "stamp_parent", "trace_entry", "trace_stream",
+    "OPEN_CACHE_SIZE",
+    "TOO_LARGE",
+    "Bucket",
+    "RouteRules",
+    "Stream",
+    "TrafficState",
+    "forward",
+    "keep",
+    "read_frames",
+    "relay_frame",
+    "request_metadata",
+    "seed_span_ids",
+    "span_id",
+    "spend",
+    "stamp_parent",
+    "sweep",
+    "trace_entry",
+    "trace_stream",
+    "watch",
 ]
 
 cdef enum:
@@ -60,6 +80,7 @@ cdef enum:
     MAX_TRACESTATE = 512
 
 cdef bytes _EMPTY = b""
+cdef bytes _TOO_LARGE = TOO_LARGE
 cdef str _EMPTY_STR = ""
 cdef bytes TRACE_MIME = _MARKER
 cdef Py_ssize_t TRACE_MIME_LEN = len(_MARKER)
@@ -138,6 +159,7 @@ cdef class Stream:
     cdef public object provider
     cdef public double ended_at
     cdef public int outcome
+    cdef public object kept
 
     def __init__(self, long kind, object req, long req_id):
         self.kind = kind
@@ -163,6 +185,137 @@ cdef class Stream:
         self.provider = None
         self.ended_at = 0.0
         self.outcome = 0
+        self.kept = None
+
+
+cdef class Bucket:
+    """``_hotpath.Bucket``: a rate limit's GCRA state as C doubles."""
+
+    cdef public object limit
+    cdef public double tat
+    cdef public double interval
+    cdef public double tolerance
+
+    def __init__(self, object limit, double tat, double interval, double tolerance):
+        self.limit = limit
+        self.tat = tat
+        self.interval = interval
+        self.tolerance = tolerance
+
+
+cdef class TrafficState:
+    """``_hotpath.TrafficState``: the counters every watched request updates, as C fields."""
+
+    cdef public object rules
+    cdef public dict queues
+    cdef public long tracked
+    cdef public long compact_at
+    cdef public double timer_at
+    cdef public long marked
+    cdef public Py_ssize_t max_kept
+
+    def __init__(self, object rules, Py_ssize_t max_kept, long compact_at):
+        self.rules = rules
+        self.queues = {}
+        self.tracked = 0
+        self.compact_at = compact_at
+        self.timer_at = float("inf")
+        self.marked = 0
+        self.max_kept = max_kept
+
+
+cdef class RouteRules:
+    """``_hotpath.RouteRules``, with the deadline's duration in seconds worked out once (so
+    the fields are read-only: an entry's rules never change, a new entry is made instead)."""
+
+    cdef readonly TrafficState state
+    cdef readonly tuple plan
+    cdef readonly object ms
+    cdef readonly long retries
+    cdef double span
+
+    def __init__(self, TrafficState state, tuple plan, object ms, long retries):
+        self.state = state
+        self.plan = plan
+        self.ms = ms
+        self.retries = retries
+        self.span = ms / 1000.0 if ms is not None else 0.0
+
+
+def spend(tuple plan, double now):
+    return _spend(plan, now)
+
+
+cdef inline Bucket _spend(tuple plan, double now):
+    """``_hotpath.spend``: the first bucket of ``plan`` without a token, or None."""
+    cdef Bucket bucket
+    cdef double tat
+    for item in plan:
+        bucket = <Bucket?>item
+        tat = bucket.tat
+        if tat < now:
+            tat = now
+        if tat - now > bucket.tolerance:
+            return bucket
+        bucket.tat = tat + bucket.interval
+    return None
+
+
+def watch(TrafficState state, Stream st, object ms, long retries, double now):
+    _watch(state, st, ms, ms / 1000.0 if ms is not None else 0.0, retries, now)
+
+
+cdef inline int _watch(TrafficState state, Stream st, object ms, double span, long retries, double now) except -1:
+    """``_hotpath.watch``, with ``span`` the deadline in seconds (``ms / 1000.0``)."""
+    if retries:
+        st.retry = retries
+        state.marked += 1
+    if ms is None:
+        return 0
+    cdef list queue = state.queues.get(ms)
+    if queue is None:
+        queue = state.queues[ms] = []
+    queue.append(st)
+    state.tracked += 1
+    if state.tracked > state.compact_at:
+        state.rules.compact()
+    cdef double when = now + span
+    if when < state.timer_at:
+        state.rules.arm(when, now)
+    return 0
+
+
+def sweep(list queue):
+    cdef list left = []
+    cdef Stream st
+    for item in queue:
+        st = <Stream?>item
+        if not st.out_done:
+            left.append(st)
+    return left
+
+
+def keep(TrafficState state, Stream st, object buf, Py_ssize_t off, Py_ssize_t end):
+    cdef const unsigned char* p = _bytes_of(buf)
+    _check_view(len(buf) if p == NULL else PyBytes_GET_SIZE(buf), off, end)
+    cdef const unsigned char[:] view
+    if p == NULL:
+        view = buf
+        p = _start(view)
+    _keep(state, st, buf, p, off, end)
+
+
+cdef inline int _keep(
+    TrafficState state, Stream st, object buf, const unsigned char* p, Py_ssize_t off, Py_ssize_t end
+) except -1:
+    """``_hotpath.keep`` on a frame known to lie within ``p``'s buffer (``buf``'s bytes)."""
+    if end - off > state.max_kept:
+        st.kept = _TOO_LARGE
+    elif type(buf) is bytes and off == 0 and end == PyBytes_GET_SIZE(buf):
+        st.kept = buf  # the whole of a bytes object is itself, not a copy
+    else:
+        st.kept = PyBytes_FromStringAndSize(<const char*>p + off, end - off)
+    return 0
 
 
 cdef inline Stream _new_stream(long kind, object req, long req_id):
@@ -341,12 +494,17 @@ cdef bint _open(
     entry = cache.get(metadata)
     if entry is None:
         return False
-    route, service, meter, watched = <tuple?>entry
-    # the time as the Python float the rule hooks and the pick take: boxed once, not per call
+    route, service, meter, entry_rules = <tuple?>entry
+    # the time as the Python float the pick takes: boxed once, not per call
     when = broker.clock() if not now else now
     now = when
-    traffic = broker.traffic
-    refusal = traffic.admit(session.principal, service, when) if traffic.active and not session.is_link else _EMPTY_STR
+    cdef RouteRules rules = entry_rules
+    cdef Bucket spent
+    refusal = _EMPTY_STR
+    if rules is not None and rules.plan is not None:  # rate limits (broker.traffic)
+        spent = _spend(rules.plan, now)
+        if spent is not None:
+            refusal = rules.state.rules.refusal(spent.limit, session.principal, service)
     cdef long pid
     cdef Stream st
     cdef Py_ssize_t field = -1
@@ -380,8 +538,8 @@ cdef bint _open(
         dest_streams[pid] = st
         dest.outstanding += 1
         broker.stats["requests"] += 1
-        if watched and ftype == RR:  # deadlines and retries (broker.traffic)
-            traffic.opened(st, service, metadata, when)
+        if rules is not None and ftype == RR:  # deadlines and retries (broker.traffic)
+            _watch(rules.state, st, rules.ms, rules.span, rules.retries, now)
         if ftype != CHANNEL or type_flags & FLAG_COMPLETE:
             st.in_done = True
         if field >= 0 and st.retry is not None:  # kept to be sent again: a stamped copy, as the provider gets it
@@ -393,7 +551,7 @@ cdef bint _open(
         _forward_stamped(dest, prov_sid, buf, p, off, end, field, st.span)  # the provider's span is a child of this hop's
         meter.bytes_in += end - off
         if st.retry is not None:
-            traffic.keep(st, buf, off, end)  # kept whole, as the provider got it: it may be sent again
+            _keep(rules.state, st, buf, p, off, end)  # kept whole, as the provider got it: it may be sent again
         if dest.write_paused:
             session._blocked_by(dest)
     if session.write_paused and not session.closing:

@@ -15,16 +15,24 @@ __all__ = [
     "COMPILED",
     "NO_EXTENSIONS",
     "OPEN_CACHE_SIZE",
+    "TOO_LARGE",
+    "Bucket",
+    "RouteRules",
     "Stream",
+    "TrafficState",
     "forward",
+    "keep",
     "read_frames",
     "relay_frame",
     "request_metadata",
     "seed_span_ids",
     "span_id",
+    "spend",
     "stamp_parent",
+    "sweep",
     "trace_entry",
     "trace_stream",
+    "watch",
 ]
 
 log = logging.getLogger("rsbroker.hotpath")
@@ -37,16 +45,24 @@ if not NO_EXTENSIONS:
     try:
         from broker._hotpath_c import (  # type: ignore[no-redef]
             OPEN_CACHE_SIZE,
+            TOO_LARGE,
+            Bucket,
+            RouteRules,
             Stream,
+            TrafficState,
             forward,
+            keep,
             read_frames,
             relay_frame,
             request_metadata,
             seed_span_ids,
             span_id,
+            spend,
             stamp_parent,
+            sweep,
             trace_entry,
             trace_stream,
+            watch,
         )
 
         COMPILED = True
@@ -55,14 +71,22 @@ if not NO_EXTENSIONS:
 if not COMPILED:
     from broker._hotpath import (  # type: ignore[no-redef]
         OPEN_CACHE_SIZE,
+        TOO_LARGE,
+        Bucket,
+        RouteRules,
         Stream,
+        TrafficState,
         forward,
+        keep,
         read_frames,
         relay_frame,
         request_metadata,
         seed_span_ids,
         span_id,
+        spend,
         stamp_parent,
+        sweep,
         trace_entry,
         trace_stream,
+        watch,
     )

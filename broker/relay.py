@@ -72,7 +72,7 @@ class Broker:
         )
         self.draining = False
         #: bumped by every change that can alter whether or how a request is admitted (access
-        #: rules, service policies, draining): a connection's route cache (``Session.open_cache``)
+        #: rules, service policies, rate limits, draining): a connection's route cache (``Session.open_cache``)
         #: holds only while its generation is this one
         self.open_generation = 0
         self._dirty: list[Session] = []
@@ -86,6 +86,7 @@ class Broker:
         self.security.access.on_change.append(self.forget_admissions)
         #: rate limits, deadlines and retries (broker.traffic); the cluster side sets the live node count
         self.traffic = TrafficRules(self.loop, self.clock, self.registry, settings.max_retry_frame_size)
+        self.traffic.on_change.append(self.forget_admissions)
         self.traffic.file_limits = limits_from_config(settings.limits)
         self.traffic.set_limits({})
         #: services whose requests carry who asked (broker.principal); empty: nothing is added
@@ -256,7 +257,7 @@ class Broker:
 
     def forget_admissions(self) -> None:
         """Send every connection's next requests through the full checks again (access, policy,
-        draining): the route caches of ``Session.open_cache`` are dropped as they are next read."""
+        rate limits, draining): the route caches of ``Session.open_cache`` are dropped as they are next read."""
         self.open_generation += 1
 
     def set_policy(self, service: str, policy: ServicePolicy | None) -> None:

@@ -58,8 +58,10 @@ from broker.frames import (
 from broker._hotpath import MAX_STREAM_ID
 from broker.hotpath import (
     OPEN_CACHE_SIZE,
+    RouteRules,
     Stream,
     forward,
+    keep,
     relay_frame,
     request_metadata,
     stamp_parent,
@@ -208,10 +210,11 @@ class Session:
         #: fragmented requests whose metadata is incomplete, oldest first, and the bytes they hold
         self.reassembling: dict[int, Stream] = {}
         self.reassembly_bytes = 0
-        #: request metadata (a traced request's route key) -> (route, service, meter, watched)
+        #: request metadata (a traced request's route key) -> (route, service, meter, rules), rules
+        #: being what the traffic rules do to its repeats (``hotpath.RouteRules``, None: nothing)
         #: this connection may open without the full checks, valid while open_gen is current
         #: (``broker.hotpath``'s ``_open``; filled by _remember_route); None until a request earns an entry
-        self.open_cache: dict[bytes, tuple[str, str, metering.RouteMeter, bool]] | None = None
+        self.open_cache: dict[bytes, tuple[str, str, metering.RouteMeter, RouteRules | None]] | None = None
         self.open_gen = -1
 
     # -- identity used by the registry ----------------------------------------------------
@@ -523,7 +526,7 @@ class Session:
         forward(dest, st.prov_sid, buf, off, end)
         st.meter.bytes_in += end - off  # type: ignore[union-attr]
         if st.retry is not None and not type_flags & FLAG_FOLLOWS:
-            self.broker.traffic.keep(st, buf, off, end)  # kept whole: it may be sent again
+            keep(self.broker.traffic.state, st, buf, off, end)  # kept whole: it may be sent again
         if dest.write_paused:
             self._blocked_by(dest)
 
@@ -748,12 +751,15 @@ class Session:
         keeps only composite metadata (bare routing metadata is rewritten for providers) and
         small keys. A traced request is kept by its route key (``hotpath.trace_entry``: the
         metadata without the trace entry's content, which differs every time), as
-        ``Broker.resolve`` keeps it. Whether its request-responses are ``watched`` (deadlines,
-        retries) is kept too: it depends on the service's policy and the key's deadline entry
-        only (a deadline tag inside the trace content is not an entry, and ``traffic.opened``
-        finds nothing there). The entry is tied to the broker's ``open_generation``: a changed
-        access rule or service policy, or draining, empties the cache on the next request, which
-        then meets the full checks again; the principal is fixed for the connection's life.
+        ``Broker.resolve`` keeps it. What the traffic rules do to its repeats is resolved once
+        too (``TrafficRules.route_rules``; none for a broker link's, held to them at their edge):
+        the buckets this principal spends on the service, the service's retries, and the
+        deadline, which depends on the service's policy and the key's deadline entry only (a
+        deadline tag inside the trace content is not an entry, and ``traffic.opened`` finds
+        nothing there either). The entry is tied to the broker's ``open_generation``: a changed
+        access rule, service policy or rate limit, a sweep of principals' buckets, or draining,
+        empties the cache on the next request, which then meets the full checks again; the
+        principal is fixed for the connection's life.
         """
         if self.metadata_mime != md.COMPOSITE_MIME:
             return
@@ -762,12 +768,13 @@ class Session:
             metadata = trace_entry(metadata, broker.settings.max_metadata_entries)[0]
         if len(metadata) > OPEN_CACHE_MAX_KEY:
             return
+        rules = None if self.is_link else broker.traffic.route_rules(self.principal, service, metadata)
         generation = broker.open_generation
         cache = self.open_cache
         if cache is None or self.open_gen != generation or len(cache) >= OPEN_CACHE_SIZE:
             cache = self.open_cache = {}
             self.open_gen = generation
-        cache[metadata] = (route, service, meter, not self.is_link and broker.traffic.watches(service, metadata))
+        cache[metadata] = (route, service, meter, rules)
 
     def allocate_local_id(self) -> int:
         """The id of a new stream the broker opens towards this peer (even, or odd on an
@@ -824,7 +831,7 @@ class Session:
         outcome = metering.OK
         if ftype == _PAYLOAD:
             if type_flags & FLAG_FOLLOWS:
-                st.retry = None  # the provider has begun to answer: never sent again
+                st.retry = st.kept = None  # the provider has begun to answer: never sent again
                 return
             if type_flags & FLAG_COMPLETE or (st.kind == _RR and type_flags & FLAG_NEXT):
                 st.out_done = True

@@ -1,4 +1,4 @@
-"""Request-level traffic rules of the relay: rate limits and deadlines.
+"""Request-level traffic rules of the relay: rate limits, deadlines and retries.
 
 Rules of this module:
 
@@ -28,6 +28,15 @@ Rules of this module:
   by service and reason.
 * Requests that arrive over a broker link were held to these rules at their edge node and
   are not counted again.
+* **Where the work is done:** this module owns the rules and decides; the per-request
+  arithmetic runs in the relay's hot path (``broker.hotpath``, compiled when it can be):
+  ``spend`` of a plan's buckets (``Bucket``), ``watch`` of a deadline and retry marks on the
+  node's ``TrafficState``, ``sweep`` of the deadline FIFOs, ``keep`` of a retried frame. A
+  repeat request opened from a connection's route cache uses the ``RouteRules`` resolved once
+  for that entry (:meth:`TrafficRules.route_rules`: the buckets of its principal and service,
+  its deadline, its retries); so a change of the limits, a sweep of principals' buckets
+  (``on_change``) and a change of a service's policy (``Broker.set_policy``) each drop the
+  route caches (``Broker.forget_admissions``).
 """
 
 from __future__ import annotations
@@ -43,7 +52,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from broker import metadata as md
 from broker import metering
 from broker.frames import HEADER_LENGTH, ErrorCode, FrameError, cancel_frame, error_frame
-from broker.hotpath import forward, request_metadata
+from broker.hotpath import TOO_LARGE, Bucket, RouteRules, TrafficState, forward, request_metadata, spend, sweep, watch
 from broker.latency import observe
 
 if TYPE_CHECKING:
@@ -61,9 +70,6 @@ DEADLINE_ENTRY_MIN = len(DEADLINE_TAG) + 5
 #: why a retry was not made (the ``reason`` label of rsbroker_retries_refused_total)
 REFUSED_BUDGET = "budget"
 REFUSED_TOO_LARGE = "too_large"
-#: stands for the kept frame of a request over ``max_retry_frame_size`` (never sent again);
-#: compared by identity, so a distinct object (``b""`` would be CPython's shared empty bytes)
-_TOO_LARGE = bytes(HEADER_LENGTH)
 #: deadlines are kept to within this, s: expiries due within one tick are handled together
 DEADLINE_TICK_S = 0.01
 #: fewest watched requests worth sweeping for answered ones: small, so that answered requests
@@ -121,17 +127,10 @@ def limits_from_config(obj: Mapping[str, object]) -> dict[str, RateLimit]:
 _ROUNDING_SLACK = 1e-9
 
 
-class _Bucket:
-    """A token bucket kept as GCRA does (one number per bucket, no refill arithmetic):
-    ``tat`` is when the bucket would be full again; a request may go while that is at most
-    ``tolerance`` ahead of now, and moves it ``interval`` on. ``interval`` and ``tolerance``
-    come from this node's share of the limit's rate and burst."""
-
-    __slots__ = ("tat", "interval", "tolerance")
-
-    def __init__(self, lim: RateLimit, share: int, now: float) -> None:
-        self.tat = now
-        self.interval, self.tolerance = _shape(lim, share)
+def _bucket(lim: RateLimit, share: int, now: float) -> Bucket:
+    """A full token bucket of this node's share of ``lim`` (``hotpath.Bucket``, kept as GCRA
+    does: one number per bucket, no refill arithmetic; spent by ``hotpath.spend``)."""
+    return Bucket(lim, now, *_shape(lim, share))
 
 
 def _shape(lim: RateLimit, share: int) -> tuple[float, float]:
@@ -154,16 +153,21 @@ class TrafficRules:
         self.loop = loop
         self.clock = clock
         self.registry = registry
+        #: what each request under a deadline or retries updates, read and written by the hot
+        #: path (``hotpath.TrafficState``): ``max_kept`` is the largest request frame kept for a
+        #: retry, bytes (``max_retry_frame_size``); the rest is explained where it is used below
+        self.state = TrafficState(self, max_kept, COMPACT_MIN)
+        #: called when limits change or principals' buckets are swept: a route cache entry holds
+        #: the buckets its requests spend (``hotpath.RouteRules``), so the relay drops its route
+        #: caches then (``Broker.forget_admissions``), as for access rules
+        self.on_change: list[Callable[[], None]] = []
         #: retries of each idempotent service (kept by :meth:`set_service`)
         self.retries: dict[str, int] = {}
-        #: largest request frame kept for a retry, bytes (``max_retry_frame_size``)
-        self.max_kept = max_kept
         #: retries this node may still spend: RETRY_BUDGET per kept request, at most RETRY_CAP,
         #: starting at RETRY_FLOOR; earned lazily: requests marked since the budget was last
-        #: brought up to date are counted in ``_kept`` (one increment per request), which adds up
-        #: to the same figure as capping after each addition
+        #: brought up to date are counted in ``state.marked`` (one increment per request), which
+        #: adds up to the same figure as capping after each addition
         self.retry_budget = float(RETRY_FLOOR)
-        self._kept = 0
         #: requests sent again by service, and those that would have been but were not, by
         #: (service, reason): the budget was spent, or the request was too large to keep
         self.retried: collections.Counter[str] = collections.Counter()
@@ -177,14 +181,15 @@ class TrafficRules:
         self.watched: set[str] = set()
         self._principal_limits: list[RateLimit] = []
         #: buckets by service, and by principal name (made on a principal's first request)
-        self._by_service: dict[str, list[tuple[RateLimit, _Bucket]]] = {}
-        self._by_principal: dict[str, list[tuple[RateLimit, _Bucket]]] = {}
+        self._by_service: dict[str, tuple[Bucket, ...]] = {}
+        self._by_principal: dict[str, tuple[Bucket, ...]] = {}
         #: what :meth:`admit` spends, resolved once: for each service with a limit, by principal
         #: name, its service buckets then the principal's (the same bucket objects, so one
         #: principal has one bucket per limit whichever service it calls). Services without a
         #: limit use ``_by_principal`` itself; so the entries are bounded by the configured
-        #: service limits times the principals kept, whatever services requesters name.
-        self._plans: dict[str, dict[str, list[tuple[RateLimit, _Bucket]]]] = {}
+        #: service limits times the principals kept, whatever services requesters name. A
+        #: route cache entry holds its plan too (:meth:`route_rules`).
+        self._plans: dict[str, dict[str, tuple[Bucket, ...]]] = {}
         #: any limit configured: the relay asks :meth:`admit` only then
         self.active = False
         #: live nodes sharing each limit (1 without a cluster)
@@ -192,16 +197,14 @@ class TrafficRules:
         #: refusals by limit name, deadline expiries by service (for /metrics)
         self.refused: collections.Counter[str] = collections.Counter()
         self.timeouts: collections.Counter[str] = collections.Counter()
-        #: requests watched for their deadline: one FIFO per duration (ms), so each is in
-        #: deadline order and appending is O(1); one timer armed for the earliest head. A
-        #: request's deadline is its ``opened_at`` plus the FIFO's duration: the stream alone is
-        #: kept, no tuple per request
-        self._queues: dict[int, collections.deque[Stream]] = {}
-        self._tracked = 0
+        #: requests watched for their deadline: one FIFO per duration (ms, ``state.queues``: a
+        #: list, appended to by the hot path and cut at its head by :meth:`expire`), so each is
+        #: in deadline order and appending is O(1); one timer armed for the earliest head
+        #: (at ``state.timer_at``). A request's deadline is its ``opened_at`` plus the FIFO's
+        #: duration: the stream alone is kept, no tuple per request. ``state.tracked`` counts the
+        #: watched requests; at ``state.compact_at`` answered ones are swept out (amortised O(1)
+        #: per request)
         self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = math.inf
-        #: watched requests at which answered ones are swept out (amortised O(1) per request)
-        self._compact_at = COMPACT_MIN
 
     # -- rate limits ------------------------------------------------------------------------
 
@@ -212,13 +215,20 @@ class TrafficRules:
         self._principal_limits = [lim for lim in merged.values() if lim.principal is not None]
         now = self.clock()
         # a changed limit starts full, at its new size
-        self._by_service = {}
+        by_service: dict[str, list[Bucket]] = {}
         for lim in merged.values():
             if lim.service is not None:
-                self._by_service.setdefault(lim.service, []).append((lim, _Bucket(lim, self.live_nodes, now)))
+                by_service.setdefault(lim.service, []).append(_bucket(lim, self.live_nodes, now))
+        self._by_service = {service: tuple(buckets) for service, buckets in by_service.items()}
         self._by_principal = {}
         self._plans = {service: {} for service in self._by_service}
         self.active = bool(merged)
+        self._changed()
+
+    def _changed(self) -> None:
+        """The buckets requests spend were replaced: route cache entries holding them go."""
+        for callback in self.on_change:
+            callback()
 
     def set_live_nodes(self, count: int) -> None:
         """The cluster has ``count`` live nodes: each enforces 1/count of every limit."""
@@ -228,33 +238,29 @@ class TrafficRules:
         self.live_nodes = count
         now = self.clock()
         for buckets in (*self._by_service.values(), *self._by_principal.values()):
-            for lim, bucket in buckets:
+            for bucket in buckets:  # changed in place: the plans and route caches hold these
                 # keep how far ahead of now the bucket is in requests, at the new pace
                 used = max(0.0, bucket.tat - now) / bucket.interval
-                bucket.interval, bucket.tolerance = _shape(lim, count)
+                bucket.interval, bucket.tolerance = _shape(bucket.limit, count)
                 bucket.tat = now + used * bucket.interval
 
     def admit(self, principal: Any, service: str, now: float) -> str:
         """'' when a request of ``principal`` for ``service`` may go on; else why not (spends a
         token of each bucket in turn, the service's first, up to the first that has none left).
 
-        On every request while any limit is set: two dict lookups and one loop, the buckets
-        that apply having been resolved on the first request of this principal (and service)."""
-        name = principal.name  # every session has one once its SETUP is accepted
-        plan = self._plans.get(service, self._by_principal).get(name)
-        if plan is None:
-            plan = self._plan(name, service, now)
-        for lim, bucket in plan:
-            tat = bucket.tat
-            if tat < now:
-                tat = now
-            if tat - now > bucket.tolerance:
-                return self._refusal(lim, f"service '{service}'" if lim.service is not None else f"principal '{name}'")
-            bucket.tat = tat + bucket.interval
-        return ""
+        On a request of the full path while any limit is set: two dict lookups and
+        ``hotpath.spend``, the buckets that apply having been resolved on the first request of
+        this principal (and service); a repeat opened from the route cache spends the plan its
+        entry holds (:meth:`route_rules`)."""
+        plan = self._plan_of(principal.name, service, now)  # every session has a principal once its SETUP is accepted
+        spent = spend(plan, now)
+        return "" if spent is None else self.refusal(spent.limit, principal, service)
 
-    def _plan(self, name: str, service: str, now: float) -> list[tuple[RateLimit, _Bucket]]:
+    def _plan_of(self, name: str, service: str, now: float) -> tuple[Bucket, ...]:
         """The buckets a request of principal ``name`` for ``service`` spends, kept for the next."""
+        plan = self._plans.get(service, self._by_principal).get(name)
+        if plan is not None:
+            return plan
         buckets = self._by_principal.get(name)
         if buckets is None:
             buckets = self._principal_buckets(name, now)
@@ -264,27 +270,33 @@ class TrafficRules:
         plan = plans[name] = self._by_service[service] + buckets
         return plan
 
-    def _principal_buckets(self, name: str, now: float) -> list[tuple[RateLimit, _Bucket]]:
+    def _principal_buckets(self, name: str, now: float) -> tuple[Bucket, ...]:
         """The buckets of principal ``name``: one per limit whose glob matches it (none for most
         when no principal limit is set), made on its first request."""
         if len(self._by_principal) >= MAX_BUCKETS:
             # a principal whose buckets have all refilled is the same as one never seen: forget
-            # those, and the plans holding their buckets (rebuilt on the next request)
-            self._by_principal = {
-                n: b for n, b in self._by_principal.items() if any(x.tat > now for _, x in b)
-            }
-            self._plans = {service: {} for service in self._plans}
-        buckets = [
-            (lim, _Bucket(lim, self.live_nodes, now))
+            # those, and the plans and route cache entries holding their buckets (rebuilt on the
+            # next request), or a principal could spend an old bucket on one connection and a
+            # new one on another
+            kept = {n: b for n, b in self._by_principal.items() if any(x.tat > now for x in b)}
+            if len(kept) < len(self._by_principal):
+                self._by_principal = kept
+                self._plans = {service: {} for service in self._plans}
+                self._changed()
+        buckets = tuple(
+            _bucket(lim, self.live_nodes, now)
             for lim in self._principal_limits
             if lim.principal is not None and fnmatch.fnmatchcase(name, lim.principal)
-        ]
+        )
         self._by_principal[name] = buckets
         return buckets
 
-    def _refusal(self, lim: RateLimit, who: str) -> str:
+    def refusal(self, lim: RateLimit, principal: Any, service: str) -> str:
+        """The REJECTED message of a request of ``principal`` for ``service`` that ``lim`` refused,
+        counted by limit name."""
         self.refused[lim.name] += 1
         share = self.live_nodes
+        who = f"service '{service}'" if lim.service is not None else f"principal '{principal.name}'"
         return (
             f"rate limit '{lim.name}' exceeded by {who}: {lim.rate:g}/s, burst {lim.burst:g} across the cluster "
             f"({lim.rate / share:g}/s on this node of {share})"
@@ -317,63 +329,76 @@ class TrafficRules:
 
     def opened(self, st: "Stream", service: str, metadata: bytes, now: float) -> None:
         """A request-response of a requester on this node was routed at ``now`` (its
-        ``opened_at``): watch its deadline, and mark it to be kept for a retry. One call per
-        request for both rules; the relay makes it when :meth:`watches` says so (for a repeat
-        opened from the route cache, ``hotpath._open``, as it said for the first)."""
-        retries = self.retries.get(service)
-        if retries:
-            st.retry = retries  # sends left; :meth:`keep` adds the frame
-            self._kept += 1
+        ``opened_at``): watch its deadline, and mark it to be kept for a retry
+        (``hotpath.watch``). One call per request for both rules; the relay makes it when
+        :meth:`watches` says so (a repeat opened from the route cache, ``hotpath._open``, does
+        the same with what :meth:`route_rules` resolved for the first)."""
+        watch(self.state, st, self._deadline(service, metadata), self.retries.get(service, 0), now)
+
+    def _deadline(self, service: str, metadata: bytes) -> int | None:
+        """The deadline in ms of a request-response for ``service`` with ``metadata``: the
+        service's, or the requester's entry when shorter; None when neither is set."""
         ms = self.deadlines.get(service)
         if len(metadata) >= DEADLINE_ENTRY_MIN and metadata.find(DEADLINE_TAG) >= 0:  # find: half the cost of ``in``
             asked = requested_deadline(metadata)
             if asked is not None and (ms is None or asked < ms):
                 ms = asked
-        if ms is None:
-            return
-        queue = self._queues.get(ms)
-        if queue is None:
-            queue = self._queues[ms] = collections.deque()
-        when = now + ms / 1000.0
-        queue.append(st)
-        tracked = self._tracked = self._tracked + 1
-        if tracked > self._compact_at:
-            self._compact()
-        if when < self._timer_at:
-            self._arm(when, now)
+        return ms
 
-    def _arm(self, when: float, now: float) -> None:
+    def route_rules(self, principal: Any, service: str, metadata: bytes) -> RouteRules | None:
+        """What these rules do to every repeat of a request of ``principal`` for ``service`` with
+        ``metadata`` (its route cache key) opened from the route cache, resolved once when the
+        entry is made: the buckets it spends (the plan :meth:`admit` spent for the first), its
+        deadline and its retries; None when no rule applies. Valid until :attr:`on_change` is
+        called or a service's policy changes, both of which drop the route caches."""
+        plan = self._plan_of(principal.name, service, self.clock()) if self.active else ()
+        ms = self._deadline(service, metadata)
+        retries = self.retries.get(service, 0)
+        if not plan and ms is None and not retries:
+            return None
+        return RouteRules(self.state, plan or None, ms, retries)
+
+    def arm(self, when: float, now: float) -> None:
+        """Arm the deadline timer for ``when`` (or a tick from ``now``): the hot path calls this
+        when a request's deadline comes before the timer's."""
         if self._timer is not None:
             self._timer.cancel()
-        self._timer_at = max(when, now + DEADLINE_TICK_S)
-        self._timer = self.loop.call_at(self._timer_at, self.expire)
+        self.state.timer_at = max(when, now + DEADLINE_TICK_S)
+        self._timer = self.loop.call_at(self.state.timer_at, self.expire)
 
-    def _compact(self) -> None:
+    def compact(self) -> None:
         """Drop answered requests from the queues once they have doubled: O(open requests) held,
-        not O(rate x deadline), at an amortised O(1) per request."""
-        for ms, queue in self._queues.items():
-            self._queues[ms] = collections.deque([st for st in queue if not st.out_done])
-        self._tracked = sum(len(queue) for queue in self._queues.values())
-        self._compact_at = max(COMPACT_MIN, 2 * self._tracked)
+        not O(rate x deadline), at an amortised O(1) per request. The hot path calls this when
+        ``state.tracked`` passes ``state.compact_at``."""
+        state = self.state
+        queues = state.queues
+        for ms, queue in queues.items():
+            queues[ms] = sweep(queue)
+        state.tracked = sum(len(queue) for queue in queues.values())
+        state.compact_at = max(COMPACT_MIN, 2 * state.tracked)
 
     def expire(self) -> None:
         """End every request past its deadline; arm the timer for the next one."""
         now = self.clock()
-        self._timer, self._timer_at = None, math.inf
+        state = self.state
+        self._timer, state.timer_at = None, math.inf
         earliest = math.inf
-        for ms, queue in list(self._queues.items()):
+        for ms, queue in list(state.queues.items()):
             span = ms / 1000.0
-            while queue and queue[0].opened_at + span <= now:
-                st = queue.popleft()
-                self._tracked -= 1
+            done = 0  # the requests at the head past their deadline, cut off at once
+            while done < len(queue) and queue[done].opened_at + span <= now:
+                st = queue[done]
+                done += 1
                 if not st.out_done and st.prov is not None:
                     self._end(st, st.prov, ms)
+            del queue[:done]
+            state.tracked -= done
             if queue:
                 earliest = min(earliest, queue[0].opened_at + span)
             else:
-                del self._queues[ms]
+                del state.queues[ms]
         if earliest < math.inf:
-            self._arm(earliest, now)
+            self.arm(earliest, now)
 
     def _end(self, st: "Stream", prov: "Session", ms: int) -> None:
         """ERROR(CANCELED) to the requester, CANCEL to the provider, the stream forgotten."""
@@ -394,46 +419,34 @@ class TrafficRules:
 
     # -- retries ----------------------------------------------------------------------------
 
-    def keep(self, st: "Stream", buf: Any, off: int, end: int) -> None:
-        """Keep the request frame ``buf[off:end]`` of a stream marked by :meth:`opened`, as
-        it went to the provider, to send it again. One copy, or none when ``buf`` is the
-        frame's own bytes; a frame over ``max_kept`` is not kept, and so never retried."""
-        if end - off > self.max_kept:
-            frame = _TOO_LARGE
-        elif type(buf) is bytes:
-            frame = buf[off:end]  # the whole of a bytes object is itself, not a copy
-        else:
-            frame = bytes(memoryview(buf)[off:end])
-        st.retry = (frame, st.retry)  # type: ignore[assignment]
-
     def retry_rejected(self, st: "Stream", buf: Any, off: int, end: int) -> bool:
         """The provider answered ERROR: send the request again if that was REJECTED (True when sent)."""
         if end - off < HEADER_LENGTH + 4 or int.from_bytes(buf[off + HEADER_LENGTH : off + HEADER_LENGTH + 4], "big") != ErrorCode.REJECTED:
-            st.retry = None
+            st.retry = st.kept = None
             return False
         return self.retry(st)
 
     def retry(self, st: "Stream") -> bool:
         """Send ``st``'s request to another provider; False when it may not or nobody can take it."""
-        kept = st.retry
+        frame = st.kept  # kept by ``hotpath.keep`` once the request went out whole
         service = md.service_of(st.route)
-        if type(kept) is not tuple:  # sends left, but no frame: a fragmented request is not kept
+        if frame is None:  # sends left, but no frame: a fragmented request is not kept
             st.retry = None
             return False
-        frame, left = kept
-        if self._kept:
-            self.retry_budget = min(float(RETRY_CAP), self.retry_budget + RETRY_BUDGET * self._kept)
-            self._kept = 0
-        if frame is _TOO_LARGE or self.retry_budget < 1.0:
-            self.retries_refused[service, REFUSED_TOO_LARGE if frame is _TOO_LARGE else REFUSED_BUDGET] += 1
-            st.retry = None
+        state = self.state
+        if state.marked:
+            self.retry_budget = min(float(RETRY_CAP), self.retry_budget + RETRY_BUDGET * state.marked)
+            state.marked = 0
+        if frame is TOO_LARGE or self.retry_budget < 1.0:
+            self.retries_refused[service, REFUSED_TOO_LARGE if frame is TOO_LARGE else REFUSED_BUDGET] += 1
+            st.retry = st.kept = None
             return False
         failed = st.prov
         # the kept frame is the one the provider got: composite metadata if the requester sent bare routing
         mime = md.COMPOSITE_MIME if st.req.metadata_mime == md.ROUTING_MIME else st.req.metadata_mime
         provider, _ = self.registry.pick(service, self.clock(), st.req.is_link, request_metadata(frame, 0, len(frame))[0], mime)
         if provider is None or provider.target is failed:
-            st.retry = None
+            st.retry = st.kept = None
             return False
         self.retry_budget -= 1.0
         if failed is not None and failed.streams.pop(st.prov_id, None) is not None:
@@ -441,7 +454,10 @@ class TrafficRules:
         dest = provider.target
         pid = dest.allocate_local_id()
         st.prov, st.prov_id, st.prov_sid = dest, pid, pid.to_bytes(4, "big")
-        st.retry = (frame, left - 1) if left > 1 else None
+        if st.retry > 1:  # type: ignore[operator]  # sends left: set while a request may be sent again
+            st.retry -= 1  # type: ignore[operator]
+        else:
+            st.retry = st.kept = None
         dest.streams[pid] = st
         dest.outstanding += 1
         forward(dest, st.prov_sid, frame, 0, len(frame))

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from broker.client import connect
+from broker.client import RejectedError, connect
 from tests.gateway.peers import SERVICE, Seen, gateway_router, http, wait_served
 from tests.support.admin import get_json, get_text, send_json, wait_for
 from tests.support.cluster import Cluster, ClusterFactory, put_config
@@ -67,6 +67,32 @@ async def test_a_stored_deadline_ends_a_request_to_another_node_and_cancels_its_
     assert status == 200
 
 
+async def test_requests_over_a_broker_link_are_not_held_to_the_limits_again(pair: Cluster) -> None:
+    """Requests from n1 to a provider on n2 spend n1's share of a limit, never n2's: n2 opens
+    the first from the link as it comes, and the repeats from the link's route cache, and its own
+    requesters still get its whole share."""
+    await pair.wait_converged()
+    await put_config(pair["n1"], "limits/gw-edge", {"service": SERVICE, "rate": 0.002, "burst": 4})
+    seen = Seen()
+    echo = f"{SERVICE}.echo"
+    async with connect(str(pair["n2"].tcp), services=[SERVICE], router=gateway_router(seen, "on-n2")):
+        await wait_served(pair["n1"])
+        for node in pair:
+            await wait_for(lambda node=node: _rate_is(node, 0.001, "gw-edge"), message=f"half the limit on {node.node_id}")
+        async with connect(str(pair["n1"].tcp)) as far, connect(str(pair["n2"].tcp)) as near:
+            assert [await far.request_response(echo, b"x") for _ in range(2)] == [b"on-n2 echo x"] * 2  # n1's share: 2
+            with pytest.raises(RejectedError, match="rate limit 'gw-edge' exceeded"):
+                await far.request_response(echo, b"x")
+            assert [await near.request_response(echo, b"y") for _ in range(2)] == [b"on-n2 echo y"] * 2  # n2's, whole
+            with pytest.raises(RejectedError, match="rate limit 'gw-edge' exceeded"):
+                await near.request_response(echo, b"y")
+    assert len(seen.calls) == 4
+    status, body = await send_json(pair["n1"], "DELETE", "/api/v1/config/limits/gw-edge")
+    assert status == 200, body
+    for node in pair:
+        await wait_for(lambda node=node: _rate_is(node, None, "gw-edge"), message=f"the limit gone on {node.node_id}")
+
+
 async def test_a_stored_limit_is_shared_between_live_nodes_and_rebalanced(pair: Cluster) -> None:
     await pair.wait_converged()
     status, body = await send_json(pair["n1"], "PUT", "/api/v1/config/limits/bad", {"service": SERVICE, "rate": 0})
@@ -86,5 +112,5 @@ async def test_a_stored_limit_is_shared_between_live_nodes_and_rebalanced(pair: 
         await wait_for(lambda: _rate_is(pair["n1"], 0.002), timeout=90, message="n1 takes the whole limit once n2 is dead")
 
 
-async def _rate_is(node: object, rate: float) -> bool:
-    return await node_rate(node, "gw-total") == pytest.approx(rate)
+async def _rate_is(node: object, rate: float | None, limit: str = "gw-total") -> bool:
+    return await node_rate(node, limit) == (rate if rate is None else pytest.approx(rate))

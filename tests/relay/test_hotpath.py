@@ -14,6 +14,7 @@ import asyncio
 import os
 import subprocess
 import sys
+from pathlib import Path
 from types import ModuleType
 from typing import Callable
 
@@ -23,13 +24,16 @@ from hypothesis import strategies as st
 from hypothesis.stateful import run_state_machine_as_test
 
 from broker import frames as fr
-from broker import hotpath, metering, relay, session, tracing
+from broker import hotpath, metering, relay, session, tracing, traffic
 from broker import metadata as md
 from broker.frames import ErrorCode, FrameType
 from broker.registry import ServicePolicy
 from broker.relay import Broker
 from broker.settings import Settings
+from broker.auth.certs import write_keypair
+from broker.auth.tokens import load_private_key, mint_token
 from broker.traffic import RateLimit
+from tests.e2e_security.clients import auth_setup
 from tests.relay.test_parsers_fuzz import HOT_PATHS
 from tests.relay.test_stream_map_model import StreamMaps
 from tests.support.memory_session import MemorySession
@@ -69,11 +73,15 @@ def test_stream_maps_hold_on_each_hot_path(hot: ModuleType, monkeypatch: pytest.
 
 
 def _use(hot: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make the sessions relay, read request metadata, stamp trace parents, forward, keep streams and
-    key traced routes through ``hot``, and the broker find trace entries with it."""
-    for name in ("relay_frame", "request_metadata", "forward", "stamp_parent", "trace_entry", "trace_stream", "Stream"):
+    """Make the sessions relay, read request metadata, stamp trace parents, forward, keep streams,
+    keep frames for retries and key traced routes through ``hot``, the broker find trace entries
+    with it, and the traffic rules keep their state in its classes and do their per-request
+    work with its functions (brokers made after this call)."""
+    for name in ("relay_frame", "request_metadata", "forward", "stamp_parent", "trace_entry", "trace_stream", "Stream", "RouteRules", "keep"):
         monkeypatch.setattr(session, name, getattr(hot, name))
     monkeypatch.setattr(relay, "trace_entry", hot.trace_entry)
+    for name in ("Bucket", "RouteRules", "TrafficState", "spend", "watch", "sweep", "forward", "request_metadata"):
+        monkeypatch.setattr(traffic, name, getattr(hot, name))
 
 
 @pytest.mark.parametrize("hot", HOT_PATHS, ids=lambda m: m.__name__)
@@ -184,8 +192,8 @@ def test_a_repeat_request_from_the_route_cache_meets_what_the_full_path_would(ho
 @pytest.mark.parametrize("hot", HOT_PATHS, ids=lambda m: m.__name__)
 def test_a_rate_limit_set_after_a_route_was_remembered_holds_for_its_repeats(hot: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
     """Rate limits are per request, so a repeat opened from the route cache spends its token
-    there: a limit set at run time (as the config store does, without emptying the caches)
-    counts and refuses repeats of a remembered route."""
+    there: a limit set at run time (as the config store does) counts and refuses repeats of a
+    remembered route."""
     _use(hot, monkeypatch)
     loop = asyncio.new_event_loop()
     try:
@@ -444,56 +452,208 @@ def test_a_rate_limit_refuses_repeats_from_the_route_cache_as_the_full_path_does
     assert sum(1 for who, _ in frames if who != "s2") == 5
 
 
+@pytest.mark.parametrize("hot", HOT_PATHS, ids=lambda m: m.__name__)
+def test_a_limit_changed_between_two_requests_of_a_connection_applies_to_the_second(
+    hot: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A route cache entry holds the buckets its repeats spend (``hotpath.RouteRules``): a limit
+    replaced or removed between two requests of one connection must apply to the second, as on
+    the full path, not the buckets the entry was made with."""
+
+    def scenario(broker: Broker, sessions: list[MemorySession], advance: "Callable[[float], None]") -> None:
+        requester = sessions[2]
+        tight = RateLimit.from_obj("svc-limit", {"service": "svc", "rate": 0.001, "burst": 1})
+        broker.traffic.set_limits({"svc-limit": tight})
+        requester.feed(fr.request_frame(FrameType.REQUEST_RESPONSE, 1, md.route_metadata("svc.m"), b"q"))
+        requester.feed(fr.request_frame(FrameType.REQUEST_RESPONSE, 3, md.route_metadata("svc.m"), b"q"))  # spent
+        looser = RateLimit.from_obj("svc-limit", {"service": "svc", "rate": 0.001, "burst": 3})
+        broker.traffic.set_limits({"svc-limit": looser})  # a changed limit starts full
+        for sid in (5, 7, 9, 11):
+            requester.feed(fr.request_frame(FrameType.REQUEST_RESPONSE, sid, md.route_metadata("svc.m"), b"q"))
+        broker.traffic.set_limits({})
+        for sid in (13, 15):
+            requester.feed(fr.request_frame(FrameType.REQUEST_RESPONSE, sid, md.route_metadata("svc.m"), b"q"))
+
+    (frames, _, counts), full_opens = _on_both_paths(hot, monkeypatch, scenario)
+    refusals = [Frame(raw) for who, raw in frames if who == "s2"]
+    assert [r.stream_id for r in refusals] == [3, 11] and counts["refused"] == {"svc-limit": 2}
+    assert full_opens == 3  # the first request, and the first after each change
+
+
+@pytest.mark.parametrize("hot", HOT_PATHS, ids=lambda m: m.__name__)
+def test_the_sweep_of_refilled_buckets_cannot_give_a_principal_two_buckets(
+    hot: ModuleType, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Past ``MAX_BUCKETS`` principals, those whose buckets refilled are forgotten and get new
+    ones on their next request. A route cache entry holding a forgotten bucket must not outlive
+    the sweep: alice, on the connection that remembered her route and on a new one, spends one
+    bucket, its burst of 2 and no more."""
+    _use(hot, monkeypatch)
+    monkeypatch.setattr(traffic, "MAX_BUCKETS", 2)
+    files = write_keypair("ed25519", tmp_path)
+    key = load_private_key(files.key)
+    loop = asyncio.new_event_loop()
+    try:
+        broker = Broker(Settings(jwt_keys=str(files.cert)), loop)
+        now = [100.0]
+        broker.clock = broker.traffic.clock = lambda: now[0]
+        broker.traffic.set_limits({"everyone": RateLimit.from_obj("everyone", {"principal": "*", "rate": 0.001, "burst": 2})})
+        port = iter(range(45000, 45100))
+
+        def connect(name: str, services: tuple[str, ...] = ()) -> MemorySession:
+            conn = MemorySession(broker, next(port))
+            conn.feed(auth_setup(mint_token(key, sub=name, roles=("admin",), ttl=3600), services, name))  # type: ignore[arg-type]
+            assert conn.principal is not None and conn.principal.name == name, conn.take()
+            return conn
+
+        def ask(conn: MemorySession, sid: int) -> str:
+            """'' when the request reached the provider, else the refusal's message."""
+            conn.feed(fr.request_frame(FrameType.REQUEST_RESPONSE, sid, md.route_metadata("svc.m"), b"q"))
+            answers = conn.take()
+            return answers[0].error[1] if answers else ""
+
+        connect("provider", ("svc",))
+        alice = connect("alice")
+        assert ask(alice, 1) == "" and alice.open_cache is not None  # her route remembered, her bucket made
+        now[0] += 5000.0  # alice's bucket refills
+        assert ask(connect("bob"), 1) == ""  # the second principal: bob's bucket is spent
+        assert ask(connect("carol"), 1) == ""  # the third: alice's refilled bucket is swept
+        again = connect("alice")
+        answers = [ask(again, 1), ask(alice, 3), ask(alice, 5), ask(again, 3)]
+        assert answers[:2] == ["", ""], answers
+        assert all(a.startswith("rate limit 'everyone' exceeded by principal 'alice'") for a in answers[2:]), answers
+        [plan] = {entry[3].plan for conn in (alice, again) for entry in conn.open_cache.values()}  # type: ignore[union-attr]
+        assert len(plan) == 1  # one bucket of hers, held by both connections' route caches
+    finally:
+        loop.close()
+
+
+@pytest.mark.parametrize("hot", HOT_PATHS, ids=lambda m: m.__name__)
+def test_the_deadline_fifo_keeps_the_open_requests_and_ends_each_at_its_deadline(
+    hot: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """600 requests under a 1 s deadline, opened 1 ms apart, three in four answered at once: the
+    answered ones are swept out of the FIFO as it grows (it holds O(open requests), not all 600),
+    and each unanswered one ends at its own deadline, the older half at one expiry and the rest
+    at the next, with ERROR(CANCELED) to the requester and CANCEL to the provider, once."""
+    _use(hot, monkeypatch)
+    loop = asyncio.new_event_loop()
+    try:
+        broker = Broker(Settings(), loop)
+        now = [100.0]
+        broker.clock = broker.traffic.clock = lambda: now[0]
+        provider, requester = _pair(broker)
+        broker.set_policy("svc", ServicePolicy.from_obj({"deadline_ms": 1000}))
+        state = broker.traffic.state
+        unanswered: dict[int, int] = {}  # the requester's stream id -> the provider's
+        for i in range(600):
+            now[0] = 100.0 + i * 0.001
+            requester.feed(fr.request_frame(FrameType.REQUEST_RESPONSE, 2 * i + 1, md.route_metadata("svc.m"), b"q"))
+            [got] = provider.take()
+            if i % 4 == 3:
+                unanswered[2 * i + 1] = got.stream_id
+            else:
+                provider.feed(fr.payload_frame(got.stream_id, b"a", complete=True))
+        assert len(requester.take()) == 450 and len(unanswered) == 150
+        held = [st.req_id for queue in state.queues.values() for st in queue]
+        assert state.tracked == len(held) < 2 * 150 + traffic.COMPACT_MIN  # swept, and counted right
+        assert set(unanswered) <= set(held)
+
+        def expire_at(t: float) -> tuple[list[int], list[int]]:
+            now[0] = t
+            broker.traffic.expire()
+            errors = requester.take()
+            assert all(e.error == (ErrorCode.CANCELED, "deadline of 1000 ms exceeded for route 'svc.m' (service 'svc')") for e in errors)
+            return [e.stream_id for e in errors], [f.stream_id for f in provider.take() if f.type == FrameType.CANCEL]
+
+        older = [sid for sid in unanswered if sid <= 2 * 299 + 1]  # opened by 100.299 s
+        assert expire_at(101.2995) == (older, [unanswered[sid] for sid in older])
+        rest = [sid for sid in unanswered if sid not in older]
+        assert expire_at(102.0) == (rest, [unanswered[sid] for sid in rest])
+        assert expire_at(103.0) == ([], [])
+        assert state.tracked == 0 and not state.queues and broker.traffic.timeouts["svc"] == 150
+    finally:
+        loop.close()
+
+
 _RR, _STREAM = FrameType.REQUEST_RESPONSE, FrameType.REQUEST_STREAM
-#: one step of the requester, a provider or the clock: a request (kind, traced, deadline entry,
-#: which of two routes), an answer by provider 0 or 1 to its oldest unanswered request, or time passing
+#: the rate limits a run starts with or changes to: none, a service limit (refusing soon, later or
+#: never), or a principal limit (a glob matching the requester)
+_LIMITS: list[dict[str, dict[str, object]] | None] = [
+    None,
+    {"lim": {"service": "svc", "rate": 0.01, "burst": 1.0}},
+    {"lim": {"service": "svc", "rate": 2.0, "burst": 3.0}},
+    {"lim": {"service": "svc", "rate": 1e9, "burst": 1e9}},
+    {"who": {"principal": "anon*", "rate": 1.0, "burst": 2.0}},
+]
+#: the service policies a run starts with or changes to
+_POLICIES: list[dict[str, object] | None] = [
+    None,
+    {"deadline_ms": 300},
+    {"idempotent": True, "retries": 1},
+    {"deadline_ms": 300, "idempotent": True, "retries": 1},
+    {"deadline_ms": 2000},
+]
+#: one step of the requester, a provider, the clock or the operator: a request (kind, traced,
+#: deadline entry, which of two routes, the deadline entry after the trace entry), an answer by
+#: provider 0 or 1 to its oldest unanswered request, time passing, or the limits or the
+#: service's policy changed (an index into _LIMITS or _POLICIES)
 _steps = st.lists(
     st.one_of(
-        st.tuples(st.just("request"), st.sampled_from([_RR, _STREAM]), st.booleans(), st.sampled_from([None, b"150", b"5000"]), st.booleans()),
+        st.tuples(
+            st.just("request"), st.sampled_from([_RR, _STREAM]), st.booleans(), st.sampled_from([None, b"150", b"5000"]), st.booleans(),
+            st.booleans(),
+        ),
         st.tuples(st.just("answer"), st.integers(0, 1), st.sampled_from([None, ErrorCode.REJECTED, ErrorCode.APPLICATION_ERROR])),
         st.tuples(st.just("advance"), st.sampled_from([0.1, 0.2, 0.4, 1.0])),
+        st.tuples(st.just("limits"), st.integers(0, len(_LIMITS) - 1)),
+        st.tuples(st.just("policy"), st.integers(0, len(_POLICIES) - 1)),
     ),
     max_size=30,
 )
 
 
+def _set_limits(broker: Broker, limits: dict[str, dict[str, object]] | None) -> None:
+    """Set ``limits`` (None: none) on ``broker``, as the config store does."""
+    broker.traffic.set_limits({name: RateLimit.from_obj(name, obj) for name, obj in (limits or {}).items()})
+
+
+def _set_policy(broker: Broker, policy: dict[str, object] | None) -> None:
+    """Set the service's ``policy`` (None: none) on ``broker``, as the config store does."""
+    broker.set_policy("svc", None if policy is None else ServicePolicy.from_obj(policy))
+
+
 @given(
     steps=_steps,
-    deadline=st.sampled_from([None, 300]),
-    retries=st.booleans(),
-    limit=st.sampled_from([None, (2.0, 3.0), (1e9, 1e9)]),
+    policy=st.integers(0, len(_POLICIES) - 1),
+    limits=st.integers(0, len(_LIMITS) - 1),
     coalesce=st.booleans(),
 )
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_the_route_cache_and_the_full_path_and_both_twins_agree(
-    steps: list[tuple[object, ...]], deadline: int | None, retries: bool, limit: tuple[float, float] | None, coalesce: bool
+    steps: list[tuple[object, ...]], policy: int, limits: int, coalesce: bool
 ) -> None:
-    """Any mix of traced and untraced requests, with and without a deadline entry, on two routes,
-    under any of a deadline, retries and a rate limit, answered, refused or left to time out,
-    to providers that coalesce (TCP: a traced repeat's parent id written in ``wire_out``) or
-    take frames whole (WebSocket: stamped in a copy): the route cache opens them as the full path
-    does (same frames, spans and counts), and the compiled hot path as the pure one."""
-    policy: dict[str, object] = {}
-    if deadline is not None:
-        policy["deadline_ms"] = deadline
-    if retries:
-        policy.update(idempotent=True, retries=1)
-
+    """Any mix of traced and untraced requests, with and without a deadline entry (before or after
+    the trace entry), on two routes, under any of a deadline, retries and a rate limit, changed
+    between requests, answered, refused or left to time out, to providers that coalesce (TCP: a
+    traced repeat's parent id written in ``wire_out``) or take frames whole (WebSocket: stamped in
+    a copy): the route cache opens them as the full path does (same frames, spans and counts),
+    and the compiled hot path as the pure one."""
     def scenario(broker: Broker, sessions: list[MemorySession], advance: "Callable[[float], None]") -> None:
-        if policy:
-            broker.set_policy("svc", ServicePolicy.from_obj(policy))
-        if limit is not None:
-            broker.traffic.set_limits({"lim": RateLimit.from_obj("lim", {"service": "svc", "rate": limit[0], "burst": limit[1]})})
+        _set_limits(broker, _LIMITS[limits])
+        _set_policy(broker, _POLICIES[policy])
         requester, now, sid = sessions[2], 100.0, 1
         answered: list[set[int]] = [set(), set()]
         for step in steps:
             if step[0] == "request":
-                _, kind, traced, asked, other = step
+                _, kind, traced, asked, other, late = step
                 meta = md.composite_entry(md.ROUTING_MIME, md.routing("svc.m", "v=2")) if other else md.route_metadata("svc.m")
-                if asked is not None:
-                    meta += md.composite_entry(md.DEADLINE_MIME, asked)
+                deadline = md.composite_entry(md.DEADLINE_MIME, asked) if asked is not None else b""  # type: ignore[arg-type]
                 if traced:
-                    meta += tracing.entry(f"00-{'ab' * 16}-{sid:016x}-01")
+                    trace = tracing.entry(f"00-{'ab' * 16}-{sid:016x}-01")
+                    meta += trace + deadline if late else deadline + trace
+                else:
+                    meta += deadline
                 requester.feed(fr.request_frame(kind, sid, meta, b"q", initial_n=1 if kind == _STREAM else 0))
                 sid += 2
             elif step[0] == "answer":
@@ -507,10 +667,14 @@ def test_the_route_cache_and_the_full_path_and_both_twins_agree(
                         provider.feed(fr.payload_frame(todo[0].stream_id, b"a", complete=True))
                     else:
                         provider.feed(fr.error_frame(todo[0].stream_id, code, "no"))  # type: ignore[arg-type]
-            else:
+            elif step[0] == "advance":
                 now += step[1]  # type: ignore[operator]
                 advance(now)
                 broker.traffic.expire()
+            elif step[0] == "limits":
+                _set_limits(broker, _LIMITS[step[1]])  # type: ignore[call-overload]
+            else:
+                _set_policy(broker, _POLICIES[step[1]])  # type: ignore[call-overload]
 
     seen = []
     for hot in HOT_PATHS:

@@ -21,7 +21,7 @@ import pytest
 from broker import metadata as md
 from broker.canary import TAGS_MIME
 from broker.client import Connection, connect
-from broker.client.errors import CanceledError, RSocketError
+from broker.client.errors import CanceledError, RejectedError, RSocketError
 from tests.cluster.peers import client_who_router
 from tests.support.admin import get_text, send_json, service_instances, services, wait_for
 from tests.support.brokerproc import BrokerFactory, BrokerProcess, BrokerStartError
@@ -173,6 +173,40 @@ async def test_p2c_weighs_round_trips_a_slow_provider_loses_to_a_fast_one(node: 
     assert answers == {"fast": 20}, (answers, [(p["rtt_ms"], p["outstanding"], p["load"]) for p in view.values()])
     assert view["slow"]["rtt_ms"] >= 500.0, view  # 1 s, decayed by at most a third since
     assert 0.0 < view["fast"]["rtt_ms"] < view["slow"]["rtt_ms"], view
+
+
+async def _node_rate(node: BrokerProcess, limit: str) -> float | None:
+    """This node's share of ``limit`` per second, as /metrics shows it (None: no such limit)."""
+    status, text = await get_text(str(node.admin), "/metrics")
+    assert status == 200
+    found = re.search(rf'^rsbroker_rate_limit_node_rate{{limit="{re.escape(limit)}"}} (\S+)$', text, re.M)
+    return float(found.group(1)) if found else None
+
+
+async def test_a_limit_changed_live_applies_to_the_next_request_of_a_connection(node: BrokerProcess, service: str) -> None:
+    """A connection's route cache holds the buckets its repeats spend: a limit replaced, then
+    removed, in the config store must hold for the very next request of a connection that
+    already called the route, not the bucket it spent before."""
+    limit = f"{service}-limit"
+    async with _provider(node, service, "p1"), connect(str(node.tcp)) as client:
+        await put_config(node, f"limits/{limit}", {"service": service, "rate": 0.001, "burst": 1})
+        await wait_for(lambda: _node_rate(node, limit), message="the limit applied")
+        assert await _ask(client, service) == "p1"  # the one token; the route is remembered
+        with pytest.raises(RejectedError, match=rf"rate limit '{limit}' exceeded by service '{service}'"):
+            await client.request_response(f"{service}.who", b"")
+        await put_config(node, f"limits/{limit}", {"service": service, "rate": 0.002, "burst": 2})
+        await wait_for(lambda: _is(_node_rate(node, limit), 0.002), message="the changed limit applied")
+        assert [await _ask(client, service) for _ in range(2)] == ["p1", "p1"]  # a changed limit starts full
+        with pytest.raises(RejectedError, match=rf"rate limit '{limit}' exceeded .* 0.002/s, burst 2"):
+            await client.request_response(f"{service}.who", b"")
+        status, body = await send_json(str(node.admin), "DELETE", f"/api/v1/config/limits/{limit}")
+        assert status == 200, body
+        await wait_for(lambda: _is(_node_rate(node, limit), None), message="the limit removed")
+        assert [await _ask(client, service) for _ in range(5)] == ["p1"] * 5
+
+
+async def _is(value: Any, expected: object) -> bool:
+    return await value == expected
 
 
 def _tags(tags: dict[str, str]) -> bytes:
