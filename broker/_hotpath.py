@@ -175,6 +175,12 @@ class Stream:
         "outcome",
         "kept",
     )
+    # the hop span's slots, set only on a traced stream (see the note in __init__)
+    trace_at: int
+    span: int
+    provider: Any
+    ended_at: float
+    outcome: int
 
     def __init__(self, kind: int, req: Any, req_id: int) -> None:
         self.kind = kind
