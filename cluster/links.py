@@ -72,6 +72,8 @@ log = logging.getLogger("rsbroker.links")
 LINK_VERSION = 1
 #: Bytes of each side's handshake nonce: 128 bits never repeat by chance.
 NONCE_BYTES = 16
+#: Seconds a link's TCP (and TLS) connect may take before it is tried again.
+CONNECT_TIMEOUT_S = 2.0
 #: A link whose handshake has not finished by then is closed (seconds), on both sides.
 HANDSHAKE_TIMEOUT_S = 5.0
 #: MAC labels of the two proofs: distinct, so one side's proof never passes as the other's.
@@ -313,9 +315,10 @@ class Links:
         self._keepalive = asyncio.get_running_loop().create_task(self._keepalive_loop())
 
     async def stop(self) -> None:
-        # Forget the wanted nodes first: on Python 3.11, asyncio.wait_for swallows a
-        # cancellation that arrives as its connect completes (gh-86296), and a _maintain
-        # loop that survived its cancel must still end, or this await never returns.
+        # Forget the wanted nodes first: a _maintain loop that survived its cancel must still
+        # end, or this await never returns (Python 3.11's asyncio.wait_for turned a cancel that
+        # landed as its connect completed into the connect's result, gh-86296; the connect is
+        # now under asyncio.timeout, which does not, and this stays as the second guard).
         self._wanted.clear()
         tasks = [*self._tasks.values(), *self._retire_tasks, *([self._keepalive] if self._keepalive else [])]
         for task in tasks:
@@ -388,10 +391,12 @@ class Links:
             host, port = self._wanted[node]
             link: LinkSession | None = None
             try:
-                _, link = await asyncio.wait_for(
-                    loop.create_connection(lambda: LinkSession(self.broker, self, node), host, port, ssl=self.client_ssl),
-                    timeout=2.0,
-                )
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for turns a cancellation
+                # that lands as the connect fails into that failure, and this loop would go on
+                async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                    _, link = await loop.create_connection(
+                        lambda: LinkSession(self.broker, self, node), host, port, ssl=self.client_ssl
+                    )
                 async with asyncio.timeout(HANDSHAKE_TIMEOUT_S):
                     assert link is not None
                     if await link.handshake:

@@ -169,7 +169,10 @@ class _Peer:
         addr = self.transport.resolver(self.node_id)
         if addr is None:
             raise OSError(f"no address known for {self.node_id}")
-        _, writer = await asyncio.wait_for(asyncio.open_connection(*addr), self.transport.connect_timeout)
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for turns a cancellation that lands
+        # as the connect fails into that failure, and this loop would outlive close()
+        async with asyncio.timeout(self.transport.connect_timeout):
+            _, writer = await asyncio.open_connection(*addr)
         writer.write(bytes((CHANNEL_RAFT,)))
         return writer
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import socket
 import struct
 from pathlib import Path
 
@@ -99,6 +100,31 @@ async def test_unreachable_peer_drops_messages_without_blocking() -> None:
     for i in range(10_000):
         sender.send(sample(i))  # never blocks, even with the queue full
     await sender.close()
+
+
+async def test_close_ends_a_sender_whose_connect_to_a_dead_peer_fails_as_it_is_cancelled() -> None:
+    """A node stopping while it retries a dead peer (the usual fail-over teardown): ``close``
+    cancels the sender, and the cancellation may land as the connect is refused. On Python 3.11
+    ``asyncio.wait_for`` then handed the sender the refusal instead, it went on waiting for
+    messages nobody would send, and ``close`` never returned (a CI teardown hung for 120 s).
+    Each round cancels one scheduler step later, so some round lands in that window."""
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    dead = probe.getsockname()
+    probe.close()  # nothing listens there: each connect is refused at once
+    for steps in range(48):
+        transport = TcpTransport("a", lambda node: dead)
+        await transport.start(lambda m: None)
+        transport.send(sample())
+        for _ in range(steps % 12):
+            await asyncio.sleep(0)
+        try:
+            async with asyncio.timeout(5):
+                await transport.close()
+        except TimeoutError:
+            for peer in transport._peers.values():
+                peer.task.cancel()  # let the test end; the assertion says what went wrong
+            raise AssertionError(f"close() did not return when cancelling {steps % 12} steps after the send") from None
 
 
 async def test_in_memory_network_partition_and_heal(tmp_path: Path) -> None:
