@@ -12,7 +12,8 @@ route metering stays Python attribute updates (and one ``RouteMeter.ended`` call
 that is what its readers (``admin/metrics.py``) see. A traced repeat adds, all in C but the
 last: a walk over the frame's entry headers that makes the route key (the untraced walk
 stops after the routing entry), a copy of the trace content, a span id, 16 digits written
-into ``wire_out``, and at its end the stream appended to its route label's ring.
+into ``wire_out``, and at its end the stream put in its route label's ring (a ``SpanRing``,
+C fields filled with no Python call).
 The traffic rules' state (buckets, the deadline FIFOs' counters, a route cache entry's rules)
 is C fields, so a repeat request under rate limits, a deadline or retries is admitted, watched
 and kept without a Python call.
@@ -42,6 +43,7 @@ __all__ = [
     "TOO_LARGE",
     "Bucket",
     "RouteRules",
+    "SpanRing",
     "Stream",
     "TrafficState",
     "forward",
@@ -186,6 +188,48 @@ cdef class Stream:
         self.ended_at = 0.0
         self.outcome = 0
         self.kept = None
+
+
+cdef class SpanRing:
+    """``_hotpath.SpanRing`` as C fields: the relay keeps an ended traced stream in it
+    (``_ring_put``) with no Python call, but the export's ``put`` when there is one."""
+
+    cdef readonly list spans
+    cdef readonly Py_ssize_t at
+    cdef readonly Py_ssize_t count
+    cdef readonly Py_ssize_t maxlen
+    cdef readonly object export
+
+    def __init__(self, Py_ssize_t kept, object export=None):
+        if kept < 1:
+            raise ValueError(f"a span ring keeps at least one span, not {kept}")
+        self.spans = [None] * kept
+        self.at = 0
+        self.count = 0
+        self.maxlen = kept
+        self.export = export
+
+    def append(self, object st):
+        _ring_put(self, st)
+
+    def __len__(self):
+        return self.count
+
+    def __iter__(self):
+        spans = self.spans[self.at:] + self.spans[:self.at] if self.count == self.maxlen else self.spans[:self.count]
+        return iter(spans)
+
+
+cdef inline int _ring_put(SpanRing ring, object st) except -1:
+    """``SpanRing.append``: ``st`` over the oldest span when full, and queued for the export."""
+    cdef Py_ssize_t at = ring.at
+    ring.spans[at] = st
+    ring.at = at + 1 if at + 1 < ring.maxlen else 0
+    if ring.count < ring.maxlen:
+        ring.count += 1
+    if ring.export is not None:
+        ring.export.put(st)
+    return 0
 
 
 cdef class Bucket:
@@ -443,7 +487,7 @@ cdef int _relay(
                         ring = (<object>st.meter).spans
                         if ring is None:
                             ring = session.broker.tracer.ring(st.meter)
-                        ring.append(st)
+                        _ring_put(<SpanRing?>ring, st)
                     if session.failures:  # outlier detection: an answer heals the provider
                         session.broker.provider_outcome(session, st.route, True)
                 else:
