@@ -11,7 +11,7 @@ Python object is made per frame but the stream-map key and the counters. Bounds 
 route metering stays Python attribute updates (and one ``RouteMeter.ended`` call per stream):
 that is what its readers (``admin/metrics.py``) see. A traced repeat adds, all in C but the
 last: a walk over the frame's entry headers that makes the route key (the untraced walk
-stops after the routing entry), a copy of the trace content, a span id, 16 digits written
+stops after the routing entry), a copy of the trace content (into the Stream), a span id, 16 digits written
 into ``wire_out``, and at its end the stream put in its route label's ring (a ``SpanRing``,
 C fields filled with no Python call).
 The traffic rules' state (buckets, the deadline FIFOs' counters, a route cache entry's rules)
@@ -136,7 +136,10 @@ cdef inline bytes _sid_bytes(unsigned long sid):
 
 cdef class Stream:
     """``_hotpath.Stream`` as a C struct: the relay reads and writes its fields without a
-    Python attribute lookup. Every field is public, with the pure twin's name and meaning."""
+    Python attribute lookup. Every field is public, with the pure twin's name and meaning;
+    ``trace`` is read-only, and kept in C: a trace entry's content that is a ``traceparent``
+    alone (55 bytes) is copied into the struct, with no object made per traced request, and
+    any other (a ``tracestate`` follows) into a bytes object, as the pure twin keeps each."""
 
     cdef public long kind
     cdef public object req
@@ -154,7 +157,8 @@ cdef class Stream:
     cdef public object meter
     cdef public double opened_at
     cdef public double first_at
-    cdef public object trace
+    cdef char traceparent[TRACEPARENT_LEN]
+    cdef object trace_other
     cdef public object retry
     cdef public Py_ssize_t trace_at
     cdef public unsigned long long span
@@ -180,7 +184,6 @@ cdef class Stream:
         self.meter = None
         self.opened_at = 0.0
         self.first_at = 0.0
-        self.trace = None
         self.retry = None
         self.trace_at = 0
         self.span = 0
@@ -188,6 +191,16 @@ cdef class Stream:
         self.ended_at = 0.0
         self.outcome = 0
         self.kept = None
+
+    @property
+    def trace(self):
+        """The requester's trace entry content, as ``_trace`` kept it; None: not traced (a traced
+        stream's ``span`` is never 0)."""
+        if not self.span:
+            return None
+        if self.trace_other is not None:
+            return self.trace_other
+        return PyBytes_FromStringAndSize(self.traceparent, TRACEPARENT_LEN)
 
 
 cdef class SpanRing:
@@ -481,7 +494,7 @@ cdef int _relay(
                         session.outstanding -= 1
                     ended = st.first_at if st.kind == RR else (now if now else session.broker.clock())
                     st.meter.ended(OK, st.opened_at, st.first_at, ended)
-                    if st.trace is not None:  # Tracer.record in C calls: the stream is kept as its span
+                    if st.span:  # traced (its ``trace`` is not None): Tracer.record in C calls, the stream kept as its span
                         st.ended_at = ended
                         st.outcome = OK_OUTCOME
                         ring = (<object>st.meter).spans
@@ -790,7 +803,10 @@ def trace_stream(Stream st, bytes metadata, Py_ssize_t at, object provider):
 
 cdef inline int _trace(Stream st, const unsigned char* m, Py_ssize_t at, Py_ssize_t length, object provider) except -1:
     """``trace_stream`` on metadata at ``m`` whose trace content is ``m[at:at + length]``."""
-    st.trace = PyBytes_FromStringAndSize(<const char*>m + at, length)
+    if length == TRACEPARENT_LEN:
+        memcpy(st.traceparent, m + at, TRACEPARENT_LEN)
+    else:
+        st.trace_other = PyBytes_FromStringAndSize(<const char*>m + at, length)
     st.trace_at = at
     st.span = _next_span()
     st.provider = provider

@@ -23,7 +23,9 @@ Tracing is priced per request, so all of its per-request work is in the hot path
   compiled ``_open`` walks the frame itself and makes the route key from it (one allocation and
   one hash, where an untraced repeat makes its metadata's bytes);
 * ``trace_stream`` makes the stream carry its hop span: a copy of the entry's content (at most
-  568 bytes), this hop's span id (a PRNG; splitmix64 in C in the compiled twin) and the provider;
+  568 bytes; the compiled ``Stream`` holds a lone 55-byte ``traceparent`` in its own C field,
+  with no object made), this hop's span id (a PRNG; splitmix64 in C in the compiled twin) and
+  the provider;
 * the parent id is written where the frame was queued in a length-prefixed (TCP) provider's
   ``wire_out``, or in a copy of the frame (``stamp_parent``) for a WebSocket provider and for a
   request kept to be retried;

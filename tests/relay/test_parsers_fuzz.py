@@ -344,7 +344,9 @@ def _trace_entry_reference(metadata: bytes, max_entries: int) -> tuple[bytes, in
 @given(traced_metadata, st.integers(1, 6))
 def test_hot_path_trace_entry_matches_reference(metadata: bytes, max_entries: int) -> None:
     """Both implementations find the same trace entry as the readable readers, refuse the same
-    ill-formed contexts, and give a route key that a full read routes as it routes ``metadata``."""
+    ill-formed contexts, and give a route key that a full read routes as it routes ``metadata``;
+    a stream traced from it keeps the entry's content as its ``trace`` (the compiled ``Stream``
+    holds a lone ``traceparent`` in a C field, any other content as bytes)."""
     reference = _trace_entry_reference(metadata, max_entries)
     for hot in HOT_PATHS:
         assert hot.trace_entry(metadata, max_entries) == reference
@@ -353,6 +355,12 @@ def test_hot_path_trace_entry_matches_reference(metadata: bytes, max_entries: in
         assert _outcome(lambda: md.route_of(key, md.COMPOSITE_MIME, max_entries)) == _outcome(
             lambda: md.route_of(metadata, md.COMPOSITE_MIME, max_entries)
         )
+        content = metadata[at : at + int.from_bytes(metadata[at - 3 : at], "big")]
+        for hot in HOT_PATHS:
+            stream = hot.Stream(FrameType.REQUEST_RESPONSE, None, 1)
+            assert stream.trace is None
+            hot.trace_stream(stream, metadata, at, None)
+            assert stream.trace == content and stream.span
 
 
 @FUZZ
