@@ -52,7 +52,7 @@ provider's round trip, sampled at a stream's first response while ``measure_rtt`
 cache, ``broker.open_generation``, ``broker.draining``, ``broker.settings.max_streams``,
 ``broker.settings.max_metadata_entries``, ``broker.tracer.spans_kept``, ``broker.registry.pick``, ``broker.stats``, ``principal``, ``is_link``,
 ``metadata_mime``, ``_reject`` and a provider's ``target``, ``next_local_id`` and
-``allocate_local_id``; of a routed stream, ``meter`` (bytes, and ``ended`` for its outcome),
+``allocate_local_id``; of a routed stream, ``meter`` (bytes, ``ended`` for its outcome, and ``spans``: its route label's ring once made),
 ``opened_at``, ``first_at``, ``trace``, ``retry`` (set while an idempotent request may be
 sent again: a provider's ERROR is offered to ``retry_rejected`` before it is relayed, since a
 relayed frame cannot be taken back; ``_provider_sent`` only sees frames already on their way)
@@ -568,7 +568,9 @@ def _open(session: Any, buf: Any, off: int, end: int, sid: int, ftype: int, type
         st.meter = meter
         st.opened_at = now
         field = -1
-        if at >= 0 and broker.tracer.spans_kept:  # this hop's span (broker.tracing)
+        # this hop's span (broker.tracing), when spans are kept: the route label's ring is made
+        # on its first kept span, so a traced repeat reads one slot rather than the tracer's setting
+        if at >= 0 and (meter.spans is not None or broker.tracer.spans_kept):
             _trace_stream(st, metadata, at, provider)
             field = pos - off + at + PARENT_AT  # the parent id's digits, from the frame's start
         meter.inflight += 1

@@ -584,7 +584,9 @@ cdef bint _open(
         st.route = route
         st.meter = meter
         st.opened_at = now
-        if at >= 0 and broker.tracer.spans_kept:  # this hop's span (broker.tracing)
+        # this hop's span (broker.tracing), when spans are kept: the route label's ring is made
+        # on its first kept span, so a traced repeat reads one slot rather than the tracer's setting
+        if at >= 0 and ((<object>meter).spans is not None or broker.tracer.spans_kept):
             _trace(st, p + pos, at, _length_before(p + pos + at), provider)
             field = pos - off + at + PARENT_AT  # the parent id's digits, from the frame's start
         meter.inflight += 1
