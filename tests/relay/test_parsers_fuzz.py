@@ -363,6 +363,19 @@ def test_hot_path_trace_entry_matches_reference(metadata: bytes, max_entries: in
             assert stream.trace == content and stream.span
 
 
+def test_hot_path_trace_entry_checks_every_byte_of_the_ids_and_flags() -> None:
+    """Every byte value in every place of the trace id, the parent id and the flags: each
+    implementation accepts exactly what ``tracing.ENTRY`` accepts (the compiled twin checks the
+    ids eight bytes a step, where a wrong byte next to a good one must not hide)."""
+    good = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    for at in [*range(3, 35), *range(36, 52), 53, 54]:
+        for value in range(256):
+            content = good[:at] + bytes((value,)) + good[at + 1 :]
+            metadata = md.route_metadata("a.b") + md.composite_entry(tracing.TRACE_MIME, content)
+            reference = _trace_entry_reference(metadata, 8)
+            assert all(hot.trace_entry(metadata, 8) == reference for hot in HOT_PATHS), (at, value)
+
+
 @FUZZ
 @given(
     st.lists(_metadata_entries, max_size=3).map(b"".join),
