@@ -36,7 +36,8 @@ What lives here, and nothing else:
   where its frame was queued in ``wire_out`` instead, with no copy;
 * :func:`trace_stream`, :func:`span_id`, :func:`seed_span_ids` — a traced stream's hop span,
   carried by its :class:`Stream` (``trace``, ``trace_at``, ``span``, ``provider``, and at its end
-  ``ended_at`` and ``outcome``), which ``broker.tracing.Tracer`` keeps as the span itself.
+  ``ended_at`` and ``outcome``), which ``broker.tracing.Tracer`` keeps as the span itself, in
+  the :class:`SpanRing` of its route label.
 
 The session side of the contract (``broker.session``): ``streams``, ``frames_in``,
 ``frame_limit``, ``peer_parity``, ``outstanding``, ``open_cache`` and ``open_gen`` (see
@@ -51,7 +52,7 @@ provider's round trip, sampled at a stream's first response while ``measure_rtt`
 cache, ``broker.open_generation``, ``broker.draining``, ``broker.settings.max_streams``,
 ``broker.settings.max_metadata_entries``, ``broker.tracer.spans_kept``, ``broker.registry.pick``, ``broker.stats``, ``principal``, ``is_link``,
 ``metadata_mime``, ``_reject`` and a provider's ``target``, ``next_local_id`` and
-``allocate_local_id``; of a routed stream, ``meter`` (bytes, and ``ended`` for its outcome),
+``allocate_local_id``; of a routed stream, ``meter`` (bytes, ``ended`` for its outcome, and ``spans``: its route label's ring once made),
 ``opened_at``, ``first_at``, ``trace``, ``retry`` (set while an idempotent request may be
 sent again: a provider's ERROR is offered to ``retry_rejected`` before it is relayed, since a
 relayed frame cannot be taken back; ``_provider_sent`` only sees frames already on their way)
@@ -66,7 +67,7 @@ from __future__ import annotations
 import os
 import random
 import struct
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 from broker.frames import (
     FLAG_COMPLETE,
@@ -93,6 +94,7 @@ __all__ = [
     "TOO_LARGE",
     "Bucket",
     "RouteRules",
+    "SpanRing",
     "Stream",
     "TrafficState",
     "forward",
@@ -220,6 +222,45 @@ class Stream:
         # traced streams as its spans and reads these (and ``route``, ``opened_at``, ``first_at``)
         # when they are looked at. They are set only on a traced stream (``trace`` is not None)
         # and read only there: left unset here, an untraced stream costs no more than before.
+
+
+class SpanRing:
+    """The last ``maxlen`` hop spans (ended traced :class:`Stream` s) of one route label, oldest
+    first, for ``broker.tracing.Tracer`` (which makes one per label, hung on its ``RouteMeter``);
+    with an OTLP ``export``, every span put in it is also queued there (``OtlpExport.put``).
+
+    A list used as a circle: ``spans[at]`` is where the next span goes, over the oldest once
+    ``count`` reached ``maxlen``. It is ours rather than a bounded ``collections.deque`` for the
+    compiled twin, whose relay fills its C fields at a stream's end with no Python call."""
+
+    __slots__ = ("spans", "at", "count", "maxlen", "export")
+
+    def __init__(self, kept: int, export: Any = None) -> None:
+        if kept < 1:
+            raise ValueError(f"a span ring keeps at least one span, not {kept}")
+        self.spans: list[Stream | None] = [None] * kept
+        self.at = 0
+        self.count = 0
+        self.maxlen = kept
+        self.export = export
+
+    def append(self, st: Stream) -> None:
+        """Keep ``st``, dropping the oldest span when full, and queue it for the export if any."""
+        at = self.at
+        self.spans[at] = st
+        self.at = at + 1 if at + 1 < self.maxlen else 0
+        if self.count < self.maxlen:
+            self.count += 1
+        if self.export is not None:
+            self.export.put(st)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Iterator[Stream]:
+        """The kept spans, oldest first."""
+        spans = self.spans[self.at :] + self.spans[: self.at] if self.count == self.maxlen else self.spans[: self.count]
+        return iter(spans)  # type: ignore[arg-type]  # all set: the first ``count`` or all of them
 
 
 class Bucket:
@@ -527,7 +568,9 @@ def _open(session: Any, buf: Any, off: int, end: int, sid: int, ftype: int, type
         st.meter = meter
         st.opened_at = now
         field = -1
-        if at >= 0 and broker.tracer.spans_kept:  # this hop's span (broker.tracing)
+        # this hop's span (broker.tracing), when spans are kept: the route label's ring is made
+        # on its first kept span, so a traced repeat reads one slot rather than the tracer's setting
+        if at >= 0 and (meter.spans is not None or broker.tracer.spans_kept):
             _trace_stream(st, metadata, at, provider)
             field = pos - off + at + PARENT_AT  # the parent id's digits, from the frame's start
         meter.inflight += 1

@@ -11,8 +11,9 @@ Python object is made per frame but the stream-map key and the counters. Bounds 
 route metering stays Python attribute updates (and one ``RouteMeter.ended`` call per stream):
 that is what its readers (``admin/metrics.py``) see. A traced repeat adds, all in C but the
 last: a walk over the frame's entry headers that makes the route key (the untraced walk
-stops after the routing entry), a copy of the trace content, a span id, 16 digits written
-into ``wire_out``, and at its end the stream appended to its route label's ring.
+stops after the routing entry), a copy of the trace content (into the Stream), a span id, 16 digits written
+into ``wire_out``, and at its end the stream put in its route label's ring (a ``SpanRing``,
+C fields filled with no Python call).
 The traffic rules' state (buckets, the deadline FIFOs' counters, a route cache entry's rules)
 is C fields, so a repeat request under rate limits, a deadline or retries is admitted, watched
 and kept without a Python call.
@@ -42,6 +43,7 @@ __all__ = [
     "TOO_LARGE",
     "Bucket",
     "RouteRules",
+    "SpanRing",
     "Stream",
     "TrafficState",
     "forward",
@@ -134,7 +136,10 @@ cdef inline bytes _sid_bytes(unsigned long sid):
 
 cdef class Stream:
     """``_hotpath.Stream`` as a C struct: the relay reads and writes its fields without a
-    Python attribute lookup. Every field is public, with the pure twin's name and meaning."""
+    Python attribute lookup. Every field is public, with the pure twin's name and meaning;
+    ``trace`` is read-only, and kept in C: a trace entry's content that is a ``traceparent``
+    alone (55 bytes) is copied into the struct, with no object made per traced request, and
+    any other (a ``tracestate`` follows) into a bytes object, as the pure twin keeps each."""
 
     cdef public long kind
     cdef public object req
@@ -152,7 +157,8 @@ cdef class Stream:
     cdef public object meter
     cdef public double opened_at
     cdef public double first_at
-    cdef public object trace
+    cdef char traceparent[TRACEPARENT_LEN]
+    cdef object trace_other
     cdef public object retry
     cdef public Py_ssize_t trace_at
     cdef public unsigned long long span
@@ -178,7 +184,6 @@ cdef class Stream:
         self.meter = None
         self.opened_at = 0.0
         self.first_at = 0.0
-        self.trace = None
         self.retry = None
         self.trace_at = 0
         self.span = 0
@@ -186,6 +191,58 @@ cdef class Stream:
         self.ended_at = 0.0
         self.outcome = 0
         self.kept = None
+
+    @property
+    def trace(self):
+        """The requester's trace entry content, as ``_trace`` kept it; None: not traced (a traced
+        stream's ``span`` is never 0)."""
+        if not self.span:
+            return None
+        if self.trace_other is not None:
+            return self.trace_other
+        return PyBytes_FromStringAndSize(self.traceparent, TRACEPARENT_LEN)
+
+
+cdef class SpanRing:
+    """``_hotpath.SpanRing`` as C fields: the relay keeps an ended traced stream in it
+    (``_ring_put``) with no Python call, but the export's ``put`` when there is one."""
+
+    cdef readonly list spans
+    cdef readonly Py_ssize_t at
+    cdef readonly Py_ssize_t count
+    cdef readonly Py_ssize_t maxlen
+    cdef readonly object export
+
+    def __init__(self, Py_ssize_t kept, object export=None):
+        if kept < 1:
+            raise ValueError(f"a span ring keeps at least one span, not {kept}")
+        self.spans = [None] * kept
+        self.at = 0
+        self.count = 0
+        self.maxlen = kept
+        self.export = export
+
+    def append(self, object st):
+        _ring_put(self, st)
+
+    def __len__(self):
+        return self.count
+
+    def __iter__(self):
+        spans = self.spans[self.at:] + self.spans[:self.at] if self.count == self.maxlen else self.spans[:self.count]
+        return iter(spans)
+
+
+cdef inline int _ring_put(SpanRing ring, object st) except -1:
+    """``SpanRing.append``: ``st`` over the oldest span when full, and queued for the export."""
+    cdef Py_ssize_t at = ring.at
+    ring.spans[at] = st
+    ring.at = at + 1 if at + 1 < ring.maxlen else 0
+    if ring.count < ring.maxlen:
+        ring.count += 1
+    if ring.export is not None:
+        ring.export.put(st)
+    return 0
 
 
 cdef class Bucket:
@@ -437,13 +494,13 @@ cdef int _relay(
                         session.outstanding -= 1
                     ended = st.first_at if st.kind == RR else (now if now else session.broker.clock())
                     st.meter.ended(OK, st.opened_at, st.first_at, ended)
-                    if st.trace is not None:  # Tracer.record in C calls: the stream is kept as its span
+                    if st.span:  # traced (its ``trace`` is not None): Tracer.record in C calls, the stream kept as its span
                         st.ended_at = ended
                         st.outcome = OK_OUTCOME
                         ring = (<object>st.meter).spans
                         if ring is None:
                             ring = session.broker.tracer.ring(st.meter)
-                        ring.append(st)
+                        _ring_put(<SpanRing?>ring, st)
                     if session.failures:  # outlier detection: an answer heals the provider
                         session.broker.provider_outcome(session, st.route, True)
                 else:
@@ -527,7 +584,9 @@ cdef bint _open(
         st.route = route
         st.meter = meter
         st.opened_at = now
-        if at >= 0 and broker.tracer.spans_kept:  # this hop's span (broker.tracing)
+        # this hop's span (broker.tracing), when spans are kept: the route label's ring is made
+        # on its first kept span, so a traced repeat reads one slot rather than the tracer's setting
+        if at >= 0 and ((<object>meter).spans is not None or broker.tracer.spans_kept):
             _trace(st, p + pos, at, _length_before(p + pos + at), provider)
             field = pos - off + at + PARENT_AT  # the parent id's digits, from the frame's start
         meter.inflight += 1
@@ -635,18 +694,44 @@ def request_metadata(object buf, Py_ssize_t off, Py_ssize_t end):
     return PyBytes_FromStringAndSize(<const char*>p + pos, mlen), pos + mlen < end
 
 
-cdef inline bint _hex(const unsigned char* p, Py_ssize_t n, bint nonzero):
+#: 1 for the bytes of a lower-case hex digit, 0 for the other 240: ``_hex`` checks a byte with
+#: one load and no branch
+cdef unsigned char HEX_DIGIT[256]
+cdef int _i
+for _i in range(16):
+    HEX_DIGIT[<unsigned char>HEX[_i]] = 1
+#: a byte's value in each of the 8 bytes of a word (``_hex_id``'s per-byte sums)
+cdef uint64_t ONES = 0x0101010101010101ULL
+cdef uint64_t HIGH = 0x8080808080808080ULL
+
+
+cdef inline bint _hex(const unsigned char* p, Py_ssize_t n, bint nonzero) noexcept:
     """``p[0:n]`` is lower-case hex (and, with ``nonzero``, not all '0')."""
     cdef Py_ssize_t i
-    cdef bint seen = not nonzero
-    cdef unsigned char c
+    cdef unsigned char digits = 1
+    cdef unsigned char other = 0  # some bit of a byte that is not '0'
     for i in range(n):
-        c = p[i]
-        if not ((c >= 48 and c <= 57) or (c >= 97 and c <= 102)):
-            return False
-        if c != 48:
-            seen = True
-    return seen
+        digits &= HEX_DIGIT[p[i]]
+        other |= p[i] ^ 48
+    return digits and (other or not nonzero)
+
+
+cdef inline bint _hex_id(const unsigned char* p, Py_ssize_t words) noexcept:
+    """``_hex(p, 8 * words, True)`` (a trace or parent id) eight bytes a step: with every byte
+    below 0x80, adding 0x80 - c to it sets its top bit exactly when it is at least c, and
+    carries into no other byte (a byte of 0x80 or more fails the check by its own top bit)."""
+    cdef uint64_t w
+    cdef uint64_t ok = HIGH
+    cdef uint64_t other = 0
+    cdef Py_ssize_t i
+    for i in range(words):
+        memcpy(&w, p + 8 * i, 8)
+        ok &= ~w & (
+            ((w + 0x50 * ONES) & ~(w + 0x46 * ONES))  # '0' <= c <= '9'
+            | ((w + 0x1F * ONES) & ~(w + 0x19 * ONES))  # 'a' <= c <= 'f'
+        )
+        other |= w ^ (0x30 * ONES)
+    return ok == HIGH and other != 0
 
 
 cdef bint _trace_context(const unsigned char* p, Py_ssize_t n):
@@ -657,7 +742,7 @@ cdef bint _trace_context(const unsigned char* p, Py_ssize_t n):
         return False
     if p[0] != 48 or p[1] != 48 or p[2] != 45 or p[35] != 45 or p[52] != 45:
         return False
-    if not (_hex(p + 3, 32, True) and _hex(p + PARENT_AT, PARENT_LEN, True) and _hex(p + 53, 2, False)):
+    if not (_hex_id(p + 3, 4) and _hex_id(p + PARENT_AT, 2) and _hex(p + 53, 2, False)):
         return False
     for i in range(TRACEPARENT_LEN + 1, n):
         if p[i] < 0x20 or p[i] > 0x7E:
@@ -741,7 +826,10 @@ def trace_stream(Stream st, bytes metadata, Py_ssize_t at, object provider):
 
 cdef inline int _trace(Stream st, const unsigned char* m, Py_ssize_t at, Py_ssize_t length, object provider) except -1:
     """``trace_stream`` on metadata at ``m`` whose trace content is ``m[at:at + length]``."""
-    st.trace = PyBytes_FromStringAndSize(<const char*>m + at, length)
+    if length == TRACEPARENT_LEN:
+        memcpy(st.traceparent, m + at, TRACEPARENT_LEN)
+    else:
+        st.trace_other = PyBytes_FromStringAndSize(<const char*>m + at, length)
     st.trace_at = at
     st.span = _next_span()
     st.provider = provider

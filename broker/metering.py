@@ -20,7 +20,7 @@ from bisect import bisect_left
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 if TYPE_CHECKING:
-    from broker.hotpath import Stream
+    from broker.hotpath import SpanRing
 
 #: Stream outcomes, in the order of ``RouteMeter.outcomes``. Append-only: the index is stored.
 OUTCOMES = ("ok", "application_error", "rejected", "canceled", "timeout")
@@ -70,7 +70,7 @@ class RouteMeter:
         self.complete: list[Histogram | None] = [None] * len(OUTCOMES)
         #: the last hop spans of this label (``broker.tracing.Tracer.ring``), made on its first
         #: traced request: here, the relay's hot path reaches them with one attribute read
-        self.spans: "collections.deque[Stream] | None" = None
+        self.spans: "SpanRing | None" = None
 
     def ended(self, outcome: int, opened_at: float, first_at: float, now: float) -> None:
         """A stream that opened at ``opened_at`` ended; ``first_at`` is 0 when no response came.

@@ -23,12 +23,15 @@ Tracing is priced per request, so all of its per-request work is in the hot path
   compiled ``_open`` walks the frame itself and makes the route key from it (one allocation and
   one hash, where an untraced repeat makes its metadata's bytes);
 * ``trace_stream`` makes the stream carry its hop span: a copy of the entry's content (at most
-  568 bytes), this hop's span id (a PRNG; splitmix64 in C in the compiled twin) and the provider;
+  568 bytes; the compiled ``Stream`` holds a lone 55-byte ``traceparent`` in its own C field,
+  with no object made), this hop's span id (a PRNG; splitmix64 in C in the compiled twin) and
+  the provider;
 * the parent id is written where the frame was queued in a length-prefixed (TCP) provider's
   ``wire_out``, or in a copy of the frame (``stamp_parent``) for a WebSocket provider and for a
   request kept to be retried;
 * at its end, the stream itself is kept as the span (:meth:`Tracer.record`: its end time and
-  outcome set, then appended to its route label's ring, hung on the ``RouteMeter``). Nothing is
+  outcome set, then put in its route label's ring, ``hotpath.SpanRing``, hung on the
+  ``RouteMeter``; in the compiled twin a C ring the relay fills with no Python call). Nothing is
   decoded or built until the admin API asks or the OTLP export sends it; :meth:`Tracer.describe`
   is the one reader of a span's fields.
 
@@ -47,7 +50,6 @@ it, up to the requester's span.
 
 from __future__ import annotations
 
-import collections
 import re
 import time
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple
@@ -56,6 +58,7 @@ from broker import metadata as md
 from broker.metering import OUTCOMES
 
 if TYPE_CHECKING:
+    from broker.hotpath import SpanRing
     from broker.metering import RouteMeter
     from broker.otlp import OtlpExport
     from broker.session import Stream
@@ -107,7 +110,7 @@ class Tracer:
 
             self.export = otlp.OtlpExport(otlp_endpoint, node_id, self.describe)
         #: kept spans (ended traced streams) by route meter (its service and route labels name them)
-        self.recent: dict["RouteMeter", collections.deque[Stream]] = {}
+        self.recent: dict["RouteMeter", SpanRing] = {}
 
     def record(self, st: "Stream", outcome: int, now: float) -> None:
         """Keep the hop span of a traced stream that just ended (loop-time ``now``).
@@ -122,13 +125,13 @@ class Tracer:
         meter: "RouteMeter" = st.meter  # type: ignore[assignment]
         (meter.spans if meter.spans is not None else self.ring(meter)).append(st)
 
-    def ring(self, meter: "RouteMeter") -> "collections.deque[Stream]":
+    def ring(self, meter: "RouteMeter") -> "SpanRing":
         """The ring that keeps the last ``spans_kept`` spans of ``meter``'s route label, made on
         its first span and hung on the meter (``RouteMeter.spans``), where the hot path finds it
         with one attribute read. With an OTLP export, putting a span in it queues it there too."""
-        ring: collections.deque[Stream] = (
-            collections.deque(maxlen=self.spans_kept) if self.export is None else _Exported(self.export, self.spans_kept)
-        )
+        from broker import hotpath  # not at the top: the hot path imports this module
+
+        ring = hotpath.SpanRing(self.spans_kept, self.export)
         meter.spans = self.recent[meter] = ring
         return ring
 
@@ -163,15 +166,3 @@ class Tracer:
             "outcome": OUTCOMES[st.outcome],
         }
 
-
-class _Exported(collections.deque):  # type: ignore[type-arg]
-    """A ring of kept spans whose every new span is also queued for the OTLP export (which
-    counts what its bounded queue drops)."""
-
-    def __init__(self, export: "OtlpExport", kept: int) -> None:
-        super().__init__(maxlen=kept)
-        self.export = export
-
-    def append(self, st: "Stream") -> None:
-        super().append(st)
-        self.export.put(st)

@@ -76,7 +76,8 @@ def _use(hot: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
     """Make the sessions relay, read request metadata, stamp trace parents, forward, keep streams,
     keep frames for retries and key traced routes through ``hot``, the broker find trace entries
     with it, and the traffic rules keep their state in its classes and do their per-request
-    work with its functions (brokers made after this call)."""
+    work with its functions, and the tracer keep spans in its rings (brokers made after this call)."""
+    monkeypatch.setattr(hotpath, "SpanRing", hot.SpanRing)
     for name in ("relay_frame", "request_metadata", "forward", "stamp_parent", "trace_entry", "trace_stream", "Stream", "RouteRules", "keep"):
         monkeypatch.setattr(session, name, getattr(hot, name))
     monkeypatch.setattr(relay, "trace_entry", hot.trace_entry)

@@ -121,3 +121,29 @@ def test_a_closed_tcp_session_lets_its_buffers_go() -> None:
             server.close()
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("hot", HOT_PATHS, ids=lambda m: m.__name__)
+@pytest.mark.parametrize("kept", [1, 3])
+def test_a_span_ring_keeps_the_last_spans_oldest_first_and_exports_every_one(hot: ModuleType, kept: int) -> None:
+    """``SpanRing`` (the C ring the compiled relay fills, and its pure twin): bounded at ``kept``,
+    iterated oldest first at every fill, and every span put in it also goes to the export."""
+
+    class Export:
+        def __init__(self) -> None:
+            self.got: list[object] = []
+
+        def put(self, span: object) -> None:
+            self.got.append(span)
+
+    export = Export()
+    ring, plain = hot.SpanRing(kept, export), hot.SpanRing(kept)
+    spans = [hot.Stream(FrameType.REQUEST_RESPONSE, None, sid) for sid in range(1, 16, 2)]
+    for i, span in enumerate(spans):
+        ring.append(span)
+        plain.append(span)
+        assert list(ring) == list(plain) == spans[max(0, i + 1 - kept) : i + 1]
+        assert len(ring) == min(i + 1, kept)
+    assert export.got == spans
+    with pytest.raises(ValueError, match="at least one span"):
+        hot.SpanRing(0)

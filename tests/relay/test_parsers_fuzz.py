@@ -344,7 +344,9 @@ def _trace_entry_reference(metadata: bytes, max_entries: int) -> tuple[bytes, in
 @given(traced_metadata, st.integers(1, 6))
 def test_hot_path_trace_entry_matches_reference(metadata: bytes, max_entries: int) -> None:
     """Both implementations find the same trace entry as the readable readers, refuse the same
-    ill-formed contexts, and give a route key that a full read routes as it routes ``metadata``."""
+    ill-formed contexts, and give a route key that a full read routes as it routes ``metadata``;
+    a stream traced from it keeps the entry's content as its ``trace`` (the compiled ``Stream``
+    holds a lone ``traceparent`` in a C field, any other content as bytes)."""
     reference = _trace_entry_reference(metadata, max_entries)
     for hot in HOT_PATHS:
         assert hot.trace_entry(metadata, max_entries) == reference
@@ -353,6 +355,25 @@ def test_hot_path_trace_entry_matches_reference(metadata: bytes, max_entries: in
         assert _outcome(lambda: md.route_of(key, md.COMPOSITE_MIME, max_entries)) == _outcome(
             lambda: md.route_of(metadata, md.COMPOSITE_MIME, max_entries)
         )
+        content = metadata[at : at + int.from_bytes(metadata[at - 3 : at], "big")]
+        for hot in HOT_PATHS:
+            stream = hot.Stream(FrameType.REQUEST_RESPONSE, None, 1)
+            assert stream.trace is None
+            hot.trace_stream(stream, metadata, at, None)
+            assert stream.trace == content and stream.span
+
+
+def test_hot_path_trace_entry_checks_every_byte_of_the_ids_and_flags() -> None:
+    """Every byte value in every place of the trace id, the parent id and the flags: each
+    implementation accepts exactly what ``tracing.ENTRY`` accepts (the compiled twin checks the
+    ids eight bytes a step, where a wrong byte next to a good one must not hide)."""
+    good = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    for at in [*range(3, 35), *range(36, 52), 53, 54]:
+        for value in range(256):
+            content = good[:at] + bytes((value,)) + good[at + 1 :]
+            metadata = md.route_metadata("a.b") + md.composite_entry(tracing.TRACE_MIME, content)
+            reference = _trace_entry_reference(metadata, 8)
+            assert all(hot.trace_entry(metadata, 8) == reference for hot in HOT_PATHS), (at, value)
 
 
 @FUZZ
