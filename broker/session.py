@@ -67,6 +67,7 @@ from broker.hotpath import (
     stamp_parent,
     trace_entry,
     trace_stream,
+    watch,
 )
 from broker.limits import LimitExceeded, exceeded
 
@@ -694,11 +695,12 @@ class Session:
                 return None
         now = broker.clock()
         traffic = broker.traffic
-        if traffic.active and not self.is_link:  # a link's requests met the limits at their edge
-            refusal = traffic.admit(self.principal, service, now)
-            if refusal:
-                self._reject(sid, ftype, ErrorCode.REJECTED, refusal, meter)
-                return None
+        # rate limits, deadlines and retries; a link's requests met them at their edge
+        rules = None if self.is_link else traffic.route_rules(self.principal, service, metadata, now)
+        refusal = traffic.admit(rules, self.principal, service, now)
+        if refusal:
+            self._reject(sid, ftype, ErrorCode.REJECTED, refusal, meter)
+            return None
         provider, why = broker.registry.pick(service, now, self.is_link, metadata, self.metadata_mime)
         if provider is None:
             self._reject(sid, ftype, ErrorCode.REJECTED, why, meter)
@@ -722,10 +724,8 @@ class Session:
         dest.streams[pid] = st
         dest.outstanding += 1
         broker.stats["requests"] += 1
-        # deadlines and retries (request-response only); a link's requests are timed and retried at their edge
-        watched = not self.is_link and traffic.watches(service, metadata)
-        if watched and ftype == _RR:
-            traffic.opened(st, service, metadata, now)
+        if rules is not None and ftype == _RR:  # deadlines and retries (request-response only)
+            watch(rules.state, st, rules.ms, rules.retries, now)
         if last_flags & FLAG_FOLLOWS:
             pass  # more fragments of the request follow; they arrive as PAYLOAD frames
         elif ftype == _FNF:
@@ -738,10 +738,12 @@ class Session:
             and ftype != _FNF
             and service not in broker.forward_principal  # its frames are rewritten per request
         ):
-            self._remember_route(metadata, route, service, meter, trace_at is not None)
+            self._remember_route(metadata, route, service, meter, trace_at is not None, rules)
         return dest
 
-    def _remember_route(self, metadata: bytes, route: str, service: str, meter: metering.RouteMeter, traced: bool) -> None:
+    def _remember_route(
+        self, metadata: bytes, route: str, service: str, meter: metering.RouteMeter, traced: bool, rules: RouteRules | None
+    ) -> None:
         """Let the next request with these metadata bytes skip resolving and the access check.
 
         Called once a request was admitted by every check; the hot path's ``_open`` then does
@@ -751,12 +753,12 @@ class Session:
         keeps only composite metadata (bare routing metadata is rewritten for providers) and
         small keys. A traced request is kept by its route key (``hotpath.trace_entry``: the
         metadata without the trace entry's content, which differs every time), as
-        ``Broker.resolve`` keeps it. What the traffic rules do to its repeats is resolved once
-        too (``TrafficRules.route_rules``; none for a broker link's, held to them at their edge):
-        the buckets this principal spends on the service, the service's retries, and the
-        deadline, which depends on the service's policy and the key's deadline entry only (a
-        deadline tag inside the trace content is not an entry, and ``traffic.opened`` finds
-        nothing there either). The entry is tied to the broker's ``open_generation``: a changed
+        ``Broker.resolve`` keeps it. What the traffic rules do to its repeats is what they did to
+        this request (``rules``, from ``TrafficRules.route_rules``; none for a broker link's,
+        held to them at their edge): the buckets this principal spends on the service, the
+        service's retries, and the deadline, which depends on the service's policy and the
+        metadata's deadline entry only, so the key reads the same (the trace content is not an
+        entry, whatever text it holds). The entry is tied to the broker's ``open_generation``: a changed
         access rule, service policy or rate limit, a sweep of principals' buckets, or draining,
         empties the cache on the next request, which then meets the full checks again; the
         principal is fixed for the connection's life.
@@ -768,7 +770,6 @@ class Session:
             metadata = trace_entry(metadata, broker.settings.max_metadata_entries)[0]
         if len(metadata) > OPEN_CACHE_MAX_KEY:
             return
-        rules = None if self.is_link else broker.traffic.route_rules(self.principal, service, metadata)
         generation = broker.open_generation
         cache = self.open_cache
         if cache is None or self.open_gen != generation or len(cache) >= OPEN_CACHE_SIZE:

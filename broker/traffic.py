@@ -32,9 +32,9 @@ Rules of this module:
   arithmetic runs in the relay's hot path (``broker.hotpath``, compiled when it can be):
   ``spend`` of a plan's buckets (``Bucket``), ``watch`` of a deadline and retry marks on the
   node's ``TrafficState``, ``sweep`` of the deadline FIFOs, ``keep`` of a retried frame. A
-  repeat request opened from a connection's route cache uses the ``RouteRules`` resolved once
-  for that entry (:meth:`TrafficRules.route_rules`: the buckets of its principal and service,
-  its deadline, its retries); so a change of the limits, a sweep of principals' buckets
+  request's rules are resolved once on the relay's full path, as a ``RouteRules``
+  (:meth:`TrafficRules.route_rules`: the buckets of its principal and service, its deadline,
+  its retries), and its route cache entry keeps them for the repeats it opens; so a change of the limits, a sweep of principals' buckets
   (``on_change``) and a change of a service's policy (``Broker.set_policy``) each drop the
   route caches (``Broker.forget_admissions``).
 """
@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from broker import metadata as md
 from broker import metering
 from broker.frames import HEADER_LENGTH, ErrorCode, FrameError, cancel_frame, error_frame
-from broker.hotpath import TOO_LARGE, Bucket, RouteRules, TrafficState, forward, request_metadata, spend, sweep, watch
+from broker.hotpath import TOO_LARGE, Bucket, RouteRules, TrafficState, forward, request_metadata, spend, sweep
 from broker.latency import observe
 
 if TYPE_CHECKING:
@@ -176,21 +176,18 @@ class TrafficRules:
         self._limits: dict[str, RateLimit] = {}
         #: deadline_ms of the services that have one (kept by :meth:`set_service`)
         self.deadlines: dict[str, int] = {}
-        #: services with a deadline or retries: the relay calls :meth:`opened` for their
-        #: request-responses (for others only when the metadata may hold a deadline entry)
-        self.watched: set[str] = set()
         self._principal_limits: list[RateLimit] = []
         #: buckets by service, and by principal name (made on a principal's first request)
         self._by_service: dict[str, tuple[Bucket, ...]] = {}
         self._by_principal: dict[str, tuple[Bucket, ...]] = {}
-        #: what :meth:`admit` spends, resolved once: for each service with a limit, by principal
+        #: the buckets a request spends, resolved once (:meth:`route_rules`): for each service with a limit, by principal
         #: name, its service buckets then the principal's (the same bucket objects, so one
         #: principal has one bucket per limit whichever service it calls). Services without a
         #: limit use ``_by_principal`` itself; so the entries are bounded by the configured
         #: service limits times the principals kept, whatever services requesters name. A
-        #: route cache entry holds its plan too (:meth:`route_rules`).
+        #: route cache entry holds its plan too.
         self._plans: dict[str, dict[str, tuple[Bucket, ...]]] = {}
-        #: any limit configured: the relay asks :meth:`admit` only then
+        #: any limit configured: a request has a plan of buckets only then
         self.active = False
         #: live nodes sharing each limit (1 without a cluster)
         self.live_nodes = 1
@@ -244,16 +241,14 @@ class TrafficRules:
                 bucket.interval, bucket.tolerance = _shape(bucket.limit, count)
                 bucket.tat = now + used * bucket.interval
 
-    def admit(self, principal: Any, service: str, now: float) -> str:
-        """'' when a request of ``principal`` for ``service`` may go on; else why not (spends a
-        token of each bucket in turn, the service's first, up to the first that has none left).
-
-        On a request of the full path while any limit is set: two dict lookups and
-        ``hotpath.spend``, the buckets that apply having been resolved on the first request of
-        this principal (and service); a repeat opened from the route cache spends the plan its
-        entry holds (:meth:`route_rules`)."""
-        plan = self._plan_of(principal.name, service, now)  # every session has a principal once its SETUP is accepted
-        spent = spend(plan, now)
+    def admit(self, rules: RouteRules | None, principal: Any, service: str, now: float) -> str:
+        """'' when a request of ``principal`` for ``service`` under ``rules`` (:meth:`route_rules`)
+        may go on; else why not (spends a token of each bucket of its plan in turn, the
+        service's first, up to the first that has none left). A repeat opened from the route
+        cache spends its entry's plan in the hot path itself and asks only :meth:`refusal`."""
+        if rules is None or rules.plan is None:
+            return ""
+        spent = spend(rules.plan, now)
         return "" if spent is None else self.refusal(spent.limit, principal, service)
 
     def _plan_of(self, name: str, service: str, now: float) -> tuple[Bucket, ...]:
@@ -316,24 +311,6 @@ class TrafficRules:
             self.deadlines[service] = deadline_ms
         if retries:
             self.retries[service] = retries
-        if deadline_ms is not None or retries:
-            self.watched.add(service)
-        else:
-            self.watched.discard(service)
-
-    def watches(self, service: str, metadata: bytes) -> bool:
-        """Whether a request-response for ``service`` with ``metadata`` needs :meth:`opened`: its
-        service has a deadline or retries, or the metadata may hold a deadline entry (a cheap
-        pre-check; :meth:`opened` reads the entry)."""
-        return service in self.watched or (len(metadata) >= DEADLINE_ENTRY_MIN and metadata.find(DEADLINE_TAG) >= 0)
-
-    def opened(self, st: "Stream", service: str, metadata: bytes, now: float) -> None:
-        """A request-response of a requester on this node was routed at ``now`` (its
-        ``opened_at``): watch its deadline, and mark it to be kept for a retry
-        (``hotpath.watch``). One call per request for both rules; the relay makes it when
-        :meth:`watches` says so (a repeat opened from the route cache, ``hotpath._open``, does
-        the same with what :meth:`route_rules` resolved for the first)."""
-        watch(self.state, st, self._deadline(service, metadata), self.retries.get(service, 0), now)
 
     def _deadline(self, service: str, metadata: bytes) -> int | None:
         """The deadline in ms of a request-response for ``service`` with ``metadata``: the
@@ -345,13 +322,15 @@ class TrafficRules:
                 ms = asked
         return ms
 
-    def route_rules(self, principal: Any, service: str, metadata: bytes) -> RouteRules | None:
-        """What these rules do to every repeat of a request of ``principal`` for ``service`` with
-        ``metadata`` (its route cache key) opened from the route cache, resolved once when the
-        entry is made: the buckets it spends (the plan :meth:`admit` spent for the first), its
-        deadline and its retries; None when no rule applies. Valid until :attr:`on_change` is
-        called or a service's policy changes, both of which drop the route caches."""
-        plan = self._plan_of(principal.name, service, self.clock()) if self.active else ()
+    def route_rules(self, principal: Any, service: str, metadata: bytes, now: float) -> RouteRules | None:
+        """What these rules do to a request of ``principal`` for ``service`` with ``metadata``,
+        resolved at ``now``: the buckets it spends (:meth:`admit`), its deadline and its retries
+        (``hotpath.watch`` marks a request-response with them); None when no rule applies. The
+        relay resolves them once per request on its full path, and a route cache entry keeps
+        them for the repeats it opens (``hotpath._open``; its key, the metadata without a trace
+        entry's content, reads the same here). Valid until :attr:`on_change` is called or a
+        service's policy changes, both of which drop the route caches."""
+        plan = self._plan_of(principal.name, service, now) if self.active else ()
         ms = self._deadline(service, metadata)
         retries = self.retries.get(service, 0)
         if not plan and ms is None and not retries:

@@ -31,9 +31,10 @@ def limit(name: str, **fields: object) -> RateLimit:
 
 
 def admitted(rules: TrafficRules, who: str, service: str, times: int, now: float = NOW) -> list[str]:
-    """The answers of ``times`` requests at the same instant ('' = admitted)."""
+    """The answers of ``times`` requests at the same instant ('' = admitted), each resolved and
+    admitted as the relay's full path does."""
     principal = Principal(name=who)
-    return [rules.admit(principal, service, now) for _ in range(times)]
+    return [rules.admit(rules.route_rules(principal, service, b"", now), principal, service, now) for _ in range(times)]
 
 
 def test_a_limit_added_removed_or_changed_applies_to_the_next_request(rules: TrafficRules) -> None:

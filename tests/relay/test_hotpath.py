@@ -78,10 +78,10 @@ def _use(hot: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
     with it, and the traffic rules keep their state in its classes and do their per-request
     work with its functions, and the tracer keep spans in its rings (brokers made after this call)."""
     monkeypatch.setattr(hotpath, "SpanRing", hot.SpanRing)
-    for name in ("relay_frame", "request_metadata", "forward", "stamp_parent", "trace_entry", "trace_stream", "Stream", "RouteRules", "keep"):
+    for name in ("relay_frame", "request_metadata", "forward", "stamp_parent", "trace_entry", "trace_stream", "Stream", "RouteRules", "keep", "watch"):
         monkeypatch.setattr(session, name, getattr(hot, name))
     monkeypatch.setattr(relay, "trace_entry", hot.trace_entry)
-    for name in ("Bucket", "RouteRules", "TrafficState", "spend", "watch", "sweep", "forward", "request_metadata"):
+    for name in ("Bucket", "RouteRules", "TrafficState", "spend", "sweep", "forward", "request_metadata"):
         monkeypatch.setattr(traffic, name, getattr(hot, name))
 
 
